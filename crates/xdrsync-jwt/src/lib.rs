@@ -1,0 +1,398 @@
+//! Minimal JOSE for Entra ID: compact JWS with RS256 and PS256, and RSA JWKs.
+//!
+//! xdrsync needs exactly this much of JOSE: the emulator signs access tokens (RS256, like Entra)
+//! and verifies client assertions (RS256 + `x5t`, PS256 + `x5t#S256`); the client verifies
+//! tokens against a JWKS for `auth token`. A full JOSE crate would pull in a crypto backend we do
+//! not otherwise need, so this crate does the narrow job on RustCrypto's `rsa` with strict
+//! rules: the algorithm comes from the caller's allow-list, never from the token alone, so
+//! `alg: none` and algorithm confusion are refused.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rsa::pkcs1v15;
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::pss;
+use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer, Verifier};
+use rsa::traits::PublicKeyParts;
+use rsa::{BigUint, RsaPrivateKey, RsaPublicKey};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+/// A JWS algorithm this crate implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Algorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+}
+
+impl Algorithm {
+    /// The `alg` header value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Algorithm::RS256 => "RS256",
+            Algorithm::PS256 => "PS256",
+        }
+    }
+}
+
+/// Why a token could not be produced or accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    /// Not three base64url segments of JSON.
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// The header names an algorithm that is not allowed here (including `none`).
+    #[error("algorithm `{0}` is not accepted")]
+    Algorithm(String),
+    /// The signature does not verify with the given key.
+    #[error("signature verification failed")]
+    Signature,
+    /// A key could not be built or encoded.
+    #[error("key error: {0}")]
+    Key(String),
+}
+
+/// Encodes bytes as base64url without padding.
+pub fn b64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes base64url with or without padding, or standard base64 (clients send all three).
+pub fn b64_any(s: &str) -> Option<Vec<u8>> {
+    let trimmed = s.trim_end_matches('=');
+    URL_SAFE_NO_PAD.decode(trimmed).ok().or_else(|| {
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(trimmed)
+            .ok()
+    })
+}
+
+/// The SHA-1 thumbprint of DER bytes, base64url: the `x5t` / `kid` form Entra uses.
+pub fn x5t_sha1(der: &[u8]) -> String {
+    b64url(&Sha1::digest(der))
+}
+
+/// The SHA-256 thumbprint of DER bytes, base64url: the `x5t#S256` form.
+pub fn x5t_sha256(der: &[u8]) -> String {
+    b64url(&Sha256::digest(der))
+}
+
+/// An RSA signing key with its key id.
+#[derive(Clone)]
+pub struct SigningKey {
+    key: RsaPrivateKey,
+    kid: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Generates a fresh RSA key of `bits` bits; the key id is the SHA-1 thumbprint of its
+    /// public key.
+    pub fn generate(bits: usize) -> Result<Self, JwtError> {
+        let key = RsaPrivateKey::new(&mut rand::rngs::OsRng, bits)
+            .map_err(|e| JwtError::Key(e.to_string()))?;
+        Self::from_key(key)
+    }
+
+    /// Loads a PKCS#8 PEM private key.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, JwtError> {
+        let key = RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| JwtError::Key(e.to_string()))?;
+        Self::from_key(key)
+    }
+
+    fn from_key(key: RsaPrivateKey) -> Result<Self, JwtError> {
+        let spki = key
+            .to_public_key()
+            .to_public_key_der()
+            .map_err(|e| JwtError::Key(e.to_string()))?;
+        let kid = x5t_sha1(spki.as_bytes());
+        Ok(Self { key, kid })
+    }
+
+    /// The PKCS#8 PEM encoding of the private key.
+    pub fn to_pkcs8_pem(&self) -> Result<String, JwtError> {
+        self.key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map(|z| z.to_string())
+            .map_err(|e| JwtError::Key(e.to_string()))
+    }
+
+    /// The key id (`kid`, and `x5t` in Entra's JWKS).
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public half as a JWK.
+    pub fn jwk(&self) -> Jwk {
+        Jwk::from_public_key(&self.key.to_public_key(), &self.kid)
+    }
+
+    /// Signs `claims` with the given header fields; `alg` and `typ` are set here.
+    pub fn sign(
+        &self,
+        alg: Algorithm,
+        mut header: serde_json::Map<String, Value>,
+        claims: &Value,
+    ) -> String {
+        header.insert("typ".into(), "JWT".into());
+        header.insert("alg".into(), alg.as_str().into());
+        let signing_input = format!(
+            "{}.{}",
+            b64url(Value::Object(header).to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
+        let signature = match alg {
+            Algorithm::RS256 => pkcs1v15::SigningKey::<Sha256>::new(self.key.clone())
+                .sign(signing_input.as_bytes())
+                .to_vec(),
+            Algorithm::PS256 => pss::BlindedSigningKey::<Sha256>::new(self.key.clone())
+                .sign_with_rng(&mut rand::rngs::OsRng, signing_input.as_bytes())
+                .to_vec(),
+        };
+        format!("{signing_input}.{}", b64url(&signature))
+    }
+}
+
+/// A public RSA key in JWK form, as Entra publishes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    /// Always `RSA`.
+    pub kty: String,
+    /// Always `sig`.
+    #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
+    pub use_: Option<String>,
+    /// The key id.
+    pub kid: String,
+    /// SHA-1 thumbprint (Entra sets it equal to `kid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x5t: Option<String>,
+    /// Modulus, base64url.
+    pub n: String,
+    /// Exponent, base64url.
+    pub e: String,
+    /// Certificate chain, standard base64 DER.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub x5c: Vec<String>,
+    /// The issuer this key signs for (v2 key sets only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
+
+impl Jwk {
+    /// Builds a JWK from a public key.
+    pub fn from_public_key(key: &RsaPublicKey, kid: &str) -> Self {
+        Jwk {
+            kty: "RSA".into(),
+            use_: Some("sig".into()),
+            kid: kid.to_owned(),
+            x5t: Some(kid.to_owned()),
+            n: b64url(&key.n().to_bytes_be()),
+            e: b64url(&key.e().to_bytes_be()),
+            x5c: Vec::new(),
+            issuer: None,
+        }
+    }
+
+    /// The RSA public key.
+    pub fn public_key(&self) -> Result<RsaPublicKey, JwtError> {
+        let n = b64_any(&self.n).ok_or(JwtError::Key("`n` is not base64url".into()))?;
+        let e = b64_any(&self.e).ok_or(JwtError::Key("`e` is not base64url".into()))?;
+        RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e))
+            .map_err(|err| JwtError::Key(err.to_string()))
+    }
+
+    /// The DER of the first `x5c` certificate, if any.
+    pub fn first_cert_der(&self) -> Option<Vec<u8>> {
+        self.x5c.first().and_then(|c| STANDARD.decode(c).ok())
+    }
+}
+
+/// A JWK set: `{"keys": [...]}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct JwkSet {
+    /// The keys.
+    pub keys: Vec<Jwk>,
+}
+
+/// A token split into its parts, not yet verified.
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    /// The JOSE header.
+    pub header: serde_json::Map<String, Value>,
+    /// The claims.
+    pub claims: serde_json::Map<String, Value>,
+    signing_input: String,
+    signature: Vec<u8>,
+}
+
+impl Decoded {
+    /// Splits and decodes a compact JWS without verifying it.
+    pub fn parse(token: &str) -> Result<Self, JwtError> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(c), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(JwtError::Malformed("expected three dot-separated segments"));
+        };
+        let json =
+            |seg: &str, what: &'static str| -> Result<serde_json::Map<String, Value>, JwtError> {
+                let bytes = b64_any(seg).ok_or(JwtError::Malformed(what))?;
+                match serde_json::from_slice(&bytes) {
+                    Ok(Value::Object(m)) => Ok(m),
+                    _ => Err(JwtError::Malformed(what)),
+                }
+            };
+        let header = json(h, "header is not base64url JSON")?;
+        let claims = json(c, "payload is not base64url JSON")?;
+        let signature = b64_any(s).ok_or(JwtError::Malformed("signature is not base64url"))?;
+        Ok(Self {
+            header,
+            claims,
+            signing_input: format!("{h}.{c}"),
+            signature,
+        })
+    }
+
+    /// The header's `alg`.
+    pub fn alg(&self) -> Option<&str> {
+        self.header.get("alg").and_then(Value::as_str)
+    }
+
+    /// The header's `kid`.
+    pub fn kid(&self) -> Option<&str> {
+        self.header.get("kid").and_then(Value::as_str)
+    }
+
+    /// Verifies the signature with `key`, accepting only the algorithms in `allowed`.
+    pub fn verify(&self, key: &RsaPublicKey, allowed: &[Algorithm]) -> Result<Algorithm, JwtError> {
+        let alg = match self.alg() {
+            Some("RS256") => Algorithm::RS256,
+            Some("PS256") => Algorithm::PS256,
+            other => return Err(JwtError::Algorithm(other.unwrap_or("(missing)").to_owned())),
+        };
+        if !allowed.contains(&alg) {
+            return Err(JwtError::Algorithm(alg.as_str().to_owned()));
+        }
+        let ok = match alg {
+            Algorithm::RS256 => {
+                let sig = pkcs1v15::Signature::try_from(self.signature.as_slice())
+                    .map_err(|_| JwtError::Signature)?;
+                pkcs1v15::VerifyingKey::<Sha256>::new(key.clone())
+                    .verify(self.signing_input.as_bytes(), &sig)
+                    .is_ok()
+            }
+            Algorithm::PS256 => {
+                let sig = pss::Signature::try_from(self.signature.as_slice())
+                    .map_err(|_| JwtError::Signature)?;
+                pss::VerifyingKey::<Sha256>::new(key.clone())
+                    .verify(self.signing_input.as_bytes(), &sig)
+                    .is_ok()
+            }
+        };
+        if ok {
+            Ok(alg)
+        } else {
+            Err(JwtError::Signature)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn key() -> SigningKey {
+        SigningKey::generate(2048).unwrap()
+    }
+
+    #[test]
+    fn rs256_and_ps256_round_trip() {
+        let k = key();
+        let pk = k.jwk().public_key().unwrap();
+        for alg in [Algorithm::RS256, Algorithm::PS256] {
+            let mut h = serde_json::Map::new();
+            h.insert("kid".into(), k.kid().into());
+            let token = k.sign(alg, h, &json!({"aud": "x", "n": 1}));
+            let d = Decoded::parse(&token).unwrap();
+            assert_eq!(d.verify(&pk, &[alg]).unwrap(), alg);
+            assert_eq!(d.claims["aud"], "x");
+            assert_eq!(d.kid(), Some(k.kid()));
+        }
+    }
+
+    #[test]
+    fn tampered_none_and_wrong_key_are_refused() {
+        let k = key();
+        let pk = k.jwk().public_key().unwrap();
+        let token = k.sign(
+            Algorithm::RS256,
+            Default::default(),
+            &json!({"roles": ["a"]}),
+        );
+        // Tampered payload.
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged = b64url(json!({"roles": ["admin"]}).to_string().as_bytes());
+        parts[1] = &forged;
+        let tampered = parts.join(".");
+        assert!(matches!(
+            Decoded::parse(&tampered)
+                .unwrap()
+                .verify(&pk, &[Algorithm::RS256]),
+            Err(JwtError::Signature)
+        ));
+        // alg: none.
+        let none = format!(
+            "{}.{}.",
+            b64url(br#"{"alg":"none","typ":"JWT"}"#),
+            b64url(br#"{"roles":["admin"]}"#)
+        );
+        assert!(
+            matches!(Decoded::parse(&none).unwrap().verify(&pk, &[Algorithm::RS256]), Err(JwtError::Algorithm(a)) if a == "none")
+        );
+        // Allowed list is the caller's, not the token's.
+        assert!(matches!(
+            Decoded::parse(&token)
+                .unwrap()
+                .verify(&pk, &[Algorithm::PS256]),
+            Err(JwtError::Algorithm(_))
+        ));
+        // Another key.
+        let other = key().jwk().public_key().unwrap();
+        assert!(
+            Decoded::parse(&token)
+                .unwrap()
+                .verify(&other, &[Algorithm::RS256])
+                .is_err()
+        );
+        // Garbage.
+        assert!(matches!(Decoded::parse("a.b"), Err(JwtError::Malformed(_))));
+    }
+
+    #[test]
+    fn pem_round_trip_keeps_kid() {
+        let k = key();
+        let again = SigningKey::from_pkcs8_pem(&k.to_pkcs8_pem().unwrap()).unwrap();
+        assert_eq!(again.kid(), k.kid());
+    }
+
+    #[test]
+    fn thumbprints_accept_every_client_encoding() {
+        // Doc example: hex 84E05C1D…5534 → hOBcHZi846VCHSJbFAs26Go9VTQ (certificate-credentials).
+        let raw = b64_any("hOBcHZi846VCHSJbFAs26Go9VTQ").unwrap();
+        assert_eq!(b64_any("hOBcHZi846VCHSJbFAs26Go9VTQ=").unwrap(), raw);
+        assert_eq!(b64_any("hOBcHZi846VCHSJbFAs26Go9VTQ=").unwrap().len(), 20);
+    }
+}

@@ -1,0 +1,27 @@
+//! Domain types of xdrsync.
+//!
+//! This crate sits at the bottom of the workspace: every other crate depends on it and it depends
+//! on none of them. It does no I/O. It holds
+//!
+//! - identifiers as newtypes ([`TenantId`], [`IncidentId`]) so a tenant can never be passed where
+//!   an incident is expected;
+//! - [`Timestamp`], the one canonical form of the API's variable-precision UTC times, so that the
+//!   same instant written `…57.29Z` by one API and `…57.2900000Z` by the other is one version;
+//! - the normalized [`Incident`] schema that both the legacy Defender XDR API and Microsoft Graph
+//!   are mapped into ([`normalize`]), with a stable [`VersionKey`] and [`EventId`];
+//! - redacting wrappers for secrets and URLs ([`redact`]), so a secret cannot reach a log by
+//!   accident: `Debug` and `Display` print `**REDACTED**`.
+
+pub mod duration;
+pub mod ids;
+pub mod incident;
+pub mod normalize;
+pub mod redact;
+pub mod time;
+
+pub use duration::{DurationParseError, parse_duration};
+pub use ids::{EventId, IncidentId, StreamKind, TenantId, VersionKey};
+pub use incident::{AlertSummary, ApiKind, Incident, Severity};
+pub use normalize::{NormalizeError, normalize_graph_incident, normalize_xdr_incident};
+pub use redact::{SafeUrl, SecretString};
+pub use time::{Timestamp, TimestampError};

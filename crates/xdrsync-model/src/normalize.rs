@@ -1,0 +1,452 @@
+//! Mapping of API payloads into the normalized [`Incident`].
+//!
+//! The legacy Defender XDR API and Microsoft Graph describe the same incident with different
+//! names (`incidentName`/`displayName`), types (number/string ids) and enum spellings
+//! (`InProgress`/`inProgress`, `NotAvailable`/`unknown`, `MicrosoftDefenderATP`/
+//! `microsoftDefenderForEndpoint`). Both are mapped here into Graph's vocabulary, so a tenant can
+//! move from one API to the other without its downstream data changing shape.
+//!
+//! Missing required fields (id, created, last-update time) are errors that name the field;
+//! everything else has a documented default, because the live API omits null keys.
+
+use serde_json::{Map, Value};
+
+use crate::{AlertSummary, ApiKind, Incident, IncidentId, Severity, TenantId, Timestamp};
+
+/// An API payload that cannot be read as an incident.
+#[derive(Debug, thiserror::Error)]
+pub enum NormalizeError {
+    /// The payload is not a JSON object.
+    #[error("expected an incident object, got {found}")]
+    NotAnObject {
+        /// The JSON type found instead.
+        found: &'static str,
+    },
+    /// A required field is absent or null.
+    #[error("incident {incident}: required field `{field}` is missing")]
+    Missing {
+        /// The incident id if known, else `?`.
+        incident: String,
+        /// The missing field.
+        field: &'static str,
+    },
+    /// A field has the wrong type or an unparseable value.
+    #[error("incident {incident}: field `{field}` is invalid: {reason}")]
+    Invalid {
+        /// The incident id if known, else `?`.
+        incident: String,
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+struct Reader<'a> {
+    obj: &'a Map<String, Value>,
+    incident: String,
+}
+
+impl<'a> Reader<'a> {
+    fn get(&self, field: &str) -> Option<&'a Value> {
+        self.obj.get(field).filter(|v| !v.is_null())
+    }
+
+    fn str_opt(&self, field: &'static str) -> Result<Option<String>, NormalizeError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(self.invalid(
+                field,
+                format!("expected a string, got {}", type_name(other)),
+            )),
+        }
+    }
+
+    fn time(&self, field: &'static str) -> Result<Timestamp, NormalizeError> {
+        match self.get(field) {
+            None => Err(NormalizeError::Missing {
+                incident: self.incident.clone(),
+                field,
+            }),
+            Some(Value::String(s)) => s.parse().map_err(|e| self.invalid(field, format!("{e}"))),
+            Some(other) => Err(self.invalid(
+                field,
+                format!("expected a timestamp string, got {}", type_name(other)),
+            )),
+        }
+    }
+
+    fn time_opt(&self, field: &'static str) -> Option<Timestamp> {
+        self.get(field)
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+    }
+
+    fn strings(&self, field: &'static str) -> Vec<String> {
+        match self.get(field) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn invalid(&self, field: &'static str, reason: String) -> NormalizeError {
+        NormalizeError::Invalid {
+            incident: self.incident.clone(),
+            field,
+            reason,
+        }
+    }
+}
+
+/// Reads an id that may be a JSON number or a string of digits.
+fn read_id(v: Option<&Value>) -> Result<Option<String>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(Some(n.to_string())),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_owned())),
+        Some(other) => Err(format!("expected an id, got {}", type_name(other))),
+    }
+}
+
+/// Lower-cases the first letter: Graph's spelling of a legacy PascalCase enum member.
+fn camel(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn enum_value(legacy: Option<String>, map: &[(&str, &str)]) -> String {
+    match legacy {
+        None => "unknown".to_owned(),
+        Some(v) => map
+            .iter()
+            .find(|(from, _)| from.eq_ignore_ascii_case(&v))
+            .map(|(_, to)| (*to).to_owned())
+            .unwrap_or_else(|| camel(&v)),
+    }
+}
+
+const STATUS_MAP: &[(&str, &str)] = &[("InProgress", "inProgress")];
+const CLASSIFICATION_MAP: &[(&str, &str)] = &[("Unknown", "unknown")];
+/// Legacy determinations with a different Graph name (see defender-api.md §1.11, §2.5).
+const DETERMINATION_MAP: &[(&str, &str)] = &[
+    ("NotAvailable", "unknown"),
+    ("CompromisedAccount", "compromisedUser"),
+    ("ConfirmedUserActivity", "confirmedActivity"),
+    ("NoEnoughDataToValidate", "insufficientData"),
+];
+const ALERT_STATUS_MAP: &[(&str, &str)] = &[("Active", "inProgress"), ("Unknown", "unknown")];
+/// Legacy `serviceSource` → Graph `serviceSource`.
+const SERVICE_SOURCE_MAP: &[(&str, &str)] = &[
+    ("MicrosoftDefenderATP", "microsoftDefenderForEndpoint"),
+    (
+        "MicrosoftDefenderForEndpoint",
+        "microsoftDefenderForEndpoint",
+    ),
+    ("OfficeATP", "microsoftDefenderForOffice365"),
+    (
+        "MicrosoftDefenderForOffice365",
+        "microsoftDefenderForOffice365",
+    ),
+    ("MicrosoftCloudAppSecurity", "microsoftDefenderForCloudApps"),
+    (
+        "AzureAdvancedThreatProtection",
+        "microsoftDefenderForIdentity",
+    ),
+    ("AADIdentityProtection", "azureAdIdentityProtection"),
+    ("Microsoft365Defender", "microsoft365Defender"),
+    ("AppGovernance", "microsoftAppGovernance"),
+    ("DataLossPrevention", "dataLossPrevention"),
+];
+/// Legacy `detectionSource` → Graph `detectionSource`.
+const DETECTION_SOURCE_MAP: &[(&str, &str)] = &[
+    ("WindowsDefenderAv", "antivirus"),
+    ("WindowsDefenderSmartScreen", "smartScreen"),
+    ("CustomerTI", "customTi"),
+    ("OfficeATP", "microsoftDefenderForOffice365"),
+    ("AutomatedInvestigation", "automatedInvestigation"),
+    ("MTP", "microsoft365Defender"),
+    ("MCAS", "cloudAppSecurity"),
+    ("AAD", "azureAdIdentityProtection"),
+    ("EDR", "microsoftDefenderForEndpoint"),
+    ("WindowsDefenderAtp", "microsoftDefenderForEndpoint"),
+    ("CustomDetection", "customDetection"),
+    ("AzureATP", "microsoftDefenderForIdentity"),
+    ("ThreatExperts", "microsoftThreatExperts"),
+    ("Manual", "manual"),
+];
+
+fn as_object<'a>(raw: &'a Value, incident: &str) -> Result<&'a Map<String, Value>, NormalizeError> {
+    let _ = incident;
+    raw.as_object().ok_or(NormalizeError::NotAnObject {
+        found: type_name(raw),
+    })
+}
+
+/// Normalizes one incident of the legacy `GET /api/incidents` response.
+pub fn normalize_xdr_incident(tenant: &TenantId, raw: &Value) -> Result<Incident, NormalizeError> {
+    let obj = as_object(raw, "?")?;
+    let id = read_id(obj.get("incidentId"))
+        .map_err(|reason| NormalizeError::Invalid {
+            incident: "?".into(),
+            field: "incidentId",
+            reason,
+        })?
+        .ok_or(NormalizeError::Missing {
+            incident: "?".into(),
+            field: "incidentId",
+        })?;
+    let r = Reader {
+        obj,
+        incident: id.clone(),
+    };
+    let redirect =
+        read_id(r.get("redirectIncidentId")).map_err(|e| r.invalid("redirectIncidentId", e))?;
+    let alerts = match r.get("alerts") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_object)
+            .map(xdr_alert)
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(Incident {
+        tenant_id: tenant.clone(),
+        incident_id: IncidentId::new(id),
+        api: ApiKind::Xdr,
+        title: r.str_opt("incidentName")?.unwrap_or_default(),
+        created: r.time("createdTime")?,
+        last_update: r.time("lastUpdateTime")?,
+        status: enum_value(r.str_opt("status")?, STATUS_MAP),
+        severity: Severity::parse(&r.str_opt("severity")?.unwrap_or_default()),
+        classification: enum_value(r.str_opt("classification")?, CLASSIFICATION_MAP),
+        determination: enum_value(r.str_opt("determination")?, DETERMINATION_MAP),
+        assigned_to: r.str_opt("assignedTo")?,
+        redirect_incident_id: redirect.map(IncidentId::new),
+        web_url: r.str_opt("incidentUri")?,
+        tags: r.strings("tags"),
+        alerts,
+    })
+}
+
+fn xdr_alert(obj: &Map<String, Value>) -> AlertSummary {
+    let r = Reader {
+        obj,
+        incident: String::new(),
+    };
+    let text = |f: &'static str| r.get(f).and_then(Value::as_str).map(str::to_owned);
+    let evidence = |f: &'static str| r.get(f).and_then(Value::as_array).map_or(0, Vec::len);
+    AlertSummary {
+        id: text("alertId").unwrap_or_default(),
+        title: text("title").unwrap_or_default(),
+        severity: Severity::parse(&text("severity").unwrap_or_default()),
+        status: enum_value(text("status"), ALERT_STATUS_MAP),
+        category: text("category"),
+        service_source: enum_value(text("serviceSource"), SERVICE_SOURCE_MAP),
+        detection_source: enum_value(text("detectionSource"), DETECTION_SOURCE_MAP),
+        created: r.time_opt("creationTime"),
+        last_update: r.time_opt("lastUpdatedTime"),
+        mitre_techniques: r.strings("mitreTechniques"),
+        evidence_count: evidence("entities") + evidence("devices"),
+    }
+}
+
+/// Normalizes one incident of Graph's `GET /v1.0/security/incidents` response.
+pub fn normalize_graph_incident(
+    tenant: &TenantId,
+    raw: &Value,
+) -> Result<Incident, NormalizeError> {
+    let obj = as_object(raw, "?")?;
+    let id = read_id(obj.get("id"))
+        .map_err(|reason| NormalizeError::Invalid {
+            incident: "?".into(),
+            field: "id",
+            reason,
+        })?
+        .ok_or(NormalizeError::Missing {
+            incident: "?".into(),
+            field: "id",
+        })?;
+    let r = Reader {
+        obj,
+        incident: id.clone(),
+    };
+    let redirect =
+        read_id(r.get("redirectIncidentId")).map_err(|e| r.invalid("redirectIncidentId", e))?;
+    let mut tags = r.strings("customTags");
+    tags.extend(r.strings("systemTags"));
+    let alerts = match r.get("alerts") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_object)
+            .map(graph_alert)
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(Incident {
+        tenant_id: tenant.clone(),
+        incident_id: IncidentId::new(id),
+        api: ApiKind::Graph,
+        title: r.str_opt("displayName")?.unwrap_or_default(),
+        created: r.time("createdDateTime")?,
+        last_update: r.time("lastUpdateDateTime")?,
+        status: r.str_opt("status")?.unwrap_or_else(|| "unknown".into()),
+        severity: Severity::parse(&r.str_opt("severity")?.unwrap_or_default()),
+        classification: r
+            .str_opt("classification")?
+            .unwrap_or_else(|| "unknown".into()),
+        determination: r
+            .str_opt("determination")?
+            .unwrap_or_else(|| "unknown".into()),
+        assigned_to: r.str_opt("assignedTo")?,
+        redirect_incident_id: redirect.map(IncidentId::new),
+        web_url: r.str_opt("incidentWebUrl")?,
+        tags,
+        alerts,
+    })
+}
+
+fn graph_alert(obj: &Map<String, Value>) -> AlertSummary {
+    let r = Reader {
+        obj,
+        incident: String::new(),
+    };
+    let text = |f: &'static str| r.get(f).and_then(Value::as_str).map(str::to_owned);
+    AlertSummary {
+        id: text("id").unwrap_or_default(),
+        title: text("title").unwrap_or_default(),
+        severity: Severity::parse(&text("severity").unwrap_or_default()),
+        status: text("status").unwrap_or_else(|| "unknown".into()),
+        category: text("category"),
+        service_source: text("serviceSource").unwrap_or_else(|| "unknown".into()),
+        detection_source: text("detectionSource").unwrap_or_else(|| "unknown".into()),
+        created: r.time_opt("createdDateTime"),
+        last_update: r.time_opt("lastUpdateDateTime"),
+        mitre_techniques: r.strings("mitreTechniques"),
+        evidence_count: r
+            .get("evidence")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn tenant() -> TenantId {
+        TenantId::canonical("cfcdbe43-0000-0000-0000-000000000001")
+    }
+
+    /// The documented legacy list example (defender-api.md §1.13), trimmed.
+    fn doc_xdr() -> Value {
+        json!({
+            "incidentId": 924521, "redirectIncidentId": null,
+            "incidentName": "'Mimikatz' hacktool was detected on one endpoint",
+            "createdTime": "2020-09-06T12:18:03.6266667Z", "lastUpdateTime": "2020-09-06T12:18:03.81Z",
+            "assignedTo": null, "classification": "Unknown", "determination": "NotAvailable",
+            "status": "InProgress", "severity": "Low", "tags": [], "comments": [],
+            "alerts": [{
+                "alertId": "da637349914833441527_393341063", "incidentId": 924521,
+                "serviceSource": "MicrosoftDefenderATP",
+                "creationTime": "2020-09-06T12:18:03.3285366Z",
+                "lastUpdatedTime": "2020-09-06T12:18:04.2566667Z",
+                "title": "'Mimikatz' hacktool was detected", "category": "Malware",
+                "status": "New", "severity": "Low", "detectionSource": "WindowsDefenderAv",
+                "mitreTechniques": [], "devices": [{"mdatpDeviceId": "24c2"}],
+                "entities": [{"entityType": "File"}]
+            }]
+        })
+    }
+
+    #[test]
+    fn legacy_and_graph_shapes_of_one_incident_normalize_alike() {
+        let xdr = normalize_xdr_incident(&tenant(), &doc_xdr()).unwrap();
+        let graph = normalize_graph_incident(
+            &tenant(),
+            &json!({
+                "id": "924521", "status": "inProgress", "severity": "low",
+                "displayName": "'Mimikatz' hacktool was detected on one endpoint",
+                "createdDateTime": "2020-09-06T12:18:03.6266667Z",
+                "lastUpdateDateTime": "2020-09-06T12:18:03.8100000Z",
+                "classification": "unknown", "determination": "unknown", "customTags": [],
+                "alerts": [{
+                    "id": "da637349914833441527_393341063", "title": "'Mimikatz' hacktool was detected",
+                    "severity": "low", "status": "new", "category": "Malware",
+                    "serviceSource": "microsoftDefenderForEndpoint", "detectionSource": "antivirus",
+                    "createdDateTime": "2020-09-06T12:18:03.3285366Z",
+                    "lastUpdateDateTime": "2020-09-06T12:18:04.2566667Z",
+                    "mitreTechniques": [], "evidence": [{}, {}]
+                }]
+            }),
+        )
+        .unwrap();
+        assert_eq!(xdr.version_key(), graph.version_key());
+        assert_eq!(xdr.api, ApiKind::Xdr);
+        let strip = |mut i: Incident| {
+            i.api = ApiKind::Graph;
+            i
+        };
+        assert_eq!(strip(xdr), graph);
+    }
+
+    #[test]
+    fn missing_last_update_names_the_field_and_incident() {
+        let mut raw = doc_xdr();
+        raw.as_object_mut().unwrap().remove("lastUpdateTime");
+        let err = normalize_xdr_incident(&tenant(), &raw).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "incident 924521: required field `lastUpdateTime` is missing"
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_errors_not_panics() {
+        let err = normalize_graph_incident(&tenant(), &json!({"id": true})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "incident ?: field `id` is invalid: expected an id, got a boolean"
+        );
+        let err = normalize_graph_incident(&tenant(), &json!([1])).unwrap_err();
+        assert_eq!(err.to_string(), "expected an incident object, got an array");
+        let err = normalize_graph_incident(
+            &tenant(),
+            &json!({"id": "1", "createdDateTime": "x", "lastUpdateDateTime": "2020-01-01T00:00:00Z"}),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("incident 1: field `createdDateTime` is invalid")
+        );
+    }
+
+    #[test]
+    fn unknown_enum_values_are_kept() {
+        let mut raw = doc_xdr();
+        raw["status"] = json!("AwaitingAction");
+        raw["severity"] = json!("Critical");
+        let i = normalize_xdr_incident(&tenant(), &raw).unwrap();
+        assert_eq!(i.status, "awaitingAction");
+        assert_eq!(i.severity, Severity::Other("Critical".into()));
+    }
+}
