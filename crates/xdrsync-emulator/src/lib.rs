@@ -1,1 +1,406 @@
-//! placeholder
+//! An offline emulator of Entra ID, Microsoft Defender XDR and the Microsoft Graph security API.
+//!
+//! It is the test double of every other part of xdrsync and a product of its own: a security team
+//! can build and test a SIEM integration against it without a Microsoft tenant. It follows
+//! Microsoft's documented behaviour (`shared/docs/defender-api.md`, `entra-oauth.md`), never the
+//! client's convenience.
+//!
+//! # Layout
+//! - [`directory`]: tenants, app registrations, consents and roles.
+//! - `entra`: token endpoints, discovery and signing keys.
+//! - `api`: the XDR `/api/incidents` and Graph `/v1.0/security/incidents` endpoints.
+//! - [`world`]: the deterministic, time-evolving incident history of each tenant.
+//! - `render`: the legacy and Graph JSON shapes of the one incident model.
+//! - [`odata`]: the `$filter` subset the list APIs accept.
+//!
+//! [`router`] builds the axum router, so unit tests need no socket; [`Emulator::start`] binds it
+//! to a loopback port for tests that talk real HTTP.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde_json::json;
+use xdrsync_jwt::SigningKey;
+use xdrsync_model::Timestamp;
+
+mod api;
+pub mod clock;
+pub mod directory;
+mod entra;
+mod errors;
+pub mod odata;
+mod render;
+mod rng;
+pub mod world;
+
+pub use clock::Clock;
+pub use directory::{AppSecret, AppSpec, Directory, Resource, TenantSpec};
+pub use render::BodyStyle;
+use world::{EmuIncident, TenantData};
+
+/// How the emulator is set up.
+#[derive(Clone, Debug)]
+pub struct EmulatorConfig {
+    /// Tenants, apps and consents.
+    pub directory: Directory,
+    /// How bodies are shaped.
+    pub body_style: BodyStyle,
+    /// How far back each tenant's incident history reaches from start-up.
+    pub history: chrono::Duration,
+    /// Lifetime of issued access tokens, in seconds.
+    pub token_lifetime_secs: i64,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            directory: Directory::demo(rand_seed()),
+            body_style: BodyStyle::Doc,
+            history: chrono::Duration::days(7),
+            token_lifetime_secs: 3599,
+        }
+    }
+}
+
+fn rand_seed() -> u64 {
+    let u = uuid::Uuid::new_v4();
+    let b = u.as_bytes();
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+/// The emulator's shared state. Cloning is cheap (an `Arc`).
+#[derive(Clone)]
+pub struct EmulatorState(Arc<Inner>);
+
+struct Inner {
+    /// Read on every token request and API call; written only by admin operations.
+    directory: RwLock<Directory>,
+    clock: Clock,
+    key: SigningKey,
+    body_style: BodyStyle,
+    history: chrono::Duration,
+    token_lifetime_secs: i64,
+    started: Timestamp,
+    /// Tenant id → its incident history. One lock: requests are short and the emulator must
+    /// never be the bottleneck, but correctness over a consistent snapshot matters more.
+    world: Mutex<HashMap<String, TenantData>>,
+    /// Set once the listener is bound, so links in bodies point at it.
+    base_url: RwLock<String>,
+    tokens_issued: AtomicU64,
+    pages_served: AtomicU64,
+}
+
+/// Counters of what the emulator has served.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Stats {
+    /// Access tokens issued.
+    pub tokens_issued: u64,
+    /// List pages served.
+    pub pages_served: u64,
+}
+
+impl EmulatorState {
+    /// Builds the state; generates a fresh 2048-bit signing key.
+    pub fn new(config: EmulatorConfig) -> Self {
+        let key =
+            SigningKey::generate(2048).unwrap_or_else(|e| panic!("RSA key generation failed: {e}"));
+        let clock = Clock::default();
+        let started = clock.now();
+        EmulatorState(Arc::new(Inner {
+            directory: RwLock::new(config.directory),
+            clock,
+            key,
+            body_style: config.body_style,
+            history: config.history,
+            token_lifetime_secs: config.token_lifetime_secs,
+            started,
+            world: Mutex::new(HashMap::new()),
+            base_url: RwLock::new("http://127.0.0.1".into()),
+            tokens_issued: AtomicU64::new(0),
+            pages_served: AtomicU64::new(0),
+        }))
+    }
+
+    /// The emulator clock.
+    pub fn clock(&self) -> &Clock {
+        &self.0.clock
+    }
+
+    /// A snapshot of the directory.
+    pub fn directory(&self) -> Directory {
+        self.0
+            .directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes the directory (add tenants or apps, grant or revoke roles).
+    pub fn update_directory(&self, f: impl FnOnce(&mut Directory)) {
+        f(&mut self.0.directory.write().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.0.key
+    }
+
+    pub(crate) fn body_style(&self) -> BodyStyle {
+        self.0.body_style
+    }
+
+    pub(crate) fn token_lifetime_secs(&self) -> i64 {
+        self.0.token_lifetime_secs
+    }
+
+    /// The base URL links in bodies point at.
+    pub fn base_url(&self) -> String {
+        self.0
+            .base_url
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_base_url(&self, url: String) {
+        *self.0.base_url.write().unwrap_or_else(|e| e.into_inner()) = url;
+    }
+
+    pub(crate) fn count_token_issued(&self) {
+        self.0.tokens_issued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_page_served(&self) {
+        self.0.pages_served.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the emulator has served so far.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            tokens_issued: self.0.tokens_issued.load(Ordering::Relaxed),
+            pages_served: self.0.pages_served.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `f` on a tenant's data brought up to the current emulator time.
+    fn with_tenant<R>(&self, tenant: &str, f: impl FnOnce(&mut TenantData) -> R) -> Option<R> {
+        let spec = self.directory().tenant(tenant).cloned()?;
+        let now = self.clock().now();
+        let mut world = self.0.world.lock().unwrap_or_else(|e| e.into_inner());
+        let data = world
+            .entry(spec.id.clone())
+            .or_insert_with(|| TenantData::new(spec, self.0.started.sub(self.0.history)));
+        data.advance_to(now);
+        Some(f(data))
+    }
+
+    /// The tenant's current incidents that satisfy `pred`.
+    pub fn incidents(&self, tenant: &str, pred: impl Fn(&EmuIncident) -> bool) -> Vec<EmuIncident> {
+        self.with_tenant(tenant, |d| {
+            d.incidents.values().filter(|i| pred(i)).cloned().collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// The ground truth: every incident version the tenant has had, oldest first.
+    pub fn ground_truth(&self, tenant: &str) -> Vec<world::VersionRecord> {
+        self.with_tenant(tenant, |d| d.versions.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Builds the emulator's router over `state`.
+pub fn router(state: EmulatorState) -> Router {
+    Router::new()
+        .route("/{tenant}/oauth2/token", post(entra::token_v1))
+        .route("/{tenant}/oauth2/v2.0/token", post(entra::token_v2))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(entra::openid_v2),
+        )
+        .route(
+            "/{tenant}/.well-known/openid-configuration",
+            get(entra::openid_v1),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", get(entra::jwks))
+        .route("/{tenant}/discovery/keys", get(entra::jwks))
+        .route("/api/incidents", get(api::xdr_list))
+        .route("/api/incidents/{id}", get(api::xdr_get))
+        .route("/v1.0/security/incidents", get(api::graph_list))
+        .route("/v1.0/security/incidents/{id}", get(api::graph_get))
+        .route("/_emulator/health", get(|| async { "ok" }))
+        .route("/_emulator/stats", get(stats))
+        .route("/_emulator/ground-truth/{tenant}", get(ground_truth))
+        .fallback(|| async {
+            errors::xdr(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "The requested resource was not found.",
+            )
+        })
+        .with_state(state)
+}
+
+async fn stats(State(state): State<EmulatorState>) -> Response {
+    axum::Json(state.stats()).into_response()
+}
+
+async fn ground_truth(State(state): State<EmulatorState>, Path(tenant): Path<String>) -> Response {
+    if state.directory().tenant(&tenant).is_none() {
+        return errors::xdr(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("Tenant {tenant} not found"),
+        );
+    }
+    axum::Json(json!({"tenant": tenant, "versions": state.ground_truth(&tenant)})).into_response()
+}
+
+/// The contract other tools read (`emulator.json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Contract {
+    /// Where everything is served.
+    pub base_url: String,
+    /// The CA certificate to trust, when serving TLS.
+    pub ca_cert: Option<String>,
+    /// Tenants.
+    pub tenants: Vec<ContractTenant>,
+    /// App registrations.
+    pub apps: Vec<ContractApp>,
+}
+
+/// A tenant in the contract.
+#[derive(Clone, Debug, Serialize)]
+pub struct ContractTenant {
+    /// GUID.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Domain.
+    pub domain: String,
+}
+
+/// An app in the contract.
+#[derive(Clone, Debug, Serialize)]
+pub struct ContractApp {
+    /// Client id.
+    pub client_id: String,
+    /// Home tenant.
+    pub home_tenant: String,
+    /// Multi-tenant.
+    pub multi_tenant: bool,
+    /// The first valid secret.
+    pub secret: String,
+    /// Tenant → granted roles (all resources).
+    pub consented_tenants: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// A running emulator on a loopback port.
+pub struct Emulator {
+    state: EmulatorState,
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Emulator {
+    /// Binds `bind` (use `127.0.0.1:0` for a free port) and serves in the background.
+    pub async fn start(config: EmulatorConfig, bind: SocketAddr) -> std::io::Result<Self> {
+        let state = EmulatorState::new(config);
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        state.set_base_url(format!("http://{addr}"));
+        let app = router(state.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "Emulator server failed.");
+            }
+        });
+        Ok(Emulator {
+            state,
+            addr,
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    /// The base URL (`http://127.0.0.1:PORT`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The shared state, for inspecting or changing the emulator from a test.
+    pub fn state(&self) -> &EmulatorState {
+        &self.state
+    }
+
+    /// The `emulator.json` contract.
+    pub fn contract(&self) -> Contract {
+        let dir = self.state.directory();
+        Contract {
+            base_url: self.base_url(),
+            ca_cert: None,
+            tenants: dir
+                .tenants
+                .iter()
+                .map(|t| ContractTenant {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                    domain: t.domain.clone(),
+                })
+                .collect(),
+            apps: dir
+                .apps
+                .iter()
+                .map(|a| ContractApp {
+                    client_id: a.client_id.clone(),
+                    home_tenant: a.home_tenant.clone(),
+                    multi_tenant: a.multi_tenant,
+                    secret: a
+                        .secrets
+                        .first()
+                        .map(|s| s.value.clone())
+                        .unwrap_or_default(),
+                    consented_tenants: a
+                        .consents
+                        .iter()
+                        .map(|(t, by_res)| {
+                            let mut roles: Vec<String> =
+                                by_res.values().flatten().cloned().collect();
+                            roles.sort();
+                            roles.dedup();
+                            (t.clone(), roles)
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Stops serving and waits for in-flight requests.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The emulated Entra ID directory: tenants, app registrations, consents and granted roles.
+//!
+//! It follows the multi-tenant model of the partner-access guide: an app is registered in its
+//! home tenant and has a service principal in another tenant only after that tenant's admin
+//! consented; the roles granted there become the `roles` claim of app-only tokens.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use xdrsync_model::Timestamp;
+
+use crate::rng::{Rng, name_guid};
+
+/// A resource (API) that tokens can be issued for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resource {
+    /// Microsoft Graph.
+    Graph,
+    /// Microsoft Defender XDR ("Microsoft Threat Protection").
+    Xdr,
+    /// Microsoft Defender for Endpoint ("WindowsDefenderATP").
+    Mde,
+}
+
+impl Resource {
+    /// Every resource.
+    pub const ALL: [Resource; 3] = [Resource::Graph, Resource::Xdr, Resource::Mde];
+
+    /// The canonical App ID URI, which is also the `aud` of its tokens.
+    pub fn uri(&self) -> &'static str {
+        match self {
+            Resource::Graph => "https://graph.microsoft.com",
+            Resource::Xdr => "https://api.security.microsoft.com",
+            Resource::Mde => "https://api.securitycenter.microsoft.com",
+        }
+    }
+
+    /// Every identifier a client may use for the resource: App ID URIs and the first-party
+    /// application id.
+    fn aliases(&self) -> &'static [&'static str] {
+        match self {
+            Resource::Graph => &[
+                "https://graph.microsoft.com",
+                "00000003-0000-0000-c000-000000000000",
+            ],
+            Resource::Xdr => &[
+                "https://api.security.microsoft.com",
+                "8ee8fdad-f234-4243-8f3b-15c294843740",
+            ],
+            Resource::Mde => &[
+                "https://api.securitycenter.microsoft.com",
+                "https://securitycenter.onmicrosoft.com/windowsatpservice",
+                "fc780465-2017-40d4-a0c5-307022471b92",
+            ],
+        }
+    }
+
+    /// Finds the resource named by a v1 `resource` or the prefix of a v2 `/.default` scope.
+    pub fn from_identifier(id: &str) -> Option<Resource> {
+        let id = id.trim().trim_end_matches('/');
+        Resource::ALL
+            .into_iter()
+            .find(|r| r.aliases().iter().any(|a| a.eq_ignore_ascii_case(id)))
+    }
+}
+
+/// A tenant of the directory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSpec {
+    /// Tenant GUID.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Verified domain, e.g. `contoso.onmicrosoft.com`.
+    pub domain: String,
+    /// Seed of the tenant's synthetic incidents.
+    pub seed: u64,
+    /// Mean number of new incidents per hour.
+    pub incidents_per_hour: f64,
+}
+
+impl TenantSpec {
+    /// A tenant whose id and domain derive from `name`, stable across runs.
+    pub fn named(name: &str, incidents_per_hour: f64) -> Self {
+        let slug: String = name
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_lowercase();
+        let id = name_guid("tenant", &slug);
+        let seed = u64::from_str_radix(&id[..8], 16).unwrap_or(7);
+        TenantSpec {
+            id,
+            name: name.to_owned(),
+            domain: format!("{slug}.onmicrosoft.com"),
+            seed,
+            incidents_per_hour,
+        }
+    }
+}
+
+/// A client secret of an app registration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSecret {
+    /// The secret value.
+    pub value: String,
+    /// When it stops working (AADSTS7000222), if ever.
+    #[serde(default)]
+    pub expires: Option<Timestamp>,
+}
+
+/// An app registration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    /// Application (client) id.
+    pub client_id: String,
+    /// Display name.
+    pub name: String,
+    /// The tenant the app is registered in.
+    pub home_tenant: String,
+    /// Whether other tenants may consent to it.
+    pub multi_tenant: bool,
+    /// Client secrets (several may be valid during rotation).
+    pub secrets: Vec<AppSecret>,
+    /// Tenant id → resource → granted application roles. A tenant listed here has a service
+    /// principal for the app (it consented); an empty role list still yields tokens, but
+    /// without a `roles` claim.
+    pub consents: BTreeMap<String, BTreeMap<Resource, Vec<String>>>,
+}
+
+impl AppSpec {
+    /// The roles granted to this app in `tenant` for `resource`, or `None` if the tenant has no
+    /// service principal for the app.
+    pub fn roles(&self, tenant: &str, resource: Resource) -> Option<Vec<String>> {
+        self.consents
+            .get(tenant)
+            .map(|by_res| by_res.get(&resource).cloned().unwrap_or_default())
+    }
+}
+
+/// The whole directory.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Directory {
+    /// Tenants.
+    pub tenants: Vec<TenantSpec>,
+    /// App registrations.
+    pub apps: Vec<AppSpec>,
+}
+
+/// The read roles a sync needs, per resource.
+pub fn read_roles(resource: Resource) -> Vec<String> {
+    let roles: &[&str] = match resource {
+        Resource::Graph => &["SecurityIncident.Read.All", "SecurityAlert.Read.All"],
+        Resource::Xdr => &["Incident.Read.All"],
+        Resource::Mde => &["Alert.Read.All"],
+    };
+    roles.iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl Directory {
+    /// The demo directory: an MSSP home tenant with one multi-tenant connector app, consented
+    /// with read roles by three customer tenants. Ids are stable across runs; the secret is
+    /// drawn from `secret_seed`.
+    pub fn demo(secret_seed: u64) -> Self {
+        let mssp = TenantSpec::named("Fabrikam MSSP", 0.5);
+        let customers = [
+            TenantSpec::named("Contoso", 4.0),
+            TenantSpec::named("Northwind Traders", 2.5),
+            TenantSpec::named("Tailspin Toys", 1.5),
+        ];
+        let mut consents = BTreeMap::new();
+        for t in &customers {
+            let by_res = Resource::ALL
+                .into_iter()
+                .map(|r| (r, read_roles(r)))
+                .collect();
+            consents.insert(t.id.clone(), by_res);
+        }
+        let app = AppSpec {
+            client_id: name_guid("app", "xdrsync-mssp-connector"),
+            name: "xdrsync MSSP connector".into(),
+            home_tenant: mssp.id.clone(),
+            multi_tenant: true,
+            secrets: vec![AppSecret {
+                value: generate_secret(secret_seed),
+                expires: None,
+            }],
+            consents,
+        };
+        let mut tenants = vec![mssp];
+        tenants.extend(customers);
+        Directory {
+            tenants,
+            apps: vec![app],
+        }
+    }
+
+    /// Finds a tenant by GUID or verified domain (case-insensitive).
+    pub fn tenant(&self, key: &str) -> Option<&TenantSpec> {
+        self.tenants
+            .iter()
+            .find(|t| t.id.eq_ignore_ascii_case(key) || t.domain.eq_ignore_ascii_case(key))
+    }
+
+    /// Finds an app by client id.
+    pub fn app(&self, client_id: &str) -> Option<&AppSpec> {
+        self.apps
+            .iter()
+            .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+    }
+}
+
+/// A secret shaped like Entra's (40 characters, with `~` and `.` as Entra's do).
+pub fn generate_secret(seed: u64) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789~._-";
+    let mut rng = Rng::derive(seed, 0x5EC);
+    let mut s: String = (0..3)
+        .map(|_| char::from(*rng.pick(&ALPHABET[..62])))
+        .collect();
+    s.push_str("8Q~");
+    s.extend((0..34).map(|_| char::from(*rng.pick(ALPHABET))));
+    s
+}

@@ -1,0 +1,765 @@
+//! The emulated Defender data: one evolving incident history per tenant.
+//!
+//! A tenant's history is a pure function of its seed and the clock. Incident `k` is created at
+//! `EPOCH + k·interval + jitter(k)` and carries a schedule of later updates (assignment, a new
+//! alert, a comment, resolution). Asking for the tenant "now" applies every event up to now, so
+//! two emulators with the same seed agree on every incident version, and a restarted emulator
+//! shows the same incidents as before plus whatever happened in between, like a real tenant.
+//! The history starts `history` before the emulator started; older incidents do not exist.
+//!
+//! One model feeds every API: `render` turns an [`EmuIncident`] into the legacy XDR shape or the
+//! Graph shape, so an incident has the same identity and times through both.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use chrono::{TimeZone, Utc};
+use serde::Serialize;
+use xdrsync_model::Timestamp;
+
+use crate::directory::TenantSpec;
+use crate::rng::Rng;
+
+/// Where every tenant's incident numbering starts: incident `k` is created around
+/// `EPOCH + k / incidents_per_hour`.
+fn epoch() -> Timestamp {
+    Timestamp::from_datetime(
+        Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default(),
+    )
+}
+
+const TICKS_PER_SEC: i64 = 10_000_000;
+
+/// An enum member with its legacy (PascalCase) and Graph (camelCase) spellings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Legacy XDR spelling.
+    pub legacy: &'static str,
+    /// Graph spelling.
+    pub graph: &'static str,
+}
+
+const fn m(legacy: &'static str, graph: &'static str) -> Member {
+    Member { legacy, graph }
+}
+
+/// Incident statuses.
+pub mod status {
+    use super::{Member, m};
+    /// Active.
+    pub const ACTIVE: Member = m("Active", "active");
+    /// In progress.
+    pub const IN_PROGRESS: Member = m("InProgress", "inProgress");
+    /// Resolved.
+    pub const RESOLVED: Member = m("Resolved", "resolved");
+    /// Merged into another incident.
+    pub const REDIRECTED: Member = m("Redirected", "redirected");
+}
+
+const SEVERITIES: [Member; 4] = [
+    m("Informational", "informational"),
+    m("Low", "low"),
+    m("Medium", "medium"),
+    m("High", "high"),
+];
+const CLASS_UNKNOWN: Member = m("Unknown", "unknown");
+const CLASS_TP: Member = m("TruePositive", "truePositive");
+const CLASS_FP: Member = m("FalsePositive", "falsePositive");
+const DET_NA: Member = m("NotAvailable", "unknown");
+const DET_TP: [Member; 4] = [
+    m("Malware", "malware"),
+    m("Phishing", "phishing"),
+    m("MultiStagedAttack", "multiStagedAttack"),
+    m("CompromisedUser", "compromisedUser"),
+];
+const DET_FP: [Member; 2] = [
+    m("Clean", "clean"),
+    m("InsufficientData", "insufficientData"),
+];
+
+/// A comment on an incident.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comment {
+    /// Text.
+    pub comment: String,
+    /// Author.
+    pub created_by: String,
+    /// When.
+    pub created: Timestamp,
+}
+
+/// An entity (legacy) / evidence item (Graph) of an alert.
+#[derive(Clone, Debug)]
+pub struct Entity {
+    /// Legacy `entityType`.
+    pub kind: &'static str,
+    /// Legacy entity fields that have values.
+    pub fields: BTreeMap<&'static str, serde_json::Value>,
+}
+
+/// A device an alert is about.
+#[derive(Clone, Debug)]
+pub struct Device {
+    /// `mdatpDeviceId`.
+    pub id: String,
+    /// `deviceDnsName`.
+    pub dns_name: String,
+    /// `osPlatform`.
+    pub os_platform: &'static str,
+    /// `osBuild`.
+    pub os_build: u32,
+    /// `version`.
+    pub version: &'static str,
+    /// `rbacGroupName` / `rbacGroupId`.
+    pub rbac_group: (&'static str, u32),
+    /// `riskScore`.
+    pub risk_score: &'static str,
+    /// `firstSeen`.
+    pub first_seen: Timestamp,
+}
+
+/// An alert inside an incident.
+#[derive(Clone, Debug)]
+pub struct EmuAlert {
+    /// `alertId`.
+    pub id: String,
+    /// Template it was made from.
+    pub template: &'static AlertTemplate,
+    /// Created.
+    pub created: Timestamp,
+    /// Last updated.
+    pub last_updated: Timestamp,
+    /// First / last activity.
+    pub activity: (Timestamp, Timestamp),
+    /// Resolved time.
+    pub resolved: Option<Timestamp>,
+    /// Status: New, InProgress, Resolved.
+    pub status: Member,
+    /// Severity.
+    pub severity: Member,
+    /// Investigation id, if an automated investigation ran.
+    pub investigation_id: Option<u32>,
+    /// Devices.
+    pub devices: Vec<Device>,
+    /// Entities.
+    pub entities: Vec<Entity>,
+}
+
+/// One incident as the emulator holds it.
+#[derive(Clone, Debug)]
+pub struct EmuIncident {
+    /// `incidentId`.
+    pub id: u64,
+    /// `incidentName` / `displayName`.
+    pub name: String,
+    /// Created.
+    pub created: Timestamp,
+    /// Last update: part of the version identity.
+    pub last_update: Timestamp,
+    /// Status.
+    pub status: Member,
+    /// Severity.
+    pub severity: Member,
+    /// Classification.
+    pub classification: Member,
+    /// Determination.
+    pub determination: Member,
+    /// Owner.
+    pub assigned_to: Option<String>,
+    /// Custom tags.
+    pub tags: Vec<String>,
+    /// Comments.
+    pub comments: Vec<Comment>,
+    /// Merged into.
+    pub redirect: Option<u64>,
+    /// Alerts.
+    pub alerts: Vec<EmuAlert>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Update {
+    Assign,
+    AddAlert,
+    Comment,
+    RaiseSeverity,
+    Resolve,
+}
+
+/// One version of one incident, as the ground truth records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VersionRecord {
+    /// Incident id.
+    pub incident_id: u64,
+    /// Its last-update time for this version.
+    pub last_update: Timestamp,
+}
+
+/// One tenant's incidents and their history.
+#[derive(Debug)]
+pub struct TenantData {
+    spec: TenantSpec,
+    interval_ticks: i64,
+    next_k: u64,
+    /// Incidents by id.
+    pub incidents: BTreeMap<u64, EmuIncident>,
+    pending: BinaryHeap<Reverse<(Timestamp, u64, u8)>>,
+    schedules: BTreeMap<u64, Vec<(Timestamp, Update)>>,
+    /// Every version that ever existed, in the order they happened.
+    pub versions: Vec<VersionRecord>,
+}
+
+impl TenantData {
+    /// A tenant whose history starts at `start`.
+    pub fn new(spec: TenantSpec, start: Timestamp) -> Self {
+        let per_hour = spec.incidents_per_hour.max(0.001);
+        let interval_ticks = ((3600.0 / per_hour) * TICKS_PER_SEC as f64) as i64;
+        let from_epoch = (start.ticks() - epoch().ticks()).max(0);
+        let next_k = (from_epoch / interval_ticks.max(1)) as u64 + 1;
+        TenantData {
+            spec,
+            interval_ticks: interval_ticks.max(1),
+            next_k,
+            incidents: BTreeMap::new(),
+            pending: BinaryHeap::new(),
+            schedules: BTreeMap::new(),
+            versions: Vec::new(),
+        }
+    }
+
+    /// The tenant's spec.
+    pub fn spec(&self) -> &TenantSpec {
+        &self.spec
+    }
+
+    fn creation_time(&self, k: u64) -> Timestamp {
+        let mut rng = Rng::derive(self.spec.seed, k);
+        let jitter = rng.below(self.interval_ticks as u64) as i64;
+        Timestamp::from_ticks(epoch().ticks() + k as i64 * self.interval_ticks + jitter)
+    }
+
+    /// Applies every creation and update that happened at or before `now`.
+    pub fn advance_to(&mut self, now: Timestamp) {
+        loop {
+            let created = self.creation_time(self.next_k);
+            let update = self.pending.peek().map(|Reverse(p)| *p);
+            match update {
+                Some((at, id, idx)) if at <= now && at < created => {
+                    self.pending.pop();
+                    self.apply(id, idx as usize, at);
+                }
+                _ if created <= now => {
+                    let k = self.next_k;
+                    self.next_k += 1;
+                    self.create(k, created);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn create(&mut self, k: u64, created: Timestamp) {
+        let mut rng = Rng::derive(self.spec.seed ^ 0xC0FFEE, k);
+        let id = k;
+        let alert_count = 1 + rng.below(3) as usize;
+        let mut alerts = Vec::with_capacity(alert_count);
+        for i in 0..alert_count {
+            let at = created.sub(chrono::Duration::milliseconds(300 + 97 * i as i64));
+            alerts.push(make_alert(&mut rng, id, at));
+        }
+        let severity = alerts
+            .iter()
+            .map(|a| a.severity)
+            .max_by_key(|s| sev_rank(*s))
+            .unwrap_or(SEVERITIES[1]);
+        let name = incident_name(&alerts);
+        let last_update = created.add(chrono::Duration::milliseconds(rng.range(50, 400) as i64));
+        let incident = EmuIncident {
+            id,
+            name,
+            created,
+            last_update,
+            status: status::ACTIVE,
+            severity,
+            classification: CLASS_UNKNOWN,
+            determination: DET_NA,
+            assigned_to: None,
+            tags: Vec::new(),
+            comments: Vec::new(),
+            redirect: None,
+            alerts,
+        };
+        // The update schedule: zero to three later changes, in time order.
+        let n = rng.below(4) as usize;
+        let mut schedule = Vec::with_capacity(n);
+        let mut at = last_update;
+        for i in 0..n {
+            let minutes = match i {
+                0 => rng.range(2, 90),
+                1 => rng.range(60, 720),
+                _ => rng.range(360, 2880),
+            };
+            at = at
+                .add(chrono::Duration::seconds(
+                    minutes as i64 * 60 + rng.below(60) as i64,
+                ))
+                .add(chrono::Duration::milliseconds(rng.below(1000) as i64));
+            let kind = if i + 1 == n && n >= 2 {
+                Update::Resolve
+            } else {
+                *rng.pick(&[
+                    Update::Assign,
+                    Update::AddAlert,
+                    Update::Comment,
+                    Update::RaiseSeverity,
+                ])
+            };
+            schedule.push((at, kind));
+        }
+        for (idx, (at, _)) in schedule.iter().enumerate() {
+            self.pending.push(Reverse((*at, id, idx as u8)));
+        }
+        self.schedules.insert(id, schedule);
+        self.versions.push(VersionRecord {
+            incident_id: id,
+            last_update,
+        });
+        self.incidents.insert(id, incident);
+    }
+
+    fn apply(&mut self, id: u64, idx: usize, at: Timestamp) {
+        let Some(kind) = self
+            .schedules
+            .get(&id)
+            .and_then(|s| s.get(idx))
+            .map(|(_, k)| *k)
+        else {
+            return;
+        };
+        let Some(inc) = self.incidents.get_mut(&id) else {
+            return;
+        };
+        let mut rng = Rng::derive(self.spec.seed ^ 0xA11CE, id * 8 + idx as u64);
+        match kind {
+            Update::Assign => {
+                inc.assigned_to = Some(rng.pick(ANALYSTS).to_string());
+                inc.status = status::IN_PROGRESS;
+            }
+            Update::AddAlert => {
+                let alert = make_alert(&mut rng, id, at);
+                if sev_rank(alert.severity) > sev_rank(inc.severity) {
+                    inc.severity = alert.severity;
+                }
+                inc.alerts.push(alert);
+                inc.name = incident_name(&inc.alerts);
+            }
+            Update::Comment => inc.comments.push(Comment {
+                comment: rng.pick(COMMENTS).to_string(),
+                created_by: rng.pick(ANALYSTS).to_string(),
+                created: at,
+            }),
+            Update::RaiseSeverity => {
+                let rank = (sev_rank(inc.severity) + 1).min(3);
+                inc.severity = SEVERITIES[rank];
+                inc.tags.push("Escalated".into());
+            }
+            Update::Resolve => {
+                inc.status = status::RESOLVED;
+                if rng.chance(0.7) {
+                    inc.classification = CLASS_TP;
+                    inc.determination = *rng.pick(&DET_TP);
+                } else {
+                    inc.classification = CLASS_FP;
+                    inc.determination = *rng.pick(&DET_FP);
+                }
+                if inc.assigned_to.is_none() {
+                    inc.assigned_to = Some(rng.pick(ANALYSTS).to_string());
+                }
+                for a in &mut inc.alerts {
+                    a.status = m("Resolved", "resolved");
+                    a.resolved = Some(at);
+                    a.last_updated = at;
+                }
+            }
+        }
+        inc.last_update = at;
+        self.versions.push(VersionRecord {
+            incident_id: id,
+            last_update: at,
+        });
+    }
+}
+
+fn sev_rank(s: Member) -> usize {
+    SEVERITIES.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+const ANALYSTS: &[&str] = &[
+    "secop1@contoso.com",
+    "secop2@contoso.com",
+    "soc-tier2@contoso.com",
+    "Automation",
+];
+const COMMENTS: &[&str] = &[
+    "Investigating with the endpoint team",
+    "User contacted, device isolated",
+    "pen testing",
+    "Escalated to tier 2",
+];
+
+fn incident_name(alerts: &[EmuAlert]) -> String {
+    let devices: usize = alerts.iter().map(|a| a.devices.len()).sum();
+    let scope = match devices {
+        0 => "involving one user".to_owned(),
+        1 => "on one endpoint".to_owned(),
+        n => format!("on {n} endpoints"),
+    };
+    if alerts.len() == 1 {
+        format!("{} {scope}", alerts[0].template.title)
+    } else {
+        let mut cats: Vec<&str> = alerts.iter().map(|a| a.template.category_display).collect();
+        cats.dedup();
+        format!(
+            "Multi-stage incident involving {} {scope}",
+            cats.join(" & ")
+        )
+    }
+}
+
+/// A kind of alert the emulator makes.
+#[derive(Debug)]
+pub struct AlertTemplate {
+    /// Title.
+    pub title: &'static str,
+    /// Description.
+    pub description: &'static str,
+    /// MITRE-aligned category.
+    pub category: &'static str,
+    category_display: &'static str,
+    /// Legacy / Graph `serviceSource`.
+    pub service_source: Member,
+    /// Legacy / Graph `detectionSource`.
+    pub detection_source: Member,
+    /// The product the alert id is shaped after.
+    pub id_style: IdStyle,
+    /// MITRE techniques.
+    pub mitre: &'static [&'static str],
+    /// Threat family, if malware.
+    pub threat_family: Option<&'static str>,
+    /// Legacy `investigationState`.
+    pub investigation_state: &'static str,
+    /// Base severity.
+    pub severity: Member,
+    /// Whether the alert is about a device.
+    pub on_device: bool,
+    /// Entity kinds it carries.
+    pub entities: &'static [&'static str],
+}
+
+/// Alert id shapes of the different products (defender-api.md §1.8).
+#[derive(Clone, Copy, Debug)]
+pub enum IdStyle {
+    /// `da637349914833441527_393341063` (Defender for Endpoint).
+    Mde,
+    /// `fa` + GUID (Defender for Office 365).
+    Mdo,
+    /// `ca` + hex (Defender for Cloud Apps).
+    Mda,
+    /// `ad` + hex (Entra ID Protection).
+    Aad,
+}
+
+/// The alert templates, after the documented examples.
+pub static TEMPLATES: &[AlertTemplate] = &[
+    AlertTemplate {
+        title: "'Mimikatz' hacktool was detected",
+        description: "Readily available tools, such as hacking programs, can be used by unauthorized individuals to spy on users.",
+        category: "Malware",
+        category_display: "Malware",
+        service_source: m("MicrosoftDefenderATP", "microsoftDefenderForEndpoint"),
+        detection_source: m("WindowsDefenderAv", "antivirus"),
+        id_style: IdStyle::Mde,
+        mitre: &[],
+        threat_family: Some("Mimikatz"),
+        investigation_state: "UnsupportedOs",
+        severity: m("Low", "low"),
+        on_device: true,
+        entities: &["File"],
+    },
+    AlertTemplate {
+        title: "Suspicious PowerShell command line",
+        description: "A suspicious PowerShell activity was observed on the machine.",
+        category: "Execution",
+        category_display: "Execution",
+        service_source: m("MicrosoftDefenderATP", "microsoftDefenderForEndpoint"),
+        detection_source: m("EDR", "microsoftDefenderForEndpoint"),
+        id_style: IdStyle::Mde,
+        mitre: &["T1059.001", "T1086"],
+        threat_family: None,
+        investigation_state: "Running",
+        severity: m("Medium", "medium"),
+        on_device: true,
+        entities: &["Process", "File", "User"],
+    },
+    AlertTemplate {
+        title: "Ransomware activity",
+        description: "The user uploaded files that might be infected with ransomware.",
+        category: "Impact",
+        category_display: "Impact",
+        service_source: m("MicrosoftCloudAppSecurity", "microsoftDefenderForCloudApps"),
+        detection_source: m("MCAS", "cloudAppSecurity"),
+        id_style: IdStyle::Mda,
+        mitre: &["T1486"],
+        threat_family: None,
+        investigation_state: "UnsupportedAlertType",
+        severity: m("High", "high"),
+        on_device: false,
+        entities: &["User", "Ip"],
+    },
+    AlertTemplate {
+        title: "Email reported by user as malware or phish",
+        description: "This alert is triggered when any email message is reported as malware or phish by users.",
+        category: "InitialAccess",
+        category_display: "Initial access",
+        service_source: m("OfficeATP", "microsoftDefenderForOffice365"),
+        detection_source: m("OfficeATP", "microsoftDefenderForOffice365"),
+        id_style: IdStyle::Mdo,
+        mitre: &["T1566.001"],
+        threat_family: None,
+        investigation_state: "Queued",
+        severity: m("Informational", "informational"),
+        on_device: false,
+        entities: &["MailBox", "MailMessage", "MailCluster", "Ip"],
+    },
+    AlertTemplate {
+        title: "Unfamiliar sign-in properties",
+        description: "The sign-in had properties not seen recently for the user.",
+        category: "InitialAccess",
+        category_display: "Initial access",
+        service_source: m("AADIdentityProtection", "azureAdIdentityProtection"),
+        detection_source: m("AAD", "azureAdIdentityProtection"),
+        id_style: IdStyle::Aad,
+        mitre: &["T1078"],
+        threat_family: None,
+        investigation_state: "UnsupportedAlertType",
+        severity: m("Medium", "medium"),
+        on_device: false,
+        entities: &["User", "Ip"],
+    },
+    AlertTemplate {
+        title: "Suspicious connection to a command and control server",
+        description: "A process connected to a known command and control address.",
+        category: "CommandAndControl",
+        category_display: "Command and control",
+        service_source: m("MicrosoftDefenderATP", "microsoftDefenderForEndpoint"),
+        detection_source: m("EDR", "microsoftDefenderForEndpoint"),
+        id_style: IdStyle::Mde,
+        mitre: &["T1071.001"],
+        threat_family: None,
+        investigation_state: "PendingApproval",
+        severity: m("High", "high"),
+        on_device: true,
+        entities: &["Process", "Ip", "Url"],
+    },
+];
+
+const USERS: &[(&str, &str)] = &[
+    ("ben", "Ben Andrews"),
+    ("nina", "Nina Patel"),
+    ("joao", "João Silva"),
+    ("yuki", "Yuki Tanaka"),
+    ("amara", "Amara Okafor"),
+];
+const HOSTS: &[&str] = &[
+    "user5cx",
+    "finance-ws12",
+    "dc01",
+    "build-agent-7",
+    "hr-laptop-3",
+];
+
+fn make_alert(rng: &mut Rng, incident: u64, at: Timestamp) -> EmuAlert {
+    let t = rng.pick(TEMPLATES);
+    let id = match t.id_style {
+        IdStyle::Mde => format!(
+            "da{}_{}",
+            637_000_000_000_000_000 + rng.below(999_999_999_999_999),
+            rng.below(2_000_000_000)
+        ),
+        IdStyle::Mdo => format!("fa{}", rng.guid()),
+        IdStyle::Mda => format!("ca{}", rng.hex(32).to_uppercase()),
+        IdStyle::Aad => format!("ad{}", rng.hex(40)),
+    };
+    let (user, display) = *rng.pick(USERS);
+    let device = t.on_device.then(|| Device {
+        id: rng.hex(40),
+        dns_name: format!("{}.corp.contoso.com", rng.pick(HOSTS)),
+        os_platform: *rng.pick(&[
+            "Windows10",
+            "Windows11",
+            "WindowsServer2016",
+            "WindowsServer2022",
+        ]),
+        os_build: *rng.pick(&[14393, 19045, 22631, 20348]),
+        version: *rng.pick(&["1607", "22H2", "23H2"]),
+        rbac_group: *rng.pick(&[("WDATP-Ring0", 9), ("Servers", 12), ("Workstations", 4)]),
+        risk_score: *rng.pick(&["Low", "Medium", "High"]),
+        first_seen: at.sub(chrono::Duration::days(rng.range(30, 900) as i64)),
+    });
+    let device_id = device.as_ref().map(|d| d.id.clone());
+    let ip = format!(
+        "{}.{}.{}.{}",
+        rng.range(20, 220),
+        rng.below(255),
+        rng.below(255),
+        rng.range(1, 254)
+    );
+    let entities = t
+        .entities
+        .iter()
+        .map(|kind| {
+            let mut f: BTreeMap<&'static str, serde_json::Value> = BTreeMap::new();
+            let mut set = |k: &'static str, v: serde_json::Value| {
+                f.insert(k, v);
+            };
+            match *kind {
+                "File" => {
+                    set("sha1", rng.hex(40).into());
+                    set("sha256", rng.hex(64).into());
+                    set(
+                        "fileName",
+                        rng.pick(&["mimikatz.exe", "Detector.UnitTests.dll", "invoice.js"])
+                            .to_string()
+                            .into(),
+                    );
+                    set("filePath", "C:\\Users\\Public\\Downloads".into());
+                }
+                "Process" => {
+                    set("processId", rng.range(1000, 30000).into());
+                    set(
+                        "processCommandLine",
+                        "powershell.exe -nop -w hidden -enc SQBFAFgA".into(),
+                    );
+                    set(
+                        "processCreationTime",
+                        at.sub(chrono::Duration::seconds(40)).to_string().into(),
+                    );
+                    set("parentProcessId", rng.range(500, 999).into());
+                    set(
+                        "parentProcessCreationTime",
+                        at.sub(chrono::Duration::hours(3)).to_string().into(),
+                    );
+                    set("sha1", rng.hex(40).into());
+                    set("fileName", "powershell.exe".into());
+                    set(
+                        "filePath",
+                        "C:\\Windows\\System32\\WindowsPowerShell\\v1.0".into(),
+                    );
+                }
+                "User" => {
+                    set("accountName", user.into());
+                    set("domainName", "CONTOSO".into());
+                    set(
+                        "userSid",
+                        format!(
+                            "S-1-5-21-1782978591-3418467001-1436487391-{}",
+                            rng.range(1100, 9999)
+                        )
+                        .into(),
+                    );
+                    set("aadUserId", rng.guid().into());
+                    set("userPrincipalName", format!("{user}@contoso.com").into());
+                }
+                "Ip" => set("ipAddress", ip.clone().into()),
+                "Url" => set(
+                    "url",
+                    format!("hxxp://c2-{}.example.net/beacon", rng.hex(6)).into(),
+                ),
+                "MailBox" => {
+                    set("mailboxDisplayName", display.into());
+                    set("mailboxAddress", format!("{user}@contoso.com").into());
+                    set("userPrincipalName", format!("{user}@contoso.com").into());
+                }
+                "MailMessage" => {
+                    set("recipient", format!("{user}@contoso.com").into());
+                    set("sender", "billing@fabrikam-invoices.example".into());
+                    set("subject", "Overdue invoice #4471".into());
+                    set("deliveryAction", "Delivered".into());
+                }
+                "MailCluster" => set("clusterBy", "Subject;P2SenderDomain;ContentType".into()),
+                _ => {}
+            }
+            if let Some(d) = &device_id {
+                f.insert("deviceId", d.clone().into());
+            }
+            Entity { kind, fields: f }
+        })
+        .collect();
+    let _ = incident;
+    EmuAlert {
+        id,
+        template: t,
+        created: at,
+        last_updated: at.add(chrono::Duration::milliseconds(rng.range(100, 900) as i64)),
+        activity: (
+            at.sub(chrono::Duration::minutes(3)),
+            at.sub(chrono::Duration::minutes(2)),
+        ),
+        resolved: None,
+        status: m("New", "new"),
+        severity: t.severity,
+        investigation_id: (t.investigation_state == "Running")
+            .then(|| rng.range(1000, 99999) as u32),
+        devices: device.into_iter().collect(),
+        entities,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TenantSpec {
+        TenantSpec::named("Contoso", 4.0)
+    }
+
+    #[test]
+    fn same_seed_same_history_regardless_of_when_asked() {
+        let start: Timestamp = "2026-11-01T00:00:00Z".parse().unwrap();
+        let end: Timestamp = "2026-11-03T00:00:00Z".parse().unwrap();
+        let mut once = TenantData::new(spec(), start);
+        once.advance_to(end);
+        let mut stepwise = TenantData::new(spec(), start);
+        let mut t = start;
+        while t < end {
+            t = t.add(chrono::Duration::minutes(37));
+            stepwise.advance_to(t.min(end));
+        }
+        assert_eq!(once.versions, stepwise.versions);
+        assert!(once.incidents.len() > 150, "{}", once.incidents.len());
+        assert!(once.versions.len() > once.incidents.len());
+        for inc in once.incidents.values() {
+            assert!(inc.last_update >= inc.created);
+            assert!(inc.last_update <= end);
+        }
+    }
+
+    #[test]
+    fn later_start_sees_same_incidents() {
+        let a_start: Timestamp = "2026-11-01T00:00:00Z".parse().unwrap();
+        let b_start: Timestamp = "2026-11-01T06:00:00Z".parse().unwrap();
+        let end: Timestamp = "2026-11-02T00:00:00Z".parse().unwrap();
+        let mut a = TenantData::new(spec(), a_start);
+        let mut b = TenantData::new(spec(), b_start);
+        a.advance_to(end);
+        b.advance_to(end);
+        let b_first = *b.incidents.keys().next().unwrap();
+        for (id, inc) in &b.incidents {
+            let other = &a.incidents[id];
+            assert_eq!(inc.created, other.created, "incident {id}");
+            assert_eq!(inc.last_update, other.last_update, "incident {id}");
+        }
+        assert!(b_first > *a.incidents.keys().next().unwrap());
+    }
+}
