@@ -1,1 +1,425 @@
-//! placeholder
+//! Entra ID access tokens for xdrsync: acquisition, caching and error guidance.
+//!
+//! A [`TokenCache`] holds one access token per (authority, tenant, client, resource) and hands it
+//! out until shortly before it expires. Concurrent callers for one key wait for a single token
+//! request instead of each sending their own (Entra answers repeated identical requests with
+//! AADSTS50196). A token the API rejects with 401 is [`TokenCache::invalidate`]d so the next call
+//! fetches a fresh one.
+//!
+//! Entra's errors are kept with their AADSTS code and turned into plain guidance
+//! ([`AuthError::guidance`]): "the client secret is wrong", "the customer has not consented",
+//! not just `invalid_client`.
+//!
+//! Secrets and tokens are [`SecretString`]s: they never reach `Debug`, `Display` or a log.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use url::Url;
+use xdrsync_model::{SafeUrl, SecretString, TenantId, TokenVersion};
+
+/// What to ask Entra for.
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    /// Login authority, e.g. `https://login.microsoftonline.com`.
+    pub authority: Url,
+    /// The tenant to get a token in.
+    pub tenant: TenantId,
+    /// Application (client) id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: SecretString,
+    /// Resource (App ID URI), e.g. `https://graph.microsoft.com`.
+    pub resource: String,
+    /// v1 (`resource=`) or v2 (`scope=…/.default`) endpoint.
+    pub version: TokenVersion,
+}
+
+impl TokenRequest {
+    /// The token endpoint URL.
+    pub fn token_url(&self) -> Result<Url, AuthError> {
+        let path = match self.version {
+            TokenVersion::V1 => format!("{}/oauth2/token", self.tenant),
+            TokenVersion::V2 => format!("{}/oauth2/v2.0/token", self.tenant),
+        };
+        let mut base = self.authority.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        base.join(&path)
+            .map_err(|e| AuthError::Config(format!("bad authority URL: {e}")))
+    }
+
+    fn key(&self) -> CacheKey {
+        (
+            self.authority.to_string(),
+            self.tenant.to_string(),
+            self.client_id.clone(),
+            self.resource.clone(),
+        )
+    }
+}
+
+type CacheKey = (String, String, String, String);
+
+/// An access token and when to stop using it.
+#[derive(Clone, Debug)]
+pub struct AccessToken {
+    /// The bearer token.
+    pub token: SecretString,
+    /// When the token should be refreshed (a margin before it expires).
+    pub refresh_at: Instant,
+    /// When it expires.
+    pub expires_at: Instant,
+}
+
+/// Why no token could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Entra refused the request.
+    #[error("Entra ID refused the token request for tenant {tenant} ({status} {error}, AADSTS{code}): {guidance}{}", correlation.as_ref().map(|c| format!(" [correlation id {c}]")).unwrap_or_default())]
+    Entra {
+        /// Tenant.
+        tenant: TenantId,
+        /// HTTP status.
+        status: u16,
+        /// OAuth `error`.
+        error: String,
+        /// First AADSTS code, 0 if none.
+        code: u32,
+        /// What to do about it, in plain words.
+        guidance: String,
+        /// Correlation id to quote to Microsoft support.
+        correlation: Option<String>,
+    },
+    /// The token endpoint could not be reached or kept failing.
+    #[error("cannot reach the token endpoint {url}: {message}")]
+    Transport {
+        /// The endpoint.
+        url: SafeUrl,
+        /// What failed.
+        message: String,
+    },
+    /// The response was not a token response.
+    #[error("unexpected token response from {url}: {message}")]
+    Malformed {
+        /// The endpoint.
+        url: SafeUrl,
+        /// What is wrong.
+        message: String,
+    },
+    /// The request could not be built.
+    #[error("invalid token request: {0}")]
+    Config(String),
+}
+
+impl AuthError {
+    /// Whether retrying later may help (throttling, outages), as opposed to a wrong credential.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AuthError::Entra { status, .. } => *status == 429 || *status >= 500,
+            AuthError::Transport { .. } => true,
+            AuthError::Malformed { .. } | AuthError::Config(_) => false,
+        }
+    }
+}
+
+/// Plain guidance for an AADSTS code (entra-oauth.md §1.6).
+pub fn guidance(code: u32, client_id: &str, tenant: &TenantId) -> String {
+    match code {
+        7000215 => "the client secret is wrong: use the secret's value, not its id".into(),
+        7000222 => "the client secret has expired: create a new one in the app registration and update the secret source".into(),
+        7000218 => "no client secret or certificate was sent".into(),
+        700016 => format!("app {client_id} is not present in tenant {tenant}: the tenant's administrator has not consented to it, or the tenant id is wrong. Send the admin consent link to the customer's administrator"),
+        65001 => format!("the administrator of {tenant} has not consented to app {client_id}"),
+        90002 => format!("tenant {tenant} does not exist in this cloud: check the tenant id and the [cloud] setting"),
+        500011 => format!("the API is not provisioned in tenant {tenant} (is Microsoft Defender licensed there?), or the resource id is wrong"),
+        1002012 | 70011 | 700022 => "the requested scope is invalid: client credentials need exactly one `<resource>/.default` scope".into(),
+        9001023 => "client credentials need a specific tenant, not /common or /organizations".into(),
+        700024 | 700027 => "the client assertion (certificate) was rejected: check the certificate and the clock".into(),
+        50196 => "too many identical requests (loop detected): tokens must be cached".into(),
+        _ => "see the AADSTS code in Microsoft's error reference".into(),
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Option<String>,
+    expires_in: Option<NumOrString>,
+    expires_on: Option<NumOrString>,
+}
+
+/// v1 sends numbers as strings, v2 as numbers (entra-oauth.md §9.1).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrString {
+    Num(i64),
+    Str(String),
+}
+
+impl NumOrString {
+    fn value(&self) -> Option<i64> {
+        match self {
+            NumOrString::Num(n) => Some(*n),
+            NumOrString::Str(s) => s.trim().parse().ok(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorResponse {
+    error: Option<String>,
+    #[serde(default)]
+    error_codes: Vec<u32>,
+    correlation_id: Option<String>,
+}
+
+/// Most attempts for one token request when Entra throttles or fails.
+const MAX_ATTEMPTS: u32 = 4;
+/// Refresh this long before expiry (MSAL and azure-identity use 5 minutes).
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// A cache of access tokens, shared by every task of the process.
+#[derive(Debug)]
+pub struct TokenCache {
+    http: reqwest::Client,
+    /// One slot per key; the slot's async mutex is held while its token is fetched, so
+    /// concurrent callers for the same key wait for one request (single flight).
+    slots: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<Option<AccessToken>>>>>,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl TokenCache {
+    /// A cache that fetches with `http` (which must not follow redirects).
+    pub fn new(http: reqwest::Client) -> Self {
+        TokenCache {
+            http,
+            slots: Mutex::new(HashMap::new()),
+            requests: Default::default(),
+        }
+    }
+
+    /// How many token requests were sent.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn slot(&self, key: CacheKey) -> Arc<tokio::sync::Mutex<Option<AccessToken>>> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(key).or_default().clone()
+    }
+
+    /// A valid access token for `req`, from the cache or freshly fetched.
+    pub async fn token(&self, req: &TokenRequest) -> Result<SecretString, AuthError> {
+        let slot = self.slot(req.key());
+        let mut guard = slot.lock().await;
+        if let Some(t) = guard.as_ref() {
+            if Instant::now() < t.refresh_at {
+                return Ok(t.token.clone());
+            }
+        }
+        let fresh = self.fetch(req).await?;
+        let token = fresh.token.clone();
+        *guard = Some(fresh);
+        Ok(token)
+    }
+
+    /// Forgets the cached token for `req` (after the API answered 401 with it).
+    pub async fn invalidate(&self, req: &TokenRequest) {
+        let slot = self.slot(req.key());
+        *slot.lock().await = None;
+    }
+
+    /// Sends the token request, retrying throttling and outages with backoff.
+    pub async fn fetch(&self, req: &TokenRequest) -> Result<AccessToken, AuthError> {
+        let url = req.token_url()?;
+        let safe = SafeUrl::new(url.clone());
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", &req.client_id),
+            ("client_secret", req.client_secret.expose()),
+        ];
+        let scope = format!("{}/.default", req.resource.trim_end_matches('/'));
+        match req.version {
+            TokenVersion::V1 => form.push(("resource", &req.resource)),
+            TokenVersion::V2 => form.push(("scope", &scope)),
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let sent_at = Instant::now();
+            let result = self.http.post(url.clone()).form(&form).send().await;
+            let resp = match result {
+                Ok(r) => r,
+                Err(e) if attempt < MAX_ATTEMPTS => {
+                    tracing::warn!(url = %safe, attempt, error = %without_url(&e), "Token request failed; retrying.");
+                    tokio::time::sleep(backoff(attempt, None)).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(AuthError::Transport {
+                        url: safe,
+                        message: without_url(&e),
+                    });
+                }
+            };
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let body = match resp.bytes().await {
+                Ok(b) => b,
+                Err(e) if attempt < MAX_ATTEMPTS => {
+                    tracing::warn!(url = %safe, attempt, error = %without_url(&e), "Token response was cut off; retrying.");
+                    tokio::time::sleep(backoff(attempt, None)).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(AuthError::Transport {
+                        url: safe,
+                        message: without_url(&e),
+                    });
+                }
+            };
+            if status == 200 {
+                return parse_success(&body, sent_at, &safe);
+            }
+            let err: Option<ErrorResponse> = serde_json::from_slice(&body).ok();
+            let code = err
+                .as_ref()
+                .and_then(|e| e.error_codes.first().copied())
+                .unwrap_or(0);
+            let transient = status == 429 || status >= 500;
+            if transient && attempt < MAX_ATTEMPTS {
+                tracing::warn!(url = %safe, status, attempt, "Token endpoint is throttling or failing; retrying.");
+                tokio::time::sleep(backoff(attempt, retry_after)).await;
+                continue;
+            }
+            return Err(AuthError::Entra {
+                tenant: req.tenant.clone(),
+                status,
+                error: err
+                    .as_ref()
+                    .and_then(|e| e.error.clone())
+                    .unwrap_or_else(|| "unknown_error".into()),
+                code,
+                guidance: if code == 0 && transient {
+                    "the token endpoint kept failing; try again later".into()
+                } else {
+                    guidance(code, &req.client_id, &req.tenant)
+                },
+                correlation: err.and_then(|e| e.correlation_id),
+            });
+        }
+    }
+}
+
+fn parse_success(body: &[u8], sent_at: Instant, url: &SafeUrl) -> Result<AccessToken, AuthError> {
+    let malformed = |message: &str| AuthError::Malformed {
+        url: url.clone(),
+        message: message.into(),
+    };
+    let parsed: TokenResponse =
+        serde_json::from_slice(body).map_err(|_| malformed("the body is not a token response"))?;
+    let token = parsed
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| malformed("no access_token"))?;
+    let lifetime = match parsed.expires_in.as_ref().and_then(NumOrString::value) {
+        Some(secs) => secs,
+        None => parsed
+            .expires_on
+            .as_ref()
+            .and_then(NumOrString::value)
+            .map(|on| on - chrono::Utc::now().timestamp())
+            .unwrap_or(600),
+    };
+    let lifetime = Duration::from_secs(lifetime.max(0) as u64);
+    // Measured from when the request was sent, so a slow response cannot stretch the lifetime.
+    let margin = REFRESH_MARGIN.min(lifetime / 2);
+    Ok(AccessToken {
+        token: SecretString::new(token),
+        refresh_at: sent_at + lifetime - margin,
+        expires_at: sent_at + lifetime,
+    })
+}
+
+/// reqwest errors print their URL; ours are already shown as [`SafeUrl`]s.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(url) = e.url() {
+        msg = msg.replace(url.as_str(), "<url>");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// Exponential backoff with jitter, or the server's `Retry-After` when it gave one.
+pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    if let Some(after) = retry_after {
+        return after;
+    }
+    let base = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(8)));
+    let jitter = Duration::from_millis(u64::from(std::process::id() ^ attempt) % 100 + rand_ms());
+    (base + jitter).min(Duration::from_secs(30))
+}
+
+fn rand_ms() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    u64::from(nanos % 100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_url_for_both_versions() {
+        let mut req = TokenRequest {
+            authority: "https://login.microsoftonline.com".parse().unwrap(),
+            tenant: TenantId::canonical("contoso.onmicrosoft.com"),
+            client_id: "c".into(),
+            client_secret: SecretString::new("s3cr3t"),
+            resource: "https://graph.microsoft.com".into(),
+            version: TokenVersion::V2,
+        };
+        assert_eq!(
+            req.token_url().unwrap().as_str(),
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        req.version = TokenVersion::V1;
+        req.authority = "http://127.0.0.1:9/prefix".parse().unwrap();
+        assert_eq!(
+            req.token_url().unwrap().as_str(),
+            "http://127.0.0.1:9/prefix/contoso.onmicrosoft.com/oauth2/token"
+        );
+        assert!(!format!("{req:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn v1_string_and_v2_number_lifetimes_both_parse() {
+        let url = SafeUrl::new("https://x/".parse().unwrap());
+        let now = Instant::now();
+        let v1 = parse_success(br#"{"access_token":"a","expires_in":"3599"}"#, now, &url).unwrap();
+        let v2 = parse_success(br#"{"access_token":"a","expires_in":3599}"#, now, &url).unwrap();
+        assert_eq!(v1.expires_at, v2.expires_at);
+        assert_eq!(v1.expires_at - v1.refresh_at, REFRESH_MARGIN);
+        assert!(!format!("{v1:?}").contains("\"a\""));
+        assert!(parse_success(b"{}", now, &url).is_err());
+    }
+}

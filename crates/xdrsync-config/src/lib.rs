@@ -1,1 +1,576 @@
-//! placeholder
+//! The xdrsync configuration file.
+//!
+//! Configuration is **parsed** (serde, `deny_unknown_fields`, so a typo is an error that names the
+//! key and its line), then **validated** into [`Config`] (ids, URLs, references between sections,
+//! exactly one secret source per credential), and secrets are **resolved** from env vars or files
+//! only when a command needs them ([`SecretSource::resolve`]), so `check-config` can run without
+//! any secret present. Every field is documented here; the docs double as the user reference.
+//!
+//! Pipeline topology (tenants, store, endpoints) lives in the file; process behaviour (log level,
+//! `--dir`) is given on the command line.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use url::Url;
+pub use xdrsync_model::TokenVersion;
+use xdrsync_model::{ApiKind, SecretString, TenantId};
+
+mod cloud;
+pub mod env;
+
+pub use cloud::{Cloud, Endpoints};
+
+/// A configuration problem. Every variant names the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line, column and the offending key.
+        message: String,
+    },
+    /// A value is well-formed TOML but not acceptable.
+    #[error("invalid config file {path}: `{field}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted path of the field, e.g. `tenants[1].tenant_id`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A secret could not be resolved.
+    #[error("`{field}`: {message}")]
+    Secret {
+        /// The dotted path of the field.
+        field: String,
+        /// What is wrong (never the secret itself).
+        message: String,
+    },
+}
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Where incident versions, cursors and delivery positions are kept.
+    #[serde(default)]
+    pub store: StoreSection,
+    /// How incidents are pulled.
+    #[serde(default)]
+    pub sync: SyncSection,
+    /// Which Microsoft cloud, and optional endpoint overrides (e.g. the emulator).
+    #[serde(default)]
+    pub cloud: CloudSection,
+    /// App registrations shared by several tenants (the MSSP's multi-tenant app).
+    #[serde(default)]
+    pub apps: Vec<AppSection>,
+    /// The tenants to pull.
+    #[serde(default)]
+    pub tenants: Vec<TenantSection>,
+    /// Allow `client_secret = { value = "…" }` in this file. Off by default: a secret in a
+    /// config file ends up in backups, tickets and version control.
+    #[serde(default)]
+    pub allow_inline_secrets: bool,
+}
+
+/// `[store]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// SQLite database file, relative to the config file's folder.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            path: default_store_path(),
+        }
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("xdrsync.db")
+}
+
+/// `[sync]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    /// On the first pull of a tenant, how far back to start, in hours.
+    #[serde(default = "default_initial_lookback_hours")]
+    pub initial_lookback_hours: u32,
+    /// Each pull re-reads this many seconds before the stored cursor, to catch incidents that
+    /// became visible late (ingestion lag). Re-read versions are recognised and not stored twice.
+    #[serde(default = "default_overlap_secs")]
+    pub overlap_secs: u32,
+    /// Page size for Graph (`$top`, at most 50).
+    #[serde(default = "default_graph_page_size")]
+    pub graph_page_size: u32,
+    /// Page size for the legacy XDR API (`$top`, at most 100).
+    #[serde(default = "default_xdr_page_size")]
+    pub xdr_page_size: u32,
+}
+
+impl Default for SyncSection {
+    fn default() -> Self {
+        SyncSection {
+            initial_lookback_hours: default_initial_lookback_hours(),
+            overlap_secs: default_overlap_secs(),
+            graph_page_size: default_graph_page_size(),
+            xdr_page_size: default_xdr_page_size(),
+        }
+    }
+}
+
+fn default_initial_lookback_hours() -> u32 {
+    48
+}
+fn default_overlap_secs() -> u32 {
+    600
+}
+fn default_graph_page_size() -> u32 {
+    50
+}
+fn default_xdr_page_size() -> u32 {
+    100
+}
+
+/// `[cloud]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudSection {
+    /// `public` (default), `gcc`, `gcc-high` or `dod`.
+    #[serde(default)]
+    pub name: Cloud,
+    /// Overrides the login authority (e.g. `https://127.0.0.1:8443` for the emulator).
+    pub authority_url: Option<String>,
+    /// Overrides the Microsoft Graph base URL.
+    pub graph_url: Option<String>,
+    /// Overrides the Defender XDR API base URL (e.g. a regional host).
+    pub xdr_url: Option<String>,
+}
+
+/// Where a secret comes from: exactly one of `env`, `file`, `value`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// Name of an environment variable holding the secret.
+    pub env: Option<String>,
+    /// A file holding the secret (trailing newline ignored), relative to the config file.
+    pub file: Option<PathBuf>,
+    /// The secret itself; refused unless `allow_inline_secrets = true`.
+    pub value: Option<String>,
+}
+
+impl SecretSource {
+    /// Reads the secret. `field` names it in errors; the value never appears in them.
+    pub fn resolve(&self, field: &str) -> Result<SecretString, ConfigError> {
+        let err = |message: String| ConfigError::Secret {
+            field: field.to_owned(),
+            message,
+        };
+        let secret = if let Some(var) = &self.env {
+            std::env::var(var).map_err(|_| err(format!("environment variable {var} is not set")))?
+        } else if let Some(path) = &self.file {
+            let text = fs_err::read_to_string(path)
+                .map_err(|e| err(format!("cannot read secret file: {e}")))?;
+            text.trim_end_matches(['\r', '\n']).to_owned()
+        } else if let Some(value) = &self.value {
+            value.clone()
+        } else {
+            return Err(err("no secret source: set `env` or `file`".into()));
+        };
+        if secret.is_empty() {
+            return Err(err("the secret is empty".into()));
+        }
+        Ok(SecretString::new(secret))
+    }
+}
+
+/// `[[apps]]`: an app registration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSection {
+    /// A name tenants refer to with `app = "…"`.
+    pub name: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: SecretSource,
+}
+
+/// `[[tenants]]`: one tenant to pull.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSection {
+    /// A short unique name used on the command line and in reports.
+    pub name: String,
+    /// Directory (tenant) id: a GUID, or a verified domain such as `contoso.onmicrosoft.com`.
+    pub tenant_id: String,
+    /// Name of an `[[apps]]` entry to authenticate with; or give `client_id` and
+    /// `client_secret` here.
+    pub app: Option<String>,
+    /// Application (client) id, when not using `app`.
+    pub client_id: Option<String>,
+    /// The client secret, when not using `app`.
+    pub client_secret: Option<SecretSource>,
+    /// `graph` (default; Microsoft Graph security API) or `xdr` (legacy Defender XDR API,
+    /// retiring 2027-02-01).
+    #[serde(default = "default_api")]
+    pub api: ApiName,
+    /// Token endpoint version: `v2` (default, `scope=…/.default`) or `v1` (`resource=…`).
+    #[serde(default)]
+    pub token_version: TokenVersion,
+    /// Set to false to keep a tenant configured but not pulled.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_api() -> ApiName {
+    ApiName::Graph
+}
+
+/// The API a tenant is pulled from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiName {
+    /// Microsoft Graph.
+    Graph,
+    /// Legacy Defender XDR.
+    Xdr,
+}
+
+impl From<ApiName> for ApiKind {
+    fn from(a: ApiName) -> Self {
+        match a {
+            ApiName::Graph => ApiKind::Graph,
+            ApiName::Xdr => ApiKind::Xdr,
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The SQLite store file (absolute or relative to the working directory).
+    pub store_path: PathBuf,
+    /// Sync settings.
+    pub sync: SyncSettings,
+    /// Enabled and disabled tenants, in file order.
+    pub tenants: Vec<Tenant>,
+}
+
+/// Validated `[sync]`.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// First-pull lookback.
+    pub initial_lookback: chrono::Duration,
+    /// Overlap re-read before the cursor.
+    pub overlap: chrono::Duration,
+    /// Graph page size.
+    pub graph_page_size: u32,
+    /// XDR page size.
+    pub xdr_page_size: u32,
+}
+
+/// A validated tenant.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// Its short name.
+    pub name: String,
+    /// Its id (canonical form).
+    pub tenant_id: TenantId,
+    /// API to pull.
+    pub api: ApiKind,
+    /// Client id.
+    pub client_id: String,
+    /// Where the secret comes from.
+    pub client_secret: SecretSource,
+    /// The field path of the secret, for error messages.
+    pub client_secret_field: String,
+    /// Token endpoint version.
+    pub token_version: TokenVersion,
+    /// Hosts and token audiences.
+    pub endpoints: Endpoints,
+    /// Whether it is pulled.
+    pub enabled: bool,
+}
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = fs_err::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            source: std::io::Error::new(e.kind(), e.to_string()),
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML text; relative paths resolve against `path`'s folder.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        validate(file, path)
+    }
+
+    /// Finds an enabled or disabled tenant by name or id.
+    pub fn tenant(&self, key: &str) -> Option<&Tenant> {
+        self.tenants
+            .iter()
+            .find(|t| t.name == key || t.tenant_id.as_str().eq_ignore_ascii_case(key))
+    }
+}
+
+fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && [8, 4, 4, 4, 12]
+            .iter()
+            .zip(&parts)
+            .all(|(n, p)| p.len() == *n && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn is_domain(s: &str) -> bool {
+    s.contains('.')
+        && s.split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+}
+
+fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
+    let invalid = |field: String, message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        field,
+        message,
+    };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+
+    let s = &file.sync;
+    if s.graph_page_size == 0 || s.graph_page_size > 50 {
+        return Err(invalid(
+            "sync.graph_page_size".into(),
+            format!(
+                "must be 1..=50 (Graph refuses $top above 50), got {}",
+                s.graph_page_size
+            ),
+        ));
+    }
+    if s.xdr_page_size == 0 || s.xdr_page_size > 100 {
+        return Err(invalid(
+            "sync.xdr_page_size".into(),
+            format!(
+                "must be 1..=100 (the XDR API refuses $top above 100), got {}",
+                s.xdr_page_size
+            ),
+        ));
+    }
+    if s.initial_lookback_hours == 0 || s.initial_lookback_hours > 180 * 24 {
+        return Err(invalid(
+            "sync.initial_lookback_hours".into(),
+            format!(
+                "must be 1..=4320 (Defender keeps 180 days), got {}",
+                s.initial_lookback_hours
+            ),
+        ));
+    }
+    let endpoints =
+        cloud::endpoints(&file.cloud).map_err(|(field, message)| invalid(field, message))?;
+
+    let check_secret = |field: &str, src: &SecretSource| -> Result<SecretSource, ConfigError> {
+        let set = [src.env.is_some(), src.file.is_some(), src.value.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if set != 1 {
+            return Err(invalid(
+                field.into(),
+                "give exactly one of `env`, `file` or `value`".into(),
+            ));
+        }
+        if src.value.is_some() && !file.allow_inline_secrets {
+            return Err(invalid(
+                field.into(),
+                "inline secrets are refused: use `env` or `file`, or set `allow_inline_secrets = true` at the top of the file".into(),
+            ));
+        }
+        let mut out = src.clone();
+        out.file = src.file.as_deref().map(resolve);
+        Ok(out)
+    };
+
+    let mut app_names = BTreeSet::new();
+    for (i, app) in file.apps.iter().enumerate() {
+        if !app_names.insert(app.name.as_str()) {
+            return Err(invalid(
+                format!("apps[{i}].name"),
+                format!("`{}` is used twice", app.name),
+            ));
+        }
+        if !is_guid(&app.client_id) {
+            return Err(invalid(
+                format!("apps[{i}].client_id"),
+                format!("must be a GUID, got `{}`", app.client_id),
+            ));
+        }
+        check_secret(&format!("apps[{i}].client_secret"), &app.client_secret)?;
+    }
+
+    let mut names = BTreeSet::new();
+    let mut tenants = Vec::with_capacity(file.tenants.len());
+    for (i, t) in file.tenants.iter().enumerate() {
+        let f = |name: &str| format!("tenants[{i}].{name}");
+        if t.name.trim().is_empty() || t.name.contains(char::is_whitespace) {
+            return Err(invalid(
+                f("name"),
+                format!("must be a non-empty name without spaces, got `{}`", t.name),
+            ));
+        }
+        if !names.insert(t.name.as_str()) {
+            return Err(invalid(f("name"), format!("`{}` is used twice", t.name)));
+        }
+        let lowered = t.tenant_id.to_ascii_lowercase();
+        if ["common", "organizations", "consumers"].contains(&lowered.as_str()) {
+            return Err(invalid(
+                f("tenant_id"),
+                format!(
+                    "`{}` is not a tenant: app-only tokens need the customer's own tenant id",
+                    t.tenant_id
+                ),
+            ));
+        }
+        if !is_guid(&t.tenant_id) && !is_domain(&t.tenant_id) {
+            return Err(invalid(
+                f("tenant_id"),
+                format!(
+                    "must be a GUID or a domain such as contoso.onmicrosoft.com, got `{}`",
+                    t.tenant_id
+                ),
+            ));
+        }
+        let (client_id, client_secret, secret_field) =
+            match (&t.app, &t.client_id, &t.client_secret) {
+                (Some(app), None, None) => {
+                    let Some((j, a)) = file.apps.iter().enumerate().find(|(_, a)| &a.name == app)
+                    else {
+                        return Err(invalid(
+                            f("app"),
+                            format!("no [[apps]] entry is named `{app}`"),
+                        ));
+                    };
+                    (
+                        a.client_id.clone(),
+                        check_secret(&format!("apps[{j}].client_secret"), &a.client_secret)?,
+                        format!("apps[{j}].client_secret"),
+                    )
+                }
+                (None, Some(id), Some(secret)) => {
+                    if !is_guid(id) {
+                        return Err(invalid(
+                            f("client_id"),
+                            format!("must be a GUID, got `{id}`"),
+                        ));
+                    }
+                    (
+                        id.clone(),
+                        check_secret(&f("client_secret"), secret)?,
+                        f("client_secret"),
+                    )
+                }
+                (Some(_), _, _) => {
+                    return Err(invalid(
+                        f("app"),
+                        "give either `app` or `client_id` + `client_secret`, not both".into(),
+                    ));
+                }
+                (None, None, _) => {
+                    return Err(invalid(
+                        f("client_id"),
+                        "missing: give `client_id` + `client_secret`, or `app`".into(),
+                    ));
+                }
+                (None, Some(_), None) => {
+                    return Err(invalid(
+                        f("client_secret"),
+                        "missing: give `{ env = \"VAR\" }` or `{ file = \"path\" }`".into(),
+                    ));
+                }
+            };
+        tenants.push(Tenant {
+            name: t.name.clone(),
+            tenant_id: TenantId::canonical(&t.tenant_id),
+            api: t.api.into(),
+            client_id: client_id.to_ascii_lowercase(),
+            client_secret,
+            client_secret_field: secret_field,
+            token_version: t.token_version,
+            endpoints: endpoints.clone(),
+            enabled: t.enabled,
+        });
+    }
+    Ok(Config {
+        path: path.to_owned(),
+        store_path: resolve(&file.store.path),
+        sync: SyncSettings {
+            initial_lookback: chrono::Duration::hours(i64::from(s.initial_lookback_hours)),
+            overlap: chrono::Duration::seconds(i64::from(s.overlap_secs)),
+            graph_page_size: s.graph_page_size,
+            xdr_page_size: s.xdr_page_size,
+        },
+        tenants,
+    })
+}
+
+/// Parses a URL for a config field.
+fn parse_url(field: &str, value: &str) -> Result<Url, (String, String)> {
+    let url = Url::parse(value)
+        .map_err(|e| (field.to_owned(), format!("`{value}` is not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if url.host_str().is_some_and(is_loopback) => Ok(url),
+        _ => Err((
+            field.to_owned(),
+            format!("`{value}` must be https (plain http is allowed only for a loopback emulator)"),
+        )),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+        || host == "[::1]"
+}
+
+#[cfg(test)]
+mod tests;

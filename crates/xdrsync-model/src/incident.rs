@@ -165,3 +165,14 @@ pub struct AlertSummary {
     /// How many entities / evidence items the alert carries.
     pub evidence_count: usize,
 }
+
+/// Which Entra token endpoint a credential uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenVersion {
+    /// `/{tenant}/oauth2/token` with `resource=…`.
+    V1,
+    /// `/{tenant}/oauth2/v2.0/token` with `scope=…/.default`.
+    #[default]
+    V2,
+}

@@ -21,7 +21,7 @@ pub mod time;
 
 pub use duration::{DurationParseError, parse_duration};
 pub use ids::{EventId, IncidentId, StreamKind, TenantId, VersionKey};
-pub use incident::{AlertSummary, ApiKind, Incident, Severity};
+pub use incident::{AlertSummary, ApiKind, Incident, Severity, TokenVersion};
 pub use normalize::{NormalizeError, normalize_graph_incident, normalize_xdr_incident};
 pub use redact::{SafeUrl, SecretString};
 pub use time::{Timestamp, TimestampError};

@@ -1,0 +1,77 @@
+//! Microsoft clouds: login authority, API hosts and token audiences, chosen together.
+//!
+//! Values from defender-api.md §7. A token from one national cloud does not work in another, so
+//! one setting picks all of them consistently; endpoint overrides (a regional host, the
+//! emulator) change where requests go but not the audiences, so clients ask for the same
+//! scopes as in production.
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::{CloudSection, parse_url};
+
+/// A Microsoft cloud.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cloud {
+    /// Commercial.
+    #[default]
+    Public,
+    /// US Government Community Cloud.
+    Gcc,
+    /// US GCC High.
+    GccHigh,
+    /// US Department of Defense.
+    Dod,
+}
+
+/// Resolved hosts and audiences for one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Login authority, e.g. `https://login.microsoftonline.com`.
+    pub authority: Url,
+    /// Graph base URL.
+    pub graph: Url,
+    /// Defender XDR base URL.
+    pub xdr: Url,
+    /// Token audience (resource) of Graph.
+    pub graph_resource: String,
+    /// Token audience (resource) of the XDR API.
+    pub xdr_resource: String,
+}
+
+pub(crate) fn endpoints(section: &CloudSection) -> Result<Endpoints, (String, String)> {
+    let (authority, xdr, graph) = match section.name {
+        Cloud::Public => (
+            "https://login.microsoftonline.com",
+            "https://api.security.microsoft.com",
+            "https://graph.microsoft.com",
+        ),
+        Cloud::Gcc => (
+            "https://login.microsoftonline.com",
+            "https://api-gcc.security.microsoft.us",
+            "https://graph.microsoft.com",
+        ),
+        Cloud::GccHigh => (
+            "https://login.microsoftonline.us",
+            "https://api-gov.security.microsoft.us",
+            "https://graph.microsoft.us",
+        ),
+        Cloud::Dod => (
+            "https://login.microsoftonline.us",
+            "https://api-gov.security.microsoft.us",
+            "https://dod-graph.microsoft.us",
+        ),
+    };
+    let pick =
+        |field: &str, over: &Option<String>, default: &str| -> Result<Url, (String, String)> {
+            parse_url(field, over.as_deref().unwrap_or(default))
+        };
+    Ok(Endpoints {
+        authority: pick("cloud.authority_url", &section.authority_url, authority)?,
+        graph: pick("cloud.graph_url", &section.graph_url, graph)?,
+        xdr: pick("cloud.xdr_url", &section.xdr_url, xdr)?,
+        graph_resource: graph.to_owned(),
+        xdr_resource: xdr.to_owned(),
+    })
+}

@@ -1,0 +1,180 @@
+use std::path::Path;
+
+use super::*;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, Path::new("/etc/xdrsync/xdrsync.toml"))
+}
+
+#[test]
+fn shipped_example_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config/xdrsync.toml");
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.tenants.len(), 3);
+    let contoso = config.tenant("contoso").unwrap();
+    assert_eq!(contoso.api, ApiKind::Graph);
+    assert_eq!(contoso.client_id, "11111111-2222-3333-4444-555555555555");
+    assert_eq!(
+        contoso.endpoints.graph.as_str(),
+        "https://graph.microsoft.com/"
+    );
+    assert_eq!(
+        config.tenant("northwind").unwrap().token_version,
+        TokenVersion::V1
+    );
+    let tailspin = config.tenant("tailspin").unwrap();
+    assert!(
+        tailspin
+            .client_secret
+            .file
+            .as_ref()
+            .unwrap()
+            .ends_with("examples/config/secrets/tailspin.secret")
+    );
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let err = load("[sync]\ninitial_lookback_hours = 4\nlookback = 3\n").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("/etc/xdrsync/xdrsync.toml"), "{msg}");
+    assert!(msg.contains("line 3"), "{msg}");
+    assert!(msg.contains("unknown field `lookback`"), "{msg}");
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let err = load("[sync]\noverlap_secs = \"ten minutes\"\n").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("overlap_secs"), "{msg}");
+    assert!(msg.contains("line 2"), "{msg}");
+}
+
+macro_rules! invalid {
+    ($name:ident, $toml:expr, $field:expr, $says:expr) => {
+        #[test]
+        fn $name() {
+            match load($toml) {
+                Err(ConfigError::Invalid { field, message, .. }) => {
+                    assert_eq!(field, $field);
+                    assert!(message.contains($says), "{message}");
+                }
+                other => panic!("expected an invalid-field error, got {other:?}"),
+            }
+        }
+    };
+}
+
+const SECRET: &str = "client_secret = { env = \"S\" }";
+
+invalid!(
+    bad_tenant_id,
+    &format!(
+        "[[tenants]]\nname = \"a\"\ntenant_id = \"not a tenant\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\n{SECRET}\n"
+    ),
+    "tenants[0].tenant_id",
+    "must be a GUID or a domain"
+);
+invalid!(
+    common_is_not_a_tenant,
+    &format!(
+        "[[tenants]]\nname = \"a\"\ntenant_id = \"common\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\n{SECRET}\n"
+    ),
+    "tenants[0].tenant_id",
+    "not a tenant"
+);
+invalid!(
+    bad_client_id,
+    &format!(
+        "[[tenants]]\nname = \"a\"\ntenant_id = \"x.onmicrosoft.com\"\nclient_id = \"abc\"\n{SECRET}\n"
+    ),
+    "tenants[0].client_id",
+    "must be a GUID"
+);
+invalid!(
+    missing_secret,
+    "[[tenants]]\nname = \"a\"\ntenant_id = \"x.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\n",
+    "tenants[0].client_secret",
+    "missing"
+);
+invalid!(
+    inline_secret_refused,
+    "[[tenants]]\nname = \"a\"\ntenant_id = \"x.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_secret = { value = \"hunter2\" }\n",
+    "tenants[0].client_secret",
+    "inline secrets are refused"
+);
+invalid!(
+    unknown_app,
+    "[[tenants]]\nname = \"a\"\ntenant_id = \"x.onmicrosoft.com\"\napp = \"nope\"\n",
+    "tenants[0].app",
+    "no [[apps]] entry is named `nope`"
+);
+invalid!(
+    duplicate_tenant_names,
+    &format!(
+        "[[tenants]]\nname = \"a\"\ntenant_id = \"x.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\n{SECRET}\n[[tenants]]\nname = \"a\"\ntenant_id = \"y.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\n{SECRET}\n"
+    ),
+    "tenants[1].name",
+    "used twice"
+);
+invalid!(
+    graph_top_above_50,
+    "[sync]\ngraph_page_size = 100\n",
+    "sync.graph_page_size",
+    "must be 1..=50"
+);
+invalid!(
+    plain_http_only_on_loopback,
+    "[cloud]\ngraph_url = \"http://graph.example.com\"\n",
+    "cloud.graph_url",
+    "must be https"
+);
+
+#[test]
+fn inline_secret_allowed_when_asked_and_never_printed() {
+    let config = load("allow_inline_secrets = true\n[[tenants]]\nname = \"a\"\ntenant_id = \"x.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_secret = { value = \"hunter2-secret\" }\n").unwrap();
+    let t = &config.tenants[0];
+    let secret = t.client_secret.resolve(&t.client_secret_field).unwrap();
+    assert_eq!(secret.expose(), "hunter2-secret");
+    assert!(!format!("{secret:?} {secret}").contains("hunter2"));
+}
+
+#[test]
+fn env_secret_missing_names_var_not_value() {
+    let src = SecretSource {
+        env: Some("XDRSYNC_TEST_SURELY_UNSET_VAR".into()),
+        ..Default::default()
+    };
+    let err = src
+        .resolve("apps[0].client_secret")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "`apps[0].client_secret`: environment variable XDRSYNC_TEST_SURELY_UNSET_VAR is not set"
+    );
+}
+
+#[test]
+fn file_secret_trims_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    std::fs::write(&path, "abc~def\n").unwrap();
+    let src = SecretSource {
+        file: Some(path),
+        ..Default::default()
+    };
+    assert_eq!(src.resolve("x").unwrap().expose(), "abc~def");
+}
+
+#[test]
+fn loopback_emulator_override_keeps_production_audiences() {
+    let config = load(&format!(
+        "[cloud]\nauthority_url = \"http://127.0.0.1:9\"\ngraph_url = \"http://127.0.0.1:9\"\nxdr_url = \"http://127.0.0.1:9\"\n[[tenants]]\nname = \"a\"\ntenant_id = \"x.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\n{SECRET}\n"
+    ))
+    .unwrap();
+    let e = &config.tenants[0].endpoints;
+    assert_eq!(e.graph.as_str(), "http://127.0.0.1:9/");
+    assert_eq!(e.graph_resource, "https://graph.microsoft.com");
+    assert_eq!(e.xdr_resource, "https://api.security.microsoft.com");
+}
