@@ -1,1 +1,482 @@
-//! placeholder
+//! Clients for the incident APIs: Microsoft Graph `/v1.0/security/incidents` and the legacy
+//! Defender XDR `/api/incidents`.
+//!
+//! # Paging
+//! Both APIs list the most recently updated incidents first. Offset paging (`$skip`, or Graph's
+//! `@odata.nextLink`, which is `$skip` underneath) loses incidents when one is updated while the
+//! pages are read: it jumps to the top and everything below shifts up one place, so one incident
+//! is never seen (peers.md §10.1). xdrsync pages by **time boundary** instead: after a full page it
+//! asks again for `lastUpdate ≤ <oldest time on the page>`, skipping only the incidents already
+//! seen *at exactly that time*. An incident updated meanwhile moves above the boundary and is read
+//! by the next pass; nothing below the boundary moves. If a server ever returns a page that is
+//! not in that order, the client says so and falls back to offset paging over a fixed window.
+//!
+//! # Failures
+//! Every response goes through [`retry::classify`]: 429 and 5xx are retried with backoff (honouring
+//! `Retry-After`), a 401 refreshes the token once, other 4xx fail at once with the service's own
+//! error code and message. A body that is not JSON is retried (it may have been cut off) and then
+//! reported. An incident that cannot be normalized is returned as a [`Poison`] item with the
+//! reason, and paging goes on.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use url::Url;
+use xdrsync_auth::{AuthError, TokenCache, TokenRequest};
+use xdrsync_model::{
+    ApiKind, Incident, SafeUrl, TenantId, Timestamp, normalize_graph_incident,
+    normalize_xdr_incident,
+};
+
+pub mod retry;
+
+use retry::{RetryAction, classify};
+
+/// One tenant's API access: where to call and how to get a token.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Which API.
+    pub api: ApiKind,
+    /// The API's base URL (`https://graph.microsoft.com`, `https://api.security.microsoft.com`).
+    pub base_url: Url,
+    /// How to get a token for it.
+    pub token: TokenRequest,
+    /// `$top` per page.
+    pub page_size: u32,
+}
+
+/// An API call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No token.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The service answered with an error status.
+    #[error("{url} answered {status}{}: {message}{}", if code.is_empty() { String::new() } else { format!(" {code}") }, request_id.as_ref().map(|r| format!(" [request id {r}]")).unwrap_or_default())]
+    Status {
+        /// The request (redacted).
+        url: SafeUrl,
+        /// HTTP status.
+        status: u16,
+        /// The service's error code (`Forbidden`, `ODataError`, …).
+        code: String,
+        /// The service's message.
+        message: String,
+        /// `target` (XDR) or `request-id` (Graph), for Microsoft support.
+        request_id: Option<String>,
+    },
+    /// The service could not be reached.
+    #[error("cannot reach {url}: {message}")]
+    Transport {
+        /// The request (redacted).
+        url: SafeUrl,
+        /// What failed.
+        message: String,
+    },
+    /// The body is not the expected JSON.
+    #[error("unreadable response from {url}: {message}")]
+    Decode {
+        /// The request (redacted).
+        url: SafeUrl,
+        /// What is wrong.
+        message: String,
+    },
+    /// Retries ran out.
+    #[error("request failed after {attempts} attempts in {elapsed:.1?}: {last}")]
+    Exhausted {
+        /// How many attempts were made.
+        attempts: u32,
+        /// Time spent.
+        elapsed: Duration,
+        /// The last failure.
+        last: Box<ApiError>,
+    },
+}
+
+impl ApiError {
+    /// The HTTP status behind this error, if the service answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            ApiError::Exhausted { last, .. } => last.status(),
+            ApiError::Auth(AuthError::Entra { status, .. }) => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// An incident the client could not read; it is reported, and paging continues.
+#[derive(Debug, Clone)]
+pub struct Poison {
+    /// The incident id, if it could be found.
+    pub incident_id: Option<String>,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The raw JSON as received.
+    pub raw: String,
+}
+
+/// One incident as read: normalized, with its raw JSON exactly as the API sent it.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The normalized form.
+    pub incident: Incident,
+    /// The API's JSON, byte for byte.
+    pub raw: String,
+}
+
+/// What a list call read.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Incidents in the order they arrived.
+    pub incidents: Vec<Fetched>,
+    /// Items that could not be read.
+    pub poison: Vec<Poison>,
+    /// Pages requested.
+    pub pages: u32,
+    /// Whether the server's order forced offset paging.
+    pub fell_back_to_offset: bool,
+}
+
+/// Retry settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Most attempts per request.
+    pub max_attempts: u32,
+    /// Longest single wait.
+    pub max_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            max_wait: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The HTTP client shared by all tenants.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    tokens: Arc<TokenCache>,
+    retry: RetryPolicy,
+}
+
+#[derive(Deserialize)]
+struct PageBody<'a> {
+    #[serde(borrow)]
+    value: Vec<&'a RawValue>,
+}
+
+impl ApiClient {
+    /// A client over `http`, getting tokens from `tokens`.
+    pub fn new(http: reqwest::Client, tokens: Arc<TokenCache>, retry: RetryPolicy) -> Self {
+        ApiClient {
+            http,
+            tokens,
+            retry,
+        }
+    }
+
+    /// The shared token cache.
+    pub fn tokens(&self) -> &Arc<TokenCache> {
+        &self.tokens
+    }
+
+    /// GETs `url` with the tenant's token, retrying per [`classify`]; returns the body.
+    pub async fn get(&self, target: &Target, url: &Url) -> Result<bytes_like::Body, ApiError> {
+        let safe = SafeUrl::new(url.clone());
+        let started = Instant::now();
+        let mut attempt = 0;
+        let mut refreshed = false;
+        loop {
+            attempt += 1;
+            let token = self.tokens.token(&target.token).await?;
+            let result = self
+                .http
+                .get(url.clone())
+                .bearer_auth(token.expose())
+                .header(reqwest::header::ACCEPT, "application/json")
+                .send()
+                .await;
+            let (action, failure) = match result {
+                Err(e) => (
+                    RetryAction::Transient { after: None },
+                    ApiError::Transport {
+                        url: safe.clone(),
+                        message: error_chain(&e),
+                    },
+                ),
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let action = classify(status, resp.headers());
+                    match resp.bytes().await {
+                        Ok(body) if action == RetryAction::Success => {
+                            match serde_json::from_slice::<Value>(&body) {
+                                Ok(_) => return Ok(bytes_like::Body(body.to_vec())),
+                                Err(e) => (
+                                    RetryAction::Transient { after: None },
+                                    ApiError::Decode {
+                                        url: safe.clone(),
+                                        message: format!("{e} (body of {} bytes)", body.len()),
+                                    },
+                                ),
+                            }
+                        }
+                        Ok(body) => (action, status_error(&safe, status, &body)),
+                        Err(e) => (
+                            RetryAction::Transient { after: None },
+                            ApiError::Transport {
+                                url: safe.clone(),
+                                message: error_chain(&e),
+                            },
+                        ),
+                    }
+                }
+            };
+            match action {
+                RetryAction::Unauthorized if !refreshed => {
+                    // A token the API rejects may have been revoked or the clocks disagree:
+                    // get a new one, once.
+                    refreshed = true;
+                    self.tokens.invalidate(&target.token).await;
+                    tracing::info!(url = %safe, "API refused the token; refreshing it once.");
+                }
+                RetryAction::Transient { after } if attempt < self.retry.max_attempts => {
+                    let wait = xdrsync_auth::backoff(attempt, after).min(self.retry.max_wait);
+                    tracing::warn!(url = %safe, attempt, wait_ms = wait.as_millis() as u64, error = %failure, "Request failed; retrying.");
+                    tokio::time::sleep(wait).await;
+                }
+                RetryAction::Transient { .. } => {
+                    return Err(ApiError::Exhausted {
+                        attempts: attempt,
+                        elapsed: started.elapsed(),
+                        last: Box::new(failure),
+                    });
+                }
+                _ => return Err(failure),
+            }
+        }
+    }
+
+    /// Lists every incident with a last-update time `≥ since` (and `≤ until`, if given).
+    pub async fn list_incidents(
+        &self,
+        target: &Target,
+        since: Timestamp,
+        until: Option<Timestamp>,
+    ) -> Result<Listing, ApiError> {
+        let mut listing = Listing::default();
+        let n = target.page_size.max(1) as usize;
+        let mut upper = until;
+        let mut skip = 0usize;
+        loop {
+            let url = list_url(target, since, upper, skip)?;
+            let body = self.get(target, &url).await?;
+            listing.pages += 1;
+            let page: PageBody<'_> =
+                serde_json::from_slice(&body.0).map_err(|e| ApiError::Decode {
+                    url: SafeUrl::new(url.clone()),
+                    message: format!("not an OData collection: {e}"),
+                })?;
+            let count = page.value.len();
+            let mut times = Vec::with_capacity(count);
+            for raw in page.value {
+                match read_incident(target, raw) {
+                    Ok(f) => {
+                        times.push(f.incident.last_update);
+                        listing.incidents.push(f);
+                    }
+                    Err(p) => listing.poison.push(p),
+                }
+            }
+            if count < n {
+                break;
+            }
+            let descending = times.windows(2).all(|w| w[0] >= w[1]);
+            let Some(&oldest) = times.last() else {
+                // A full page of unreadable items: step past it by offset.
+                skip += count;
+                continue;
+            };
+            if !descending || listing.fell_back_to_offset {
+                if !listing.fell_back_to_offset {
+                    tracing::warn!(tenant = %target.tenant, api = %target.api, "The API did not list incidents newest first; falling back to offset paging over a fixed window.");
+                    listing.fell_back_to_offset = true;
+                    // Fix the window's upper end so new updates cannot shift the offsets.
+                    upper = Some(
+                        upper.unwrap_or_else(|| times.iter().copied().max().unwrap_or(oldest)),
+                    );
+                }
+                skip += count;
+                continue;
+            }
+            // Unreadable items are not counted: if they sit at the boundary they are read again
+            // (and reported again), which is safe; counting them could skip a readable one.
+            let at_oldest = times.iter().filter(|t| **t == oldest).count();
+            if upper == Some(oldest) {
+                skip += at_oldest;
+            } else {
+                upper = Some(oldest);
+                skip = at_oldest;
+            }
+        }
+        Ok(listing)
+    }
+}
+
+/// Builds the list request for one page.
+fn list_url(
+    target: &Target,
+    since: Timestamp,
+    upper: Option<Timestamp>,
+    skip: usize,
+) -> Result<Url, ApiError> {
+    let (path, field) = match target.api {
+        ApiKind::Graph => ("v1.0/security/incidents", "lastUpdateDateTime"),
+        ApiKind::Xdr => ("api/incidents", "lastUpdateTime"),
+    };
+    let mut filter = format!("{field} ge {since}");
+    if let Some(u) = upper {
+        filter.push_str(&format!(" and {field} le {u}"));
+    }
+    // Built by hand so `$` stays literal and spaces become %20, as Microsoft's own samples send.
+    let mut query = format!("$filter={}&$top={}", encode(&filter), target.page_size);
+    if skip > 0 {
+        query.push_str(&format!("&$skip={skip}"));
+    }
+    if target.api == ApiKind::Graph {
+        query.push_str("&$expand=alerts");
+    }
+    let mut base = target.base_url.clone();
+    if !base.path().ends_with('/') {
+        base.set_path(&format!("{}/", base.path()));
+    }
+    let mut url = base.join(path).map_err(|e| ApiError::Decode {
+        url: SafeUrl::new(target.base_url.clone()),
+        message: format!("bad base URL: {e}"),
+    })?;
+    url.set_query(Some(&query));
+    Ok(url)
+}
+
+fn encode(s: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b':');
+    percent_encoding::utf8_percent_encode(s, SET).to_string()
+}
+
+fn read_incident(target: &Target, raw: &RawValue) -> Result<Fetched, Poison> {
+    let text = raw.get().to_owned();
+    let value: Value = serde_json::from_str(&text).map_err(|e| Poison {
+        incident_id: None,
+        reason: e.to_string(),
+        raw: text.clone(),
+    })?;
+    let result = match target.api {
+        ApiKind::Graph => normalize_graph_incident(&target.tenant, &value),
+        ApiKind::Xdr => normalize_xdr_incident(&target.tenant, &value),
+    };
+    match result {
+        Ok(incident) => Ok(Fetched {
+            incident,
+            raw: text,
+        }),
+        Err(e) => {
+            let id = value
+                .get("id")
+                .or_else(|| value.get("incidentId"))
+                .map(|v| v.to_string().trim_matches('"').to_owned());
+            Err(Poison {
+                incident_id: id,
+                reason: e.to_string(),
+                raw: text,
+            })
+        }
+    }
+}
+
+/// Reads the service's error body: XDR `{"error":{"code","message","target"}}` or Graph
+/// `{"error":{"code","message","innerError":{"request-id"}}}`.
+fn status_error(url: &SafeUrl, status: u16, body: &[u8]) -> ApiError {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let e = &v["error"];
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    ApiError::Status {
+        url: url.clone(),
+        status,
+        code: text(&e["code"]).unwrap_or_default(),
+        message: text(&e["message"])
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()),
+        request_id: text(&e["target"]).or_else(|| text(&e["innerError"]["request-id"])),
+    }
+}
+
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(url) = e.url() {
+        msg = msg.replace(url.as_str(), "<url>");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// A response body.
+pub mod bytes_like {
+    /// Bytes of a JSON response body, already checked to parse.
+    #[derive(Debug, Clone)]
+    pub struct Body(pub Vec<u8>);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(api: ApiKind) -> Target {
+        Target {
+            tenant: TenantId::canonical("t"),
+            api,
+            base_url: "https://graph.microsoft.com".parse().unwrap(),
+            token: TokenRequest {
+                authority: "https://login.microsoftonline.com".parse().unwrap(),
+                tenant: TenantId::canonical("t"),
+                client_id: "c".into(),
+                client_secret: xdrsync_model::SecretString::new("s"),
+                resource: "https://graph.microsoft.com".into(),
+                version: Default::default(),
+            },
+            page_size: 50,
+        }
+    }
+
+    #[test]
+    fn list_urls_look_like_microsofts_samples() {
+        let since: Timestamp = "2026-11-20T01:02:03.5Z".parse().unwrap();
+        let until: Timestamp = "2026-11-21T00:00:00Z".parse().unwrap();
+        let url = list_url(&target(ApiKind::Graph), since, Some(until), 3).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://graph.microsoft.com/v1.0/security/incidents?$filter=lastUpdateDateTime%20ge%202026-11-20T01:02:03.5000000Z%20and%20lastUpdateDateTime%20le%202026-11-21T00:00:00.0000000Z&$top=50&$skip=3&$expand=alerts"
+        );
+        let url = list_url(&target(ApiKind::Xdr), since, None, 0).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://graph.microsoft.com/api/incidents?$filter=lastUpdateTime%20ge%202026-11-20T01:02:03.5000000Z&$top=50"
+        );
+    }
+}
