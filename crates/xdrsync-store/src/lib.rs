@@ -1,1 +1,459 @@
-//! placeholder
+//! The durable store: incident versions, cursors and sink delivery positions.
+//!
+//! It is the outbox of the sync. A pull writes new incident versions and advances the tenant's
+//! cursor **in one transaction**, so a crash can never leave a cursor ahead of the data it
+//! covers. Each sink keeps its own delivery position (the last `seq` it acknowledged), so a sink
+//! that is down holds back nothing but itself, and a restart resumes each sink where it stopped.
+//!
+//! The embedded default is SQLite in WAL mode with `synchronous = FULL`: a committed transaction
+//! survives a process kill and a power cut. Migrations are forward-only and each runs in its own
+//! transaction; a database written by a newer xdrsync is refused rather than misread.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use xdrsync_model::{Incident, StreamKind, TenantId, Timestamp};
+
+/// Forward-only migrations, in order; the schema version is the number applied.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_init",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+)];
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("store {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer xdrsync.
+    #[error(
+        "store {path} has schema version {found}, newer than this xdrsync understands ({known}); upgrade xdrsync"
+    )]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
+    /// A stored row could not be decoded.
+    #[error("store {path}: corrupt row {what}: {message}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// Which row.
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One incident version to store.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    /// The normalized incident.
+    pub incident: Incident,
+    /// The API's JSON as received.
+    pub raw: String,
+}
+
+/// What a commit did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Versions of incidents the store had never seen.
+    pub created: u64,
+    /// New versions of incidents it already had.
+    pub updated: u64,
+    /// Versions it already had (re-read through the overlap window or a re-run).
+    pub unchanged: u64,
+}
+
+impl std::ops::AddAssign for CommitStats {
+    fn add_assign(&mut self, o: Self) {
+        self.created += o.created;
+        self.updated += o.updated;
+        self.unchanged += o.unchanged;
+    }
+}
+
+/// A stored version, as sinks read it.
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    /// Delivery order.
+    pub seq: i64,
+    /// Stable event id.
+    pub event_id: String,
+    /// `created` or `updated`.
+    pub change: String,
+    /// The normalized incident.
+    pub incident: Incident,
+    /// The API's JSON as received.
+    pub raw: String,
+}
+
+/// An item the API returned that could not be read.
+#[derive(Debug, Clone)]
+pub struct PoisonRecord {
+    /// The incident id, if known.
+    pub incident_id: Option<String>,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The raw JSON.
+    pub raw: String,
+}
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    /// One connection; every operation is a short transaction, so a mutex is all the
+    /// concurrency control needed.
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = fs_err::create_dir_all(parent);
+        }
+        let err = |source| StoreError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        Self::init(path.to_owned(), conn)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
+        Self::init(path, conn)
+    }
+
+    fn init(path: PathBuf, mut conn: Connection) -> Result<Self, StoreError> {
+        migrate(&path, &mut conn)?;
+        Ok(SqliteStore {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The schema version.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn()
+            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+            .map_err(self.err())
+    }
+
+    /// The cursor of `(tenant, stream)`, if any pull has committed one.
+    pub fn cursor(
+        &self,
+        tenant: &TenantId,
+        stream: StreamKind,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT high_water FROM cursors WHERE tenant_id = ?1 AND stream = ?2",
+                params![tenant.as_str(), stream.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        text.map(|t| {
+            t.parse().map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("cursor {tenant}/{}", stream.as_str()),
+                message: format!("{e}"),
+            })
+        })
+        .transpose()
+    }
+
+    /// Stores new versions and, in the same transaction, moves the cursor forward to `cursor`
+    /// (never backward). Versions already stored are counted, not stored again.
+    pub fn commit(
+        &self,
+        tenant: &TenantId,
+        versions: &[NewVersion],
+        cursor: Option<(StreamKind, Timestamp)>,
+    ) -> Result<CommitStats, StoreError> {
+        let mut conn = self.conn();
+        let err = self.err();
+        let tx = conn.transaction().map_err(&err)?;
+        let now = Timestamp::now().to_string();
+        let mut stats = CommitStats::default();
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO incident_versions
+                     (tenant_id, incident_id, last_update, event_id, change, api, normalized, raw, fetched_at)
+                     VALUES (?1, ?2, ?3, ?4,
+                        CASE WHEN EXISTS (SELECT 1 FROM incident_versions WHERE tenant_id = ?1 AND incident_id = ?2)
+                             THEN 'updated' ELSE 'created' END,
+                        ?5, ?6, ?7, ?8)",
+                )
+                .map_err(&err)?;
+            let mut change_of = tx
+                .prepare_cached("SELECT change FROM incident_versions WHERE seq = ?1")
+                .map_err(&err)?;
+            for v in versions {
+                let i = &v.incident;
+                debug_assert_eq!(&i.tenant_id, tenant);
+                let normalized = serde_json::to_string(i).unwrap_or_default();
+                let n = insert
+                    .execute(params![
+                        tenant.as_str(),
+                        i.incident_id.as_str(),
+                        i.last_update.to_string(),
+                        i.version_key().event_id().as_str(),
+                        i.api.as_str(),
+                        normalized,
+                        v.raw,
+                        now,
+                    ])
+                    .map_err(&err)?;
+                if n == 0 {
+                    stats.unchanged += 1;
+                    continue;
+                }
+                let change: String = change_of
+                    .query_row([tx.last_insert_rowid()], |r| r.get(0))
+                    .map_err(&err)?;
+                if change == "created" {
+                    stats.created += 1;
+                } else {
+                    stats.updated += 1;
+                }
+            }
+        }
+        if let Some((stream, high_water)) = cursor {
+            tx.execute(
+                "INSERT INTO cursors (tenant_id, stream, high_water, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant_id, stream) DO UPDATE SET
+                    high_water = MAX(high_water, excluded.high_water), updated_at = excluded.updated_at",
+                params![tenant.as_str(), stream.as_str(), high_water.to_string(), now],
+            )
+            .map_err(&err)?;
+        }
+        tx.commit().map_err(&err)?;
+        Ok(stats)
+    }
+
+    /// Records items that could not be read (counted again when seen again).
+    pub fn record_poison(
+        &self,
+        tenant: &TenantId,
+        items: &[PoisonRecord],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let err = self.err();
+        let tx = conn.transaction().map_err(&err)?;
+        let now = Timestamp::now().to_string();
+        for p in items {
+            let hash = format!("{:x}", fxhash(p.raw.as_bytes()));
+            tx.execute(
+                "INSERT INTO poison (tenant_id, raw_hash, incident_id, reason, raw, first_seen, last_seen, times_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1)
+                 ON CONFLICT (tenant_id, raw_hash) DO UPDATE SET last_seen = excluded.last_seen, times_seen = times_seen + 1",
+                params![tenant.as_str(), hash, p.incident_id, p.reason, p.raw, now],
+            )
+            .map_err(&err)?;
+        }
+        tx.commit().map_err(&err)
+    }
+
+    /// Number of distinct poison items recorded for `tenant`.
+    pub fn poison_count(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM poison WHERE tenant_id = ?1",
+                [tenant.as_str()],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
+
+    /// The last `seq` that `sink` acknowledged (0 if none).
+    pub fn sink_position(&self, sink: &str) -> Result<i64, StoreError> {
+        let seq: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT seq FROM sink_positions WHERE sink = ?1",
+                [sink],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    /// Records that `sink` has delivered everything up to `seq` (never moves back).
+    pub fn set_sink_position(&self, sink: &str, seq: i64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO sink_positions (sink, seq, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (sink) DO UPDATE SET seq = MAX(seq, excluded.seq), updated_at = excluded.updated_at",
+                params![sink, seq, Timestamp::now().to_string()],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Up to `limit` versions with `seq > after`, in `seq` order.
+    pub fn versions_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT seq, event_id, change, normalized, raw FROM incident_versions WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![after, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, event_id, change, normalized, raw) = row.map_err(self.err())?;
+            let incident = serde_json::from_str(&normalized).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("seq {seq}"),
+                message: e.to_string(),
+            })?;
+            out.push(StoredVersion {
+                seq,
+                event_id,
+                change,
+                incident,
+                raw,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The highest `seq` stored (0 if empty).
+    pub fn last_seq(&self) -> Result<i64, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM incident_versions",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
+
+    /// Every stored version key of `tenant` as `(incident id, last update)`, sorted.
+    pub fn version_keys(&self, tenant: &TenantId) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT incident_id, last_update FROM incident_versions WHERE tenant_id = ?1 ORDER BY incident_id, last_update")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([tenant.as_str()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, t) = row.map_err(self.err())?;
+            let ts = t.parse().map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("incident {id}"),
+                message: format!("{e}"),
+            })?;
+            out.push((id, ts));
+        }
+        Ok(out)
+    }
+}
+
+fn migrate(path: &Path, conn: &mut Connection) -> Result<(), StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)", [])
+        .map_err(err)?;
+    let current: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found: current,
+            known,
+        });
+    }
+    for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+            params![i as i64 + 1, Timestamp::now().to_string()],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        tracing::info!(migration = name, "Applied store migration.");
+    }
+    Ok(())
+}
+
+/// FNV-1a: a stable, dependency-free hash to key poison items by content.
+fn fxhash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01B3)
+    })
+}
+
+#[cfg(test)]
+mod tests;
