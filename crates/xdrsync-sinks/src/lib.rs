@@ -1,1 +1,217 @@
-//! placeholder
+//! Delivery sinks.
+//!
+//! A sink reads the store's outbox from its own position, writes, makes the write durable, and
+//! only then records its new position. A crash between the write and the position update would
+//! re-deliver, so each sink also recovers its true position from what it wrote (the NDJSON sink
+//! reads the `seq` of its last complete line), which makes file delivery exactly-once.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use xdrsync_model::Timestamp;
+use xdrsync_store::{SqliteStore, StoreError, StoredVersion};
+
+/// A delivery failure.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Writing failed.
+    #[error("sink {sink}: cannot write {path}: {source}")]
+    Io {
+        /// Sink name.
+        sink: String,
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one delivery did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Events written now.
+    pub events: u64,
+    /// The sink's position afterwards.
+    pub position: i64,
+}
+
+/// The NDJSON line of one stored version (the `xdrsync` schema with its event envelope).
+pub fn ndjson_line(v: &StoredVersion) -> String {
+    json!({
+        "event_id": v.event_id,
+        "seq": v.seq,
+        "change": v.change,
+        "tenant_id": v.incident.tenant_id,
+        "incident_id": v.incident.incident_id,
+        "last_update": v.incident.last_update,
+        "incident": v.incident,
+    })
+    .to_string()
+}
+
+/// Appends one line per incident version to a file.
+#[derive(Debug)]
+pub struct NdjsonSink {
+    name: String,
+    path: PathBuf,
+}
+
+/// How many versions are written per fsync.
+const BATCH: usize = 1000;
+
+impl NdjsonSink {
+    /// A sink named `name` writing to `path`.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        NdjsonSink {
+            name: name.into(),
+            path: path.into(),
+        }
+    }
+
+    /// The sink's name (its key in the store's delivery positions).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn io(&self, source: std::io::Error) -> SinkError {
+        SinkError::Io {
+            sink: self.name.clone(),
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Delivers every stored version past the sink's position.
+    pub fn deliver(&self, store: &SqliteStore) -> Result<Delivered, SinkError> {
+        let mut file = fs_err::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&self.path)
+            .map_err(|e| self.io(e))?;
+        let written = self.recover(file.file_mut())?;
+        let stored = store.sink_position(&self.name)?;
+        let last = store.last_seq()?;
+        let mut position = match written {
+            Some(seq) if seq > last => {
+                tracing::warn!(sink = %self.name, path = %self.path.display(), file_seq = seq, store_seq = last,
+                    "The file holds events the store does not know (was the store replaced?); appending after the store's position.");
+                stored
+            }
+            Some(seq) => seq.max(stored),
+            None => stored,
+        };
+        if position > stored {
+            // The previous run wrote these but died before recording it.
+            store.set_sink_position(&self.name, position)?;
+        }
+        let mut events = 0;
+        loop {
+            let batch = store.versions_after(position, BATCH)?;
+            let Some(end) = batch.last().map(|v| v.seq) else {
+                break;
+            };
+            let mut buf = String::new();
+            for v in &batch {
+                buf.push_str(&ndjson_line(v));
+                buf.push('\n');
+            }
+            file.write_all(buf.as_bytes()).map_err(|e| self.io(e))?;
+            file.sync_data().map_err(|e| self.io(e))?;
+            store.set_sink_position(&self.name, end)?;
+            events += batch.len() as u64;
+            position = end;
+        }
+        Ok(Delivered { events, position })
+    }
+
+    /// Cuts a half-written last line (a crash mid-write) and returns the `seq` of the last
+    /// complete line, if any.
+    fn recover(&self, file: &mut std::fs::File) -> Result<Option<i64>, SinkError> {
+        let len = file.metadata().map_err(|e| self.io(e))?.len();
+        if len == 0 {
+            return Ok(None);
+        }
+        let tail_len = len.min(1 << 20);
+        file.seek(SeekFrom::Start(len - tail_len))
+            .map_err(|e| self.io(e))?;
+        let mut tail = Vec::with_capacity(tail_len as usize);
+        file.read_to_end(&mut tail).map_err(|e| self.io(e))?;
+        let complete = match tail.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None if tail_len == len => 0,
+            None => {
+                return Err(self.io(std::io::Error::other(
+                    "last line is longer than 1 MiB; the file is not xdrsync NDJSON",
+                )));
+            }
+        };
+        if complete < tail.len() {
+            let keep = len - tail_len + complete as u64;
+            tracing::warn!(sink = %self.name, path = %self.path.display(), bytes = tail.len() - complete,
+                "Removing a half-written last line left by an interrupted run.");
+            file.set_len(keep).map_err(|e| self.io(e))?;
+            file.sync_data().map_err(|e| self.io(e))?;
+        }
+        let lines = &tail[..complete];
+        let last_line = lines[..lines.len().saturating_sub(1)]
+            .rsplit(|b| *b == b'\n')
+            .next()
+            .filter(|l| !l.is_empty());
+        Ok(last_line
+            .and_then(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+            .and_then(|v| v["seq"].as_i64()))
+    }
+}
+
+/// The Hello World seed's file name: `Latest Incidents <time>.json`, with `:` replaced by `.`.
+pub fn latest_incidents_file_name(at: Timestamp) -> String {
+    format!("Latest Incidents {}.json", at.to_string().replace(':', "."))
+}
+
+/// Writes raw incident JSON objects as one JSON array, atomically (temp file, fsync, rename).
+pub fn write_json_array(path: &Path, raws: &[String]) -> Result<(), SinkError> {
+    let io = |source| SinkError::Io {
+        sink: "file".into(),
+        path: path.to_owned(),
+        source,
+    };
+    let mut body = String::from("[");
+    for (i, raw) in raws.iter().enumerate() {
+        body.push_str(if i == 0 { "\n  " } else { ",\n  " });
+        body.push_str(raw);
+    }
+    body.push_str(if raws.is_empty() { "]\n" } else { "\n]\n" });
+    write_atomic(path, body.as_bytes()).map_err(io)
+}
+
+/// Writes `bytes` to `path` so that readers see either the old file or the whole new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    {
+        let mut f = fs_err::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs_err::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

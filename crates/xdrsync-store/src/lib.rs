@@ -387,6 +387,33 @@ impl SqliteStore {
             .map_err(self.err())
     }
 
+    /// The newest stored version of every incident whose last update is at or after `since`,
+    /// newest first: the Hello World's "incidents last updated within the past 48 hours".
+    pub fn latest_since(&self, since: Timestamp) -> Result<Vec<StoredVersion>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT v.seq FROM incident_versions v
+                 WHERE v.last_update >= ?1
+                   AND v.last_update = (SELECT MAX(w.last_update) FROM incident_versions w
+                                        WHERE w.tenant_id = v.tenant_id AND w.incident_id = v.incident_id)
+                 ORDER BY v.last_update DESC, v.seq DESC",
+            )
+            .map_err(self.err())?;
+        let seqs: Vec<i64> = stmt
+            .query_map([since.to_string()], |r| r.get(0))
+            .map_err(self.err())?
+            .collect::<Result<_, _>>()
+            .map_err(self.err())?;
+        drop(stmt);
+        drop(conn);
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            out.extend(self.versions_after(seq - 1, 1)?);
+        }
+        Ok(out)
+    }
+
     /// Every stored version key of `tenant` as `(incident id, last update)`, sorted.
     pub fn version_keys(&self, tenant: &TenantId) -> Result<Vec<(String, Timestamp)>, StoreError> {
         let conn = self.conn();
