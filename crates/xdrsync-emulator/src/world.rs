@@ -362,7 +362,9 @@ impl TenantData {
             Update::RaiseSeverity => {
                 let rank = (sev_rank(inc.severity) + 1).min(3);
                 inc.severity = SEVERITIES[rank];
-                inc.tags.push("Escalated".into());
+                if !inc.tags.iter().any(|t| t == "Escalated") {
+                    inc.tags.push("Escalated".into());
+                }
             }
             Update::Resolve => {
                 inc.status = status::RESOLVED;

@@ -1,1 +1,77 @@
-fn main() {}
+//! The `xdrsync` command: pulls Microsoft Defender XDR incidents for one tenant or hundreds and
+//! delivers them once into the systems a security team already runs.
+//!
+//! This binary is thin: it parses the command line, sets up logging, runs a command from
+//! [`commands`], and maps errors to exit codes in one place (0 success, 1 a run that failed,
+//! 2 bad configuration or usage). It is the only crate that prints to stdout.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod commands;
+mod table;
+
+use cli::{Cli, Command};
+
+/// Exit code of a run that failed.
+const EXIT_FAILURE: u8 = 1;
+/// Exit code of a configuration or usage error (clap uses 2 for usage errors too).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level.as_deref());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err
+                .chain()
+                .any(|c| c.downcast_ref::<xdrsync_config::ConfigError>().is_some())
+            {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config_path = cli.config.clone();
+    match cli.command {
+        Command::Demo(args) => commands::demo::run(args).await,
+        Command::Incidents(cmd) => commands::incidents::run(cmd, &config_path).await,
+        Command::Pull(args) => commands::pull::run(args, &config_path).await,
+        Command::CheckConfig => commands::check_config::run(&config_path),
+        Command::Emulator(cmd) => commands::emulator::run(cmd).await,
+    }
+}
+
+fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = level
+        .map(EnvFilter::new)
+        .or_else(|| EnvFilter::try_from_env(xdrsync_config::env::XDRSYNC_LOG).ok())
+        .unwrap_or_else(|| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,90 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Pull Microsoft Defender XDR incidents for one tenant or hundreds and deliver them exactly once.
+#[derive(Debug, Parser)]
+#[command(name = "xdrsync", version, about, max_term_width = 100)]
+pub(crate) struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "XDRSYNC_CONFIG",
+        default_value = "xdrsync.toml"
+    )]
+    pub(crate) config: PathBuf,
+    /// Log filter, e.g. `info` or `xdrsync_api_client=debug` (default `warn`; env XDRSYNC_LOG).
+    #[arg(long, global = true)]
+    pub(crate) log_level: Option<String>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Start the built-in emulator with three demo customer tenants, sync their incidents into
+    /// SQLite and write the files; no Microsoft account needed.
+    Demo(DemoArgs),
+    /// Work with a tenant's incidents directly (no store).
+    #[command(subcommand)]
+    Incidents(IncidentsCommand),
+    /// Pull every enabled tenant once into the store and deliver to the sinks.
+    Pull(PullArgs),
+    /// Validate the configuration file without contacting anything.
+    CheckConfig,
+    /// Run the offline Entra ID + Defender XDR + Graph emulator.
+    #[command(subcommand)]
+    Emulator(EmulatorCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Where to put the database and the output files.
+    #[arg(long, default_value = "xdrsync-demo")]
+    pub(crate) dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum IncidentsCommand {
+    /// List a tenant's incidents updated within a period, as the Hello World script does.
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// The tenant, by its name in the config or its id.
+    #[arg(long)]
+    pub(crate) tenant: String,
+    /// How far back to look, e.g. `48h`, `7d`, `30m`.
+    #[arg(long, default_value = "48h")]
+    pub(crate) since: String,
+    /// Write the JSON array to this file instead of stdout.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// Also append every new incident version to this NDJSON file.
+    #[arg(long)]
+    pub(crate) ndjson: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum EmulatorCommand {
+    /// Serve the emulator until interrupted and write `emulator.json` describing it.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub(crate) bind: std::net::SocketAddr,
+    /// Folder for `emulator.json`.
+    #[arg(long, default_value = ".")]
+    pub(crate) state_dir: PathBuf,
+}

@@ -1,0 +1,24 @@
+//! One module per subcommand.
+
+pub(crate) mod check_config;
+pub(crate) mod demo;
+pub(crate) mod emulator;
+pub(crate) mod incidents;
+pub(crate) mod pull;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use xdrsync_config::Config;
+
+/// Loads and validates the config file, with a hint when it does not exist.
+pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
+    if !path.exists() {
+        return Err(xdrsync_config::ConfigError::Read {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        })
+        .context("no configuration: pass --config FILE, set XDRSYNC_CONFIG, or run `xdrsync demo` to try the built-in emulator");
+    }
+    Ok(Config::load(path)?)
+}
