@@ -1,0 +1,95 @@
+//! Test harness shared by the integration tests of every crate (a dev-dependency only).
+//!
+//! [`start`] runs the real emulator on `127.0.0.1:0`; [`write_config`] writes an xdrsync
+//! config that points at it, through the same file path users take.
+
+use std::path::Path;
+
+use xdrsync_config::Config;
+use xdrsync_emulator::{
+    AppSecret, AppSpec, Directory, Emulator, EmulatorConfig, Resource, TenantSpec,
+};
+use xdrsync_model::ApiKind;
+
+/// Starts an emulator with `directory` on a free loopback port.
+pub async fn start(directory: Directory) -> Emulator {
+    let config = EmulatorConfig {
+        directory,
+        ..EmulatorConfig::default()
+    };
+    Emulator::start(config, "127.0.0.1:0".parse().expect("loopback address"))
+        .await
+        .expect("the emulator binds a loopback port")
+}
+
+/// The demo directory with a fixed secret.
+pub fn demo_directory() -> Directory {
+    Directory::demo(42)
+}
+
+/// A single-tenant directory whose app has `roles` on every resource (none: a token without
+/// `roles`), with `incidents_per_hour` synthetic incidents.
+pub fn one_tenant(name: &str, incidents_per_hour: f64, roles: &[&str]) -> Directory {
+    let tenant = TenantSpec::named(name, incidents_per_hour);
+    let consents = [(
+        tenant.id.clone(),
+        Resource::ALL
+            .into_iter()
+            .map(|r| (r, roles.iter().map(|s| (*s).to_owned()).collect()))
+            .collect(),
+    )]
+    .into_iter()
+    .collect();
+    let app = AppSpec {
+        client_id: "00000000-0000-4000-8000-0000000000a1".into(),
+        name: format!("{name} connector"),
+        home_tenant: tenant.id.clone(),
+        multi_tenant: false,
+        secrets: vec![AppSecret {
+            value: "test~secret.value-1".into(),
+            expires: None,
+        }],
+        consents,
+    };
+    Directory {
+        tenants: vec![tenant],
+        apps: vec![app],
+    }
+}
+
+/// Every read role of every resource.
+pub const ALL_READ_ROLES: &[&str] = &[
+    "SecurityIncident.Read.All",
+    "SecurityAlert.Read.All",
+    "Incident.Read.All",
+    "Alert.Read.All",
+];
+
+/// Writes `DIR/xdrsync.toml` (and the secret file) for every tenant the emulator's first app is
+/// consented in, tenant `i` pulled with `apis[i % apis.len()]`, and loads it.
+pub fn write_config(dir: &Path, emulator: &Emulator, apis: &[ApiKind], extra: &str) -> Config {
+    let contract = emulator.contract();
+    let app = &contract.apps[0];
+    fs_err::write(dir.join("secret"), &app.secret).expect("write secret");
+    let base = emulator.base_url();
+    let mut toml = format!(
+        "{extra}\n[store]\npath = \"xdrsync.db\"\n[cloud]\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
+         [[apps]]\nname = \"app\"\nclient_id = \"{}\"\nclient_secret = {{ file = \"secret\" }}\n",
+        app.client_id
+    );
+    let consented = contract
+        .tenants
+        .iter()
+        .filter(|t| app.consented_tenants.contains_key(&t.id));
+    for (i, t) in consented.enumerate() {
+        let api = match apis[i % apis.len()] {
+            ApiKind::Graph => "graph",
+            ApiKind::Xdr => "xdr",
+        };
+        let name = t.domain.split('.').next().unwrap_or("t");
+        toml.push_str(&format!("\n[[tenants]]\nname = \"{name}\"\ntenant_id = \"{}\"\napp = \"app\"\napi = \"{api}\"\n", t.id));
+    }
+    let path = dir.join("xdrsync.toml");
+    fs_err::write(&path, toml).expect("write config");
+    Config::load(&path).expect("the generated config is valid")
+}
