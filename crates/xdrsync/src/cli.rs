@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Pull Microsoft Defender XDR incidents for one tenant or hundreds and deliver them exactly once.
 #[derive(Debug, Parser)]
-#[command(name = "xdrsync", version, about, max_term_width = 100)]
+#[command(name = "xdrsync", version, term_width = 100)]
 pub(crate) struct Cli {
     /// The configuration file.
     #[arg(

@@ -1,0 +1,110 @@
+//! The pull pipeline against the real emulator over loopback HTTP and a real SQLite file.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use xdrsync_emulator::Emulator;
+use xdrsync_model::{ApiKind, TenantId, Timestamp};
+use xdrsync_pipeline::Pipeline;
+use xdrsync_store::SqliteStore;
+use xdrsync_test_utils as tu;
+
+/// The emulator's current incidents of `tenant` updated at or after `since`: id → last update.
+fn current(emu: &Emulator, tenant: &str, since: Timestamp) -> BTreeMap<String, Timestamp> {
+    emu.state()
+        .incidents(tenant, |i| i.last_update >= since)
+        .iter()
+        .map(|i| (i.id.to_string(), i.last_update))
+        .collect()
+}
+
+/// The store's newest version of each incident of `tenant`.
+fn stored_latest(store: &SqliteStore, tenant: &str) -> BTreeMap<String, Timestamp> {
+    let mut out = BTreeMap::new();
+    for (id, t) in store.version_keys(&TenantId::canonical(tenant)).unwrap() {
+        let e = out.entry(id).or_insert(t);
+        if t > *e {
+            *e = t;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn rerun_adds_nothing_and_later_updates_are_collected() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph, ApiKind::Xdr], "");
+    let lookback = config.sync.initial_lookback;
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let pipeline = Pipeline::new(config.clone(), store.clone());
+
+    let started = Timestamp::now();
+    let first = pipeline.pull_all().await;
+    assert_eq!(first.len(), 3);
+    for r in &first {
+        assert!(r.error.is_none(), "{}: {:?}", r.name, r.error);
+        assert!(r.stats.created > 0, "{}", r.name);
+        assert!(r.pages >= 2, "{}: {} pages", r.name, r.pages);
+    }
+    for t in &config.tenants {
+        let want = current(&emu, t.tenant_id.as_str(), started.sub(lookback));
+        let got = stored_latest(&store, t.tenant_id.as_str());
+        assert_eq!(got, want, "{} after the first pull", t.name);
+    }
+
+    let second = pipeline.pull_all().await;
+    let seq_before = store.last_seq().unwrap();
+    for r in &second {
+        assert!(r.error.is_none());
+        assert_eq!(
+            (r.stats.created, r.stats.updated),
+            (0, 0),
+            "{}: a re-run stores nothing new",
+            r.name
+        );
+    }
+    assert_eq!(store.last_seq().unwrap(), seq_before);
+
+    // Six hours pass in the tenants: new incidents, and updates to ones already stored.
+    emu.state().clock().advance(chrono::Duration::hours(6));
+    let third = pipeline.pull_all().await;
+    let updated: u64 = third.iter().map(|r| r.stats.updated).sum();
+    let created: u64 = third.iter().map(|r| r.stats.created).sum();
+    assert!(
+        updated > 0 && created > 0,
+        "updated {updated}, created {created}"
+    );
+    for t in &config.tenants {
+        let want = current(&emu, t.tenant_id.as_str(), started.sub(lookback));
+        let got = stored_latest(&store, t.tenant_id.as_str());
+        assert_eq!(got, want, "{} after six more hours", t.name);
+    }
+}
+
+#[tokio::test]
+async fn one_tenants_failure_does_not_stop_the_others() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph], "");
+    // Revoke the second customer's consent: its token requests fail with AADSTS700016.
+    let victim = config.tenants[1].tenant_id.to_string();
+    emu.state().update_directory(|d| {
+        d.apps[0].consents.remove(&victim);
+    });
+    config.tenants[2].client_secret.file = Some(dir.path().join("missing-secret-file"));
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let reports = Pipeline::new(config, store).pull_all().await;
+    assert!(reports[0].error.is_none());
+    assert!(reports[0].stats.created > 0);
+    let consent = reports[1].error.as_deref().unwrap();
+    assert!(
+        consent.contains("AADSTS700016") && consent.contains("admin consent link"),
+        "{consent}"
+    );
+    let secret = reports[2].error.as_deref().unwrap();
+    assert!(
+        secret.contains("apps[0].client_secret") && secret.contains("cannot read secret file"),
+        "{secret}"
+    );
+}

@@ -1,0 +1,265 @@
+//! The `xdrsync` binary end to end: real processes, the real emulator over loopback, real files.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use xdrsync_model::{ApiKind, Timestamp};
+use xdrsync_test_utils as tu;
+
+fn xdrsync(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xdrsync"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("XDRSYNC_CONFIG")
+        .env_remove("XDRSYNC_LOG")
+        .output()
+        .expect("run xdrsync")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs xdrsync off the async threads, so the in-process emulator keeps serving.
+async fn xdrsync_async(args: Vec<String>, cwd: std::path::PathBuf) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        xdrsync(&args, &cwd)
+    })
+    .await
+    .unwrap()
+}
+
+fn ndjson_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn demo_twice_adds_no_duplicates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let first = xdrsync(&["demo", "--dir", dir.to_str().unwrap()], tmp.path());
+    assert!(
+        first.status.success(),
+        "{}{}",
+        text(&first.stdout),
+        text(&first.stderr)
+    );
+    let out = text(&first.stdout);
+    for tenant in ["contoso", "northwindtraders", "tailspintoys"] {
+        assert!(out.contains(tenant), "{out}");
+    }
+    assert!(
+        out.contains("TENANT")
+            && out.contains("NEW")
+            && out.contains("UPDATED")
+            && out.contains("LAST UPDATE"),
+        "{out}"
+    );
+    assert!(dir.join("xdrsync.db").exists());
+    let lines = ndjson_lines(&dir.join("incidents.ndjson"));
+    assert!(lines.len() > 100, "{}", lines.len());
+    let ids: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .map(|l| l["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        lines.len(),
+        "every NDJSON line is a distinct version"
+    );
+    let snapshots: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("Latest Incidents ") && n.ends_with(".json"))
+        .collect();
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    let snapshot: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(&snapshots[0])).unwrap()).unwrap();
+    assert_eq!(
+        snapshot.as_array().unwrap().len(),
+        lines.len(),
+        "first run: every version is the latest"
+    );
+
+    let second = xdrsync(&["demo", "--dir", dir.to_str().unwrap()], tmp.path());
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    let again = ndjson_lines(&dir.join("incidents.ndjson"));
+    let new_lines = again.len() - lines.len();
+    // Only incidents that really changed in the seconds between the runs may appear.
+    assert!(new_lines <= 3, "second run wrote {new_lines} lines");
+    let ids: std::collections::BTreeSet<&str> = again
+        .iter()
+        .map(|l| l["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        again.len(),
+        "no duplicate versions after two runs"
+    );
+}
+
+#[test]
+fn malformed_config_exits_2_and_names_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[sync]\noverlap_sec = 5\n", "unknown field `overlap_sec`"),
+        (
+            "[[tenants]]\nname = \"a\"\ntenant_id = \"nope nope\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_secret = { env = \"X\" }\n",
+            "`tenants[0].tenant_id`",
+        ),
+        ("[sync]\ngraph_page_size = 500\n", "`sync.graph_page_size`"),
+        ("[[tenants]]\nname = \"a\"\n", "missing field `tenant_id`"),
+        ("this is not toml", "invalid config file"),
+    ];
+    for (toml, says) in cases {
+        std::fs::write(tmp.path().join("bad.toml"), toml).unwrap();
+        for args in [
+            &["--config", "bad.toml", "check-config"][..],
+            &["--config", "bad.toml", "pull"][..],
+        ] {
+            let out = xdrsync(args, tmp.path());
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{toml:?}: {err}");
+            assert!(err.contains(says), "{toml:?}: {err}");
+            assert!(err.contains("bad.toml"), "{err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+    let out = xdrsync(&["pull"], tmp.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("xdrsync demo"),
+        "a missing config points at the demo"
+    );
+    let out = xdrsync(
+        &["incidents", "list", "--tenant", "a", "--since", "yesterday"],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("`yesterday` is not a duration"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_list_is_the_hello_world_script() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tu::write_config(tmp.path(), &emu, &[ApiKind::Xdr, ApiKind::Graph], "");
+    let tenant = config.tenants[0].clone();
+    let since = Timestamp::now().sub(chrono::Duration::hours(48));
+    let expected = emu
+        .state()
+        .incidents(tenant.tenant_id.as_str(), |i| i.last_update >= since)
+        .len();
+    let cwd = tmp.path().to_owned();
+
+    let out = xdrsync_async(
+        [
+            "incidents",
+            "list",
+            "--tenant",
+            &tenant.name,
+            "--since",
+            "48h",
+            "--out",
+            "latest.json",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        cwd.clone(),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(cwd.join("latest.json")).unwrap()).unwrap();
+    let items = file.as_array().unwrap();
+    assert!(
+        (expected..=expected + 2).contains(&items.len()),
+        "{} vs {expected}",
+        items.len()
+    );
+    assert!(
+        items[0]["incidentId"].is_u64(),
+        "legacy shape for an xdr tenant"
+    );
+    for item in items {
+        let t: Timestamp = item["lastUpdateTime"].as_str().unwrap().parse().unwrap();
+        assert!(t >= since);
+    }
+
+    // To stdout, by tenant id, Graph shape.
+    let graph_tenant = config.tenants[1].tenant_id.to_string();
+    let out = xdrsync_async(
+        [
+            "incidents",
+            "list",
+            "--tenant",
+            &graph_tenant,
+            "--since",
+            "2h",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        cwd.clone(),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    for item in listed.as_array().unwrap() {
+        assert!(item["id"].is_string() && item["lastUpdateDateTime"].is_string());
+    }
+
+    let out = xdrsync_async(
+        ["incidents", "list", "--tenant", "nobody"]
+            .map(str::to_owned)
+            .to_vec(),
+        cwd,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no tenant named `nobody`"));
+}
+
+/// Secrets and tokens never reach the terminal, even at trace level.
+#[test]
+fn demo_at_trace_level_prints_no_secret_or_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = xdrsync(
+        &[
+            "--log-level",
+            "trace",
+            "demo",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success());
+    let secret = std::fs::read_to_string(dir.join("demo-client-secret")).unwrap();
+    assert!(secret.len() >= 20);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(all.len() > 1000, "trace logging produced output");
+    assert!(!all.contains(secret.trim()), "the client secret leaked");
+    assert!(!all.contains("eyJ"), "an access token leaked");
+    assert!(
+        !all.contains("client_secret="),
+        "a token request body leaked"
+    );
+}
+
+#[test]
+fn help_lists_every_command() {
+    let out = xdrsync(&["--help"], Path::new("."));
+    assert!(out.status.success());
+    insta::assert_snapshot!(text(&out.stdout));
+}
