@@ -215,10 +215,8 @@ impl TokenCache {
     pub async fn token(&self, req: &TokenRequest) -> Result<SecretString, AuthError> {
         let slot = self.slot(req.key());
         let mut guard = slot.lock().await;
-        if let Some(t) = guard.as_ref() {
-            if Instant::now() < t.refresh_at {
-                return Ok(t.token.clone());
-            }
+        if let Some(t) = guard.as_ref().filter(|t| Instant::now() < t.refresh_at) {
+            return Ok(t.token.clone());
         }
         let fresh = self.fetch(req).await?;
         let token = fresh.token.clone();

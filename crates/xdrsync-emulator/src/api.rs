@@ -200,7 +200,7 @@ fn get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 /// Incidents sorted as the services list them: most recently updated first.
 fn sorted(mut list: Vec<EmuIncident>, ascending: bool) -> Vec<EmuIncident> {
-    list.sort_by(|a, b| (b.last_update, b.id).cmp(&(a.last_update, a.id)));
+    list.sort_by_key(|i| std::cmp::Reverse((i.last_update, i.id)));
     if ascending {
         list.reverse();
     }

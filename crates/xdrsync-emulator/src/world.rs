@@ -573,6 +573,14 @@ const USERS: &[(&str, &str)] = &[
     ("yuki", "Yuki Tanaka"),
     ("amara", "Amara Okafor"),
 ];
+const OS_PLATFORMS: &[&str] = &[
+    "Windows10",
+    "Windows11",
+    "WindowsServer2016",
+    "WindowsServer2022",
+];
+const OS_VERSIONS: &[&str] = &["1607", "22H2", "23H2"];
+const RISK_SCORES: &[&str] = &["Low", "Medium", "High"];
 const HOSTS: &[&str] = &[
     "user5cx",
     "finance-ws12",
@@ -594,19 +602,19 @@ fn make_alert(rng: &mut Rng, incident: u64, at: Timestamp) -> EmuAlert {
         IdStyle::Aad => format!("ad{}", rng.hex(40)),
     };
     let (user, display) = *rng.pick(USERS);
+    let (os_platform, version, risk_score) = (
+        *rng.pick(OS_PLATFORMS),
+        *rng.pick(OS_VERSIONS),
+        *rng.pick(RISK_SCORES),
+    );
     let device = t.on_device.then(|| Device {
         id: rng.hex(40),
         dns_name: format!("{}.corp.contoso.com", rng.pick(HOSTS)),
-        os_platform: *rng.pick(&[
-            "Windows10",
-            "Windows11",
-            "WindowsServer2016",
-            "WindowsServer2022",
-        ]),
+        os_platform,
         os_build: *rng.pick(&[14393, 19045, 22631, 20348]),
-        version: *rng.pick(&["1607", "22H2", "23H2"]),
+        version,
         rbac_group: *rng.pick(&[("WDATP-Ring0", 9), ("Servers", 12), ("Workstations", 4)]),
-        risk_score: *rng.pick(&["Low", "Medium", "High"]),
+        risk_score,
         first_seen: at.sub(chrono::Duration::days(rng.range(30, 900) as i64)),
     });
     let device_id = device.as_ref().map(|d| d.id.clone());

@@ -149,7 +149,7 @@ fn poison_is_recorded_once_and_counted() {
         reason: "bad".into(),
         raw: "{}".into(),
     };
-    s.record_poison(&t, &[p.clone()]).unwrap();
+    s.record_poison(&t, std::slice::from_ref(&p)).unwrap();
     s.record_poison(&t, &[p]).unwrap();
     assert_eq!(s.poison_count(&t).unwrap(), 1);
 }
