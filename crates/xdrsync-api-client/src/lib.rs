@@ -6,10 +6,13 @@
 //! `@odata.nextLink`, which is `$skip` underneath) loses incidents when one is updated while the
 //! pages are read: it jumps to the top and everything below shifts up one place, so one incident
 //! is never seen (peers.md §10.1). xdrsync pages by **time boundary** instead: after a full page it
-//! asks again for `lastUpdate ≤ <oldest time on the page>`, skipping only the incidents already
-//! seen *at exactly that time*. An incident updated meanwhile moves above the boundary and is read
-//! by the next pass; nothing below the boundary moves. If a server ever returns a page that is
-//! not in that order, the client says so and falls back to offset paging over a fixed window.
+//! asks again for `lastUpdate ≤ <oldest time on the page>` from the start, reading the few
+//! incidents at exactly that time twice (the repeats are dropped) rather than skipping them by
+//! count: an incident updated meanwhile leaves the window and would make a count skip an unseen
+//! one. An updated incident moves above the boundary and is read by the next pass; nothing below
+//! the boundary moves. Only a tie group larger than a page needs `$skip` (through that one
+//! instant). If a server ever returns a page that is not newest-first, the client says so and
+//! falls back to offset paging over a fixed window.
 //!
 //! # Failures
 //! Every response goes through [`retry::classify`]: 429 and 5xx are retried with backoff (honouring
@@ -277,6 +280,9 @@ impl ApiClient {
         let n = target.page_size.max(1) as usize;
         let mut upper = until;
         let mut skip = 0usize;
+        // Boundary pages overlap by the incidents at the boundary time; these drop the repeats.
+        let mut seen = std::collections::HashSet::new();
+        let mut seen_poison = std::collections::HashSet::new();
         loop {
             let url = list_url(target, since, upper, skip)?;
             let body = self.get(target, &url).await?;
@@ -292,9 +298,15 @@ impl ApiClient {
                 match read_incident(target, raw) {
                     Ok(f) => {
                         times.push(f.incident.last_update);
-                        listing.incidents.push(f);
+                        if seen.insert(f.incident.version_key()) {
+                            listing.incidents.push(f);
+                        }
                     }
-                    Err(p) => listing.poison.push(p),
+                    Err(p) => {
+                        if seen_poison.insert(p.raw.clone()) {
+                            listing.poison.push(p);
+                        }
+                    }
                 }
             }
             if count < n {
@@ -318,14 +330,22 @@ impl ApiClient {
                 skip += count;
                 continue;
             }
-            // Unreadable items are not counted: if they sit at the boundary they are read again
-            // (and reported again), which is safe; counting them could skip a readable one.
-            let at_oldest = times.iter().filter(|t| **t == oldest).count();
-            if upper == Some(oldest) {
-                skip += at_oldest;
+            let readable_at_oldest = times.iter().filter(|t| **t == oldest).count();
+            if readable_at_oldest == times.len() {
+                // The whole page is one instant (a tie group larger than a page): only an
+                // offset can step through it. Unreadable items are counted as part of it.
+                if upper == Some(oldest) {
+                    skip += count;
+                } else {
+                    upper = Some(oldest);
+                    skip = count;
+                }
             } else {
+                // Move the boundary down to the oldest time and read the incidents at exactly
+                // that time again rather than skip them: if one of them is updated meanwhile it
+                // leaves the window, and a skip count would then jump over an unseen incident.
                 upper = Some(oldest);
-                skip = at_oldest;
+                skip = 0;
             }
         }
         Ok(listing)
