@@ -214,7 +214,7 @@ impl ApiClient {
                     RetryAction::Transient { after: None },
                     ApiError::Transport {
                         url: safe.clone(),
-                        message: error_chain(&e),
+                        message: xdrsync_auth::without_url(&e),
                     },
                 ),
                 Ok(resp) => {
@@ -238,7 +238,7 @@ impl ApiClient {
                             RetryAction::Transient { after: None },
                             ApiError::Transport {
                                 url: safe.clone(),
-                                message: error_chain(&e),
+                                message: xdrsync_auth::without_url(&e),
                             },
                         ),
                     }
@@ -440,20 +440,6 @@ fn status_error(url: &SafeUrl, status: u16, body: &[u8]) -> ApiError {
             .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()),
         request_id: text(&e["target"]).or_else(|| text(&e["innerError"]["request-id"])),
     }
-}
-
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    if let Some(url) = e.url() {
-        msg = msg.replace(url.as_str(), "<url>");
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
 
 /// A response body.

@@ -349,8 +349,9 @@ fn parse_success(body: &[u8], sent_at: Instant, url: &SafeUrl) -> Result<AccessT
     })
 }
 
-/// reqwest errors print their URL; ours are already shown as [`SafeUrl`]s.
-fn without_url(e: &reqwest::Error) -> String {
+/// A reqwest error with its causes, without its URL (which may carry credentials; callers show
+/// a [`SafeUrl`] instead).
+pub fn without_url(e: &reqwest::Error) -> String {
     let mut msg = e.to_string();
     if let Some(url) = e.url() {
         msg = msg.replace(url.as_str(), "<url>");

@@ -181,13 +181,18 @@ pub fn write_json_array(path: &Path, raws: &[String]) -> Result<(), SinkError> {
         path: path.to_owned(),
         source,
     };
+    write_atomic(path, json_array(raws).as_bytes()).map_err(io)
+}
+
+/// Joins raw JSON objects into one JSON array, one object per line, keeping their bytes.
+pub fn json_array(raws: &[String]) -> String {
     let mut body = String::from("[");
     for (i, raw) in raws.iter().enumerate() {
         body.push_str(if i == 0 { "\n  " } else { ",\n  " });
         body.push_str(raw);
     }
     body.push_str(if raws.is_empty() { "]\n" } else { "\n]\n" });
-    write_atomic(path, body.as_bytes()).map_err(io)
+    body
 }
 
 /// Writes `bytes` to `path` so that readers see either the old file or the whole new one.

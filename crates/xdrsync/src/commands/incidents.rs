@@ -66,15 +66,7 @@ async fn list(args: ListArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
                 path.display()
             );
         }
-        None => {
-            let mut body = String::from("[");
-            for (i, raw) in raws.iter().enumerate() {
-                body.push_str(if i == 0 { "\n  " } else { ",\n  " });
-                body.push_str(raw);
-            }
-            body.push_str(if raws.is_empty() { "]" } else { "\n]" });
-            println!("{body}");
-        }
+        None => print!("{}", xdrsync_sinks::json_array(&raws)),
     }
     Ok(ExitCode::SUCCESS)
 }
