@@ -164,6 +164,9 @@ pub struct CloudSection {
     pub graph_url: Option<String>,
     /// Overrides the Defender XDR API base URL (e.g. a regional host).
     pub xdr_url: Option<String>,
+    /// A PEM bundle of CA certificates to trust in addition to the system's (a TLS-inspecting
+    /// proxy's CA, or the emulator's), relative to this file.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where a secret comes from: exactly one of `env`, `file`, `value`.
@@ -280,6 +283,8 @@ pub struct Config {
     pub sync: SyncSettings,
     /// Enabled and disabled tenants, in file order.
     pub tenants: Vec<Tenant>,
+    /// Extra CA certificates to trust.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Validated `[sync]`.
@@ -547,6 +552,7 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
             xdr_page_size: s.xdr_page_size,
         },
         tenants,
+        ca_file: file.cloud.ca_file.as_deref().map(resolve),
     })
 }
 

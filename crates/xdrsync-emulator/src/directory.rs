@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use xdrsync_model::Timestamp;
 
+use crate::certs::AppCertificate;
 use crate::rng::{Rng, name_guid};
 
 /// A resource (API) that tokens can be issued for.
@@ -130,6 +131,15 @@ pub struct AppSpec {
     /// principal for the app (it consented); an empty role list still yields tokens, but
     /// without a `roles` claim.
     pub consents: BTreeMap<String, BTreeMap<Resource, Vec<String>>>,
+    /// Certificates accepted for `client_assertion`.
+    #[serde(default)]
+    pub certificates: Vec<AppCertificate>,
+    /// Redirect URIs accepted by the authorization endpoints (exact match).
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// The application permissions the app asks for; an admin consent grants these.
+    #[serde(default)]
+    pub required_roles: BTreeMap<Resource, Vec<String>>,
 }
 
 impl AppSpec {
@@ -191,6 +201,15 @@ impl Directory {
                 expires: None,
             }],
             consents,
+            certificates: Vec::new(),
+            redirect_uris: vec![
+                "http://localhost".into(),
+                "https://localhost/SiemMsspConnector".into(),
+            ],
+            required_roles: Resource::ALL
+                .into_iter()
+                .map(|r| (r, read_roles(r)))
+                .collect(),
         };
         let mut tenants = vec![mssp];
         tenants.extend(customers);

@@ -16,8 +16,9 @@
 //! [`router`] builds the axum router, so unit tests need no socket; [`Emulator::start`] binds it
 //! to a loopback port for tests that talk real HTTP.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -32,15 +33,20 @@ use xdrsync_jwt::SigningKey;
 use xdrsync_model::Timestamp;
 
 mod api;
+pub mod behaviour;
+pub mod certs;
 pub mod clock;
 pub mod directory;
 mod entra;
 mod errors;
+pub mod fixture;
 pub mod odata;
 mod render;
 mod rng;
+pub mod tls;
 pub mod world;
 
+pub use behaviour::Behaviour;
 pub use clock::Clock;
 pub use directory::{AppSecret, AppSpec, Directory, Resource, TenantSpec};
 pub use render::BodyStyle;
@@ -51,21 +57,24 @@ use world::{EmuIncident, TenantData};
 pub struct EmulatorConfig {
     /// Tenants, apps and consents.
     pub directory: Directory,
-    /// How bodies are shaped.
-    pub body_style: BodyStyle,
+    /// Realism switches and protocol alternatives.
+    pub behaviour: Behaviour,
     /// How far back each tenant's incident history reaches from start-up.
     pub history: chrono::Duration,
     /// Lifetime of issued access tokens, in seconds.
     pub token_lifetime_secs: i64,
+    /// Emulator seconds per real second (`--time-scale`).
+    pub time_scale: f64,
 }
 
 impl Default for EmulatorConfig {
     fn default() -> Self {
         EmulatorConfig {
             directory: Directory::demo(rand_seed()),
-            body_style: BodyStyle::Doc,
+            behaviour: Behaviour::default(),
             history: chrono::Duration::days(7),
             token_lifetime_secs: 3599,
+            time_scale: 1.0,
         }
     }
 }
@@ -85,7 +94,7 @@ struct Inner {
     directory: RwLock<Directory>,
     clock: Clock,
     key: SigningKey,
-    body_style: BodyStyle,
+    behaviour: Behaviour,
     history: chrono::Duration,
     token_lifetime_secs: i64,
     started: Timestamp,
@@ -112,13 +121,13 @@ impl EmulatorState {
     pub fn new(config: EmulatorConfig) -> Self {
         let key =
             SigningKey::generate(2048).unwrap_or_else(|e| panic!("RSA key generation failed: {e}"));
-        let clock = Clock::default();
+        let clock = Clock::new(config.time_scale);
         let started = clock.now();
         EmulatorState(Arc::new(Inner {
             directory: RwLock::new(config.directory),
             clock,
             key,
-            body_style: config.body_style,
+            behaviour: config.behaviour,
             history: config.history,
             token_lifetime_secs: config.token_lifetime_secs,
             started,
@@ -153,7 +162,12 @@ impl EmulatorState {
     }
 
     pub(crate) fn body_style(&self) -> BodyStyle {
-        self.0.body_style
+        self.0.behaviour.body_style
+    }
+
+    /// The behaviour switches.
+    pub fn behaviour(&self) -> &Behaviour {
+        &self.0.behaviour
     }
 
     pub(crate) fn token_lifetime_secs(&self) -> i64 {
@@ -264,12 +278,12 @@ async fn ground_truth(State(state): State<EmulatorState>, Path(tenant): Path<Str
 }
 
 /// The contract other tools read (`emulator.json`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Contract {
     /// Where everything is served.
     pub base_url: String,
     /// The CA certificate to trust, when serving TLS.
-    pub ca_cert: Option<String>,
+    pub ca_cert: Option<PathBuf>,
     /// Tenants.
     pub tenants: Vec<ContractTenant>,
     /// App registrations.
@@ -277,7 +291,7 @@ pub struct Contract {
 }
 
 /// A tenant in the contract.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ContractTenant {
     /// GUID.
     pub id: String,
@@ -288,56 +302,156 @@ pub struct ContractTenant {
 }
 
 /// An app in the contract.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ContractApp {
     /// Client id.
     pub client_id: String,
+    /// Display name.
+    pub name: String,
     /// Home tenant.
     pub home_tenant: String,
     /// Multi-tenant.
     pub multi_tenant: bool,
     /// The first valid secret.
     pub secret: String,
+    /// The first generated certificate, if any.
+    pub certificate: Option<ContractCertificate>,
     /// Tenant → granted roles (all resources).
-    pub consented_tenants: std::collections::BTreeMap<String, Vec<String>>,
+    pub consented_tenants: BTreeMap<String, Vec<String>>,
+}
+
+/// A generated app certificate in the contract.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct ContractCertificate {
+    /// Certificate PEM file.
+    pub cert_pem: PathBuf,
+    /// Private key PEM file (PKCS#8).
+    pub key_pem: PathBuf,
+    /// SHA-1 thumbprint, hex.
+    pub thumbprint_sha1: String,
+    /// SHA-256 thumbprint, hex.
+    pub thumbprint_sha256: String,
+}
+
+/// Why the emulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A running emulator on a loopback port.
 pub struct Emulator {
     state: EmulatorState,
     addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    tls: Option<tls::TlsFiles>,
+    cert_paths: fixture::CertPaths,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Emulator {
-    /// Binds `bind` (use `127.0.0.1:0` for a free port) and serves in the background.
+    /// Binds `bind` (use `127.0.0.1:0` for a free port) and serves plain HTTP in the background.
     pub async fn start(config: EmulatorConfig, bind: SocketAddr) -> std::io::Result<Self> {
+        Self::start_with(config, bind, None)
+            .await
+            .map_err(|e| match e {
+                StartError::Bind { source, .. } => source,
+                other => std::io::Error::other(other.to_string()),
+            })
+    }
+
+    /// Binds `bind` and serves, over TLS with `tls` when given.
+    pub async fn start_with(
+        config: EmulatorConfig,
+        bind: SocketAddr,
+        tls: Option<tls::TlsFiles>,
+    ) -> Result<Self, StartError> {
+        let acceptor = tls.as_ref().map(tls::acceptor).transpose()?;
         let state = EmulatorState::new(config);
-        let listener = tokio::net::TcpListener::bind(bind).await?;
-        let addr = listener.local_addr()?;
-        state.set_base_url(format!("http://{addr}"));
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|source| StartError::Bind { addr: bind, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr: bind, source })?;
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        state.set_base_url(format!("{scheme}://{addr}"));
         let app = router(state.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "Emulator server failed.");
+            loop {
+                let accepted = tokio::select! {
+                    _ = rx.changed() => break,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((stream, _)) = accepted else { continue };
+                let app = app.clone();
+                let acceptor = acceptor.clone();
+                let mut conn_rx = rx.clone();
+                tokio::spawn(async move {
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let builder = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    );
+                    let result = match acceptor {
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(tls) => {
+                                let conn = builder
+                                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+                                tokio::select! { r = conn => r, _ = conn_rx.changed() => Ok(()) }
+                            }
+                            Err(error) => {
+                                tracing::debug!(%error, "TLS handshake failed.");
+                                Ok(())
+                            }
+                        },
+                        None => {
+                            let conn = builder
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                            tokio::select! { r = conn => r, _ = conn_rx.changed() => Ok(()) }
+                        }
+                    };
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "Connection ended with an error.");
+                    }
+                });
             }
         });
         Ok(Emulator {
             state,
             addr,
+            tls,
+            cert_paths: fixture::CertPaths::new(),
             shutdown: Some(tx),
             task,
         })
     }
 
-    /// The base URL (`http://127.0.0.1:PORT`).
+    /// Records where generated app certificates were written, for the contract.
+    pub fn with_cert_paths(mut self, paths: fixture::CertPaths) -> Self {
+        self.cert_paths = paths;
+        self
+    }
+
+    /// The base URL (`http(s)://127.0.0.1:PORT`).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.state.base_url()
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The shared state, for inspecting or changing the emulator from a test.
@@ -350,7 +464,7 @@ impl Emulator {
         let dir = self.state.directory();
         Contract {
             base_url: self.base_url(),
-            ca_cert: None,
+            ca_cert: self.tls.as_ref().map(|t| t.ca_cert.clone()),
             tenants: dir
                 .tenants
                 .iter()
@@ -365,6 +479,7 @@ impl Emulator {
                 .iter()
                 .map(|a| ContractApp {
                     client_id: a.client_id.clone(),
+                    name: a.name.clone(),
                     home_tenant: a.home_tenant.clone(),
                     multi_tenant: a.multi_tenant,
                     secret: a
@@ -372,6 +487,19 @@ impl Emulator {
                         .first()
                         .map(|s| s.value.clone())
                         .unwrap_or_default(),
+                    certificate: self
+                        .cert_paths
+                        .get(&a.client_id)
+                        .and_then(|v| v.first())
+                        .and_then(|(_, cert, key)| {
+                            let c = a.certificates.first()?;
+                            Some(ContractCertificate {
+                                cert_pem: cert.clone(),
+                                key_pem: key.clone(),
+                                thumbprint_sha1: c.thumbprint_sha1.clone(),
+                                thumbprint_sha256: c.thumbprint_sha256.clone(),
+                            })
+                        }),
                     consented_tenants: a
                         .consents
                         .iter()
@@ -388,10 +516,10 @@ impl Emulator {
         }
     }
 
-    /// Stops serving and waits for in-flight requests.
+    /// Stops accepting, ends open connections and waits for the server task.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         let _ = (&mut self.task).await;
     }
@@ -400,7 +528,7 @@ impl Emulator {
 impl Drop for Emulator {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
     }
 }

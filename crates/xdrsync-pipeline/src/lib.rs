@@ -54,16 +54,40 @@ pub struct TenantReport {
     pub error: Option<String>,
 }
 
-/// Builds the HTTP client all API and token calls share.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// Builds the HTTP client all API and token calls of `config` share.
+pub fn http_client(config: &Config) -> Result<reqwest::Client, ConfigError> {
+    let mut builder = reqwest::Client::builder()
         .user_agent(concat!("xdrsync/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(120))
         // Token calls must never follow redirects; API calls have no reason to.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = &config.ca_file {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: config.path.clone(),
+            field: "cloud.ca_file".into(),
+            message,
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            invalid(format!(
+                "{} is not a PEM certificate bundle: {e}",
+                path.display()
+            ))
+        })?;
+        if certs.is_empty() {
+            return Err(invalid(format!("{} holds no certificate", path.display())));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|e| ConfigError::Invalid {
+        path: config.path.clone(),
+        field: "cloud".into(),
+        message: e.to_string(),
+    })
 }
 
 /// The API target of a tenant.
@@ -111,14 +135,14 @@ const CONCURRENT_TENANTS: usize = 8;
 
 impl Pipeline {
     /// A pipeline over `config` and `store`.
-    pub fn new(config: Config, store: Arc<SqliteStore>) -> Self {
-        let http = http_client();
+    pub fn new(config: Config, store: Arc<SqliteStore>) -> Result<Self, ConfigError> {
+        let http = http_client(&config)?;
         let tokens = Arc::new(TokenCache::new(http.clone()));
-        Pipeline {
+        Ok(Pipeline {
             config: Arc::new(config),
             store,
             client: ApiClient::new(http, tokens, RetryPolicy::default()),
-        }
+        })
     }
 
     /// The store.

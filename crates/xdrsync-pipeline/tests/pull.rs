@@ -37,7 +37,7 @@ async fn rerun_adds_nothing_and_later_updates_are_collected() {
     let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph, ApiKind::Xdr], "");
     let lookback = config.sync.initial_lookback;
     let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
-    let pipeline = Pipeline::new(config.clone(), store.clone());
+    let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
 
     let started = Timestamp::now();
     let first = pipeline.pull_all().await;
@@ -94,7 +94,7 @@ async fn one_tenants_failure_does_not_stop_the_others() {
     });
     config.tenants[2].client_secret.file = Some(dir.path().join("missing-secret-file"));
     let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
-    let reports = Pipeline::new(config, store).pull_all().await;
+    let reports = Pipeline::new(config, store).unwrap().pull_all().await;
     assert!(reports[0].error.is_none());
     assert!(reports[0].stats.created > 0);
     let consent = reports[1].error.as_deref().unwrap();

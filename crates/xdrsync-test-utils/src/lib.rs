@@ -50,6 +50,9 @@ pub fn one_tenant(name: &str, incidents_per_hour: f64, roles: &[&str]) -> Direct
             expires: None,
         }],
         consents,
+        certificates: Vec::new(),
+        redirect_uris: vec!["http://localhost".into()],
+        required_roles: Default::default(),
     };
     Directory {
         tenants: vec![tenant],

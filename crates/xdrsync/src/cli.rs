@@ -8,14 +8,9 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "xdrsync", version, term_width = 100)]
 pub(crate) struct Cli {
-    /// The configuration file.
-    #[arg(
-        long,
-        global = true,
-        env = "XDRSYNC_CONFIG",
-        default_value = "xdrsync.toml"
-    )]
-    pub(crate) config: PathBuf,
+    /// The configuration file (default `./xdrsync.toml`); for `emulator serve`, the fixture file.
+    #[arg(long, global = true, env = "XDRSYNC_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
     /// Log filter, e.g. `info` or `xdrsync_api_client=debug` (default `warn`; env XDRSYNC_LOG).
     #[arg(long, global = true)]
     pub(crate) log_level: Option<String>,
@@ -38,6 +33,21 @@ pub(crate) enum Command {
     /// Run the offline Entra ID + Defender XDR + Graph emulator.
     #[command(subcommand)]
     Emulator(EmulatorCommand),
+    /// Write a ready-to-use config for every tenant and app of a running emulator.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// The `emulator.json` written by `xdrsync emulator serve`.
+    #[arg(long)]
+    pub(crate) emulator: PathBuf,
+    /// Where to write the config (secrets go to a `secrets/` folder beside it).
+    #[arg(long, default_value = "xdrsync.toml")]
+    pub(crate) out: PathBuf,
+    /// Overwrite an existing config file.
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -84,7 +94,23 @@ pub(crate) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub(crate) bind: std::net::SocketAddr,
-    /// Folder for `emulator.json`.
-    #[arg(long, default_value = ".")]
+    /// Serve HTTPS with a local CA (created in the state folder, reused on restart).
+    #[arg(long)]
+    pub(crate) tls: bool,
+    /// Folder for `emulator.json`, the TLS files and generated app certificates.
+    #[arg(long, default_value = "emulator-state")]
     pub(crate) state_dir: PathBuf,
+    /// Run the emulator's clock this many times faster than real time.
+    #[arg(long)]
+    pub(crate) time_scale: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -53,13 +53,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config_path = cli.config.clone();
+    // `--config` names the file of the command at hand: the xdrsync config, or for
+    // `emulator serve` the emulator's fixture.
+    let fixture = cli.config.clone();
+    let config_path = cli.config.clone().unwrap_or_else(|| "xdrsync.toml".into());
     match cli.command {
         Command::Demo(args) => commands::demo::run(args).await,
         Command::Incidents(cmd) => commands::incidents::run(cmd, &config_path).await,
         Command::Pull(args) => commands::pull::run(args, &config_path).await,
         Command::CheckConfig => commands::check_config::run(&config_path),
-        Command::Emulator(cmd) => commands::emulator::run(cmd).await,
+        Command::Emulator(cmd) => commands::emulator::run(cmd, fixture).await,
+        Command::Init(args) => commands::init::run(args),
     }
 }
 

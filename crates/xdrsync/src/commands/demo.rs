@@ -36,7 +36,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
-    let pipeline = Pipeline::new(config, store.clone());
+    let pipeline = Pipeline::new(config, store.clone())?;
     let reports = pipeline.pull_all().await;
 
     let ndjson = dir.join("incidents.ndjson");

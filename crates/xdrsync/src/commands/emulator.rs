@@ -1,34 +1,85 @@
 //! `xdrsync emulator serve`
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use xdrsync_emulator::{Emulator, EmulatorConfig};
+use xdrsync_emulator::Emulator;
+use xdrsync_emulator::fixture::Fixture;
 
 use crate::cli::{EmulatorCommand, ServeArgs};
 
-pub(crate) async fn run(cmd: EmulatorCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    cmd: EmulatorCommand,
+    fixture: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     match cmd {
-        EmulatorCommand::Serve(args) => serve(args).await,
+        EmulatorCommand::Serve(args) => serve(args, fixture).await,
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let emulator = Emulator::start(EmulatorConfig::default(), args.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.bind))?;
+async fn serve(args: ServeArgs, fixture: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     fs_err::create_dir_all(&args.state_dir)?;
-    let contract_path = args.state_dir.join("emulator.json");
+    // Absolute, so the paths in emulator.json work from any folder.
+    let state_dir = fs_err::canonicalize(&args.state_dir)?;
+    let (fixture, fixture_path) = match &fixture {
+        Some(path) => (Fixture::load(path).map_err(fixture_error)?, path.clone()),
+        None => (Fixture::default(), "(built-in)".into()),
+    };
+    let (mut config, cert_paths) = fixture
+        .build(&fixture_path, &args.state_dir)
+        .map_err(fixture_error)?;
+    if let Some(scale) = args.time_scale {
+        anyhow::ensure!(
+            scale.is_finite() && scale > 0.0,
+            "--time-scale must be a positive number"
+        );
+        config.time_scale = scale;
+    }
+    let tls = if args.tls {
+        Some(xdrsync_emulator::tls::ensure(&state_dir.join("tls"))?)
+    } else {
+        None
+    };
+    let emulator = Emulator::start_with(config, args.bind, tls)
+        .await?
+        .with_cert_paths(cert_paths);
+    let contract_path = state_dir.join("emulator.json");
     let contract = serde_json::to_string_pretty(&emulator.contract())?;
     xdrsync_sinks::write_atomic(&contract_path, contract.as_bytes())?;
+    println!("Emulator listening on {}", emulator.base_url());
     println!(
-        "Emulator listening on {} (contract: {})",
-        emulator.base_url(),
+        "Contract: {} (next: xdrsync init --emulator {})",
+        contract_path.display(),
         contract_path.display()
     );
+    wait_for_shutdown().await?;
+    emulator.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A fixture problem is a configuration error (exit code 2).
+fn fixture_error(e: xdrsync_emulator::fixture::FixtureError) -> anyhow::Error {
+    anyhow::Error::new(xdrsync_config::ConfigError::Invalid {
+        path: e.path,
+        field: "fixture".into(),
+        message: e.message,
+    })
+}
+
+async fn wait_for_shutdown() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
-    emulator.stop().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -39,7 +39,7 @@ async fn list(args: ListArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
                 ),
             })?;
     let target = xdrsync_pipeline::target(tenant, &config)?;
-    let http = xdrsync_pipeline::http_client();
+    let http = xdrsync_pipeline::http_client(&config)?;
     let tokens = std::sync::Arc::new(xdrsync_auth::TokenCache::new(http.clone()));
     let client = xdrsync_api_client::ApiClient::new(http, tokens, Default::default());
     let since = Timestamp::now().sub(period);

@@ -13,7 +13,7 @@ use crate::cli::PullArgs;
 pub(crate) async fn run(args: PullArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = super::load_config(config_path)?;
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
-    let pipeline = Pipeline::new(config, store.clone());
+    let pipeline = Pipeline::new(config, store.clone())?;
     let reports = pipeline.pull_all().await;
     if let Some(path) = args.ndjson {
         let sink = NdjsonSink::new("ndjson", path);

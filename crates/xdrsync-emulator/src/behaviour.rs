@@ -1,0 +1,52 @@
+//! Realism switches and protocol alternatives.
+//!
+//! Defaults follow Microsoft's documented behaviour. Where the documents mark something
+//! uncertain, the documented reading is the default and the alternative is a switch here.
+
+use serde::{Deserialize, Serialize};
+
+use crate::render::BodyStyle;
+
+/// How the emulated services behave.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Behaviour {
+    /// Bodies as in the docs (`doc`: every entity key, nulls) or as live captures show (`live`).
+    pub body_style: BodyStyle,
+    /// Enforce the documented per-(app, tenant, API) quotas with 429 + `Retry-After`.
+    pub rate_limits: bool,
+    /// A change becomes visible to list calls this many seconds after its timestamp.
+    pub ingestion_lag_secs: u64,
+    /// Chance that a new incident shares the previous incident's exact timestamp.
+    pub tie_probability: f64,
+    /// Chance that a new incident is later merged into an earlier one (`Redirected`).
+    pub merge_probability: f64,
+    /// Incidents not updated for this many days disappear (Defender keeps 180).
+    pub retention_days: u32,
+    /// Emit newer enum members (`awaitingAction`, `microsoftSentinel`, …) that Graph hides
+    /// behind `Prefer: include-unknown-enum-members`.
+    pub enum_drift: bool,
+    /// The legacy list API also returns `@odata.nextLink` (undocumented; off by default).
+    pub xdr_next_link: bool,
+    /// Sign-in and consent pages approve at once, without a browser (for tests).
+    pub auto_approve: bool,
+    /// Device-code polling interval, in seconds.
+    pub device_code_interval_secs: u64,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            body_style: BodyStyle::Doc,
+            rate_limits: true,
+            ingestion_lag_secs: 0,
+            tie_probability: 0.0,
+            merge_probability: 0.0,
+            retention_days: 180,
+            enum_drift: false,
+            xdr_next_link: false,
+            auto_approve: false,
+            device_code_interval_secs: 5,
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The emulator's fixture file (`emulator serve --config FIXTURE.toml`).
+//!
+//! It declares tenants, app registrations (single- or multi-tenant, secrets with expiry,
+//! generated certificates, redirect URIs), the roles each tenant granted, data volumes and
+//! behaviours. Every field has a default, so no file is needed for the demo set-up.
+//!
+//! ```toml
+//! seed = 7
+//! time_scale = 60.0
+//!
+//! [behaviour]
+//! ingestion_lag_secs = 120
+//! rate_limits = true
+//!
+//! [[tenants]]
+//! name = "Contoso"
+//! incidents_per_hour = 4.0
+//!
+//! [[apps]]
+//! name = "SIEM connector"
+//! home_tenant = "Contoso"
+//! certificates = ["primary"]
+//! [apps.consents.Contoso]
+//! graph = ["SecurityIncident.Read.All"]
+//! xdr = ["Incident.Read.All"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use xdrsync_model::Timestamp;
+
+use crate::behaviour::Behaviour;
+use crate::directory::{
+    AppSecret, AppSpec, Directory, Resource, TenantSpec, generate_secret, read_roles,
+};
+use crate::rng::name_guid;
+use crate::{EmulatorConfig, certs};
+
+/// A fixture problem, naming the field.
+#[derive(Debug, thiserror::Error)]
+#[error("emulator fixture {path}: {message}")]
+pub struct FixtureError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The fixture file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fixture {
+    /// Seed for generated secrets; incident data is seeded per tenant.
+    pub seed: Option<u64>,
+    /// Emulator seconds per real second.
+    pub time_scale: Option<f64>,
+    /// How far back each tenant's history reaches at start-up, in days (default 7).
+    pub history_days: Option<u32>,
+    /// Access-token lifetime in seconds (default 3599).
+    pub token_lifetime_secs: Option<i64>,
+    /// Realism switches and protocol alternatives.
+    #[serde(default)]
+    pub behaviour: Behaviour,
+    /// Tenants; none means the demo set-up (an MSSP tenant and three customers).
+    #[serde(default)]
+    pub tenants: Vec<FixtureTenant>,
+    /// App registrations.
+    #[serde(default)]
+    pub apps: Vec<FixtureApp>,
+}
+
+/// `[[tenants]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureTenant {
+    /// Display name; the id and domain derive from it unless given.
+    pub name: String,
+    /// Tenant GUID.
+    pub id: Option<String>,
+    /// Verified domain.
+    pub domain: Option<String>,
+    /// Mean new incidents per hour (default 2).
+    pub incidents_per_hour: Option<f64>,
+    /// Seed of its incidents.
+    pub seed: Option<u64>,
+}
+
+/// `[[apps]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureApp {
+    /// Display name; the client id derives from it unless given.
+    pub name: String,
+    /// Application (client) id.
+    pub client_id: Option<String>,
+    /// Home tenant, by name or id.
+    pub home_tenant: String,
+    /// Whether other tenants may consent to it (default true).
+    #[serde(default = "yes")]
+    pub multi_tenant: bool,
+    /// Client secrets; none means one generated secret.
+    #[serde(default)]
+    pub secrets: Vec<FixtureSecret>,
+    /// Names of certificates to generate (written to the state folder).
+    #[serde(default)]
+    pub certificates: Vec<String>,
+    /// Redirect URIs for the authorization endpoints.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Tenant (name or id) → resource → granted application roles.
+    #[serde(default)]
+    pub consents: BTreeMap<String, BTreeMap<Resource, Vec<String>>>,
+    /// Application roles an admin consent grants (default: the read roles of every API).
+    pub required_roles: Option<BTreeMap<Resource, Vec<String>>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[[apps.secrets]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureSecret {
+    /// The value; generated when absent.
+    pub value: Option<String>,
+    /// When it expires (AADSTS7000222 afterwards).
+    pub expires: Option<Timestamp>,
+}
+
+/// Certificates generated for apps: client id → (certificate name, PEM paths).
+pub type CertPaths = BTreeMap<String, Vec<(String, PathBuf, PathBuf)>>;
+
+impl Fixture {
+    /// Reads a fixture file.
+    pub fn load(path: &Path) -> Result<Fixture, FixtureError> {
+        let err = |message: String| FixtureError {
+            path: path.to_owned(),
+            message,
+        };
+        let text = fs_err::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_owned()))
+    }
+
+    /// Builds the emulator configuration; generated certificates are written under
+    /// `state_dir/certs/`.
+    pub fn build(
+        self,
+        path: &Path,
+        state_dir: &Path,
+    ) -> Result<(EmulatorConfig, CertPaths), FixtureError> {
+        let err = |message: String| FixtureError {
+            path: path.to_owned(),
+            message,
+        };
+        let seed = self.seed.unwrap_or(1);
+        let mut config = EmulatorConfig {
+            behaviour: self.behaviour,
+            time_scale: self.time_scale.unwrap_or(1.0),
+            ..EmulatorConfig::default()
+        };
+        if let Some(days) = self.history_days {
+            config.history = chrono::Duration::days(i64::from(days));
+        }
+        if let Some(secs) = self.token_lifetime_secs {
+            config.token_lifetime_secs = secs;
+        }
+        if self.tenants.is_empty() && self.apps.is_empty() {
+            config.directory = Directory::demo(seed);
+            return Ok((config, CertPaths::new()));
+        }
+        let mut dir = Directory::default();
+        for (i, t) in self.tenants.into_iter().enumerate() {
+            let mut spec = TenantSpec::named(&t.name, t.incidents_per_hour.unwrap_or(2.0));
+            if let Some(id) = t.id {
+                spec.id = id.to_ascii_lowercase();
+            }
+            if let Some(domain) = t.domain {
+                spec.domain = domain;
+            }
+            if let Some(s) = t.seed {
+                spec.seed = s;
+            }
+            if dir.tenant(&spec.id).is_some() || dir.tenant(&spec.domain).is_some() {
+                return Err(err(format!("tenants[{i}]: `{}` is declared twice", t.name)));
+            }
+            dir.tenants.push(spec);
+        }
+        let resolve = |key: &str, dir: &Directory| -> Option<String> {
+            dir.tenants
+                .iter()
+                .find(|t| {
+                    t.name.eq_ignore_ascii_case(key)
+                        || t.id.eq_ignore_ascii_case(key)
+                        || t.domain.eq_ignore_ascii_case(key)
+                })
+                .map(|t| t.id.clone())
+        };
+        let mut cert_paths = CertPaths::new();
+        for (i, a) in self.apps.into_iter().enumerate() {
+            let home = resolve(&a.home_tenant, &dir).ok_or_else(|| {
+                err(format!(
+                    "apps[{i}].home_tenant: no tenant `{}`",
+                    a.home_tenant
+                ))
+            })?;
+            let client_id = a
+                .client_id
+                .unwrap_or_else(|| name_guid("app", &a.name))
+                .to_ascii_lowercase();
+            let mut secrets: Vec<AppSecret> = a
+                .secrets
+                .into_iter()
+                .enumerate()
+                .map(|(j, s)| AppSecret {
+                    value: s
+                        .value
+                        .unwrap_or_else(|| generate_secret(seed ^ (i as u64) << 8 ^ j as u64)),
+                    expires: s.expires,
+                })
+                .collect();
+            if secrets.is_empty() {
+                secrets.push(AppSecret {
+                    value: generate_secret(seed ^ (i as u64) << 8),
+                    expires: None,
+                });
+            }
+            let mut consents = BTreeMap::new();
+            for (tenant, roles) in a.consents {
+                let id = resolve(&tenant, &dir)
+                    .ok_or_else(|| err(format!("apps[{i}].consents: no tenant `{tenant}`")))?;
+                consents.insert(id, roles);
+            }
+            let mut certificates = Vec::new();
+            for name in &a.certificates {
+                let generated = certs::generate(&format!("CN={} {name}", a.name), None)
+                    .map_err(|e| err(format!("apps[{i}].certificates: {e}")))?;
+                let folder = state_dir.join("certs");
+                fs_err::create_dir_all(&folder).map_err(|e| err(e.to_string()))?;
+                let cert_path = folder.join(format!("{client_id}-{name}.pem"));
+                let key_path = folder.join(format!("{client_id}-{name}-key.pem"));
+                fs_err::write(&cert_path, &generated.cert_pem).map_err(|e| err(e.to_string()))?;
+                fs_err::write(&key_path, &generated.key_pem).map_err(|e| err(e.to_string()))?;
+                cert_paths.entry(client_id.clone()).or_default().push((
+                    name.clone(),
+                    cert_path,
+                    key_path,
+                ));
+                certificates.push(generated.cert);
+            }
+            dir.apps.push(AppSpec {
+                client_id,
+                name: a.name,
+                home_tenant: home,
+                multi_tenant: a.multi_tenant,
+                secrets,
+                consents,
+                certificates,
+                redirect_uris: a.redirect_uris,
+                required_roles: a.required_roles.unwrap_or_else(|| {
+                    Resource::ALL
+                        .into_iter()
+                        .map(|r| (r, read_roles(r)))
+                        .collect()
+                }),
+            });
+        }
+        config.directory = dir;
+        Ok((config, cert_paths))
+    }
+}
