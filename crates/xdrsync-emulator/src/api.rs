@@ -14,6 +14,7 @@ use xdrsync_jwt::{Algorithm, Decoded};
 use crate::EmulatorState;
 use crate::directory::Resource;
 use crate::errors;
+use crate::limits::Quota;
 use crate::odata::{self, PropType};
 use crate::render;
 use crate::world::EmuIncident;
@@ -35,13 +36,21 @@ enum Refusal {
 
 struct Caller {
     tenant: String,
+    app: String,
+}
+
+/// What an operation requires: one of these application roles (app-only tokens) or delegated
+/// scopes (user tokens).
+struct Needs {
+    roles: &'static [&'static str],
+    scopes: &'static [&'static str],
 }
 
 fn authorize(
     state: &EmulatorState,
     headers: &HeaderMap,
     family: Family,
-    roles: &[&str],
+    needs: &Needs,
 ) -> Result<Caller, Refusal> {
     use Refusal::Unauthorized;
     let value = headers
@@ -119,10 +128,28 @@ fn authorize(
         .and_then(Value::as_array)
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    if !roles.iter().any(|r| granted.contains(r)) {
-        return Err(Refusal::Forbidden(roles.join(", ")));
+    let scp: Vec<&str> = c
+        .get("scp")
+        .and_then(Value::as_str)
+        .map(|s| s.split(' ').collect())
+        .unwrap_or_default();
+    let allowed = needs.roles.iter().any(|r| granted.contains(r))
+        || needs.scopes.iter().any(|s| scp.contains(s));
+    if !allowed {
+        let wanted = if scp.is_empty() {
+            needs.roles
+        } else {
+            needs.scopes
+        };
+        return Err(Refusal::Forbidden(wanted.join(", ")));
     }
-    Ok(Caller { tenant: tid })
+    let app = c
+        .get("appid")
+        .or_else(|| c.get("azp"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Caller { tenant: tid, app })
 }
 
 fn refuse(
@@ -207,11 +234,71 @@ fn sorted(mut list: Vec<EmuIncident>, ascending: bool) -> Vec<EmuIncident> {
     list
 }
 
-const XDR_READ: &[&str] = &["Incident.Read.All", "Incident.ReadWrite.All"];
-const GRAPH_READ: &[&str] = &[
-    "SecurityIncident.Read.All",
-    "SecurityIncident.ReadWrite.All",
-];
+const XDR_READ: &Needs = &Needs {
+    roles: &["Incident.Read.All", "Incident.ReadWrite.All"],
+    scopes: &["Incident.Read", "Incident.ReadWrite"],
+};
+const GRAPH_READ: &Needs = &Needs {
+    roles: &[
+        "SecurityIncident.Read.All",
+        "SecurityIncident.ReadWrite.All",
+    ],
+    scopes: &[
+        "SecurityIncident.Read.All",
+        "SecurityIncident.ReadWrite.All",
+    ],
+};
+
+/// Counts the call against its quota; a 429 in the family's shape when over it.
+fn limit(
+    state: &EmulatorState,
+    caller: &Caller,
+    family: Family,
+    quota: Quota,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    if !state.behaviour().rate_limits {
+        return Ok(());
+    }
+    let now = state.clock().now();
+    let Err(e) = state
+        .limiter()
+        .check(&caller.app, &caller.tenant, quota, now)
+    else {
+        return Ok(());
+    };
+    // Retry-After is in real seconds, so a client of a time-scaled emulator waits the scaled time.
+    let real = state
+        .clock()
+        .real(std::time::Duration::from_secs(e.retry_after_secs as u64));
+    let secs = (real.as_secs() + u64::from(real.subsec_nanos() > 0)).max(1);
+    let window = if e.window_secs == 60 {
+        "1 minute".to_owned()
+    } else {
+        format!("{} minutes", e.window_secs / 60)
+    };
+    let mut resp = match family {
+        Family::Xdr => errors::xdr(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            &format!(
+                "API calls quota exceeded! Maximum admitted {} per {window}. Try again in {secs} seconds.",
+                e.limit
+            ),
+        ),
+        Family::Graph => errors::graph(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "Too many requests.",
+            now,
+            client_request_id(headers),
+        ),
+    };
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    Err(resp)
+}
 const XDR_PROPS: &[(&str, PropType)] = &[
     ("lastUpdateTime", PropType::DateTime),
     ("createdTime", PropType::DateTime),
@@ -240,6 +327,9 @@ pub(crate) async fn xdr_list(
         Ok(c) => c,
         Err(r) => return refuse(&state, Family::Xdr, r, &headers),
     };
+    if let Err(r) = limit(&state, &caller, Family::Xdr, Quota::XdrList, &headers) {
+        return r;
+    }
     let bad = |msg: String| {
         errors::xdr(
             StatusCode::BAD_REQUEST,
@@ -307,6 +397,9 @@ pub(crate) async fn xdr_get(
         Ok(c) => c,
         Err(r) => return refuse(&state, Family::Xdr, r, &headers),
     };
+    if let Err(r) = limit(&state, &caller, Family::Xdr, Quota::XdrGet, &headers) {
+        return r;
+    }
     let found = id
         .parse::<u64>()
         .ok()
@@ -343,6 +436,9 @@ pub(crate) async fn graph_list(
         Ok(c) => c,
         Err(r) => return refuse(&state, Family::Graph, r, &headers),
     };
+    if let Err(r) = limit(&state, &caller, Family::Graph, Quota::Graph, &headers) {
+        return r;
+    }
     let now = state.clock().now();
     let crid = client_request_id(&headers).map(str::to_owned);
     let bad = |code: &str, msg: String| {
@@ -468,6 +564,9 @@ pub(crate) async fn graph_get(
         Ok(c) => c,
         Err(r) => return refuse(&state, Family::Graph, r, &headers),
     };
+    if let Err(r) = limit(&state, &caller, Family::Graph, Quota::Graph, &headers) {
+        return r;
+    }
     let pairs = query_pairs(q.as_deref());
     let expand = get(&pairs, "$expand").is_some_and(|e| e.eq_ignore_ascii_case("alerts"));
     let found = id

@@ -33,16 +33,20 @@ use xdrsync_jwt::SigningKey;
 use xdrsync_model::Timestamp;
 
 mod api;
+mod authorize;
 pub mod behaviour;
 pub mod certs;
 pub mod clock;
 pub mod directory;
+mod discovery;
 mod entra;
 mod errors;
 pub mod fixture;
+mod limits;
 pub mod odata;
 mod render;
 mod rng;
+mod sessions;
 pub mod tls;
 pub mod world;
 
@@ -93,7 +97,13 @@ struct Inner {
     /// Read on every token request and API call; written only by admin operations.
     directory: RwLock<Directory>,
     clock: Clock,
-    key: SigningKey,
+    /// Signing keys, newest (the one that signs) first; older ones still verify until
+    /// dropped by the next rotation, as Entra publishes old and new keys side by side.
+    keys: RwLock<Vec<SigningKey>>,
+    /// Authorization codes, refresh tokens and device codes.
+    sessions: Mutex<sessions::Sessions>,
+    /// Per-(app, tenant, API) call history for rate limits.
+    limits: Mutex<limits::Limiter>,
     behaviour: Behaviour,
     history: chrono::Duration,
     token_lifetime_secs: i64,
@@ -126,7 +136,9 @@ impl EmulatorState {
         EmulatorState(Arc::new(Inner {
             directory: RwLock::new(config.directory),
             clock,
-            key,
+            keys: RwLock::new(vec![key]),
+            sessions: Mutex::new(sessions::Sessions::default()),
+            limits: Mutex::new(limits::Limiter::default()),
             behaviour: config.behaviour,
             history: config.history,
             token_lifetime_secs: config.token_lifetime_secs,
@@ -157,8 +169,54 @@ impl EmulatorState {
         f(&mut self.0.directory.write().unwrap_or_else(|e| e.into_inner()));
     }
 
-    pub(crate) fn signing_key(&self) -> &SigningKey {
-        &self.0.key
+    /// The key that signs new tokens.
+    pub(crate) fn signing_key(&self) -> SigningKey {
+        self.0.keys.read().unwrap_or_else(|e| e.into_inner())[0].clone()
+    }
+
+    /// Every key that still verifies tokens.
+    pub(crate) fn verification_keys(&self) -> Vec<SigningKey> {
+        self.0
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Rotates the signing key: a new key signs from now on; the previous one still verifies
+    /// (until the next rotation). Returns the new key id.
+    pub fn rotate_signing_key(&self) -> String {
+        let key =
+            SigningKey::generate(2048).unwrap_or_else(|e| panic!("RSA key generation failed: {e}"));
+        let kid = key.kid().to_owned();
+        let mut keys = self.0.keys.write().unwrap_or_else(|e| e.into_inner());
+        keys.insert(0, key);
+        keys.truncate(2);
+        kid
+    }
+
+    pub(crate) fn sessions(&self) -> std::sync::MutexGuard<'_, sessions::Sessions> {
+        self.0.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn limiter(&self) -> std::sync::MutexGuard<'_, limits::Limiter> {
+        self.0.limits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Revokes every refresh token of `client_id` in `tenant` (as an admin would).
+    pub fn revoke_refresh_tokens(&self, client_id: &str, tenant: &str) -> usize {
+        let mut s = self.sessions();
+        let mut n = 0;
+        for r in s.refresh.values_mut() {
+            if r.grant.client_id.eq_ignore_ascii_case(client_id)
+                && r.grant.user.tenant.eq_ignore_ascii_case(tenant)
+                && !r.revoked
+            {
+                r.revoked = true;
+                n += 1;
+            }
+        }
+        n
     }
 
     pub(crate) fn body_style(&self) -> BodyStyle {
@@ -235,16 +293,37 @@ pub fn router(state: EmulatorState) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/token", post(entra::token_v1))
         .route("/{tenant}/oauth2/v2.0/token", post(entra::token_v2))
+        .route("/{tenant}/oauth2/devicecode", post(entra::devicecode_v1))
+        .route(
+            "/{tenant}/oauth2/v2.0/devicecode",
+            post(entra::devicecode_v2),
+        )
+        .route("/{tenant}/oauth2/authorize", get(authorize::authorize_v1))
+        .route(
+            "/{tenant}/oauth2/v2.0/authorize",
+            get(authorize::authorize_v2),
+        )
+        .route("/{tenant}/adminconsent", get(authorize::adminconsent_v1))
+        .route(
+            "/{tenant}/v2.0/adminconsent",
+            get(authorize::adminconsent_v2),
+        )
+        .route(
+            "/devicelogin",
+            get(authorize::devicelogin_page).post(authorize::devicelogin_submit),
+        )
+        .route("/_emulator/authorize", post(authorize::decision))
         .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",
-            get(entra::openid_v2),
+            get(discovery::openid_v2),
         )
         .route(
             "/{tenant}/.well-known/openid-configuration",
-            get(entra::openid_v1),
+            get(discovery::openid_v1),
         )
-        .route("/{tenant}/discovery/v2.0/keys", get(entra::jwks))
-        .route("/{tenant}/discovery/keys", get(entra::jwks))
+        .route("/{tenant}/discovery/v2.0/keys", get(discovery::jwks))
+        .route("/{tenant}/discovery/keys", get(discovery::jwks))
+        .route("/{tenant}/discovery/instance", get(discovery::instance))
         .route("/api/incidents", get(api::xdr_list))
         .route("/api/incidents/{id}", get(api::xdr_get))
         .route("/v1.0/security/incidents", get(api::graph_list))

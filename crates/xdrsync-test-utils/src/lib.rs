@@ -11,12 +11,14 @@ use xdrsync_emulator::{
 };
 use xdrsync_model::ApiKind;
 
-/// Starts an emulator with `directory` on a free loopback port.
+/// Starts an emulator with `directory` on a free loopback port, rate limits off (tests that
+/// page hard would otherwise wait out real quotas; the rate-limit tests turn them on).
 pub async fn start(directory: Directory) -> Emulator {
-    let config = EmulatorConfig {
+    let mut config = EmulatorConfig {
         directory,
         ..EmulatorConfig::default()
     };
+    config.behaviour.rate_limits = false;
     Emulator::start(config, "127.0.0.1:0".parse().expect("loopback address"))
         .await
         .expect("the emulator binds a loopback port")
