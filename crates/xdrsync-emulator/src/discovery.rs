@@ -158,7 +158,12 @@ pub(crate) async fn instance(
         (Some(h), None) => h.to_owned(),
         _ => String::new(),
     };
-    if host != own_host && !PUBLIC.contains(&host.as_str()) {
+    // MSAL names the instance by host name only, without the port.
+    let own_name = own_host
+        .rsplit_once(':')
+        .map_or(own_host.as_str(), |(h, _)| h);
+    let name = url.host_str().unwrap_or_default();
+    if host != own_host && name != own_name && !PUBLIC.contains(&host.as_str()) {
         return errors::entra(
             StatusCode::BAD_REQUEST,
             "invalid_instance",
@@ -173,7 +178,11 @@ pub(crate) async fn instance(
         .unwrap_or("common")
         .to_owned();
     let body = json!({
-        "tenant_discovery_endpoint": format!("{}://{host}/{tenant}/v2.0/.well-known/openid-configuration", url.scheme()),
+        "tenant_discovery_endpoint": if name == own_name {
+            format!("{base}/{tenant}/v2.0/.well-known/openid-configuration")
+        } else {
+            format!("{}://{host}/{tenant}/v2.0/.well-known/openid-configuration", url.scheme())
+        },
         "api-version": get("api-version").unwrap_or_else(|| "1.1".into()),
         "metadata": [
             {"preferred_network": own_host, "preferred_cache": own_host, "aliases": [own_host]},
