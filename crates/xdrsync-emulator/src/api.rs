@@ -64,12 +64,15 @@ fn authorize(
         .trim();
     let decoded = Decoded::parse(token)
         .map_err(|_| Unauthorized("Access token validation failure. The token is malformed."))?;
-    let key = state.signing_key();
-    if decoded.kid() != Some(key.kid()) {
+    let Some(key) = state
+        .verification_keys()
+        .into_iter()
+        .find(|k| decoded.kid() == Some(k.kid()))
+    else {
         return Err(Unauthorized(
             "Access token validation failure. Signing key not found.",
         ));
-    }
+    };
     let public = key
         .jwk()
         .public_key()

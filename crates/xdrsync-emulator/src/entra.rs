@@ -800,20 +800,24 @@ fn refresh_token(req: &Req<'_>) -> Reply {
                 700082,
                 &format!(
                     "The refresh token has expired due to inactivity. The token was issued on {} and was inactive for {RT_MAX_INACTIVE_DAYS}.00:00:00.",
-                    r.issued.as_datetime().format("%Y-%m-%dT%H:%M:%S%.7fZ")
+                    r.issued
                 ),
             ));
         }
         r.last_used = req.now;
         r.grant.clone()
     };
-    if let Some(t) = &path_tenant {
-        if !t.id.eq_ignore_ascii_case(&grant.user.tenant) {
-            return Err(invalid_grant(
-                9002313,
-                "The refresh token was issued for another tenant.",
-            ));
-        }
+    if let Some(t) = path_tenant
+        .as_ref()
+        .filter(|t| !t.id.eq_ignore_ascii_case(&grant.user.tenant))
+    {
+        return Err(invalid_grant(
+            9002313,
+            &format!(
+                "The refresh token was issued for another tenant than {}.",
+                t.id
+            ),
+        ));
     }
     let client_id = req.client_id().unwrap_or_default();
     if !client_id.eq_ignore_ascii_case(&grant.client_id) {
