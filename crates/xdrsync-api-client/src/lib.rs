@@ -144,6 +144,9 @@ pub struct Listing {
     pub pages: u32,
     /// Whether the server's order forced offset paging.
     pub fell_back_to_offset: bool,
+    /// `Warning` headers of pages the API answered only partly (206): the listing may be
+    /// incomplete for the providers named there.
+    pub partial: Vec<String>,
 }
 
 /// Retry settings.
@@ -220,10 +223,26 @@ impl ApiClient {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let action = classify(status, resp.headers());
+                    // Graph's federated answer when a provider failed: data, but not all of it.
+                    let warning = (status == 206).then(|| {
+                        resp.headers()
+                            .get(reqwest::header::WARNING)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("206 Partial Content without a Warning header")
+                            .to_owned()
+                    });
                     match resp.bytes().await {
                         Ok(body) if action == RetryAction::Success => {
                             match serde_json::from_slice::<Value>(&body) {
-                                Ok(_) => return Ok(bytes_like::Body(body.to_vec())),
+                                Ok(_) => {
+                                    if let Some(w) = &warning {
+                                        tracing::warn!(url = %safe, warning = %w, "The API answered with partial results (206).");
+                                    }
+                                    return Ok(bytes_like::Body {
+                                        bytes: body.to_vec(),
+                                        warning,
+                                    });
+                                }
                                 Err(e) => (
                                     RetryAction::Transient { after: None },
                                     ApiError::Decode {
@@ -287,8 +306,11 @@ impl ApiClient {
             let url = list_url(target, since, upper, skip)?;
             let body = self.get(target, &url).await?;
             listing.pages += 1;
+            if let Some(w) = body.warning.clone() {
+                listing.partial.push(w);
+            }
             let page: PageBody<'_> =
-                serde_json::from_slice(&body.0).map_err(|e| ApiError::Decode {
+                serde_json::from_slice(&body.bytes).map_err(|e| ApiError::Decode {
                     url: SafeUrl::new(url.clone()),
                     message: format!("not an OData collection: {e}"),
                 })?;
@@ -446,7 +468,12 @@ fn status_error(url: &SafeUrl, status: u16, body: &[u8]) -> ApiError {
 pub mod bytes_like {
     /// Bytes of a JSON response body, already checked to parse.
     #[derive(Debug, Clone)]
-    pub struct Body(pub Vec<u8>);
+    pub struct Body {
+        /// The bytes.
+        pub bytes: Vec<u8>,
+        /// The `Warning` of a 206 partial answer.
+        pub warning: Option<String>,
+    }
 }
 
 #[cfg(test)]

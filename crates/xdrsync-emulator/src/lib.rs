@@ -23,15 +23,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
-use serde_json::json;
 use xdrsync_jwt::SigningKey;
 use xdrsync_model::Timestamp;
 
+mod admin;
 mod api;
 mod authorize;
 pub mod behaviour;
@@ -41,6 +39,7 @@ pub mod directory;
 mod discovery;
 mod entra;
 mod errors;
+pub mod faults;
 pub mod fixture;
 mod limits;
 pub mod odata;
@@ -115,6 +114,9 @@ struct Inner {
     base_url: RwLock<String>,
     tokens_issued: AtomicU64,
     pages_served: AtomicU64,
+    faults_injected: AtomicU64,
+    /// Injected faults; read by the middleware on every request.
+    faults: faults::Faults,
 }
 
 /// Counters of what the emulator has served.
@@ -124,6 +126,8 @@ pub struct Stats {
     pub tokens_issued: u64,
     /// List pages served.
     pub pages_served: u64,
+    /// Faults injected.
+    pub faults_injected: u64,
 }
 
 impl EmulatorState {
@@ -147,6 +151,8 @@ impl EmulatorState {
             base_url: RwLock::new("http://127.0.0.1".into()),
             tokens_issued: AtomicU64::new(0),
             pages_served: AtomicU64::new(0),
+            faults_injected: AtomicU64::new(0),
+            faults: faults::Faults::default(),
         }))
     }
 
@@ -249,6 +255,19 @@ impl EmulatorState {
         self.0.tokens_issued.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn count_fault(&self) {
+        self.0.faults_injected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn faults(&self) -> &faults::Faults {
+        &self.0.faults
+    }
+
+    /// Adds a fault rule (as `POST /_emulator/faults` does).
+    pub fn add_fault(&self, rule: faults::FaultRule) {
+        self.0.faults.add(rule);
+    }
+
     pub(crate) fn count_page_served(&self) {
         self.0.pages_served.fetch_add(1, Ordering::Relaxed);
     }
@@ -258,6 +277,7 @@ impl EmulatorState {
         Stats {
             tokens_issued: self.0.tokens_issued.load(Ordering::Relaxed),
             pages_served: self.0.pages_served.load(Ordering::Relaxed),
+            faults_injected: self.0.faults_injected.load(Ordering::Relaxed),
         }
     }
 
@@ -279,6 +299,12 @@ impl EmulatorState {
             d.incidents.values().filter(|i| pred(i)).cloned().collect()
         })
         .unwrap_or_default()
+    }
+
+    /// Creates `count` new incidents in `tenant` now (`None` if there is no such tenant).
+    pub fn create_incidents(&self, tenant: &str, count: u32) -> Option<Vec<u64>> {
+        let now = self.clock().now();
+        self.with_tenant(tenant, |d| d.create_now(now, count))
     }
 
     /// The ground truth: every incident version the tenant has had, oldest first.
@@ -329,8 +355,31 @@ pub fn router(state: EmulatorState) -> Router {
         .route("/v1.0/security/incidents", get(api::graph_list))
         .route("/v1.0/security/incidents/{id}", get(api::graph_get))
         .route("/_emulator/health", get(|| async { "ok" }))
-        .route("/_emulator/stats", get(stats))
-        .route("/_emulator/ground-truth/{tenant}", get(ground_truth))
+        .route("/_emulator/stats", get(admin::stats))
+        .route("/_emulator/directory", get(admin::directory))
+        .route("/_emulator/tenants", post(admin::add_tenant))
+        .route(
+            "/_emulator/tenants/{tenant}/incidents",
+            post(admin::add_incidents),
+        )
+        .route("/_emulator/apps", post(admin::add_app))
+        .route(
+            "/_emulator/apps/{client}/consents/{tenant}",
+            axum::routing::put(admin::grant).delete(admin::revoke),
+        )
+        .route(
+            "/_emulator/apps/{client}/revoke-refresh-tokens/{tenant}",
+            post(admin::revoke_refresh),
+        )
+        .route("/_emulator/ground-truth/{tenant}", get(admin::ground_truth))
+        .route(
+            "/_emulator/faults",
+            post(admin::add_fault)
+                .get(admin::list_faults)
+                .delete(admin::clear_faults),
+        )
+        .route("/_emulator/clock/advance", post(admin::advance_clock))
+        .route("/_emulator/keys/rotate", post(admin::rotate_keys))
         .fallback(|| async {
             errors::xdr(
                 StatusCode::NOT_FOUND,
@@ -338,22 +387,11 @@ pub fn router(state: EmulatorState) -> Router {
                 "The requested resource was not found.",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            faults::layer,
+        ))
         .with_state(state)
-}
-
-async fn stats(State(state): State<EmulatorState>) -> Response {
-    axum::Json(state.stats()).into_response()
-}
-
-async fn ground_truth(State(state): State<EmulatorState>, Path(tenant): Path<String>) -> Response {
-    if state.directory().tenant(&tenant).is_none() {
-        return errors::xdr(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("Tenant {tenant} not found"),
-        );
-    }
-    axum::Json(json!({"tenant": tenant, "versions": state.ground_truth(&tenant)})).into_response()
 }
 
 /// The contract other tools read (`emulator.json`).

@@ -208,6 +208,8 @@ pub struct TenantData {
     schedules: BTreeMap<u64, Vec<(Timestamp, Update)>>,
     /// Every version that ever existed, in the order they happened.
     pub versions: Vec<VersionRecord>,
+    /// Next id for incidents created through the admin API (far above generated ids).
+    next_custom: u64,
 }
 
 impl TenantData {
@@ -225,6 +227,7 @@ impl TenantData {
             pending: BinaryHeap::new(),
             schedules: BTreeMap::new(),
             versions: Vec::new(),
+            next_custom: 900_000_000,
         }
     }
 
@@ -257,6 +260,19 @@ impl TenantData {
                 _ => break,
             }
         }
+    }
+
+    /// Creates `count` incidents at `now` (admin API); returns their ids.
+    pub fn create_now(&mut self, now: Timestamp, count: u32) -> Vec<u64> {
+        self.advance_to(now);
+        (0..count)
+            .map(|_| {
+                let id = self.next_custom;
+                self.next_custom += 1;
+                self.create(id, now);
+                id
+            })
+            .collect()
     }
 
     fn create(&mut self, k: u64, created: Timestamp) {
