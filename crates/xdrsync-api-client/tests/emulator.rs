@@ -437,3 +437,27 @@ async fn graph_partial_results_are_surfaced() {
     );
     assert!(!listing.incidents.is_empty());
 }
+
+/// Tie groups larger than a page: every incident of every group is read once.
+#[tokio::test]
+async fn tie_groups_larger_than_a_page() {
+    let emu = tu::start_with(tu::one_tenant("Contoso", 6.0, tu::ALL_READ_ROLES), |b| {
+        b.tie_probability = 0.9
+    })
+    .await;
+    let since = Timestamp::now().sub(chrono::Duration::hours(48));
+    let expected = truth(&emu, since);
+    for api in [ApiKind::Xdr, ApiKind::Graph] {
+        let listing = client()
+            .list_incidents(&target(&emu, api, 4, TokenVersion::V2), since, None)
+            .await
+            .unwrap();
+        let got: BTreeSet<(String, Timestamp)> = listing
+            .incidents
+            .iter()
+            .map(|f| (f.incident.incident_id.to_string(), f.incident.last_update))
+            .collect();
+        assert_eq!(got, expected, "{api}");
+        assert_eq!(listing.incidents.len(), expected.len());
+    }
+}

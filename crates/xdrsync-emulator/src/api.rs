@@ -197,6 +197,19 @@ fn refuse(
     }
 }
 
+/// `Prefer: include-unknown-enum-members` (possibly among other preferences).
+fn prefers_unknown(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| {
+            p.trim()
+                .eq_ignore_ascii_case("include-unknown-enum-members")
+        })
+}
+
 fn client_request_id(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("client-request-id")
@@ -520,11 +533,28 @@ pub(crate) async fn graph_list(
         })
     });
     let total = incidents.len();
-    let page: Vec<Value> = sorted(incidents, ascending)
-        .iter()
+    let prefer = prefers_unknown(&headers);
+    let page_incidents: Vec<EmuIncident> = sorted(incidents, ascending)
+        .into_iter()
         .skip(skip)
         .take(top)
-        .map(|i| render::graph_incident(i, &caller.tenant, expand))
+        .collect();
+    if let Some(min) = state.behaviour().expand_fail_min_alerts.filter(|_| expand) {
+        // Observed on large tenants: `$expand=alerts` answers 500 for big incidents
+        // (defender-api.md §2.3); the same query without `$expand` works.
+        if page_incidents.iter().any(|i| i.alerts.len() >= min) {
+            return errors::graph(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "An error has occurred.",
+                now,
+                crid.as_deref(),
+            );
+        }
+    }
+    let page: Vec<Value> = page_incidents
+        .iter()
+        .map(|i| render::graph_incident(i, &caller.tenant, expand, prefer))
         .collect();
     let base = state.base_url();
     let mut body = serde_json::Map::new();
@@ -578,7 +608,8 @@ pub(crate) async fn graph_get(
         .and_then(|n| state.incidents(&caller.tenant, |i| i.id == n).pop());
     match found {
         Some(i) => {
-            let mut body = render::graph_incident(&i, &caller.tenant, expand);
+            let mut body =
+                render::graph_incident(&i, &caller.tenant, expand, prefers_unknown(&headers));
             if let Some(o) = body.as_object_mut() {
                 o.insert(
                     "@odata.context".into(),

@@ -32,6 +32,9 @@ pub struct Behaviour {
     pub auto_approve: bool,
     /// Device-code polling interval, in seconds.
     pub device_code_interval_secs: u64,
+    /// Graph `$expand=alerts` answers 500 when a page holds an incident with at least this
+    /// many alerts (observed on large tenants; off by default).
+    pub expand_fail_min_alerts: Option<usize>,
 }
 
 impl Default for Behaviour {
@@ -47,6 +50,7 @@ impl Default for Behaviour {
             xdr_next_link: false,
             auto_approve: false,
             device_code_interval_secs: 5,
+            expand_fail_min_alerts: None,
         }
     }
 }

@@ -285,18 +285,32 @@ impl EmulatorState {
     fn with_tenant<R>(&self, tenant: &str, f: impl FnOnce(&mut TenantData) -> R) -> Option<R> {
         let spec = self.directory().tenant(tenant).cloned()?;
         let now = self.clock().now();
-        let mut world = self.0.world.lock().unwrap_or_else(|e| e.into_inner());
-        let data = world
-            .entry(spec.id.clone())
-            .or_insert_with(|| TenantData::new(spec, self.0.started.sub(self.0.history)));
+        let mut tenants = self.0.world.lock().unwrap_or_else(|e| e.into_inner());
+        let data = tenants.entry(spec.id.clone()).or_insert_with(|| {
+            let b = &self.0.behaviour;
+            let realism = world::Realism {
+                tie_probability: b.tie_probability,
+                merge_probability: b.merge_probability,
+                enum_drift: b.enum_drift,
+                keep_history: b.ingestion_lag_secs > 0,
+            };
+            TenantData::with_realism(spec, self.0.started.sub(self.0.history), realism)
+        });
         data.advance_to(now);
         Some(f(data))
     }
 
-    /// The tenant's current incidents that satisfy `pred`.
+    /// The tenant's incidents as the list APIs see them now (after ingestion lag, within
+    /// retention) that satisfy `pred`.
     pub fn incidents(&self, tenant: &str, pred: impl Fn(&EmuIncident) -> bool) -> Vec<EmuIncident> {
+        let now = self.clock().now();
+        let lag = chrono::Duration::seconds(self.0.behaviour.ingestion_lag_secs as i64);
+        let retention = chrono::Duration::days(i64::from(self.0.behaviour.retention_days));
         self.with_tenant(tenant, |d| {
-            d.incidents.values().filter(|i| pred(i)).cloned().collect()
+            d.visible(now, lag, retention)
+                .into_iter()
+                .filter(|i| pred(i))
+                .collect()
         })
         .unwrap_or_default()
     }

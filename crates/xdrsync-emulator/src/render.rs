@@ -115,7 +115,10 @@ fn xdr_alert(a: &EmuAlert, incident: u64, style: BodyStyle) -> Value {
         );
     }
     o.insert("incidentId".into(), json!(incident));
-    o.insert("serviceSource".into(), json!(t.service_source.legacy));
+    o.insert(
+        "serviceSource".into(),
+        json!(a.service_override.unwrap_or(t.service_source).legacy),
+    );
     o.insert("creationTime".into(), full(&a.created));
     o.insert("lastUpdatedTime".into(), full(&a.last_updated));
     o.insert("resolvedTime".into(), opt(&a.resolved));
@@ -195,11 +198,31 @@ fn live_entity_type(kind: &str) -> &str {
 }
 
 /// The Graph `/security/incidents` shape of an incident (with `alerts` when expanded).
-pub(crate) fn graph_incident(inc: &EmuIncident, tenant: &str, expand_alerts: bool) -> Value {
+/// Graph hides enum members added after v1.0 shipped unless the client sends
+/// `Prefer: include-unknown-enum-members`; it answers `unknownFutureValue` instead.
+fn evolvable(member: crate::world::Member, prefer: bool) -> &'static str {
+    const EVOLVABLE: &[&str] = &[
+        "awaitingAction",
+        "microsoftSentinel",
+        "microsoftDefenderForCloud",
+    ];
+    if !prefer && EVOLVABLE.contains(&member.graph) {
+        "unknownFutureValue"
+    } else {
+        member.graph
+    }
+}
+
+pub(crate) fn graph_incident(
+    inc: &EmuIncident,
+    tenant: &str,
+    expand_alerts: bool,
+    prefer: bool,
+) -> Value {
     let mut o = Map::new();
     o.insert("id".into(), json!(inc.id.to_string()));
     o.insert("tenantId".into(), json!(tenant));
-    o.insert("status".into(), json!(inc.status.graph));
+    o.insert("status".into(), json!(evolvable(inc.status, prefer)));
     o.insert("incidentWebUrl".into(), json!(portal_url(inc.id, tenant)));
     o.insert(
         "redirectIncidentId".into(),
@@ -234,7 +257,7 @@ pub(crate) fn graph_incident(inc: &EmuIncident, tenant: &str, expand_alerts: boo
             "alerts".into(),
             inc.alerts
                 .iter()
-                .map(|a| graph_alert(a, inc, tenant))
+                .map(|a| graph_alert(a, inc, tenant, prefer))
                 .collect(),
         );
     }
@@ -251,7 +274,7 @@ fn priority(inc: &EmuIncident) -> u64 {
     (base + inc.alerts.len() as u64 * 5).min(100)
 }
 
-fn graph_alert(a: &EmuAlert, inc: &EmuIncident, tenant: &str) -> Value {
+pub(crate) fn graph_alert(a: &EmuAlert, inc: &EmuIncident, tenant: &str, prefer: bool) -> Value {
     let t = a.template;
     json!({
         "@odata.type": "#microsoft.graph.security.alert",
@@ -262,7 +285,7 @@ fn graph_alert(a: &EmuAlert, inc: &EmuIncident, tenant: &str) -> Value {
         "severity": a.severity.graph,
         "classification": "unknown",
         "determination": "unknown",
-        "serviceSource": t.service_source.graph,
+        "serviceSource": evolvable(a.service_override.unwrap_or(t.service_source), prefer),
         "detectionSource": t.detection_source.graph,
         "detectorId": format!("{:x}", t.title.len() * 7919),
         "tenantId": tenant,

@@ -127,6 +127,8 @@ pub struct EmuAlert {
     pub id: String,
     /// Template it was made from.
     pub template: &'static AlertTemplate,
+    /// A `serviceSource` other than the template's (enum drift).
+    pub service_override: Option<Member>,
     /// Created.
     pub created: Timestamp,
     /// Last updated.
@@ -180,6 +182,7 @@ pub struct EmuIncident {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Update {
+    Merge,
     Assign,
     AddAlert,
     Comment,
@@ -196,6 +199,24 @@ pub struct VersionRecord {
     pub last_update: Timestamp,
 }
 
+/// The realism switches the history generator needs (from [`crate::Behaviour`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Realism {
+    /// Chance that a new incident shares the previous one's timestamps exactly.
+    pub tie_probability: f64,
+    /// Chance that a new incident is later merged into the one before it.
+    pub merge_probability: f64,
+    /// Emit evolvable enum members (`awaitingAction`, `microsoftSentinel`).
+    pub enum_drift: bool,
+    /// Keep every version's snapshot (needed to show what was visible before ingestion lag).
+    pub keep_history: bool,
+}
+
+/// Evolvable members Graph hides without `Prefer: include-unknown-enum-members`.
+pub const AWAITING_ACTION: Member = m("AwaitingAction", "awaitingAction");
+/// An evolvable `serviceSource`.
+pub const SENTINEL: Member = m("MicrosoftSentinel", "microsoftSentinel");
+
 /// One tenant's incidents and their history.
 #[derive(Debug)]
 pub struct TenantData {
@@ -210,11 +231,21 @@ pub struct TenantData {
     pub versions: Vec<VersionRecord>,
     /// Next id for incidents created through the admin API (far above generated ids).
     next_custom: u64,
+    realism: Realism,
+    /// Created and first last-update time of the newest generated incident (for ties).
+    last_initial: Option<(Timestamp, Timestamp)>,
+    /// Every version's snapshot per incident, oldest first (only with `keep_history`).
+    history: BTreeMap<u64, Vec<EmuIncident>>,
 }
 
 impl TenantData {
     /// A tenant whose history starts at `start`.
     pub fn new(spec: TenantSpec, start: Timestamp) -> Self {
+        Self::with_realism(spec, start, Realism::default())
+    }
+
+    /// A tenant whose history starts at `start`, with realism switches.
+    pub fn with_realism(spec: TenantSpec, start: Timestamp, realism: Realism) -> Self {
         let per_hour = spec.incidents_per_hour.max(0.001);
         let interval_ticks = ((3600.0 / per_hour) * TICKS_PER_SEC as f64) as i64;
         let from_epoch = (start.ticks() - epoch().ticks()).max(0);
@@ -228,6 +259,9 @@ impl TenantData {
             schedules: BTreeMap::new(),
             versions: Vec::new(),
             next_custom: 900_000_000,
+            realism,
+            last_initial: None,
+            history: BTreeMap::new(),
         }
     }
 
@@ -242,10 +276,68 @@ impl TenantData {
         Timestamp::from_ticks(epoch().ticks() + k as i64 * self.interval_ticks + jitter)
     }
 
+    /// When the next generated incident is created, and the first last-update time it must
+    /// share with the previous incident when it is a tie.
+    fn next_creation(&self) -> (Timestamp, Option<Timestamp>) {
+        let k = self.next_k;
+        let mut rng = Rng::derive(self.spec.seed ^ 0x71E5, k);
+        match self.last_initial {
+            Some((created, lu))
+                if self.realism.tie_probability > 0.0
+                    && rng.chance(self.realism.tie_probability) =>
+            {
+                (created, Some(lu))
+            }
+            _ => (self.creation_time(k), None),
+        }
+    }
+
+    /// The incidents as list calls see them at `now`: with ingestion `lag`, the newest version
+    /// whose time is at least `lag` old; incidents not updated within `retention` are gone.
+    pub fn visible(
+        &self,
+        now: Timestamp,
+        lag: chrono::Duration,
+        retention: chrono::Duration,
+    ) -> Vec<EmuIncident> {
+        let horizon = now.sub(lag);
+        let oldest = now.sub(retention);
+        let pick = |inc: &EmuIncident| -> Option<EmuIncident> {
+            if inc.last_update <= horizon {
+                return Some(inc.clone());
+            }
+            self.history
+                .get(&inc.id)?
+                .iter()
+                .rev()
+                .find(|v| v.last_update <= horizon)
+                .cloned()
+        };
+        self.incidents
+            .values()
+            .filter_map(pick)
+            .filter(|i| i.last_update >= oldest)
+            .collect()
+    }
+
+    fn record(&mut self, id: u64) {
+        let Some(inc) = self.incidents.get(&id) else {
+            return;
+        };
+        self.versions.push(VersionRecord {
+            incident_id: id,
+            last_update: inc.last_update,
+        });
+        if self.realism.keep_history {
+            let snapshot = inc.clone();
+            self.history.entry(id).or_default().push(snapshot);
+        }
+    }
+
     /// Applies every creation and update that happened at or before `now`.
     pub fn advance_to(&mut self, now: Timestamp) {
         loop {
-            let created = self.creation_time(self.next_k);
+            let (created, tie) = self.next_creation();
             let update = self.pending.peek().map(|Reverse(p)| *p);
             match update {
                 Some((at, id, idx)) if at <= now && at < created => {
@@ -255,7 +347,7 @@ impl TenantData {
                 _ if created <= now => {
                     let k = self.next_k;
                     self.next_k += 1;
-                    self.create(k, created);
+                    self.create(k, created, tie);
                 }
                 _ => break,
             }
@@ -269,13 +361,13 @@ impl TenantData {
             .map(|_| {
                 let id = self.next_custom;
                 self.next_custom += 1;
-                self.create(id, now);
+                self.create(id, now, None);
                 id
             })
             .collect()
     }
 
-    fn create(&mut self, k: u64, created: Timestamp) {
+    fn create(&mut self, k: u64, created: Timestamp, tie: Option<Timestamp>) {
         let mut rng = Rng::derive(self.spec.seed ^ 0xC0FFEE, k);
         let id = k;
         let alert_count = 1 + rng.below(3) as usize;
@@ -291,6 +383,15 @@ impl TenantData {
             .unwrap_or(SEVERITIES[1]);
         let name = incident_name(&alerts);
         let last_update = created.add(chrono::Duration::milliseconds(rng.range(50, 400) as i64));
+        let last_update = tie.unwrap_or(last_update);
+        if id < 900_000_000 {
+            self.last_initial = Some((created, last_update));
+        }
+        if self.realism.enum_drift && rng.chance(0.2) {
+            if let Some(a) = alerts.first_mut() {
+                a.service_override = Some(SENTINEL);
+            }
+        }
         let incident = EmuIncident {
             id,
             name,
@@ -333,15 +434,16 @@ impl TenantData {
             };
             schedule.push((at, kind));
         }
+        if self.realism.merge_probability > 0.0 && rng.chance(self.realism.merge_probability) {
+            let merge_at = at.add(chrono::Duration::minutes(rng.range(10, 240) as i64));
+            schedule.push((merge_at, Update::Merge));
+        }
         for (idx, (at, _)) in schedule.iter().enumerate() {
             self.pending.push(Reverse((*at, id, idx as u8)));
         }
         self.schedules.insert(id, schedule);
-        self.versions.push(VersionRecord {
-            incident_id: id,
-            last_update,
-        });
         self.incidents.insert(id, incident);
+        self.record(id);
     }
 
     fn apply(&mut self, id: u64, idx: usize, at: Timestamp) {
@@ -353,14 +455,28 @@ impl TenantData {
         else {
             return;
         };
+        if kind == Update::Merge {
+            self.merge(id, at);
+            return;
+        }
+        let drift = self.realism.enum_drift;
         let Some(inc) = self.incidents.get_mut(&id) else {
             return;
         };
+        if inc.status == status::REDIRECTED {
+            // A merged incident no longer changes; its alerts live on in the target.
+            return;
+        }
         let mut rng = Rng::derive(self.spec.seed ^ 0xA11CE, id * 8 + idx as u64);
         match kind {
+            Update::Merge => {}
             Update::Assign => {
                 inc.assigned_to = Some(rng.pick(ANALYSTS).to_string());
-                inc.status = status::IN_PROGRESS;
+                inc.status = if drift && rng.chance(0.3) {
+                    AWAITING_ACTION
+                } else {
+                    status::IN_PROGRESS
+                };
             }
             Update::AddAlert => {
                 let alert = make_alert(&mut rng, id, at);
@@ -402,10 +518,35 @@ impl TenantData {
             }
         }
         inc.last_update = at;
-        self.versions.push(VersionRecord {
-            incident_id: id,
-            last_update: at,
-        });
+        self.record(id);
+    }
+
+    /// Merges incident `id` into the newest earlier incident that is not merged itself:
+    /// `status` becomes `Redirected` with `redirectIncidentId`, and its alerts move over.
+    fn merge(&mut self, id: u64, at: Timestamp) {
+        let target = self
+            .incidents
+            .range(..id)
+            .rev()
+            .find(|(_, i)| i.status != status::REDIRECTED)
+            .map(|(t, _)| *t);
+        let (Some(target), Some(source)) = (target, self.incidents.get_mut(&id)) else {
+            return;
+        };
+        if source.status == status::REDIRECTED {
+            return;
+        }
+        let alerts = std::mem::take(&mut source.alerts);
+        source.status = status::REDIRECTED;
+        source.redirect = Some(target);
+        source.last_update = at;
+        if let Some(t) = self.incidents.get_mut(&target) {
+            t.alerts.extend(alerts);
+            t.name = incident_name(&t.alerts);
+            t.last_update = at;
+        }
+        self.record(target);
+        self.record(id);
     }
 }
 
@@ -726,6 +867,7 @@ fn make_alert(rng: &mut Rng, incident: u64, at: Timestamp) -> EmuAlert {
     EmuAlert {
         id,
         template: t,
+        service_override: None,
         created: at,
         last_updated: at.add(chrono::Duration::milliseconds(rng.range(100, 900) as i64)),
         activity: (

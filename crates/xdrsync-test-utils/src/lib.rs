@@ -98,3 +98,20 @@ pub fn write_config(dir: &Path, emulator: &Emulator, apis: &[ApiKind], extra: &s
     fs_err::write(&path, toml).expect("write config");
     Config::load(&path).expect("the generated config is valid")
 }
+
+/// Starts an emulator with `directory` and behaviour changed by `tweak` (rate limits off
+/// unless `tweak` turns them on).
+pub async fn start_with(
+    directory: Directory,
+    tweak: impl FnOnce(&mut xdrsync_emulator::Behaviour),
+) -> Emulator {
+    let mut config = EmulatorConfig {
+        directory,
+        ..EmulatorConfig::default()
+    };
+    config.behaviour.rate_limits = false;
+    tweak(&mut config.behaviour);
+    Emulator::start(config, "127.0.0.1:0".parse().expect("loopback address"))
+        .await
+        .expect("the emulator binds a loopback port")
+}
