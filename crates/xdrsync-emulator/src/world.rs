@@ -361,7 +361,8 @@ impl TenantData {
             .map(|_| {
                 let id = self.next_custom;
                 self.next_custom += 1;
-                self.create(id, now, None);
+                // Created a moment ago, so its first version (created + < 0.4 s) is visible now.
+                self.create(id, now.sub(chrono::Duration::seconds(1)), None);
                 id
             })
             .collect()
@@ -387,10 +388,8 @@ impl TenantData {
         if id < 900_000_000 {
             self.last_initial = Some((created, last_update));
         }
-        if self.realism.enum_drift && rng.chance(0.2) {
-            if let Some(a) = alerts.first_mut() {
-                a.service_override = Some(SENTINEL);
-            }
+        if let Some(a) = alerts.first_mut().filter(|_| self.realism.enum_drift && rng.chance(0.2)) {
+            a.service_override = Some(SENTINEL);
         }
         let incident = EmuIncident {
             id,
