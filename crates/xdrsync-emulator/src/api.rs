@@ -23,30 +23,32 @@ const SKEW_SECS: i64 = 300;
 
 /// Which API family answers, for error shapes and audiences.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Family {
+pub(crate) enum Family {
     Xdr,
     Graph,
+    /// The retired SIEM alert exporter: legacy `graph.windows.net` tokens, XDR-style errors.
+    Siem,
 }
 
 /// Why a bearer token was refused.
-enum Refusal {
+pub(crate) enum Refusal {
     Unauthorized(&'static str),
     Forbidden(String),
 }
 
-struct Caller {
-    tenant: String,
-    app: String,
+pub(crate) struct Caller {
+    pub(crate) tenant: String,
+    pub(crate) app: String,
 }
 
 /// What an operation requires: one of these application roles (app-only tokens) or delegated
 /// scopes (user tokens).
-struct Needs {
-    roles: &'static [&'static str],
-    scopes: &'static [&'static str],
+pub(crate) struct Needs {
+    pub(crate) roles: &'static [&'static str],
+    pub(crate) scopes: &'static [&'static str],
 }
 
-fn authorize(
+pub(crate) fn authorize(
     state: &EmulatorState,
     headers: &HeaderMap,
     family: Family,
@@ -104,6 +106,7 @@ fn authorize(
         // The XDR and MDE hosts share a back end and both audiences are seen in Microsoft's
         // samples (defender-api.md §1.3), so both are accepted.
         Family::Xdr => &[Resource::Xdr.uri(), Resource::Mde.uri()],
+        Family::Siem => &[Resource::Siem.uri(), Resource::Mde.uri()],
     };
     let aud = c.get("aud").and_then(Value::as_str).unwrap_or_default();
     if !audiences
@@ -155,7 +158,7 @@ fn authorize(
     Ok(Caller { tenant: tid, app })
 }
 
-fn refuse(
+pub(crate) fn refuse(
     state: &EmulatorState,
     family: Family,
     refusal: Refusal,
@@ -163,10 +166,10 @@ fn refuse(
 ) -> Response {
     let now = state.clock().now();
     match (family, refusal) {
-        (Family::Xdr, Refusal::Unauthorized(msg)) => {
+        (Family::Xdr | Family::Siem, Refusal::Unauthorized(msg)) => {
             errors::xdr(StatusCode::UNAUTHORIZED, "Unauthorized", msg)
         }
-        (Family::Xdr, Refusal::Forbidden(roles)) => errors::xdr(
+        (Family::Xdr | Family::Siem, Refusal::Forbidden(roles)) => errors::xdr(
             StatusCode::FORBIDDEN,
             "Forbidden",
             &format!(
@@ -198,7 +201,7 @@ fn refuse(
 }
 
 /// `Prefer: include-unknown-enum-members` (possibly among other preferences).
-fn prefers_unknown(headers: &HeaderMap) -> bool {
+pub(crate) fn prefers_unknown(headers: &HeaderMap) -> bool {
     headers
         .get_all("prefer")
         .iter()
@@ -210,14 +213,14 @@ fn prefers_unknown(headers: &HeaderMap) -> bool {
         })
 }
 
-fn client_request_id(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn client_request_id(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("client-request-id")
         .and_then(|v| v.to_str().ok())
 }
 
 /// OData response headers as the services send them.
-fn odata_json(body: Value) -> Response {
+pub(crate) fn odata_json(body: Value) -> Response {
     let mut resp = axum::Json(body).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -229,12 +232,12 @@ fn odata_json(body: Value) -> Response {
 }
 
 /// Query options, decoded as a form (`+` is a space).
-fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+pub(crate) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
     raw.and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
         .unwrap_or_default()
 }
 
-fn get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(key))
@@ -242,7 +245,7 @@ fn get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
 }
 
 /// Incidents sorted as the services list them: most recently updated first.
-fn sorted(mut list: Vec<EmuIncident>, ascending: bool) -> Vec<EmuIncident> {
+pub(crate) fn sorted(mut list: Vec<EmuIncident>, ascending: bool) -> Vec<EmuIncident> {
     list.sort_by_key(|i| std::cmp::Reverse((i.last_update, i.id)));
     if ascending {
         list.reverse();
@@ -266,7 +269,7 @@ const GRAPH_READ: &Needs = &Needs {
 };
 
 /// Counts the call against its quota; a 429 in the family's shape when over it.
-fn limit(
+pub(crate) fn limit(
     state: &EmulatorState,
     caller: &Caller,
     family: Family,
@@ -294,7 +297,7 @@ fn limit(
         format!("{} minutes", e.window_secs / 60)
     };
     let mut resp = match family {
-        Family::Xdr => errors::xdr(
+        Family::Xdr | Family::Siem => errors::xdr(
             StatusCode::TOO_MANY_REQUESTS,
             "TooManyRequests",
             &format!(

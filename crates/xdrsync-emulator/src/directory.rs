@@ -22,11 +22,18 @@ pub enum Resource {
     Xdr,
     /// Microsoft Defender for Endpoint ("WindowsDefenderATP").
     Mde,
+    /// The legacy Azure AD Graph resource the retired SIEM API's tokens were issued for.
+    Siem,
 }
 
 impl Resource {
     /// Every resource.
-    pub const ALL: [Resource; 3] = [Resource::Graph, Resource::Xdr, Resource::Mde];
+    pub const ALL: [Resource; 4] = [
+        Resource::Graph,
+        Resource::Xdr,
+        Resource::Mde,
+        Resource::Siem,
+    ];
 
     /// The canonical App ID URI, which is also the `aud` of its tokens.
     pub fn uri(&self) -> &'static str {
@@ -34,6 +41,7 @@ impl Resource {
             Resource::Graph => "https://graph.microsoft.com",
             Resource::Xdr => "https://api.security.microsoft.com",
             Resource::Mde => "https://api.securitycenter.microsoft.com",
+            Resource::Siem => "https://graph.windows.net",
         }
     }
 
@@ -53,6 +61,10 @@ impl Resource {
                 "https://api.securitycenter.microsoft.com",
                 "https://securitycenter.onmicrosoft.com/windowsatpservice",
                 "fc780465-2017-40d4-a0c5-307022471b92",
+            ],
+            Resource::Siem => &[
+                "https://graph.windows.net",
+                "00000002-0000-0000-c000-000000000000",
             ],
         }
     }
@@ -165,9 +177,14 @@ pub struct Directory {
 /// The read roles a sync needs, per resource.
 pub fn read_roles(resource: Resource) -> Vec<String> {
     let roles: &[&str] = match resource {
-        Resource::Graph => &["SecurityIncident.Read.All", "SecurityAlert.Read.All"],
-        Resource::Xdr => &["Incident.Read.All"],
+        Resource::Graph => &[
+            "SecurityIncident.Read.All",
+            "SecurityAlert.Read.All",
+            "ThreatHunting.Read.All",
+        ],
+        Resource::Xdr => &["Incident.Read.All", "AdvancedHunting.Read.All"],
         Resource::Mde => &["Alert.Read.All"],
+        Resource::Siem => &["Alert.Read.All"],
     };
     roles.iter().map(|s| (*s).to_owned()).collect()
 }

@@ -71,7 +71,7 @@ pub(crate) fn delegated_scopes(resource: Resource) -> Vec<String> {
     let s: &[&str] = match resource {
         Resource::Graph => &["SecurityIncident.Read.All", "SecurityAlert.Read.All"],
         Resource::Xdr => &["Incident.Read"],
-        Resource::Mde => &["Alert.Read"],
+        Resource::Mde | Resource::Siem => &["Alert.Read"],
     };
     s.iter().map(|x| (*x).to_owned()).collect()
 }

@@ -16,6 +16,9 @@
 //! [`router`] builds the axum router, so unit tests need no socket; [`Emulator::start`] binds it
 //! to a loopback port for tests that talk real HTTP.
 
+// The SIEM detection literal in `alerts.rs` is a large `json!` object.
+#![recursion_limit = "256"]
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +33,7 @@ use xdrsync_jwt::SigningKey;
 use xdrsync_model::Timestamp;
 
 mod admin;
+mod alerts;
 mod api;
 mod authorize;
 pub mod behaviour;
@@ -41,7 +45,9 @@ mod entra;
 mod errors;
 pub mod faults;
 pub mod fixture;
+mod hunting;
 mod limits;
+mod mutate;
 pub mod odata;
 mod render;
 mod rng;
@@ -315,6 +321,17 @@ impl EmulatorState {
         .unwrap_or_default()
     }
 
+    /// Changes one incident now (a PATCH); `None` when tenant or incident do not exist.
+    pub(crate) fn patch_incident(
+        &self,
+        tenant: &str,
+        id: u64,
+        f: impl FnOnce(&mut EmuIncident) -> Result<(), String>,
+    ) -> Option<Result<EmuIncident, String>> {
+        let now = self.clock().now();
+        self.with_tenant(tenant, |d| d.patch(id, now, f)).flatten()
+    }
+
     /// Creates `count` new incidents in `tenant` now (`None` if there is no such tenant).
     pub fn create_incidents(&self, tenant: &str, count: u32) -> Option<Vec<u64>> {
         let now = self.clock().now();
@@ -365,9 +382,32 @@ pub fn router(state: EmulatorState) -> Router {
         .route("/{tenant}/discovery/keys", get(discovery::jwks))
         .route("/{tenant}/discovery/instance", get(discovery::instance))
         .route("/api/incidents", get(api::xdr_list))
-        .route("/api/incidents/{id}", get(api::xdr_get))
+        .route(
+            "/api/incidents/{id}",
+            get(api::xdr_get).patch(mutate::xdr_patch),
+        )
+        .route("/api/alerts", get(alerts::mde_alerts))
+        .route("/alertexporter/api/alerts", get(alerts::siem_alerts))
+        .route("/api/advancedhunting/run", post(hunting::xdr_run))
+        .route("/v1.0/security/runHuntingQuery", post(hunting::graph_run))
+        .route("/v1.0/security/alerts_v2", get(alerts::alerts_v2))
+        .route(
+            "/v1.0/security/alerts_v2/{id}",
+            get(alerts::alert_v2).patch(mutate::graph_alert_patch),
+        )
+        .route(
+            "/v1.0/security/alerts_v2/{id}/comments",
+            post(mutate::graph_alert_comment),
+        )
+        .route(
+            "/v1.0/security/incidents/{id}/comments",
+            post(mutate::graph_incident_comment),
+        )
         .route("/v1.0/security/incidents", get(api::graph_list))
-        .route("/v1.0/security/incidents/{id}", get(api::graph_get))
+        .route(
+            "/v1.0/security/incidents/{id}",
+            get(api::graph_get).patch(mutate::graph_patch),
+        )
         .route("/_emulator/health", get(|| async { "ok" }))
         .route("/_emulator/stats", get(admin::stats))
         .route("/_emulator/directory", get(admin::directory))

@@ -21,6 +21,9 @@ use xdrsync_model::Timestamp;
 pub(crate) enum Quota {
     XdrList,
     XdrGet,
+    XdrUpdate,
+    Mde,
+    Hunting,
     Graph,
 }
 
@@ -28,8 +31,9 @@ impl Quota {
     /// `(window in seconds, calls allowed in it)`.
     fn windows(self) -> &'static [(i64, usize)] {
         match self {
-            Quota::XdrList => &[(60, 50), (3600, 1500)],
-            Quota::XdrGet => &[(60, 100), (3600, 1500)],
+            Quota::XdrList | Quota::XdrUpdate => &[(60, 50), (3600, 1500)],
+            Quota::XdrGet | Quota::Mde => &[(60, 100), (3600, 1500)],
+            Quota::Hunting => &[(60, 45), (3600, 1500)],
             Quota::Graph => &[(60, 150)],
         }
     }

@@ -129,6 +129,12 @@ pub struct EmuAlert {
     pub template: &'static AlertTemplate,
     /// A `serviceSource` other than the template's (enum drift).
     pub service_override: Option<Member>,
+    /// Comments added through Graph.
+    pub comments: Vec<Comment>,
+    /// Owner of the alert.
+    pub assigned_to: Option<String>,
+    /// Classification and determination set on the alert itself.
+    pub verdict: Option<(Member, Member)>,
     /// Created.
     pub created: Timestamp,
     /// Last updated.
@@ -210,6 +216,63 @@ pub struct Realism {
     pub enum_drift: bool,
     /// Keep every version's snapshot (needed to show what was visible before ingestion lag).
     pub keep_history: bool,
+}
+
+/// Incident statuses a PATCH may set.
+pub const STATUSES: &[Member] = &[
+    status::ACTIVE,
+    status::IN_PROGRESS,
+    status::RESOLVED,
+    status::REDIRECTED,
+    AWAITING_ACTION,
+];
+/// Classifications.
+pub const CLASSIFICATIONS: &[Member] = &[
+    CLASS_UNKNOWN,
+    CLASS_FP,
+    CLASS_TP,
+    m(
+        "InformationalExpectedActivity",
+        "informationalExpectedActivity",
+    ),
+];
+/// Determinations, with the legacy PATCH page's alternative spellings accepted too.
+pub const DETERMINATIONS: &[Member] = &[
+    DET_NA,
+    m("Apt", "apt"),
+    m("Malware", "malware"),
+    m("SecurityPersonnel", "securityPersonnel"),
+    m("SecurityTesting", "securityTesting"),
+    m("UnwantedSoftware", "unwantedSoftware"),
+    m("Other", "other"),
+    m("MultiStagedAttack", "multiStagedAttack"),
+    m("CompromisedUser", "compromisedUser"),
+    m("CompromisedAccount", "compromisedUser"),
+    m("Phishing", "phishing"),
+    m("MaliciousUserActivity", "maliciousUserActivity"),
+    m("Clean", "clean"),
+    m("InsufficientData", "insufficientData"),
+    m("NoEnoughDataToValidate", "insufficientData"),
+    m("ConfirmedUserActivity", "confirmedActivity"),
+    m("ConfirmedActivity", "confirmedActivity"),
+    m("LineOfBusinessApplication", "lineOfBusinessApplication"),
+];
+/// Alert statuses.
+pub const ALERT_STATUSES: &[Member] = &[
+    m("New", "new"),
+    m("InProgress", "inProgress"),
+    m("Resolved", "resolved"),
+];
+
+/// Finds a member by its legacy (`graph = false`) or Graph spelling, ignoring case.
+pub fn find(list: &[Member], text: &str, graph: bool) -> Option<Member> {
+    list.iter().copied().find(|m| {
+        if graph {
+            m.graph.eq_ignore_ascii_case(text)
+        } else {
+            m.legacy.eq_ignore_ascii_case(text)
+        }
+    })
 }
 
 /// Evolvable members Graph hides without `Prefer: include-unknown-enum-members`.
@@ -388,7 +451,10 @@ impl TenantData {
         if id < 900_000_000 {
             self.last_initial = Some((created, last_update));
         }
-        if let Some(a) = alerts.first_mut().filter(|_| self.realism.enum_drift && rng.chance(0.2)) {
+        if let Some(a) = alerts
+            .first_mut()
+            .filter(|_| self.realism.enum_drift && rng.chance(0.2))
+        {
             a.service_override = Some(SENTINEL);
         }
         let incident = EmuIncident {
@@ -518,6 +584,25 @@ impl TenantData {
         }
         inc.last_update = at;
         self.record(id);
+    }
+
+    /// Changes incident `id` at `now` through `f` (a PATCH): a new version, whose time is
+    /// after the previous one. `None` if there is no such incident.
+    pub fn patch(
+        &mut self,
+        id: u64,
+        now: Timestamp,
+        f: impl FnOnce(&mut EmuIncident) -> Result<(), String>,
+    ) -> Option<Result<EmuIncident, String>> {
+        let inc = self.incidents.get_mut(&id)?;
+        let mut changed = inc.clone();
+        if let Err(e) = f(&mut changed) {
+            return Some(Err(e));
+        }
+        changed.last_update = now.max(inc.last_update.add(chrono::Duration::milliseconds(1)));
+        *inc = changed.clone();
+        self.record(id);
+        Some(Ok(changed))
     }
 
     /// Merges incident `id` into the newest earlier incident that is not merged itself:
@@ -867,6 +952,9 @@ fn make_alert(rng: &mut Rng, incident: u64, at: Timestamp) -> EmuAlert {
         id,
         template: t,
         service_override: None,
+        comments: Vec::new(),
+        assigned_to: None,
+        verdict: None,
         created: at,
         last_updated: at.add(chrono::Duration::milliseconds(rng.range(100, 900) as i64)),
         activity: (

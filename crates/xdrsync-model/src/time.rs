@@ -55,12 +55,12 @@ impl Timestamp {
 
     /// This instant moved by a signed duration (saturating at the representable range).
     pub fn add(&self, d: chrono::Duration) -> Self {
-        Self(self.0.checked_add_signed(d).unwrap_or(self.0))
+        Self::from_datetime(self.0.checked_add_signed(d).unwrap_or(self.0))
     }
 
     /// This instant moved back by a duration.
     pub fn sub(&self, d: chrono::Duration) -> Self {
-        Self(self.0.checked_sub_signed(d).unwrap_or(self.0))
+        Self::from_datetime(self.0.checked_sub_signed(d).unwrap_or(self.0))
     }
 
     /// The form Defender prints: the fraction trimmed of trailing zeros, none if whole.
@@ -162,6 +162,16 @@ mod tests {
         let b: Timestamp = "2020-09-06T14:46:57.29Z".parse().unwrap();
         assert!(b < a);
         assert!(b.to_string() < a.to_string());
+    }
+
+    /// Regression: arithmetic kept nanoseconds, so two timestamps that print the same could
+    /// compare unequal (seen as a PATCHed version missing from the emulator's ground truth).
+    #[test]
+    fn arithmetic_stays_at_100ns() {
+        let t: Timestamp = "2026-11-22T03:56:54.8563960Z".parse().unwrap();
+        let moved = t.add(chrono::Duration::nanoseconds(37));
+        assert_eq!(moved, t);
+        assert_eq!(t.sub(chrono::Duration::nanoseconds(1)).to_string(), "2026-11-22T03:56:54.8563959Z");
     }
 
     #[test]
