@@ -39,7 +39,7 @@ pub(crate) async fn stats(State(state): State<EmulatorState>) -> Response {
 }
 
 pub(crate) async fn directory(State(state): State<EmulatorState>) -> Response {
-    Json(state.directory()).into_response()
+    Json(state.directory().as_ref().clone()).into_response()
 }
 
 #[derive(Deserialize)]

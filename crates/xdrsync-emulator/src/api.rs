@@ -11,13 +11,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use xdrsync_jwt::{Algorithm, Decoded};
 
-use crate::EmulatorState;
 use crate::directory::Resource;
 use crate::errors;
 use crate::limits::Quota;
 use crate::odata::{self, PropType};
 use crate::render;
 use crate::world::EmuIncident;
+use crate::{EmulatorState, RenderKind};
 
 const SKEW_SECS: i64 = 300;
 
@@ -66,19 +66,11 @@ pub(crate) fn authorize(
         .trim();
     let decoded = Decoded::parse(token)
         .map_err(|_| Unauthorized("Access token validation failure. The token is malformed."))?;
-    let Some(key) = state
-        .verification_keys()
-        .into_iter()
-        .find(|k| decoded.kid() == Some(k.kid()))
-    else {
+    let Some(public) = decoded.kid().and_then(|kid| state.verifier(kid)) else {
         return Err(Unauthorized(
             "Access token validation failure. Signing key not found.",
         ));
     };
-    let public = key
-        .jwk()
-        .public_key()
-        .map_err(|_| Unauthorized("Access token validation failure."))?;
     decoded
         .verify(&public, &[Algorithm::RS256])
         .map_err(|_| Unauthorized("Access token validation failure. Invalid signature."))?;
@@ -231,6 +223,34 @@ pub(crate) fn odata_json(body: Value) -> Response {
     resp
 }
 
+/// An OData collection from header fields and already-rendered items, without re-parsing them.
+pub(crate) fn odata_collection(
+    fields: serde_json::Map<String, Value>,
+    items: &[std::sync::Arc<str>],
+) -> Response {
+    let mut body = Value::Object(fields).to_string();
+    body.pop();
+    if body.len() > 1 {
+        body.push(',');
+    }
+    body.push_str("\"value\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(item);
+    }
+    body.push_str("]}");
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"),
+    );
+    h.insert("OData-Version", HeaderValue::from_static("4.0"));
+    resp
+}
+
 /// Query options, decoded as a form (`+` is a space).
 pub(crate) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
     raw.and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
@@ -242,15 +262,6 @@ pub(crate) fn get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a st
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(key))
         .map(|(_, v)| v.as_str())
-}
-
-/// Incidents sorted as the services list them: most recently updated first.
-pub(crate) fn sorted(mut list: Vec<EmuIncident>, ascending: bool) -> Vec<EmuIncident> {
-    list.sort_by_key(|i| std::cmp::Reverse((i.last_update, i.id)));
-    if ascending {
-        list.reverse();
-    }
-    list
 }
 
 const XDR_READ: &Needs = &Needs {
@@ -384,26 +395,33 @@ pub(crate) async fn xdr_list(
         Some(Ok(f)) => f,
         Some(Err(e)) => return bad(e),
     };
-    let incidents = state.incidents(&caller.tenant, |i| {
+    let style = state.body_style();
+    let pred = |i: &EmuIncident| {
         odata::matches(&filter, |p| match p {
             "lastUpdateTime" => odata::Value::DateTime(i.last_update),
             "createdTime" => odata::Value::DateTime(i.created),
             "status" => odata::Value::Text(Some(i.status.legacy)),
             _ => odata::Value::Text(i.assigned_to.as_deref()),
         })
-    });
-    let style = state.body_style();
-    let page: Vec<Value> = sorted(incidents, false)
-        .iter()
-        .skip(skip)
-        .take(top)
-        .map(|i| render::xdr_incident(i, &caller.tenant, style))
-        .collect();
+    };
+    let (_, page) = state
+        .page(&caller.tenant, pred, false, skip, top, |page| {
+            page.iter()
+                .map(|i| {
+                    state.rendered(&caller.tenant, i, RenderKind::Xdr, || {
+                        render::xdr_incident(i, &caller.tenant, style)
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
     state.count_page_served();
-    odata_json(json!({
-        "@odata.context": format!("{}/api/$metadata#Incidents", state.base_url()),
-        "value": page,
-    }))
+    let mut fields = serde_json::Map::new();
+    fields.insert(
+        "@odata.context".into(),
+        json!(format!("{}/api/$metadata#Incidents", state.base_url())),
+    );
+    odata_collection(fields, &page)
 }
 
 /// `GET /api/incidents/{id}`.
@@ -524,7 +542,7 @@ pub(crate) async fn graph_list(
         Some(Ok(f)) => f,
         Some(Err(e)) => return bad("BadRequest", format!("Invalid filter clause: {e}")),
     };
-    let incidents = state.incidents(&caller.tenant, |i| {
+    let pred = |i: &EmuIncident| {
         odata::matches(&filter, |p| match p {
             "lastUpdateDateTime" => odata::Value::DateTime(i.last_update),
             "createdDateTime" => odata::Value::DateTime(i.created),
@@ -534,31 +552,37 @@ pub(crate) async fn graph_list(
             "determination" => odata::Value::Text(Some(i.determination.graph)),
             _ => odata::Value::Text(i.assigned_to.as_deref()),
         })
-    });
-    let total = incidents.len();
+    };
     let prefer = prefers_unknown(&headers);
-    let page_incidents: Vec<EmuIncident> = sorted(incidents, ascending)
-        .into_iter()
-        .skip(skip)
-        .take(top)
-        .collect();
-    if let Some(min) = state.behaviour().expand_fail_min_alerts.filter(|_| expand) {
-        // Observed on large tenants: `$expand=alerts` answers 500 for big incidents
-        // (defender-api.md §2.3); the same query without `$expand` works.
-        if page_incidents.iter().any(|i| i.alerts.len() >= min) {
-            return errors::graph(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalServerError",
-                "An error has occurred.",
-                now,
-                crid.as_deref(),
-            );
-        }
-    }
-    let page: Vec<Value> = page_incidents
-        .iter()
-        .map(|i| render::graph_incident(i, &caller.tenant, expand, prefer))
-        .collect();
+    let fail_at = state.behaviour().expand_fail_min_alerts.filter(|_| expand);
+    let (total, page) = state
+        .page(&caller.tenant, pred, ascending, skip, top, |page| {
+            // Observed on large tenants: `$expand=alerts` answers 500 for big incidents
+            // (defender-api.md §2.3); the same query without `$expand` works.
+            if fail_at.is_some_and(|min| page.iter().any(|i| i.alerts.len() >= min)) {
+                return None;
+            }
+            let kind = RenderKind::Graph { expand, prefer };
+            Some(
+                page.iter()
+                    .map(|i| {
+                        state.rendered(&caller.tenant, i, kind, || {
+                            render::graph_incident(i, &caller.tenant, expand, prefer)
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .unwrap_or((0, Some(Vec::new())));
+    let Some(page) = page else {
+        return errors::graph(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "An error has occurred.",
+            now,
+            crid.as_deref(),
+        );
+    };
     let base = state.base_url();
     let mut body = serde_json::Map::new();
     body.insert(
@@ -584,9 +608,8 @@ pub(crate) async fn graph_list(
             json!(format!("{base}/v1.0/security/incidents?{query}")),
         );
     }
-    body.insert("value".into(), Value::Array(page));
     state.count_page_served();
-    odata_json(Value::Object(body))
+    odata_collection(body, &page)
 }
 
 /// `GET /v1.0/security/incidents/{id}`.

@@ -100,7 +100,8 @@ pub struct EmulatorState(Arc<Inner>);
 
 struct Inner {
     /// Read on every token request and API call; written only by admin operations.
-    directory: RwLock<Directory>,
+    /// Copy-on-write: readers take a cheap `Arc` snapshot; admin changes replace it.
+    directory: RwLock<Arc<Directory>>,
     clock: Clock,
     /// Signing keys, newest (the one that signs) first; older ones still verify until
     /// dropped by the next rotation, as Entra publishes old and new keys side by side.
@@ -121,8 +122,28 @@ struct Inner {
     tokens_issued: AtomicU64,
     pages_served: AtomicU64,
     faults_injected: AtomicU64,
+    /// Rendered JSON per incident version and shape: a version never changes, so it is
+    /// rendered once however many pages carry it (the emulator must not be the bottleneck).
+    rendered: Mutex<HashMap<RenderKey, Arc<str>>>,
     /// Injected faults; read by the middleware on every request.
     faults: faults::Faults,
+}
+
+/// (tenant, incident id, last-update ticks, shape): one rendered incident version.
+type RenderKey = (String, u64, i64, RenderKind);
+
+/// Which shape an incident is rendered in (a key of the render cache).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum RenderKind {
+    /// Legacy XDR.
+    Xdr,
+    /// Graph, with or without alerts and unknown enum members.
+    Graph {
+        /// `$expand=alerts`.
+        expand: bool,
+        /// `Prefer: include-unknown-enum-members`.
+        prefer: bool,
+    },
 }
 
 /// Counters of what the emulator has served.
@@ -144,7 +165,7 @@ impl EmulatorState {
         let clock = Clock::new(config.time_scale);
         let started = clock.now();
         EmulatorState(Arc::new(Inner {
-            directory: RwLock::new(config.directory),
+            directory: RwLock::new(Arc::new(config.directory)),
             clock,
             keys: RwLock::new(vec![key]),
             sessions: Mutex::new(sessions::Sessions::default()),
@@ -158,6 +179,7 @@ impl EmulatorState {
             tokens_issued: AtomicU64::new(0),
             pages_served: AtomicU64::new(0),
             faults_injected: AtomicU64::new(0),
+            rendered: Mutex::new(HashMap::new()),
             faults: faults::Faults::default(),
         }))
     }
@@ -168,7 +190,7 @@ impl EmulatorState {
     }
 
     /// A snapshot of the directory.
-    pub fn directory(&self) -> Directory {
+    pub fn directory(&self) -> Arc<Directory> {
         self.0
             .directory
             .read()
@@ -178,12 +200,24 @@ impl EmulatorState {
 
     /// Changes the directory (add tenants or apps, grant or revoke roles).
     pub fn update_directory(&self, f: impl FnOnce(&mut Directory)) {
-        f(&mut self.0.directory.write().unwrap_or_else(|e| e.into_inner()));
+        let mut guard = self.0.directory.write().unwrap_or_else(|e| e.into_inner());
+        f(Arc::make_mut(&mut guard));
     }
 
     /// The key that signs new tokens.
     pub(crate) fn signing_key(&self) -> SigningKey {
         self.0.keys.read().unwrap_or_else(|e| e.into_inner())[0].clone()
+    }
+
+    /// The public key with id `kid`, if it still verifies tokens.
+    pub(crate) fn verifier(&self, kid: &str) -> Option<rsa::RsaPublicKey> {
+        self.0
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|k| k.kid() == kid)
+            .map(SigningKey::public_key)
     }
 
     /// Every key that still verifies tokens.
@@ -316,9 +350,68 @@ impl EmulatorState {
             d.visible(now, lag, retention)
                 .into_iter()
                 .filter(|i| pred(i))
+                .cloned()
                 .collect()
         })
         .unwrap_or_default()
+    }
+
+    /// Runs `f` on one page of the tenant's visible incidents that satisfy `pred`, sorted by
+    /// last update (newest first, or oldest first with `ascending`), without copying the rest;
+    /// also returns how many matched in all. `None` if there is no such tenant.
+    pub(crate) fn page<R>(
+        &self,
+        tenant: &str,
+        pred: impl Fn(&EmuIncident) -> bool,
+        ascending: bool,
+        skip: usize,
+        top: usize,
+        f: impl FnOnce(&[&EmuIncident]) -> R,
+    ) -> Option<(usize, R)> {
+        let now = self.clock().now();
+        let lag = chrono::Duration::seconds(self.0.behaviour.ingestion_lag_secs as i64);
+        let retention = chrono::Duration::days(i64::from(self.0.behaviour.retention_days));
+        self.with_tenant(tenant, |d| {
+            let mut matching: Vec<&EmuIncident> = d
+                .visible(now, lag, retention)
+                .into_iter()
+                .filter(|i| pred(i))
+                .collect();
+            matching.sort_by_key(|i| std::cmp::Reverse((i.last_update, i.id)));
+            if ascending {
+                matching.reverse();
+            }
+            let total = matching.len();
+            let page: Vec<&EmuIncident> = matching.into_iter().skip(skip).take(top).collect();
+            (total, f(&page))
+        })
+    }
+
+    /// The rendered JSON of one incident version, from the cache or `render`.
+    pub(crate) fn rendered(
+        &self,
+        tenant: &str,
+        inc: &EmuIncident,
+        kind: RenderKind,
+        render: impl FnOnce() -> serde_json::Value,
+    ) -> Arc<str> {
+        let key = (tenant.to_owned(), inc.id, inc.last_update.ticks(), kind);
+        if let Some(hit) = self
+            .0
+            .rendered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return hit.clone();
+        }
+        let text: Arc<str> = Arc::from(render().to_string());
+        let mut cache = self.0.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 200_000 {
+            cache.clear();
+        }
+        cache.insert(key, text.clone());
+        text
     }
 
     /// Changes one incident now (a PATCH); `None` when tenant or incident do not exist.

@@ -362,23 +362,21 @@ impl TenantData {
         now: Timestamp,
         lag: chrono::Duration,
         retention: chrono::Duration,
-    ) -> Vec<EmuIncident> {
+    ) -> Vec<&EmuIncident> {
         let horizon = now.sub(lag);
         let oldest = now.sub(retention);
-        let pick = |inc: &EmuIncident| -> Option<EmuIncident> {
-            if inc.last_update <= horizon {
-                return Some(inc.clone());
-            }
-            self.history
-                .get(&inc.id)?
-                .iter()
-                .rev()
-                .find(|v| v.last_update <= horizon)
-                .cloned()
-        };
         self.incidents
             .values()
-            .filter_map(pick)
+            .filter_map(|inc| {
+                if inc.last_update <= horizon {
+                    return Some(inc);
+                }
+                self.history
+                    .get(&inc.id)?
+                    .iter()
+                    .rev()
+                    .find(|v| v.last_update <= horizon)
+            })
             .filter(|i| i.last_update >= oldest)
             .collect()
     }

@@ -110,7 +110,13 @@ async fn xdr_patch_is_a_new_version() {
     );
     let t: xdrsync_model::Timestamp = body["lastUpdateTime"].as_str().unwrap().parse().unwrap();
     assert!(t > inc.last_update);
-    let gt: Vec<_> = e.emu.state().ground_truth(&e.tenant).into_iter().filter(|v| v.incident_id == inc.id).collect();
+    let gt: Vec<_> = e
+        .emu
+        .state()
+        .ground_truth(&e.tenant)
+        .into_iter()
+        .filter(|v| v.incident_id == inc.id)
+        .collect();
     assert!(gt.iter().any(|v| v.last_update == t), "{t} not in {gt:?}");
     // Determination needs TruePositive.
     let (status, body) = e

@@ -133,6 +133,11 @@ impl SigningKey {
         &self.kid
     }
 
+    /// The public key, for verifying what this key signed.
+    pub fn public_key(&self) -> RsaPublicKey {
+        self.key.to_public_key()
+    }
+
     /// The public half as a JWK.
     pub fn jwk(&self) -> Jwk {
         Jwk::from_public_key(&self.key.to_public_key(), &self.kid)

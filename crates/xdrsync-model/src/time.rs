@@ -171,7 +171,10 @@ mod tests {
         let t: Timestamp = "2026-11-22T03:56:54.8563960Z".parse().unwrap();
         let moved = t.add(chrono::Duration::nanoseconds(37));
         assert_eq!(moved, t);
-        assert_eq!(t.sub(chrono::Duration::nanoseconds(1)).to_string(), "2026-11-22T03:56:54.8563959Z");
+        assert_eq!(
+            t.sub(chrono::Duration::nanoseconds(1)).to_string(),
+            "2026-11-22T03:56:54.8563959Z"
+        );
     }
 
     #[test]
