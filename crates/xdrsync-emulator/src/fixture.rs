@@ -271,3 +271,71 @@ impl Fixture {
         Ok((config, cert_paths))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixture_declares_tenants_apps_secrets_certificates_and_consents() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"
+            seed = 3
+            time_scale = 10.0
+            [behaviour]
+            ingestion_lag_secs = 30
+            [[tenants]]
+            name = "Contoso"
+            [[tenants]]
+            name = "Fabrikam"
+            id = "11111111-2222-3333-4444-555555555555"
+            [[apps]]
+            name = "SIEM"
+            home_tenant = "Contoso"
+            multi_tenant = false
+            certificates = ["primary"]
+            [[apps.secrets]]
+            value = "s3cret"
+            expires = "2027-01-01T00:00:00Z"
+            [apps.consents.Fabrikam]
+            graph = ["SecurityIncident.Read.All"]
+        "#;
+        let fixture: Fixture = toml::from_str(text).unwrap();
+        let (config, certs) = fixture.build(Path::new("f.toml"), dir.path()).unwrap();
+        assert_eq!(config.time_scale, 10.0);
+        assert_eq!(config.behaviour.ingestion_lag_secs, 30);
+        let d = &config.directory;
+        assert_eq!(d.tenants.len(), 2);
+        let app = &d.apps[0];
+        assert!(!app.multi_tenant);
+        assert_eq!(app.secrets[0].value, "s3cret");
+        assert!(app.secrets[0].expires.is_some());
+        assert_eq!(
+            app.roles("11111111-2222-3333-4444-555555555555", Resource::Graph),
+            Some(vec!["SecurityIncident.Read.All".to_owned()])
+        );
+        let (_, cert, key) = &certs[&app.client_id][0];
+        assert!(cert.exists() && key.exists());
+        assert_eq!(app.certificates[0].thumbprint_sha1.len(), 40);
+    }
+
+    #[test]
+    fn bad_fixture_names_the_problem() {
+        let err = toml::from_str::<Fixture>("[[tenants]]\nname = \"x\"\nincidents = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `incidents`"), "{err}");
+        let fixture: Fixture = toml::from_str(
+            "[[tenants]]\nname = \"A\"\n[[apps]]\nname = \"x\"\nhome_tenant = \"Nope\"\n",
+        )
+        .unwrap();
+        let err = fixture
+            .build(Path::new("f.toml"), Path::new("/tmp"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("apps[0].home_tenant: no tenant `Nope`"),
+            "{err}"
+        );
+    }
+}

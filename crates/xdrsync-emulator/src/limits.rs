@@ -137,3 +137,64 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod quota_table {
+    use super::*;
+
+    /// Each documented quota: how many calls fit in a minute, then a 429.
+    #[test]
+    fn every_quota_per_minute() {
+        let t0: Timestamp = "2026-11-01T00:00:00Z".parse().unwrap();
+        for (quota, per_minute) in [
+            (Quota::XdrList, 50),
+            (Quota::XdrGet, 100),
+            (Quota::XdrUpdate, 50),
+            (Quota::Mde, 100),
+            (Quota::Hunting, 45),
+            (Quota::Graph, 150),
+        ] {
+            let mut l = Limiter::default();
+            for i in 0..per_minute {
+                assert!(
+                    l.check("a", "t", quota, t0.add(chrono::Duration::milliseconds(i)))
+                        .is_ok(),
+                    "{quota:?} call {i}"
+                );
+            }
+            assert!(
+                l.check("a", "t", quota, t0.add(chrono::Duration::seconds(1)))
+                    .is_err(),
+                "{quota:?}"
+            );
+        }
+    }
+
+    /// 1,500 an hour: spread out so no minute is full, the hour still fills.
+    #[test]
+    fn fifteen_hundred_an_hour() {
+        let t0: Timestamp = "2026-11-01T00:00:00Z".parse().unwrap();
+        let mut l = Limiter::default();
+        for i in 0..1500 {
+            assert!(
+                l.check(
+                    "a",
+                    "t",
+                    Quota::XdrList,
+                    t0.add(chrono::Duration::milliseconds(i * 2000))
+                )
+                .is_ok(),
+                "call {i}"
+            );
+        }
+        let e = l
+            .check(
+                "a",
+                "t",
+                Quota::XdrList,
+                t0.add(chrono::Duration::seconds(3001)),
+            )
+            .unwrap_err();
+        assert_eq!(e.window_secs, 3600);
+    }
+}

@@ -263,3 +263,56 @@ fn help_lists_every_command() {
     assert!(out.status.success());
     insta::assert_snapshot!(text(&out.stdout));
 }
+
+/// From emulator to first pull in two commands: `emulator serve --tls`, `init --emulator`,
+/// then the generated config (which trusts the emulator's CA) pulls over HTTPS.
+#[test]
+fn serve_then_init_then_pull_over_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_xdrsync"))
+        .args([
+            "emulator",
+            "serve",
+            "--tls",
+            "--bind",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let contract = state.join("emulator.json");
+    let started = std::time::Instant::now();
+    while !contract.exists() && started.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let run = |args: &[&str]| xdrsync(args, tmp.path());
+    let init = run(&["init", "--emulator", contract.to_str().unwrap()]);
+    let out = text(&init.stdout);
+    let pull = run(&["pull", "--ndjson", "out.ndjson"]);
+    let again = run(&["init", "--emulator", contract.to_str().unwrap()]);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(init.status.success(), "{out}{}", text(&init.stderr));
+    assert!(out.contains("3 tenants"), "{out}");
+    let config = std::fs::read_to_string(tmp.path().join("xdrsync.toml")).unwrap();
+    assert!(
+        config.contains("ca_file") && config.contains("https://127.0.0.1:"),
+        "{config}"
+    );
+    assert!(!config.contains(&serde_json::from_str::<Value>(&std::fs::read_to_string(&contract).unwrap()).unwrap()["apps"][0]["secret"].as_str().unwrap().to_owned()), "the secret stays in its own file");
+    assert!(
+        pull.status.success(),
+        "{}{}",
+        text(&pull.stdout),
+        text(&pull.stderr)
+    );
+    assert!(ndjson_lines(&tmp.path().join("out.ndjson")).len() > 50);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "init refuses to overwrite without --force"
+    );
+}
