@@ -81,3 +81,18 @@ pub fn generate(subject: &str, expires: Option<Timestamp>) -> Result<GeneratedCe
         key_pem,
     })
 }
+
+/// A token-signing key with a self-signed certificate, as Entra publishes its keys: the JWK's
+/// `kid` and `x5t` are the certificate's SHA-1 thumbprint and `x5c` carries the certificate.
+pub fn token_signing_key() -> Result<SigningKey, String> {
+    let key = SigningKey::generate(2048).map_err(|e| e.to_string())?;
+    let key_pem = key.to_pkcs8_pem().map_err(|e| e.to_string())?;
+    let pair = KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &rcgen::PKCS_RSA_SHA256)
+        .map_err(|e| e.to_string())?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "accounts.accesscontrol.windows.net");
+    let cert = params.self_signed(&pair).map_err(|e| e.to_string())?;
+    Ok(key.with_certificate(cert.der()))
+}

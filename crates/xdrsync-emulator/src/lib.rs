@@ -160,8 +160,8 @@ pub struct Stats {
 impl EmulatorState {
     /// Builds the state; generates a fresh 2048-bit signing key.
     pub fn new(config: EmulatorConfig) -> Self {
-        let key =
-            SigningKey::generate(2048).unwrap_or_else(|e| panic!("RSA key generation failed: {e}"));
+        let key = certs::token_signing_key()
+            .unwrap_or_else(|e| panic!("signing key generation failed: {e}"));
         let clock = Clock::new(config.time_scale);
         let started = clock.now();
         EmulatorState(Arc::new(Inner {
@@ -232,8 +232,8 @@ impl EmulatorState {
     /// Rotates the signing key: a new key signs from now on; the previous one still verifies
     /// (until the next rotation). Returns the new key id.
     pub fn rotate_signing_key(&self) -> String {
-        let key =
-            SigningKey::generate(2048).unwrap_or_else(|e| panic!("RSA key generation failed: {e}"));
+        let key = certs::token_signing_key()
+            .unwrap_or_else(|e| panic!("signing key generation failed: {e}"));
         let kid = key.kid().to_owned();
         let mut keys = self.0.keys.write().unwrap_or_else(|e| e.into_inner());
         keys.insert(0, key);

@@ -110,6 +110,19 @@ async fn v1_and_v2_token_responses_have_entras_shapes() {
         serde_json::from_slice(&b64url_decode(token.split('.').next().unwrap())).unwrap();
     assert_eq!(jwks["keys"][0]["kid"], header["kid"]);
     assert_eq!(header["alg"], "RS256");
+    // As Entra publishes keys: x5t = kid = SHA-1 thumbprint of the x5c certificate.
+    let key = &jwks["keys"][0];
+    assert_eq!(key["x5t"], key["kid"]);
+    assert_eq!(
+        (key["kty"].as_str(), key["use"].as_str(), key["e"].as_str()),
+        (Some("RSA"), Some("sig"), Some("AQAB"))
+    );
+    let der = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        key["x5c"][0].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(key["kid"].as_str().unwrap(), xdrsync_jwt::x5t_sha1(&der));
 }
 
 #[tokio::test]

@@ -86,6 +86,8 @@ pub fn x5t_sha256(der: &[u8]) -> String {
 pub struct SigningKey {
     key: RsaPrivateKey,
     kid: String,
+    /// The key's certificate chain (standard base64 DER), published as `x5c`.
+    x5c: Vec<String>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -117,7 +119,19 @@ impl SigningKey {
             .to_public_key_der()
             .map_err(|e| JwtError::Key(e.to_string()))?;
         let kid = x5t_sha1(spki.as_bytes());
-        Ok(Self { key, kid })
+        Ok(Self {
+            key,
+            kid,
+            x5c: Vec::new(),
+        })
+    }
+
+    /// Attaches the key's certificate: the key id becomes the certificate's SHA-1 thumbprint
+    /// (as Entra's `kid` = `x5t`) and the JWK carries it as `x5c`.
+    pub fn with_certificate(mut self, cert_der: &[u8]) -> Self {
+        self.kid = x5t_sha1(cert_der);
+        self.x5c = vec![STANDARD.encode(cert_der)];
+        self
     }
 
     /// The PKCS#8 PEM encoding of the private key.
@@ -140,7 +154,9 @@ impl SigningKey {
 
     /// The public half as a JWK.
     pub fn jwk(&self) -> Jwk {
-        Jwk::from_public_key(&self.key.to_public_key(), &self.kid)
+        let mut jwk = Jwk::from_public_key(&self.key.to_public_key(), &self.kid);
+        jwk.x5c = self.x5c.clone();
+        jwk
     }
 
     /// Signs `claims` with the given header fields; `alg` and `typ` are set here.
