@@ -489,7 +489,7 @@ mod tests {
                 authority: "https://login.microsoftonline.com".parse().unwrap(),
                 tenant: TenantId::canonical("t"),
                 client_id: "c".into(),
-                client_secret: xdrsync_model::SecretString::new("s"),
+                credential: xdrsync_auth::Credential::Secret(xdrsync_model::SecretString::new("s")),
                 resource: "https://graph.microsoft.com".into(),
                 version: Default::default(),
             },

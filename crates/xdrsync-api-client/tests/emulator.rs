@@ -31,7 +31,9 @@ fn target(emu: &Emulator, api: ApiKind, page_size: u32, version: TokenVersion) -
             authority: base,
             tenant,
             client_id: c.apps[0].client_id.clone(),
-            client_secret: SecretString::new(c.apps[0].secret.clone()),
+            credential: xdrsync_auth::Credential::Secret(SecretString::new(
+                c.apps[0].secret.clone(),
+            )),
             resource: match api {
                 ApiKind::Graph => "https://graph.microsoft.com".into(),
                 ApiKind::Xdr => "https://api.security.microsoft.com".into(),
@@ -217,7 +219,7 @@ async fn a_token_without_the_role_gets_403_with_the_missing_roles_named() {
 async fn a_wrong_secret_is_an_entra_error_with_guidance_and_no_secret() {
     let emu = tu::start(tu::one_tenant("Contoso", 1.0, tu::ALL_READ_ROLES)).await;
     let mut t = target(&emu, ApiKind::Graph, 10, TokenVersion::V2);
-    t.token.client_secret = SecretString::new("wrong~secret~value");
+    t.token.credential = xdrsync_auth::Credential::Secret(SecretString::new("wrong~secret~value"));
     let err = client()
         .list_incidents(&t, Timestamp::now(), None)
         .await

@@ -20,6 +20,81 @@ use serde::Deserialize;
 use url::Url;
 use xdrsync_model::{SafeUrl, SecretString, TenantId, TokenVersion};
 
+/// How a client proves who it is.
+#[derive(Clone)]
+pub enum Credential {
+    /// A client secret.
+    Secret(SecretString),
+    /// A certificate: a signed `client_assertion` (private_key_jwt).
+    Certificate(Box<CertificateCredential>),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Secret(s) => f.debug_tuple("Secret").field(s).finish(),
+            Credential::Certificate(c) => f.debug_tuple("Certificate").field(c).finish(),
+        }
+    }
+}
+
+/// A certificate credential: the private key (never printed) and the certificate's thumbprints.
+#[derive(Clone)]
+pub struct CertificateCredential {
+    key: xdrsync_jwt::SigningKey,
+    x5t: String,
+    x5t_s256: String,
+    algorithm: xdrsync_jwt::Algorithm,
+}
+
+impl std::fmt::Debug for CertificateCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateCredential")
+            .field("x5t", &self.x5t)
+            .field("algorithm", &self.algorithm)
+            .field("key", &"**REDACTED**")
+            .finish()
+    }
+}
+
+impl CertificateCredential {
+    /// From a PEM certificate and its RSA private key (PKCS#8 or PKCS#1 PEM). PS256 sends the
+    /// SHA-256 thumbprint (`x5t#S256`, Entra's current documentation), RS256 the SHA-1 one
+    /// (`x5t`, the previous documentation; what azure-identity sends).
+    pub fn from_pem(
+        cert_pem: &str,
+        key_pem: &str,
+        algorithm: xdrsync_jwt::Algorithm,
+    ) -> Result<Self, String> {
+        let der =
+            xdrsync_jwt::pem_block(cert_pem, "CERTIFICATE").ok_or("no PEM CERTIFICATE block")?;
+        let key = xdrsync_jwt::SigningKey::from_pem(key_pem).map_err(|e| e.to_string())?;
+        Ok(CertificateCredential {
+            key,
+            x5t: xdrsync_jwt::x5t_sha1(&der),
+            x5t_s256: xdrsync_jwt::x5t_sha256(&der),
+            algorithm,
+        })
+    }
+
+    /// A fresh client assertion for `token_url`, valid for ten minutes.
+    pub fn assertion(&self, client_id: &str, token_url: &str) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let mut header = serde_json::Map::new();
+        match self.algorithm {
+            xdrsync_jwt::Algorithm::RS256 => header.insert("x5t".into(), self.x5t.clone().into()),
+            xdrsync_jwt::Algorithm::PS256 => {
+                header.insert("x5t#S256".into(), self.x5t_s256.clone().into())
+            }
+        };
+        let claims = serde_json::json!({
+            "aud": token_url, "iss": client_id, "sub": client_id,
+            "jti": uuid::Uuid::new_v4().to_string(), "nbf": now, "iat": now, "exp": now + 600,
+        });
+        self.key.sign(self.algorithm, header, &claims)
+    }
+}
+
 /// What to ask Entra for.
 #[derive(Clone, Debug)]
 pub struct TokenRequest {
@@ -29,8 +104,8 @@ pub struct TokenRequest {
     pub tenant: TenantId,
     /// Application (client) id.
     pub client_id: String,
-    /// Client secret.
-    pub client_secret: SecretString,
+    /// How the client authenticates.
+    pub credential: Credential,
     /// Resource (App ID URI), e.g. `https://graph.microsoft.com`.
     pub resource: String,
     /// v1 (`resource=`) or v2 (`scope=…/.default`) endpoint.
@@ -234,15 +309,27 @@ impl TokenCache {
     pub async fn fetch(&self, req: &TokenRequest) -> Result<AccessToken, AuthError> {
         let url = req.token_url()?;
         let safe = SafeUrl::new(url.clone());
-        let mut form: Vec<(&str, &str)> = vec![
-            ("grant_type", "client_credentials"),
-            ("client_id", &req.client_id),
-            ("client_secret", req.client_secret.expose()),
+        let mut form: Vec<(&str, String)> = vec![
+            ("grant_type", "client_credentials".into()),
+            ("client_id", req.client_id.clone()),
         ];
+        match &req.credential {
+            Credential::Secret(s) => form.push(("client_secret", s.expose().to_owned())),
+            Credential::Certificate(c) => {
+                form.push((
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                ));
+                form.push((
+                    "client_assertion",
+                    c.assertion(&req.client_id, url.as_str()),
+                ));
+            }
+        }
         let scope = format!("{}/.default", req.resource.trim_end_matches('/'));
         match req.version {
-            TokenVersion::V1 => form.push(("resource", &req.resource)),
-            TokenVersion::V2 => form.push(("scope", &scope)),
+            TokenVersion::V1 => form.push(("resource", req.resource.clone())),
+            TokenVersion::V2 => form.push(("scope", scope)),
         }
         let mut attempt = 0;
         loop {
@@ -393,7 +480,7 @@ mod tests {
             authority: "https://login.microsoftonline.com".parse().unwrap(),
             tenant: TenantId::canonical("contoso.onmicrosoft.com"),
             client_id: "c".into(),
-            client_secret: SecretString::new("s3cr3t"),
+            credential: Credential::Secret(SecretString::new("s3cr3t")),
             resource: "https://graph.microsoft.com".into(),
             version: TokenVersion::V2,
         };

@@ -169,7 +169,7 @@ pub struct CloudSection {
     pub ca_file: Option<PathBuf>,
 }
 
-/// Where a secret comes from: exactly one of `env`, `file`, `value`.
+/// Where a secret comes from: exactly one of `env`, `file`, `command`, `value`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSource {
@@ -177,8 +177,45 @@ pub struct SecretSource {
     pub env: Option<String>,
     /// A file holding the secret (trailing newline ignored), relative to the config file.
     pub file: Option<PathBuf>,
+    /// A command (program and arguments, no shell) whose standard output is the secret, e.g.
+    /// `["vault", "kv", "get", "-field=secret", "siem/contoso"]`.
+    pub command: Option<Vec<String>>,
     /// The secret itself; refused unless `allow_inline_secrets = true`.
     pub value: Option<String>,
+}
+
+/// `client_certificate = { cert_file = "…", key_file = "…", algorithm = "ps256" }`: a
+/// certificate registered on the app, and its RSA private key (PEM, PKCS#8 or PKCS#1).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSource {
+    /// The certificate, PEM, relative to the config file.
+    pub cert_file: PathBuf,
+    /// Its private key, PEM, relative to the config file.
+    pub key_file: PathBuf,
+    /// `ps256` (default; `x5t#S256`, Entra's current documentation) or `rs256` (`x5t`).
+    #[serde(default)]
+    pub algorithm: AssertionAlgorithm,
+}
+
+/// The client-assertion signature algorithm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssertionAlgorithm {
+    /// RSASSA-PSS with SHA-256 and the SHA-256 thumbprint.
+    #[default]
+    Ps256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 and the SHA-1 thumbprint.
+    Rs256,
+}
+
+/// How a tenant's app authenticates.
+#[derive(Clone, Debug)]
+pub enum CredentialSource {
+    /// A client secret.
+    Secret(SecretSource),
+    /// A certificate.
+    Certificate(CertificateSource),
 }
 
 impl SecretSource {
@@ -194,16 +231,37 @@ impl SecretSource {
             let text = fs_err::read_to_string(path)
                 .map_err(|e| err(format!("cannot read secret file: {e}")))?;
             text.trim_end_matches(['\r', '\n']).to_owned()
+        } else if let Some(command) = &self.command {
+            run_secret_command(command).map_err(err)?
         } else if let Some(value) = &self.value {
             value.clone()
         } else {
-            return Err(err("no secret source: set `env` or `file`".into()));
+            return Err(err(
+                "no secret source: set `env`, `file` or `command`".into()
+            ));
         };
         if secret.is_empty() {
             return Err(err("the secret is empty".into()));
         }
         Ok(SecretString::new(secret))
     }
+}
+
+/// Runs a secret command; its trimmed standard output is the secret. Its standard error is not
+/// repeated in errors (a vault CLI may print sensitive context there).
+fn run_secret_command(command: &[String]) -> Result<String, String> {
+    let (program, args) = command.split_first().ok_or("`command` is empty")?;
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("`{program}` failed with {}", out.status));
+    }
+    let text = String::from_utf8(out.stdout)
+        .map_err(|_| format!("`{program}` printed something that is not UTF-8"))?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 /// `[[apps]]`: an app registration.
@@ -214,8 +272,10 @@ pub struct AppSection {
     pub name: String,
     /// Application (client) id.
     pub client_id: String,
-    /// The client secret.
-    pub client_secret: SecretSource,
+    /// The client secret (or give `client_certificate`).
+    pub client_secret: Option<SecretSource>,
+    /// A certificate credential (or give `client_secret`).
+    pub client_certificate: Option<CertificateSource>,
 }
 
 /// `[[tenants]]`: one tenant to pull.
@@ -233,6 +293,8 @@ pub struct TenantSection {
     pub client_id: Option<String>,
     /// The client secret, when not using `app`.
     pub client_secret: Option<SecretSource>,
+    /// A certificate credential, when not using `app` (instead of `client_secret`).
+    pub client_certificate: Option<CertificateSource>,
     /// `graph` (default; Microsoft Graph security API) or `xdr` (legacy Defender XDR API,
     /// retiring 2027-02-01).
     #[serde(default = "default_api")]
@@ -311,10 +373,10 @@ pub struct Tenant {
     pub api: ApiKind,
     /// Client id.
     pub client_id: String,
-    /// Where the secret comes from.
-    pub client_secret: SecretSource,
-    /// The field path of the secret, for error messages.
-    pub client_secret_field: String,
+    /// How the app authenticates.
+    pub credential: CredentialSource,
+    /// The field path of the credential, for error messages (e.g. `apps[0].client_secret`).
+    pub credential_field: String,
     /// Token endpoint version.
     pub token_version: TokenVersion,
     /// Hosts and token audiences.
@@ -412,14 +474,19 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
         cloud::endpoints(&file.cloud).map_err(|(field, message)| invalid(field, message))?;
 
     let check_secret = |field: &str, src: &SecretSource| -> Result<SecretSource, ConfigError> {
-        let set = [src.env.is_some(), src.file.is_some(), src.value.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let set = [
+            src.env.is_some(),
+            src.file.is_some(),
+            src.command.is_some(),
+            src.value.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if set != 1 {
             return Err(invalid(
                 field.into(),
-                "give exactly one of `env`, `file` or `value`".into(),
+                "give exactly one of `env`, `file`, `command` or `value`".into(),
             ));
         }
         if src.value.is_some() && !file.allow_inline_secrets {
@@ -431,6 +498,35 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
         let mut out = src.clone();
         out.file = src.file.as_deref().map(resolve);
         Ok(out)
+    };
+    // `prefix` is `apps[i]` or `tenants[i]`; exactly one of secret and certificate.
+    let check_credential = |prefix: &str,
+                            secret: Option<&SecretSource>,
+                            cert: Option<&CertificateSource>|
+     -> Result<(CredentialSource, String), ConfigError> {
+        match (secret, cert) {
+            (Some(s), None) => {
+                let field = format!("{prefix}.client_secret");
+                Ok((CredentialSource::Secret(check_secret(&field, s)?), field))
+            }
+            (None, Some(c)) => {
+                let field = format!("{prefix}.client_certificate");
+                let c = CertificateSource {
+                    cert_file: resolve(&c.cert_file),
+                    key_file: resolve(&c.key_file),
+                    algorithm: c.algorithm,
+                };
+                Ok((CredentialSource::Certificate(c), field))
+            }
+            (Some(_), Some(_)) => Err(invalid(
+                format!("{prefix}.client_certificate"),
+                "give either `client_secret` or `client_certificate`, not both".into(),
+            )),
+            (None, None) => Err(invalid(
+                format!("{prefix}.client_secret"),
+                "missing: give `client_secret` or `client_certificate`".into(),
+            )),
+        }
     };
 
     let mut app_names = BTreeSet::new();
@@ -447,7 +543,11 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
                 format!("must be a GUID, got `{}`", app.client_id),
             ));
         }
-        check_secret(&format!("apps[{i}].client_secret"), &app.client_secret)?;
+        check_credential(
+            &format!("apps[{i}]"),
+            app.client_secret.as_ref(),
+            app.client_certificate.as_ref(),
+        )?;
     }
 
     let mut names = BTreeSet::new();
@@ -482,61 +582,61 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
                 ),
             ));
         }
-        let (client_id, client_secret, secret_field) =
-            match (&t.app, &t.client_id, &t.client_secret) {
-                (Some(app), None, None) => {
-                    let Some((j, a)) = file.apps.iter().enumerate().find(|(_, a)| &a.name == app)
-                    else {
-                        return Err(invalid(
-                            f("app"),
-                            format!("no [[apps]] entry is named `{app}`"),
-                        ));
-                    };
-                    (
-                        a.client_id.clone(),
-                        check_secret(&format!("apps[{j}].client_secret"), &a.client_secret)?,
-                        format!("apps[{j}].client_secret"),
-                    )
-                }
-                (None, Some(id), Some(secret)) => {
-                    if !is_guid(id) {
-                        return Err(invalid(
-                            f("client_id"),
-                            format!("must be a GUID, got `{id}`"),
-                        ));
-                    }
-                    (
-                        id.clone(),
-                        check_secret(&f("client_secret"), secret)?,
-                        f("client_secret"),
-                    )
-                }
-                (Some(_), _, _) => {
+        let has_own = t.client_secret.is_some() || t.client_certificate.is_some();
+        let (client_id, (credential, credential_field)) = match (&t.app, &t.client_id, has_own) {
+            (Some(app), None, false) => {
+                let Some((j, a)) = file.apps.iter().enumerate().find(|(_, a)| &a.name == app)
+                else {
                     return Err(invalid(
                         f("app"),
-                        "give either `app` or `client_id` + `client_secret`, not both".into(),
+                        format!("no [[apps]] entry is named `{app}`"),
                     ));
-                }
-                (None, None, _) => {
+                };
+                (
+                    a.client_id.clone(),
+                    check_credential(
+                        &format!("apps[{j}]"),
+                        a.client_secret.as_ref(),
+                        a.client_certificate.as_ref(),
+                    )?,
+                )
+            }
+            (None, Some(id), true) => {
+                if !is_guid(id) {
                     return Err(invalid(
                         f("client_id"),
-                        "missing: give `client_id` + `client_secret`, or `app`".into(),
+                        format!("must be a GUID, got `{id}`"),
                     ));
                 }
-                (None, Some(_), None) => {
-                    return Err(invalid(
-                        f("client_secret"),
-                        "missing: give `{ env = \"VAR\" }` or `{ file = \"path\" }`".into(),
-                    ));
-                }
-            };
+                (
+                    id.clone(),
+                    check_credential(
+                        &format!("tenants[{i}]"),
+                        t.client_secret.as_ref(),
+                        t.client_certificate.as_ref(),
+                    )?,
+                )
+            }
+            (Some(_), _, _) => {
+                return Err(invalid(
+                    f("app"),
+                    "give either `app` or `client_id` + a credential, not both".into(),
+                ));
+            }
+            (None, None, _) => {
+                return Err(invalid(f("client_id"), "missing: give `client_id` + `client_secret` (or `client_certificate`), or `app`".into()));
+            }
+            (None, Some(_), false) => {
+                return Err(invalid(f("client_secret"), "missing: give `{ env = \"VAR\" }`, `{ file = \"path\" }` or `{ command = [...] }`, or a `client_certificate`".into()));
+            }
+        };
         tenants.push(Tenant {
             name: t.name.clone(),
             tenant_id: TenantId::canonical(&t.tenant_id),
             api: t.api.into(),
             client_id: client_id.to_ascii_lowercase(),
-            client_secret,
-            client_secret_field: secret_field,
+            credential,
+            credential_field,
             token_version: t.token_version,
             endpoints: endpoints.clone(),
             enabled: t.enabled,

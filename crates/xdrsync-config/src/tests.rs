@@ -23,9 +23,11 @@ fn shipped_example_parses() {
         TokenVersion::V1
     );
     let tailspin = config.tenant("tailspin").unwrap();
+    let CredentialSource::Secret(secret) = &tailspin.credential else {
+        panic!("a secret")
+    };
     assert!(
-        tailspin
-            .client_secret
+        secret
             .file
             .as_ref()
             .unwrap()
@@ -134,7 +136,10 @@ invalid!(
 fn inline_secret_allowed_when_asked_and_never_printed() {
     let config = load("allow_inline_secrets = true\n[[tenants]]\nname = \"a\"\ntenant_id = \"x.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_secret = { value = \"hunter2-secret\" }\n").unwrap();
     let t = &config.tenants[0];
-    let secret = t.client_secret.resolve(&t.client_secret_field).unwrap();
+    let CredentialSource::Secret(source) = &t.credential else {
+        panic!("a secret")
+    };
+    let secret = source.resolve(&t.credential_field).unwrap();
     assert_eq!(secret.expose(), "hunter2-secret");
     assert!(!format!("{secret:?} {secret}").contains("hunter2"));
 }
@@ -178,3 +183,42 @@ fn loopback_emulator_override_keeps_production_audiences() {
     assert_eq!(e.graph_resource, "https://graph.microsoft.com");
     assert_eq!(e.xdr_resource, "https://api.security.microsoft.com");
 }
+
+#[test]
+fn certificate_credentials_and_secret_commands() {
+    let config = load(
+        "[[apps]]\nname = \"a\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_certificate = { cert_file = \"c.pem\", key_file = \"k.pem\", algorithm = \"rs256\" }\n\
+         [[tenants]]\nname = \"t\"\ntenant_id = \"x.onmicrosoft.com\"\napp = \"a\"\n\
+         [[tenants]]\nname = \"u\"\ntenant_id = \"y.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_secret = { command = [\"printf\", \"from-vault\\\\n\"] }\n",
+    )
+    .unwrap();
+    let CredentialSource::Certificate(c) = &config.tenants[0].credential else {
+        panic!("a certificate")
+    };
+    assert_eq!(c.algorithm, AssertionAlgorithm::Rs256);
+    assert_eq!(c.cert_file, Path::new("/etc/xdrsync/c.pem"));
+    assert_eq!(
+        config.tenants[0].credential_field,
+        "apps[0].client_certificate"
+    );
+    let CredentialSource::Secret(s) = &config.tenants[1].credential else {
+        panic!("a secret")
+    };
+    assert_eq!(s.resolve("x").unwrap().expose(), "from-vault");
+    let failing = SecretSource {
+        command: Some(vec!["false".into()]),
+        ..Default::default()
+    };
+    let err = failing
+        .resolve("apps[0].client_secret")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`false` failed"), "{err}");
+}
+
+invalid!(
+    secret_and_certificate_both,
+    "[[apps]]\nname = \"a\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_secret = { env = \"S\" }\nclient_certificate = { cert_file = \"c\", key_file = \"k\" }\n",
+    "apps[0].client_certificate",
+    "not both"
+);

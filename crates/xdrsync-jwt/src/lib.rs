@@ -71,6 +71,19 @@ pub fn b64_any(s: &str) -> Option<Vec<u8>> {
     })
 }
 
+/// The DER bytes of the first PEM block labelled `label` (e.g. `CERTIFICATE`).
+pub fn pem_block(pem: &str, label: &str) -> Option<Vec<u8>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = pem.find(&begin)? + begin.len();
+    let stop = start + pem[start..].find(&end)?;
+    let body: String = pem[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    STANDARD.decode(body).ok()
+}
+
 /// The SHA-1 thumbprint of DER bytes, base64url: the `x5t` / `kid` form Entra uses.
 pub fn x5t_sha1(der: &[u8]) -> String {
     b64url(&Sha1::digest(der))
@@ -110,6 +123,15 @@ impl SigningKey {
     /// Loads a PKCS#8 PEM private key.
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, JwtError> {
         let key = RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| JwtError::Key(e.to_string()))?;
+        Self::from_key(key)
+    }
+
+    /// Loads an RSA private key from PEM, PKCS#8 (`PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`).
+    pub fn from_pem(pem: &str) -> Result<Self, JwtError> {
+        use rsa::pkcs1::DecodeRsaPrivateKey as _;
+        let key = RsaPrivateKey::from_pkcs8_pem(pem)
+            .or_else(|_| RsaPrivateKey::from_pkcs1_pem(pem))
+            .map_err(|_| JwtError::Key("not an RSA private key in PKCS#8 or PKCS#1 PEM".into()))?;
         Self::from_key(key)
     }
 

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use xdrsync_api_client::{ApiClient, ApiError, Listing, RetryPolicy, Target};
-use xdrsync_auth::{TokenCache, TokenRequest};
-use xdrsync_config::{Config, ConfigError, Tenant};
+use xdrsync_auth::{CertificateCredential, Credential, TokenCache, TokenRequest};
+use xdrsync_config::{AssertionAlgorithm, Config, ConfigError, CredentialSource, Tenant};
 use xdrsync_model::{ApiKind, StreamKind, Timestamp};
 use xdrsync_store::{CommitStats, NewVersion, PoisonRecord, SqliteStore, StoreError};
 
@@ -90,9 +90,33 @@ pub fn http_client(config: &Config) -> Result<reqwest::Client, ConfigError> {
     })
 }
 
+/// Reads a tenant's credential: its secret from env/file/command, or its certificate and key.
+pub fn credential(tenant: &Tenant) -> Result<Credential, ConfigError> {
+    match &tenant.credential {
+        CredentialSource::Secret(s) => Ok(Credential::Secret(s.resolve(&tenant.credential_field)?)),
+        CredentialSource::Certificate(c) => {
+            let err = |message: String| ConfigError::Secret {
+                field: tenant.credential_field.clone(),
+                message,
+            };
+            let cert = std::fs::read_to_string(&c.cert_file)
+                .map_err(|e| err(format!("cannot read {}: {e}", c.cert_file.display())))?;
+            let key = std::fs::read_to_string(&c.key_file)
+                .map_err(|e| err(format!("cannot read {}: {e}", c.key_file.display())))?;
+            let alg = match c.algorithm {
+                AssertionAlgorithm::Ps256 => xdrsync_jwt::Algorithm::PS256,
+                AssertionAlgorithm::Rs256 => xdrsync_jwt::Algorithm::RS256,
+            };
+            CertificateCredential::from_pem(&cert, &key, alg)
+                .map(Credential::Certificate)
+                .map_err(err)
+        }
+    }
+}
+
 /// The API target of a tenant.
 pub fn target(tenant: &Tenant, config: &Config) -> Result<Target, ConfigError> {
-    let secret = tenant.client_secret.resolve(&tenant.client_secret_field)?;
+    let credential = credential(tenant)?;
     let e = &tenant.endpoints;
     let (base_url, resource, page_size) = match tenant.api {
         ApiKind::Graph => (
@@ -114,7 +138,7 @@ pub fn target(tenant: &Tenant, config: &Config) -> Result<Target, ConfigError> {
             authority: e.authority.clone(),
             tenant: tenant.tenant_id.clone(),
             client_id: tenant.client_id.clone(),
-            client_secret: secret,
+            credential,
             resource,
             version: tenant.token_version,
         },

@@ -92,7 +92,9 @@ async fn one_tenants_failure_does_not_stop_the_others() {
     emu.state().update_directory(|d| {
         d.apps[0].consents.remove(&victim);
     });
-    config.tenants[2].client_secret.file = Some(dir.path().join("missing-secret-file"));
+    if let xdrsync_config::CredentialSource::Secret(s) = &mut config.tenants[2].credential {
+        s.file = Some(dir.path().join("missing-secret-file"));
+    }
     let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let reports = Pipeline::new(config, store).unwrap().pull_all().await;
     assert!(reports[0].error.is_none());
@@ -107,4 +109,46 @@ async fn one_tenants_failure_does_not_stop_the_others() {
         secret.contains("apps[0].client_secret") && secret.contains("cannot read secret file"),
         "{secret}"
     );
+}
+
+/// Certificate credentials (PS256 + x5t#S256 and RS256 + x5t) pull like secrets do.
+#[tokio::test]
+async fn certificate_credentials_pull() {
+    let mut directory = tu::one_tenant("Contoso", 2.0, tu::ALL_READ_ROLES);
+    let generated = xdrsync_emulator::certs::generate("CN=xdrsync test", None).unwrap();
+    directory.apps[0].certificates.push(generated.cert.clone());
+    let emu = tu::start(directory).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.pem"), &generated.cert_pem).unwrap();
+    std::fs::write(dir.path().join("k.pem"), &generated.key_pem).unwrap();
+    let c = emu.contract();
+    for alg in ["ps256", "rs256"] {
+        let base = emu.base_url();
+        let toml = format!(
+            "[store]\npath = \"{alg}.db\"\n[cloud]\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
+             [[tenants]]\nname = \"contoso\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\n\
+             client_certificate = {{ cert_file = \"c.pem\", key_file = \"k.pem\", algorithm = \"{alg}\" }}\n",
+            c.tenants[0].id, c.apps[0].client_id
+        );
+        let path = dir.path().join(format!("{alg}.toml"));
+        std::fs::write(&path, toml).unwrap();
+        let config = xdrsync_config::Config::load(&path).unwrap();
+        let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+        let reports = Pipeline::new(config, store).unwrap().pull_all().await;
+        assert!(reports[0].error.is_none(), "{alg}: {:?}", reports[0].error);
+        assert!(reports[0].stats.created > 0, "{alg}");
+    }
+    // A certificate the app does not know is refused with AADSTS700027.
+    let other = xdrsync_emulator::certs::generate("CN=stranger", None).unwrap();
+    std::fs::write(dir.path().join("c.pem"), &other.cert_pem).unwrap();
+    std::fs::write(dir.path().join("k.pem"), &other.key_pem).unwrap();
+    let config = xdrsync_config::Config::load(&dir.path().join("ps256.toml")).unwrap();
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let reports = Pipeline::new(config, store).unwrap().pull_all().await;
+    let err = reports[0].error.as_deref().unwrap();
+    assert!(
+        err.contains("AADSTS700027") && err.contains("certificate"),
+        "{err}"
+    );
+    assert!(!err.contains("PRIVATE KEY"), "{err}");
 }
