@@ -108,7 +108,7 @@ pub fn credential(tenant: &Tenant) -> Result<Credential, ConfigError> {
                 AssertionAlgorithm::Rs256 => xdrsync_jwt::Algorithm::RS256,
             };
             CertificateCredential::from_pem(&cert, &key, alg)
-                .map(Credential::Certificate)
+                .map(|c| Credential::Certificate(Box::new(c)))
                 .map_err(err)
         }
     }
