@@ -207,7 +207,7 @@ pub fn guidance(code: u32, client_id: &str, tenant: &TenantId) -> String {
         7000215 => "the client secret is wrong: use the secret's value, not its id".into(),
         7000222 => "the client secret has expired: create a new one in the app registration and update the secret source".into(),
         7000218 => "no client secret or certificate was sent".into(),
-        700016 => format!("app {client_id} is not present in tenant {tenant}: the tenant's administrator has not consented to it, or the tenant id is wrong. Send the admin consent link to the customer's administrator"),
+        700016 => format!("app {client_id} is not present in tenant {tenant}: the tenant's administrator has not consented to it, or the tenant id is wrong. Send the admin consent link to the customer's administrator (`xdrsync auth consent-url --client-id {client_id} --tenant {tenant}`)"),
         65001 => format!("the administrator of {tenant} has not consented to app {client_id}"),
         90002 => format!("tenant {tenant} does not exist in this cloud: check the tenant id and the [cloud] setting"),
         500011 => format!("the API is not provisioned in tenant {tenant} (is Microsoft Defender licensed there?), or the resource id is wrong"),

@@ -35,6 +35,42 @@ pub(crate) enum Command {
     Emulator(EmulatorCommand),
     /// Write a ready-to-use config for every tenant and app of a running emulator.
     Init(InitArgs),
+    /// Tokens and consent: inspect a tenant's token, print admin-consent links.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuthCommand {
+    /// Get a token for a tenant, verify its signature against the authority's keys, show its
+    /// claims and check that the permissions the tenant's API needs are granted.
+    Token(TokenArgs),
+    /// Print the admin-consent links to send to a customer's administrator.
+    ConsentUrl(ConsentUrlArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenArgs {
+    /// The tenant, by its name in the config or its id.
+    #[arg(long)]
+    pub(crate) tenant: String,
+    /// Print the raw access token (a secret: anyone holding it can read the tenant's incidents
+    /// until it expires).
+    #[arg(long)]
+    pub(crate) raw: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConsentUrlArgs {
+    /// The multi-tenant app's client id.
+    #[arg(long)]
+    pub(crate) client_id: String,
+    /// The customer's tenant id or domain (default: `common`, the customer signs in).
+    #[arg(long)]
+    pub(crate) tenant: Option<String>,
+    /// Where the browser returns after consent (must be registered on the app).
+    #[arg(long, default_value = "https://localhost")]
+    pub(crate) redirect_uri: String,
 }
 
 #[derive(Debug, Args)]

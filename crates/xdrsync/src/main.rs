@@ -64,6 +64,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig => commands::check_config::run(&config_path),
         Command::Emulator(cmd) => commands::emulator::run(cmd, fixture).await,
         Command::Init(args) => commands::init::run(args),
+        Command::Auth(cmd) => commands::auth::run(cmd, &config_path).await,
     }
 }
 

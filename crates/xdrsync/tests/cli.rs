@@ -316,3 +316,76 @@ fn serve_then_init_then_pull_over_tls() {
         "init refuses to overwrite without --force"
     );
 }
+
+/// The partner guide's "validate the token" step: signature, claims, permissions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_token_validates_and_names_missing_permissions() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tu::write_config(tmp.path(), &emu, &[ApiKind::Graph, ApiKind::Xdr], "");
+    let cwd = tmp.path().to_owned();
+    let run =
+        |args: &[&str]| xdrsync_async(args.iter().map(|s| (*s).to_owned()).collect(), cwd.clone());
+    let out = run(&["auth", "token", "--tenant", &config.tenants[0].name]).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("signature  valid (RS256")
+            && stdout.contains("SecurityIncident.Read.All")
+            && stdout.contains("OK:"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("eyJ"),
+        "the raw token is printed only with --raw"
+    );
+    let raw = run(&[
+        "auth",
+        "token",
+        "--tenant",
+        &config.tenants[0].name,
+        "--raw",
+    ])
+    .await;
+    assert!(text(&raw.stdout).starts_with("eyJ"));
+    // Take the XDR role away from the second tenant: the check names it and where to grant it.
+    let victim = config.tenants[1].tenant_id.to_string();
+    emu.state().update_directory(|d| {
+        d.apps[0]
+            .consents
+            .get_mut(&victim)
+            .unwrap()
+            .insert(xdrsync_emulator::Resource::Xdr, vec![]);
+    });
+    let out = run(&["auth", "token", "--tenant", &config.tenants[1].name]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("roles      (none)"), "{stdout}");
+    assert!(
+        stdout.contains("PROBLEM: missing application permission Incident.Read.All")
+            && stdout.contains("Microsoft Threat Protection")
+            && stdout.contains("Grant admin consent"),
+        "{stdout}"
+    );
+    let out = run(&[
+        "auth",
+        "consent-url",
+        "--client-id",
+        "11111111-2222-3333-4444-555555555555",
+        "--tenant",
+        "contoso.onmicrosoft.com",
+    ])
+    .await;
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "/contoso.onmicrosoft.com/adminconsent?client_id=11111111-2222-3333-4444-555555555555"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/contoso.onmicrosoft.com/v2.0/adminconsent?")
+            && stdout.contains("prompt=consent"),
+        "{stdout}"
+    );
+}

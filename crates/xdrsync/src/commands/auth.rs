@@ -1,0 +1,230 @@
+//! `xdrsync auth token` and `xdrsync auth consent-url`.
+//!
+//! `auth token` is the partner guide's "validate the token" step done offline: the token's
+//! signature is checked against the authority's published keys, its claims are shown, and the
+//! permissions the tenant's API needs are checked, naming what is missing and where to grant it.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use serde_json::Value;
+use xdrsync_jwt::{Algorithm, Decoded, JwkSet};
+use xdrsync_model::ApiKind;
+
+use crate::cli::{AuthCommand, ConsentUrlArgs, TokenArgs};
+
+pub(crate) async fn run(cmd: AuthCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuthCommand::Token(args) => token(args, config_path).await,
+        AuthCommand::ConsentUrl(args) => consent_url(args, config_path),
+    }
+}
+
+/// The application permissions that let a sync read incidents, per API (any one suffices),
+/// and the API's name in the portal.
+fn needed(api: ApiKind) -> (&'static [&'static str], &'static str) {
+    match api {
+        ApiKind::Graph => (
+            &[
+                "SecurityIncident.Read.All",
+                "SecurityIncident.ReadWrite.All",
+            ],
+            "Microsoft Graph",
+        ),
+        ApiKind::Xdr => (
+            &["Incident.Read.All", "Incident.ReadWrite.All"],
+            "Microsoft Threat Protection (APIs my organization uses)",
+        ),
+    }
+}
+
+async fn token(args: TokenArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = super::load_config(config_path)?;
+    let tenant =
+        config
+            .tenant(&args.tenant)
+            .ok_or_else(|| xdrsync_config::ConfigError::Invalid {
+                path: config.path.clone(),
+                field: "--tenant".into(),
+                message: format!("no tenant named `{}`", args.tenant),
+            })?;
+    let target = xdrsync_pipeline::target(tenant, &config)?;
+    let http = xdrsync_pipeline::http_client(&config)?;
+    let cache = xdrsync_auth::TokenCache::new(http.clone());
+    let token = cache
+        .token(&target.token)
+        .await
+        .with_context(|| format!("getting a token for tenant {}", tenant.name))?;
+    if args.raw {
+        println!("{}", token.expose());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let decoded = Decoded::parse(token.expose()).context("the access token is not a JWT")?;
+    println!(
+        "Tenant {} ({}), API {}",
+        tenant.name, tenant.tenant_id, tenant.api
+    );
+    // Signature: Graph tokens carry a `nonce` header and cannot be verified by anyone but Graph.
+    let signature = if decoded.header.contains_key("nonce") {
+        "not verifiable (the token has a `nonce` header, which Microsoft Graph adds; only Graph can check it)".to_owned()
+    } else {
+        let mut keys_url = target.token.authority.clone();
+        keys_url.set_path(&format!(
+            "{}/{}/discovery/v2.0/keys",
+            keys_url.path().trim_end_matches('/'),
+            tenant.tenant_id
+        ));
+        let jwks: JwkSet = http
+            .get(keys_url.clone())
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .context("fetching the authority's signing keys")?
+            .json()
+            .await
+            .context("reading the signing keys")?;
+        match jwks
+            .keys
+            .iter()
+            .find(|k| Some(k.kid.as_str()) == decoded.kid())
+        {
+            None => format!(
+                "FAILED: key {} is not among the authority's published keys",
+                decoded.kid().unwrap_or("(none)")
+            ),
+            Some(k) => match decoded.verify(&k.public_key()?, &[Algorithm::RS256]) {
+                Ok(_) => format!("valid (RS256, key {})", k.kid),
+                Err(e) => format!("FAILED: {e}"),
+            },
+        }
+    };
+    println!("  signature  {signature}");
+    let c = &decoded.claims;
+    let text = |k: &str| {
+        c.get(k)
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .unwrap_or_else(|| "-".into())
+    };
+    for k in ["aud", "iss", "tid", "appid", "azp", "idtyp", "ver"] {
+        if c.contains_key(k) {
+            println!("  {k:<10} {}", text(k));
+        }
+    }
+    let now = chrono::Utc::now().timestamp();
+    if let Some(exp) = c.get("exp").and_then(Value::as_i64) {
+        let at = chrono::DateTime::from_timestamp(exp, 0)
+            .map(|d| d.to_rfc3339())
+            .unwrap_or_default();
+        println!("  exp        {at} (in {} min)", (exp - now) / 60);
+    }
+    let roles: Vec<&str> = c
+        .get("roles")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let scp: Vec<&str> = c
+        .get("scp")
+        .and_then(Value::as_str)
+        .map(|s| s.split(' ').collect())
+        .unwrap_or_default();
+    println!(
+        "  roles      {}",
+        if roles.is_empty() {
+            "(none)".to_owned()
+        } else {
+            roles.join(" ")
+        }
+    );
+    if !scp.is_empty() {
+        println!("  scp        {}", scp.join(" "));
+    }
+    let mut problems = Vec::new();
+    if !text("tid").eq_ignore_ascii_case(tenant.tenant_id.as_str())
+        && crate::commands::auth::is_guid(tenant.tenant_id.as_str())
+    {
+        problems.push(format!(
+            "the token is for tenant {}, not {}",
+            text("tid"),
+            tenant.tenant_id
+        ));
+    }
+    if !text("aud")
+        .trim_end_matches('/')
+        .eq_ignore_ascii_case(target.token.resource.trim_end_matches('/'))
+    {
+        problems.push(format!(
+            "the token's audience is {}, not {}",
+            text("aud"),
+            target.token.resource
+        ));
+    }
+    let (permissions, api_name) = needed(tenant.api);
+    if !permissions.iter().any(|p| {
+        roles.contains(p)
+            || scp
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(p) || p.starts_with(&format!("{s}.")))
+    }) {
+        problems.push(format!(
+            "missing application permission {}: in the Entra admin center open App registrations → {} → API permissions → Add a permission → {api_name} → Application permissions → {}, then “Grant admin consent” for tenant {}",
+            permissions[0], tenant.client_id, permissions[0], tenant.tenant_id
+        ));
+    }
+    if signature.starts_with("FAILED") {
+        problems.push("the signature does not verify".into());
+    }
+    if problems.is_empty() {
+        println!(
+            "OK: the token can read incidents through the {} API.",
+            tenant.api
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for p in &problems {
+            println!("PROBLEM: {p}");
+        }
+        Ok(ExitCode::from(crate::EXIT_FAILURE))
+    }
+}
+
+pub(crate) fn is_guid(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
+
+fn consent_url(args: ConsentUrlArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
+    // The authority comes from the config's cloud when there is one, else the public cloud.
+    let authority = if config_path.exists() {
+        let config = super::load_config(config_path)?;
+        config
+            .tenants
+            .first()
+            .map(|t| t.endpoints.authority.to_string())
+    } else {
+        None
+    }
+    .unwrap_or_else(|| "https://login.microsoftonline.com".into());
+    let authority = authority.trim_end_matches('/');
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let (id, redirect) = (enc(&args.client_id), enc(&args.redirect_uri));
+    let tenant = args.tenant.as_deref().unwrap_or("common");
+    let v2_tenant = args.tenant.as_deref().unwrap_or("organizations");
+    println!(
+        "Send one of these links to the customer's administrator; after consent, tokens for that tenant work.\n"
+    );
+    println!(
+        "Admin consent (v1):\n  {authority}/{tenant}/adminconsent?client_id={id}&redirect_uri={redirect}\n"
+    );
+    println!(
+        "Admin consent (v2, application permissions of Graph):\n  {authority}/{v2_tenant}/v2.0/adminconsent?client_id={id}&scope={}&redirect_uri={redirect}\n",
+        enc("https://graph.microsoft.com/.default")
+    );
+    println!(
+        "Partner consent link (as in Microsoft's partner-access guide):\n  {authority}/common/oauth2/authorize?prompt=consent&client_id={id}&response_type=code&sso_reload=true"
+    );
+    Ok(ExitCode::SUCCESS)
+}
