@@ -27,6 +27,8 @@ pub enum Credential {
     Secret(SecretString),
     /// A certificate: a signed `client_assertion` (private_key_jwt).
     Certificate(Box<CertificateCredential>),
+    /// A managed identity: tokens from this instance-metadata endpoint.
+    ManagedIdentity(Url),
 }
 
 impl std::fmt::Debug for Credential {
@@ -34,6 +36,10 @@ impl std::fmt::Debug for Credential {
         match self {
             Credential::Secret(s) => f.debug_tuple("Secret").field(s).finish(),
             Credential::Certificate(c) => f.debug_tuple("Certificate").field(c).finish(),
+            Credential::ManagedIdentity(u) => f
+                .debug_tuple("ManagedIdentity")
+                .field(&SafeUrl::new(u.clone()))
+                .finish(),
         }
     }
 }
@@ -307,6 +313,9 @@ impl TokenCache {
 
     /// Sends the token request, retrying throttling and outages with backoff.
     pub async fn fetch(&self, req: &TokenRequest) -> Result<AccessToken, AuthError> {
+        if let Credential::ManagedIdentity(endpoint) = &req.credential {
+            return self.fetch_managed_identity(req, endpoint).await;
+        }
         let url = req.token_url()?;
         let safe = SafeUrl::new(url.clone());
         let mut form: Vec<(&str, String)> = vec![
@@ -325,6 +334,8 @@ impl TokenCache {
                     c.assertion(&req.client_id, url.as_str()),
                 ));
             }
+            // Handled above, by the metadata endpoint.
+            Credential::ManagedIdentity(_) => {}
         }
         let scope = format!("{}/.default", req.resource.trim_end_matches('/'));
         match req.version {
@@ -401,6 +412,77 @@ impl TokenCache {
                     guidance(code, &req.client_id, &req.tenant)
                 },
                 correlation: err.and_then(|e| e.correlation_id),
+            });
+        }
+    }
+}
+
+impl TokenCache {
+    /// A managed identity's token from the instance metadata endpoint (`Metadata: true`).
+    async fn fetch_managed_identity(
+        &self,
+        req: &TokenRequest,
+        endpoint: &Url,
+    ) -> Result<AccessToken, AuthError> {
+        let mut url = endpoint.clone();
+        url.query_pairs_mut()
+            .append_pair("api-version", "2018-02-01")
+            .append_pair("resource", &req.resource);
+        if !req.client_id.is_empty() {
+            url.query_pairs_mut()
+                .append_pair("client_id", &req.client_id);
+        }
+        let safe = SafeUrl::new(url.clone());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let sent_at = Instant::now();
+            let resp = match self
+                .http
+                .get(url.clone())
+                .header("Metadata", "true")
+                .send()
+                .await
+            {
+                Ok(r) => r,
+                Err(e) if attempt < MAX_ATTEMPTS => {
+                    tracing::warn!(url = %safe, attempt, error = %without_url(&e), "Managed identity endpoint failed; retrying.");
+                    tokio::time::sleep(backoff(attempt, None)).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(AuthError::Transport {
+                        url: safe,
+                        message: without_url(&e),
+                    });
+                }
+            };
+            let status = resp.status().as_u16();
+            let body = resp.bytes().await.map_err(|e| AuthError::Transport {
+                url: safe.clone(),
+                message: without_url(&e),
+            })?;
+            if status == 200 {
+                return parse_success(&body, sent_at, &safe);
+            }
+            if (status == 429 || status >= 500) && attempt < MAX_ATTEMPTS {
+                tokio::time::sleep(backoff(attempt, None)).await;
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            return Err(AuthError::Entra {
+                tenant: req.tenant.clone(),
+                status,
+                error: v["error"].as_str().unwrap_or("unknown_error").to_owned(),
+                code: 0,
+                guidance: format!(
+                    "the managed identity endpoint refused: {} (is this running in Azure with identity {} assigned?)",
+                    v["error_description"].as_str().unwrap_or("no description"),
+                    req.client_id
+                ),
+                correlation: None,
             });
         }
     }

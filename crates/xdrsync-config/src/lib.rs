@@ -209,9 +209,23 @@ pub enum AssertionAlgorithm {
     Rs256,
 }
 
+/// `managed_identity = {}`: tokens from the Azure instance metadata endpoint, for collectors
+/// that run in Azure (the identity's `client_id` is the tenant's or app's `client_id`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedIdentitySource {
+    /// The metadata endpoint (default `http://169.254.169.254/metadata/identity/oauth2/token`).
+    pub endpoint: Option<String>,
+}
+
+/// Azure's instance metadata token endpoint.
+pub const IMDS_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
+
 /// How a tenant's app authenticates.
 #[derive(Clone, Debug)]
 pub enum CredentialSource {
+    /// A managed identity.
+    ManagedIdentity(Url),
     /// A client secret.
     Secret(SecretSource),
     /// A certificate.
@@ -276,6 +290,8 @@ pub struct AppSection {
     pub client_secret: Option<SecretSource>,
     /// A certificate credential (or give `client_secret`).
     pub client_certificate: Option<CertificateSource>,
+    /// A managed identity (instead of a secret or certificate).
+    pub managed_identity: Option<ManagedIdentitySource>,
 }
 
 /// `[[tenants]]`: one tenant to pull.
@@ -295,6 +311,8 @@ pub struct TenantSection {
     pub client_secret: Option<SecretSource>,
     /// A certificate credential, when not using `app` (instead of `client_secret`).
     pub client_certificate: Option<CertificateSource>,
+    /// A managed identity, when not using `app`.
+    pub managed_identity: Option<ManagedIdentitySource>,
     /// `graph` (default; Microsoft Graph security API) or `xdr` (legacy Defender XDR API,
     /// retiring 2027-02-01).
     #[serde(default = "default_api")]
@@ -502,8 +520,30 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
     // `prefix` is `apps[i]` or `tenants[i]`; exactly one of secret and certificate.
     let check_credential = |prefix: &str,
                             secret: Option<&SecretSource>,
-                            cert: Option<&CertificateSource>|
+                            cert: Option<&CertificateSource>,
+                            mi: Option<&ManagedIdentitySource>|
      -> Result<(CredentialSource, String), ConfigError> {
+        if let Some(mi) = mi {
+            let field = format!("{prefix}.managed_identity");
+            if secret.is_some() || cert.is_some() {
+                return Err(invalid(field, "give one credential: `client_secret`, `client_certificate` or `managed_identity`".into()));
+            }
+            let raw = mi.endpoint.as_deref().unwrap_or(IMDS_ENDPOINT);
+            let url = Url::parse(raw).map_err(|e| {
+                invalid(
+                    format!("{field}.endpoint"),
+                    format!("`{raw}` is not a URL: {e}"),
+                )
+            })?;
+            let link_local = url.host_str() == Some("169.254.169.254");
+            if url.scheme() != "https" && !link_local && !url.host_str().is_some_and(is_loopback) {
+                return Err(invalid(
+                    format!("{field}.endpoint"),
+                    "must be the link-local metadata address, https, or loopback".into(),
+                ));
+            }
+            return Ok((CredentialSource::ManagedIdentity(url), field));
+        }
         match (secret, cert) {
             (Some(s), None) => {
                 let field = format!("{prefix}.client_secret");
@@ -524,7 +564,7 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
             )),
             (None, None) => Err(invalid(
                 format!("{prefix}.client_secret"),
-                "missing: give `client_secret` or `client_certificate`".into(),
+                "missing: give `client_secret`, `client_certificate` or `managed_identity`".into(),
             )),
         }
     };
@@ -547,6 +587,7 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
             &format!("apps[{i}]"),
             app.client_secret.as_ref(),
             app.client_certificate.as_ref(),
+            app.managed_identity.as_ref(),
         )?;
     }
 
@@ -582,7 +623,9 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
                 ),
             ));
         }
-        let has_own = t.client_secret.is_some() || t.client_certificate.is_some();
+        let has_own = t.client_secret.is_some()
+            || t.client_certificate.is_some()
+            || t.managed_identity.is_some();
         let (client_id, (credential, credential_field)) = match (&t.app, &t.client_id, has_own) {
             (Some(app), None, false) => {
                 let Some((j, a)) = file.apps.iter().enumerate().find(|(_, a)| &a.name == app)
@@ -598,6 +641,7 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
                         &format!("apps[{j}]"),
                         a.client_secret.as_ref(),
                         a.client_certificate.as_ref(),
+                        a.managed_identity.as_ref(),
                     )?,
                 )
             }
@@ -614,6 +658,7 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
                         &format!("tenants[{i}]"),
                         t.client_secret.as_ref(),
                         t.client_certificate.as_ref(),
+                        t.managed_identity.as_ref(),
                     )?,
                 )
             }

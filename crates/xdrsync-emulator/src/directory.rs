@@ -152,6 +152,9 @@ pub struct AppSpec {
     /// The application permissions the app asks for; an admin consent grants these.
     #[serde(default)]
     pub required_roles: BTreeMap<Resource, Vec<String>>,
+    /// A managed identity: tokens come from the instance metadata endpoint, in its home tenant.
+    #[serde(default)]
+    pub managed_identity: bool,
 }
 
 impl AppSpec {
@@ -227,6 +230,7 @@ impl Directory {
                 .into_iter()
                 .map(|r| (r, read_roles(r)))
                 .collect(),
+            managed_identity: false,
         };
         let mut tenants = vec![mssp];
         tenants.extend(customers);

@@ -114,6 +114,9 @@ pub struct FixtureApp {
     pub consents: BTreeMap<String, BTreeMap<Resource, Vec<String>>>,
     /// Application roles an admin consent grants (default: the read roles of every API).
     pub required_roles: Option<BTreeMap<Resource, Vec<String>>>,
+    /// A managed identity (tokens from `/metadata/identity/oauth2/token`).
+    #[serde(default)]
+    pub managed_identity: bool,
 }
 
 fn yes() -> bool {
@@ -251,6 +254,7 @@ impl Fixture {
                 certificates.push(generated.cert);
             }
             dir.apps.push(AppSpec {
+                managed_identity: a.managed_identity,
                 client_id,
                 name: a.name,
                 home_tenant: home,

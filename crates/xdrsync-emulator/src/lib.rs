@@ -474,6 +474,7 @@ pub fn router(state: EmulatorState) -> Router {
         .route("/{tenant}/discovery/v2.0/keys", get(discovery::jwks))
         .route("/{tenant}/discovery/keys", get(discovery::jwks))
         .route("/{tenant}/discovery/instance", get(discovery::instance))
+        .route("/metadata/identity/oauth2/token", get(entra::imds))
         .route("/api/incidents", get(api::xdr_list))
         .route(
             "/api/incidents/{id}",

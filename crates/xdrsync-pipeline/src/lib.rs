@@ -93,6 +93,7 @@ pub fn http_client(config: &Config) -> Result<reqwest::Client, ConfigError> {
 /// Reads a tenant's credential: its secret from env/file/command, or its certificate and key.
 pub fn credential(tenant: &Tenant) -> Result<Credential, ConfigError> {
     match &tenant.credential {
+        CredentialSource::ManagedIdentity(url) => Ok(Credential::ManagedIdentity(url.clone())),
         CredentialSource::Secret(s) => Ok(Credential::Secret(s.resolve(&tenant.credential_field)?)),
         CredentialSource::Certificate(c) => {
             let err = |message: String| ConfigError::Secret {

@@ -152,3 +152,38 @@ async fn certificate_credentials_pull() {
     );
     assert!(!err.contains("PRIVATE KEY"), "{err}");
 }
+
+/// A collector in Azure: tokens from the instance metadata endpoint (the emulator serves its
+/// shape), no secret at all.
+#[tokio::test]
+async fn managed_identity_pulls() {
+    let mut directory = tu::one_tenant("Contoso", 2.0, tu::ALL_READ_ROLES);
+    directory.apps[0].managed_identity = true;
+    let emu = tu::start(directory).await;
+    let c = emu.contract();
+    let base = emu.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mi.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[cloud]\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
+             [[tenants]]\nname = \"contoso\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\napi = \"xdr\"\n\
+             managed_identity = {{ endpoint = \"{base}/metadata/identity/oauth2/token\" }}\n",
+            c.tenants[0].id, c.apps[0].client_id
+        ),
+    )
+    .unwrap();
+    let config = xdrsync_config::Config::load(&path).unwrap();
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let reports = Pipeline::new(config, store).unwrap().pull_all().await;
+    assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
+    assert!(reports[0].stats.created > 0);
+    // Without the Metadata header the endpoint refuses, as IMDS does.
+    let resp = reqwest::get(format!(
+        "{base}/metadata/identity/oauth2/token?resource=https://graph.microsoft.com"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+}

@@ -55,6 +55,7 @@ pub fn one_tenant(name: &str, incidents_per_hour: f64, roles: &[&str]) -> Direct
         certificates: Vec::new(),
         redirect_uris: vec!["http://localhost".into()],
         required_roles: Default::default(),
+        managed_identity: false,
     };
     Directory {
         tenants: vec![tenant],
