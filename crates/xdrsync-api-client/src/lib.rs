@@ -492,6 +492,7 @@ mod tests {
                 credential: xdrsync_auth::Credential::Secret(xdrsync_model::SecretString::new("s")),
                 resource: "https://graph.microsoft.com".into(),
                 version: Default::default(),
+                refresh: None,
             },
             page_size: 50,
         }

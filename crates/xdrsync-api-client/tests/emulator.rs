@@ -39,6 +39,7 @@ fn target(emu: &Emulator, api: ApiKind, page_size: u32, version: TokenVersion) -
                 ApiKind::Xdr => "https://api.security.microsoft.com".into(),
             },
             version,
+            refresh: None,
         },
         page_size,
     }

@@ -12,6 +12,8 @@
 //!
 //! Secrets and tokens are [`SecretString`]s: they never reach `Debug`, `Display` or a log.
 
+pub mod vault;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -116,6 +118,28 @@ pub struct TokenRequest {
     pub resource: String,
     /// v1 (`resource=`) or v2 (`scope=…/.default`) endpoint.
     pub version: TokenVersion,
+    /// Delegated access: redeem the refresh token that `xdrsync auth login` stored in this
+    /// vault under this key (and store the rotated one), instead of client credentials.
+    pub refresh: Option<RefreshSource>,
+}
+
+/// Where a delegated tenant's refresh token lives.
+#[derive(Clone, Debug)]
+pub struct RefreshSource {
+    /// The encrypted vault.
+    pub vault: std::sync::Arc<vault::Vault>,
+    /// The entry's key (see [`vault_key`]).
+    pub key: String,
+    /// The tenant's name in the config, for "run `auth login --tenant …`" guidance.
+    pub tenant_name: String,
+}
+
+/// The vault key of a delegated grant: authority, tenant and client.
+pub fn vault_key(authority: &Url, tenant: &TenantId, client_id: &str) -> String {
+    format!(
+        "{}|{tenant}|{client_id}",
+        authority.as_str().trim_end_matches('/')
+    )
 }
 
 impl TokenRequest {
@@ -194,6 +218,15 @@ pub enum AuthError {
     /// The request could not be built.
     #[error("invalid token request: {0}")]
     Config(String),
+    /// The token vault failed.
+    #[error(transparent)]
+    Vault(#[from] vault::VaultError),
+    /// A delegated tenant has no refresh token yet.
+    #[error("tenant {tenant} has no stored sign-in: run `xdrsync auth login --tenant {tenant}`")]
+    NotSignedIn {
+        /// The tenant's name.
+        tenant: String,
+    },
 }
 
 impl AuthError {
@@ -202,7 +235,10 @@ impl AuthError {
         match self {
             AuthError::Entra { status, .. } => *status == 429 || *status >= 500,
             AuthError::Transport { .. } => true,
-            AuthError::Malformed { .. } | AuthError::Config(_) => false,
+            AuthError::Malformed { .. }
+            | AuthError::Config(_)
+            | AuthError::Vault(_)
+            | AuthError::NotSignedIn { .. } => false,
         }
     }
 }
@@ -221,6 +257,7 @@ pub fn guidance(code: u32, client_id: &str, tenant: &TenantId) -> String {
         9001023 => "client credentials need a specific tenant, not /common or /organizations".into(),
         700024 | 700027 => "the client assertion (certificate) was rejected: check the certificate and the clock".into(),
         50196 => "too many identical requests (loop detected): tokens must be cached".into(),
+        700082 | 70008 | 50173 | 54005 => "the stored sign-in has expired or was revoked: run `xdrsync auth login` for this tenant again".into(),
         _ => "see the AADSTS code in Microsoft's error reference".into(),
     }
 }
@@ -318,26 +355,23 @@ impl TokenCache {
         }
         let url = req.token_url()?;
         let safe = SafeUrl::new(url.clone());
-        let mut form: Vec<(&str, String)> = vec![
-            ("grant_type", "client_credentials".into()),
-            ("client_id", req.client_id.clone()),
-        ];
-        match &req.credential {
-            Credential::Secret(s) => form.push(("client_secret", s.expose().to_owned())),
-            Credential::Certificate(c) => {
-                form.push((
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
-                ));
-                form.push((
-                    "client_assertion",
-                    c.assertion(&req.client_id, url.as_str()),
-                ));
-            }
-            // Handled above, by the metadata endpoint.
-            Credential::ManagedIdentity(_) => {}
+        let mut form: Vec<(&str, String)> = vec![("client_id", req.client_id.clone())];
+        if let Some(r) = &req.refresh {
+            let Some((rt, _)) = r.vault.get(&r.key)? else {
+                return Err(AuthError::NotSignedIn {
+                    tenant: r.tenant_name.clone(),
+                });
+            };
+            form.push(("grant_type", "refresh_token".into()));
+            form.push(("refresh_token", rt.expose().to_owned()));
+        } else {
+            form.push(("grant_type", "client_credentials".into()));
         }
-        let scope = format!("{}/.default", req.resource.trim_end_matches('/'));
+        form.extend(client_auth(req, &url));
+        let mut scope = format!("{}/.default", req.resource.trim_end_matches('/'));
+        if req.refresh.is_some() {
+            scope.push_str(" offline_access");
+        }
         match req.version {
             TokenVersion::V1 => form.push(("resource", req.resource.clone())),
             TokenVersion::V2 => form.push(("scope", scope)),
@@ -385,7 +419,13 @@ impl TokenCache {
                 }
             };
             if status == 200 {
-                return parse_success(&body, sent_at, &safe);
+                let token = parse_success(&body, sent_at, &safe)?;
+                // Entra rotates refresh tokens: keep the new one before using the access token.
+                if let (Some(r), Some(new)) = (&req.refresh, refresh_token_of(&body)) {
+                    r.vault
+                        .put(&r.key, &new, xdrsync_model::Timestamp::now(), true)?;
+                }
+                return Ok(token);
             }
             let err: Option<ErrorResponse> = serde_json::from_slice(&body).ok();
             let code = err
@@ -488,6 +528,121 @@ impl TokenCache {
     }
 }
 
+/// A PKCE pair: a 64-character verifier and its S256 challenge.
+pub fn pkce() -> (SecretString, String) {
+    let mut bytes = [0u8; 48];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let verifier = xdrsync_jwt::b64url(&bytes);
+    let challenge =
+        xdrsync_jwt::b64url(&<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
+    (SecretString::new(verifier), challenge)
+}
+
+/// A random `state` value for an authorization request.
+pub fn random_state() -> String {
+    let mut bytes = [0u8; 18];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    xdrsync_jwt::b64url(&bytes)
+}
+
+/// The client-authentication form fields of a credential (none for a public client).
+fn client_auth(req: &TokenRequest, token_url: &Url) -> Vec<(&'static str, String)> {
+    match &req.credential {
+        Credential::Secret(s) => vec![("client_secret", s.expose().to_owned())],
+        Credential::Certificate(c) => vec![
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+            ),
+            (
+                "client_assertion",
+                c.assertion(&req.client_id, token_url.as_str()),
+            ),
+        ],
+        Credential::ManagedIdentity(_) => Vec::new(),
+    }
+}
+
+impl TokenCache {
+    /// Redeems an authorization code (with its PKCE verifier) on the v2 endpoint and returns
+    /// the refresh token.
+    pub async fn redeem_code(
+        &self,
+        req: &TokenRequest,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &SecretString,
+    ) -> Result<SecretString, AuthError> {
+        let mut v2 = req.clone();
+        v2.version = TokenVersion::V2;
+        let url = v2.token_url()?;
+        let safe = SafeUrl::new(url.clone());
+        let mut form: Vec<(&str, String)> = vec![
+            ("grant_type", "authorization_code".into()),
+            ("client_id", req.client_id.clone()),
+            ("code", code.to_owned()),
+            ("redirect_uri", redirect_uri.to_owned()),
+            ("code_verifier", verifier.expose().to_owned()),
+            (
+                "scope",
+                format!(
+                    "{}/.default offline_access",
+                    req.resource.trim_end_matches('/')
+                ),
+            ),
+        ];
+        form.extend(client_auth(req, &url));
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let resp =
+            self.http
+                .post(url)
+                .form(&form)
+                .send()
+                .await
+                .map_err(|e| AuthError::Transport {
+                    url: safe.clone(),
+                    message: without_url(&e),
+                })?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|e| AuthError::Transport {
+            url: safe.clone(),
+            message: without_url(&e),
+        })?;
+        if status == 200 {
+            return refresh_token_of(&body).ok_or(AuthError::Malformed {
+                url: safe,
+                message: "no refresh_token: was offline_access granted?".into(),
+            });
+        }
+        let err: Option<ErrorResponse> = serde_json::from_slice(&body).ok();
+        let code = err
+            .as_ref()
+            .and_then(|e| e.error_codes.first().copied())
+            .unwrap_or(0);
+        Err(AuthError::Entra {
+            tenant: req.tenant.clone(),
+            status,
+            error: err
+                .as_ref()
+                .and_then(|e| e.error.clone())
+                .unwrap_or_else(|| "unknown_error".into()),
+            code,
+            guidance: guidance(code, &req.client_id, &req.tenant),
+            correlation: err.and_then(|e| e.correlation_id),
+        })
+    }
+}
+
+/// The `refresh_token` of a token response, if any.
+pub fn refresh_token_of(body: &[u8]) -> Option<SecretString> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("refresh_token")?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(SecretString::new)
+}
+
 fn parse_success(body: &[u8], sent_at: Instant, url: &SafeUrl) -> Result<AccessToken, AuthError> {
     let malformed = |message: &str| AuthError::Malformed {
         url: url.clone(),
@@ -565,6 +720,7 @@ mod tests {
             credential: Credential::Secret(SecretString::new("s3cr3t")),
             resource: "https://graph.microsoft.com".into(),
             version: TokenVersion::V2,
+            refresh: None,
         };
         assert_eq!(
             req.token_url().unwrap().as_str(),

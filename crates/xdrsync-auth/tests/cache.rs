@@ -18,6 +18,7 @@ async fn concurrent_callers_share_one_request() {
         credential: Credential::Secret(SecretString::new(c.apps[0].secret.clone())),
         resource: "https://graph.microsoft.com".into(),
         version: TokenVersion::V2,
+        refresh: None,
     };
     let cache = Arc::new(TokenCache::new(reqwest::Client::new()));
     let mut tasks = Vec::new();

@@ -75,6 +75,9 @@ pub struct ConfigFile {
     /// Which Microsoft cloud, and optional endpoint overrides (e.g. the emulator).
     #[serde(default)]
     pub cloud: CloudSection,
+    /// Where delegated sign-ins (`xdrsync auth login`) are kept, encrypted.
+    #[serde(default)]
+    pub auth: AuthSection,
     /// App registrations shared by several tenants (the MSSP's multi-tenant app).
     #[serde(default)]
     pub apps: Vec<AppSection>,
@@ -149,6 +152,30 @@ fn default_graph_page_size() -> u32 {
 }
 fn default_xdr_page_size() -> u32 {
     100
+}
+
+/// `[auth]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// The encrypted token vault, relative to the config file.
+    #[serde(default = "default_vault_file")]
+    pub vault_file: PathBuf,
+    /// A file holding the vault key (32 bytes, base64); the env var `XDRSYNC_VAULT_KEY` wins.
+    pub vault_key_file: Option<PathBuf>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            vault_file: default_vault_file(),
+            vault_key_file: None,
+        }
+    }
+}
+
+fn default_vault_file() -> PathBuf {
+    PathBuf::from("tokens.vault")
 }
 
 /// `[cloud]`
@@ -320,6 +347,11 @@ pub struct TenantSection {
     /// Token endpoint version: `v2` (default, `scope=…/.default`) or `v1` (`resource=…`).
     #[serde(default)]
     pub token_version: TokenVersion,
+    /// Use the delegated sign-in stored by `xdrsync auth login` (the MSSP flow of Microsoft's
+    /// fetch-incidents guide) instead of app-only tokens; the app's credential still
+    /// authenticates the client.
+    #[serde(default)]
+    pub delegated: bool,
     /// Set to false to keep a tenant configured but not pulled.
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -365,6 +397,10 @@ pub struct Config {
     pub tenants: Vec<Tenant>,
     /// Extra CA certificates to trust.
     pub ca_file: Option<PathBuf>,
+    /// The encrypted token vault.
+    pub vault_file: PathBuf,
+    /// The vault key file, if not given by env.
+    pub vault_key_file: Option<PathBuf>,
 }
 
 /// Validated `[sync]`.
@@ -401,6 +437,8 @@ pub struct Tenant {
     pub endpoints: Endpoints,
     /// Whether it is pulled.
     pub enabled: bool,
+    /// Whether it uses the stored delegated sign-in.
+    pub delegated: bool,
 }
 
 impl Config {
@@ -685,6 +723,7 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
             token_version: t.token_version,
             endpoints: endpoints.clone(),
             enabled: t.enabled,
+            delegated: t.delegated,
         });
     }
     Ok(Config {
@@ -698,6 +737,8 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
         },
         tenants,
         ca_file: file.cloud.ca_file.as_deref().map(resolve),
+        vault_file: resolve(&file.auth.vault_file),
+        vault_key_file: file.auth.vault_key_file.as_deref().map(resolve),
     })
 }
 

@@ -114,6 +114,21 @@ pub(crate) async fn adminconsent_v2(
     start(s, p, q, Kind::AdminConsentV2)
 }
 
+/// Exact match, except that Entra ignores the port of `http://localhost` / `http://127.0.0.1`
+/// redirect URIs, so native apps can listen on any free loopback port.
+fn redirect_matches(registered: &str, given: &str) -> bool {
+    if registered == given {
+        return true;
+    }
+    let (Ok(r), Ok(g)) = (url::Url::parse(registered), url::Url::parse(given)) else {
+        return false;
+    };
+    let loopback = |u: &url::Url| {
+        u.scheme() == "http" && matches!(u.host_str(), Some("localhost" | "127.0.0.1"))
+    };
+    loopback(&r) && loopback(&g) && r.host_str() == g.host_str() && r.path() == g.path()
+}
+
 /// Validates what must be right before anything can be redirected back.
 fn check_client(dir: &Directory, p: &Params) -> Result<(AppSpec, String), Response> {
     let client_id = p.get("client_id").cloned().unwrap_or_default();
@@ -128,7 +143,11 @@ fn check_client(dir: &Directory, p: &Params) -> Result<(AppSpec, String), Respon
         .cloned()
         .or_else(|| app.redirect_uris.first().cloned())
         .unwrap_or_default();
-    if !app.redirect_uris.iter().any(|r| r == &redirect) {
+    if !app
+        .redirect_uris
+        .iter()
+        .any(|r| redirect_matches(r, &redirect))
+    {
         return Err(error_page(
             50011,
             &format!(

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use xdrsync_api_client::{ApiClient, ApiError, Listing, RetryPolicy, Target};
-use xdrsync_auth::{CertificateCredential, Credential, TokenCache, TokenRequest};
+use xdrsync_auth::vault::{Vault, VaultKey};
+use xdrsync_auth::{CertificateCredential, Credential, RefreshSource, TokenCache, TokenRequest};
 use xdrsync_config::{AssertionAlgorithm, Config, ConfigError, CredentialSource, Tenant};
 use xdrsync_model::{ApiKind, StreamKind, Timestamp};
 use xdrsync_store::{CommitStats, NewVersion, PoisonRecord, SqliteStore, StoreError};
@@ -115,9 +116,55 @@ pub fn credential(tenant: &Tenant) -> Result<Credential, ConfigError> {
     }
 }
 
+/// Opens the token vault of `config` (its key from `XDRSYNC_VAULT_KEY` or `[auth] vault_key_file`).
+pub fn open_vault(config: &Config) -> Result<Arc<Vault>, ConfigError> {
+    let err = |message: String| ConfigError::Secret {
+        field: "auth.vault_key_file".into(),
+        message,
+    };
+    let text = match (
+        std::env::var(xdrsync_config::env::XDRSYNC_VAULT_KEY),
+        &config.vault_key_file,
+    ) {
+        (Ok(v), _) => v,
+        (Err(_), Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?,
+        (Err(_), None) => {
+            return Err(err(format!(
+                "delegated sign-ins are stored encrypted: set {} to 32 random bytes in base64 (e.g. `openssl rand -base64 32`) or name a key file in [auth] vault_key_file",
+                xdrsync_config::env::XDRSYNC_VAULT_KEY
+            )));
+        }
+    };
+    let key = VaultKey::from_base64(&text).map_err(|e| err(e.to_string()))?;
+    Ok(Arc::new(Vault::new(&config.vault_file, key)))
+}
+
 /// The API target of a tenant.
-pub fn target(tenant: &Tenant, config: &Config) -> Result<Target, ConfigError> {
+pub fn target(
+    tenant: &Tenant,
+    config: &Config,
+    vault: Option<&Arc<Vault>>,
+) -> Result<Target, ConfigError> {
     let credential = credential(tenant)?;
+    let refresh = match (tenant.delegated, vault) {
+        (false, _) => None,
+        (true, Some(v)) => Some(RefreshSource {
+            vault: v.clone(),
+            key: xdrsync_auth::vault_key(
+                &tenant.endpoints.authority,
+                &tenant.tenant_id,
+                &tenant.client_id,
+            ),
+            tenant_name: tenant.name.clone(),
+        }),
+        (true, None) => {
+            return Err(ConfigError::Secret {
+                field: "auth".into(),
+                message: "a delegated tenant needs the token vault".into(),
+            });
+        }
+    };
     let e = &tenant.endpoints;
     let (base_url, resource, page_size) = match tenant.api {
         ApiKind::Graph => (
@@ -142,6 +189,7 @@ pub fn target(tenant: &Tenant, config: &Config) -> Result<Target, ConfigError> {
             credential,
             resource,
             version: tenant.token_version,
+            refresh,
         },
         page_size,
     })
@@ -153,6 +201,8 @@ pub struct Pipeline {
     config: Arc<Config>,
     store: Arc<SqliteStore>,
     client: ApiClient,
+    /// One vault for every delegated tenant: its lock serializes the rotations they write.
+    vault: Option<Arc<Vault>>,
 }
 
 /// How many tenants are pulled at once.
@@ -163,10 +213,16 @@ impl Pipeline {
     pub fn new(config: Config, store: Arc<SqliteStore>) -> Result<Self, ConfigError> {
         let http = http_client(&config)?;
         let tokens = Arc::new(TokenCache::new(http.clone()));
+        let vault = if config.tenants.iter().any(|t| t.enabled && t.delegated) {
+            Some(open_vault(&config)?)
+        } else {
+            None
+        };
         Ok(Pipeline {
             config: Arc::new(config),
             store,
             client: ApiClient::new(http, tokens, RetryPolicy::default()),
+            vault,
         })
     }
 
@@ -249,7 +305,7 @@ impl Pipeline {
 
     /// Pulls one tenant: reads from `cursor − overlap` (or the initial lookback) and commits.
     pub async fn pull_tenant(&self, tenant: &Tenant) -> Result<TenantReport, PullError> {
-        let target = target(tenant, &self.config)?;
+        let target = target(tenant, &self.config, self.vault.as_ref())?;
         let store = self.store.clone();
         let id = tenant.tenant_id.clone();
         let cursor = blocking(move || store.cursor(&id, StreamKind::Incidents)).await?;

@@ -47,6 +47,28 @@ pub(crate) enum AuthCommand {
     Token(TokenArgs),
     /// Print the admin-consent links to send to a customer's administrator.
     ConsentUrl(ConsentUrlArgs),
+    /// Sign in to a delegated tenant (the MSSP flow of Microsoft's fetch-incidents guide):
+    /// opens the authorization URL, catches the redirect on a loopback listener, redeems the
+    /// code with PKCE and stores the refresh token encrypted.
+    Login(LoginArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LoginArgs {
+    /// The tenant, by its name in the config or its id.
+    #[arg(long)]
+    pub(crate) tenant: String,
+    /// Only print the URL (for a host without a browser: open it elsewhere, the redirect must
+    /// still reach this host's loopback address).
+    #[arg(long)]
+    pub(crate) no_browser: bool,
+    /// Loopback port for the redirect (0: any free port; Entra ignores the port of
+    /// `http://localhost` redirect URIs).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) port: u16,
+    /// Give up after this many seconds without a redirect.
+    #[arg(long, default_value_t = 300)]
+    pub(crate) timeout_secs: u64,
 }
 
 #[derive(Debug, Args)]

@@ -389,3 +389,192 @@ async fn auth_token_validates_and_names_missing_permissions() {
         "{stdout}"
     );
 }
+
+/// The MSSP flow: `auth login` catches the redirect on loopback, stores the refresh token
+/// encrypted, and `pull` then reads the tenant with delegated tokens (rotating the token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_login_then_delegated_pull() {
+    let emu = tu::start_with(tu::demo_directory(), |b| b.auto_approve = true).await;
+    let c = emu.contract();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("secret"), &c.apps[0].secret).unwrap();
+    let base = emu.base_url();
+    std::fs::write(
+        tmp.path().join("xdrsync.toml"),
+        format!(
+            "[cloud]\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
+             [[tenants]]\nname = \"contoso\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = {{ file = \"secret\" }}\ndelegated = true\n",
+            c.tenants[1].id, c.apps[0].client_id
+        ),
+    )
+    .unwrap();
+    let dir = tmp.path().to_owned();
+    let cmd = move |args: &[&str]| login_cmd(&dir, args);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let start = {
+        let dir = tmp.path().to_owned();
+        move || {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || start_login(&dir))
+        }
+    };
+    let redirect_of = |url: url::Url| -> String {
+        let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        q["redirect_uri"].clone()
+    };
+
+    // Without a sign-in, the delegated tenant says what to do.
+    let out = tokio::task::spawn_blocking({
+        let mut c = cmd(&["pull"]);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        text(&out.stdout).contains("auth login --tenant contoso"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A redirect with a foreign state is refused.
+    let (child, url) = start().await.unwrap();
+    let redirect = redirect_of(url::Url::parse(&url).unwrap());
+    let _ = http
+        .get(format!("{redirect}?code=stolen&state=not-ours"))
+        .send()
+        .await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("state does not match"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // An error redirect is reported.
+    let (child, url) = start().await.unwrap();
+    let redirect = redirect_of(url::Url::parse(&url).unwrap());
+    let _ = http
+        .get(format!(
+            "{redirect}?error=access_denied&error_description=the+user+canceled"
+        ))
+        .send()
+        .await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("sign-in failed: access_denied: the user canceled"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The real thing: the "browser" follows the authorization URL to the loopback listener.
+    let (child, url) = start().await.unwrap();
+    let resp = http.get(&url).send().await.unwrap();
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let landed = http
+        .get(&location)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(landed.contains("Signed in"), "{landed}");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let vault = std::fs::read_to_string(tmp.path().join("tokens.vault")).unwrap();
+    assert!(
+        vault.contains("ciphertext") && !vault.contains("refresh"),
+        "the vault is encrypted"
+    );
+
+    let out = tokio::task::spawn_blocking({
+        let mut c = cmd(&["pull"]);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("contoso"));
+    assert_ne!(
+        std::fs::read_to_string(tmp.path().join("tokens.vault")).unwrap(),
+        vault,
+        "the rotated refresh token was stored"
+    );
+    // A wrong key is a clear error, not a panic.
+    let out = tokio::task::spawn_blocking({
+        let mut c = cmd(&["pull"]);
+        c.env(
+            "XDRSYNC_VAULT_KEY",
+            "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=",
+        );
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        text(&out.stdout).contains("cannot be decrypted"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+const VAULT_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+fn login_cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xdrsync"));
+    c.args(args)
+        .current_dir(dir)
+        .env("XDRSYNC_VAULT_KEY", VAULT_KEY)
+        .env_remove("XDRSYNC_CONFIG");
+    c
+}
+
+/// Starts `auth login` and returns the child and the authorization URL it printed.
+fn start_login(dir: &Path) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let mut child = login_cmd(
+        dir,
+        &[
+            "auth",
+            "login",
+            "--tenant",
+            "contoso",
+            "--no-browser",
+            "--timeout-secs",
+            "60",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find(|l| l.starts_with("http"))
+        .unwrap();
+    // Keep reading, so the child's later lines do not hit a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, url)
+}

@@ -12,12 +12,13 @@ use serde_json::Value;
 use xdrsync_jwt::{Algorithm, Decoded, JwkSet};
 use xdrsync_model::ApiKind;
 
-use crate::cli::{AuthCommand, ConsentUrlArgs, TokenArgs};
+use crate::cli::{AuthCommand, ConsentUrlArgs, LoginArgs, TokenArgs};
 
 pub(crate) async fn run(cmd: AuthCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
     match cmd {
         AuthCommand::Token(args) => token(args, config_path).await,
         AuthCommand::ConsentUrl(args) => consent_url(args, config_path),
+        AuthCommand::Login(args) => login(args, config_path).await,
     }
 }
 
@@ -49,7 +50,12 @@ async fn token(args: TokenArgs, config_path: &Path) -> anyhow::Result<ExitCode> 
                 field: "--tenant".into(),
                 message: format!("no tenant named `{}`", args.tenant),
             })?;
-    let target = xdrsync_pipeline::target(tenant, &config)?;
+    let vault = if tenant.delegated {
+        Some(xdrsync_pipeline::open_vault(&config)?)
+    } else {
+        None
+    };
+    let target = xdrsync_pipeline::target(tenant, &config, vault.as_ref())?;
     let http = xdrsync_pipeline::http_client(&config)?;
     let cache = xdrsync_auth::TokenCache::new(http.clone());
     let token = cache
@@ -225,6 +231,145 @@ fn consent_url(args: ConsentUrlArgs, config_path: &Path) -> anyhow::Result<ExitC
     );
     println!(
         "Partner consent link (as in Microsoft's partner-access guide):\n  {authority}/common/oauth2/authorize?prompt=consent&client_id={id}&response_type=code&sso_reload=true"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Why a sign-in did not complete.
+#[derive(Debug, thiserror::Error)]
+enum LoginError {
+    #[error("sign-in failed: {error}: {description}")]
+    Refused { error: String, description: String },
+    #[error(
+        "the redirect's state does not match the one sent; refusing it (possible cross-site request forgery)"
+    )]
+    State,
+    #[error("no redirect arrived within {0} s")]
+    Timeout(u64),
+}
+
+async fn login(args: LoginArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let config = super::load_config(config_path)?;
+    let tenant =
+        config
+            .tenant(&args.tenant)
+            .ok_or_else(|| xdrsync_config::ConfigError::Invalid {
+                path: config.path.clone(),
+                field: "--tenant".into(),
+                message: format!("no tenant named `{}`", args.tenant),
+            })?;
+    if !tenant.delegated {
+        eprintln!(
+            "note: tenant {} is not `delegated = true` in the config; pulls will keep using app-only tokens",
+            tenant.name
+        );
+    }
+    let vault = xdrsync_pipeline::open_vault(&config)?;
+    let target = xdrsync_pipeline::target(tenant, &config, None).or_else(|_| {
+        let mut t = tenant.clone();
+        t.delegated = false;
+        xdrsync_pipeline::target(&t, &config, None)
+    })?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .context("binding the loopback redirect listener")?;
+    let redirect = format!("http://localhost:{}", listener.local_addr()?.port());
+    let (verifier, challenge) = xdrsync_auth::pkce();
+    let state = xdrsync_auth::random_state();
+    let authority = tenant.endpoints.authority.as_str().trim_end_matches('/');
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("client_id", &tenant.client_id)
+        .append_pair("response_type", "code")
+        .append_pair("redirect_uri", &redirect)
+        .append_pair("response_mode", "query")
+        .append_pair(
+            "scope",
+            &format!(
+                "{}/.default offline_access",
+                target.token.resource.trim_end_matches('/')
+            ),
+        )
+        .append_pair("state", &state)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    let url = format!(
+        "{authority}/{}/oauth2/v2.0/authorize?{query}",
+        tenant.tenant_id
+    );
+    println!(
+        "Open this URL and sign in as an administrator of {}:\n{url}",
+        tenant.name
+    );
+    if !args.no_browser {
+        // Best effort; the URL is printed either way.
+        let _ = std::process::Command::new("xdg-open")
+            .arg(&url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+    let wait = async {
+        loop {
+            let (mut sock, _) = listener.accept().await?;
+            let mut buf = vec![0u8; 16 * 1024];
+            let n = sock.read(&mut buf).await?;
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let target = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let params: std::collections::HashMap<String, String> =
+                url::Url::parse(&format!("http://localhost{target}"))
+                    .map(|u| u.query_pairs().into_owned().collect())
+                    .unwrap_or_default();
+            if !params.contains_key("code") && !params.contains_key("error") {
+                sock.write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await?;
+                continue;
+            }
+            let ok = params.contains_key("code") && params.get("state") == Some(&state);
+            let page = if ok {
+                "Signed in. You can close this window and return to xdrsync."
+            } else {
+                "Sign-in did not complete. See the xdrsync terminal."
+            };
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+                page.len()
+            );
+            sock.write_all(resp.as_bytes()).await?;
+            return Ok::<_, std::io::Error>(params);
+        }
+    };
+    let params = tokio::time::timeout(std::time::Duration::from_secs(args.timeout_secs), wait)
+        .await
+        .map_err(|_| LoginError::Timeout(args.timeout_secs))??;
+    if let Some(error) = params.get("error") {
+        return Err(LoginError::Refused {
+            error: error.clone(),
+            description: params.get("error_description").cloned().unwrap_or_default(),
+        }
+        .into());
+    }
+    if params.get("state") != Some(&state) {
+        return Err(LoginError::State.into());
+    }
+    let code = params.get("code").cloned().unwrap_or_default();
+    let http = xdrsync_pipeline::http_client(&config)?;
+    let rt = xdrsync_auth::TokenCache::new(http)
+        .redeem_code(&target.token, &code, &redirect, &verifier)
+        .await?;
+    let key = xdrsync_auth::vault_key(
+        &tenant.endpoints.authority,
+        &tenant.tenant_id,
+        &tenant.client_id,
+    );
+    vault.put(&key, &rt, xdrsync_model::Timestamp::now(), false)?;
+    println!(
+        "Signed in to {}; the refresh token is stored encrypted in {}.",
+        tenant.name,
+        vault.path().display()
     );
     Ok(ExitCode::SUCCESS)
 }

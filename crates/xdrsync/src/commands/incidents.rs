@@ -38,7 +38,12 @@ async fn list(args: ListArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
                         .join(", ")
                 ),
             })?;
-    let target = xdrsync_pipeline::target(tenant, &config)?;
+    let vault = if tenant.delegated {
+        Some(xdrsync_pipeline::open_vault(&config)?)
+    } else {
+        None
+    };
+    let target = xdrsync_pipeline::target(tenant, &config, vault.as_ref())?;
     let http = xdrsync_pipeline::http_client(&config)?;
     let tokens = std::sync::Arc::new(xdrsync_auth::TokenCache::new(http.clone()));
     let client = xdrsync_api_client::ApiClient::new(http, tokens, Default::default());
