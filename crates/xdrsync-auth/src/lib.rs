@@ -528,6 +528,62 @@ impl TokenCache {
     }
 }
 
+/// The `notAfter` of an X.509 certificate (DER), read with a minimal DER walk:
+/// Certificate → tbsCertificate → validity → notAfter (UTCTime or GeneralizedTime).
+pub fn certificate_not_after(der: &[u8]) -> Option<xdrsync_model::Timestamp> {
+    // Returns (tag, content, rest) of the TLV at the start of `b`.
+    fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, b) = b.split_first()?;
+        let (&first, b) = b.split_first()?;
+        let (len, b) = if first < 0x80 {
+            (first as usize, b)
+        } else {
+            let n = (first & 0x7f) as usize;
+            if n == 0 || n > 4 || b.len() < n {
+                return None;
+            }
+            (
+                b[..n].iter().fold(0usize, |acc, x| acc << 8 | *x as usize),
+                &b[n..],
+            )
+        };
+        (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
+    }
+    let (_, cert, _) = tlv(der)?;
+    let (_, tbs, _) = tlv(cert)?;
+    let mut rest = tbs;
+    // [0] version (optional), serial, signature algorithm, issuer, then validity.
+    let (tag, _, r) = tlv(rest)?;
+    if tag == 0xa0 {
+        rest = r;
+    }
+    for _ in 0..3 {
+        rest = tlv(rest)?.2;
+    }
+    let (_, validity, _) = tlv(rest)?;
+    let (_, _, after_not_before) = tlv(validity)?;
+    let (tag, time, _) = tlv(after_not_before)?;
+    let text = std::str::from_utf8(time).ok()?;
+    let full = match tag {
+        0x17 if text.len() >= 13 => {
+            let yy: u32 = text[..2].parse().ok()?;
+            format!("{}{}", if yy >= 50 { "19" } else { "20" }, text)
+        }
+        0x18 => text.to_owned(),
+        _ => return None,
+    };
+    let iso = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &full[0..4],
+        &full[4..6],
+        &full[6..8],
+        &full[8..10],
+        &full[10..12],
+        &full[12..14]
+    );
+    iso.parse().ok()
+}
+
 /// A PKCE pair: a 64-character verifier and its S256 challenge.
 pub fn pkce() -> (SecretString, String) {
     let mut bytes = [0u8; 48];
@@ -745,5 +801,23 @@ mod tests {
         assert_eq!(v1.expires_at - v1.refresh_at, REFRESH_MARGIN);
         assert!(!format!("{v1:?}").contains("\"a\""));
         assert!(parse_success(b"{}", now, &url).is_err());
+    }
+}
+
+#[cfg(test)]
+mod x509_tests {
+    #[test]
+    fn not_after_of_a_real_certificate() {
+        // rcgen's default validity ends 4096-01-01; any generated certificate must parse.
+        let cert = rcgen_free_cert();
+        let t = super::certificate_not_after(&cert).expect("parsed");
+        assert!(t.to_string().starts_with("4096-01-01"), "{t}");
+        assert!(super::certificate_not_after(b"not a certificate").is_none());
+    }
+
+    /// A self-signed certificate (rcgen defaults: notAfter 4096-01-01T00:00:00Z), DER.
+    fn rcgen_free_cert() -> Vec<u8> {
+        let pem = include_str!("../tests/data/cert.pem");
+        xdrsync_jwt::pem_block(pem, "CERTIFICATE").unwrap()
     }
 }

@@ -63,6 +63,27 @@ pub(crate) fn endpoints(section: &CloudSection) -> Result<Endpoints, (String, St
             "https://dod-graph.microsoft.us",
         ),
     };
+    let regional = match (&section.region, section.name) {
+        (None, _) => None,
+        (Some(r), Cloud::Public)
+            if ["us", "eu", "uk", "au", "swa", "ina", "aea"].contains(&r.as_str()) =>
+        {
+            Some(format!("https://{r}.api.security.microsoft.com"))
+        }
+        (Some(r), Cloud::Public) => {
+            return Err((
+                "cloud.region".into(),
+                format!("`{r}` is not a Defender region (us, eu, uk, au, swa, ina, aea)"),
+            ));
+        }
+        (Some(_), _) => {
+            return Err((
+                "cloud.region".into(),
+                "regional hosts exist only in the public cloud".into(),
+            ));
+        }
+    };
+    let xdr = regional.as_deref().unwrap_or(xdr);
     let pick =
         |field: &str, over: &Option<String>, default: &str| -> Result<Url, (String, String)> {
             parse_url(field, over.as_deref().unwrap_or(default))
@@ -72,6 +93,11 @@ pub(crate) fn endpoints(section: &CloudSection) -> Result<Endpoints, (String, St
         graph: pick("cloud.graph_url", &section.graph_url, graph)?,
         xdr: pick("cloud.xdr_url", &section.xdr_url, xdr)?,
         graph_resource: graph.to_owned(),
-        xdr_resource: xdr.to_owned(),
+        // A regional host serves the global resource's tokens.
+        xdr_resource: if regional.is_some() {
+            "https://api.security.microsoft.com".to_owned()
+        } else {
+            xdr.to_owned()
+        },
     })
 }

@@ -185,6 +185,9 @@ pub struct CloudSection {
     /// `public` (default), `gcc`, `gcc-high` or `dod`.
     #[serde(default)]
     pub name: Cloud,
+    /// A Defender XDR regional host (public cloud): `us`, `eu`, `uk`, `au`, `swa`, `ina`, `aea`
+    /// → `https://<region>.api.security.microsoft.com`. Tokens keep the global audience.
+    pub region: Option<String>,
     /// Overrides the login authority (e.g. `https://127.0.0.1:8443` for the emulator).
     pub authority_url: Option<String>,
     /// Overrides the Microsoft Graph base URL.
@@ -209,6 +212,9 @@ pub struct SecretSource {
     pub command: Option<Vec<String>>,
     /// The secret itself; refused unless `allow_inline_secrets = true`.
     pub value: Option<String>,
+    /// When the secret expires (as shown in the app registration); `xdrsync auth status`
+    /// warns 30 days ahead.
+    pub expires: Option<xdrsync_model::Timestamp>,
 }
 
 /// `client_certificate = { cert_file = "…", key_file = "…", algorithm = "ps256" }`: a
@@ -401,6 +407,8 @@ pub struct Config {
     pub vault_file: PathBuf,
     /// The vault key file, if not given by env.
     pub vault_key_file: Option<PathBuf>,
+    /// Things that work but deserve a warning (e.g. an allowed inline secret).
+    pub warnings: Vec<String>,
 }
 
 /// Validated `[sync]`.
@@ -529,6 +537,7 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
     let endpoints =
         cloud::endpoints(&file.cloud).map_err(|(field, message)| invalid(field, message))?;
 
+    let warnings = std::cell::RefCell::new(Vec::new());
     let check_secret = |field: &str, src: &SecretSource| -> Result<SecretSource, ConfigError> {
         let set = [
             src.env.is_some(),
@@ -543,6 +552,11 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
             return Err(invalid(
                 field.into(),
                 "give exactly one of `env`, `file`, `command` or `value`".into(),
+            ));
+        }
+        if src.value.is_some() && file.allow_inline_secrets {
+            warnings.borrow_mut().push(format!(
+                "`{field}` is written inline in the config file; prefer `env`, `file` or `command`"
             ));
         }
         if src.value.is_some() && !file.allow_inline_secrets {
@@ -739,6 +753,7 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
         ca_file: file.cloud.ca_file.as_deref().map(resolve),
         vault_file: resolve(&file.auth.vault_file),
         vault_key_file: file.auth.vault_key_file.as_deref().map(resolve),
+        warnings: warnings.into_inner(),
     })
 }
 

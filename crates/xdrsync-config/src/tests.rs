@@ -222,3 +222,26 @@ invalid!(
     "apps[0].client_certificate",
     "not both"
 );
+
+#[test]
+fn regions_and_inline_secret_warning() {
+    let config = load("allow_inline_secrets = true\n[cloud]\nregion = \"eu\"\n[[tenants]]\nname = \"a\"\ntenant_id = \"x.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_secret = { value = \"v\" }\n").unwrap();
+    let e = &config.tenants[0].endpoints;
+    assert_eq!(e.xdr.as_str(), "https://eu.api.security.microsoft.com/");
+    assert_eq!(e.xdr_resource, "https://api.security.microsoft.com");
+    assert_eq!(config.warnings.len(), 1);
+    assert!(config.warnings[0].contains("tenants[0].client_secret"));
+}
+
+invalid!(
+    unknown_region,
+    "[cloud]\nregion = \"mars\"\n",
+    "cloud.region",
+    "not a Defender region"
+);
+invalid!(
+    region_outside_public,
+    "[cloud]\nname = \"dod\"\nregion = \"eu\"\n",
+    "cloud.region",
+    "only in the public cloud"
+);

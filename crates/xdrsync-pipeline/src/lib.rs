@@ -320,7 +320,8 @@ impl Pipeline {
             .iter()
             .map(|f| f.incident.last_update)
             .max();
-        let new_cursor = last_update.map(|t| (StreamKind::Incidents, t));
+        // With nothing new the cursor stays, but is written again: it records the last success.
+        let new_cursor = last_update.or(cursor).map(|t| (StreamKind::Incidents, t));
         let versions: Vec<NewVersion> = listing
             .incidents
             .into_iter()

@@ -206,6 +206,24 @@ impl SqliteStore {
         .transpose()
     }
 
+    /// When the cursor of `(tenant, stream)` last moved (the last pull that stored data).
+    pub fn cursor_updated(
+        &self,
+        tenant: &TenantId,
+        stream: StreamKind,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT updated_at FROM cursors WHERE tenant_id = ?1 AND stream = ?2",
+                params![tenant.as_str(), stream.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok(text.and_then(|t| t.parse().ok()))
+    }
+
     /// Stores new versions and, in the same transaction, moves the cursor forward to `cursor`
     /// (never backward). Versions already stored are counted, not stored again.
     pub fn commit(

@@ -47,6 +47,9 @@ pub(crate) enum AuthCommand {
     Token(TokenArgs),
     /// Print the admin-consent links to send to a customer's administrator.
     ConsentUrl(ConsentUrlArgs),
+    /// Every tenant's credential health: kind, secret and certificate expiry, delegated
+    /// sign-in age against the 90-day inactivity limit, last successful pull, warnings.
+    Status,
     /// Sign in to a delegated tenant (the MSSP flow of Microsoft's fetch-incidents guide):
     /// opens the authorization URL, catches the redirect on a loopback listener, redeems the
     /// code with PKCE and stores the refresh token encrypted.

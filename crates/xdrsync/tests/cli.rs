@@ -578,3 +578,55 @@ fn start_login(dir: &Path) -> (std::process::Child, String) {
     std::thread::spawn(move || lines.for_each(drop));
     (child, url)
 }
+
+/// Credential health without contacting anything: expiring and expired secrets, a
+/// certificate's notAfter, a delegated tenant that never signed in.
+#[test]
+fn auth_status_reports_credential_health() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cert = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xdrsync-auth/tests/data/cert.pem");
+    let soon = (chrono::Utc::now() + chrono::Duration::days(10)).format("%Y-%m-%dT00:00:00Z");
+    let id = "11111111-2222-3333-4444-555555555555";
+    std::fs::write(
+        tmp.path().join("xdrsync.toml"),
+        format!(
+            "[[tenants]]\nname = \"soon\"\ntenant_id = \"a.onmicrosoft.com\"\nclient_id = \"{id}\"\nclient_secret = {{ env = \"X\", expires = \"{soon}\" }}\n\
+             [[tenants]]\nname = \"cert\"\ntenant_id = \"b.onmicrosoft.com\"\nclient_id = \"{id}\"\nclient_certificate = {{ cert_file = \"{}\", key_file = \"k.pem\" }}\n\
+             [[tenants]]\nname = \"old\"\ntenant_id = \"c.onmicrosoft.com\"\nclient_id = \"{id}\"\nclient_secret = {{ env = \"X\", expires = \"2020-01-01T00:00:00Z\" }}\n\
+             [[tenants]]\nname = \"mssp\"\ntenant_id = \"d.onmicrosoft.com\"\nclient_id = \"{id}\"\nclient_secret = {{ env = \"X\" }}\ndelegated = true\n",
+            cert.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xdrsync"))
+        .args(["auth", "status"])
+        .current_dir(tmp.path())
+        .env("XDRSYNC_VAULT_KEY", VAULT_KEY)
+        .env_remove("XDRSYNC_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        line("soon ").contains("expires in 9 days") || line("soon ").contains("expires in 10 days"),
+        "{stdout}"
+    );
+    assert!(
+        line("cert ").contains("4096-01-01")
+            && line("cert ").contains("certificate (ps256)")
+            && line("cert ").ends_with("ok"),
+        "{stdout}"
+    );
+    assert!(line("old ").contains("EXPIRED"), "{stdout}");
+    assert!(
+        line("mssp ").contains("auth login --tenant mssp"),
+        "{stdout}"
+    );
+}

@@ -19,6 +19,7 @@ pub(crate) async fn run(cmd: AuthCommand, config_path: &Path) -> anyhow::Result<
         AuthCommand::Token(args) => token(args, config_path).await,
         AuthCommand::ConsentUrl(args) => consent_url(args, config_path),
         AuthCommand::Login(args) => login(args, config_path).await,
+        AuthCommand::Status => status(config_path),
     }
 }
 
@@ -372,4 +373,145 @@ async fn login(args: LoginArgs, config_path: &Path) -> anyhow::Result<ExitCode> 
         vault.path().display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Warn this long before a secret or certificate expires.
+const WARN_DAYS: i64 = 30;
+/// Entra expires refresh tokens after 90 idle days; warn two weeks before.
+const RT_IDLE_DAYS: i64 = 90;
+const RT_WARN_DAYS: i64 = 76;
+
+fn status(config_path: &Path) -> anyhow::Result<ExitCode> {
+    use xdrsync_config::CredentialSource;
+    let config = super::load_config(config_path)?;
+    let now = xdrsync_model::Timestamp::now();
+    let days_until =
+        |t: xdrsync_model::Timestamp| (t.ticks() - now.ticks()) / (86_400 * 10_000_000);
+    let store = config
+        .store_path
+        .exists()
+        .then(|| xdrsync_store::SqliteStore::open(&config.store_path))
+        .transpose()?;
+    let vault = if config.tenants.iter().any(|t| t.delegated) {
+        Some(xdrsync_pipeline::open_vault(&config)?)
+    } else {
+        None
+    };
+    let mut rows = Vec::new();
+    let mut serious = false;
+    for t in &config.tenants {
+        let mut warnings: Vec<String> = Vec::new();
+        let (kind, expires) = match &t.credential {
+            CredentialSource::Secret(s) => {
+                let from = if s.env.is_some() {
+                    "env"
+                } else if s.file.is_some() {
+                    "file"
+                } else if s.command.is_some() {
+                    "command"
+                } else {
+                    "inline"
+                };
+                (format!("secret ({from})"), s.expires)
+            }
+            CredentialSource::Certificate(c) => {
+                let not_after = std::fs::read_to_string(&c.cert_file)
+                    .ok()
+                    .and_then(|pem| xdrsync_jwt::pem_block(&pem, "CERTIFICATE"))
+                    .and_then(|der| xdrsync_auth::certificate_not_after(&der));
+                if not_after.is_none() {
+                    warnings.push(format!(
+                        "cannot read the certificate {}",
+                        c.cert_file.display()
+                    ));
+                    serious = true;
+                }
+                (
+                    format!("certificate ({:?})", c.algorithm).to_lowercase(),
+                    not_after,
+                )
+            }
+            CredentialSource::ManagedIdentity(_) => ("managed identity".into(), None),
+        };
+        let expires_text = match expires {
+            None => "-".to_owned(),
+            Some(e) => {
+                let d = days_until(e);
+                if d < 0 {
+                    warnings.push(format!("the credential EXPIRED {} days ago: create a new one in the app registration", -d));
+                    serious = true;
+                } else if d <= WARN_DAYS {
+                    warnings.push(format!("the credential expires in {d} days: rotate it now"));
+                }
+                e.as_datetime().format("%Y-%m-%d").to_string()
+            }
+        };
+        let sign_in = match (&vault, t.delegated) {
+            (Some(v), true) => {
+                let key =
+                    xdrsync_auth::vault_key(&t.endpoints.authority, &t.tenant_id, &t.client_id);
+                match v.get(&key)? {
+                    None => {
+                        warnings.push(format!(
+                            "no stored sign-in: run `xdrsync auth login --tenant {}`",
+                            t.name
+                        ));
+                        serious = true;
+                        "none".to_owned()
+                    }
+                    Some((_, stored)) => {
+                        let idle = -days_until(stored.last_used);
+                        if idle >= RT_IDLE_DAYS {
+                            warnings.push(format!("the sign-in expired after {idle} idle days: run `xdrsync auth login --tenant {}`", t.name));
+                            serious = true;
+                        } else if idle >= RT_WARN_DAYS {
+                            warnings.push(format!("the sign-in expires after {} more idle days: pull, or run `auth login` again", RT_IDLE_DAYS - idle));
+                        }
+                        format!("used {idle} d ago")
+                    }
+                }
+            }
+            _ => "app-only".to_owned(),
+        };
+        let last = store
+            .as_ref()
+            .and_then(|s| {
+                s.cursor_updated(&t.tenant_id, xdrsync_model::StreamKind::Incidents)
+                    .ok()
+                    .flatten()
+            })
+            .map(|t| t.as_datetime().format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_else(|| "never".into());
+        rows.push(vec![
+            t.name.clone(),
+            kind,
+            expires_text,
+            sign_in,
+            last,
+            if warnings.is_empty() {
+                "ok".into()
+            } else {
+                warnings.join("; ")
+            },
+        ]);
+    }
+    print!(
+        "{}",
+        crate::table::render(
+            &[
+                "TENANT",
+                "CREDENTIAL",
+                "EXPIRES",
+                "SIGN-IN",
+                "LAST PULL",
+                "STATUS"
+            ],
+            &rows
+        )
+    );
+    Ok(if serious {
+        ExitCode::from(crate::EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

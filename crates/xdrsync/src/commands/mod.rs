@@ -22,5 +22,9 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
         })
         .context("no configuration: pass --config FILE, set XDRSYNC_CONFIG, or run `xdrsync demo` to try the built-in emulator");
     }
-    Ok(Config::load(path)?)
+    let config = Config::load(path)?;
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(config)
 }
