@@ -690,6 +690,141 @@ impl TokenCache {
     }
 }
 
+impl TokenCache {
+    /// The device code flow for hosts without a browser: asks for a code, hands Entra's message
+    /// ("open … and enter …") to `prompt`, then polls at the given interval (slower after
+    /// `slow_down`) until the user signs in; returns the refresh token.
+    pub async fn device_code(
+        &self,
+        req: &TokenRequest,
+        prompt: impl FnOnce(&str),
+    ) -> Result<SecretString, AuthError> {
+        let mut v2 = req.clone();
+        v2.version = TokenVersion::V2;
+        let token_url = v2.token_url()?;
+        let code_url = Url::parse(
+            &token_url
+                .as_str()
+                .replace("/oauth2/v2.0/token", "/oauth2/v2.0/devicecode"),
+        )
+        .map_err(|e| AuthError::Config(e.to_string()))?;
+        let safe = SafeUrl::new(code_url.clone());
+        let scope = format!(
+            "{}/.default offline_access",
+            req.resource.trim_end_matches('/')
+        );
+        let transport = |e: reqwest::Error| AuthError::Transport {
+            url: safe.clone(),
+            message: without_url(&e),
+        };
+        let resp = self
+            .http
+            .post(code_url.clone())
+            .form(&[
+                ("client_id", req.client_id.as_str()),
+                ("scope", scope.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.map_err(transport)?;
+        let Some(device_code) = body["device_code"].as_str().map(str::to_owned) else {
+            let code = body["error_codes"][0].as_u64().unwrap_or(0) as u32;
+            return Err(AuthError::Entra {
+                tenant: req.tenant.clone(),
+                status,
+                error: body["error"].as_str().unwrap_or("unknown_error").to_owned(),
+                code,
+                guidance: guidance(code, &req.client_id, &req.tenant),
+                correlation: body["correlation_id"].as_str().map(str::to_owned),
+            });
+        };
+        let num = |k: &str| {
+            body[k]
+                .as_u64()
+                .or_else(|| body[k].as_str().and_then(|s| s.parse().ok()))
+        };
+        let mut interval = Duration::from_secs(num("interval").unwrap_or(5));
+        let deadline = Instant::now() + Duration::from_secs(num("expires_in").unwrap_or(900));
+        prompt(
+            body["message"]
+                .as_str()
+                .unwrap_or("Sign in with the code shown by your administrator."),
+        );
+        let mut form: Vec<(&str, String)> = vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:device_code".into(),
+            ),
+            ("client_id", req.client_id.clone()),
+            ("device_code", device_code),
+        ];
+        form.extend(client_auth(req, &token_url));
+        let token_safe = SafeUrl::new(token_url.clone());
+        loop {
+            tokio::time::sleep(interval).await;
+            if Instant::now() > deadline {
+                return Err(AuthError::Config(
+                    "the device code expired before the sign-in completed".into(),
+                ));
+            }
+            let resp = self
+                .http
+                .post(token_url.clone())
+                .form(&form)
+                .send()
+                .await
+                .map_err(|e| AuthError::Transport {
+                    url: token_safe.clone(),
+                    message: without_url(&e),
+                })?;
+            let status = resp.status().as_u16();
+            let body = resp.bytes().await.map_err(|e| AuthError::Transport {
+                url: token_safe.clone(),
+                message: without_url(&e),
+            })?;
+            if status == 200 {
+                return refresh_token_of(&body).ok_or(AuthError::Malformed {
+                    url: token_safe,
+                    message: "no refresh_token".into(),
+                });
+            }
+            let err: Option<ErrorResponse> = serde_json::from_slice(&body).ok();
+            match err.as_ref().and_then(|e| e.error.as_deref()) {
+                Some("authorization_pending") => {}
+                Some("slow_down") => interval += Duration::from_secs(5),
+                _ => {
+                    let code = err
+                        .as_ref()
+                        .and_then(|e| e.error_codes.first().copied())
+                        .unwrap_or(0);
+                    let error = err
+                        .as_ref()
+                        .and_then(|e| e.error.clone())
+                        .unwrap_or_else(|| "unknown_error".into());
+                    let guidance = match error.as_str() {
+                        "authorization_declined" => "the user declined the sign-in".to_owned(),
+                        "expired_token" => {
+                            "the device code expired before the sign-in completed; start again"
+                                .to_owned()
+                        }
+                        _ => guidance(code, &req.client_id, &req.tenant),
+                    };
+                    return Err(AuthError::Entra {
+                        tenant: req.tenant.clone(),
+                        status,
+                        error,
+                        code,
+                        guidance,
+                        correlation: err.and_then(|e| e.correlation_id),
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// The `refresh_token` of a token response, if any.
 pub fn refresh_token_of(body: &[u8]) -> Option<SecretString> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;

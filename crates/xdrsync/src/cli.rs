@@ -72,6 +72,9 @@ pub(crate) struct LoginArgs {
     /// Give up after this many seconds without a redirect.
     #[arg(long, default_value_t = 300)]
     pub(crate) timeout_secs: u64,
+    /// Use the device code flow instead (sign in on any other device; no redirect needed).
+    #[arg(long)]
+    pub(crate) device_code: bool,
 }
 
 #[derive(Debug, Args)]

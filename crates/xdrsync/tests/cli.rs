@@ -630,3 +630,65 @@ fn auth_status_reports_credential_health() {
         "{stdout}"
     );
 }
+
+/// Device code sign-in for a host without a browser; at trace level, neither the access token
+/// nor the refresh token (read back from the vault) appears in the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_code_login_and_no_token_in_trace_output() {
+    let emu = tu::start_with(tu::demo_directory(), |b| {
+        b.auto_approve = true;
+        b.device_code_interval_secs = 1;
+    })
+    .await;
+    let c = emu.contract();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("secret"), &c.apps[0].secret).unwrap();
+    let base = emu.base_url();
+    std::fs::write(
+        tmp.path().join("xdrsync.toml"),
+        format!(
+            "[cloud]\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
+             [[tenants]]\nname = \"contoso\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = {{ file = \"secret\" }}\ndelegated = true\napi = \"xdr\"\n",
+            c.tenants[1].id, c.apps[0].client_id
+        ),
+    )
+    .unwrap();
+    let dir = tmp.path().to_owned();
+    let run = move |args: Vec<&'static str>| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || login_cmd(&dir, &args).output().unwrap())
+    };
+    let out = run(vec![
+        "--log-level",
+        "trace",
+        "auth",
+        "login",
+        "--tenant",
+        "contoso",
+        "--device-code",
+    ])
+    .await
+    .unwrap();
+    let login_out = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{login_out}");
+    assert!(
+        login_out.contains("/devicelogin") && login_out.contains("enter the code"),
+        "{login_out}"
+    );
+    let pull = run(vec!["--log-level", "trace", "pull"]).await.unwrap();
+    let pull_out = format!("{}{}", text(&pull.stdout), text(&pull.stderr));
+    assert!(pull.status.success(), "{pull_out}");
+    let vault = xdrsync_auth::vault::Vault::new(
+        tmp.path().join("tokens.vault"),
+        xdrsync_auth::vault::VaultKey::from_base64(VAULT_KEY).unwrap(),
+    );
+    let entries = vault.list().unwrap();
+    assert_eq!(entries.len(), 1);
+    let rt = entries[0].1.refresh_token.clone();
+    for out in [&login_out, &pull_out] {
+        assert!(!out.contains(&rt), "the refresh token leaked");
+        assert!(!out.contains("eyJ"), "an access token leaked");
+        assert!(!out.contains(&c.apps[0].secret), "the client secret leaked");
+    }
+    assert!(pull_out.len() > 1000, "trace logging produced output");
+}

@@ -272,6 +272,24 @@ async fn login(args: LoginArgs, config_path: &Path) -> anyhow::Result<ExitCode> 
         t.delegated = false;
         xdrsync_pipeline::target(&t, &config, None)
     })?;
+    let key = xdrsync_auth::vault_key(
+        &tenant.endpoints.authority,
+        &tenant.tenant_id,
+        &tenant.client_id,
+    );
+    if args.device_code {
+        let http = xdrsync_pipeline::http_client(&config)?;
+        let rt = xdrsync_auth::TokenCache::new(http)
+            .device_code(&target.token, |message| println!("{message}"))
+            .await?;
+        vault.put(&key, &rt, xdrsync_model::Timestamp::now(), false)?;
+        println!(
+            "Signed in to {}; the refresh token is stored encrypted in {}.",
+            tenant.name,
+            vault.path().display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
         .await
         .context("binding the loopback redirect listener")?;
@@ -361,11 +379,6 @@ async fn login(args: LoginArgs, config_path: &Path) -> anyhow::Result<ExitCode> 
     let rt = xdrsync_auth::TokenCache::new(http)
         .redeem_code(&target.token, &code, &redirect, &verifier)
         .await?;
-    let key = xdrsync_auth::vault_key(
-        &tenant.endpoints.authority,
-        &tenant.tenant_id,
-        &tenant.client_id,
-    );
     vault.put(&key, &rt, xdrsync_model::Timestamp::now(), false)?;
     println!(
         "Signed in to {}; the refresh token is stored encrypted in {}.",
