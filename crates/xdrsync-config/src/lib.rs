@@ -197,6 +197,10 @@ pub struct CloudSection {
     /// A PEM bundle of CA certificates to trust in addition to the system's (a TLS-inspecting
     /// proxy's CA, or the emulator's), relative to this file.
     pub ca_file: Option<PathBuf>,
+    /// An HTTP proxy for every call, token endpoint included, e.g.
+    /// `http://user:password@proxy.corp:3128` (without it, `HTTPS_PROXY`/`NO_PROXY` apply).
+    /// Its password never appears in logs or errors.
+    pub proxy: Option<String>,
 }
 
 /// Where a secret comes from: exactly one of `env`, `file`, `command`, `value`.
@@ -409,6 +413,8 @@ pub struct Config {
     pub vault_key_file: Option<PathBuf>,
     /// Things that work but deserve a warning (e.g. an allowed inline secret).
     pub warnings: Vec<String>,
+    /// The HTTP proxy, if configured.
+    pub proxy: Option<xdrsync_model::SafeUrl>,
 }
 
 /// Validated `[sync]`.
@@ -536,6 +542,27 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
     }
     let endpoints =
         cloud::endpoints(&file.cloud).map_err(|(field, message)| invalid(field, message))?;
+    let proxy = match &file.cloud.proxy {
+        None => None,
+        Some(raw) => {
+            let url = Url::parse(raw).map_err(|_| {
+                invalid(
+                    "cloud.proxy".into(),
+                    "is not a URL (e.g. http://proxy.corp:3128)".into(),
+                )
+            })?;
+            if !["http", "https"].contains(&url.scheme()) || url.host_str().is_none() {
+                return Err(invalid(
+                    "cloud.proxy".into(),
+                    format!(
+                        "must be an http(s) proxy URL, got {}",
+                        xdrsync_model::SafeUrl::new(url)
+                    ),
+                ));
+            }
+            Some(xdrsync_model::SafeUrl::new(url))
+        }
+    };
 
     let warnings = std::cell::RefCell::new(Vec::new());
     let check_secret = |field: &str, src: &SecretSource| -> Result<SecretSource, ConfigError> {
@@ -754,6 +781,7 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
         vault_file: resolve(&file.auth.vault_file),
         vault_key_file: file.auth.vault_key_file.as_deref().map(resolve),
         warnings: warnings.into_inner(),
+        proxy,
     })
 }
 

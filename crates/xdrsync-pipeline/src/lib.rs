@@ -63,6 +63,15 @@ pub fn http_client(config: &Config) -> Result<reqwest::Client, ConfigError> {
         .timeout(Duration::from_secs(120))
         // Token calls must never follow redirects; API calls have no reason to.
         .redirect(reqwest::redirect::Policy::none());
+    if let Some(proxy) = &config.proxy {
+        // Every call goes through it, the token endpoint's too (peers.md §10.10).
+        let p = reqwest::Proxy::all(proxy.expose().clone()).map_err(|e| ConfigError::Invalid {
+            path: config.path.clone(),
+            field: "cloud.proxy".into(),
+            message: format!("{proxy}: {e}"),
+        })?;
+        builder = builder.proxy(p);
+    }
     if let Some(path) = &config.ca_file {
         let invalid = |message: String| ConfigError::Invalid {
             path: config.path.clone(),

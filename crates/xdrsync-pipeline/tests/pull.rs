@@ -187,3 +187,131 @@ async fn managed_identity_pulls() {
     .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
 }
+
+/// A minimal HTTP forward proxy on loopback that demands `Proxy-Authorization` and counts what
+/// it forwards (absolute-form requests to plain-HTTP targets, as the loopback emulator is).
+async fn start_proxy(
+    user: &'static str,
+    pass: &'static str,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    );
+    let counter = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            let (counter, expected) = (counter.clone(), expected.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                // Read the head and as much body as Content-Length says.
+                loop {
+                    let n = client.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let authorized = head.lines().any(|l| {
+                    l.to_lowercase().starts_with("proxy-authorization:")
+                        && l.splitn(2, ':').nth(1).map(str::trim) == Some(expected.as_str())
+                });
+                if !authorized {
+                    let _ = client.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                    return;
+                }
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut lines = head.lines();
+                let request_line = lines.next().unwrap_or_default();
+                let mut parts = request_line.split_whitespace();
+                let (method, target) = (parts.next().unwrap_or("GET"), parts.next().unwrap_or("/"));
+                let url = url::Url::parse(target).unwrap();
+                let origin = format!(
+                    "{}{}",
+                    url.path(),
+                    url.query().map(|q| format!("?{q}")).unwrap_or_default()
+                );
+                let mut out = format!("{method} {origin} HTTP/1.1\r\n");
+                for l in lines.filter(|l| {
+                    !l.to_lowercase().starts_with("proxy-")
+                        && !l.to_lowercase().starts_with("connection:")
+                }) {
+                    out.push_str(l);
+                    out.push_str("\r\n");
+                }
+                out.push_str("connection: close\r\n\r\n");
+                let Ok(mut upstream) =
+                    tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap()))
+                        .await
+                else {
+                    return;
+                };
+                let _ = upstream.write_all(out.as_bytes()).await;
+                let _ = upstream.write_all(&buf[end + 4..]).await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (format!("127.0.0.1:{}", addr.port()), count)
+}
+
+#[tokio::test]
+async fn every_call_goes_through_the_configured_proxy() {
+    let emu = tu::start(tu::one_tenant("Contoso", 2.0, tu::ALL_READ_ROLES)).await;
+    let (proxy, count) = start_proxy("squid", "pr0xy~pass").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph], &format!("# proxied"));
+    let text = std::fs::read_to_string(&config.path).unwrap().replace(
+        "[cloud]\n",
+        &format!("[cloud]\nproxy = \"http://squid:pr0xy~pass@{proxy}\"\n"),
+    );
+    std::fs::write(&config.path, text).unwrap();
+    let config = xdrsync_config::Config::load(&config.path).unwrap();
+    assert!(
+        !format!("{:?} {}", config.proxy, config.proxy.as_ref().unwrap()).contains("pr0xy"),
+        "the proxy password is redacted"
+    );
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let reports = Pipeline::new(config.clone(), store)
+        .unwrap()
+        .pull_all()
+        .await;
+    assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
+    assert!(reports[0].stats.created > 0);
+    assert!(
+        count.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the token request and the API calls went through the proxy"
+    );
+    // Wrong proxy credentials: a clear failure that does not print them.
+    let text = std::fs::read_to_string(&config.path)
+        .unwrap()
+        .replace("pr0xy~pass", "wrong~pass");
+    std::fs::write(&config.path, text).unwrap();
+    let config = xdrsync_config::Config::load(&config.path).unwrap();
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let reports = Pipeline::new(config, store).unwrap().pull_all().await;
+    let err = reports[0].error.as_deref().unwrap();
+    assert!(!err.contains("wrong~pass"), "{err}");
+}
