@@ -236,7 +236,7 @@ async fn start_proxy(
                 let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                 let authorized = head.lines().any(|l| {
                     l.to_lowercase().starts_with("proxy-authorization:")
-                        && l.splitn(2, ':').nth(1).map(str::trim) == Some(expected.as_str())
+                        && l.split_once(':').map(|x| x.1.trim()) == Some(expected.as_str())
                 });
                 if !authorized {
                     let _ = client.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
@@ -282,7 +282,7 @@ async fn every_call_goes_through_the_configured_proxy() {
     let emu = tu::start(tu::one_tenant("Contoso", 2.0, tu::ALL_READ_ROLES)).await;
     let (proxy, count) = start_proxy("squid", "pr0xy~pass").await;
     let dir = tempfile::tempdir().unwrap();
-    let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph], &format!("# proxied"));
+    let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph], "# proxied");
     let text = std::fs::read_to_string(&config.path).unwrap().replace(
         "[cloud]\n",
         &format!("[cloud]\nproxy = \"http://squid:pr0xy~pass@{proxy}\"\n"),
