@@ -78,8 +78,13 @@ pub fn write_config(dir: &Path, emulator: &Emulator, apis: &[ApiKind], extra: &s
     let app = &contract.apps[0];
     fs_err::write(dir.join("secret"), &app.secret).expect("write secret");
     let base = emulator.base_url();
+    let ca = contract
+        .ca_cert
+        .as_ref()
+        .map(|p| format!("ca_file = \"{}\"\n", p.display()))
+        .unwrap_or_default();
     let mut toml = format!(
-        "{extra}\n[store]\npath = \"xdrsync.db\"\n[cloud]\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
+        "{extra}\n[store]\npath = \"xdrsync.db\"\n[cloud]\n{ca}authority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
          [[apps]]\nname = \"app\"\nclient_id = \"{}\"\nclient_secret = {{ file = \"secret\" }}\n",
         app.client_id
     );
@@ -115,4 +120,26 @@ pub async fn start_with(
     Emulator::start(config, "127.0.0.1:0".parse().expect("loopback address"))
         .await
         .expect("the emulator binds a loopback port")
+}
+
+/// Starts an emulator over TLS (a fresh local CA in `dir`), rate limits off.
+pub async fn start_tls(
+    directory: Directory,
+    dir: &Path,
+    tweak: impl FnOnce(&mut xdrsync_emulator::Behaviour),
+) -> Emulator {
+    let mut config = EmulatorConfig {
+        directory,
+        ..EmulatorConfig::default()
+    };
+    config.behaviour.rate_limits = false;
+    tweak(&mut config.behaviour);
+    let tls = xdrsync_emulator::tls::ensure(&dir.join("tls")).expect("TLS files");
+    Emulator::start_with(
+        config,
+        "127.0.0.1:0".parse().expect("loopback address"),
+        Some(tls),
+    )
+    .await
+    .expect("the emulator binds a loopback port")
 }

@@ -520,6 +520,17 @@ async fn auth_login_then_delegated_pull() {
         vault,
         "the rotated refresh token was stored"
     );
+    // 91 idle days later Entra refuses the refresh token: the tenant says to sign in again.
+    emu.state().clock().advance(chrono::Duration::days(91));
+    let out = tokio::task::spawn_blocking({
+        let mut c = cmd(&["pull"]);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("AADSTS700082") && stdout.contains("run `xdrsync auth login`"), "{stdout}");
     // A wrong key is a clear error, not a panic.
     let out = tokio::task::spawn_blocking({
         let mut c = cmd(&["pull"]);

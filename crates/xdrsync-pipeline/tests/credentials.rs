@@ -1,0 +1,98 @@
+//! Credential life cycles over TLS against the emulator: certificate rotation, an expired
+//! secret, consent revoked between runs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use xdrsync_config::Config;
+use xdrsync_pipeline::{Pipeline, TenantReport};
+use xdrsync_store::SqliteStore;
+use xdrsync_test_utils as tu;
+
+async fn pull(path: &Path) -> TenantReport {
+    let config = Config::load(path).unwrap();
+    assert!(config.ca_file.is_some() && config.tenants[0].endpoints.authority.scheme() == "https");
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    Pipeline::new(config, store)
+        .unwrap()
+        .pull_all()
+        .await
+        .remove(0)
+}
+
+#[tokio::test]
+async fn certificate_rotation_secret_expiry_and_revoked_consent_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut directory = tu::one_tenant("Contoso", 2.0, tu::ALL_READ_ROLES);
+    let old = xdrsync_emulator::certs::generate("CN=old", None).unwrap();
+    let new = xdrsync_emulator::certs::generate("CN=new", None).unwrap();
+    directory.apps[0].certificates.push(old.cert.clone());
+    let emu = tu::start_tls(directory, dir.path(), |_| {}).await;
+    let secret_config = tu::write_config(dir.path(), &emu, &[xdrsync_model::ApiKind::Graph], "");
+    // The same tenant, with a certificate credential instead of the secret.
+    let text = std::fs::read_to_string(&secret_config.path)
+        .unwrap()
+        .replace(
+            "client_secret = { file = \"secret\" }",
+            "client_certificate = { cert_file = \"cert.pem\", key_file = \"key.pem\" }",
+        );
+    let cert_config = dir.path().join("cert.toml");
+    std::fs::write(&cert_config, text).unwrap();
+    let use_cert = |c: &xdrsync_emulator::certs::GeneratedCert| {
+        std::fs::write(dir.path().join("cert.pem"), &c.cert_pem).unwrap();
+        std::fs::write(dir.path().join("key.pem"), &c.key_pem).unwrap();
+    };
+
+    use_cert(&old);
+    let r = pull(&cert_config).await;
+    assert!(r.error.is_none(), "{:?}", r.error);
+    // Rotation: register the new certificate next to the old one, switch, retire the old one.
+    emu.state()
+        .update_directory(|d| d.apps[0].certificates.push(new.cert.clone()));
+    use_cert(&new);
+    assert!(pull(&cert_config).await.error.is_none());
+    let old_thumb = old.cert.thumbprint_sha1.clone();
+    emu.state().update_directory(|d| {
+        d.apps[0]
+            .certificates
+            .retain(|c| c.thumbprint_sha1 != old_thumb)
+    });
+    assert!(
+        pull(&cert_config).await.error.is_none(),
+        "the new certificate alone works"
+    );
+    use_cert(&old);
+    let err = pull(&cert_config).await.error.unwrap();
+    assert!(
+        err.contains("AADSTS700027"),
+        "a retired certificate is refused: {err}"
+    );
+
+    // The secret expires.
+    assert!(pull(&secret_config.path).await.error.is_none());
+    emu.state().update_directory(|d| {
+        d.apps[0].secrets[0].expires = Some("2020-01-01T00:00:00Z".parse().unwrap())
+    });
+    let err = pull(&secret_config.path).await.error.unwrap();
+    assert!(
+        err.contains("AADSTS7000222") && err.contains("expired"),
+        "{err}"
+    );
+
+    // Consent revoked: the tenant's next run says what to do.
+    emu.state()
+        .update_directory(|d| d.apps[0].secrets[0].expires = None);
+    assert!(pull(&secret_config.path).await.error.is_none());
+    let tenant = emu.contract().tenants[0].id.clone();
+    emu.state().update_directory(|d| {
+        d.apps[0].consents.remove(&tenant);
+        // A single-tenant app in its home tenant is always present; make it a customer tenant.
+        d.apps[0].home_tenant = "00000000-0000-0000-0000-000000000000".into();
+        d.apps[0].multi_tenant = true;
+    });
+    let err = pull(&secret_config.path).await.error.unwrap();
+    assert!(
+        err.contains("AADSTS700016") && err.contains("auth consent-url"),
+        "{err}"
+    );
+}
