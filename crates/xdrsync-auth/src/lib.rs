@@ -956,3 +956,43 @@ mod x509_tests {
         xdrsync_jwt::pem_block(pem, "CERTIFICATE").unwrap()
     }
 }
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    /// Every credential type prints without its secret, in Debug (what a panic or an `{:?}` in
+    /// a log shows) and inside the request that carries it.
+    #[test]
+    fn credentials_never_print_their_secrets() {
+        let key_pem = include_str!("../tests/data/key.pem");
+        let cert_pem = include_str!("../tests/data/cert.pem");
+        let cert =
+            CertificateCredential::from_pem(cert_pem, key_pem, xdrsync_jwt::Algorithm::PS256)
+                .unwrap();
+        let creds = [
+            Credential::Secret(SecretString::new("Zz8~very.secret-value")),
+            Credential::Certificate(Box::new(cert)),
+        ];
+        for c in creds {
+            let req = TokenRequest {
+                authority: "https://login.microsoftonline.com".parse().unwrap(),
+                tenant: TenantId::canonical("t"),
+                client_id: "c".into(),
+                credential: c,
+                resource: "r".into(),
+                version: TokenVersion::V2,
+                refresh: None,
+            };
+            let shown = format!("{req:?} {:#?}", req.credential);
+            assert!(!shown.contains("very.secret"), "{shown}");
+            assert!(
+                !shown.contains("PRIVATE KEY") && !shown.contains("MII"),
+                "{shown}"
+            );
+        }
+        let v =
+            vault::VaultKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").unwrap();
+        assert_eq!(format!("{v:?}"), "VaultKey(**REDACTED**)");
+    }
+}

@@ -23,6 +23,9 @@ pub enum Cloud {
     GccHigh,
     /// US Department of Defense.
     Dod,
+    /// China (21Vianet): accepted as a name only to explain that Microsoft Graph's security
+    /// incidents and alerts are not offered there (defender-api.md §7).
+    China,
 }
 
 /// Resolved hosts and audiences for one tenant.
@@ -42,6 +45,12 @@ pub struct Endpoints {
 
 pub(crate) fn endpoints(section: &CloudSection) -> Result<Endpoints, (String, String)> {
     let (authority, xdr, graph) = match section.name {
+        Cloud::China => {
+            return Err((
+                "cloud.name".into(),
+                "Microsoft Graph security incidents and alerts, and the Defender XDR API, are not available in the China (21Vianet) cloud".into(),
+            ));
+        }
         Cloud::Public => (
             "https://login.microsoftonline.com",
             "https://api.security.microsoft.com",

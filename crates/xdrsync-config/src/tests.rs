@@ -10,7 +10,12 @@ fn load(text: &str) -> Result<Config, ConfigError> {
 fn shipped_example_parses() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config/xdrsync.toml");
     let config = Config::load(&path).unwrap();
-    assert_eq!(config.tenants.len(), 3);
+    assert_eq!(config.tenants.len(), 5);
+    assert!(config.tenant("fabrikam").unwrap().delegated);
+    assert!(matches!(
+        config.tenant("woodgrove").unwrap().credential,
+        CredentialSource::Certificate(_)
+    ));
     let contoso = config.tenant("contoso").unwrap();
     assert_eq!(contoso.api, ApiKind::Graph);
     assert_eq!(contoso.client_id, "11111111-2222-3333-4444-555555555555");
@@ -245,3 +250,47 @@ invalid!(
     "cloud.region",
     "only in the public cloud"
 );
+
+invalid!(
+    china_is_explained,
+    "[cloud]\nname = \"china\"\n",
+    "cloud.name",
+    "not available in the China (21Vianet) cloud"
+);
+
+#[test]
+fn national_clouds_pick_authority_hosts_and_audiences_together() {
+    for (name, authority, xdr, graph) in [
+        (
+            "gcc",
+            "https://login.microsoftonline.com/",
+            "https://api-gcc.security.microsoft.us/",
+            "https://graph.microsoft.com/",
+        ),
+        (
+            "gcc-high",
+            "https://login.microsoftonline.us/",
+            "https://api-gov.security.microsoft.us/",
+            "https://graph.microsoft.us/",
+        ),
+        (
+            "dod",
+            "https://login.microsoftonline.us/",
+            "https://api-gov.security.microsoft.us/",
+            "https://dod-graph.microsoft.us/",
+        ),
+    ] {
+        let config = load(&format!("[cloud]\nname = \"{name}\"\n[[tenants]]\nname = \"a\"\ntenant_id = \"x.onmicrosoft.us\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_secret = {{ env = \"S\" }}\n")).unwrap();
+        let e = &config.tenants[0].endpoints;
+        assert_eq!(
+            (e.authority.as_str(), e.xdr.as_str(), e.graph.as_str()),
+            (authority, xdr, graph),
+            "{name}"
+        );
+        assert_eq!(
+            format!("{}/", e.graph_resource),
+            graph,
+            "{name}: the audience follows the cloud"
+        );
+    }
+}

@@ -530,7 +530,10 @@ async fn auth_login_then_delegated_pull() {
     .unwrap();
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("AADSTS700082") && stdout.contains("run `xdrsync auth login`"), "{stdout}");
+    assert!(
+        stdout.contains("AADSTS700082") && stdout.contains("run `xdrsync auth login`"),
+        "{stdout}"
+    );
     // A wrong key is a clear error, not a panic.
     let out = tokio::task::spawn_blocking({
         let mut c = cmd(&["pull"]);
