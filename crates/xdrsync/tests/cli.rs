@@ -394,17 +394,18 @@ async fn auth_token_validates_and_names_missing_permissions() {
 /// encrypted, and `pull` then reads the tenant with delegated tokens (rotating the token).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_login_then_delegated_pull() {
-    let emu = tu::start_with(tu::demo_directory(), |b| b.auto_approve = true).await;
-    let c = emu.contract();
     let tmp = tempfile::tempdir().unwrap();
+    let emu = tu::start_tls(tu::demo_directory(), tmp.path(), |b| b.auto_approve = true).await;
+    let c = emu.contract();
+    let ca = c.ca_cert.clone().unwrap();
     std::fs::write(tmp.path().join("secret"), &c.apps[0].secret).unwrap();
     let base = emu.base_url();
     std::fs::write(
         tmp.path().join("xdrsync.toml"),
         format!(
-            "[cloud]\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
+            "[cloud]\nca_file = \"{}\"\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
              [[tenants]]\nname = \"contoso\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = {{ file = \"secret\" }}\ndelegated = true\n",
-            c.tenants[1].id, c.apps[0].client_id
+            ca.display(), c.tenants[1].id, c.apps[0].client_id
         ),
     )
     .unwrap();
@@ -412,6 +413,7 @@ async fn auth_login_then_delegated_pull() {
     let cmd = move |args: &[&str]| login_cmd(&dir, args);
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
         .build()
         .unwrap();
     let start = {
@@ -649,21 +651,22 @@ fn auth_status_reports_credential_health() {
 /// nor the refresh token (read back from the vault) appears in the output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_code_login_and_no_token_in_trace_output() {
-    let emu = tu::start_with(tu::demo_directory(), |b| {
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = tu::start_tls(tu::demo_directory(), tmp.path(), |b| {
         b.auto_approve = true;
         b.device_code_interval_secs = 1;
     })
     .await;
     let c = emu.contract();
-    let tmp = tempfile::tempdir().unwrap();
+    let ca = c.ca_cert.clone().unwrap();
     std::fs::write(tmp.path().join("secret"), &c.apps[0].secret).unwrap();
     let base = emu.base_url();
     std::fs::write(
         tmp.path().join("xdrsync.toml"),
         format!(
-            "[cloud]\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
+            "[cloud]\nca_file = \"{}\"\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
              [[tenants]]\nname = \"contoso\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = {{ file = \"secret\" }}\ndelegated = true\napi = \"xdr\"\n",
-            c.tenants[1].id, c.apps[0].client_id
+            ca.display(), c.tenants[1].id, c.apps[0].client_id
         ),
     )
     .unwrap();
