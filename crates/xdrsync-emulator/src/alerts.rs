@@ -9,8 +9,7 @@ use xdrsync_model::Timestamp;
 
 use crate::EmulatorState;
 use crate::api::{
-    Family, Needs, authorize, client_request_id, get, limit, odata_json, prefers_unknown,
-    query_pairs, refuse,
+    Family, Needs, admit, client_request_id, get, odata_json, prefers_unknown, query_pairs,
 };
 use crate::errors;
 use crate::limits::Quota;
@@ -75,13 +74,16 @@ pub(crate) async fn alerts_v2(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let caller = match authorize(&state, &headers, Family::Graph, GRAPH_ALERT_READ) {
+    let caller = match admit(
+        &state,
+        &headers,
+        Family::Graph,
+        GRAPH_ALERT_READ,
+        Some(Quota::Graph),
+    ) {
         Ok(c) => c,
-        Err(r) => return refuse(&state, Family::Graph, r, &headers),
+        Err(r) => return r,
     };
-    if let Err(r) = limit(&state, &caller, Family::Graph, Quota::Graph, &headers) {
-        return r;
-    }
     let now = state.clock().now();
     let crid = client_request_id(&headers).map(str::to_owned);
     let bad = |m: String| {
@@ -173,9 +175,9 @@ pub(crate) async fn alert_v2(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let caller = match authorize(&state, &headers, Family::Graph, GRAPH_ALERT_READ) {
+    let caller = match admit(&state, &headers, Family::Graph, GRAPH_ALERT_READ, None) {
         Ok(c) => c,
-        Err(r) => return refuse(&state, Family::Graph, r, &headers),
+        Err(r) => return r,
     };
     match all_alerts(&state, &caller.tenant)
         .into_iter()
@@ -256,13 +258,10 @@ pub(crate) async fn mde_alerts(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let caller = match authorize(&state, &headers, Family::Xdr, MDE_READ) {
+    let caller = match admit(&state, &headers, Family::Xdr, MDE_READ, Some(Quota::Mde)) {
         Ok(c) => c,
-        Err(r) => return refuse(&state, Family::Xdr, r, &headers),
+        Err(r) => return r,
     };
-    if let Err(r) = limit(&state, &caller, Family::Xdr, Quota::Mde, &headers) {
-        return r;
-    }
     let bad = |m: String| {
         errors::xdr(
             StatusCode::BAD_REQUEST,
@@ -363,13 +362,10 @@ pub(crate) async fn siem_alerts(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let caller = match authorize(&state, &headers, Family::Siem, MDE_READ) {
+    let caller = match admit(&state, &headers, Family::Siem, MDE_READ, Some(Quota::Mde)) {
         Ok(c) => c,
-        Err(r) => return refuse(&state, Family::Siem, r, &headers),
+        Err(r) => return r,
     };
-    if let Err(r) = limit(&state, &caller, Family::Siem, Quota::Mde, &headers) {
-        return r;
-    }
     let bad = |m: String| {
         errors::xdr(
             StatusCode::BAD_REQUEST,

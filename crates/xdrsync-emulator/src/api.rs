@@ -279,6 +279,23 @@ const GRAPH_READ: &Needs = &Needs {
     ],
 };
 
+/// Checks the bearer token and counts the call against its quota (when it has one): the caller,
+/// or the 401/403/429 answer in the family's shape.
+pub(crate) fn admit(
+    state: &EmulatorState,
+    headers: &HeaderMap,
+    family: Family,
+    needs: &Needs,
+    quota: Option<Quota>,
+) -> Result<Caller, Response> {
+    let caller =
+        authorize(state, headers, family, needs).map_err(|r| refuse(state, family, r, headers))?;
+    if let Some(q) = quota {
+        limit(state, &caller, family, q, headers)?;
+    }
+    Ok(caller)
+}
+
 /// Counts the call against its quota; a 429 in the family's shape when over it.
 pub(crate) fn limit(
     state: &EmulatorState,
@@ -353,13 +370,16 @@ pub(crate) async fn xdr_list(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let caller = match authorize(&state, &headers, Family::Xdr, XDR_READ) {
+    let caller = match admit(
+        &state,
+        &headers,
+        Family::Xdr,
+        XDR_READ,
+        Some(Quota::XdrList),
+    ) {
         Ok(c) => c,
-        Err(r) => return refuse(&state, Family::Xdr, r, &headers),
+        Err(r) => return r,
     };
-    if let Err(r) = limit(&state, &caller, Family::Xdr, Quota::XdrList, &headers) {
-        return r;
-    }
     let bad = |msg: String| {
         errors::xdr(
             StatusCode::BAD_REQUEST,
@@ -430,13 +450,10 @@ pub(crate) async fn xdr_get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let caller = match authorize(&state, &headers, Family::Xdr, XDR_READ) {
+    let caller = match admit(&state, &headers, Family::Xdr, XDR_READ, Some(Quota::XdrGet)) {
         Ok(c) => c,
-        Err(r) => return refuse(&state, Family::Xdr, r, &headers),
+        Err(r) => return r,
     };
-    if let Err(r) = limit(&state, &caller, Family::Xdr, Quota::XdrGet, &headers) {
-        return r;
-    }
     let found = id
         .parse::<u64>()
         .ok()
@@ -469,13 +486,16 @@ pub(crate) async fn graph_list(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let caller = match authorize(&state, &headers, Family::Graph, GRAPH_READ) {
+    let caller = match admit(
+        &state,
+        &headers,
+        Family::Graph,
+        GRAPH_READ,
+        Some(Quota::Graph),
+    ) {
         Ok(c) => c,
-        Err(r) => return refuse(&state, Family::Graph, r, &headers),
+        Err(r) => return r,
     };
-    if let Err(r) = limit(&state, &caller, Family::Graph, Quota::Graph, &headers) {
-        return r;
-    }
     let now = state.clock().now();
     let crid = client_request_id(&headers).map(str::to_owned);
     let bad = |code: &str, msg: String| {
@@ -619,13 +639,16 @@ pub(crate) async fn graph_get(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let caller = match authorize(&state, &headers, Family::Graph, GRAPH_READ) {
+    let caller = match admit(
+        &state,
+        &headers,
+        Family::Graph,
+        GRAPH_READ,
+        Some(Quota::Graph),
+    ) {
         Ok(c) => c,
-        Err(r) => return refuse(&state, Family::Graph, r, &headers),
+        Err(r) => return r,
     };
-    if let Err(r) = limit(&state, &caller, Family::Graph, Quota::Graph, &headers) {
-        return r;
-    }
     let pairs = query_pairs(q.as_deref());
     let expand = get(&pairs, "$expand").is_some_and(|e| e.eq_ignore_ascii_case("alerts"));
     let found = id

@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use xdrsync_model::Timestamp;
 
 use crate::EmulatorState;
-use crate::api::{Family, Needs, authorize, client_request_id, limit, odata_json, refuse};
+use crate::api::{Family, Needs, admit, client_request_id, odata_json};
 use crate::errors;
 use crate::limits::Quota;
 
@@ -511,13 +511,16 @@ pub(crate) async fn xdr_run(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let caller = match authorize(&state, &headers, Family::Xdr, XDR_HUNT) {
+    let caller = match admit(
+        &state,
+        &headers,
+        Family::Xdr,
+        XDR_HUNT,
+        Some(Quota::Hunting),
+    ) {
         Ok(c) => c,
-        Err(r) => return refuse(&state, Family::Xdr, r, &headers),
+        Err(r) => return r,
     };
-    if let Err(r) = limit(&state, &caller, Family::Xdr, Quota::Hunting, &headers) {
-        return r;
-    }
     let started = std::time::Instant::now();
     match query_of(&body).and_then(|q| run(&state, &caller.tenant, &q)) {
         Err(e) => errors::xdr(
@@ -539,13 +542,16 @@ pub(crate) async fn graph_run(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let caller = match authorize(&state, &headers, Family::Graph, GRAPH_HUNT) {
+    let caller = match admit(
+        &state,
+        &headers,
+        Family::Graph,
+        GRAPH_HUNT,
+        Some(Quota::Hunting),
+    ) {
         Ok(c) => c,
-        Err(r) => return refuse(&state, Family::Graph, r, &headers),
+        Err(r) => return r,
     };
-    if let Err(r) = limit(&state, &caller, Family::Graph, Quota::Hunting, &headers) {
-        return r;
-    }
     match query_of(&body).and_then(|q| run(&state, &caller.tenant, &q)) {
         Err(e) => errors::graph(
             StatusCode::BAD_REQUEST,

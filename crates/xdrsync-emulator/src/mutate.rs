@@ -8,9 +8,7 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use crate::EmulatorState;
-use crate::api::{
-    Family, Needs, authorize, client_request_id, limit, odata_json, prefers_unknown, refuse,
-};
+use crate::api::{Family, Needs, admit, client_request_id, odata_json, prefers_unknown};
 use crate::errors;
 use crate::limits::Quota;
 use crate::render;
@@ -140,13 +138,16 @@ pub(crate) async fn xdr_patch(
     Path(id): Path<String>,
     body: String,
 ) -> Response {
-    let caller = match authorize(&state, &headers, Family::Xdr, XDR_WRITE) {
+    let caller = match admit(
+        &state,
+        &headers,
+        Family::Xdr,
+        XDR_WRITE,
+        Some(Quota::XdrUpdate),
+    ) {
         Ok(c) => c,
-        Err(r) => return refuse(&state, Family::Xdr, r, &headers),
+        Err(r) => return r,
     };
-    if let Err(r) = limit(&state, &caller, Family::Xdr, Quota::XdrUpdate, &headers) {
-        return r;
-    }
     let bad = |m: String| errors::xdr(StatusCode::BAD_REQUEST, "InvalidRequestBody", &m);
     let o = match body_object(&body) {
         Ok(o) => o,
@@ -186,13 +187,16 @@ pub(crate) async fn graph_patch(
     Path(id): Path<String>,
     body: String,
 ) -> Response {
-    let caller = match authorize(&state, &headers, Family::Graph, GRAPH_INCIDENT_WRITE) {
+    let caller = match admit(
+        &state,
+        &headers,
+        Family::Graph,
+        GRAPH_INCIDENT_WRITE,
+        Some(Quota::Graph),
+    ) {
         Ok(c) => c,
-        Err(r) => return refuse(&state, Family::Graph, r, &headers),
+        Err(r) => return r,
     };
-    if let Err(r) = limit(&state, &caller, Family::Graph, Quota::Graph, &headers) {
-        return r;
-    }
     let now = state.clock().now();
     let crid = client_request_id(&headers).map(str::to_owned);
     let bad = |m: String| {
@@ -250,9 +254,9 @@ pub(crate) async fn graph_incident_comment(
     Path(id): Path<String>,
     body: String,
 ) -> Response {
-    let caller = match authorize(&state, &headers, Family::Graph, GRAPH_INCIDENT_WRITE) {
+    let caller = match admit(&state, &headers, Family::Graph, GRAPH_INCIDENT_WRITE, None) {
         Ok(c) => c,
-        Err(r) => return refuse(&state, Family::Graph, r, &headers),
+        Err(r) => return r,
     };
     let now = state.clock().now();
     let crid = client_request_id(&headers).map(str::to_owned);
@@ -306,9 +310,9 @@ pub(crate) async fn graph_alert_patch(
     Path(alert_id): Path<String>,
     body: String,
 ) -> Response {
-    let caller = match authorize(&state, &headers, Family::Graph, GRAPH_ALERT_WRITE) {
+    let caller = match admit(&state, &headers, Family::Graph, GRAPH_ALERT_WRITE, None) {
         Ok(c) => c,
-        Err(r) => return refuse(&state, Family::Graph, r, &headers),
+        Err(r) => return r,
     };
     let now = state.clock().now();
     let crid = client_request_id(&headers).map(str::to_owned);
@@ -403,9 +407,9 @@ pub(crate) async fn graph_alert_comment(
     Path(alert_id): Path<String>,
     body: String,
 ) -> Response {
-    let caller = match authorize(&state, &headers, Family::Graph, GRAPH_ALERT_WRITE) {
+    let caller = match admit(&state, &headers, Family::Graph, GRAPH_ALERT_WRITE, None) {
         Ok(c) => c,
-        Err(r) => return refuse(&state, Family::Graph, r, &headers),
+        Err(r) => return r,
     };
     let now = state.clock().now();
     let crid = client_request_id(&headers).map(str::to_owned);
