@@ -427,32 +427,12 @@ impl TokenCache {
                 }
                 return Ok(token);
             }
-            let err: Option<ErrorResponse> = serde_json::from_slice(&body).ok();
-            let code = err
-                .as_ref()
-                .and_then(|e| e.error_codes.first().copied())
-                .unwrap_or(0);
-            let transient = status == 429 || status >= 500;
-            if transient && attempt < MAX_ATTEMPTS {
+            if (status == 429 || status >= 500) && attempt < MAX_ATTEMPTS {
                 tracing::warn!(url = %safe, status, attempt, "Token endpoint is throttling or failing; retrying.");
                 tokio::time::sleep(backoff(attempt, retry_after)).await;
                 continue;
             }
-            return Err(AuthError::Entra {
-                tenant: req.tenant.clone(),
-                status,
-                error: err
-                    .as_ref()
-                    .and_then(|e| e.error.clone())
-                    .unwrap_or_else(|| "unknown_error".into()),
-                code,
-                guidance: if code == 0 && transient {
-                    "the token endpoint kept failing; try again later".into()
-                } else {
-                    guidance(code, &req.client_id, &req.tenant)
-                },
-                correlation: err.and_then(|e| e.correlation_id),
-            });
+            return Err(entra_error(req, status, &body));
         }
     }
 }
@@ -671,22 +651,7 @@ impl TokenCache {
                 message: "no refresh_token: was offline_access granted?".into(),
             });
         }
-        let err: Option<ErrorResponse> = serde_json::from_slice(&body).ok();
-        let code = err
-            .as_ref()
-            .and_then(|e| e.error_codes.first().copied())
-            .unwrap_or(0);
-        Err(AuthError::Entra {
-            tenant: req.tenant.clone(),
-            status,
-            error: err
-                .as_ref()
-                .and_then(|e| e.error.clone())
-                .unwrap_or_else(|| "unknown_error".into()),
-            code,
-            guidance: guidance(code, &req.client_id, &req.tenant),
-            correlation: err.and_then(|e| e.correlation_id),
-        })
+        Err(entra_error(req, status, &body))
     }
 }
 
@@ -794,34 +759,40 @@ impl TokenCache {
             match err.as_ref().and_then(|e| e.error.as_deref()) {
                 Some("authorization_pending") => {}
                 Some("slow_down") => interval += Duration::from_secs(5),
-                _ => {
-                    let code = err
-                        .as_ref()
-                        .and_then(|e| e.error_codes.first().copied())
-                        .unwrap_or(0);
-                    let error = err
-                        .as_ref()
-                        .and_then(|e| e.error.clone())
-                        .unwrap_or_else(|| "unknown_error".into());
-                    let guidance = match error.as_str() {
-                        "authorization_declined" => "the user declined the sign-in".to_owned(),
-                        "expired_token" => {
-                            "the device code expired before the sign-in completed; start again"
-                                .to_owned()
-                        }
-                        _ => guidance(code, &req.client_id, &req.tenant),
-                    };
-                    return Err(AuthError::Entra {
-                        tenant: req.tenant.clone(),
-                        status,
-                        error,
-                        code,
-                        guidance,
-                        correlation: err.and_then(|e| e.correlation_id),
-                    });
-                }
+                _ => return Err(entra_error(req, status, &body)),
             }
         }
+    }
+}
+
+/// Entra's error response as an [`AuthError`], with the AADSTS code turned into guidance.
+fn entra_error(req: &TokenRequest, status: u16, body: &[u8]) -> AuthError {
+    let err: Option<ErrorResponse> = serde_json::from_slice(body).ok();
+    let code = err
+        .as_ref()
+        .and_then(|e| e.error_codes.first().copied())
+        .unwrap_or(0);
+    let error = err
+        .as_ref()
+        .and_then(|e| e.error.clone())
+        .unwrap_or_else(|| "unknown_error".into());
+    let guidance = match error.as_str() {
+        "authorization_declined" => "the user declined the sign-in".to_owned(),
+        "expired_token" => {
+            "the device code expired before the sign-in completed; start again".to_owned()
+        }
+        _ if code == 0 && (status == 429 || status >= 500) => {
+            "the token endpoint kept failing; try again later".to_owned()
+        }
+        _ => guidance(code, &req.client_id, &req.tenant),
+    };
+    AuthError::Entra {
+        tenant: req.tenant.clone(),
+        status,
+        error,
+        code,
+        guidance,
+        correlation: err.and_then(|e| e.correlation_id),
     }
 }
 
