@@ -247,6 +247,18 @@ async fn start_proxy(
                 let request_line = lines.next().unwrap_or_default();
                 let mut parts = request_line.split_whitespace();
                 let (method, target) = (parts.next().unwrap_or("GET"), parts.next().unwrap_or("/"));
+                if method == "CONNECT" {
+                    // HTTPS: a tunnel to host:port; TLS runs end to end through it.
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await;
+                    let _ = upstream.write_all(&buf[end + 4..]).await;
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    return;
+                }
                 let url = url::Url::parse(target).unwrap();
                 let origin = format!(
                     "{}{}",
@@ -314,4 +326,34 @@ async fn every_call_goes_through_the_configured_proxy() {
     let reports = Pipeline::new(config, store).unwrap().pull_all().await;
     let err = reports[0].error.as_deref().unwrap();
     assert!(!err.contains("wrong~pass"), "{err}");
+}
+
+/// HTTPS through the proxy: CONNECT tunnels to the TLS emulator, token endpoint included.
+#[tokio::test]
+async fn https_goes_through_the_proxy_by_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = tu::start_tls(
+        tu::one_tenant("Contoso", 2.0, tu::ALL_READ_ROLES),
+        dir.path(),
+        |_| {},
+    )
+    .await;
+    let (proxy, count) = start_proxy("squid", "pr0xy~pass").await;
+    let config = tu::write_config(dir.path(), &emu, &[ApiKind::Xdr], "");
+    let text = std::fs::read_to_string(&config.path).unwrap().replace(
+        "[cloud]\n",
+        &format!("[cloud]\nproxy = \"http://squid:pr0xy~pass@{proxy}\"\n"),
+    );
+    std::fs::write(&config.path, text).unwrap();
+    let config = xdrsync_config::Config::load(&config.path).unwrap();
+    assert_eq!(config.tenants[0].endpoints.authority.scheme(), "https");
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let reports = Pipeline::new(config, store).unwrap().pull_all().await;
+    assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
+    assert!(reports[0].stats.created > 0);
+    assert!(
+        count.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the TLS connections were tunnelled"
+    );
+    assert!(emu.state().stats().tokens_issued >= 1);
 }
