@@ -369,6 +369,27 @@ impl Req<'_> {
         Ok(())
     }
 
+    /// For a delegated grant redeemed here: the grant's tenant, and the client's authentication
+    /// (`"0"` for a public client that sent no credential).
+    fn grant_client(&self, tenant_id: &str) -> Result<(TenantSpec, &'static str), Response> {
+        let tenant = self
+            .state
+            .directory()
+            .tenant(tenant_id)
+            .cloned()
+            .ok_or_else(|| {
+                self.bad(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    90002,
+                    &tenant_not_found(tenant_id),
+                )
+            })?;
+        let app = self.app(&tenant)?;
+        let acr = self.authenticate(&app, &tenant, false)?.unwrap_or("0");
+        Ok((tenant, acr))
+    }
+
     /// The resource of a client-credentials request: v1 `resource`, v2 one `…/.default` scope.
     fn app_resource(&self, tenant: &TenantSpec) -> Result<(Resource, String), Response> {
         let id = match self.ver {
@@ -757,21 +778,7 @@ fn authorization_code(req: &Req<'_>) -> Reply {
             ));
         }
     }
-    let tenant = req
-        .state
-        .directory()
-        .tenant(&issued.grant.user.tenant)
-        .cloned()
-        .ok_or_else(|| {
-            req.bad(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                90002,
-                &tenant_not_found(&issued.grant.user.tenant),
-            )
-        })?;
-    let app = req.app(&tenant)?;
-    let acr = req.authenticate(&app, &tenant, false)?.unwrap_or("0");
+    let (_, acr) = req.grant_client(&issued.grant.user.tenant)?;
     delegated(req, &issued.grant, acr, issued.nonce.as_deref())
 }
 
@@ -826,21 +833,7 @@ fn refresh_token(req: &Req<'_>) -> Reply {
             "The refresh token was issued to another client.",
         ));
     }
-    let tenant = req
-        .state
-        .directory()
-        .tenant(&grant.user.tenant)
-        .cloned()
-        .ok_or_else(|| {
-            req.bad(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                90002,
-                &tenant_not_found(&grant.user.tenant),
-            )
-        })?;
-    let app = req.app(&tenant)?;
-    let acr = req.authenticate(&app, &tenant, false)?.unwrap_or("0");
+    let (tenant, acr) = req.grant_client(&grant.user.tenant)?;
     // Microsoft's refresh tokens are multi-resource: the same token can be redeemed for another API.
     if let Some((r, id, scopes)) = req.delegated_resource(&tenant)? {
         grant.resource = r;
@@ -912,21 +905,7 @@ fn device_code(req: &Req<'_>) -> Reply {
         s.devices.remove(&code);
         grant
     };
-    let tenant = req
-        .state
-        .directory()
-        .tenant(&grant.user.tenant)
-        .cloned()
-        .ok_or_else(|| {
-            req.bad(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                90002,
-                &tenant_not_found(&grant.user.tenant),
-            )
-        })?;
-    let app = req.app(&tenant)?;
-    let acr = req.authenticate(&app, &tenant, false)?.unwrap_or("0");
+    let (_, acr) = req.grant_client(&grant.user.tenant)?;
     delegated(req, &grant, acr, None)
 }
 
