@@ -600,6 +600,30 @@ fn client_auth(req: &TokenRequest, token_url: &Url) -> Vec<(&'static str, String
 }
 
 impl TokenCache {
+    /// POSTs a form once: the status and body, or a transport error naming the redacted URL.
+    async fn post_once(
+        &self,
+        url: &Url,
+        form: &[(&str, String)],
+    ) -> Result<(u16, Vec<u8>), AuthError> {
+        let transport = |e: reqwest::Error| AuthError::Transport {
+            url: SafeUrl::new(url.clone()),
+            message: without_url(&e),
+        };
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let resp = self
+            .http
+            .post(url.clone())
+            .form(form)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(transport)?;
+        Ok((status, body.to_vec()))
+    }
+
     /// Redeems an authorization code (with its PKCE verifier) on the v2 endpoint and returns
     /// the refresh token.
     pub async fn redeem_code(
@@ -628,23 +652,7 @@ impl TokenCache {
             ),
         ];
         form.extend(client_auth(req, &url));
-        self.requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let resp =
-            self.http
-                .post(url)
-                .form(&form)
-                .send()
-                .await
-                .map_err(|e| AuthError::Transport {
-                    url: safe.clone(),
-                    message: without_url(&e),
-                })?;
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|e| AuthError::Transport {
-            url: safe.clone(),
-            message: without_url(&e),
-        })?;
+        let (status, body) = self.post_once(&url, &form).await?;
         if status == 200 {
             return refresh_token_of(&body).ok_or(AuthError::Malformed {
                 url: safe,
@@ -673,37 +681,15 @@ impl TokenCache {
                 .replace("/oauth2/v2.0/token", "/oauth2/v2.0/devicecode"),
         )
         .map_err(|e| AuthError::Config(e.to_string()))?;
-        let safe = SafeUrl::new(code_url.clone());
         let scope = format!(
             "{}/.default offline_access",
             req.resource.trim_end_matches('/')
         );
-        let transport = |e: reqwest::Error| AuthError::Transport {
-            url: safe.clone(),
-            message: without_url(&e),
-        };
-        let resp = self
-            .http
-            .post(code_url.clone())
-            .form(&[
-                ("client_id", req.client_id.as_str()),
-                ("scope", scope.as_str()),
-            ])
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = resp.status().as_u16();
-        let body: serde_json::Value = resp.json().await.map_err(transport)?;
+        let form = [("client_id", req.client_id.clone()), ("scope", scope)];
+        let (status, bytes) = self.post_once(&code_url, &form).await?;
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let Some(device_code) = body["device_code"].as_str().map(str::to_owned) else {
-            let code = body["error_codes"][0].as_u64().unwrap_or(0) as u32;
-            return Err(AuthError::Entra {
-                tenant: req.tenant.clone(),
-                status,
-                error: body["error"].as_str().unwrap_or("unknown_error").to_owned(),
-                code,
-                guidance: guidance(code, &req.client_id, &req.tenant),
-                correlation: body["correlation_id"].as_str().map(str::to_owned),
-            });
+            return Err(entra_error(req, status, &bytes));
         };
         let num = |k: &str| {
             body[k]
@@ -726,7 +712,6 @@ impl TokenCache {
             ("device_code", device_code),
         ];
         form.extend(client_auth(req, &token_url));
-        let token_safe = SafeUrl::new(token_url.clone());
         loop {
             tokio::time::sleep(interval).await;
             if Instant::now() > deadline {
@@ -734,24 +719,10 @@ impl TokenCache {
                     "the device code expired before the sign-in completed".into(),
                 ));
             }
-            let resp = self
-                .http
-                .post(token_url.clone())
-                .form(&form)
-                .send()
-                .await
-                .map_err(|e| AuthError::Transport {
-                    url: token_safe.clone(),
-                    message: without_url(&e),
-                })?;
-            let status = resp.status().as_u16();
-            let body = resp.bytes().await.map_err(|e| AuthError::Transport {
-                url: token_safe.clone(),
-                message: without_url(&e),
-            })?;
+            let (status, body) = self.post_once(&token_url, &form).await?;
             if status == 200 {
                 return refresh_token_of(&body).ok_or(AuthError::Malformed {
-                    url: token_safe,
+                    url: SafeUrl::new(token_url),
                     message: "no refresh_token".into(),
                 });
             }
