@@ -9,7 +9,7 @@ use xdrsync_model::Timestamp;
 
 use crate::EmulatorState;
 use crate::api::{
-    Family, Needs, admit, client_request_id, get, odata_json, prefers_unknown, query_pairs,
+    Family, GraphErrors, Needs, admit, get, next_link, odata_json, prefers_unknown, query_pairs,
 };
 use crate::errors;
 use crate::limits::Quota;
@@ -84,17 +84,8 @@ pub(crate) async fn alerts_v2(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let now = state.clock().now();
-    let crid = client_request_id(&headers).map(str::to_owned);
-    let bad = |m: String| {
-        errors::graph(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            &m,
-            now,
-            crid.as_deref(),
-        )
-    };
+    let g = GraphErrors::new(&state, &headers);
+    let bad = |m: String| g.answer(StatusCode::BAD_REQUEST, "BadRequest", &m);
     let pairs = query_pairs(q.as_deref());
     let top = match get(&pairs, "$top").map(str::parse::<usize>) {
         None => ALERTS_V2_MAX_TOP,
@@ -149,20 +140,8 @@ pub(crate) async fn alerts_v2(
     if get(&pairs, "$count").is_some_and(|c| c.eq_ignore_ascii_case("true")) {
         body.insert("@odata.count".into(), json!(total));
     }
-    if top > 0 && skip + top < total {
-        let mut next: Vec<(String, String)> = pairs
-            .iter()
-            .filter(|(k, _)| !k.eq_ignore_ascii_case("$skip"))
-            .cloned()
-            .collect();
-        next.push(("$skip".into(), (skip + top).to_string()));
-        body.insert(
-            "@odata.nextLink".into(),
-            json!(format!(
-                "{base}/v1.0/security/alerts_v2?{}",
-                serde_urlencoded::to_string(&next).unwrap_or_default()
-            )),
-        );
+    if let Some(link) = next_link(&base, "/v1.0/security/alerts_v2", &pairs, skip, top, total) {
+        body.insert("@odata.nextLink".into(), json!(link));
     }
     body.insert("value".into(), Value::Array(page));
     state.count_page_served();
@@ -179,6 +158,7 @@ pub(crate) async fn alert_v2(
         Ok(c) => c,
         Err(r) => return r,
     };
+    let g = GraphErrors::new(&state, &headers);
     match all_alerts(&state, &caller.tenant)
         .into_iter()
         .find(|(a, _)| a.id == id)
@@ -189,12 +169,10 @@ pub(crate) async fn alert_v2(
             &caller.tenant,
             prefers_unknown(&headers),
         )),
-        None => errors::graph(
+        None => g.answer(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!("Alert {id} not found."),
-            state.clock().now(),
-            client_request_id(&headers),
         ),
     }
 }

@@ -156,7 +156,7 @@ pub(crate) fn refuse(
     refusal: Refusal,
     headers: &HeaderMap,
 ) -> Response {
-    let now = state.clock().now();
+    let g = GraphErrors::new(state, headers);
     match (family, refusal) {
         (Family::Xdr | Family::Siem, Refusal::Unauthorized(msg)) => {
             errors::xdr(StatusCode::UNAUTHORIZED, "Unauthorized", msg)
@@ -169,27 +169,63 @@ pub(crate) fn refuse(
             ),
         ),
         (Family::Graph, Refusal::Unauthorized(msg)) => {
-            let mut resp = errors::graph(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                msg,
-                now,
-                client_request_id(headers),
-            );
+            let mut resp = g.answer(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", msg);
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\""),
             );
             resp
         }
-        (Family::Graph, Refusal::Forbidden(roles)) => errors::graph(
+        (Family::Graph, Refusal::Forbidden(roles)) => g.answer(
             StatusCode::FORBIDDEN,
             "Forbidden",
             &format!("Missing application roles. API required roles: {roles}."),
-            now,
-            client_request_id(headers),
         ),
     }
+}
+
+/// Graph's error answers for one request: its time and `client-request-id` go in `innerError`.
+pub(crate) struct GraphErrors {
+    pub(crate) now: xdrsync_model::Timestamp,
+    crid: Option<String>,
+}
+
+impl GraphErrors {
+    pub(crate) fn new(state: &EmulatorState, headers: &HeaderMap) -> Self {
+        GraphErrors {
+            now: state.clock().now(),
+            crid: client_request_id(headers).map(str::to_owned),
+        }
+    }
+
+    pub(crate) fn answer(&self, status: StatusCode, code: &str, message: &str) -> Response {
+        errors::graph(status, code, message, self.now, self.crid.as_deref())
+    }
+}
+
+/// The `@odata.nextLink` of a Graph page: the same query with `$skip` moved past it, when more
+/// items remain.
+pub(crate) fn next_link(
+    base: &str,
+    path: &str,
+    pairs: &[(String, String)],
+    skip: usize,
+    top: usize,
+    total: usize,
+) -> Option<String> {
+    if top == 0 || skip + top >= total {
+        return None;
+    }
+    let mut next: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("$skip"))
+        .cloned()
+        .collect();
+    next.push(("$skip".into(), (skip + top).to_string()));
+    Some(format!(
+        "{base}{path}?{}",
+        serde_urlencoded::to_string(&next).unwrap_or_default()
+    ))
 }
 
 /// `Prefer: include-unknown-enum-members` (possibly among other preferences).
@@ -496,11 +532,8 @@ pub(crate) async fn graph_list(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let now = state.clock().now();
-    let crid = client_request_id(&headers).map(str::to_owned);
-    let bad = |code: &str, msg: String| {
-        errors::graph(StatusCode::BAD_REQUEST, code, &msg, now, crid.as_deref())
-    };
+    let g = GraphErrors::new(&state, &headers);
+    let bad = |code: &str, msg: String| g.answer(StatusCode::BAD_REQUEST, code, &msg);
     let pairs = query_pairs(q.as_deref());
     for (k, _) in &pairs {
         if k.starts_with('$')
@@ -595,12 +628,10 @@ pub(crate) async fn graph_list(
         })
         .unwrap_or((0, Some(Vec::new())));
     let Some(page) = page else {
-        return errors::graph(
+        return g.answer(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalServerError",
             "An error has occurred.",
-            now,
-            crid.as_deref(),
         );
     };
     let base = state.base_url();
@@ -615,18 +646,8 @@ pub(crate) async fn graph_list(
     if count {
         body.insert("@odata.count".into(), json!(total));
     }
-    if top > 0 && skip + top < total {
-        let mut next: Vec<(String, String)> = pairs
-            .iter()
-            .filter(|(k, _)| !k.eq_ignore_ascii_case("$skip"))
-            .cloned()
-            .collect();
-        next.push(("$skip".into(), (skip + top).to_string()));
-        let query = serde_urlencoded::to_string(&next).unwrap_or_default();
-        body.insert(
-            "@odata.nextLink".into(),
-            json!(format!("{base}/v1.0/security/incidents?{query}")),
-        );
+    if let Some(link) = next_link(&base, "/v1.0/security/incidents", &pairs, skip, top, total) {
+        body.insert("@odata.nextLink".into(), json!(link));
     }
     state.count_page_served();
     odata_collection(body, &page)
@@ -655,6 +676,7 @@ pub(crate) async fn graph_get(
         .parse::<u64>()
         .ok()
         .and_then(|n| state.incidents(&caller.tenant, |i| i.id == n).pop());
+    let g = GraphErrors::new(&state, &headers);
     match found {
         Some(i) => {
             let mut body =
@@ -670,12 +692,10 @@ pub(crate) async fn graph_get(
             }
             odata_json(body)
         }
-        None => errors::graph(
+        None => g.answer(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!("Incident {id} not found."),
-            state.clock().now(),
-            client_request_id(&headers),
         ),
     }
 }

@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use xdrsync_model::Timestamp;
 
 use crate::EmulatorState;
-use crate::api::{Family, Needs, admit, client_request_id, odata_json};
+use crate::api::{Family, GraphErrors, Needs, admit, odata_json};
 use crate::errors;
 use crate::limits::Quota;
 
@@ -552,13 +552,12 @@ pub(crate) async fn graph_run(
         Ok(c) => c,
         Err(r) => return r,
     };
+    let g = GraphErrors::new(&state, &headers);
     match query_of(&body).and_then(|q| run(&state, &caller.tenant, &q)) {
-        Err(e) => errors::graph(
+        Err(e) => g.answer(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             &format!("Query could not be executed: {e}"),
-            state.clock().now(),
-            client_request_id(&headers),
         ),
         Ok(t) => odata_json(json!({
             "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.security.huntingQueryResults",

@@ -8,7 +8,7 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use crate::EmulatorState;
-use crate::api::{Family, Needs, admit, client_request_id, odata_json, prefers_unknown};
+use crate::api::{Family, GraphErrors, Needs, admit, odata_json, prefers_unknown};
 use crate::errors;
 use crate::limits::Quota;
 use crate::render;
@@ -197,31 +197,22 @@ pub(crate) async fn graph_patch(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let now = state.clock().now();
-    let crid = client_request_id(&headers).map(str::to_owned);
-    let bad = |m: String| {
-        errors::graph(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            &m,
-            now,
-            crid.as_deref(),
-        )
-    };
+    let g = GraphErrors::new(&state, &headers);
+    let bad = |m: String| g.answer(StatusCode::BAD_REQUEST, "BadRequest", &m);
     let o = match body_object(&body) {
         Ok(o) => o,
         Err(e) => return bad(e),
     };
     let author = format!("API-App:{}", caller.app);
     match id_of(&id).and_then(|n| {
-        state.patch_incident(&caller.tenant, n, |inc| apply(inc, &o, true, &author, now))
+        state.patch_incident(&caller.tenant, n, |inc| {
+            apply(inc, &o, true, &author, g.now)
+        })
     }) {
-        None => errors::graph(
+        None => g.answer(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!("Incident {id} not found."),
-            now,
-            crid.as_deref(),
         ),
         Some(Err(e)) => bad(e),
         Some(Ok(inc)) => odata_json(render::graph_incident(
@@ -258,18 +249,11 @@ pub(crate) async fn graph_incident_comment(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let now = state.clock().now();
-    let crid = client_request_id(&headers).map(str::to_owned);
+    let g = GraphErrors::new(&state, &headers);
     let comment = match comment_text(&body) {
         Ok(c) => c,
         Err(e) => {
-            return errors::graph(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &e,
-                now,
-                crid.as_deref(),
-            );
+            return g.answer(StatusCode::BAD_REQUEST, "BadRequest", &e);
         }
     };
     let author = format!("API-App:{}", caller.app);
@@ -278,19 +262,17 @@ pub(crate) async fn graph_incident_comment(
             inc.comments.push(Comment {
                 comment,
                 created_by: author,
-                created: now,
+                created: g.now,
             });
             Ok(())
         })
     });
     match result {
         Some(Ok(inc)) => odata_json(graph_comments(&inc.comments)),
-        _ => errors::graph(
+        _ => g.answer(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!("Incident {id} not found."),
-            now,
-            crid.as_deref(),
         ),
     }
 }
@@ -314,28 +296,17 @@ pub(crate) async fn graph_alert_patch(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let now = state.clock().now();
-    let crid = client_request_id(&headers).map(str::to_owned);
-    let bad = |m: String| {
-        errors::graph(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            &m,
-            now,
-            crid.as_deref(),
-        )
-    };
+    let g = GraphErrors::new(&state, &headers);
+    let bad = |m: String| g.answer(StatusCode::BAD_REQUEST, "BadRequest", &m);
     let o = match body_object(&body) {
         Ok(o) => o,
         Err(e) => return bad(e),
     };
     let Some(incident) = incident_of_alert(&state, &caller.tenant, &alert_id) else {
-        return errors::graph(
+        return g.answer(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!("Alert {alert_id} not found."),
-            now,
-            crid.as_deref(),
         );
     };
     let result = state.patch_incident(&caller.tenant, incident, |inc| {
@@ -376,7 +347,7 @@ pub(crate) async fn graph_alert_patch(
                 .ok_or(format!("`{v}` is not a valid value of `determination`"))?;
         }
         a.verdict = Some((c, d));
-        a.last_updated = now;
+        a.last_updated = g.now;
         Ok(())
     });
     match result {
@@ -390,12 +361,10 @@ pub(crate) async fn graph_alert_patch(
             None => bad("alert moved".into()),
         },
         Some(Err(e)) => bad(e),
-        None => errors::graph(
+        None => g.answer(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!("Alert {alert_id} not found."),
-            now,
-            crid.as_deref(),
         ),
     }
 }
@@ -411,18 +380,11 @@ pub(crate) async fn graph_alert_comment(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let now = state.clock().now();
-    let crid = client_request_id(&headers).map(str::to_owned);
+    let g = GraphErrors::new(&state, &headers);
     let comment = match comment_text(&body) {
         Ok(c) => c,
         Err(e) => {
-            return errors::graph(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &e,
-                now,
-                crid.as_deref(),
-            );
+            return g.answer(StatusCode::BAD_REQUEST, "BadRequest", &e);
         }
     };
     let author = format!("API-App:{}", caller.app);
@@ -436,9 +398,9 @@ pub(crate) async fn graph_alert_comment(
             a.comments.push(Comment {
                 comment,
                 created_by: author,
-                created: now,
+                created: g.now,
             });
-            a.last_updated = now;
+            a.last_updated = g.now;
             Ok(())
         })
     });
@@ -452,12 +414,10 @@ pub(crate) async fn graph_alert_comment(
                 .unwrap_or_default();
             odata_json(graph_comments(&comments))
         }
-        _ => errors::graph(
+        _ => g.answer(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!("Alert {alert_id} not found."),
-            now,
-            crid.as_deref(),
         ),
     }
 }
