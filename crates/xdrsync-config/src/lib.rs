@@ -480,9 +480,27 @@ impl Config {
             .iter()
             .find(|t| t.name == key || t.tenant_id.as_str().eq_ignore_ascii_case(key))
     }
+
+    /// [`Config::tenant`] for a command-line `--tenant`: a clear error listing the configured
+    /// tenants when none matches.
+    pub fn require_tenant(&self, key: &str) -> Result<&Tenant, ConfigError> {
+        self.tenant(key).ok_or_else(|| ConfigError::Invalid {
+            path: self.path.clone(),
+            field: "--tenant".into(),
+            message: format!(
+                "no tenant named `{key}`; configured: {}",
+                self.tenants
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+    }
 }
 
-fn is_guid(s: &str) -> bool {
+/// `8-4-4-4-12` hexadecimal, the shape of every Entra tenant and application id.
+pub fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == 5
         && [8, 4, 4, 4, 12]

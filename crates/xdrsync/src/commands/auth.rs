@@ -43,14 +43,7 @@ fn needed(api: ApiKind) -> (&'static [&'static str], &'static str) {
 
 async fn token(args: TokenArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = super::load_config(config_path)?;
-    let tenant =
-        config
-            .tenant(&args.tenant)
-            .ok_or_else(|| xdrsync_config::ConfigError::Invalid {
-                path: config.path.clone(),
-                field: "--tenant".into(),
-                message: format!("no tenant named `{}`", args.tenant),
-            })?;
+    let tenant = config.require_tenant(&args.tenant)?;
     let vault = if tenant.delegated {
         Some(xdrsync_pipeline::open_vault(&config)?)
     } else {
@@ -152,7 +145,7 @@ async fn token(args: TokenArgs, config_path: &Path) -> anyhow::Result<ExitCode> 
     }
     let mut problems = Vec::new();
     if !text("tid").eq_ignore_ascii_case(tenant.tenant_id.as_str())
-        && crate::commands::auth::is_guid(tenant.tenant_id.as_str())
+        && xdrsync_config::is_guid(tenant.tenant_id.as_str())
     {
         problems.push(format!(
             "the token is for tenant {}, not {}",
@@ -197,10 +190,6 @@ async fn token(args: TokenArgs, config_path: &Path) -> anyhow::Result<ExitCode> 
         }
         Ok(ExitCode::from(crate::EXIT_FAILURE))
     }
-}
-
-pub(crate) fn is_guid(s: &str) -> bool {
-    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
 }
 
 fn consent_url(args: ConsentUrlArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
@@ -252,14 +241,7 @@ enum LoginError {
 async fn login(args: LoginArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let config = super::load_config(config_path)?;
-    let tenant =
-        config
-            .tenant(&args.tenant)
-            .ok_or_else(|| xdrsync_config::ConfigError::Invalid {
-                path: config.path.clone(),
-                field: "--tenant".into(),
-                message: format!("no tenant named `{}`", args.tenant),
-            })?;
+    let tenant = config.require_tenant(&args.tenant)?;
     if !tenant.delegated {
         eprintln!(
             "note: tenant {} is not `delegated = true` in the config; pulls will keep using app-only tokens",
@@ -267,11 +249,7 @@ async fn login(args: LoginArgs, config_path: &Path) -> anyhow::Result<ExitCode> 
         );
     }
     let vault = xdrsync_pipeline::open_vault(&config)?;
-    let target = xdrsync_pipeline::target(tenant, &config, None).or_else(|_| {
-        let mut t = tenant.clone();
-        t.delegated = false;
-        xdrsync_pipeline::target(&t, &config, None)
-    })?;
+    let target = xdrsync_pipeline::target(tenant, &config, Some(&vault))?;
     let key = xdrsync_auth::vault_key(
         &tenant.endpoints.authority,
         &tenant.tenant_id,

@@ -21,23 +21,7 @@ async fn list(args: ListArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
         message: e.to_string(),
     })?;
     let config = super::load_config(config_path)?;
-    let tenant =
-        config
-            .tenant(&args.tenant)
-            .ok_or_else(|| xdrsync_config::ConfigError::Invalid {
-                path: config.path.clone(),
-                field: "--tenant".into(),
-                message: format!(
-                    "no tenant named `{}`; configured: {}",
-                    args.tenant,
-                    config
-                        .tenants
-                        .iter()
-                        .map(|t| t.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            })?;
+    let tenant = config.require_tenant(&args.tenant)?;
     let vault = if tenant.delegated {
         Some(xdrsync_pipeline::open_vault(&config)?)
     } else {
