@@ -145,10 +145,29 @@ pub fn vault_key(authority: &Url, tenant: &TenantId, client_id: &str) -> String 
 impl TokenRequest {
     /// The token endpoint URL.
     pub fn token_url(&self) -> Result<Url, AuthError> {
-        let path = match self.version {
-            TokenVersion::V1 => format!("{}/oauth2/token", self.tenant),
-            TokenVersion::V2 => format!("{}/oauth2/v2.0/token", self.tenant),
-        };
+        match self.version {
+            TokenVersion::V1 => self.oauth_url("oauth2/token"),
+            TokenVersion::V2 => self.v2_url("token"),
+        }
+    }
+
+    /// A v2.0 endpoint of the tenant (`token`, `authorize`, `devicecode`): the delegated flows
+    /// use v2.0 whatever [`TokenVersion`] the app-only requests use.
+    pub fn v2_url(&self, leaf: &str) -> Result<Url, AuthError> {
+        self.oauth_url(&format!("oauth2/v2.0/{leaf}"))
+    }
+
+    /// The scope of every delegated request: the API's `.default` plus `offline_access`, so
+    /// Entra returns a refresh token.
+    pub fn delegated_scope(&self) -> String {
+        format!(
+            "{}/.default offline_access",
+            self.resource.trim_end_matches('/')
+        )
+    }
+
+    fn oauth_url(&self, rest: &str) -> Result<Url, AuthError> {
+        let path = format!("{}/{rest}", self.tenant);
         let mut base = self.authority.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -368,10 +387,10 @@ impl TokenCache {
             form.push(("grant_type", "client_credentials".into()));
         }
         form.extend(client_auth(req, &url));
-        let mut scope = format!("{}/.default", req.resource.trim_end_matches('/'));
-        if req.refresh.is_some() {
-            scope.push_str(" offline_access");
-        }
+        let scope = match req.refresh {
+            Some(_) => req.delegated_scope(),
+            None => format!("{}/.default", req.resource.trim_end_matches('/')),
+        };
         match req.version {
             TokenVersion::V1 => form.push(("resource", req.resource.clone())),
             TokenVersion::V2 => form.push(("scope", scope)),
@@ -633,9 +652,7 @@ impl TokenCache {
         redirect_uri: &str,
         verifier: &SecretString,
     ) -> Result<SecretString, AuthError> {
-        let mut v2 = req.clone();
-        v2.version = TokenVersion::V2;
-        let url = v2.token_url()?;
+        let url = req.v2_url("token")?;
         let safe = SafeUrl::new(url.clone());
         let mut form: Vec<(&str, String)> = vec![
             ("grant_type", "authorization_code".into()),
@@ -643,13 +660,7 @@ impl TokenCache {
             ("code", code.to_owned()),
             ("redirect_uri", redirect_uri.to_owned()),
             ("code_verifier", verifier.expose().to_owned()),
-            (
-                "scope",
-                format!(
-                    "{}/.default offline_access",
-                    req.resource.trim_end_matches('/')
-                ),
-            ),
+            ("scope", req.delegated_scope()),
         ];
         form.extend(client_auth(req, &url));
         let (status, body) = self.post_once(&url, &form).await?;
@@ -672,20 +683,12 @@ impl TokenCache {
         req: &TokenRequest,
         prompt: impl FnOnce(&str),
     ) -> Result<SecretString, AuthError> {
-        let mut v2 = req.clone();
-        v2.version = TokenVersion::V2;
-        let token_url = v2.token_url()?;
-        let code_url = Url::parse(
-            &token_url
-                .as_str()
-                .replace("/oauth2/v2.0/token", "/oauth2/v2.0/devicecode"),
-        )
-        .map_err(|e| AuthError::Config(e.to_string()))?;
-        let scope = format!(
-            "{}/.default offline_access",
-            req.resource.trim_end_matches('/')
-        );
-        let form = [("client_id", req.client_id.clone()), ("scope", scope)];
+        let token_url = req.v2_url("token")?;
+        let code_url = req.v2_url("devicecode")?;
+        let form = [
+            ("client_id", req.client_id.clone()),
+            ("scope", req.delegated_scope()),
+        ];
         let (status, bytes) = self.post_once(&code_url, &form).await?;
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let Some(device_code) = body["device_code"].as_str().map(str::to_owned) else {

@@ -274,27 +274,18 @@ async fn login(args: LoginArgs, config_path: &Path) -> anyhow::Result<ExitCode> 
     let redirect = format!("http://localhost:{}", listener.local_addr()?.port());
     let (verifier, challenge) = xdrsync_auth::pkce();
     let state = xdrsync_auth::random_state();
-    let authority = tenant.endpoints.authority.as_str().trim_end_matches('/');
     let query = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("client_id", &tenant.client_id)
         .append_pair("response_type", "code")
         .append_pair("redirect_uri", &redirect)
         .append_pair("response_mode", "query")
-        .append_pair(
-            "scope",
-            &format!(
-                "{}/.default offline_access",
-                target.token.resource.trim_end_matches('/')
-            ),
-        )
+        .append_pair("scope", &target.token.delegated_scope())
         .append_pair("state", &state)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256")
         .finish();
-    let url = format!(
-        "{authority}/{}/oauth2/v2.0/authorize?{query}",
-        tenant.tenant_id
-    );
+    let mut url = target.token.v2_url("authorize")?;
+    url.set_query(Some(&query));
     println!(
         "Open this URL and sign in as an administrator of {}:\n{url}",
         tenant.name
@@ -302,7 +293,7 @@ async fn login(args: LoginArgs, config_path: &Path) -> anyhow::Result<ExitCode> 
     if !args.no_browser {
         // Best effort; the URL is printed either way.
         let _ = std::process::Command::new("xdg-open")
-            .arg(&url)
+            .arg(url.as_str())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn();
