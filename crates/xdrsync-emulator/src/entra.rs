@@ -128,7 +128,28 @@ struct Req<'a> {
 
 type Reply = Result<Response, Response>;
 
-impl Req<'_> {
+impl<'a> Req<'a> {
+    /// A form-encoded request to the tenant's `tenant_key` endpoint, read at the emulator's now.
+    fn parse(
+        state: &'a EmulatorState,
+        tenant_key: &'a str,
+        headers: &'a HeaderMap,
+        body: &str,
+        ver: Version,
+    ) -> Self {
+        let form = serde_urlencoded::from_str::<Vec<(String, String)>>(body)
+            .map(|p| p.into_iter().collect())
+            .unwrap_or_default();
+        Req {
+            state,
+            now: state.clock().now(),
+            ver,
+            tenant_key,
+            form,
+            headers,
+        }
+    }
+
     fn bad(&self, status: StatusCode, error: &str, code: u32, msg: &str) -> Response {
         errors::entra(status, error, code, msg, self.now)
     }
@@ -488,17 +509,7 @@ fn token(
     body: &str,
     ver: Version,
 ) -> Response {
-    let form = serde_urlencoded::from_str::<Vec<(String, String)>>(body)
-        .map(|p| p.into_iter().collect())
-        .unwrap_or_default();
-    let req = Req {
-        state,
-        now: state.clock().now(),
-        ver,
-        tenant_key,
-        form,
-        headers,
-    };
+    let req = Req::parse(state, tenant_key, headers, body, ver);
     let result = match req.get("grant_type") {
         None => Err(req.bad(
             StatusCode::BAD_REQUEST,
@@ -928,17 +939,7 @@ pub(crate) async fn devicecode_v2(
 /// `POST /{tenant}/oauth2[/v2.0]/devicecode`.
 fn devicecode(state: &EmulatorState, tenant_key: &str, body: &str, ver: Version) -> Response {
     let headers = HeaderMap::new();
-    let form = serde_urlencoded::from_str::<Vec<(String, String)>>(body)
-        .map(|p| p.into_iter().collect())
-        .unwrap_or_default();
-    let req = Req {
-        state,
-        now: state.clock().now(),
-        ver,
-        tenant_key,
-        form,
-        headers: &headers,
-    };
+    let req = Req::parse(state, tenant_key, &headers, body, ver);
     let result = (|| -> Reply {
         let dir = state.directory();
         let tenant = match req.tenant()? {
