@@ -12,6 +12,7 @@
 //!
 //! Secrets and tokens are [`SecretString`]s: they never reach `Debug`, `Display` or a log.
 
+mod pkcs12;
 pub mod vault;
 
 use std::collections::HashMap;
@@ -53,6 +54,7 @@ pub struct CertificateCredential {
     x5t: String,
     x5t_s256: String,
     algorithm: xdrsync_jwt::Algorithm,
+    not_after: Option<xdrsync_model::Timestamp>,
 }
 
 impl std::fmt::Debug for CertificateCredential {
@@ -82,7 +84,43 @@ impl CertificateCredential {
             x5t: xdrsync_jwt::x5t_sha1(&der),
             x5t_s256: xdrsync_jwt::x5t_sha256(&der),
             algorithm,
+            not_after: certificate_not_after(&der),
         })
+    }
+
+    /// From a PKCS#12 file (`.pfx`/`.p12`) and its password (empty when it has none): the RSA
+    /// key and the certificate that carries the key's public key, wherever they stand in it.
+    pub fn from_pkcs12(
+        der: &[u8],
+        password: &str,
+        algorithm: xdrsync_jwt::Algorithm,
+    ) -> Result<Self, String> {
+        let contents = pkcs12::parse(der, password)?;
+        let [key] = contents.keys.as_slice() else {
+            return Err(format!(
+                "the PKCS#12 file holds {} private keys; give it exactly one",
+                contents.keys.len()
+            ));
+        };
+        let key = xdrsync_jwt::SigningKey::from_pkcs8_der(key).map_err(|e| e.to_string())?;
+        let public = key.public_key_der().map_err(|e| e.to_string())?;
+        let cert = contents
+            .certs
+            .iter()
+            .find(|c| c.windows(public.len()).any(|w| w == public.as_slice()))
+            .ok_or("the PKCS#12 file holds no certificate for its private key")?;
+        Ok(CertificateCredential {
+            key,
+            x5t: xdrsync_jwt::x5t_sha1(cert),
+            x5t_s256: xdrsync_jwt::x5t_sha256(cert),
+            algorithm,
+            not_after: certificate_not_after(cert),
+        })
+    }
+
+    /// When the certificate expires (its `notAfter`), if it could be read.
+    pub fn not_after(&self) -> Option<xdrsync_model::Timestamp> {
+        self.not_after
     }
 
     /// A fresh client assertion for `token_url`, valid for ten minutes.
@@ -899,6 +937,78 @@ mod x509_tests {
     fn rcgen_free_cert() -> Vec<u8> {
         let pem = include_str!("../tests/data/cert.pem");
         xdrsync_jwt::pem_block(pem, "CERTIFICATE").unwrap()
+    }
+}
+
+#[cfg(test)]
+mod pkcs12_tests {
+    use super::CertificateCredential;
+    use xdrsync_jwt::Algorithm;
+
+    fn from_pem() -> CertificateCredential {
+        CertificateCredential::from_pem(
+            include_str!("../tests/data/cert.pem"),
+            include_str!("../tests/data/key.pem"),
+            Algorithm::PS256,
+        )
+        .unwrap()
+    }
+
+    /// OpenSSL 3's default export (PBES2: PBKDF2-SHA256 + AES-256-CBC), an unencrypted file
+    /// (Key Vault's downloads) and a chain with a second certificate all give the PEM pair's key
+    /// and thumbprints.
+    #[test]
+    fn pfx_files_give_the_same_credential_as_pem() {
+        let pem = from_pem();
+        for (file, password) in [
+            (
+                &include_bytes!("../tests/data/cert.pfx")[..],
+                "correct-horse",
+            ),
+            (&include_bytes!("../tests/data/cert-nopass.pfx")[..], ""),
+            (
+                &include_bytes!("../tests/data/cert-chain.pfx")[..],
+                "correct-horse",
+            ),
+        ] {
+            let pfx = CertificateCredential::from_pkcs12(file, password, Algorithm::PS256)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(pfx.x5t, pem.x5t);
+            assert_eq!(pfx.x5t_s256, pem.x5t_s256);
+            assert_eq!(pfx.key.kid(), pem.key.kid());
+        }
+    }
+
+    #[test]
+    fn bad_pfx_files_say_what_is_wrong() {
+        let err = |file: &[u8], password: &str| match CertificateCredential::from_pkcs12(
+            file,
+            password,
+            Algorithm::RS256,
+        ) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e,
+        };
+        let wrong = err(include_bytes!("../tests/data/cert.pfx"), "wrong");
+        assert!(wrong.contains("wrong password"), "{wrong}");
+        assert!(!wrong.contains("correct-horse"));
+        let legacy = err(
+            include_bytes!("../tests/data/cert-legacy.pfx"),
+            "correct-horse",
+        );
+        assert!(
+            legacy.contains("legacy cipher") && legacy.contains("openssl pkcs12"),
+            "{legacy}"
+        );
+        let junk = err(b"-----BEGIN CERTIFICATE-----", "");
+        assert!(junk.contains("not a PKCS#12 file"), "{junk}");
+        let pem_as_pfx = err(include_bytes!("../tests/data/cert.pem"), "");
+        assert!(pem_as_pfx.contains("not a PKCS#12 file"), "{pem_as_pfx}");
+        // A truncated file (a partial copy) is an error at every length, never a panic.
+        let whole = include_bytes!("../tests/data/cert.pfx");
+        for n in (0..whole.len()).step_by(23) {
+            assert!(!err(&whole[..n], "correct-horse").is_empty());
+        }
     }
 }
 

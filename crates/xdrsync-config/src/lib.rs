@@ -221,18 +221,52 @@ pub struct SecretSource {
     pub expires: Option<xdrsync_model::Timestamp>,
 }
 
-/// `client_certificate = { cert_file = "…", key_file = "…", algorithm = "ps256" }`: a
-/// certificate registered on the app, and its RSA private key (PEM, PKCS#8 or PKCS#1).
+/// `client_certificate = { cert_file = "…", key_file = "…", algorithm = "ps256" }` (PEM) or
+/// `client_certificate = { pfx_file = "app.pfx", password = { env = "PFX_PASSWORD" } }`
+/// (PKCS#12): a certificate registered on the app, and its RSA private key.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateSource {
     /// The certificate, PEM, relative to the config file.
-    pub cert_file: PathBuf,
-    /// Its private key, PEM, relative to the config file.
-    pub key_file: PathBuf,
+    pub cert_file: Option<PathBuf>,
+    /// Its private key, PEM (PKCS#8 or PKCS#1), relative to the config file.
+    pub key_file: Option<PathBuf>,
+    /// Or both in one PKCS#12 file (`.pfx`/`.p12`), relative to the config file.
+    pub pfx_file: Option<PathBuf>,
+    /// The PKCS#12 file's password, given like a secret (`env`, `file`, `command`); none for a
+    /// file without one.
+    pub password: Option<SecretSource>,
     /// `ps256` (default; `x5t#S256`, Entra's current documentation) or `rs256` (`x5t`).
     #[serde(default)]
     pub algorithm: AssertionAlgorithm,
+}
+
+/// A validated certificate credential.
+#[derive(Clone, Debug)]
+pub struct Certificate {
+    /// Where the certificate and key are.
+    pub files: CertificateFiles,
+    /// The client-assertion algorithm.
+    pub algorithm: AssertionAlgorithm,
+}
+
+/// Where a certificate and its key are stored.
+#[derive(Clone, Debug)]
+pub enum CertificateFiles {
+    /// A PEM certificate and a PEM key.
+    Pem {
+        /// The certificate.
+        cert_file: PathBuf,
+        /// The key.
+        key_file: PathBuf,
+    },
+    /// One PKCS#12 file.
+    Pkcs12 {
+        /// The file.
+        pfx_file: PathBuf,
+        /// Its password (none: empty).
+        password: Option<SecretSource>,
+    },
 }
 
 /// The client-assertion signature algorithm.
@@ -266,7 +300,7 @@ pub enum CredentialSource {
     /// A client secret.
     Secret(SecretSource),
     /// A certificate.
-    Certificate(CertificateSource),
+    Certificate(Certificate),
 }
 
 impl SecretSource {
@@ -648,9 +682,27 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
             }
             (None, Some(c)) => {
                 let field = format!("{prefix}.client_certificate");
-                let c = CertificateSource {
-                    cert_file: resolve(&c.cert_file),
-                    key_file: resolve(&c.key_file),
+                let files = match (&c.cert_file, &c.key_file, &c.pfx_file, &c.password) {
+                    (Some(cert), Some(key), None, None) => CertificateFiles::Pem {
+                        cert_file: resolve(cert),
+                        key_file: resolve(key),
+                    },
+                    (None, None, Some(pfx), password) => CertificateFiles::Pkcs12 {
+                        pfx_file: resolve(pfx),
+                        password: password
+                            .as_ref()
+                            .map(|p| check_secret(&format!("{field}.password"), p))
+                            .transpose()?,
+                    },
+                    _ => {
+                        return Err(invalid(
+                            field,
+                            "give `cert_file` and `key_file` (PEM), or `pfx_file` with an optional `password` (PKCS#12)".into(),
+                        ));
+                    }
+                };
+                let c = Certificate {
+                    files,
                     algorithm: c.algorithm,
                 };
                 Ok((CredentialSource::Certificate(c), field))

@@ -194,14 +194,35 @@ fn certificate_credentials_and_secret_commands() {
     let config = load(
         "[[apps]]\nname = \"a\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_certificate = { cert_file = \"c.pem\", key_file = \"k.pem\", algorithm = \"rs256\" }\n\
          [[tenants]]\nname = \"t\"\ntenant_id = \"x.onmicrosoft.com\"\napp = \"a\"\n\
-         [[tenants]]\nname = \"u\"\ntenant_id = \"y.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_secret = { command = [\"printf\", \"from-vault\\\\n\"] }\n",
+         [[tenants]]\nname = \"u\"\ntenant_id = \"y.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_secret = { command = [\"printf\", \"from-vault\\\\n\"] }\n\
+         [[tenants]]\nname = \"p\"\ntenant_id = \"z.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_certificate = { pfx_file = \"app.pfx\", password = { env = \"PFX_PASSWORD\" } }\n",
     )
     .unwrap();
     let CredentialSource::Certificate(c) = &config.tenants[0].credential else {
         panic!("a certificate")
     };
     assert_eq!(c.algorithm, AssertionAlgorithm::Rs256);
-    assert_eq!(c.cert_file, Path::new("/etc/xdrsync/c.pem"));
+    let CertificateFiles::Pem {
+        cert_file,
+        key_file,
+    } = &c.files
+    else {
+        panic!("PEM files")
+    };
+    assert_eq!(cert_file, Path::new("/etc/xdrsync/c.pem"));
+    assert_eq!(key_file, Path::new("/etc/xdrsync/k.pem"));
+    let CredentialSource::Certificate(p) = &config.tenants[2].credential else {
+        panic!("a certificate")
+    };
+    assert_eq!(p.algorithm, AssertionAlgorithm::Ps256);
+    let CertificateFiles::Pkcs12 { pfx_file, password } = &p.files else {
+        panic!("a PKCS#12 file")
+    };
+    assert_eq!(pfx_file, Path::new("/etc/xdrsync/app.pfx"));
+    assert_eq!(
+        password.as_ref().and_then(|p| p.env.as_deref()),
+        Some("PFX_PASSWORD")
+    );
     assert_eq!(
         config.tenants[0].credential_field,
         "apps[0].client_certificate"
@@ -226,6 +247,20 @@ invalid!(
     "[[apps]]\nname = \"a\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_secret = { env = \"S\" }\nclient_certificate = { cert_file = \"c\", key_file = \"k\" }\n",
     "apps[0].client_certificate",
     "not both"
+);
+
+invalid!(
+    pem_and_pfx_mixed,
+    "[[apps]]\nname = \"a\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_certificate = { cert_file = \"c\", pfx_file = \"p\" }\n",
+    "apps[0].client_certificate",
+    "or `pfx_file`"
+);
+
+invalid!(
+    pfx_password_inline,
+    "[[apps]]\nname = \"a\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_certificate = { pfx_file = \"p\", password = { value = \"x\" } }\n",
+    "apps[0].client_certificate.password",
+    "inline secrets are refused"
 );
 
 #[test]

@@ -65,21 +65,26 @@ pub fn generate(subject: &str, expires: Option<Timestamp>) -> Result<GeneratedCe
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
     params.distinguished_name.push(DnType::CommonName, subject);
     let cert = params.self_signed(&pair).map_err(|e| e.to_string())?;
-    let der = cert.der().to_vec();
-    let mut jwk = key.jwk();
-    jwk.kid = xdrsync_jwt::x5t_sha1(&der);
-    jwk.x5t = Some(jwk.kid.clone());
     Ok(GeneratedCert {
-        cert: AppCertificate {
-            cert_der_b64: base64::engine::general_purpose::STANDARD.encode(&der),
-            jwk,
-            thumbprint_sha1: hex::encode_upper(Sha1::digest(&der)),
-            thumbprint_sha256: hex::encode_upper(Sha256::digest(&der)),
-            expires,
-        },
+        cert: register(cert.der(), &key, expires),
         cert_pem: cert.pem(),
         key_pem,
     })
+}
+
+/// The registered form of an existing certificate (DER) and its key: what uploading it to the
+/// app registration keeps.
+pub fn register(der: &[u8], key: &SigningKey, expires: Option<Timestamp>) -> AppCertificate {
+    let mut jwk = key.jwk();
+    jwk.kid = xdrsync_jwt::x5t_sha1(der);
+    jwk.x5t = Some(jwk.kid.clone());
+    AppCertificate {
+        cert_der_b64: base64::engine::general_purpose::STANDARD.encode(der),
+        jwk,
+        thumbprint_sha1: hex::encode_upper(Sha1::digest(der)),
+        thumbprint_sha256: hex::encode_upper(Sha256::digest(der)),
+        expires,
+    }
 }
 
 /// A token-signing key with a self-signed certificate, as Entra publishes its keys: the JWK's

@@ -135,6 +135,22 @@ impl SigningKey {
         Self::from_key(key)
     }
 
+    /// Loads a PKCS#8 DER private key (what a PKCS#12 key bag holds).
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, JwtError> {
+        let key = RsaPrivateKey::from_pkcs8_der(der)
+            .map_err(|_| JwtError::Key("not an RSA private key in PKCS#8 DER".into()))?;
+        Self::from_key(key)
+    }
+
+    /// The DER `SubjectPublicKeyInfo` of the key, as it stands inside its certificate.
+    pub fn public_key_der(&self) -> Result<Vec<u8>, JwtError> {
+        self.key
+            .to_public_key()
+            .to_public_key_der()
+            .map(|d| d.into_vec())
+            .map_err(|e| JwtError::Key(e.to_string()))
+    }
+
     fn from_key(key: RsaPrivateKey) -> Result<Self, JwtError> {
         let spki = key
             .to_public_key()

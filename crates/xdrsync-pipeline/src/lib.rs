@@ -16,7 +16,9 @@ use std::time::Duration;
 use xdrsync_api_client::{ApiClient, ApiError, Listing, RetryPolicy, Target};
 use xdrsync_auth::vault::{Vault, VaultKey};
 use xdrsync_auth::{CertificateCredential, Credential, RefreshSource, TokenCache, TokenRequest};
-use xdrsync_config::{AssertionAlgorithm, Config, ConfigError, CredentialSource, Tenant};
+use xdrsync_config::{
+    AssertionAlgorithm, CertificateFiles, Config, ConfigError, CredentialSource, Tenant,
+};
 use xdrsync_model::{ApiKind, StreamKind, Timestamp};
 use xdrsync_store::{CommitStats, NewVersion, PoisonRecord, SqliteStore, StoreError};
 
@@ -110,15 +112,32 @@ pub fn credential(tenant: &Tenant) -> Result<Credential, ConfigError> {
                 field: tenant.credential_field.clone(),
                 message,
             };
-            let cert = std::fs::read_to_string(&c.cert_file)
-                .map_err(|e| err(format!("cannot read {}: {e}", c.cert_file.display())))?;
-            let key = std::fs::read_to_string(&c.key_file)
-                .map_err(|e| err(format!("cannot read {}: {e}", c.key_file.display())))?;
             let alg = match c.algorithm {
                 AssertionAlgorithm::Ps256 => xdrsync_jwt::Algorithm::PS256,
                 AssertionAlgorithm::Rs256 => xdrsync_jwt::Algorithm::RS256,
             };
-            CertificateCredential::from_pem(&cert, &key, alg)
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))
+            };
+            let text = |path: &std::path::Path| {
+                String::from_utf8(read(path)?)
+                    .map_err(|_| err(format!("{} is not PEM text", path.display())))
+            };
+            let credential = match &c.files {
+                CertificateFiles::Pem {
+                    cert_file,
+                    key_file,
+                } => CertificateCredential::from_pem(&text(cert_file)?, &text(key_file)?, alg),
+                CertificateFiles::Pkcs12 { pfx_file, password } => {
+                    let password = match password {
+                        Some(p) => p.resolve(&format!("{}.password", tenant.credential_field))?,
+                        None => xdrsync_model::SecretString::new(""),
+                    };
+                    CertificateCredential::from_pkcs12(&read(pfx_file)?, password.expose(), alg)
+                        .map_err(|e| format!("{}: {e}", pfx_file.display()))
+                }
+            };
+            credential
                 .map(|c| Credential::Certificate(Box::new(c)))
                 .map_err(err)
         }

@@ -96,3 +96,47 @@ async fn certificate_rotation_secret_expiry_and_revoked_consent_over_tls() {
         "{err}"
     );
 }
+
+/// A PKCS#12 certificate (OpenSSL 3's default export, password from a file) pulls over TLS; a
+/// wrong password is named as such and never printed.
+#[tokio::test]
+async fn pkcs12_certificate_pulls_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut directory = tu::one_tenant("Contoso", 1.0, tu::ALL_READ_ROLES);
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xdrsync-auth/tests/data");
+    let key =
+        xdrsync_jwt::SigningKey::from_pem(&std::fs::read_to_string(data.join("key.pem")).unwrap())
+            .unwrap();
+    let cert_der = xdrsync_jwt::pem_block(
+        &std::fs::read_to_string(data.join("cert.pem")).unwrap(),
+        "CERTIFICATE",
+    )
+    .unwrap();
+    directory.apps[0]
+        .certificates
+        .push(xdrsync_emulator::certs::register(&cert_der, &key, None));
+    let emu = tu::start_tls(directory, dir.path(), |_| {}).await;
+    let secret_config = tu::write_config(dir.path(), &emu, &[xdrsync_model::ApiKind::Graph], "");
+    let text = std::fs::read_to_string(&secret_config.path)
+        .unwrap()
+        .replace(
+            "client_secret = { file = \"secret\" }",
+            "client_certificate = { pfx_file = \"app.pfx\", password = { file = \"pfx-pass\" } }",
+        );
+    let config = dir.path().join("pfx.toml");
+    std::fs::write(&config, text).unwrap();
+    std::fs::copy(data.join("cert.pfx"), dir.path().join("app.pfx")).unwrap();
+
+    std::fs::write(dir.path().join("pfx-pass"), "correct-horse\n").unwrap();
+    let r = pull(&config).await;
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert!(r.stats.created > 0, "{:?}", r.stats);
+
+    std::fs::write(dir.path().join("pfx-pass"), "tr0ub4dor\n").unwrap();
+    let err = pull(&config).await.error.unwrap();
+    assert!(
+        err.contains("wrong password") && err.contains("app.pfx"),
+        "{err}"
+    );
+    assert!(!err.contains("tr0ub4dor"), "{err}");
+}

@@ -600,17 +600,21 @@ fn start_login(dir: &Path) -> (std::process::Child, String) {
 #[test]
 fn auth_status_reports_credential_health() {
     let tmp = tempfile::tempdir().unwrap();
-    let cert = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xdrsync-auth/tests/data/cert.pem");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xdrsync-auth/tests/data");
+    std::fs::write(tmp.path().join("pfx-pass"), "correct-horse").unwrap();
+    std::fs::write(tmp.path().join("bad-pass"), "tr0ub4dor").unwrap();
     let soon = (chrono::Utc::now() + chrono::Duration::days(10)).format("%Y-%m-%dT00:00:00Z");
     let id = "11111111-2222-3333-4444-555555555555";
     std::fs::write(
         tmp.path().join("xdrsync.toml"),
         format!(
             "[[tenants]]\nname = \"soon\"\ntenant_id = \"a.onmicrosoft.com\"\nclient_id = \"{id}\"\nclient_secret = {{ env = \"X\", expires = \"{soon}\" }}\n\
-             [[tenants]]\nname = \"cert\"\ntenant_id = \"b.onmicrosoft.com\"\nclient_id = \"{id}\"\nclient_certificate = {{ cert_file = \"{}\", key_file = \"k.pem\" }}\n\
+             [[tenants]]\nname = \"cert\"\ntenant_id = \"b.onmicrosoft.com\"\nclient_id = \"{id}\"\nclient_certificate = {{ cert_file = \"{d}/cert.pem\", key_file = \"{d}/key.pem\" }}\n\
+             [[tenants]]\nname = \"pfx\"\ntenant_id = \"e.onmicrosoft.com\"\nclient_id = \"{id}\"\nclient_certificate = {{ pfx_file = \"{d}/cert.pfx\", password = {{ file = \"pfx-pass\" }} }}\n\
+             [[tenants]]\nname = \"badpfx\"\ntenant_id = \"f.onmicrosoft.com\"\nclient_id = \"{id}\"\nclient_certificate = {{ pfx_file = \"{d}/cert.pfx\", password = {{ file = \"bad-pass\" }} }}\n\
              [[tenants]]\nname = \"old\"\ntenant_id = \"c.onmicrosoft.com\"\nclient_id = \"{id}\"\nclient_secret = {{ env = \"X\", expires = \"2020-01-01T00:00:00Z\" }}\n\
              [[tenants]]\nname = \"mssp\"\ntenant_id = \"d.onmicrosoft.com\"\nclient_id = \"{id}\"\nclient_secret = {{ env = \"X\" }}\ndelegated = true\n",
-            cert.display()
+            d = data.display()
         ),
     )
     .unwrap();
@@ -638,6 +642,14 @@ fn auth_status_reports_credential_health() {
         line("cert ").contains("4096-01-01")
             && line("cert ").contains("certificate (ps256)")
             && line("cert ").ends_with("ok"),
+        "{stdout}"
+    );
+    assert!(
+        line("pfx ").contains("4096-01-01") && line("pfx ").ends_with("ok"),
+        "{stdout}"
+    );
+    assert!(
+        line("badpfx ").contains("wrong password") && !stdout.contains("tr0ub4dor"),
         "{stdout}"
     );
     assert!(line("old ").contains("EXPIRED"), "{stdout}");

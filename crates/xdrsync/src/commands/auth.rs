@@ -397,17 +397,16 @@ fn status(config_path: &Path) -> anyhow::Result<ExitCode> {
                 (format!("secret ({from})"), s.expires)
             }
             CredentialSource::Certificate(c) => {
-                let not_after = std::fs::read_to_string(&c.cert_file)
-                    .ok()
-                    .and_then(|pem| xdrsync_jwt::pem_block(&pem, "CERTIFICATE"))
-                    .and_then(|der| xdrsync_auth::certificate_not_after(&der));
-                if not_after.is_none() {
-                    warnings.push(format!(
-                        "cannot read the certificate {}",
-                        c.cert_file.display()
-                    ));
-                    serious = true;
-                }
+                // Loading it the way a pull does also proves the key and password work.
+                let not_after = match xdrsync_pipeline::credential(t) {
+                    Ok(xdrsync_auth::Credential::Certificate(cert)) => cert.not_after(),
+                    Ok(_) => None,
+                    Err(e) => {
+                        warnings.push(format!("cannot load the certificate: {e}"));
+                        serious = true;
+                        None
+                    }
+                };
                 (
                     format!("certificate ({:?})", c.algorithm).to_lowercase(),
                     not_after,
