@@ -3,11 +3,12 @@
 //!
 //! Only what a client assertion needs is parsed: the bags of the authenticated safe, with the
 //! key in a (shrouded) key bag and the certificates in cert bags. Encryption is PBES2
-//! (PBKDF2 + AES-CBC), the default of OpenSSL 3 and of current Windows "AES256-SHA256" exports,
-//! or none (Key Vault downloads). The legacy PKCS#12 PBE ciphers (3DES, RC2-40) are refused with
-//! the command that re-encrypts the file. The file's MAC is not checked; a wrong password fails
-//! the decryption instead, which is reported as such. Which certificate is the key's is decided
-//! by its public key, not by bag order.
+//! (PBKDF2 + AES-CBC), the default of OpenSSL 3 and of current Windows "AES256-SHA256" exports;
+//! the legacy PKCS#12 PBE with SHA-1 and 3DES or RC2-40 (Windows "TripleDES-SHA1" exports, older
+//! OpenSSL, `-legacy`), through the RFC 7292 appendix B key derivation; or none (Key Vault
+//! downloads). The file's MAC is not checked; a wrong password fails the decryption instead,
+//! which is reported as such. Which certificate is the key's is decided by its public key, not
+//! by bag order.
 
 use pkcs8::der::asn1::{AnyRef, ObjectIdentifier, OctetStringRef};
 use pkcs8::der::{Decode as _, Reader as _, SliceReader};
@@ -19,7 +20,10 @@ const SHROUDED_KEY_BAG: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.12.10.1.2");
 const CERT_BAG: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.12.10.1.3");
 const X509_CERT: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.22.1");
-const LEGACY_PBE: &str = "1.2.840.113549.1.12.1.";
+const PBE_SHA1_3DES: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.12.1.3");
+const PBE_SHA1_RC2_40: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.12.1.6");
+
+const WRONG_PASSWORD: &str = "cannot decrypt the PKCS#12 file: wrong password?";
 
 /// The key (PKCS#8 DER) and every certificate (DER) of a PKCS#12 file.
 pub(crate) struct Contents {
@@ -67,14 +71,20 @@ pub(crate) fn parse(der: &[u8], password: &str) -> Result<Contents, String> {
     };
     for info in infos {
         let (oid, content) = content_info(info)?;
-        let bags = if oid == DATA {
-            octets(content)?.to_vec()
+        if oid == DATA {
+            read_bags(octets(content)?, password, &mut out)?;
         } else if oid == ENCRYPTED_DATA {
-            decrypt_data(content, password)?
-        } else {
-            continue;
-        };
-        read_bags(&bags, password, &mut out)?;
+            // A wrong password passes the legacy ciphers' padding check one time in 256; the
+            // garbage then fails to parse, which is the same mistake.
+            let bags = decrypt_data(content, password)?;
+            read_bags(&bags, password, &mut out).map_err(|e| {
+                if e.starts_with("not a PKCS#12") {
+                    WRONG_PASSWORD.to_owned()
+                } else {
+                    e
+                }
+            })?;
+        }
     }
     Ok(out)
 }
@@ -118,31 +128,90 @@ fn decrypt_data(content: AnyRef<'_>, password: &str) -> Result<Vec<u8>, String> 
 }
 
 fn decrypt(alg_der: &[u8], ciphertext: &[u8], password: &str) -> Result<Vec<u8>, String> {
-    let scheme = match pkcs8::pkcs5::EncryptionScheme::from_der(alg_der) {
-        Ok(s) => s,
-        Err(_) => {
-            let oid = AnyRef::from_der(alg_der)
-                .and_then(|a| {
-                    a.sequence(|r: &mut SliceReader<'_>| {
-                        let oid: ObjectIdentifier = r.decode()?;
-                        while !r.is_finished() {
-                            let _: AnyRef<'_> = r.decode()?;
-                        }
-                        Ok(oid)
-                    })
-                })
-                .map(|o| o.to_string())
-                .unwrap_or_default();
-            return Err(if oid.starts_with(LEGACY_PBE) {
-                "the PKCS#12 file uses a legacy cipher (3DES or RC2); re-encrypt it with AES: `openssl pkcs12 -legacy -in old.pfx -nodes | openssl pkcs12 -export -out new.pfx`".into()
-            } else {
-                format!("the PKCS#12 file uses an unsupported encryption ({oid})")
-            });
-        }
+    let wrong = || WRONG_PASSWORD.to_owned();
+    if let Ok(scheme) = pkcs8::pkcs5::EncryptionScheme::from_der(alg_der) {
+        return scheme.decrypt(password, ciphertext).map_err(|_| wrong());
+    }
+    // `AlgorithmIdentifier { oid, pkcs-12PbeParams ::= SEQUENCE { salt OCTET STRING, iterations INTEGER } }`.
+    let (oid, salt, iterations) = AnyRef::from_der(alg_der)
+        .and_then(|a| {
+            a.sequence(|r: &mut SliceReader<'_>| {
+                let oid: ObjectIdentifier = r.decode()?;
+                let (salt, iterations) = r.sequence(|r| {
+                    let salt: OctetStringRef<'_> = r.decode()?;
+                    let iterations: u32 = r.decode()?;
+                    Ok((salt.as_bytes(), iterations))
+                })?;
+                Ok((oid, salt, iterations))
+            })
+        })
+        .map_err(|_| "the PKCS#12 file uses an unsupported encryption".to_owned())?;
+    use cbc::cipher::{
+        BlockDecryptMut as _, InnerIvInit as _, KeyIvInit as _, block_padding::Pkcs7,
     };
-    scheme
-        .decrypt(password, ciphertext)
-        .map_err(|_| "cannot decrypt the PKCS#12 file: wrong password?".into())
+    if oid == PBE_SHA1_3DES {
+        let key = legacy_kdf(password, salt, iterations, 1, 24);
+        let iv = legacy_kdf(password, salt, iterations, 2, 8);
+        cbc::Decryptor::<des::TdesEde3>::new_from_slices(&key, &iv)
+            .map_err(|_| wrong())?
+            .decrypt_padded_vec_mut::<Pkcs7>(ciphertext)
+            .map_err(|_| wrong())
+    } else if oid == PBE_SHA1_RC2_40 {
+        let key = legacy_kdf(password, salt, iterations, 1, 5);
+        let iv = legacy_kdf(password, salt, iterations, 2, 8);
+        let rc2 = rc2::Rc2::new_with_eff_key_len(&key, 40);
+        cbc::Decryptor::<rc2::Rc2>::inner_iv_slice_init(rc2, &iv)
+            .map_err(|_| wrong())?
+            .decrypt_padded_vec_mut::<Pkcs7>(ciphertext)
+            .map_err(|_| wrong())
+    } else {
+        Err(format!(
+            "the PKCS#12 file uses an unsupported encryption ({oid}); re-encrypt it with AES: `openssl pkcs12 -in old.pfx -nodes | openssl pkcs12 -export -out new.pfx`"
+        ))
+    }
+}
+
+/// RFC 7292 appendix B.2 with SHA-1: `id` 1 derives the key, 2 the IV. The password is the
+/// BMPString (UTF-16 big-endian) with its two-byte terminator.
+fn legacy_kdf(password: &str, salt: &[u8], iterations: u32, id: u8, len: usize) -> Vec<u8> {
+    use sha1::{Digest as _, Sha1};
+    const U: usize = 20;
+    const V: usize = 64;
+    let mut pass: Vec<u8> = password.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    pass.extend([0, 0]);
+    let fill = |x: &[u8]| -> Vec<u8> {
+        if x.is_empty() {
+            return Vec::new();
+        }
+        let n = V * x.len().div_ceil(V);
+        x.iter().copied().cycle().take(n).collect()
+    };
+    let mut i: Vec<u8> = fill(salt);
+    i.extend(fill(&pass));
+    let mut out = Vec::with_capacity(len + U);
+    while out.len() < len {
+        let mut a = Sha1::new()
+            .chain_update([id; V])
+            .chain_update(&i)
+            .finalize()
+            .to_vec();
+        for _ in 1..iterations.max(1) {
+            a = Sha1::digest(&a).to_vec();
+        }
+        out.extend_from_slice(&a);
+        // I_j = (I_j + B + 1) mod 2^(8v), B = A repeated to v bytes.
+        let b: Vec<u8> = a.iter().copied().cycle().take(V).collect();
+        for block in i.chunks_mut(V) {
+            let mut carry = 1u16;
+            for k in (0..V).rev() {
+                let sum = u16::from(block[k]) + u16::from(b[k]) + carry;
+                block[k] = sum as u8;
+                carry = sum >> 8;
+            }
+        }
+    }
+    out.truncate(len);
+    out
 }
 
 /// `SafeContents ::= SEQUENCE OF SafeBag { bagId OID, bagValue [0] EXPLICIT ANY, attrs SET OPTIONAL }`.
