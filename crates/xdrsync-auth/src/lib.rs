@@ -26,8 +26,10 @@ use xdrsync_model::{SafeUrl, SecretString, TenantId, TokenVersion};
 /// How a client proves who it is.
 #[derive(Clone)]
 pub enum Credential {
-    /// A client secret.
+    /// A client secret, sent in the form body (`client_secret_post`).
     Secret(SecretString),
+    /// A client secret, sent as HTTP Basic (`client_secret_basic`; RFC 6749 §2.3.1).
+    SecretBasic(SecretString),
     /// A certificate: a signed `client_assertion` (private_key_jwt).
     Certificate(Box<CertificateCredential>),
     /// A managed identity: tokens from this instance-metadata endpoint.
@@ -38,6 +40,7 @@ impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Credential::Secret(s) => f.debug_tuple("Secret").field(s).finish(),
+            Credential::SecretBasic(s) => f.debug_tuple("SecretBasic").field(s).finish(),
             Credential::Certificate(c) => f.debug_tuple("Certificate").field(c).finish(),
             Credential::ManagedIdentity(u) => f
                 .debug_tuple("ManagedIdentity")
@@ -439,7 +442,7 @@ impl TokenCache {
             self.requests
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let sent_at = Instant::now();
-            let result = self.http.post(url.clone()).form(&form).send().await;
+            let result = self.post(&url, &form, Some(req)).send().await;
             let resp = match result {
                 Ok(r) => r,
                 Err(e) if attempt < MAX_ATTEMPTS => {
@@ -652,16 +655,39 @@ fn client_auth(req: &TokenRequest, token_url: &Url) -> Vec<(&'static str, String
                 c.assertion(&req.client_id, token_url.as_str()),
             ),
         ],
-        Credential::ManagedIdentity(_) => Vec::new(),
+        Credential::SecretBasic(_) | Credential::ManagedIdentity(_) => Vec::new(),
     }
 }
 
 impl TokenCache {
+    /// A token-endpoint POST of `form`; with `client`'s HTTP Basic credentials when it sends its
+    /// secret that way (both parts form-urlencoded first, as RFC 6749 §2.3.1 says).
+    fn post(
+        &self,
+        url: &Url,
+        form: &[(&str, String)],
+        client: Option<&TokenRequest>,
+    ) -> reqwest::RequestBuilder {
+        let request = self.http.post(url.clone()).form(form);
+        match client {
+            Some(TokenRequest {
+                credential: Credential::SecretBasic(secret),
+                client_id,
+                ..
+            }) => {
+                let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
+                request.basic_auth::<String, String>(enc(client_id), Some(enc(secret.expose())))
+            }
+            _ => request,
+        }
+    }
+
     /// POSTs a form once: the status and body, or a transport error naming the redacted URL.
     async fn post_once(
         &self,
         url: &Url,
         form: &[(&str, String)],
+        client: Option<&TokenRequest>,
     ) -> Result<(u16, Vec<u8>), AuthError> {
         let transport = |e: reqwest::Error| AuthError::Transport {
             url: SafeUrl::new(url.clone()),
@@ -670,9 +696,7 @@ impl TokenCache {
         self.requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let resp = self
-            .http
-            .post(url.clone())
-            .form(form)
+            .post(url, form, client)
             .send()
             .await
             .map_err(transport)?;
@@ -701,7 +725,7 @@ impl TokenCache {
             ("scope", req.delegated_scope()),
         ];
         form.extend(client_auth(req, &url));
-        let (status, body) = self.post_once(&url, &form).await?;
+        let (status, body) = self.post_once(&url, &form, Some(req)).await?;
         if status == 200 {
             return refresh_token_of(&body).ok_or(AuthError::Malformed {
                 url: safe,
@@ -727,7 +751,7 @@ impl TokenCache {
             ("client_id", req.client_id.clone()),
             ("scope", req.delegated_scope()),
         ];
-        let (status, bytes) = self.post_once(&code_url, &form).await?;
+        let (status, bytes) = self.post_once(&code_url, &form, None).await?;
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let Some(device_code) = body["device_code"].as_str().map(str::to_owned) else {
             return Err(entra_error(req, status, &bytes));
@@ -760,7 +784,7 @@ impl TokenCache {
                     "the device code expired before the sign-in completed".into(),
                 ));
             }
-            let (status, body) = self.post_once(&token_url, &form).await?;
+            let (status, body) = self.post_once(&token_url, &form, Some(req)).await?;
             if status == 200 {
                 return refresh_token_of(&body).ok_or(AuthError::Malformed {
                     url: SafeUrl::new(token_url),
@@ -1030,6 +1054,7 @@ mod redaction_tests {
                 .unwrap();
         let creds = [
             Credential::Secret(SecretString::new("Zz8~very.secret-value")),
+            Credential::SecretBasic(SecretString::new("Zz8~very.secret-value")),
             Credential::Certificate(Box::new(cert)),
         ];
         for c in creds {

@@ -219,6 +219,20 @@ pub struct SecretSource {
     /// When the secret expires (as shown in the app registration); `xdrsync auth status`
     /// warns 30 days ahead.
     pub expires: Option<xdrsync_model::Timestamp>,
+    /// How a client secret reaches the token endpoint: `post` (default, in the form body) or
+    /// `basic` (an HTTP Basic `Authorization` header).
+    pub method: Option<SecretMethod>,
+}
+
+/// `client_secret_post` or `client_secret_basic`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretMethod {
+    /// In the form body.
+    #[default]
+    Post,
+    /// HTTP Basic.
+    Basic,
 }
 
 /// `client_certificate = { cert_file = "…", key_file = "…", algorithm = "ps256" }` (PEM) or
@@ -689,10 +703,16 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
                     },
                     (None, None, Some(pfx), password) => CertificateFiles::Pkcs12 {
                         pfx_file: resolve(pfx),
-                        password: password
-                            .as_ref()
-                            .map(|p| check_secret(&format!("{field}.password"), p))
-                            .transpose()?,
+                        password: match password {
+                            Some(p) if p.method.is_some() => {
+                                return Err(invalid(
+                                    format!("{field}.password.method"),
+                                    "`method` is for `client_secret` only".into(),
+                                ));
+                            }
+                            Some(p) => Some(check_secret(&format!("{field}.password"), p)?),
+                            None => None,
+                        },
                     },
                     _ => {
                         return Err(invalid(

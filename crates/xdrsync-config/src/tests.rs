@@ -263,6 +263,13 @@ invalid!(
     "inline secrets are refused"
 );
 
+invalid!(
+    pfx_password_with_method,
+    "[[apps]]\nname = \"a\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_certificate = { pfx_file = \"p\", password = { env = \"P\", method = \"basic\" } }\n",
+    "apps[0].client_certificate.password.method",
+    "for `client_secret` only"
+);
+
 #[test]
 fn regions_and_inline_secret_warning() {
     let config = load("allow_inline_secrets = true\n[cloud]\nregion = \"eu\"\n[[tenants]]\nname = \"a\"\ntenant_id = \"x.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_secret = { value = \"v\" }\n").unwrap();

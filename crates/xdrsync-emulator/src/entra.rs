@@ -268,10 +268,11 @@ impl<'a> Req<'a> {
                 .map_err(|(code, msg)| invalid(code, msg))?;
             return Ok(Some("2"));
         }
-        let secret = self
-            .get("client_secret")
-            .map(str::to_owned)
-            .or_else(|| self.basic().map(|b| b.1));
+        let secret = self.get("client_secret").map(str::to_owned).or_else(|| {
+            let (_, secret) = self.basic()?;
+            self.state.count_basic_client_secret();
+            Some(secret)
+        });
         let Some(secret) = secret else {
             if required {
                 return Err(invalid(7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.".into()));

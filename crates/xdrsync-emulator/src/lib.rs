@@ -122,6 +122,7 @@ struct Inner {
     tokens_issued: AtomicU64,
     pages_served: AtomicU64,
     faults_injected: AtomicU64,
+    basic_client_secrets: AtomicU64,
     /// Rendered JSON per incident version and shape: a version never changes, so it is
     /// rendered once however many pages carry it (the emulator must not be the bottleneck).
     rendered: Mutex<HashMap<RenderKey, Arc<str>>>,
@@ -155,6 +156,9 @@ pub struct Stats {
     pub pages_served: u64,
     /// Faults injected.
     pub faults_injected: u64,
+    /// Client secrets received in an HTTP Basic `Authorization` header (`client_secret_basic`)
+    /// rather than the form body.
+    pub basic_client_secrets: u64,
 }
 
 impl EmulatorState {
@@ -177,6 +181,7 @@ impl EmulatorState {
             world: Mutex::new(HashMap::new()),
             base_url: RwLock::new("http://127.0.0.1".into()),
             tokens_issued: AtomicU64::new(0),
+            basic_client_secrets: AtomicU64::new(0),
             pages_served: AtomicU64::new(0),
             faults_injected: AtomicU64::new(0),
             rendered: Mutex::new(HashMap::new()),
@@ -295,6 +300,10 @@ impl EmulatorState {
         self.0.tokens_issued.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn count_basic_client_secret(&self) {
+        self.0.basic_client_secrets.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn count_fault(&self) {
         self.0.faults_injected.fetch_add(1, Ordering::Relaxed);
     }
@@ -318,6 +327,7 @@ impl EmulatorState {
             tokens_issued: self.0.tokens_issued.load(Ordering::Relaxed),
             pages_served: self.0.pages_served.load(Ordering::Relaxed),
             faults_injected: self.0.faults_injected.load(Ordering::Relaxed),
+            basic_client_secrets: self.0.basic_client_secrets.load(Ordering::Relaxed),
         }
     }
 

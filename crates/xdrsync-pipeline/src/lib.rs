@@ -17,7 +17,8 @@ use xdrsync_api_client::{ApiClient, ApiError, Listing, RetryPolicy, Target};
 use xdrsync_auth::vault::{Vault, VaultKey};
 use xdrsync_auth::{CertificateCredential, Credential, RefreshSource, TokenCache, TokenRequest};
 use xdrsync_config::{
-    AssertionAlgorithm, CertificateFiles, Config, ConfigError, CredentialSource, Tenant,
+    AssertionAlgorithm, CertificateFiles, Config, ConfigError, CredentialSource, SecretMethod,
+    Tenant,
 };
 use xdrsync_model::{ApiKind, StreamKind, Timestamp};
 use xdrsync_store::{CommitStats, NewVersion, PoisonRecord, SqliteStore, StoreError};
@@ -106,7 +107,13 @@ pub fn http_client(config: &Config) -> Result<reqwest::Client, ConfigError> {
 pub fn credential(tenant: &Tenant) -> Result<Credential, ConfigError> {
     match &tenant.credential {
         CredentialSource::ManagedIdentity(url) => Ok(Credential::ManagedIdentity(url.clone())),
-        CredentialSource::Secret(s) => Ok(Credential::Secret(s.resolve(&tenant.credential_field)?)),
+        CredentialSource::Secret(s) => {
+            let secret = s.resolve(&tenant.credential_field)?;
+            Ok(match s.method.unwrap_or_default() {
+                SecretMethod::Post => Credential::Secret(secret),
+                SecretMethod::Basic => Credential::SecretBasic(secret),
+            })
+        }
         CredentialSource::Certificate(c) => {
             let err = |message: String| ConfigError::Secret {
                 field: tenant.credential_field.clone(),

@@ -140,3 +140,39 @@ async fn pkcs12_certificate_pulls_over_tls() {
     );
     assert!(!err.contains("tr0ub4dor"), "{err}");
 }
+
+/// `client_secret_basic`: the secret goes in an HTTP Basic header, form-urlencoded first (RFC
+/// 6749 §2.3.1), so a secret with `+`, `~`, `:` and `%` still matches; the default sends it in
+/// the body.
+#[tokio::test]
+async fn client_secret_by_http_basic_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut directory = tu::one_tenant("Contoso", 1.0, tu::ALL_READ_ROLES);
+    let secret = "Zz8~a+b:c%2Fd.e_f-g";
+    directory.apps[0].secrets[0].value = secret.into();
+    let emu = tu::start_tls(directory, dir.path(), |_| {}).await;
+    let post = tu::write_config(dir.path(), &emu, &[xdrsync_model::ApiKind::Graph], "");
+    std::fs::write(dir.path().join("secret"), secret).unwrap();
+    let r = pull(&post.path).await;
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(
+        emu.state().stats().basic_client_secrets,
+        0,
+        "post by default"
+    );
+
+    let text = std::fs::read_to_string(&post.path).unwrap().replace(
+        "client_secret = { file = \"secret\" }",
+        "client_secret = { file = \"secret\", method = \"basic\" }",
+    );
+    let basic = dir.path().join("basic.toml");
+    std::fs::write(&basic, text).unwrap();
+    let r = pull(&basic).await;
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert!(emu.state().stats().basic_client_secrets >= 1);
+
+    // A wrong secret by Basic is refused like one in the body.
+    std::fs::write(dir.path().join("secret"), "not-it").unwrap();
+    let err = pull(&basic).await.error.unwrap();
+    assert!(err.contains("AADSTS7000215"), "{err}");
+}
