@@ -34,7 +34,10 @@ use xdrsync_model::{
     normalize_xdr_incident,
 };
 
+pub mod budget;
 pub mod retry;
+
+pub use budget::{Quota, RateBudgets};
 
 use retry::{RetryAction, classify};
 
@@ -154,7 +157,9 @@ pub struct Listing {
 pub struct RetryPolicy {
     /// Most attempts per request.
     pub max_attempts: u32,
-    /// Longest single wait.
+    /// First wait; it doubles per attempt.
+    pub base: Duration,
+    /// Longest single backoff wait (a longer `Retry-After` is still honoured).
     pub max_wait: Duration,
 }
 
@@ -162,8 +167,22 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 6,
+            base: Duration::from_millis(500),
             max_wait: Duration::from_secs(120),
         }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempt + 1`: exponential with "equal jitter" (half fixed,
+    /// half random), so many tenants failing at once do not retry in lockstep.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+            .min(self.max_wait);
+        let half = exp / 2;
+        half + half.mul_f64(rand::random::<f64>())
     }
 }
 
@@ -173,6 +192,7 @@ pub struct ApiClient {
     http: reqwest::Client,
     tokens: Arc<TokenCache>,
     retry: RetryPolicy,
+    budgets: Arc<RateBudgets>,
 }
 
 #[derive(Deserialize)]
@@ -184,11 +204,28 @@ struct PageBody<'a> {
 impl ApiClient {
     /// A client over `http`, getting tokens from `tokens`.
     pub fn new(http: reqwest::Client, tokens: Arc<TokenCache>, retry: RetryPolicy) -> Self {
+        Self::with_budgets(http, tokens, retry, Arc::new(RateBudgets::new(true, 1.0)))
+    }
+
+    /// A client that paces its calls through `budgets` (shared with every other client of the
+    /// process that uses the same apps).
+    pub fn with_budgets(
+        http: reqwest::Client,
+        tokens: Arc<TokenCache>,
+        retry: RetryPolicy,
+        budgets: Arc<RateBudgets>,
+    ) -> Self {
         ApiClient {
             http,
             tokens,
             retry,
+            budgets,
         }
+    }
+
+    /// The rate budgets.
+    pub fn budgets(&self) -> &Arc<RateBudgets> {
+        &self.budgets
     }
 
     /// The shared token cache.
@@ -202,9 +239,15 @@ impl ApiClient {
         let started = Instant::now();
         let mut attempt = 0;
         let mut refreshed = false;
+        let quota = Quota::of(url);
+        let app = target.token.client_id.as_str();
+        let tenant = target.tenant.as_str();
         loop {
             attempt += 1;
             let token = self.tokens.token(&target.token).await?;
+            if let Some(q) = quota {
+                self.budgets.acquire(app, tenant, q).await;
+            }
             let result = self
                 .http
                 .get(url.clone())
@@ -272,7 +315,17 @@ impl ApiClient {
                     tracing::info!(url = %safe, "API refused the token; refreshing it once.");
                 }
                 RetryAction::Transient { after } if attempt < self.retry.max_attempts => {
-                    let wait = xdrsync_auth::backoff(attempt, after).min(self.retry.max_wait);
+                    let wait = match after {
+                        Some(after) => {
+                            // 429 (or 503) with `Retry-After`: the whole budget waits, not only
+                            // this request, so other streams do not run into the same wall.
+                            if let Some(q) = quota {
+                                self.budgets.pause(app, tenant, q, after).await;
+                            }
+                            after
+                        }
+                        None => self.retry.backoff(attempt),
+                    };
                     tracing::warn!(url = %safe, attempt, wait_ms = wait.as_millis() as u64, error = %failure, "Request failed; retrying.");
                     tokio::time::sleep(wait).await;
                 }

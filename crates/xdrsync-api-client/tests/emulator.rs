@@ -12,10 +12,12 @@ use xdrsync_test_utils as tu;
 
 fn client() -> ApiClient {
     let http = reqwest::Client::new();
-    ApiClient::new(
+    // The emulator's quotas are off here (these tests page hard); pacing is tested on its own.
+    ApiClient::with_budgets(
         http.clone(),
         Arc::new(TokenCache::new(http)),
         RetryPolicy::default(),
+        Arc::new(xdrsync_api_client::RateBudgets::new(false, 1.0)),
     )
 }
 

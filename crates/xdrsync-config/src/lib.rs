@@ -128,6 +128,29 @@ pub struct SyncSection {
     /// Page size for the legacy XDR API (`$top`, at most 100).
     #[serde(default = "default_xdr_page_size")]
     pub xdr_page_size: u32,
+    /// Most attempts per request before a tenant's pull fails (429/5xx/timeouts/resets).
+    #[serde(default = "default_retry_attempts")]
+    pub retry_attempts: u32,
+    /// First retry wait in milliseconds; it doubles per attempt, with jitter.
+    #[serde(default = "default_retry_base_ms")]
+    pub retry_base_ms: u64,
+    /// Longest single retry wait in seconds (a longer `Retry-After` is still honoured).
+    #[serde(default = "default_retry_max_secs")]
+    pub retry_max_secs: u64,
+    /// Pace requests to stay inside Microsoft's documented quotas per (app, tenant, API), so
+    /// xdrsync does not cause 429s itself.
+    #[serde(default = "default_true")]
+    pub rate_budget: bool,
+    /// Quota windows run this many times faster: only for an emulator started with the same
+    /// `--time-scale`.
+    #[serde(default = "default_quota_time_scale")]
+    pub quota_time_scale: f64,
+    /// How many tenants are pulled at once.
+    #[serde(default = "default_concurrent_tenants")]
+    pub concurrent_tenants: u32,
+    /// `xdrsync run`: seconds between passes.
+    #[serde(default = "default_interval_secs")]
+    pub interval_secs: u64,
 }
 
 impl Default for SyncSection {
@@ -137,8 +160,37 @@ impl Default for SyncSection {
             overlap_secs: default_overlap_secs(),
             graph_page_size: default_graph_page_size(),
             xdr_page_size: default_xdr_page_size(),
+            retry_attempts: default_retry_attempts(),
+            retry_base_ms: default_retry_base_ms(),
+            retry_max_secs: default_retry_max_secs(),
+            rate_budget: true,
+            quota_time_scale: default_quota_time_scale(),
+            concurrent_tenants: default_concurrent_tenants(),
+            interval_secs: default_interval_secs(),
         }
     }
+}
+
+fn default_retry_attempts() -> u32 {
+    6
+}
+fn default_retry_base_ms() -> u64 {
+    500
+}
+fn default_retry_max_secs() -> u64 {
+    120
+}
+fn default_true() -> bool {
+    true
+}
+fn default_quota_time_scale() -> f64 {
+    1.0
+}
+fn default_concurrent_tenants() -> u32 {
+    16
+}
+fn default_interval_secs() -> u64 {
+    300
 }
 
 fn default_initial_lookback_hours() -> u32 {
@@ -415,10 +467,6 @@ pub struct TenantSection {
     pub enabled: bool,
 }
 
-fn default_true() -> bool {
-    true
-}
-
 fn default_api() -> ApiName {
     ApiName::Graph
 }
@@ -476,6 +524,20 @@ pub struct SyncSettings {
     pub graph_page_size: u32,
     /// XDR page size.
     pub xdr_page_size: u32,
+    /// Most attempts per request.
+    pub retry_attempts: u32,
+    /// First retry wait.
+    pub retry_base: std::time::Duration,
+    /// Longest retry wait.
+    pub retry_max: std::time::Duration,
+    /// Pace requests inside the documented quotas.
+    pub rate_budget: bool,
+    /// Quota windows run this many times faster (emulator `--time-scale`).
+    pub quota_time_scale: f64,
+    /// Tenants pulled at once.
+    pub concurrent_tenants: usize,
+    /// `xdrsync run`: time between passes.
+    pub interval: std::time::Duration,
 }
 
 /// A validated tenant.
@@ -595,6 +657,33 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
                 "must be 1..=100 (the XDR API refuses $top above 100), got {}",
                 s.xdr_page_size
             ),
+        ));
+    }
+    if s.retry_attempts == 0 || s.retry_attempts > 50 {
+        return Err(invalid(
+            "sync.retry_attempts".into(),
+            format!("must be 1..=50, got {}", s.retry_attempts),
+        ));
+    }
+    if !(s.quota_time_scale.is_finite() && s.quota_time_scale >= 1.0) {
+        return Err(invalid(
+            "sync.quota_time_scale".into(),
+            format!(
+                "must be at least 1 (Microsoft's own quota windows), got {}",
+                s.quota_time_scale
+            ),
+        ));
+    }
+    if s.concurrent_tenants == 0 || s.concurrent_tenants > 256 {
+        return Err(invalid(
+            "sync.concurrent_tenants".into(),
+            format!("must be 1..=256, got {}", s.concurrent_tenants),
+        ));
+    }
+    if s.interval_secs == 0 {
+        return Err(invalid(
+            "sync.interval_secs".into(),
+            "must be at least 1".into(),
         ));
     }
     if s.initial_lookback_hours == 0 || s.initial_lookback_hours > 180 * 24 {
@@ -865,6 +954,13 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
             overlap: chrono::Duration::seconds(i64::from(s.overlap_secs)),
             graph_page_size: s.graph_page_size,
             xdr_page_size: s.xdr_page_size,
+            retry_attempts: s.retry_attempts,
+            retry_base: std::time::Duration::from_millis(s.retry_base_ms),
+            retry_max: std::time::Duration::from_secs(s.retry_max_secs),
+            rate_budget: s.rate_budget,
+            quota_time_scale: s.quota_time_scale,
+            concurrent_tenants: s.concurrent_tenants as usize,
+            interval: std::time::Duration::from_secs(s.interval_secs),
         },
         tenants,
         ca_file: file.cloud.ca_file.as_deref().map(resolve),

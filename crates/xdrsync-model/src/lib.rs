@@ -12,6 +12,7 @@
 //! - redacting wrappers for secrets and URLs ([`redact`]), so a secret cannot reach a log by
 //!   accident: `Debug` and `Display` print `**REDACTED**`.
 
+pub mod change;
 pub mod duration;
 pub mod ids;
 pub mod incident;
@@ -19,6 +20,7 @@ pub mod normalize;
 pub mod redact;
 pub mod time;
 
+pub use change::{ChangeKind, Changes};
 pub use duration::{DurationParseError, parse_duration};
 pub use ids::{EventId, IncidentId, StreamKind, TenantId, VersionKey};
 pub use incident::{AlertSummary, ApiKind, Incident, Severity, TokenVersion};

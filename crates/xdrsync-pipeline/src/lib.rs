@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use xdrsync_api_client::{ApiClient, ApiError, Listing, RetryPolicy, Target};
+use xdrsync_api_client::{ApiClient, ApiError, Listing, RateBudgets, RetryPolicy, Target};
 use xdrsync_auth::vault::{Vault, VaultKey};
 use xdrsync_auth::{CertificateCredential, Credential, RefreshSource, TokenCache, TokenRequest};
 use xdrsync_config::{
@@ -230,6 +230,23 @@ pub fn target(
     })
 }
 
+/// The API client of `config`: its HTTP settings, retry policy and rate budgets. Build one per
+/// process and share it, so every command and stream draws on the same budgets.
+pub fn api_client(config: &Config) -> Result<ApiClient, ConfigError> {
+    let http = http_client(config)?;
+    let tokens = Arc::new(TokenCache::new(http.clone()));
+    let retry = RetryPolicy {
+        max_attempts: config.sync.retry_attempts,
+        base: config.sync.retry_base,
+        max_wait: config.sync.retry_max,
+    };
+    let budgets = Arc::new(RateBudgets::new(
+        config.sync.rate_budget,
+        config.sync.quota_time_scale,
+    ));
+    Ok(ApiClient::with_budgets(http, tokens, retry, budgets))
+}
+
 /// Pulls tenants into a store.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -240,23 +257,19 @@ pub struct Pipeline {
     vault: Option<Arc<Vault>>,
 }
 
-/// How many tenants are pulled at once.
-const CONCURRENT_TENANTS: usize = 8;
-
 impl Pipeline {
     /// A pipeline over `config` and `store`.
     pub fn new(config: Config, store: Arc<SqliteStore>) -> Result<Self, ConfigError> {
-        let http = http_client(&config)?;
-        let tokens = Arc::new(TokenCache::new(http.clone()));
+        let client = api_client(&config)?;
         let vault = if config.tenants.iter().any(|t| t.enabled && t.delegated) {
             Some(open_vault(&config)?)
         } else {
             None
         };
         Ok(Pipeline {
+            client,
             config: Arc::new(config),
             store,
-            client: ApiClient::new(http, tokens, RetryPolicy::default()),
             vault,
         })
     }
@@ -280,7 +293,9 @@ impl Pipeline {
             .filter(|t| t.enabled)
             .cloned()
             .collect();
-        let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_TENANTS));
+        let limit = Arc::new(tokio::sync::Semaphore::new(
+            self.config.sync.concurrent_tenants,
+        ));
         let mut tasks = tokio::task::JoinSet::new();
         for (i, tenant) in tenants.iter().cloned().enumerate() {
             let this = self.clone();

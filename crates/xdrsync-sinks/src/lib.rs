@@ -46,6 +46,7 @@ pub fn ndjson_line(v: &StoredVersion) -> String {
         "event_id": v.event_id,
         "seq": v.seq,
         "change": v.change,
+        "changes": v.changes,
         "tenant_id": v.incident.tenant_id,
         "incident_id": v.incident.incident_id,
         "last_update": v.incident.last_update,

@@ -13,13 +13,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use xdrsync_model::{Incident, StreamKind, TenantId, Timestamp};
+use xdrsync_model::{ChangeKind, Changes, Incident, StreamKind, TenantId, Timestamp};
 
 /// Forward-only migrations, in order; the schema version is the number applied.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        "0002_change_events",
+        include_str!("../migrations/sqlite/0002_change_events.sql"),
+    ),
+];
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -71,10 +77,15 @@ pub struct NewVersion {
 pub struct CommitStats {
     /// Versions of incidents the store had never seen.
     pub created: u64,
-    /// New versions of incidents it already had.
+    /// New versions of incidents it already had (of any later kind: updated, alert added,
+    /// redirected).
     pub updated: u64,
     /// Versions it already had (re-read through the overlap window or a re-run).
     pub unchanged: u64,
+    /// Of `updated`: versions that added alerts.
+    pub alert_added: u64,
+    /// Of `updated`: versions that merged the incident into another one.
+    pub redirected: u64,
 }
 
 impl std::ops::AddAssign for CommitStats {
@@ -82,6 +93,8 @@ impl std::ops::AddAssign for CommitStats {
         self.created += o.created;
         self.updated += o.updated;
         self.unchanged += o.unchanged;
+        self.alert_added += o.alert_added;
+        self.redirected += o.redirected;
     }
 }
 
@@ -92,8 +105,10 @@ pub struct StoredVersion {
     pub seq: i64,
     /// Stable event id.
     pub event_id: String,
-    /// `created` or `updated`.
-    pub change: String,
+    /// What kind of change this version is.
+    pub change: ChangeKind,
+    /// What it changed, compared with the version before it.
+    pub changes: Changes,
     /// The normalized incident.
     pub incident: Incident,
     /// The API's JSON as received.
@@ -238,46 +253,80 @@ impl SqliteStore {
         let now = Timestamp::now().to_string();
         let mut stats = CommitStats::default();
         {
-            let mut insert = tx
+            let mut exists = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO incident_versions
-                     (tenant_id, incident_id, last_update, event_id, change, api, normalized, raw, fetched_at)
-                     VALUES (?1, ?2, ?3, ?4,
-                        CASE WHEN EXISTS (SELECT 1 FROM incident_versions WHERE tenant_id = ?1 AND incident_id = ?2)
-                             THEN 'updated' ELSE 'created' END,
-                        ?5, ?6, ?7, ?8)",
+                    "SELECT 1 FROM incident_versions WHERE tenant_id = ?1 AND incident_id = ?2 AND last_update = ?3",
                 )
                 .map_err(&err)?;
-            let mut change_of = tx
-                .prepare_cached("SELECT change FROM incident_versions WHERE seq = ?1")
+            // The version just before this one in the incident's own time order (not arrival
+            // order), so a late-read older version does not rewrite history.
+            let mut previous = tx
+                .prepare_cached(
+                    "SELECT seq, normalized FROM incident_versions
+                     WHERE tenant_id = ?1 AND incident_id = ?2 AND last_update < ?3
+                     ORDER BY last_update DESC LIMIT 1",
+                )
+                .map_err(&err)?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO incident_versions
+                     (tenant_id, incident_id, last_update, event_id, change, changes, api, normalized, raw, fetched_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
                 .map_err(&err)?;
             for v in versions {
                 let i = &v.incident;
                 debug_assert_eq!(&i.tenant_id, tenant);
+                let last_update = i.last_update.to_string();
+                let key = params![tenant.as_str(), i.incident_id.as_str(), last_update];
+                if exists.exists(key).map_err(&err)? {
+                    stats.unchanged += 1;
+                    continue;
+                }
+                let prev: Option<(i64, String)> = previous
+                    .query_row(key, |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(&err)?;
+                let prev = match prev {
+                    Some((seq, json)) => {
+                        Some(serde_json::from_str::<Incident>(&json).map_err(|e| {
+                            StoreError::Corrupt {
+                                path: self.path.clone(),
+                                what: format!("seq {seq}"),
+                                message: e.to_string(),
+                            }
+                        })?)
+                    }
+                    None => None,
+                };
+                let (kind, changes) = xdrsync_model::change::classify(prev.as_ref(), i);
                 let normalized = serde_json::to_string(i).unwrap_or_default();
-                let n = insert
+                let changes_json = serde_json::to_string(&changes).unwrap_or_default();
+                insert
                     .execute(params![
                         tenant.as_str(),
                         i.incident_id.as_str(),
-                        i.last_update.to_string(),
+                        last_update,
                         i.version_key().event_id().as_str(),
+                        kind.as_str(),
+                        changes_json,
                         i.api.as_str(),
                         normalized,
                         v.raw,
                         now,
                     ])
                     .map_err(&err)?;
-                if n == 0 {
-                    stats.unchanged += 1;
-                    continue;
-                }
-                let change: String = change_of
-                    .query_row([tx.last_insert_rowid()], |r| r.get(0))
-                    .map_err(&err)?;
-                if change == "created" {
-                    stats.created += 1;
-                } else {
-                    stats.updated += 1;
+                match kind {
+                    ChangeKind::Created => stats.created += 1,
+                    ChangeKind::Updated => stats.updated += 1,
+                    ChangeKind::AlertAdded => {
+                        stats.updated += 1;
+                        stats.alert_added += 1;
+                    }
+                    ChangeKind::Redirected => {
+                        stats.updated += 1;
+                        stats.redirected += 1;
+                    }
                 }
             }
         }
@@ -362,7 +411,7 @@ impl SqliteStore {
     ) -> Result<Vec<StoredVersion>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT seq, event_id, change, normalized, raw FROM incident_versions WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+            .prepare_cached("SELECT seq, event_id, change, changes, normalized, raw FROM incident_versions WHERE seq > ?1 ORDER BY seq LIMIT ?2")
             .map_err(self.err())?;
         let rows = stmt
             .query_map(params![after, limit as i64], |r| {
@@ -372,21 +421,27 @@ impl SqliteStore {
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
                 ))
             })
             .map_err(self.err())?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, event_id, change, normalized, raw) = row.map_err(self.err())?;
-            let incident = serde_json::from_str(&normalized).map_err(|e| StoreError::Corrupt {
+            let (seq, event_id, change, changes, normalized, raw) = row.map_err(self.err())?;
+            let corrupt = |message: String| StoreError::Corrupt {
                 path: self.path.clone(),
                 what: format!("seq {seq}"),
-                message: e.to_string(),
-            })?;
+                message,
+            };
+            let incident = serde_json::from_str(&normalized).map_err(|e| corrupt(e.to_string()))?;
+            let change = ChangeKind::parse(&change)
+                .ok_or_else(|| corrupt(format!("unknown change kind {change:?}")))?;
+            let changes = serde_json::from_str(&changes).map_err(|e| corrupt(e.to_string()))?;
             out.push(StoredVersion {
                 seq,
                 event_id,
                 change,
+                changes,
                 incident,
                 raw,
             });

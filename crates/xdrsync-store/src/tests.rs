@@ -43,8 +43,7 @@ fn versions_dedup_and_classify() {
         first,
         CommitStats {
             created: 2,
-            updated: 0,
-            unchanged: 0
+            ..CommitStats::default()
         }
     );
     // Same instant, other spelling: the same version.
@@ -61,9 +60,9 @@ fn versions_dedup_and_classify() {
     assert_eq!(
         again,
         CommitStats {
-            created: 0,
             updated: 1,
-            unchanged: 1
+            unchanged: 1,
+            ..CommitStats::default()
         }
     );
     let all = s.versions_after(0, 100).unwrap();
@@ -152,4 +151,61 @@ fn poison_is_recorded_once_and_counted() {
     s.record_poison(&t, std::slice::from_ref(&p)).unwrap();
     s.record_poison(&t, &[p]).unwrap();
     assert_eq!(s.poison_count(&t).unwrap(), 1);
+}
+
+#[test]
+fn change_events_compare_with_the_previous_version_in_time_order() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let t = TenantId::canonical("a");
+    let v1 = version("a", "9", "2026-11-01T00:00:01Z");
+    let mut v2 = version("a", "9", "2026-11-01T00:00:02Z");
+    v2.incident.status = "inProgress".into();
+    let mut v3 = version("a", "9", "2026-11-01T00:00:03Z");
+    v3.incident.status = "redirected".into();
+    v3.incident.redirect_incident_id = Some(IncidentId::new("4"));
+    // The newest version arrives first, the oldest last (a backfill behind a live pull).
+    let stats = s.commit(&t, &[v3, v1], None).unwrap();
+    assert_eq!((stats.created, stats.updated, stats.redirected), (1, 1, 1));
+    s.commit(&t, &[v2], None).unwrap();
+    let all = s.versions_after(0, 10).unwrap();
+    let kinds: Vec<_> = all.iter().map(|v| v.change.as_str()).collect();
+    assert_eq!(kinds, ["redirected", "created", "updated"]);
+    assert_eq!(all[0].changes.redirected_to, Some(IncidentId::new("4")));
+    assert_eq!(all[2].changes.fields, vec!["status".to_owned()]);
+}
+
+#[test]
+fn a_version_1_database_is_migrated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL);
+             INSERT INTO schema_version VALUES (1, '2026-11-01T00:00:00Z');",
+        )
+        .unwrap();
+        conn.execute_batch(MIGRATIONS[0].1).unwrap();
+        conn.execute(
+            "INSERT INTO incident_versions (tenant_id, incident_id, last_update, event_id, change, api, normalized, raw, fetched_at)
+             VALUES ('a', '1', '2026-11-01T00:00:01.0000000Z', 'e1', 'created', 'graph', ?1, '{}', 'now')",
+            [serde_json::to_string(&version("a", "1", "2026-11-01T00:00:01Z").incident).unwrap()],
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    let all = s.versions_after(0, 10).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].event_id, "e1");
+    assert_eq!(all[0].changes, Changes::default());
+    // The next version of the migrated incident is an update of it.
+    let stats = s
+        .commit(
+            &TenantId::canonical("a"),
+            &[version("a", "1", "2026-11-01T00:00:02Z")],
+            None,
+        )
+        .unwrap();
+    assert_eq!(stats.updated, 1);
 }

@@ -73,7 +73,22 @@ pub const ALL_READ_ROLES: &[&str] = &[
 
 /// Writes `DIR/xdrsync.toml` (and the secret file) for every tenant the emulator's first app is
 /// consented in, tenant `i` pulled with `apis[i % apis.len()]`, and loads it.
+///
+/// Like [`start`], it turns the client's rate budget off and shortens retry waits, unless
+/// `extra`'s `[sync]` sets them.
 pub fn write_config(dir: &Path, emulator: &Emulator, apis: &[ApiKind], extra: &str) -> Config {
+    let mut fast = String::new();
+    if !extra.contains("rate_budget") {
+        fast.push_str("rate_budget = false\n");
+    }
+    if !extra.contains("retry_base_ms") {
+        fast.push_str("retry_base_ms = 20\n");
+    }
+    let extra = if extra.contains("[sync]") {
+        extra.replacen("[sync]", &format!("[sync]\n{fast}"), 1)
+    } else {
+        format!("{extra}\n[sync]\n{fast}")
+    };
     let contract = emulator.contract();
     let app = &contract.apps[0];
     fs_err::write(dir.join("secret"), &app.secret).expect("write secret");

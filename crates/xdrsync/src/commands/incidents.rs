@@ -28,9 +28,7 @@ async fn list(args: ListArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
         None
     };
     let target = xdrsync_pipeline::target(tenant, &config, vault.as_ref())?;
-    let http = xdrsync_pipeline::http_client(&config)?;
-    let tokens = std::sync::Arc::new(xdrsync_auth::TokenCache::new(http.clone()));
-    let client = xdrsync_api_client::ApiClient::new(http, tokens, Default::default());
+    let client = xdrsync_pipeline::api_client(&config)?;
     let since = Timestamp::now().sub(period);
     let listing = client
         .list_incidents(&target, since, None)

@@ -1,0 +1,337 @@
+//! Client-side rate budgets at Microsoft's documented quotas.
+//!
+//! Microsoft counts calls per (app, tenant, API) and answers 429 once a quota is spent; refused
+//! calls count too, so a client that simply retries keeps the computed rate high for longer
+//! (peers.md §10.6, §12.4). Every peer throttles per input, after the 429. xdrsync keeps one
+//! budget per (client id, tenant, quota family) for the whole process: every stream, command
+//! and tenant task that calls that API with that app waits for a slot *before* sending, so
+//! xdrsync does not cause 429s itself. A 429 that still arrives (another process shares the app,
+//! or the service is stricter than documented) pauses the whole budget for `Retry-After`.
+//!
+//! | family | windows | source (defender-api.md) |
+//! |---|---|---|
+//! | XDR list incidents | 50/min, 1,500/h | §1.5 |
+//! | XDR get incident | 100/min, 1,500/h | §1.5 |
+//! | MDE alerts | 100/min, 1,500/h | §3.2 |
+//! | advanced hunting | 45/min, 1,500/h | §4 |
+//! | Graph `/security` | 150/min | §2.4 |
+//! | SIEM API | counted with MDE alerts (same platform; no own figure documented) | §3.1 |
+//!
+//! Windows slide. A small safety margin (2 % of the window plus 25 ms) keeps network jitter
+//! from landing the `n+1`-th call inside the server's window.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use url::Url;
+
+/// A quota family: calls that Microsoft counts together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Quota {
+    /// `GET /api/incidents`.
+    XdrList,
+    /// `GET /api/incidents/{id}` (and updates).
+    XdrGet,
+    /// `GET /api/alerts` (MDE).
+    Mde,
+    /// Advanced hunting (`/api/advancedhunting/run`, Graph `runHuntingQuery`).
+    Hunting,
+    /// Graph `/security/*`.
+    Graph,
+}
+
+impl Quota {
+    /// The quota family of a request, from its path (`None`: no documented quota).
+    pub fn of(url: &Url) -> Option<Quota> {
+        let path = url.path().trim_end_matches('/');
+        if path.contains("/security/runHuntingQuery") || path.contains("/advancedhunting/") {
+            Some(Quota::Hunting)
+        } else if path.contains("/v1.0/security/") || path.contains("/beta/security/") {
+            Some(Quota::Graph)
+        } else if path.ends_with("/api/incidents") {
+            Some(Quota::XdrList)
+        } else if path.contains("/api/incidents/") {
+            Some(Quota::XdrGet)
+        } else if path.ends_with("/api/alerts") || path.contains("/api/alerts/") {
+            Some(Quota::Mde)
+        } else {
+            None
+        }
+    }
+
+    /// `(window, calls allowed in it)`, at Microsoft's clock.
+    pub fn windows(self) -> &'static [(Duration, usize)] {
+        const MIN: Duration = Duration::from_secs(60);
+        const HOUR: Duration = Duration::from_secs(3600);
+        match self {
+            Quota::XdrList => &[(MIN, 50), (HOUR, 1500)],
+            Quota::XdrGet | Quota::Mde => &[(MIN, 100), (HOUR, 1500)],
+            Quota::Hunting => &[(MIN, 45), (HOUR, 1500)],
+            Quota::Graph => &[(MIN, 150)],
+        }
+    }
+
+    /// A short name for logs and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quota::XdrList => "xdr-list",
+            Quota::XdrGet => "xdr-get",
+            Quota::Mde => "mde",
+            Quota::Hunting => "hunting",
+            Quota::Graph => "graph",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    /// When the calls still inside the longest window were sent.
+    sent: VecDeque<Instant>,
+    /// A 429 told us to wait until then.
+    paused_until: Option<Instant>,
+}
+
+/// One (app, tenant, quota) budget. The async mutex queues callers in order, so the waiting is
+/// fair across the streams and tenants that share it.
+#[derive(Debug, Default)]
+struct Budget {
+    window: tokio::sync::Mutex<Window>,
+}
+
+/// Every budget of the process.
+#[derive(Debug)]
+pub struct RateBudgets {
+    enabled: bool,
+    /// Quota windows run this many times faster (an emulator's `--time-scale`).
+    time_scale: f64,
+    budgets: Mutex<HashMap<(String, String, Quota), Arc<Budget>>>,
+    /// Time spent waiting for a slot, in milliseconds (for status and benchmarks).
+    waited_ms: std::sync::atomic::AtomicU64,
+}
+
+impl RateBudgets {
+    /// Budgets at the documented quotas (`enabled = false`: no pacing, 429s still pause).
+    pub fn new(enabled: bool, time_scale: f64) -> Self {
+        RateBudgets {
+            enabled,
+            time_scale: if time_scale.is_finite() && time_scale >= 1.0 {
+                time_scale
+            } else {
+                1.0
+            },
+            budgets: Mutex::new(HashMap::new()),
+            waited_ms: Default::default(),
+        }
+    }
+
+    fn budget(&self, app: &str, tenant: &str, quota: Quota) -> Arc<Budget> {
+        self.budgets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((app.to_ascii_lowercase(), tenant.to_owned(), quota))
+            .or_default()
+            .clone()
+    }
+
+    fn scaled(&self, d: Duration) -> Duration {
+        d.div_f64(self.time_scale)
+    }
+
+    /// Waits until a call of `quota` by `app` in `tenant` fits the budget, then counts it.
+    pub async fn acquire(&self, app: &str, tenant: &str, quota: Quota) {
+        let budget = self.budget(app, tenant, quota);
+        let mut w = budget.window.lock().await;
+        let started = Instant::now();
+        loop {
+            let now = Instant::now();
+            if let Some(until) = w.paused_until {
+                if until > now {
+                    tokio::time::sleep_until(until).await;
+                    continue;
+                }
+                w.paused_until = None;
+            }
+            if !self.enabled {
+                break;
+            }
+            let windows = quota.windows();
+            let longest = self.scaled(windows.iter().map(|w| w.0).max().unwrap_or_default());
+            while w
+                .sent
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= longest)
+            {
+                w.sent.pop_front();
+            }
+            let mut wait_until = None;
+            for &(window, limit) in windows {
+                let window = self.scaled(window);
+                let inside = w
+                    .sent
+                    .iter()
+                    .filter(|t| now.saturating_duration_since(**t) < window)
+                    .count();
+                if inside >= limit {
+                    // The call that frees a slot is the oldest one still counted.
+                    let oldest = w.sent[w.sent.len() - inside + (inside - limit)];
+                    let margin = window.mul_f64(0.02) + Duration::from_millis(25);
+                    let at = oldest + window + margin;
+                    wait_until = Some(wait_until.map_or(at, |u: Instant| u.max(at)));
+                }
+            }
+            match wait_until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => break,
+            }
+        }
+        w.sent.push_back(Instant::now());
+        let waited = started.elapsed();
+        if waited > Duration::from_millis(1) {
+            self.waited_ms.fetch_add(
+                waited.as_millis() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            tracing::debug!(
+                tenant,
+                quota = quota.as_str(),
+                waited_ms = waited.as_millis() as u64,
+                "Waited for the rate budget."
+            );
+        }
+    }
+
+    /// A 429 arrived: nobody calls `quota` for `(app, tenant)` for `after`.
+    pub async fn pause(&self, app: &str, tenant: &str, quota: Quota, after: Duration) {
+        let budget = self.budget(app, tenant, quota);
+        let mut w = budget.window.lock().await;
+        let until = Instant::now() + after;
+        w.paused_until = Some(w.paused_until.map_or(until, |u| u.max(until)));
+        tracing::warn!(
+            tenant,
+            quota = quota.as_str(),
+            wait_secs = after.as_secs_f64(),
+            "Throttled (429): pausing every call of this quota for the app in this tenant."
+        );
+    }
+
+    /// Total time callers spent waiting for a slot.
+    pub fn waited(&self) -> Duration {
+        Duration::from_millis(self.waited_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_families_by_path() {
+        let q = |u: &str| Quota::of(&u.parse().unwrap());
+        assert_eq!(
+            q("https://api.security.microsoft.com/api/incidents?$top=100"),
+            Some(Quota::XdrList)
+        );
+        assert_eq!(
+            q("https://api.security.microsoft.com/api/incidents/42"),
+            Some(Quota::XdrGet)
+        );
+        assert_eq!(
+            q("https://graph.microsoft.com/v1.0/security/alerts_v2"),
+            Some(Quota::Graph)
+        );
+        assert_eq!(
+            q("https://graph.microsoft.com/v1.0/security/runHuntingQuery"),
+            Some(Quota::Hunting)
+        );
+        assert_eq!(
+            q("https://api.securitycenter.microsoft.com/api/alerts"),
+            Some(Quota::Mde)
+        );
+        assert_eq!(
+            q("https://wdatpprd-eus.securitycenter.windows.com/api/alerts/x"),
+            Some(Quota::Mde)
+        );
+        // The SIEM API runs on the MDE platform and is counted with its alerts.
+        assert_eq!(
+            q("https://wdatp-alertexporter-eu.securitycenter.windows.com/api/alerts?ago=PT1H"),
+            Some(Quota::Mde)
+        );
+        assert_eq!(
+            q("https://login.microsoftonline.com/t/oauth2/v2.0/token"),
+            None
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fifty_first_list_call_waits_for_the_window() {
+        let b = RateBudgets::new(true, 1.0);
+        let t0 = Instant::now();
+        for _ in 0..50 {
+            b.acquire("app", "t", Quota::XdrList).await;
+        }
+        assert!(t0.elapsed() < Duration::from_millis(1));
+        b.acquire("app", "t", Quota::XdrList).await;
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_secs(60) && waited < Duration::from_secs(62),
+            "{waited:?}"
+        );
+        // Another tenant has its own budget; another quota family too.
+        let t1 = Instant::now();
+        b.acquire("app", "other", Quota::XdrList).await;
+        b.acquire("app", "t", Quota::Graph).await;
+        assert!(t1.elapsed() < Duration::from_millis(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hourly_quota_holds_too() {
+        let b = RateBudgets::new(true, 1.0);
+        let t0 = Instant::now();
+        for _ in 0..1501 {
+            b.acquire("app", "t", Quota::XdrList).await;
+        }
+        // 1,500 fit in the hour (50 per minute for 30 minutes); the 1,501st waits for the
+        // first hour to end.
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_secs(3600), "{waited:?}");
+        assert!(waited < Duration::from_secs(3700), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pauses_everyone_sharing_the_budget() {
+        let b = Arc::new(RateBudgets::new(true, 1.0));
+        b.pause("app", "t", Quota::Graph, Duration::from_secs(7))
+            .await;
+        let t0 = Instant::now();
+        let other = {
+            let b = b.clone();
+            tokio::spawn(async move { b.acquire("APP", "t", Quota::Graph).await })
+        };
+        b.acquire("app", "t", Quota::Graph).await;
+        other.await.unwrap();
+        assert!(t0.elapsed() >= Duration::from_secs(7));
+        // Disabled pacing still honours a pause.
+        let off = RateBudgets::new(false, 1.0);
+        off.pause("app", "t", Quota::XdrList, Duration::from_secs(3))
+            .await;
+        let t1 = Instant::now();
+        off.acquire("app", "t", Quota::XdrList).await;
+        assert!(t1.elapsed() >= Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_scale_shrinks_the_windows() {
+        let b = RateBudgets::new(true, 60.0);
+        let t0 = Instant::now();
+        for _ in 0..151 {
+            b.acquire("app", "t", Quota::Graph).await;
+        }
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_millis(1100),
+            "{waited:?}"
+        );
+    }
+}

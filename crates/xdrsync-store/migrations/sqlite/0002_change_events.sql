@@ -1,0 +1,40 @@
+-- Change events: a version is `created`, `updated`, `alert_added` or `redirected`, and records
+-- which fields moved (`changes`, JSON). SQLite cannot alter a CHECK, so the table is rebuilt;
+-- rows written before this migration keep their kind and get empty `changes`.
+CREATE TABLE incident_versions_new (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id    TEXT NOT NULL,
+    incident_id  TEXT NOT NULL,
+    last_update  TEXT NOT NULL,
+    event_id     TEXT NOT NULL UNIQUE,
+    change       TEXT NOT NULL CHECK (change IN ('created', 'updated', 'alert_added', 'redirected')),
+    changes      TEXT NOT NULL DEFAULT '{}',
+    api          TEXT NOT NULL,
+    normalized   TEXT NOT NULL,
+    raw          TEXT NOT NULL,
+    fetched_at   TEXT NOT NULL,
+    UNIQUE (tenant_id, incident_id, last_update)
+);
+INSERT INTO incident_versions_new
+    (seq, tenant_id, incident_id, last_update, event_id, change, api, normalized, raw, fetched_at)
+    SELECT seq, tenant_id, incident_id, last_update, event_id, change, api, normalized, raw, fetched_at
+    FROM incident_versions;
+DROP TABLE incident_versions;
+ALTER TABLE incident_versions_new RENAME TO incident_versions;
+CREATE INDEX incident_versions_by_incident ON incident_versions (tenant_id, incident_id, seq);
+
+-- The outcome of each tenant's last pull per stream, for `xdrsync status`.
+CREATE TABLE stream_health (
+    tenant_id     TEXT NOT NULL,
+    stream        TEXT NOT NULL,
+    tenant_name   TEXT NOT NULL,
+    last_attempt  TEXT NOT NULL,
+    last_success  TEXT,
+    degraded      TEXT,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    created       INTEGER NOT NULL DEFAULT 0,
+    updated       INTEGER NOT NULL DEFAULT 0,
+    pages         INTEGER NOT NULL DEFAULT 0,
+    partial       TEXT,
+    PRIMARY KEY (tenant_id, stream)
+);
