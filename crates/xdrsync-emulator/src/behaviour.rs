@@ -17,6 +17,9 @@ pub struct Behaviour {
     pub rate_limits: bool,
     /// A change becomes visible to list calls this many seconds after its timestamp.
     pub ingestion_lag_secs: u64,
+    /// Each change waits its own share of `ingestion_lag_secs` (0 up to all of it), so changes
+    /// become visible out of order, as they do in production.
+    pub ingestion_lag_varies: bool,
     /// Chance that a new incident shares the previous incident's exact timestamp.
     pub tie_probability: f64,
     /// Chance that a new incident is later merged into an earlier one (`Redirected`).
@@ -43,6 +46,7 @@ impl Default for Behaviour {
             body_style: BodyStyle::Doc,
             rate_limits: true,
             ingestion_lag_secs: 0,
+            ingestion_lag_varies: false,
             tie_probability: 0.0,
             merge_probability: 0.0,
             retention_days: 180,

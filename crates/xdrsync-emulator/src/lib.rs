@@ -343,6 +343,7 @@ impl EmulatorState {
                 merge_probability: b.merge_probability,
                 enum_drift: b.enum_drift,
                 keep_history: b.ingestion_lag_secs > 0,
+                lag_varies: b.ingestion_lag_varies,
             };
             TenantData::with_realism(spec, self.0.started.sub(self.0.history), realism)
         });

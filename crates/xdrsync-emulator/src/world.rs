@@ -216,6 +216,9 @@ pub struct Realism {
     pub enum_drift: bool,
     /// Keep every version's snapshot (needed to show what was visible before ingestion lag).
     pub keep_history: bool,
+    /// Each change gets its own ingestion lag, up to the configured one, so a change can
+    /// become visible after a later change of another incident (as in production).
+    pub lag_varies: bool,
 }
 
 /// Incident statuses a PATCH may set.
@@ -356,26 +359,35 @@ impl TenantData {
     }
 
     /// The incidents as list calls see them at `now`: with ingestion `lag`, the newest version
-    /// whose time is at least `lag` old; incidents not updated within `retention` are gone.
+    /// whose time is at least `lag` old (its own share of `lag` with `lag_varies`); incidents
+    /// not updated within `retention` are gone.
     pub fn visible(
         &self,
         now: Timestamp,
         lag: chrono::Duration,
         retention: chrono::Duration,
     ) -> Vec<&EmuIncident> {
-        let horizon = now.sub(lag);
         let oldest = now.sub(retention);
+        let seed = self.spec.seed;
+        let varies = self.realism.lag_varies;
+        let shown = |v: &EmuIncident| {
+            let lag = if varies {
+                // A fixed share of the lag per version: the same answer on every call.
+                let mut rng = Rng::derive(seed ^ 0x1A6, v.id ^ (v.last_update.ticks() as u64));
+                let ticks = lag.num_milliseconds().max(0) as u64;
+                chrono::Duration::milliseconds(rng.below(ticks + 1) as i64)
+            } else {
+                lag
+            };
+            v.last_update <= now.sub(lag)
+        };
         self.incidents
             .values()
             .filter_map(|inc| {
-                if inc.last_update <= horizon {
+                if shown(inc) {
                     return Some(inc);
                 }
-                self.history
-                    .get(&inc.id)?
-                    .iter()
-                    .rev()
-                    .find(|v| v.last_update <= horizon)
+                self.history.get(&inc.id)?.iter().rev().find(|v| shown(v))
             })
             .filter(|i| i.last_update >= oldest)
             .collect()

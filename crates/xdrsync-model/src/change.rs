@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Incident, IncidentId};
 
 /// The kind of a change event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     /// First version seen.
