@@ -21,6 +21,7 @@
 //! reported. An incident that cannot be normalized is returned as a [`Poison`] item with the
 //! reason, and paging goes on.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -150,6 +151,9 @@ pub struct Listing {
     /// `Warning` headers of pages the API answered only partly (206): the listing may be
     /// incomplete for the providers named there.
     pub partial: Vec<String>,
+    /// Pages whose `$expand=alerts` failed: read without it, each incident then read on its own
+    /// with its alerts.
+    pub expand_fallbacks: u32,
 }
 
 /// Retry settings.
@@ -235,6 +239,17 @@ impl ApiClient {
 
     /// GETs `url` with the tenant's token, retrying per [`classify`]; returns the body.
     pub async fn get(&self, target: &Target, url: &Url) -> Result<bytes_like::Body, ApiError> {
+        self.get_with(target, url, self.retry.max_attempts).await
+    }
+
+    /// [`ApiClient::get`], but a server error (5xx other than 503) is retried at most up to
+    /// `server_error_attempts` attempts: for requests that have a cheaper fallback.
+    async fn get_with(
+        &self,
+        target: &Target,
+        url: &Url,
+        server_error_attempts: u32,
+    ) -> Result<bytes_like::Body, ApiError> {
         let safe = SafeUrl::new(url.clone());
         let started = Instant::now();
         let mut attempt = 0;
@@ -314,6 +329,14 @@ impl ApiClient {
                     self.tokens.invalidate(&target.token).await;
                     tracing::info!(url = %safe, "API refused the token; refreshing it once.");
                 }
+                RetryAction::Transient { .. }
+                    if attempt >= server_error_attempts
+                        && failure
+                            .status()
+                            .is_some_and(|s| (500..=599).contains(&s) && s != 503) =>
+                {
+                    return Err(failure);
+                }
                 RetryAction::Transient { after } if attempt < self.retry.max_attempts => {
                     let wait = match after {
                         Some(after) => {
@@ -356,8 +379,30 @@ impl ApiClient {
         let mut seen = std::collections::HashSet::new();
         let mut seen_poison = std::collections::HashSet::new();
         loop {
-            let url = list_url(target, since, upper, skip)?;
-            let body = self.get(target, &url).await?;
+            let mut alert_failures: HashMap<String, String> = HashMap::new();
+            let mut listed_times: HashMap<String, Timestamp> = HashMap::new();
+            let url = list_url(target, since, upper, skip, true)?;
+            let body = if target.api == ApiKind::Graph {
+                match self.get_with(target, &url, 2).await {
+                    Err(e) if e.status().is_some_and(|s| (500..=599).contains(&s)) => {
+                        // Big incidents make `$expand=alerts` fail for good (peers.md §10.2,
+                        // Elastic #18144): read the page without it and each incident's alerts
+                        // through alerts_v2, so the cursor keeps moving.
+                        tracing::warn!(tenant = %target.tenant, error = %e, "The incident list with $expand=alerts failed; reading this page without it and the alerts through alerts_v2.");
+                        listing.expand_fallbacks += 1;
+                        let plain = list_url(target, since, upper, skip, false)?;
+                        let body = self.get(target, &plain).await?;
+                        listing.pages += 1;
+                        let (body, failed, times) = self.attach_alerts(target, body).await?;
+                        alert_failures = failed;
+                        listed_times = times;
+                        body
+                    }
+                    other => other?,
+                }
+            } else {
+                self.get(target, &url).await?
+            };
             listing.pages += 1;
             if let Some(w) = body.warning.clone() {
                 listing.partial.push(w);
@@ -370,14 +415,40 @@ impl ApiClient {
             let count = page.value.len();
             let mut times = Vec::with_capacity(count);
             for raw in page.value {
-                match read_incident(target, raw) {
+                let read = read_incident(target, raw).and_then(|f| {
+                    match alert_failures.get(f.incident.incident_id.as_str()) {
+                        None => Ok(f),
+                        Some(reason) => Err(Poison {
+                            incident_id: Some(f.incident.incident_id.to_string()),
+                            reason: reason.clone(),
+                            raw: f.raw,
+                        }),
+                    }
+                });
+                match read {
                     Ok(f) => {
-                        times.push(f.incident.last_update);
+                        times.push(
+                            listed_times
+                                .get(f.incident.incident_id.as_str())
+                                .copied()
+                                .unwrap_or(f.incident.last_update),
+                        );
                         if seen.insert(f.incident.version_key()) {
                             listing.incidents.push(f);
                         }
                     }
                     Err(p) => {
+                        // Still a time on the page: the boundary must not skip past it.
+                        if let Ok(v) = serde_json::from_str::<Value>(&p.raw)
+                            && let Some(t) = v
+                                .get("lastUpdateDateTime")
+                                .or_else(|| v.get("lastUpdateTime"))
+                                .and_then(Value::as_str)
+                                .and_then(|t| t.parse::<Timestamp>().ok())
+                            && alert_failures.contains_key(p.incident_id.as_deref().unwrap_or(""))
+                        {
+                            times.push(t);
+                        }
                         if seen_poison.insert(p.raw.clone()) {
                             listing.poison.push(p);
                         }
@@ -427,12 +498,105 @@ impl ApiClient {
     }
 }
 
+impl ApiClient {
+    /// Replaces each incident of a Graph page read without `$expand` by the same incident
+    /// read on its own with `GET /security/incidents/{id}?$expand=alerts` (Microsoft reports
+    /// the 500 for `$expand` combined with a list `$filter`; the single read works, and
+    /// alerts_v2 cannot be filtered by incident). If the incident changed in between, the
+    /// newer version is what is stored: it is as valid a version as the listed one. An
+    /// incident whose single read fails too is returned in the map with the reason, to be
+    /// recorded as poison while the cursor moves on.
+    async fn attach_alerts(
+        &self,
+        target: &Target,
+        body: bytes_like::Body,
+    ) -> Result<ExpandedPage, ApiError> {
+        let mut failed = HashMap::new();
+        let mut listed_times = HashMap::new();
+        let mut page: Value =
+            serde_json::from_slice(&body.bytes).map_err(|e| ApiError::Decode {
+                url: SafeUrl::new(target.base_url.clone()),
+                message: format!("not an OData collection: {e}"),
+            })?;
+        let Some(items) = page.get_mut("value").and_then(Value::as_array_mut) else {
+            return Ok((body, failed, listed_times));
+        };
+        for item in items.iter_mut() {
+            let Some(id) = item.get("id").and_then(Value::as_str).map(str::to_owned) else {
+                continue;
+            };
+            let path = format!("v1.0/security/incidents/{}", encode(&id));
+            let url = api_url(target, &path, "$expand=alerts")?;
+            match self.get(target, &url).await {
+                Ok(got) => match serde_json::from_slice::<Value>(&got.bytes) {
+                    Ok(mut one) if one.get("id").is_some() => {
+                        if let Some(o) = one.as_object_mut() {
+                            o.remove("@odata.context");
+                        }
+                        // Paging bounds on the time the list gave, not a newer one.
+                        let listed = item
+                            .get("lastUpdateDateTime")
+                            .and_then(Value::as_str)
+                            .and_then(|t| t.parse::<Timestamp>().ok());
+                        if let Some(t) = listed {
+                            listed_times.insert(id.clone(), t);
+                        }
+                        *item = one;
+                    }
+                    _ => {
+                        failed.insert(
+                            id,
+                            "the incident read with its alerts is not an incident".into(),
+                        );
+                    }
+                },
+                Err(e @ (ApiError::Auth(_) | ApiError::Transport { .. })) => return Err(e),
+                Err(e) if e.status().is_some_and(|s| s == 401 || s == 403) => return Err(e),
+                Err(e) => {
+                    failed.insert(id, format!("its alerts cannot be read: {e}"));
+                }
+            }
+        }
+        Ok((
+            bytes_like::Body {
+                bytes: serde_json::to_vec(&page).unwrap_or_default(),
+                warning: body.warning,
+            },
+            failed,
+            listed_times,
+        ))
+    }
+}
+
+/// A page whose incidents were read one by one: the body, the incidents that failed (id →
+/// reason) and the time the list gave each replaced incident.
+type ExpandedPage = (
+    bytes_like::Body,
+    HashMap<String, String>,
+    HashMap<String, Timestamp>,
+);
+
+/// `base_url` + `path` + a hand-built query.
+fn api_url(target: &Target, path: &str, query: &str) -> Result<Url, ApiError> {
+    let mut base = target.base_url.clone();
+    if !base.path().ends_with('/') {
+        base.set_path(&format!("{}/", base.path()));
+    }
+    let mut url = base.join(path).map_err(|e| ApiError::Decode {
+        url: SafeUrl::new(target.base_url.clone()),
+        message: format!("bad base URL: {e}"),
+    })?;
+    url.set_query(Some(query));
+    Ok(url)
+}
+
 /// Builds the list request for one page.
 fn list_url(
     target: &Target,
     since: Timestamp,
     upper: Option<Timestamp>,
     skip: usize,
+    expand: bool,
 ) -> Result<Url, ApiError> {
     let (path, field) = match target.api {
         ApiKind::Graph => ("v1.0/security/incidents", "lastUpdateDateTime"),
@@ -447,19 +611,10 @@ fn list_url(
     if skip > 0 {
         query.push_str(&format!("&$skip={skip}"));
     }
-    if target.api == ApiKind::Graph {
+    if target.api == ApiKind::Graph && expand {
         query.push_str("&$expand=alerts");
     }
-    let mut base = target.base_url.clone();
-    if !base.path().ends_with('/') {
-        base.set_path(&format!("{}/", base.path()));
-    }
-    let mut url = base.join(path).map_err(|e| ApiError::Decode {
-        url: SafeUrl::new(target.base_url.clone()),
-        message: format!("bad base URL: {e}"),
-    })?;
-    url.set_query(Some(&query));
-    Ok(url)
+    api_url(target, path, &query)
 }
 
 fn encode(s: &str) -> String {
@@ -555,12 +710,12 @@ mod tests {
     fn list_urls_look_like_microsofts_samples() {
         let since: Timestamp = "2026-11-20T01:02:03.5Z".parse().unwrap();
         let until: Timestamp = "2026-11-21T00:00:00Z".parse().unwrap();
-        let url = list_url(&target(ApiKind::Graph), since, Some(until), 3).unwrap();
+        let url = list_url(&target(ApiKind::Graph), since, Some(until), 3, true).unwrap();
         assert_eq!(
             url.as_str(),
             "https://graph.microsoft.com/v1.0/security/incidents?$filter=lastUpdateDateTime%20ge%202026-11-20T01:02:03.5000000Z%20and%20lastUpdateDateTime%20le%202026-11-21T00:00:00.0000000Z&$top=50&$skip=3&$expand=alerts"
         );
-        let url = list_url(&target(ApiKind::Xdr), since, None, 0).unwrap();
+        let url = list_url(&target(ApiKind::Xdr), since, None, 0, true).unwrap();
         assert_eq!(
             url.as_str(),
             "https://graph.microsoft.com/api/incidents?$filter=lastUpdateTime%20ge%202026-11-20T01:02:03.5000000Z&$top=50"

@@ -21,7 +21,7 @@ use xdrsync_config::{
     Tenant,
 };
 use xdrsync_model::{ApiKind, StreamKind, Timestamp};
-use xdrsync_store::{CommitStats, NewVersion, PoisonRecord, SqliteStore, StoreError};
+use xdrsync_store::{CommitStats, NewVersion, PoisonRecord, PullOutcome, SqliteStore, StoreError};
 
 /// A tenant's pull failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,9 @@ pub enum PullError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Reconcile needs a pulled tenant.
+    #[error("tenant {0} has never been pulled; run `xdrsync pull` first")]
+    NeverPulled(String),
 }
 
 /// How one tenant's pull went.
@@ -56,6 +59,62 @@ pub struct TenantReport {
     pub pages: u32,
     /// Why the pull failed, in plain words (the tenant is then "degraded").
     pub error: Option<String>,
+    /// `Warning` headers of partial (206) answers: the pull may have missed data from the
+    /// providers they name; the next pull re-reads the window.
+    pub partial: Vec<String>,
+    /// Pages read without `$expand=alerts` (it failed) with alerts fetched through alerts_v2.
+    pub expand_fallbacks: u32,
+    /// Where the pull started reading (last-update time).
+    pub since: Option<Timestamp>,
+}
+
+impl TenantReport {
+    fn failed(tenant: &Tenant, error: String, cursor: Option<Timestamp>) -> Self {
+        TenantReport {
+            name: tenant.name.clone(),
+            api: tenant.api,
+            stats: CommitStats::default(),
+            last_update: None,
+            cursor,
+            poison: 0,
+            pages: 0,
+            error: Some(error),
+            partial: Vec::new(),
+            expand_fallbacks: 0,
+            since: None,
+        }
+    }
+}
+
+/// Where a pull starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullMode {
+    /// From the stored cursor minus the overlap (the initial lookback on the first pull).
+    Incremental,
+    /// From this time, whatever the cursor says (`xdrsync backfill`); the cursor still only
+    /// moves forward.
+    Since(Timestamp),
+}
+
+/// How the API and the store compare for one tenant (`xdrsync reconcile`).
+#[derive(Debug, Clone, Default)]
+pub struct Reconciliation {
+    /// Tenant name.
+    pub name: String,
+    /// Incidents whose current version the API holds and the store does not:
+    /// `(id, the API's last update, the store's newest, if any)`.
+    pub missing: Vec<(String, Timestamp, Option<Timestamp>)>,
+    /// Incidents the store holds in the window that the API no longer lists at that version:
+    /// `(id, the store's newest)`.
+    pub extra: Vec<(String, Timestamp)>,
+    /// Incidents that agree.
+    pub matched: usize,
+    /// Incidents changed after the store's cursor (not pulled yet; not a discrepancy).
+    pub pending: usize,
+    /// Why the comparison could not be made.
+    pub error: Option<String>,
+    /// The comparison's start: the later of `--since` and where the store's coverage begins.
+    pub compared_from: Option<Timestamp>,
 }
 
 /// Builds the HTTP client all API and token calls of `config` share.
@@ -279,6 +338,16 @@ impl Pipeline {
         &self.store
     }
 
+    /// How many tenants a pass pulls.
+    pub fn enabled_tenants(&self) -> usize {
+        self.config.tenants.iter().filter(|t| t.enabled).count()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The API client.
     pub fn client(&self) -> &ApiClient {
         &self.client
@@ -286,6 +355,16 @@ impl Pipeline {
 
     /// Pulls every enabled tenant once; reports come back in config order.
     pub async fn pull_all(&self) -> Vec<TenantReport> {
+        self.pull_all_with(PullMode::Incremental, |_| {}).await
+    }
+
+    /// Pulls every enabled tenant once from `mode`, calling `done` as each tenant finishes
+    /// (for progress output); reports come back in config order.
+    pub async fn pull_all_with(
+        &self,
+        mode: PullMode,
+        mut done: impl FnMut(&TenantReport),
+    ) -> Vec<TenantReport> {
         let tenants: Vec<Tenant> = self
             .config
             .tenants
@@ -302,13 +381,16 @@ impl Pipeline {
             let limit = limit.clone();
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                (i, this.pull_tenant_report(&tenant).await)
+                (i, this.pull_tenant_report(&tenant, mode).await)
             });
         }
         let mut reports: Vec<Option<TenantReport>> = vec![None; tenants.len()];
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok((i, report)) => reports[i] = Some(report),
+                Ok((i, report)) => {
+                    done(&report);
+                    reports[i] = Some(report);
+                }
                 Err(e) => tracing::error!(error = %e, "A tenant task panicked."),
             }
         }
@@ -316,52 +398,132 @@ impl Pipeline {
             .into_iter()
             .zip(&tenants)
             .map(|(r, t)| {
-                r.unwrap_or_else(|| TenantReport {
-                    name: t.name.clone(),
-                    api: t.api,
-                    stats: CommitStats::default(),
-                    last_update: None,
-                    cursor: None,
-                    poison: 0,
-                    pages: 0,
-                    error: Some("internal error: the tenant's task stopped unexpectedly".into()),
+                r.unwrap_or_else(|| {
+                    TenantReport::failed(
+                        t,
+                        "internal error: the tenant's task stopped unexpectedly".into(),
+                        None,
+                    )
                 })
             })
             .collect()
     }
 
-    async fn pull_tenant_report(&self, tenant: &Tenant) -> TenantReport {
-        match self.pull_tenant(tenant).await {
+    async fn pull_tenant_report(&self, tenant: &Tenant, mode: PullMode) -> TenantReport {
+        let report = match self.pull_tenant(tenant, mode).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(tenant = %tenant.name, error = %e, "Tenant pull failed; other tenants continue.");
-                TenantReport {
-                    name: tenant.name.clone(),
-                    api: tenant.api,
-                    stats: CommitStats::default(),
-                    last_update: None,
-                    cursor: self
-                        .store
-                        .cursor(&tenant.tenant_id, StreamKind::Incidents)
-                        .ok()
-                        .flatten(),
-                    poison: 0,
-                    pages: 0,
-                    error: Some(e.to_string()),
-                }
+                let cursor = self
+                    .store
+                    .cursor(&tenant.tenant_id, StreamKind::Incidents)
+                    .ok()
+                    .flatten();
+                TenantReport::failed(tenant, e.to_string(), cursor)
             }
+        };
+        let outcome = PullOutcome {
+            tenant_name: tenant.name.clone(),
+            error: report.error.clone(),
+            stats: report.stats,
+            pages: report.pages,
+            partial: report.partial.clone(),
+            since: report.since,
+        };
+        let store = self.store.clone();
+        let id = tenant.tenant_id.clone();
+        if let Err(e) =
+            blocking(move || store.record_outcome(&id, StreamKind::Incidents, &outcome)).await
+        {
+            tracing::error!(tenant = %tenant.name, error = %e, "Cannot record the pull's outcome for `xdrsync status`.");
         }
+        report
     }
 
-    /// Pulls one tenant: reads from `cursor − overlap` (or the initial lookback) and commits.
-    pub async fn pull_tenant(&self, tenant: &Tenant) -> Result<TenantReport, PullError> {
+    /// Compares what the API lists for `tenant` (last update at or after `since`) with the
+    /// store's newest versions, up to the store's cursor.
+    pub async fn reconcile(&self, tenant: &Tenant, since: Timestamp) -> Reconciliation {
+        let mut r = Reconciliation {
+            name: tenant.name.clone(),
+            ..Reconciliation::default()
+        };
+        if let Err(e) = self.reconcile_into(tenant, since, &mut r).await {
+            r.error = Some(e.to_string());
+        }
+        r
+    }
+
+    async fn reconcile_into(
+        &self,
+        tenant: &Tenant,
+        since: Timestamp,
+        r: &mut Reconciliation,
+    ) -> Result<(), PullError> {
+        let target = target(tenant, &self.config, self.vault.as_ref())?;
+        let store = self.store.clone();
+        let id = tenant.tenant_id.clone();
+        let (cursor, covered) = blocking(move || {
+            Ok((
+                store.cursor(&id, StreamKind::Incidents)?,
+                store.covered_from(&id, StreamKind::Incidents)?,
+            ))
+        })
+        .await?;
+        let (Some(cursor), Some(covered)) = (cursor, covered) else {
+            return Err(PullError::NeverPulled(tenant.name.clone()));
+        };
+        // The store can only be held to what a successful pull has read.
+        let since = since.max(covered);
+        r.compared_from = Some(since);
+        let listing = self.client.list_incidents(&target, since, None).await?;
+        let store = self.store.clone();
+        let id = tenant.tenant_id.clone();
+        let stored = blocking(move || store.latest_since_by_id(&id, since)).await?;
+        let mut api = std::collections::BTreeMap::new();
+        for f in &listing.incidents {
+            let e = api
+                .entry(f.incident.incident_id.to_string())
+                .or_insert(f.incident.last_update);
+            if f.incident.last_update > *e {
+                *e = f.incident.last_update;
+            }
+        }
+        for (id, api_t) in &api {
+            let stored_t = stored.get(id).copied();
+            if *api_t > cursor {
+                r.pending += 1;
+            } else if stored_t == Some(*api_t) {
+                r.matched += 1;
+            } else {
+                r.missing.push((id.clone(), *api_t, stored_t));
+            }
+        }
+        for (id, t) in &stored {
+            // Not listed, or listed at an older version than the store holds.
+            if api.get(id).is_none_or(|a| a < t) {
+                r.extra.push((id.clone(), *t));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pulls one tenant: reads from `cursor − overlap` (or the initial lookback, or the
+    /// backfill start) and commits.
+    pub async fn pull_tenant(
+        &self,
+        tenant: &Tenant,
+        mode: PullMode,
+    ) -> Result<TenantReport, PullError> {
         let target = target(tenant, &self.config, self.vault.as_ref())?;
         let store = self.store.clone();
         let id = tenant.tenant_id.clone();
         let cursor = blocking(move || store.cursor(&id, StreamKind::Incidents)).await?;
-        let since = match cursor {
-            Some(c) => c.sub(self.config.sync.overlap),
-            None => Timestamp::now().sub(self.config.sync.initial_lookback),
+        let since = match (mode, cursor) {
+            (PullMode::Since(t), _) => t,
+            (PullMode::Incremental, Some(c)) => c.sub(self.config.sync.overlap),
+            (PullMode::Incremental, None) => {
+                Timestamp::now().sub(self.config.sync.initial_lookback)
+            }
         };
         tracing::info!(tenant = %tenant.name, api = %tenant.api, %since, "Pulling incidents.");
         let listing: Listing = self.client.list_incidents(&target, since, None).await?;
@@ -414,6 +576,9 @@ impl Pipeline {
             poison: poison_count,
             pages: listing.pages,
             error: None,
+            partial: listing.partial,
+            expand_fallbacks: listing.expand_fallbacks,
+            since: Some(since),
         })
     }
 }

@@ -293,3 +293,63 @@ async fn switching_a_tenant_from_legacy_to_graph_has_no_duplicate_or_gap() {
         .collect();
     assert_eq!(apis, BTreeSet::from([ApiKind::Graph]));
 }
+
+/// Big incidents make Graph's `$expand=alerts` fail for good (peers.md §10.2): the page is read
+/// without it and each incident read on its own with its alerts, the cursor keeps moving, and every stored
+/// incident carries exactly the alerts the emulator holds.
+#[tokio::test]
+async fn failing_expand_falls_back_to_single_reads() {
+    let emu = tu::start_with(tu::demo_directory(), |b: &mut Behaviour| {
+        b.expand_fail_min_alerts = Some(3);
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph], &sync_extra((10, 10)));
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
+    let reports = pipeline.pull_all().await;
+    for r in &reports {
+        assert!(r.error.is_none(), "{}: {:?}", r.name, r.error);
+        assert!(
+            r.expand_fallbacks > 0,
+            "{}: no page needed the fallback",
+            r.name
+        );
+    }
+    let polls = run(&emu, &pipeline, 3, chrono::Duration::minutes(20)).await;
+    let mut checked = 0;
+    for t in &config.tenants {
+        check(&emu, &store, t.tenant_id.as_str(), &polls, 0);
+        let current: BTreeMap<String, (Timestamp, Vec<String>)> = emu
+            .state()
+            .incidents(t.tenant_id.as_str(), |_| true)
+            .iter()
+            .map(|i| {
+                (
+                    i.id.to_string(),
+                    (
+                        i.last_update,
+                        i.alerts.iter().map(|a| a.id.clone()).collect(),
+                    ),
+                )
+            })
+            .collect();
+        for v in store.versions_after(0, 1_000_000).unwrap() {
+            if v.incident.tenant_id != t.tenant_id {
+                continue;
+            }
+            let Some((lu, alerts)) = current.get(v.incident.incident_id.as_str()) else {
+                continue;
+            };
+            if *lu == v.incident.last_update {
+                let mut got: Vec<String> = v.incident.alerts.iter().map(|a| a.id.clone()).collect();
+                let mut want = alerts.clone();
+                got.sort();
+                want.sort();
+                assert_eq!(got, want, "incident {}", v.incident.incident_id);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 100, "{checked}");
+}

@@ -126,6 +126,54 @@ pub struct PoisonRecord {
     pub raw: String,
 }
 
+/// The outcome of one pull of one (tenant, stream), for `xdrsync status`.
+#[derive(Debug, Clone, Default)]
+pub struct PullOutcome {
+    /// The tenant's name in the config.
+    pub tenant_name: String,
+    /// Why it failed, in plain words (`None`: it succeeded).
+    pub error: Option<String>,
+    /// Versions stored.
+    pub stats: CommitStats,
+    /// Pages read.
+    pub pages: u32,
+    /// `Warning` headers of partial (206) answers.
+    pub partial: Vec<String>,
+    /// Where the pull started reading (last-update time).
+    pub since: Option<Timestamp>,
+}
+
+/// One row of `xdrsync status`.
+#[derive(Debug, Clone)]
+pub struct StreamHealth {
+    /// Tenant id.
+    pub tenant_id: TenantId,
+    /// Stream name.
+    pub stream: String,
+    /// Tenant name when last pulled.
+    pub tenant_name: String,
+    /// The last pull attempt.
+    pub last_attempt: Timestamp,
+    /// The last successful pull.
+    pub last_success: Option<Timestamp>,
+    /// Why the tenant is degraded (the last pull failed), if it is.
+    pub degraded: Option<String>,
+    /// Pulls failed in a row.
+    pub failures: u32,
+    /// The cursor (newest last-update time stored).
+    pub cursor: Option<Timestamp>,
+    /// Versions stored for the tenant, all time.
+    pub versions: u64,
+    /// Distinct incidents stored.
+    pub incidents: u64,
+    /// Unreadable items recorded.
+    pub poison: u64,
+    /// The last partial (206) warning, if the last pull had one.
+    pub partial: Option<String>,
+    /// The store is complete from this last-update time on.
+    pub covered_from: Option<Timestamp>,
+}
+
 /// The SQLite store.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -375,6 +423,137 @@ impl SqliteStore {
                 |r| r.get(0),
             )
             .map_err(self.err())
+    }
+
+    /// Records how a pull of `(tenant, stream)` went.
+    pub fn record_outcome(
+        &self,
+        tenant: &TenantId,
+        stream: StreamKind,
+        o: &PullOutcome,
+    ) -> Result<(), StoreError> {
+        let now = Timestamp::now().to_string();
+        let ok = o.error.is_none();
+        self.conn()
+            .execute(
+                "INSERT INTO stream_health (tenant_id, stream, tenant_name, last_attempt, last_success, degraded, failures, created, updated, pages, partial, covered_from)
+                 VALUES (?1, ?2, ?3, ?4, CASE WHEN ?5 THEN ?4 END, ?6, CASE WHEN ?5 THEN 0 ELSE 1 END, ?7, ?8, ?9, ?10, CASE WHEN ?5 THEN ?11 END)
+                 ON CONFLICT (tenant_id, stream) DO UPDATE SET
+                    tenant_name = excluded.tenant_name,
+                    last_attempt = excluded.last_attempt,
+                    last_success = COALESCE(excluded.last_success, last_success),
+                    degraded = excluded.degraded,
+                    failures = CASE WHEN ?5 THEN 0 ELSE failures + 1 END,
+                    created = created + excluded.created,
+                    updated = updated + excluded.updated,
+                    pages = pages + excluded.pages,
+                    partial = excluded.partial,
+                    covered_from = CASE WHEN excluded.covered_from IS NULL THEN covered_from
+                                        WHEN covered_from IS NULL THEN excluded.covered_from
+                                        ELSE MIN(covered_from, excluded.covered_from) END",
+                params![
+                    tenant.as_str(),
+                    stream.as_str(),
+                    o.tenant_name,
+                    now,
+                    ok,
+                    o.error,
+                    o.stats.created as i64,
+                    o.stats.updated as i64,
+                    i64::from(o.pages),
+                    o.partial.last(),
+                    o.since.map(|t| t.to_string()),
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Every (tenant, stream) that has been pulled, with its counts.
+    pub fn health(&self) -> Result<Vec<StreamHealth>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT h.tenant_id, h.stream, h.tenant_name, h.last_attempt, h.last_success, h.degraded, h.failures, h.partial, h.covered_from,
+                        c.high_water,
+                        (SELECT COUNT(*) FROM incident_versions v WHERE v.tenant_id = h.tenant_id),
+                        (SELECT COUNT(DISTINCT incident_id) FROM incident_versions v WHERE v.tenant_id = h.tenant_id),
+                        (SELECT COUNT(*) FROM poison p WHERE p.tenant_id = h.tenant_id)
+                 FROM stream_health h LEFT JOIN cursors c ON c.tenant_id = h.tenant_id AND c.stream = h.stream
+                 ORDER BY h.tenant_name, h.stream",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                let ts = |i: usize| -> rusqlite::Result<Option<Timestamp>> {
+                    Ok(r.get::<_, Option<String>>(i)?.and_then(|t| t.parse().ok()))
+                };
+                Ok(StreamHealth {
+                    tenant_id: TenantId::canonical(&r.get::<_, String>(0)?),
+                    stream: r.get(1)?,
+                    tenant_name: r.get(2)?,
+                    last_attempt: ts(3)?.unwrap_or_else(Timestamp::now),
+                    last_success: ts(4)?,
+                    degraded: r.get(5)?,
+                    failures: r.get(6)?,
+                    partial: r.get(7)?,
+                    covered_from: ts(8)?,
+                    cursor: ts(9)?,
+                    versions: r.get::<_, i64>(10)? as u64,
+                    incidents: r.get::<_, i64>(11)? as u64,
+                    poison: r.get::<_, i64>(12)? as u64,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// The newest stored version of each incident of `tenant` whose last update is at or after
+    /// `since`: incident id → last update (for `reconcile`).
+    pub fn latest_since_by_id(
+        &self,
+        tenant: &TenantId,
+        since: Timestamp,
+    ) -> Result<std::collections::BTreeMap<String, Timestamp>, StoreError> {
+        let mut out = std::collections::BTreeMap::new();
+        for (id, t) in self.version_keys(tenant)? {
+            let e = out.entry(id).or_insert(t);
+            if t > *e {
+                *e = t;
+            }
+        }
+        out.retain(|_, t| *t >= since);
+        Ok(out)
+    }
+
+    /// The last-update time from which the store is complete for `(tenant, stream)`.
+    pub fn covered_from(
+        &self,
+        tenant: &TenantId,
+        stream: StreamKind,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let text: Option<Option<String>> = self
+            .conn()
+            .query_row(
+                "SELECT covered_from FROM stream_health WHERE tenant_id = ?1 AND stream = ?2",
+                params![tenant.as_str(), stream.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok(text.flatten().and_then(|t| t.parse().ok()))
+    }
+
+    /// Every sink's position: `(sink, seq, updated at)`.
+    pub fn sink_positions(&self) -> Result<Vec<(String, i64, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT sink, seq, updated_at FROM sink_positions ORDER BY sink")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
     /// The last `seq` that `sink` acknowledged (0 if none).

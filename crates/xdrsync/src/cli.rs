@@ -28,6 +28,18 @@ pub(crate) enum Command {
     Incidents(IncidentsCommand),
     /// Pull every enabled tenant once into the store and deliver to the sinks.
     Pull(PullArgs),
+    /// Pull every enabled tenant from a point in the past (e.g. `--since 30d`), whatever the
+    /// cursors say; versions already stored are recognised, cursors only move forward.
+    Backfill(BackfillArgs),
+    /// Run as a daemon: pull every `--interval`, deliver, repeat; SIGTERM/SIGINT drain the pass
+    /// in flight (bounded by `--drain-timeout`) and exit 0.
+    Run(RunArgs),
+    /// A table per tenant and stream: last success, lag, counts, degraded reason; and each
+    /// sink's backlog. Exits 1 when a tenant is degraded.
+    Status,
+    /// Compare what the API holds (last update within `--since`) with the store; list what is
+    /// missing or extra and exit 1 when anything is.
+    Reconcile(ReconcileArgs),
     /// Validate the configuration file without contacting anything.
     CheckConfig,
     /// Run the offline Entra ID + Defender XDR + Graph emulator.
@@ -145,6 +157,40 @@ pub(crate) struct PullArgs {
     /// Also append every new incident version to this NDJSON file.
     #[arg(long)]
     pub(crate) ndjson: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackfillArgs {
+    /// How far back, e.g. `30d`, `72h`.
+    #[arg(long)]
+    pub(crate) since: String,
+    /// Also append every new incident version to this NDJSON file.
+    #[arg(long)]
+    pub(crate) ndjson: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Seconds between passes (default: `[sync] interval_secs`, 300).
+    #[arg(long)]
+    pub(crate) interval: Option<u64>,
+    /// Also append every new incident version to this NDJSON file.
+    #[arg(long)]
+    pub(crate) ndjson: Option<PathBuf>,
+    /// On SIGTERM, wait at most this many seconds for the pass in flight, then stop anyway
+    /// (safe: every commit is atomic; an interrupted tenant is re-read next time).
+    #[arg(long, default_value_t = 30)]
+    pub(crate) drain_timeout: u64,
+    /// Stop after this many passes (default: run until signalled).
+    #[arg(long)]
+    pub(crate) passes: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReconcileArgs {
+    /// How far back to compare, e.g. `7d`.
+    #[arg(long, default_value = "7d")]
+    pub(crate) since: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -36,5 +36,8 @@ CREATE TABLE stream_health (
     updated       INTEGER NOT NULL DEFAULT 0,
     pages         INTEGER NOT NULL DEFAULT 0,
     partial       TEXT,
+    -- The earliest last-update time a successful pull has read from: the store is complete
+    -- from here on (what `reconcile` can hold it to).
+    covered_from  TEXT,
     PRIMARY KEY (tenant_id, stream)
 );

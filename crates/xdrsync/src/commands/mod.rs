@@ -7,6 +7,8 @@ pub(crate) mod emulator;
 pub(crate) mod incidents;
 pub(crate) mod init;
 pub(crate) mod pull;
+pub(crate) mod run;
+pub(crate) mod status;
 
 use std::path::Path;
 

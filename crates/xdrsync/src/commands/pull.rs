@@ -1,27 +1,131 @@
-//! `xdrsync pull`: one pass over every enabled tenant.
+//! `xdrsync pull` (one pass over every enabled tenant) and `xdrsync backfill --since`.
 
-use std::path::Path;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use xdrsync_pipeline::{Pipeline, TenantReport};
+use xdrsync_model::Timestamp;
+use xdrsync_pipeline::{Pipeline, PullMode, TenantReport};
 use xdrsync_sinks::NdjsonSink;
 use xdrsync_store::SqliteStore;
 
-use crate::cli::PullArgs;
+use crate::cli::{BackfillArgs, PullArgs};
 
 pub(crate) async fn run(args: PullArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
+    one_pass(config_path, PullMode::Incremental, args.ndjson).await
+}
+
+pub(crate) async fn backfill(args: BackfillArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
+    let period = xdrsync_model::parse_duration(&args.since).map_err(|e| {
+        xdrsync_config::ConfigError::Invalid {
+            path: "command line".into(),
+            field: "--since".into(),
+            message: e.to_string(),
+        }
+    })?;
+    one_pass(
+        config_path,
+        PullMode::Since(Timestamp::now().sub(period)),
+        args.ndjson,
+    )
+    .await
+}
+
+async fn one_pass(
+    config_path: &Path,
+    mode: PullMode,
+    ndjson: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     let config = super::load_config(config_path)?;
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
     let pipeline = Pipeline::new(config, store.clone())?;
-    let reports = pipeline.pull_all().await;
-    if let Some(path) = args.ndjson {
-        let sink = NdjsonSink::new("ndjson", path);
-        let delivered = tokio::task::spawn_blocking(move || sink.deliver(&store)).await??;
-        eprintln!("Delivered {} events to the NDJSON file.", delivered.events);
-    }
+    let reports = pass(&pipeline, mode).await;
+    let delivered = deliver(&store, ndjson).await;
     print!("{}", summary(&reports));
-    Ok(exit_code(&reports))
+    Ok(if delivered {
+        exit_code(&reports)
+    } else {
+        ExitCode::from(crate::EXIT_FAILURE)
+    })
+}
+
+/// One pull pass with progress on stderr: a live line on a terminal, a line per tenant
+/// otherwise (logs, CI, systemd).
+pub(crate) async fn pass(pipeline: &Pipeline, mode: PullMode) -> Vec<TenantReport> {
+    let total = pipeline.enabled_tenants();
+    let live = std::io::stderr().is_terminal();
+    let mut done = 0usize;
+    let mut failed = 0usize;
+    let reports = pipeline
+        .pull_all_with(mode, |r| {
+            done += 1;
+            if r.error.is_some() {
+                failed += 1;
+            }
+            let what = match &r.error {
+                Some(e) => format!("FAILED: {e}"),
+                None => format!(
+                    "{} new, {} updated, {} pages",
+                    r.stats.created, r.stats.updated, r.pages
+                ),
+            };
+            if live {
+                let width = 30;
+                let filled = (done * width)
+                    .checked_div(total)
+                    .unwrap_or(width)
+                    .min(width);
+                eprint!(
+                    "\r\x1b[2K[{}{}] {done}/{total} tenants, {failed} failed  {}: {}",
+                    "#".repeat(filled),
+                    " ".repeat(width - filled),
+                    r.name,
+                    truncate(&what, 60)
+                );
+            } else {
+                eprintln!("pulled {} ({done}/{total}): {what}", r.name);
+            }
+        })
+        .await;
+    if live {
+        eprintln!();
+    }
+    reports
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}
+
+/// Delivers the outbox to the NDJSON file, if one is named. A sink failure is reported, not
+/// fatal: the pull is stored and the sink catches up from its position next time.
+pub(crate) async fn deliver(store: &Arc<SqliteStore>, ndjson: Option<PathBuf>) -> bool {
+    let Some(path) = ndjson else {
+        return true;
+    };
+    let sink = NdjsonSink::new("ndjson", path);
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || sink.deliver(&store)).await {
+        Ok(Ok(d)) => {
+            eprintln!("Delivered {} events to the NDJSON file.", d.events);
+            true
+        }
+        Ok(Err(e)) => {
+            eprintln!(
+                "error: {e} (the incidents are stored; the sink resumes from its position on the next run)"
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("error: the NDJSON sink stopped: {e}");
+            false
+        }
+    }
 }
 
 /// The per-tenant summary table.
@@ -29,6 +133,21 @@ pub(crate) fn summary(reports: &[TenantReport]) -> String {
     let rows: Vec<Vec<String>> = reports
         .iter()
         .map(|r| {
+            let mut notes = Vec::new();
+            if r.poison > 0 {
+                notes.push(format!("{} unreadable (see store poison table)", r.poison));
+            }
+            if r.expand_fallbacks > 0 {
+                notes.push(format!(
+                    "{} pages read without $expand=alerts (alerts via alerts_v2)",
+                    r.expand_fallbacks
+                ));
+            }
+            if let Some(w) = r.partial.last() {
+                notes.push(format!(
+                    "PARTIAL results (206 Warning: {w}); re-read next pass"
+                ));
+            }
             vec![
                 r.name.clone(),
                 r.api.to_string(),
@@ -38,10 +157,10 @@ pub(crate) fn summary(reports: &[TenantReport]) -> String {
                     .or(r.cursor)
                     .map(|t| t.to_string())
                     .unwrap_or_else(|| "-".into()),
-                match (&r.error, r.poison) {
-                    (Some(e), _) => format!("FAILED: {e}"),
-                    (None, 0) => "ok".into(),
-                    (None, n) => format!("ok, {n} unreadable (see store poison table)"),
+                match &r.error {
+                    Some(e) => format!("FAILED: {e}"),
+                    None if notes.is_empty() => "ok".into(),
+                    None => format!("ok, {}", notes.join("; ")),
                 },
             ]
         })

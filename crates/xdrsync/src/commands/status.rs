@@ -1,0 +1,200 @@
+//! `xdrsync status` (what the store knows about each tenant) and `xdrsync reconcile` (what the
+//! API holds against what the store has).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use xdrsync_model::Timestamp;
+use xdrsync_pipeline::Pipeline;
+use xdrsync_store::SqliteStore;
+
+use crate::cli::ReconcileArgs;
+
+pub(crate) fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = super::load_config(config_path)?;
+    let store = SqliteStore::open(&config.store_path)?;
+    let now = Timestamp::now();
+    let health = store.health()?;
+    let mut degraded = 0;
+    let mut rows = Vec::new();
+    for t in config.tenants.iter().filter(|t| t.enabled) {
+        let Some(h) = health.iter().find(|h| h.tenant_id == t.tenant_id) else {
+            rows.push(vec![
+                t.name.clone(),
+                "incidents".into(),
+                "never".into(),
+                "-".into(),
+                "0".into(),
+                "0".into(),
+                "0".into(),
+                "not pulled yet".into(),
+            ]);
+            continue;
+        };
+        let lag = h
+            .cursor
+            .map(|c| human(now.ticks() - c.ticks()))
+            .unwrap_or_else(|| "-".into());
+        let status = match &h.degraded {
+            Some(reason) => {
+                degraded += 1;
+                format!("DEGRADED ({} failed pulls in a row): {reason}", h.failures)
+            }
+            None => match &h.partial {
+                Some(w) => format!("ok, last answer partial (206 Warning: {w})"),
+                None => "ok".into(),
+            },
+        };
+        rows.push(vec![
+            t.name.clone(),
+            h.stream.clone(),
+            h.last_success
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "never".into()),
+            lag,
+            h.incidents.to_string(),
+            h.versions.to_string(),
+            h.poison.to_string(),
+            status,
+        ]);
+    }
+    print!(
+        "{}",
+        crate::table::render(
+            &[
+                "TENANT",
+                "STREAM",
+                "LAST SUCCESS",
+                "LAG",
+                "INCIDENTS",
+                "VERSIONS",
+                "UNREADABLE",
+                "STATUS"
+            ],
+            &rows
+        )
+    );
+    let last = store.last_seq()?;
+    let sinks = store.sink_positions()?;
+    if !sinks.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = sinks
+            .iter()
+            .map(|(name, seq, at)| {
+                vec![
+                    name.clone(),
+                    seq.to_string(),
+                    (last - seq).max(0).to_string(),
+                    at.clone(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            crate::table::render(&["SINK", "POSITION", "BACKLOG", "UPDATED"], &rows)
+        );
+    }
+    Ok(if degraded > 0 {
+        ExitCode::from(crate::EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `1h 05m`, `3m 12s`, `40s` from 100 ns ticks.
+fn human(ticks: i64) -> String {
+    let s = (ticks / 10_000_000).max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+pub(crate) async fn reconcile(args: ReconcileArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
+    let period = xdrsync_model::parse_duration(&args.since).map_err(|e| {
+        xdrsync_config::ConfigError::Invalid {
+            path: "command line".into(),
+            field: "--since".into(),
+            message: e.to_string(),
+        }
+    })?;
+    let config = super::load_config(config_path)?;
+    let store = Arc::new(SqliteStore::open(&config.store_path)?);
+    let tenants: Vec<_> = config
+        .tenants
+        .iter()
+        .filter(|t| t.enabled)
+        .cloned()
+        .collect();
+    let pipeline = Pipeline::new(config, store)?;
+    let since = Timestamp::now().sub(period);
+    let mut bad = false;
+    let mut rows = Vec::new();
+    let mut details = String::new();
+    for t in &tenants {
+        let r = pipeline.reconcile(t, since).await;
+        bad |= r.error.is_some() || !r.missing.is_empty() || !r.extra.is_empty();
+        for (id, api, stored) in &r.missing {
+            details.push_str(&format!(
+                "{}: MISSING incident {id} at {api} (store has {})\n",
+                r.name,
+                stored
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "nothing".into())
+            ));
+        }
+        for (id, stored) in &r.extra {
+            details.push_str(&format!(
+                "{}: EXTRA incident {id} at {stored} (the API does not list it at that version)\n",
+                r.name
+            ));
+        }
+        rows.push(vec![
+            r.name.clone(),
+            r.matched.to_string(),
+            r.missing.len().to_string(),
+            r.extra.len().to_string(),
+            r.pending.to_string(),
+            r.compared_from
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r.error
+                .clone()
+                .map(|e| format!("FAILED: {e}"))
+                .unwrap_or_else(|| {
+                    if r.missing.is_empty() && r.extra.is_empty() {
+                        "ok".into()
+                    } else {
+                        "DIFFERS".into()
+                    }
+                }),
+        ]);
+    }
+    print!(
+        "{}",
+        crate::table::render(
+            &[
+                "TENANT",
+                "MATCHED",
+                "MISSING",
+                "EXTRA",
+                "NOT PULLED YET",
+                "FROM",
+                "STATUS"
+            ],
+            &rows
+        )
+    );
+    if !details.is_empty() {
+        println!();
+        print!("{details}");
+    }
+    Ok(if bad {
+        ExitCode::from(crate::EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,329 @@
+//! The sync commands end to end: `status`, `reconcile`, `backfill`, the `run` daemon's drain on
+//! SIGTERM, and a crash test that SIGKILLs `xdrsync pull` at random points.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use xdrsync_emulator::faults::{Fault, FaultRule};
+use xdrsync_model::{ApiKind, TenantId, Timestamp};
+use xdrsync_store::SqliteStore;
+use xdrsync_test_utils as tu;
+
+fn command(args: &[&str], cwd: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xdrsync"));
+    c.args(args)
+        .current_dir(cwd)
+        .env_remove("XDRSYNC_CONFIG")
+        .env_remove("XDRSYNC_LOG");
+    c
+}
+
+/// Runs xdrsync off the async threads, so the in-process emulator keeps serving.
+async fn xdrsync(args: &[&str], cwd: &Path) -> Output {
+    let mut c = command(args, cwd);
+    tokio::task::spawn_blocking(move || c.output().expect("run xdrsync"))
+        .await
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reconcile_and_backfill() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = tu::write_config(dir, &emu, &[ApiKind::Graph, ApiKind::Xdr], "");
+
+    let status = xdrsync(&["status"], dir).await;
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    assert!(
+        text(&status).contains("not pulled yet"),
+        "{}",
+        text(&status)
+    );
+
+    let pull = xdrsync(&["pull", "--ndjson", "out.ndjson"], dir).await;
+    assert_eq!(pull.status.code(), Some(0), "{}", text(&pull));
+    // Not a terminal: one plain progress line per tenant.
+    assert_eq!(
+        String::from_utf8_lossy(&pull.stderr)
+            .matches("pulled ")
+            .count(),
+        3,
+        "{}",
+        text(&pull)
+    );
+
+    let status = xdrsync(&["status"], dir).await;
+    let out = text(&status);
+    assert_eq!(status.status.code(), Some(0), "{out}");
+    for t in &config.tenants {
+        assert!(out.contains(&t.name), "{out}");
+    }
+    assert!(
+        out.contains("LAST SUCCESS") && out.contains("LAG") && out.contains("ndjson"),
+        "{out}"
+    );
+    assert_eq!(out.matches(" ok").count(), 3, "{out}");
+
+    let same = xdrsync(&["reconcile", "--since", "7d"], dir).await;
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same));
+    assert_eq!(text(&same).matches("  ok").count(), 3, "{}", text(&same));
+
+    // Lose the newest version of one incident behind xdrsync's back: reconcile finds it.
+    let victim: (String, String) = {
+        let db = rusqlite::Connection::open(&config.store_path).unwrap();
+        let row = db
+            .query_row(
+                "SELECT tenant_id, incident_id, MAX(last_update) FROM incident_versions GROUP BY tenant_id, incident_id ORDER BY 3 DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
+            )
+            .unwrap();
+        db.execute(
+            "DELETE FROM incident_versions WHERE tenant_id = ?1 AND incident_id = ?2 AND last_update = ?3",
+            [&row.0, &row.1, &row.2],
+        )
+        .unwrap();
+        (row.0, row.1)
+    };
+    let differs = xdrsync(&["reconcile", "--since", "7d"], dir).await;
+    let out = text(&differs);
+    assert_eq!(differs.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(&format!("MISSING incident {}", victim.1)),
+        "{out}"
+    );
+
+    // Backfill re-reads the window and restores it; nothing else is stored twice.
+    let before = SqliteStore::open(&config.store_path)
+        .unwrap()
+        .last_seq()
+        .unwrap();
+    let backfill = xdrsync(&["backfill", "--since", "30d"], dir).await;
+    assert_eq!(backfill.status.code(), Some(0), "{}", text(&backfill));
+    let store = SqliteStore::open(&config.store_path).unwrap();
+    let restored = store.versions_after(before, 1000).unwrap();
+    assert!(
+        restored
+            .iter()
+            .any(|v| v.incident.incident_id.as_str() == victim.1
+                && v.incident.tenant_id.as_str() == victim.0),
+        "{restored:?}"
+    );
+    let again = xdrsync(&["reconcile", "--since", "7d"], dir).await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+
+    // A tenant whose consent is revoked is degraded, with the reason; the others are fine.
+    let revoked = config.tenants[1].tenant_id.to_string();
+    emu.state().update_directory(|d| {
+        d.apps[0].consents.remove(&revoked);
+    });
+    let pull = xdrsync(&["pull"], dir).await;
+    assert_eq!(pull.status.code(), Some(1), "{}", text(&pull));
+    let status = xdrsync(&["status"], dir).await;
+    let out = text(&status);
+    assert_eq!(status.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("DEGRADED (1 failed pulls in a row)") && out.contains("AADSTS700016"),
+        "{out}"
+    );
+    assert_eq!(out.matches(" ok").count(), 2, "{out}");
+
+    let bad = xdrsync(&["backfill", "--since", "soon"], dir).await;
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("--since"), "{}", text(&bad));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_daemon_drains_on_sigterm() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    tu::write_config(&dir, &emu, &[ApiKind::Graph], "");
+    let child = command(&["run", "--interval", "1", "--ndjson", "out.ndjson"], &dir)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for two passes to have delivered.
+    let ndjson = dir.join("out.ndjson");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ndjson.exists() || std::fs::metadata(&ndjson).unwrap().len() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no delivery");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("pass 1:") && err.contains("stopped after"),
+        "{err}"
+    );
+    let lines = std::fs::read_to_string(&ndjson).unwrap();
+    let ids: BTreeSet<&str> = lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+                .leak() as &str
+        })
+        .collect();
+    assert_eq!(ids.len(), lines.lines().count(), "a repeated event");
+}
+
+/// One completed pull: the emulator clock when it started and ended.
+type Poll = (Timestamp, Timestamp);
+
+/// Kills `xdrsync pull` with SIGKILL at random points (listing, committing, delivering) at
+/// least 20 times while the tenants change, letting every fourth pull finish. Afterwards the
+/// store holds every version a finished pull could see, nothing the emulator never had, nothing
+/// twice, and the NDJSON file holds each stored version exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
+    let emu = tu::start_with(tu::demo_directory(), |b| {
+        b.tie_probability = 0.3;
+        b.merge_probability = 0.2;
+    })
+    .await;
+    for route in ["GET /v1.0/security/incidents", "GET /api/incidents"] {
+        emu.state().add_fault(FaultRule {
+            route: route.into(),
+            sequence: vec![],
+            fault: Some(Fault::Latency { ms: 15 }),
+            probability: None,
+        });
+        emu.state().add_fault(FaultRule {
+            route: route.into(),
+            sequence: vec![],
+            fault: Some(Fault::Status {
+                status: 503,
+                retry_after_secs: None,
+            }),
+            probability: Some(0.05),
+        });
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let config = tu::write_config(
+        &dir,
+        &emu,
+        &[ApiKind::Graph, ApiKind::Xdr],
+        "[sync]\ninitial_lookback_hours = 720\ngraph_page_size = 10\nxdr_page_size = 10\n",
+    );
+    let mut rng = 0x5EED_u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut polls: Vec<Poll> = Vec::new();
+    let mut kills = 0;
+    let mut i = 0;
+    while kills < 24 {
+        i += 1;
+        emu.state().clock().advance(chrono::Duration::minutes(4));
+        let start = emu.state().clock().now();
+        let mut child = command(&["pull", "--ndjson", "out.ndjson"], &dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        if i % 4 == 0 {
+            let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+                .await
+                .unwrap();
+            assert!(status.success(), "pull {i} failed");
+            polls.push((start, emu.state().clock().now()));
+            continue;
+        }
+        // The first pull reads ~7 days of history (seconds); later ones are short.
+        let upto = if polls.is_empty() { 3000 } else { 400 };
+        tokio::time::sleep(Duration::from_millis(next(upto))).await;
+        child.kill().unwrap(); // SIGKILL
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        if !status.success() {
+            kills += 1;
+        }
+    }
+    // One last pull to completion.
+    let start = emu.state().clock().now();
+    let last = xdrsync(&["pull", "--ndjson", "out.ndjson"], &dir).await;
+    assert!(last.status.success(), "{}", text(&last));
+    polls.push((start, emu.state().clock().now()));
+
+    let store = SqliteStore::open(&config.store_path).unwrap();
+    let mut stored_events = BTreeSet::new();
+    for v in store.versions_after(0, 10_000_000).unwrap() {
+        assert!(stored_events.insert(v.event_id.clone()));
+    }
+    for t in &config.tenants {
+        let tenant = t.tenant_id.as_str();
+        let mut truth: BTreeMap<u64, Vec<Timestamp>> = BTreeMap::new();
+        for v in emu.state().ground_truth(tenant) {
+            truth.entry(v.incident_id).or_default().push(v.last_update);
+        }
+        let truth_keys: BTreeSet<(String, Timestamp)> = truth
+            .iter()
+            .flat_map(|(id, ts)| ts.iter().map(move |t| (id.to_string(), *t)))
+            .collect();
+        let rows = store.version_keys(&TenantId::canonical(tenant)).unwrap();
+        let stored: BTreeSet<(String, Timestamp)> = rows.iter().cloned().collect();
+        assert_eq!(stored.len(), rows.len(), "{tenant}: a version stored twice");
+        let invented: Vec<_> = stored.difference(&truth_keys).collect();
+        assert!(invented.is_empty(), "{tenant}: {invented:?}");
+        let mut surely = 0;
+        for (id, times) in &truth {
+            for (k, t) in times.iter().enumerate() {
+                let next = times.get(k + 1);
+                if polls
+                    .iter()
+                    .any(|(s, e)| t <= s && next.is_none_or(|n| n > e))
+                {
+                    surely += 1;
+                    assert!(
+                        stored.contains(&(id.to_string(), *t)),
+                        "{tenant}: lost incident {id} version {t}"
+                    );
+                }
+            }
+        }
+        assert!(surely > 200, "{tenant}: only {surely} versions checked");
+    }
+    // The file: whole lines only, each stored version exactly once.
+    let text = std::fs::read_to_string(dir.join("out.ndjson")).unwrap();
+    assert!(text.ends_with('\n'));
+    let mut in_file = BTreeSet::new();
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert!(
+            in_file.insert(v["event_id"].as_str().unwrap().to_owned()),
+            "event delivered twice: {line}"
+        );
+    }
+    assert_eq!(in_file, stored_events);
+    assert!(kills >= 20);
+}
