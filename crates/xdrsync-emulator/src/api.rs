@@ -350,6 +350,7 @@ pub(crate) fn limit(
     else {
         return Ok(());
     };
+    state.count_throttled();
     // Retry-After is in real seconds, so a client of a time-scaled emulator waits the scaled time.
     let real = state
         .clock()

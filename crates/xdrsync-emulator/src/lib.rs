@@ -123,6 +123,7 @@ struct Inner {
     pages_served: AtomicU64,
     faults_injected: AtomicU64,
     basic_client_secrets: AtomicU64,
+    throttled: AtomicU64,
     /// Rendered JSON per incident version and shape: a version never changes, so it is
     /// rendered once however many pages carry it (the emulator must not be the bottleneck).
     rendered: Mutex<HashMap<RenderKey, Arc<str>>>,
@@ -159,6 +160,8 @@ pub struct Stats {
     /// Client secrets received in an HTTP Basic `Authorization` header (`client_secret_basic`)
     /// rather than the form body.
     pub basic_client_secrets: u64,
+    /// Calls refused with 429 because a quota was spent.
+    pub throttled: u64,
 }
 
 impl EmulatorState {
@@ -182,6 +185,7 @@ impl EmulatorState {
             base_url: RwLock::new("http://127.0.0.1".into()),
             tokens_issued: AtomicU64::new(0),
             basic_client_secrets: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
             pages_served: AtomicU64::new(0),
             faults_injected: AtomicU64::new(0),
             rendered: Mutex::new(HashMap::new()),
@@ -328,7 +332,12 @@ impl EmulatorState {
             pages_served: self.0.pages_served.load(Ordering::Relaxed),
             faults_injected: self.0.faults_injected.load(Ordering::Relaxed),
             basic_client_secrets: self.0.basic_client_secrets.load(Ordering::Relaxed),
+            throttled: self.0.throttled.load(Ordering::Relaxed),
         }
+    }
+
+    pub(crate) fn count_throttled(&self) {
+        self.0.throttled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Runs `f` on a tenant's data brought up to the current emulator time.
@@ -388,11 +397,19 @@ impl EmulatorState {
                 .into_iter()
                 .filter(|i| pred(i))
                 .collect();
-            matching.sort_by_key(|i| std::cmp::Reverse((i.last_update, i.id)));
-            if ascending {
-                matching.reverse();
-            }
             let total = matching.len();
+            // Only the first `skip + top` in order are needed: partition them out in O(n)
+            // and sort just those (a full sort per page made deep paging quadratic).
+            let order = |a: &&EmuIncident, b: &&EmuIncident| {
+                let o = (a.last_update, a.id).cmp(&(b.last_update, b.id));
+                if ascending { o } else { o.reverse() }
+            };
+            let wanted = skip.saturating_add(top);
+            if wanted < matching.len() {
+                matching.select_nth_unstable_by(wanted, order);
+                matching.truncate(wanted);
+            }
+            matching.sort_by(order);
             let page: Vec<&EmuIncident> = matching.into_iter().skip(skip).take(top).collect();
             (total, f(&page))
         })

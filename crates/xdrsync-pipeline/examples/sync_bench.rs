@@ -1,0 +1,263 @@
+//! Sync benchmarks against the in-process emulator over loopback (release build).
+//!
+//! ```sh
+//! cargo run --release -p xdrsync-pipeline --example sync_bench -- throughput [TENANTS] [PER_HOUR]
+//! cargo run --release -p xdrsync-pipeline --example sync_bench -- ratelimit [INCIDENTS] [SCALE] [graph|xdr]
+//! ```
+//!
+//! `throughput`: emulator limits off; one pull of every tenant's 7-day history (incidents with
+//! several alerts and their entities) into SQLite, then the NDJSON sink; versions per second end
+//! to end.
+//!
+//! `ratelimit`: the emulator enforces the documented quotas with its clock `SCALE` times faster;
+//! the client paces with the same scale. A backfill of `INCIDENTS` incidents; reports the
+//! elapsed time against the theoretical minimum the quota allows for the calls made, and the
+//! 429s the emulator answered.
+
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use xdrsync_emulator::{
+    AppSecret, AppSpec, Directory, Emulator, EmulatorConfig, Resource, TenantSpec,
+};
+use xdrsync_model::Timestamp;
+use xdrsync_pipeline::{Pipeline, PullMode};
+use xdrsync_sinks::NdjsonSink;
+use xdrsync_store::SqliteStore;
+
+fn directory(tenants: usize, per_hour: f64) -> Directory {
+    let specs: Vec<TenantSpec> = (0..tenants)
+        .map(|i| TenantSpec::named(&format!("Customer {i}"), per_hour))
+        .collect();
+    let consents = specs
+        .iter()
+        .map(|t| {
+            (
+                t.id.clone(),
+                Resource::ALL
+                    .into_iter()
+                    .map(|r| {
+                        (
+                            r,
+                            vec![
+                                "SecurityIncident.Read.All".to_owned(),
+                                "Incident.Read.All".to_owned(),
+                            ],
+                        )
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let app = AppSpec {
+        client_id: "00000000-0000-4000-8000-00000000be0c".into(),
+        name: "bench".into(),
+        home_tenant: specs[0].id.clone(),
+        multi_tenant: true,
+        secrets: vec![AppSecret {
+            value: "bench~secret".into(),
+            expires: None,
+        }],
+        consents,
+        certificates: Vec::new(),
+        redirect_uris: vec![],
+        required_roles: Default::default(),
+        managed_identity: false,
+    };
+    Directory {
+        tenants: specs,
+        apps: vec![app],
+    }
+}
+
+fn config(dir: &std::path::Path, emu: &Emulator, api: &str, sync: &str) -> xdrsync_config::Config {
+    let c = emu.contract();
+    std::fs::write(dir.join("secret"), "bench~secret").unwrap();
+    let base = emu.base_url();
+    let mut toml = format!(
+        "[sync]\n{sync}\n[store]\npath = \"bench.db\"\n[cloud]\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
+         [[apps]]\nname = \"app\"\nclient_id = \"{}\"\nclient_secret = {{ file = \"secret\" }}\n",
+        c.apps[0].client_id
+    );
+    for (i, t) in c.tenants.iter().enumerate() {
+        toml.push_str(&format!(
+            "[[tenants]]\nname = \"t{i}\"\ntenant_id = \"{}\"\napp = \"app\"\napi = \"{api}\"\n",
+            t.id
+        ));
+    }
+    std::fs::write(dir.join("xdrsync.toml"), toml).unwrap();
+    xdrsync_config::Config::load(&dir.join("xdrsync.toml")).unwrap()
+}
+
+async fn throughput(tenants: usize, per_hour: f64) {
+    let mut ec = EmulatorConfig {
+        directory: directory(tenants, per_hour),
+        ..EmulatorConfig::default()
+    };
+    ec.behaviour.rate_limits = false;
+    let emu = Emulator::start(ec, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config(
+        tmp.path(),
+        &emu,
+        "graph",
+        "initial_lookback_hours = 720\nrate_budget = false\n",
+    );
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    // Where the time goes, for one tenant: listing (HTTP, the emulator, JSON, normalizing)
+    // against committing into SQLite.
+    {
+        let t0 = Instant::now();
+        let target = xdrsync_pipeline::target(&config.tenants[0], &config, None).unwrap();
+        let client = xdrsync_pipeline::api_client(&config).unwrap();
+        let since = Timestamp::now().sub(chrono::Duration::days(30));
+        let listing = client.list_incidents(&target, since, None).await.unwrap();
+        let cold = t0.elapsed();
+        let t0 = Instant::now();
+        let listing2 = client.list_incidents(&target, since, None).await.unwrap();
+        let listed = t0.elapsed();
+        println!(
+            "  one tenant, emulator cold: {} listed in {:.2}s; warm (renders cached): {:.2}s",
+            listing2.incidents.len(),
+            cold.as_secs_f64(),
+            listed.as_secs_f64()
+        );
+        let scratch = SqliteStore::open(&tmp.path().join("scratch.db")).unwrap();
+        let versions: Vec<_> = listing
+            .incidents
+            .into_iter()
+            .map(|f| xdrsync_store::NewVersion {
+                incident: f.incident,
+                raw: f.raw,
+            })
+            .collect();
+        let t1 = Instant::now();
+        scratch
+            .commit(&config.tenants[0].tenant_id, &versions, None)
+            .unwrap();
+        println!(
+            "  one tenant: {} versions listed in {:.2}s ({:.0}/s), committed in {:.2}s ({:.0}/s)",
+            versions.len(),
+            listed.as_secs_f64(),
+            versions.len() as f64 / listed.as_secs_f64(),
+            t1.elapsed().as_secs_f64(),
+            versions.len() as f64 / t1.elapsed().as_secs_f64()
+        );
+    }
+    let pipeline = Pipeline::new(config, store.clone()).unwrap();
+    let started = Instant::now();
+    let reports = pipeline.pull_all().await;
+    let pulled = started.elapsed();
+    let versions: u64 = reports
+        .iter()
+        .map(|r| r.stats.created + r.stats.updated)
+        .sum();
+    let alerts: usize = store
+        .versions_after(0, 200)
+        .unwrap()
+        .iter()
+        .map(|v| v.incident.alerts.len())
+        .sum();
+    let sink = NdjsonSink::new("ndjson", tmp.path().join("out.ndjson"));
+    let t = Instant::now();
+    let delivered = sink.deliver(&store).unwrap();
+    let sunk = t.elapsed();
+    let total = started.elapsed();
+    let bytes = std::fs::metadata(tmp.path().join("out.ndjson"))
+        .unwrap()
+        .len();
+    println!(
+        "throughput: {tenants} tenants, {versions} versions (avg {:.1} alerts each in the first 200), {} pages",
+        alerts as f64 / 200.0,
+        reports.iter().map(|r| r.pages).sum::<u32>()
+    );
+    println!(
+        "  pull into SQLite: {:.2}s = {:.0} versions/s",
+        pulled.as_secs_f64(),
+        versions as f64 / pulled.as_secs_f64()
+    );
+    println!(
+        "  NDJSON sink: {} events, {:.1} MB in {:.2}s = {:.0} events/s",
+        delivered.events,
+        bytes as f64 / 1e6,
+        sunk.as_secs_f64(),
+        delivered.events as f64 / sunk.as_secs_f64()
+    );
+    println!(
+        "  end to end: {:.2}s = {:.0} versions/s",
+        total.as_secs_f64(),
+        versions as f64 / total.as_secs_f64()
+    );
+}
+
+async fn ratelimit(incidents: usize, scale: f64, api: &str) {
+    // One tenant whose 7-day history holds about `incidents` incidents.
+    let per_hour = incidents as f64 / (7.0 * 24.0);
+    let mut ec = EmulatorConfig {
+        directory: directory(1, per_hour),
+        time_scale: scale,
+        ..EmulatorConfig::default()
+    };
+    ec.behaviour.rate_limits = true;
+    let emu = Emulator::start(ec, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config(
+        tmp.path(),
+        &emu,
+        api,
+        &format!("initial_lookback_hours = 720\nrate_budget = true\nquota_time_scale = {scale}\n"),
+    );
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let pipeline = Pipeline::new(config, store.clone()).unwrap();
+    let before = emu.state().stats();
+    let started = Instant::now();
+    let since = Timestamp::now().sub(chrono::Duration::days(30));
+    let reports = pipeline.pull_all_with(PullMode::Since(since), |_| {}).await;
+    let elapsed = started.elapsed();
+    let r = &reports[0];
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let after = emu.state().stats();
+    let calls = after.pages_served - before.pages_served;
+    let (per_window, window) = if api == "graph" {
+        (150u64, 60.0)
+    } else {
+        (50u64, 60.0)
+    };
+    // The first `per_window` calls go at once; each further `per_window` needs a new window.
+    let windows = calls.saturating_sub(1) / per_window;
+    let minimum = windows as f64 * window / scale;
+    let throttled = after.throttled - before.throttled;
+    println!(
+        "ratelimit ({api}, time scale {scale}): {} incidents stored, {} list calls, {:.2}s elapsed; theoretical minimum {:.2}s ({} full quota windows of {per_window} calls) → {:.3}×; 429 answers: {throttled}",
+        r.stats.created,
+        calls,
+        elapsed.as_secs_f64(),
+        minimum,
+        windows,
+        elapsed.as_secs_f64() / minimum.max(1e-9),
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ratelimit") => {
+            let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
+            let scale = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(60.0);
+            let api = args.get(3).cloned().unwrap_or_else(|| "graph".into());
+            ratelimit(n, scale, &api).await;
+        }
+        _ => {
+            let tenants = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(4);
+            let per_hour = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(60.0);
+            throughput(tenants, per_hour).await;
+        }
+    }
+}
