@@ -95,10 +95,7 @@ struct Window {
 
 /// One (app, tenant, quota) budget. The async mutex queues callers in order, so the waiting is
 /// fair across the streams and tenants that share it.
-#[derive(Debug, Default)]
-struct Budget {
-    window: tokio::sync::Mutex<Window>,
-}
+type Budget = tokio::sync::Mutex<Window>;
 
 /// Every budget of the process.
 #[derive(Debug)]
@@ -107,8 +104,6 @@ pub struct RateBudgets {
     /// Quota windows run this many times faster (an emulator's `--time-scale`).
     time_scale: f64,
     budgets: Mutex<HashMap<(String, String, Quota), Arc<Budget>>>,
-    /// Time spent waiting for a slot, in milliseconds (for status and benchmarks).
-    waited_ms: std::sync::atomic::AtomicU64,
 }
 
 impl RateBudgets {
@@ -122,7 +117,6 @@ impl RateBudgets {
                 1.0
             },
             budgets: Mutex::new(HashMap::new()),
-            waited_ms: Default::default(),
         }
     }
 
@@ -142,7 +136,7 @@ impl RateBudgets {
     /// Waits until a call of `quota` by `app` in `tenant` fits the budget, then counts it.
     pub async fn acquire(&self, app: &str, tenant: &str, quota: Quota) {
         let budget = self.budget(app, tenant, quota);
-        let mut w = budget.window.lock().await;
+        let mut w = budget.lock().await;
         let started = Instant::now();
         loop {
             let now = Instant::now();
@@ -175,7 +169,9 @@ impl RateBudgets {
                     .count();
                 if inside >= limit {
                     // The call that frees a slot is the oldest one still counted.
-                    let oldest = w.sent[w.sent.len() - inside + (inside - limit)];
+                    // (`sent` is oldest first and every call inside the window is among the last
+                    // `inside`.)
+                    let oldest = w.sent[w.sent.len() - limit];
                     let margin = window.mul_f64(0.02) + Duration::from_millis(25);
                     let at = oldest + window + margin;
                     wait_until = Some(wait_until.map_or(at, |u: Instant| u.max(at)));
@@ -189,10 +185,6 @@ impl RateBudgets {
         w.sent.push_back(Instant::now());
         let waited = started.elapsed();
         if waited > Duration::from_millis(1) {
-            self.waited_ms.fetch_add(
-                waited.as_millis() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
             tracing::debug!(
                 tenant,
                 quota = quota.as_str(),
@@ -205,7 +197,7 @@ impl RateBudgets {
     /// A 429 arrived: nobody calls `quota` for `(app, tenant)` for `after`.
     pub async fn pause(&self, app: &str, tenant: &str, quota: Quota, after: Duration) {
         let budget = self.budget(app, tenant, quota);
-        let mut w = budget.window.lock().await;
+        let mut w = budget.lock().await;
         let until = Instant::now() + after;
         w.paused_until = Some(w.paused_until.map_or(until, |u| u.max(until)));
         tracing::warn!(
@@ -214,11 +206,6 @@ impl RateBudgets {
             wait_secs = after.as_secs_f64(),
             "Throttled (429): pausing every call of this quota for the app in this tenant."
         );
-    }
-
-    /// Total time callers spent waiting for a slot.
-    pub fn waited(&self) -> Duration {
-        Duration::from_millis(self.waited_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 

@@ -227,11 +227,6 @@ impl ApiClient {
         }
     }
 
-    /// The rate budgets.
-    pub fn budgets(&self) -> &Arc<RateBudgets> {
-        &self.budgets
-    }
-
     /// The shared token cache.
     pub fn tokens(&self) -> &Arc<TokenCache> {
         &self.tokens
@@ -386,9 +381,9 @@ impl ApiClient {
                 match self.get_with(target, &url, 2).await {
                     Err(e) if e.status().is_some_and(|s| (500..=599).contains(&s)) => {
                         // Big incidents make `$expand=alerts` fail for good (peers.md §10.2,
-                        // Elastic #18144): read the page without it and each incident's alerts
-                        // through alerts_v2, so the cursor keeps moving.
-                        tracing::warn!(tenant = %target.tenant, error = %e, "The incident list with $expand=alerts failed; reading this page without it and the alerts through alerts_v2.");
+                        // Elastic #18144): read the page without it and each incident on its
+                        // own with its alerts, so the cursor keeps moving.
+                        tracing::warn!(tenant = %target.tenant, error = %e, "The incident list with $expand=alerts failed; reading this page without it and each incident on its own.");
                         listing.expand_fallbacks += 1;
                         let plain = list_url(target, since, upper, skip, false)?;
                         let body = self.get(target, &plain).await?;
@@ -415,40 +410,31 @@ impl ApiClient {
             let count = page.value.len();
             let mut times = Vec::with_capacity(count);
             for raw in page.value {
-                let read = read_incident(target, raw).and_then(|f| {
-                    match alert_failures.get(f.incident.incident_id.as_str()) {
-                        None => Ok(f),
-                        Some(reason) => Err(Poison {
-                            incident_id: Some(f.incident.incident_id.to_string()),
-                            reason: reason.clone(),
-                            raw: f.raw,
-                        }),
-                    }
-                });
-                match read {
+                match read_incident(target, raw) {
                     Ok(f) => {
+                        let id = f.incident.incident_id.as_str();
+                        // Paging bounds on the time the list gave, even for an incident that
+                        // was replaced by its single read or could not be completed.
                         times.push(
                             listed_times
-                                .get(f.incident.incident_id.as_str())
+                                .get(id)
                                 .copied()
                                 .unwrap_or(f.incident.last_update),
                         );
-                        if seen.insert(f.incident.version_key()) {
+                        if let Some(reason) = alert_failures.get(id) {
+                            let p = Poison {
+                                incident_id: Some(id.to_owned()),
+                                reason: reason.clone(),
+                                raw: f.raw,
+                            };
+                            if seen_poison.insert(p.raw.clone()) {
+                                listing.poison.push(p);
+                            }
+                        } else if seen.insert(f.incident.version_key()) {
                             listing.incidents.push(f);
                         }
                     }
                     Err(p) => {
-                        // Still a time on the page: the boundary must not skip past it.
-                        if let Ok(v) = serde_json::from_str::<Value>(&p.raw)
-                            && let Some(t) = v
-                                .get("lastUpdateDateTime")
-                                .or_else(|| v.get("lastUpdateTime"))
-                                .and_then(Value::as_str)
-                                .and_then(|t| t.parse::<Timestamp>().ok())
-                            && alert_failures.contains_key(p.incident_id.as_deref().unwrap_or(""))
-                        {
-                            times.push(t);
-                        }
                         if seen_poison.insert(p.raw.clone()) {
                             listing.poison.push(p);
                         }

@@ -62,7 +62,7 @@ pub struct TenantReport {
     /// `Warning` headers of partial (206) answers: the pull may have missed data from the
     /// providers they name; the next pull re-reads the window.
     pub partial: Vec<String>,
-    /// Pages read without `$expand=alerts` (it failed) with alerts fetched through alerts_v2.
+    /// Pages read without `$expand=alerts` (it failed), each incident then read on its own.
     pub expand_fallbacks: u32,
     /// Where the pull started reading (last-update time).
     pub since: Option<Timestamp>,
@@ -341,11 +341,6 @@ impl Pipeline {
     /// How many tenants a pass pulls.
     pub fn enabled_tenants(&self) -> usize {
         self.config.tenants.iter().filter(|t| t.enabled).count()
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     /// The API client.

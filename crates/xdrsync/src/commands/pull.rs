@@ -139,7 +139,7 @@ pub(crate) fn summary(reports: &[TenantReport]) -> String {
             }
             if r.expand_fallbacks > 0 {
                 notes.push(format!(
-                    "{} pages read without $expand=alerts (alerts via alerts_v2)",
+                    "{} pages read without $expand=alerts (incidents read one by one)",
                     r.expand_fallbacks
                 ));
             }
