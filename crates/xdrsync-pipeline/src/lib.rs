@@ -420,9 +420,7 @@ impl Pipeline {
         let outcome = PullOutcome {
             tenant_name: tenant.name.clone(),
             error: report.error.clone(),
-            stats: report.stats,
-            pages: report.pages,
-            partial: report.partial.clone(),
+            partial: report.partial.last().cloned(),
             since: report.since,
         };
         let store = self.store.clone();
@@ -527,8 +525,8 @@ impl Pipeline {
             .iter()
             .map(|f| f.incident.last_update)
             .max();
-        // With nothing new the cursor stays, but is written again: it records the last success.
-        let new_cursor = last_update.or(cursor).map(|t| (StreamKind::Incidents, t));
+        // With nothing new the cursor stays (the success is recorded in the stream's health).
+        let new_cursor = last_update.map(|t| (StreamKind::Incidents, t));
         let versions: Vec<NewVersion> = listing
             .incidents
             .into_iter()

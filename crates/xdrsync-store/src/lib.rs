@@ -133,12 +133,8 @@ pub struct PullOutcome {
     pub tenant_name: String,
     /// Why it failed, in plain words (`None`: it succeeded).
     pub error: Option<String>,
-    /// Versions stored.
-    pub stats: CommitStats,
-    /// Pages read.
-    pub pages: u32,
-    /// `Warning` headers of partial (206) answers.
-    pub partial: Vec<String>,
+    /// The last `Warning` header of a partial (206) answer.
+    pub partial: Option<String>,
     /// Where the pull started reading (last-update time).
     pub since: Option<Timestamp>,
 }
@@ -267,24 +263,6 @@ impl SqliteStore {
             })
         })
         .transpose()
-    }
-
-    /// When the cursor of `(tenant, stream)` last moved (the last pull that stored data).
-    pub fn cursor_updated(
-        &self,
-        tenant: &TenantId,
-        stream: StreamKind,
-    ) -> Result<Option<Timestamp>, StoreError> {
-        let text: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT updated_at FROM cursors WHERE tenant_id = ?1 AND stream = ?2",
-                params![tenant.as_str(), stream.as_str()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.err())?;
-        Ok(text.and_then(|t| t.parse().ok()))
     }
 
     /// Stores new versions and, in the same transaction, moves the cursor forward to `cursor`
@@ -436,17 +414,14 @@ impl SqliteStore {
         let ok = o.error.is_none();
         self.conn()
             .execute(
-                "INSERT INTO stream_health (tenant_id, stream, tenant_name, last_attempt, last_success, degraded, failures, created, updated, pages, partial, covered_from)
-                 VALUES (?1, ?2, ?3, ?4, CASE WHEN ?5 THEN ?4 END, ?6, CASE WHEN ?5 THEN 0 ELSE 1 END, ?7, ?8, ?9, ?10, CASE WHEN ?5 THEN ?11 END)
+                "INSERT INTO stream_health (tenant_id, stream, tenant_name, last_attempt, last_success, degraded, failures, partial, covered_from)
+                 VALUES (?1, ?2, ?3, ?4, CASE WHEN ?5 THEN ?4 END, ?6, CASE WHEN ?5 THEN 0 ELSE 1 END, ?7, CASE WHEN ?5 THEN ?8 END)
                  ON CONFLICT (tenant_id, stream) DO UPDATE SET
                     tenant_name = excluded.tenant_name,
                     last_attempt = excluded.last_attempt,
                     last_success = COALESCE(excluded.last_success, last_success),
                     degraded = excluded.degraded,
                     failures = CASE WHEN ?5 THEN 0 ELSE failures + 1 END,
-                    created = created + excluded.created,
-                    updated = updated + excluded.updated,
-                    pages = pages + excluded.pages,
                     partial = excluded.partial,
                     covered_from = CASE WHEN excluded.covered_from IS NULL THEN covered_from
                                         WHEN covered_from IS NULL THEN excluded.covered_from
@@ -458,10 +433,7 @@ impl SqliteStore {
                     now,
                     ok,
                     o.error,
-                    o.stats.created as i64,
-                    o.stats.updated as i64,
-                    i64::from(o.pages),
-                    o.partial.last(),
+                    o.partial,
                     o.since.map(|t| t.to_string()),
                 ],
             )
@@ -515,14 +487,28 @@ impl SqliteStore {
         tenant: &TenantId,
         since: Timestamp,
     ) -> Result<std::collections::BTreeMap<String, Timestamp>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT incident_id, MAX(last_update) FROM incident_versions WHERE tenant_id = ?1
+                 GROUP BY incident_id HAVING MAX(last_update) >= ?2",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![tenant.as_str(), since.to_string()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(self.err())?;
         let mut out = std::collections::BTreeMap::new();
-        for (id, t) in self.version_keys(tenant)? {
-            let e = out.entry(id).or_insert(t);
-            if t > *e {
-                *e = t;
-            }
+        for row in rows {
+            let (id, t) = row.map_err(self.err())?;
+            let t = t.parse().map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("incident {id}"),
+                message: format!("{e}"),
+            })?;
+            out.insert(id, t);
         }
-        out.retain(|_, t| *t >= since);
         Ok(out)
     }
 
@@ -532,10 +518,29 @@ impl SqliteStore {
         tenant: &TenantId,
         stream: StreamKind,
     ) -> Result<Option<Timestamp>, StoreError> {
+        self.health_time(tenant, stream, "covered_from")
+    }
+
+    /// When a pull of `(tenant, stream)` last succeeded.
+    pub fn last_success(
+        &self,
+        tenant: &TenantId,
+        stream: StreamKind,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        self.health_time(tenant, stream, "last_success")
+    }
+
+    /// One time column of `stream_health` (`column` is one of ours, never user input).
+    fn health_time(
+        &self,
+        tenant: &TenantId,
+        stream: StreamKind,
+        column: &str,
+    ) -> Result<Option<Timestamp>, StoreError> {
         let text: Option<Option<String>> = self
             .conn()
             .query_row(
-                "SELECT covered_from FROM stream_health WHERE tenant_id = ?1 AND stream = ?2",
+                &format!("SELECT {column} FROM stream_health WHERE tenant_id = ?1 AND stream = ?2"),
                 params![tenant.as_str(), stream.as_str()],
                 |r| r.get(0),
             )

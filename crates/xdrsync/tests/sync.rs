@@ -64,6 +64,11 @@ async fn status_reconcile_and_backfill() {
         text(&pull)
     );
 
+    // `auth status` shows each tenant's last successful pull.
+    let auth = xdrsync(&["auth", "status"], dir).await;
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(text(&auth).matches(&today).count() >= 3, "{}", text(&auth));
+
     let status = xdrsync(&["status"], dir).await;
     let out = text(&status);
     assert_eq!(status.status.code(), Some(0), "{out}");

@@ -32,9 +32,6 @@ CREATE TABLE stream_health (
     last_success  TEXT,
     degraded      TEXT,
     failures      INTEGER NOT NULL DEFAULT 0,
-    created       INTEGER NOT NULL DEFAULT 0,
-    updated       INTEGER NOT NULL DEFAULT 0,
-    pages         INTEGER NOT NULL DEFAULT 0,
     partial       TEXT,
     -- The earliest last-update time a successful pull has read from: the store is complete
     -- from here on (what `reconcile` can hold it to).

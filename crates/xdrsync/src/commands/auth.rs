@@ -457,7 +457,7 @@ fn status(config_path: &Path) -> anyhow::Result<ExitCode> {
         let last = store
             .as_ref()
             .and_then(|s| {
-                s.cursor_updated(&t.tenant_id, xdrsync_model::StreamKind::Incidents)
+                s.last_success(&t.tenant_id, xdrsync_model::StreamKind::Incidents)
                     .ok()
                     .flatten()
             })
