@@ -4,7 +4,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use xdrsync_model::{Timestamp, parse_duration};
 
 use crate::cli::{IncidentsCommand, ListArgs};
 
@@ -15,11 +14,7 @@ pub(crate) async fn run(cmd: IncidentsCommand, config_path: &Path) -> anyhow::Re
 }
 
 async fn list(args: ListArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
-    let period = parse_duration(&args.since).map_err(|e| xdrsync_config::ConfigError::Invalid {
-        path: "--since".into(),
-        field: "since".into(),
-        message: e.to_string(),
-    })?;
+    let since = super::since(&args.since)?;
     let config = super::load_config(config_path)?;
     let tenant = config.require_tenant(&args.tenant)?;
     let vault = if tenant.delegated {
@@ -29,7 +24,6 @@ async fn list(args: ListArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     };
     let target = xdrsync_pipeline::target(tenant, &config, vault.as_ref())?;
     let client = xdrsync_pipeline::api_client(&config)?;
-    let since = Timestamp::now().sub(period);
     let listing = client
         .list_incidents(&target, since, None)
         .await

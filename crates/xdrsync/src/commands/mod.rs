@@ -15,6 +15,18 @@ use std::path::Path;
 use anyhow::Context as _;
 use xdrsync_config::Config;
 
+/// `--since DURATION` (`48h`, `7d`, `30m`) as the instant that long ago; an unreadable value is
+/// a usage error (exit 2) naming the flag.
+pub(crate) fn since(text: &str) -> Result<xdrsync_model::Timestamp, xdrsync_config::ConfigError> {
+    let period =
+        xdrsync_model::parse_duration(text).map_err(|e| xdrsync_config::ConfigError::Invalid {
+            path: "command line".into(),
+            field: "--since".into(),
+            message: e.to_string(),
+        })?;
+    Ok(xdrsync_model::Timestamp::now().sub(period))
+}
+
 /// Loads and validates the config file, with a hint when it does not exist.
 pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
     if !path.exists() {

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use xdrsync_model::Timestamp;
 use xdrsync_pipeline::{Pipeline, PullMode, TenantReport};
 use xdrsync_sinks::NdjsonSink;
 use xdrsync_store::SqliteStore;
@@ -17,19 +16,8 @@ pub(crate) async fn run(args: PullArgs, config_path: &Path) -> anyhow::Result<Ex
 }
 
 pub(crate) async fn backfill(args: BackfillArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
-    let period = xdrsync_model::parse_duration(&args.since).map_err(|e| {
-        xdrsync_config::ConfigError::Invalid {
-            path: "command line".into(),
-            field: "--since".into(),
-            message: e.to_string(),
-        }
-    })?;
-    one_pass(
-        config_path,
-        PullMode::Since(Timestamp::now().sub(period)),
-        args.ndjson,
-    )
-    .await
+    let since = super::since(&args.since)?;
+    one_pass(config_path, PullMode::Since(since), args.ndjson).await
 }
 
 async fn one_pass(

@@ -114,13 +114,7 @@ fn human(ticks: i64) -> String {
 }
 
 pub(crate) async fn reconcile(args: ReconcileArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
-    let period = xdrsync_model::parse_duration(&args.since).map_err(|e| {
-        xdrsync_config::ConfigError::Invalid {
-            path: "command line".into(),
-            field: "--since".into(),
-            message: e.to_string(),
-        }
-    })?;
+    let since = super::since(&args.since)?;
     let config = super::load_config(config_path)?;
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
     let tenants: Vec<_> = config
@@ -130,7 +124,6 @@ pub(crate) async fn reconcile(args: ReconcileArgs, config_path: &Path) -> anyhow
         .cloned()
         .collect();
     let pipeline = Pipeline::new(config, store)?;
-    let since = Timestamp::now().sub(period);
     let mut bad = false;
     let mut rows = Vec::new();
     let mut details = String::new();
