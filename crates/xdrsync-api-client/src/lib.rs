@@ -181,12 +181,7 @@ impl RetryPolicy {
     /// The wait before attempt `attempt + 1`: exponential with "equal jitter" (half fixed,
     /// half random), so many tenants failing at once do not retry in lockstep.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-            .min(self.max_wait);
-        let half = exp / 2;
-        half + half.mul_f64(rand::random::<f64>())
+        xdrsync_auth::jittered_backoff(self.base, self.max_wait, attempt)
     }
 }
 

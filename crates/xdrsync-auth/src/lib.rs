@@ -436,63 +436,68 @@ impl TokenCache {
             TokenVersion::V1 => form.push(("resource", req.resource.clone())),
             TokenVersion::V2 => form.push(("scope", scope)),
         }
+        let (status, body, sent_at) = self
+            .send_retrying(&safe, "Token endpoint", || {
+                self.post(&url, &form, Some(req))
+            })
+            .await?;
+        if status == 200 {
+            let token = parse_success(&body, sent_at, &safe)?;
+            // Entra rotates refresh tokens: keep the new one before using the access token.
+            if let (Some(r), Some(new)) = (&req.refresh, refresh_token_of(&body)) {
+                r.vault
+                    .put(&r.key, &new, xdrsync_model::Timestamp::now(), true)?;
+            }
+            return Ok(token);
+        }
+        Err(entra_error(req, status, &body))
+    }
+
+    /// Sends the request `build` makes until it gets an answer that is not a transport failure,
+    /// a cut-off body, 429 or 5xx (then waiting `Retry-After` or a jittered backoff), at most
+    /// [`MAX_ATTEMPTS`] times; returns the last answer's status and body and when it was sent.
+    async fn send_retrying(
+        &self,
+        safe: &SafeUrl,
+        what: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<(u16, Vec<u8>, Instant), AuthError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             self.requests
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let sent_at = Instant::now();
-            let result = self.post(&url, &form, Some(req)).send().await;
-            let resp = match result {
+            let transport = |e: reqwest::Error| AuthError::Transport {
+                url: safe.clone(),
+                message: without_url(&e),
+            };
+            let resp = match build().send().await {
                 Ok(r) => r,
                 Err(e) if attempt < MAX_ATTEMPTS => {
-                    tracing::warn!(url = %safe, attempt, error = %without_url(&e), "Token request failed; retrying.");
+                    tracing::warn!(url = %safe, attempt, error = %without_url(&e), "{what} cannot be reached; retrying.");
                     tokio::time::sleep(backoff(attempt, None)).await;
                     continue;
                 }
-                Err(e) => {
-                    return Err(AuthError::Transport {
-                        url: safe,
-                        message: without_url(&e),
-                    });
-                }
+                Err(e) => return Err(transport(e)),
             };
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let after = retry_after(resp.headers());
             let body = match resp.bytes().await {
-                Ok(b) => b,
+                Ok(b) => b.to_vec(),
                 Err(e) if attempt < MAX_ATTEMPTS => {
-                    tracing::warn!(url = %safe, attempt, error = %without_url(&e), "Token response was cut off; retrying.");
+                    tracing::warn!(url = %safe, attempt, error = %without_url(&e), "{what} answer was cut off; retrying.");
                     tokio::time::sleep(backoff(attempt, None)).await;
                     continue;
                 }
-                Err(e) => {
-                    return Err(AuthError::Transport {
-                        url: safe,
-                        message: without_url(&e),
-                    });
-                }
+                Err(e) => return Err(transport(e)),
             };
-            if status == 200 {
-                let token = parse_success(&body, sent_at, &safe)?;
-                // Entra rotates refresh tokens: keep the new one before using the access token.
-                if let (Some(r), Some(new)) = (&req.refresh, refresh_token_of(&body)) {
-                    r.vault
-                        .put(&r.key, &new, xdrsync_model::Timestamp::now(), true)?;
-                }
-                return Ok(token);
-            }
             if (status == 429 || status >= 500) && attempt < MAX_ATTEMPTS {
-                tracing::warn!(url = %safe, status, attempt, "Token endpoint is throttling or failing; retrying.");
-                tokio::time::sleep(backoff(attempt, retry_after)).await;
+                tracing::warn!(url = %safe, status, attempt, "{what} is throttling or failing; retrying.");
+                tokio::time::sleep(backoff(attempt, after)).await;
                 continue;
             }
-            return Err(entra_error(req, status, &body));
+            return Ok((status, body, sent_at));
         }
     }
 }
@@ -513,58 +518,27 @@ impl TokenCache {
                 .append_pair("client_id", &req.client_id);
         }
         let safe = SafeUrl::new(url.clone());
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            self.requests
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let sent_at = Instant::now();
-            let resp = match self
-                .http
-                .get(url.clone())
-                .header("Metadata", "true")
-                .send()
-                .await
-            {
-                Ok(r) => r,
-                Err(e) if attempt < MAX_ATTEMPTS => {
-                    tracing::warn!(url = %safe, attempt, error = %without_url(&e), "Managed identity endpoint failed; retrying.");
-                    tokio::time::sleep(backoff(attempt, None)).await;
-                    continue;
-                }
-                Err(e) => {
-                    return Err(AuthError::Transport {
-                        url: safe,
-                        message: without_url(&e),
-                    });
-                }
-            };
-            let status = resp.status().as_u16();
-            let body = resp.bytes().await.map_err(|e| AuthError::Transport {
-                url: safe.clone(),
-                message: without_url(&e),
-            })?;
-            if status == 200 {
-                return parse_success(&body, sent_at, &safe);
-            }
-            if (status == 429 || status >= 500) && attempt < MAX_ATTEMPTS {
-                tokio::time::sleep(backoff(attempt, None)).await;
-                continue;
-            }
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            return Err(AuthError::Entra {
-                tenant: req.tenant.clone(),
-                status,
-                error: v["error"].as_str().unwrap_or("unknown_error").to_owned(),
-                code: 0,
-                guidance: format!(
-                    "the managed identity endpoint refused: {} (is this running in Azure with identity {} assigned?)",
-                    v["error_description"].as_str().unwrap_or("no description"),
-                    req.client_id
-                ),
-                correlation: None,
-            });
+        let (status, body, sent_at) = self
+            .send_retrying(&safe, "Managed identity endpoint", || {
+                self.http.get(url.clone()).header("Metadata", "true")
+            })
+            .await?;
+        if status == 200 {
+            return parse_success(&body, sent_at, &safe);
         }
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        Err(AuthError::Entra {
+            tenant: req.tenant.clone(),
+            status,
+            error: v["error"].as_str().unwrap_or("unknown_error").to_owned(),
+            code: 0,
+            guidance: format!(
+                "the managed identity endpoint refused: {} (is this running in Azure with identity {} assigned?)",
+                v["error_description"].as_str().unwrap_or("no description"),
+                req.client_id
+            ),
+            correlation: None,
+        })
     }
 }
 
@@ -887,22 +861,37 @@ pub fn without_url(e: &reqwest::Error) -> String {
     msg
 }
 
-/// Exponential backoff with jitter, or the server's `Retry-After` when it gave one.
+/// The wait before retry `attempt` of a token request: the server's `Retry-After` when it
+/// sent one, else a jittered exponential backoff from 200 ms up to 30 s.
 pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
-    if let Some(after) = retry_after {
-        return after;
-    }
-    let base = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(8)));
-    let jitter = Duration::from_millis(u64::from(std::process::id() ^ attempt) % 100 + rand_ms());
-    (base + jitter).min(Duration::from_secs(30))
+    retry_after.unwrap_or_else(|| {
+        jittered_backoff(Duration::from_millis(200), Duration::from_secs(30), attempt)
+    })
 }
 
-fn rand_ms() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    u64::from(nanos % 100)
+/// `base · 2^(attempt−1)`, capped at `max`, with "equal jitter" (half fixed, half random), so
+/// many clients failing at once do not retry in lockstep.
+pub fn jittered_backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let exp = base
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(max);
+    let half = exp / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
+/// `Retry-After` in seconds (the form Microsoft sends); an HTTP date is read too.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let secs = (at.timestamp() - chrono::Utc::now().timestamp()).max(0);
+    Some(Duration::from_secs(secs as u64))
 }
 
 #[cfg(test)]
