@@ -398,8 +398,8 @@ impl EmulatorState {
                 .filter(|i| pred(i))
                 .collect();
             let total = matching.len();
-            // Only the first `skip + top` in order are needed: partition them out in O(n)
-            // and sort just those (a full sort per page made deep paging quadratic).
+            // Only the first `skip + top` in order are needed: select them in O(n) and sort
+            // just those, instead of sorting every match for every page.
             let order = |a: &&EmuIncident, b: &&EmuIncident| {
                 let o = (a.last_update, a.id).cmp(&(b.last_update, b.id));
                 if ascending { o } else { o.reverse() }

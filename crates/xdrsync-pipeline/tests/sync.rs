@@ -353,3 +353,30 @@ async fn failing_expand_falls_back_to_single_reads() {
     }
     assert!(checked > 100, "{checked}");
 }
+
+/// Graph's 206 partial answer is surfaced in the tenant's report and its recorded health (what
+/// `xdrsync status` shows), not ignored.
+#[tokio::test]
+async fn partial_answers_are_reported_and_recorded() {
+    let emu = tu::start(tu::demo_directory()).await;
+    emu.state().add_fault(FaultRule {
+        route: "GET /v1.0/security/incidents".into(),
+        sequence: vec![Fault::Partial],
+        fault: None,
+        probability: None,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph], "");
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let reports = Pipeline::new(config, store.clone())
+        .unwrap()
+        .pull_all()
+        .await;
+    let partial: Vec<_> = reports.iter().filter(|r| !r.partial.is_empty()).collect();
+    assert_eq!(partial.len(), 1, "{reports:?}");
+    assert!(partial[0].error.is_none());
+    let health = store.health().unwrap();
+    let recorded: Vec<_> = health.iter().filter_map(|h| h.partial.as_deref()).collect();
+    assert_eq!(recorded.len(), 1, "{health:?}");
+    assert!(recorded[0].starts_with("199 "), "{recorded:?}");
+}
