@@ -1,5 +1,6 @@
-//! Clients for the incident APIs: Microsoft Graph `/v1.0/security/incidents` and the legacy
-//! Defender XDR `/api/incidents`.
+//! Clients for the incident and alert APIs: Microsoft Graph `/v1.0/security/incidents` and
+//! `/v1.0/security/alerts_v2`, the legacy Defender XDR `/api/incidents`, the Defender for
+//! Endpoint `/api/alerts`, and the SIEM alert exporter ([`Source`]).
 //!
 //! # Paging
 //! Both APIs list the most recently updated incidents first. Offset paging (`$skip`, or Graph's
@@ -12,7 +13,10 @@
 //! one. An updated incident moves above the boundary and is read by the next pass; nothing below
 //! the boundary moves. Only a tie group larger than a page needs `$skip` (through that one
 //! instant). If a server ever returns a page that is not newest-first, the client says so and
-//! falls back to offset paging over a fixed window.
+//! falls back to offset paging over a fixed window. Alerts page the same way (alerts_v2 clamps
+//! `$top` at 1000 and MDE has no `nextLink`, so neither can be trusted to say "more"); the SIEM
+//! API has no offset at all (`sinceTimeUtc`/`untilTimeUtc`/`limit`), so a tie group larger than
+//! `limit` is read as one instant without a limit.
 //!
 //! # Failures
 //! Every response goes through [`retry::classify`]: 429 and 5xx are retried with backoff (honouring
@@ -31,8 +35,8 @@ use serde_json::value::RawValue;
 use url::Url;
 use xdrsync_auth::{AuthError, TokenCache, TokenRequest};
 use xdrsync_model::{
-    ApiKind, Incident, SafeUrl, TenantId, Timestamp, normalize_graph_incident,
-    normalize_xdr_incident,
+    ApiKind, Record, SafeUrl, TenantId, Timestamp, normalize_graph_alert, normalize_graph_incident,
+    normalize_mde_alert, normalize_siem_detection, normalize_xdr_incident,
 };
 
 pub mod budget;
@@ -117,22 +121,22 @@ impl ApiError {
     }
 }
 
-/// An incident the client could not read; it is reported, and paging continues.
+/// An item the client could not read; it is reported, and paging continues.
 #[derive(Debug, Clone)]
 pub struct Poison {
-    /// The incident id, if it could be found.
-    pub incident_id: Option<String>,
+    /// The item's id, if it could be found.
+    pub item_id: Option<String>,
     /// Why it was rejected.
     pub reason: String,
     /// The raw JSON as received.
     pub raw: String,
 }
 
-/// One incident as read: normalized, with its raw JSON exactly as the API sent it.
+/// One item as read: normalized, with its raw JSON exactly as the API sent it.
 #[derive(Debug, Clone)]
 pub struct Fetched {
     /// The normalized form.
-    pub incident: Incident,
+    pub record: Record,
     /// The API's JSON, byte for byte.
     pub raw: String,
 }
@@ -140,8 +144,8 @@ pub struct Fetched {
 /// What a list call read.
 #[derive(Debug, Default)]
 pub struct Listing {
-    /// Incidents in the order they arrived.
-    pub incidents: Vec<Fetched>,
+    /// Items in the order they arrived.
+    pub records: Vec<Fetched>,
     /// Items that could not be read.
     pub poison: Vec<Poison>,
     /// Pages requested.
@@ -154,6 +158,32 @@ pub struct Listing {
     /// Pages whose `$expand=alerts` failed: read without it, each incident then read on its own
     /// with its alerts.
     pub expand_fallbacks: u32,
+}
+
+/// What a list call reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Incidents with their alerts: Graph `/v1.0/security/incidents?$expand=alerts` or the
+    /// legacy `/api/incidents`, by [`Target::api`].
+    Incidents,
+    /// Alerts: Graph `/v1.0/security/alerts_v2`, or for a legacy target the Defender for
+    /// Endpoint `/api/alerts?$expand=evidence`.
+    Alerts,
+    /// SIEM API detections (`/api/alerts` on the target's alert-exporter host), with the SIEM
+    /// API's own filters.
+    Detections(SiemFilter),
+}
+
+/// The SIEM API's filters (the SIEM seed's `machinegroups`, `DeviceCreatedMachineTags`,
+/// `CloudCreatedMachineTags`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiemFilter {
+    /// Only these machine groups (all when empty).
+    pub machine_groups: Vec<String>,
+    /// Only devices with this registry tag.
+    pub device_tag: Option<String>,
+    /// Only devices with this portal tag.
+    pub cloud_tag: Option<String>,
 }
 
 /// Retry settings.
@@ -361,18 +391,34 @@ impl ApiClient {
         since: Timestamp,
         until: Option<Timestamp>,
     ) -> Result<Listing, ApiError> {
+        self.list(target, &Source::Incidents, since, until).await
+    }
+
+    /// Lists every item of `source` with a last-update time `≥ since` (and `≤ until`).
+    pub async fn list(
+        &self,
+        target: &Target,
+        source: &Source,
+        since: Timestamp,
+        until: Option<Timestamp>,
+    ) -> Result<Listing, ApiError> {
         let mut listing = Listing::default();
         let n = target.page_size.max(1) as usize;
-        let mut upper = until;
-        let mut skip = 0usize;
-        // Boundary pages overlap by the incidents at the boundary time; these drop the repeats.
+        let mut page = PageRequest {
+            since,
+            upper: until,
+            skip: 0,
+            limit: true,
+        };
+        let siem = matches!(source, Source::Detections(_));
+        // Boundary pages overlap by the items at the boundary time; these drop the repeats.
         let mut seen = std::collections::HashSet::new();
         let mut seen_poison = std::collections::HashSet::new();
         loop {
             let mut alert_failures: HashMap<String, String> = HashMap::new();
             let mut listed_times: HashMap<String, Timestamp> = HashMap::new();
-            let url = list_url(target, since, upper, skip, true)?;
-            let body = if target.api == ApiKind::Graph {
+            let url = list_url(target, source, &page, true)?;
+            let body = if target.api == ApiKind::Graph && *source == Source::Incidents {
                 match self.get_with(target, &url, 2).await {
                     Err(e) if e.status().is_some_and(|s| (500..=599).contains(&s)) => {
                         // Big incidents make `$expand=alerts` fail for good (peers.md §10.2,
@@ -380,7 +426,7 @@ impl ApiClient {
                         // own with its alerts, so the cursor keeps moving.
                         tracing::warn!(tenant = %target.tenant, error = %e, "The incident list with $expand=alerts failed; reading this page without it and each incident on its own.");
                         listing.expand_fallbacks += 1;
-                        let plain = list_url(target, since, upper, skip, false)?;
+                        let plain = list_url(target, source, &page, false)?;
                         let body = self.get(target, &plain).await?;
                         listing.pages += 1;
                         let (body, failed, times) = self.attach_alerts(target, body).await?;
@@ -397,36 +443,49 @@ impl ApiClient {
             if let Some(w) = body.warning.clone() {
                 listing.partial.push(w);
             }
-            let page: PageBody<'_> =
-                serde_json::from_slice(&body.bytes).map_err(|e| ApiError::Decode {
-                    url: SafeUrl::new(url.clone()),
-                    message: format!("not an OData collection: {e}"),
-                })?;
-            let count = page.value.len();
+            let not_a_page = |e: serde_json::Error| ApiError::Decode {
+                url: SafeUrl::new(url.clone()),
+                message: format!(
+                    "not {}: {e}",
+                    if siem {
+                        "a JSON array"
+                    } else {
+                        "an OData collection"
+                    }
+                ),
+            };
+            let items: Vec<&RawValue> = if siem {
+                serde_json::from_slice(&body.bytes).map_err(not_a_page)?
+            } else {
+                serde_json::from_slice::<PageBody<'_>>(&body.bytes)
+                    .map_err(not_a_page)?
+                    .value
+            };
+            let count = items.len();
             let mut times = Vec::with_capacity(count);
-            for raw in page.value {
-                match read_incident(target, raw) {
+            for raw in items {
+                match read_item(target, source, raw) {
                     Ok(f) => {
-                        let id = f.incident.incident_id.as_str();
+                        let id = f.record.item_id();
                         // Paging bounds on the time the list gave, even for an incident that
                         // was replaced by its single read or could not be completed.
                         times.push(
                             listed_times
-                                .get(id)
+                                .get(&id)
                                 .copied()
-                                .unwrap_or(f.incident.last_update),
+                                .unwrap_or(f.record.last_update()),
                         );
-                        if let Some(reason) = alert_failures.get(id) {
+                        if let Some(reason) = alert_failures.get(&id) {
                             let p = Poison {
-                                incident_id: Some(id.to_owned()),
+                                item_id: Some(id),
                                 reason: reason.clone(),
                                 raw: f.raw,
                             };
                             if seen_poison.insert(p.raw.clone()) {
                                 listing.poison.push(p);
                             }
-                        } else if seen.insert(f.incident.version_key()) {
-                            listing.incidents.push(f);
+                        } else if seen.insert((id, f.record.last_update())) {
+                            listing.records.push(f);
                         }
                     }
                     Err(p) => {
@@ -436,47 +495,93 @@ impl ApiClient {
                     }
                 }
             }
+            if !page.limit {
+                // The SIEM API's one instant, read whole: go on below it.
+                page.limit = true;
+                page.since = since;
+                page.upper = Some(
+                    page.upper
+                        .unwrap_or(since)
+                        .sub(chrono::Duration::nanoseconds(100)),
+                );
+                if page.upper.is_some_and(|u| u < since) {
+                    break;
+                }
+                continue;
+            }
             if count < n {
                 break;
             }
             let descending = times.windows(2).all(|w| w[0] >= w[1]);
             let Some(&oldest) = times.last() else {
+                if siem {
+                    return Err(ApiError::Decode {
+                        url: SafeUrl::new(url.clone()),
+                        message: format!(
+                            "a full page of {count} detections none of which can be read; the SIEM API cannot page past them"
+                        ),
+                    });
+                }
                 // A full page of unreadable items: step past it by offset.
-                skip += count;
+                page.skip += count;
                 continue;
             };
             if !descending || listing.fell_back_to_offset {
+                if siem {
+                    return Err(ApiError::Decode {
+                        url: SafeUrl::new(url.clone()),
+                        message: "the SIEM API did not list detections newest first, and it has no offset to page with".into(),
+                    });
+                }
                 if !listing.fell_back_to_offset {
-                    tracing::warn!(tenant = %target.tenant, api = %target.api, "The API did not list incidents newest first; falling back to offset paging over a fixed window.");
+                    tracing::warn!(tenant = %target.tenant, api = %target.api, "The API did not list items newest first; falling back to offset paging over a fixed window.");
                     listing.fell_back_to_offset = true;
                     // Fix the window's upper end so new updates cannot shift the offsets.
-                    upper = Some(
-                        upper.unwrap_or_else(|| times.iter().copied().max().unwrap_or(oldest)),
+                    page.upper = Some(
+                        page.upper
+                            .unwrap_or_else(|| times.iter().copied().max().unwrap_or(oldest)),
                     );
                 }
-                skip += count;
+                page.skip += count;
                 continue;
             }
             let readable_at_oldest = times.iter().filter(|t| **t == oldest).count();
             if readable_at_oldest == times.len() {
                 // The whole page is one instant (a tie group larger than a page): only an
                 // offset can step through it. Unreadable items are counted as part of it.
-                if upper == Some(oldest) {
-                    skip += count;
+                if siem {
+                    // The SIEM API has no offset: read that instant alone, without a limit.
+                    page = PageRequest {
+                        since: oldest,
+                        upper: Some(oldest),
+                        skip: 0,
+                        limit: false,
+                    };
+                } else if page.upper == Some(oldest) {
+                    page.skip += count;
                 } else {
-                    upper = Some(oldest);
-                    skip = count;
+                    page.upper = Some(oldest);
+                    page.skip = count;
                 }
             } else {
-                // Move the boundary down to the oldest time and read the incidents at exactly
+                // Move the boundary down to the oldest time and read the items at exactly
                 // that time again rather than skip them: if one of them is updated meanwhile it
-                // leaves the window, and a skip count would then jump over an unseen incident.
-                upper = Some(oldest);
-                skip = 0;
+                // leaves the window, and a skip count would then jump over an unseen item.
+                page.upper = Some(oldest);
+                page.skip = 0;
             }
         }
         Ok(listing)
     }
+}
+
+/// One page request: the time window, the offset inside it, and whether `$top`/`limit` applies.
+#[derive(Debug, Clone, Copy)]
+struct PageRequest {
+    since: Timestamp,
+    upper: Option<Timestamp>,
+    skip: usize,
+    limit: bool,
 }
 
 impl ApiClient {
@@ -574,26 +679,50 @@ fn api_url(target: &Target, path: &str, query: &str) -> Result<Url, ApiError> {
 /// Builds the list request for one page.
 fn list_url(
     target: &Target,
-    since: Timestamp,
-    upper: Option<Timestamp>,
-    skip: usize,
+    source: &Source,
+    page: &PageRequest,
     expand: bool,
 ) -> Result<Url, ApiError> {
-    let (path, field) = match target.api {
-        ApiKind::Graph => ("v1.0/security/incidents", "lastUpdateDateTime"),
-        ApiKind::Xdr => ("api/incidents", "lastUpdateTime"),
+    if let Source::Detections(f) = source {
+        // The SIEM API (the SIEM seed's parameters): `LastProcessedTimeUtc` in
+        // [sinceTimeUtc, untilTimeUtc], the most recent `limit` of them.
+        let mut query = format!("sinceTimeUtc={}", page.since);
+        if let Some(u) = page.upper {
+            query.push_str(&format!("&untilTimeUtc={u}"));
+        }
+        if page.limit {
+            query.push_str(&format!("&limit={}", target.page_size));
+        }
+        for g in &f.machine_groups {
+            query.push_str(&format!("&machinegroups={}", encode(g)));
+        }
+        if let Some(t) = &f.device_tag {
+            query.push_str(&format!("&DeviceCreatedMachineTags={}", encode(t)));
+        }
+        if let Some(t) = &f.cloud_tag {
+            query.push_str(&format!("&CloudCreatedMachineTags={}", encode(t)));
+        }
+        return api_url(target, "api/alerts", &query);
+    }
+    let (path, field) = match (source, target.api) {
+        (Source::Incidents, ApiKind::Graph) => ("v1.0/security/incidents", "lastUpdateDateTime"),
+        (Source::Incidents, ApiKind::Xdr) => ("api/incidents", "lastUpdateTime"),
+        (_, ApiKind::Graph) => ("v1.0/security/alerts_v2", "lastUpdateDateTime"),
+        (_, ApiKind::Xdr) => ("api/alerts", "lastUpdateTime"),
     };
-    let mut filter = format!("{field} ge {since}");
-    if let Some(u) = upper {
+    let mut filter = format!("{field} ge {}", page.since);
+    if let Some(u) = page.upper {
         filter.push_str(&format!(" and {field} le {u}"));
     }
     // Built by hand so `$` stays literal and spaces become %20, as Microsoft's own samples send.
     let mut query = format!("$filter={}&$top={}", encode(&filter), target.page_size);
-    if skip > 0 {
-        query.push_str(&format!("&$skip={skip}"));
+    if page.skip > 0 {
+        query.push_str(&format!("&$skip={}", page.skip));
     }
-    if target.api == ApiKind::Graph && expand {
-        query.push_str("&$expand=alerts");
+    match (source, target.api) {
+        (Source::Incidents, ApiKind::Graph) if expand => query.push_str("&$expand=alerts"),
+        (Source::Alerts, ApiKind::Xdr) => query.push_str("&$expand=evidence"),
+        _ => {}
     }
     api_url(target, path, &query)
 }
@@ -607,29 +736,34 @@ fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, SET).to_string()
 }
 
-fn read_incident(target: &Target, raw: &RawValue) -> Result<Fetched, Poison> {
+fn read_item(target: &Target, source: &Source, raw: &RawValue) -> Result<Fetched, Poison> {
     let text = raw.get().to_owned();
     let value: Value = serde_json::from_str(&text).map_err(|e| Poison {
-        incident_id: None,
+        item_id: None,
         reason: e.to_string(),
         raw: text.clone(),
     })?;
-    let result = match target.api {
-        ApiKind::Graph => normalize_graph_incident(&target.tenant, &value),
-        ApiKind::Xdr => normalize_xdr_incident(&target.tenant, &value),
+    let t = &target.tenant;
+    let result = match (source, target.api) {
+        (Source::Incidents, ApiKind::Graph) => {
+            normalize_graph_incident(t, &value).map(Record::Incident)
+        }
+        (Source::Incidents, ApiKind::Xdr) => {
+            normalize_xdr_incident(t, &value).map(Record::Incident)
+        }
+        (Source::Alerts, ApiKind::Graph) => normalize_graph_alert(t, &value).map(Record::Alert),
+        (Source::Alerts, ApiKind::Xdr) => normalize_mde_alert(t, &value).map(Record::Alert),
+        (Source::Detections(_), _) => normalize_siem_detection(t, &value).map(Record::Alert),
     };
     match result {
-        Ok(incident) => Ok(Fetched {
-            incident,
-            raw: text,
-        }),
+        Ok(record) => Ok(Fetched { record, raw: text }),
         Err(e) => {
-            let id = value
-                .get("id")
-                .or_else(|| value.get("incidentId"))
+            let id = ["id", "incidentId", "FullId", "AlertId"]
+                .iter()
+                .find_map(|k| value.get(k))
                 .map(|v| v.to_string().trim_matches('"').to_owned());
             Err(Poison {
-                incident_id: id,
+                item_id: id,
                 reason: e.to_string(),
                 raw: text,
             })
@@ -691,15 +825,65 @@ mod tests {
     fn list_urls_look_like_microsofts_samples() {
         let since: Timestamp = "2026-11-20T01:02:03.5Z".parse().unwrap();
         let until: Timestamp = "2026-11-21T00:00:00Z".parse().unwrap();
-        let url = list_url(&target(ApiKind::Graph), since, Some(until), 3, true).unwrap();
+        let page = |upper, skip| PageRequest {
+            since,
+            upper,
+            skip,
+            limit: true,
+        };
+        let url = list_url(
+            &target(ApiKind::Graph),
+            &Source::Incidents,
+            &page(Some(until), 3),
+            true,
+        )
+        .unwrap();
         assert_eq!(
             url.as_str(),
             "https://graph.microsoft.com/v1.0/security/incidents?$filter=lastUpdateDateTime%20ge%202026-11-20T01:02:03.5000000Z%20and%20lastUpdateDateTime%20le%202026-11-21T00:00:00.0000000Z&$top=50&$skip=3&$expand=alerts"
         );
-        let url = list_url(&target(ApiKind::Xdr), since, None, 0, true).unwrap();
+        let url = list_url(
+            &target(ApiKind::Xdr),
+            &Source::Incidents,
+            &page(None, 0),
+            true,
+        )
+        .unwrap();
         assert_eq!(
             url.as_str(),
             "https://graph.microsoft.com/api/incidents?$filter=lastUpdateTime%20ge%202026-11-20T01:02:03.5000000Z&$top=50"
+        );
+        let url = list_url(
+            &target(ApiKind::Graph),
+            &Source::Alerts,
+            &page(None, 0),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://graph.microsoft.com/v1.0/security/alerts_v2?$filter=lastUpdateDateTime%20ge%202026-11-20T01:02:03.5000000Z&$top=50"
+        );
+        let url = list_url(
+            &target(ApiKind::Xdr),
+            &Source::Alerts,
+            &page(Some(until), 2),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://graph.microsoft.com/api/alerts?$filter=lastUpdateTime%20ge%202026-11-20T01:02:03.5000000Z%20and%20lastUpdateTime%20le%202026-11-21T00:00:00.0000000Z&$top=50&$skip=2&$expand=evidence"
+        );
+        let siem = Source::Detections(SiemFilter {
+            machine_groups: vec!["UK Machines".into(), "France".into()],
+            device_tag: Some("VIP".into()),
+            cloud_tag: None,
+        });
+        let url = list_url(&target(ApiKind::Graph), &siem, &page(Some(until), 0), true).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://graph.microsoft.com/api/alerts?sinceTimeUtc=2026-11-20T01:02:03.5000000Z&untilTimeUtc=2026-11-21T00:00:00.0000000Z&limit=50&machinegroups=UK%20Machines&machinegroups=France&DeviceCreatedMachineTags=VIP"
         );
     }
 }

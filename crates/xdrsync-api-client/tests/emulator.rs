@@ -76,13 +76,13 @@ async fn paging_reads_every_incident_on_both_apis() {
             expected.len()
         );
         let got: BTreeSet<(String, Timestamp)> = listing
-            .incidents
+            .records
             .iter()
-            .map(|f| (f.incident.incident_id.to_string(), f.incident.last_update))
+            .map(|f| (f.record.item_id(), f.record.last_update()))
             .collect();
         assert_eq!(got, expected, "{api}");
         assert_eq!(
-            listing.incidents.len(),
+            listing.records.len(),
             expected.len(),
             "{api}: no incident read twice"
         );
@@ -94,7 +94,7 @@ async fn paging_reads_every_incident_on_both_apis() {
         assert!(listing.poison.is_empty());
         assert!(!listing.fell_back_to_offset);
         // The raw JSON is the API's own shape.
-        let raw: Value = serde_json::from_str(&listing.incidents[0].raw).unwrap();
+        let raw: Value = serde_json::from_str(&listing.records[0].raw).unwrap();
         match api {
             ApiKind::Graph => assert!(raw["id"].is_string() && raw["alerts"].is_array()),
             ApiKind::Xdr => assert!(raw["incidentId"].is_u64() && raw["alerts"].is_array()),
@@ -107,10 +107,7 @@ async fn the_same_incident_has_one_identity_through_both_apis() {
     let emu = tu::start(tu::one_tenant("Contoso", 3.0, tu::ALL_READ_ROLES)).await;
     let since = Timestamp::now().sub(chrono::Duration::hours(12));
     let keys = |l: &xdrsync_api_client::Listing| -> BTreeSet<_> {
-        l.incidents
-            .iter()
-            .map(|f| f.incident.version_key())
-            .collect()
+        l.records.iter().map(|f| f.record.event_id()).collect()
     };
     let graph = client()
         .list_incidents(
@@ -128,7 +125,7 @@ async fn the_same_incident_has_one_identity_through_both_apis() {
         )
         .await
         .unwrap();
-    assert!(!graph.incidents.is_empty());
+    assert!(!graph.records.is_empty());
     assert_eq!(keys(&graph), keys(&xdr));
 }
 
@@ -153,17 +150,17 @@ async fn updates_during_paging_lose_nothing() {
     let first = client().list_incidents(&t, since, None).await.unwrap();
     racer.abort();
     let cursor = first
-        .incidents
+        .records
         .iter()
-        .map(|f| f.incident.last_update)
+        .map(|f| f.record.last_update())
         .max()
         .unwrap();
     let second = client().list_incidents(&t, cursor, None).await.unwrap();
     let seen: BTreeSet<String> = first
-        .incidents
+        .records
         .iter()
-        .chain(&second.incidents)
-        .map(|f| f.incident.incident_id.to_string())
+        .chain(&second.records)
+        .map(|f| f.record.item_id())
         .collect();
     let missed: Vec<&String> = before.difference(&seen).collect();
     assert!(
@@ -174,12 +171,7 @@ async fn updates_during_paging_lose_nothing() {
     );
     let moved = before
         .iter()
-        .filter(|id| {
-            !first
-                .incidents
-                .iter()
-                .any(|f| f.incident.incident_id.as_str() == id.as_str())
-        })
+        .filter(|id| !first.records.iter().any(|f| f.record.item_id() == **id))
         .count();
     assert!(
         moved > 0,
@@ -400,9 +392,9 @@ async fn faults_and_token_expiry_mid_paging_lose_nothing() {
     emu.state().clock().advance(chrono::Duration::hours(2));
     let listing = client.list_incidents(&t, since, None).await.unwrap();
     let got: BTreeSet<(String, Timestamp)> = listing
-        .incidents
+        .records
         .iter()
-        .map(|f| (f.incident.incident_id.to_string(), f.incident.last_update))
+        .map(|f| (f.record.item_id(), f.record.last_update()))
         .collect();
     // Two hours passed: the expected set grew; everything that was there is still read.
     assert!(
@@ -440,7 +432,7 @@ async fn graph_partial_results_are_surfaced() {
         "{:?}",
         listing.partial
     );
-    assert!(!listing.incidents.is_empty());
+    assert!(!listing.records.is_empty());
 }
 
 /// Tie groups larger than a page: every incident of every group is read once.
@@ -458,11 +450,11 @@ async fn tie_groups_larger_than_a_page() {
             .await
             .unwrap();
         let got: BTreeSet<(String, Timestamp)> = listing
-            .incidents
+            .records
             .iter()
-            .map(|f| (f.incident.incident_id.to_string(), f.incident.last_update))
+            .map(|f| (f.record.item_id(), f.record.last_update()))
             .collect();
         assert_eq!(got, expected, "{api}");
-        assert_eq!(listing.incidents.len(), expected.len());
+        assert_eq!(listing.records.len(), expected.len());
     }
 }

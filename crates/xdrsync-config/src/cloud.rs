@@ -41,6 +41,15 @@ pub struct Endpoints {
     pub graph_resource: String,
     /// Token audience (resource) of the XDR API.
     pub xdr_resource: String,
+    /// Defender for Endpoint API host (the MDE alerts API).
+    pub mde: Url,
+    /// Token audience of the MDE API.
+    pub mde_resource: String,
+    /// The SIEM API host (`https://wdatp-alertexporter-{us,eu,uk}.windows.com`): only the
+    /// public cloud had one, in three regions; `None` where there is none.
+    pub siem: Option<Url>,
+    /// Token audience of the SIEM API (the legacy Azure AD Graph resource, as in the SIEM seed).
+    pub siem_resource: String,
 }
 
 pub(crate) fn endpoints(section: &CloudSection) -> Result<Endpoints, (String, String)> {
@@ -93,6 +102,33 @@ pub(crate) fn endpoints(section: &CloudSection) -> Result<Endpoints, (String, St
         }
     };
     let xdr = regional.as_deref().unwrap_or(xdr);
+    let mde = match (section.name, section.region.as_deref()) {
+        (Cloud::Gcc, _) => "https://api-gcc.securitycenter.microsoft.us".to_owned(),
+        (Cloud::GccHigh | Cloud::Dod, _) => {
+            "https://api-gov.securitycenter.microsoft.us".to_owned()
+        }
+        (_, Some(r @ ("us" | "eu" | "uk" | "au"))) => {
+            format!("https://api-{r}.securitycenter.microsoft.com")
+        }
+        _ => "https://api.securitycenter.microsoft.com".to_owned(),
+    };
+    // A regional host serves the global resource's tokens.
+    let mde_resource = match section.name {
+        Cloud::Public | Cloud::China => "https://api.securitycenter.microsoft.com".to_owned(),
+        _ => mde.clone(),
+    };
+    let siem = match (&section.siem_url, section.name, section.region.as_deref()) {
+        (Some(u), _, _) => Some(parse_url("cloud.siem_url", u)?),
+        (None, Cloud::Public, None | Some("us")) => Some(parse_url(
+            "cloud.siem_url",
+            "https://wdatp-alertexporter-us.windows.com",
+        )?),
+        (None, Cloud::Public, Some(r @ ("eu" | "uk"))) => Some(parse_url(
+            "cloud.siem_url",
+            &format!("https://wdatp-alertexporter-{r}.windows.com"),
+        )?),
+        _ => None,
+    };
     let pick =
         |field: &str, over: &Option<String>, default: &str| -> Result<Url, (String, String)> {
             parse_url(field, over.as_deref().unwrap_or(default))
@@ -108,5 +144,9 @@ pub(crate) fn endpoints(section: &CloudSection) -> Result<Endpoints, (String, St
         } else {
             xdr.to_owned()
         },
+        mde: pick("cloud.mde_url", &section.mde_url, &mde)?,
+        mde_resource,
+        siem,
+        siem_resource: "https://graph.windows.net".to_owned(),
     })
 }

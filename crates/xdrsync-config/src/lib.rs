@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 pub use xdrsync_model::TokenVersion;
-use xdrsync_model::{ApiKind, SecretString, TenantId};
+use xdrsync_model::{ApiKind, SecretString, StreamKind, TenantId};
 
 mod cloud;
 pub mod env;
@@ -128,6 +128,10 @@ pub struct SyncSection {
     /// Page size for the legacy XDR API (`$top`, at most 100).
     #[serde(default = "default_xdr_page_size")]
     pub xdr_page_size: u32,
+    /// Page size of the alert streams (`$top` of alerts_v2 and MDE, `limit` of the SIEM API;
+    /// at most 1000, where alerts_v2 silently clamps).
+    #[serde(default = "default_alert_page_size")]
+    pub alert_page_size: u32,
     /// Most attempts per request before a tenant's pull fails (429/5xx/timeouts/resets).
     #[serde(default = "default_retry_attempts")]
     pub retry_attempts: u32,
@@ -160,6 +164,7 @@ impl Default for SyncSection {
             overlap_secs: default_overlap_secs(),
             graph_page_size: default_graph_page_size(),
             xdr_page_size: default_xdr_page_size(),
+            alert_page_size: default_alert_page_size(),
             retry_attempts: default_retry_attempts(),
             retry_base_ms: default_retry_base_ms(),
             retry_max_secs: default_retry_max_secs(),
@@ -204,6 +209,12 @@ fn default_graph_page_size() -> u32 {
 }
 fn default_xdr_page_size() -> u32 {
     100
+}
+fn default_alert_page_size() -> u32 {
+    1000
+}
+fn default_streams() -> Vec<String> {
+    vec!["incidents".into()]
 }
 
 /// `[auth]`
@@ -253,6 +264,12 @@ pub struct CloudSection {
     /// `http://user:password@proxy.corp:3128` (without it, `HTTPS_PROXY`/`NO_PROXY` apply).
     /// Its password never appears in logs or errors.
     pub proxy: Option<String>,
+    /// Defender for Endpoint API host override (the MDE alerts API; default
+    /// `https://api.securitycenter.microsoft.com`, regional for `region` us/eu/uk/au).
+    pub mde_url: Option<String>,
+    /// SIEM API host override (default: `https://wdatp-alertexporter-{region}.windows.com` for
+    /// `region` us (default), eu or uk).
+    pub siem_url: Option<String>,
 }
 
 /// Where a secret comes from: exactly one of `env`, `file`, `command`, `value`.
@@ -454,6 +471,13 @@ pub struct TenantSection {
     /// retiring 2027-02-01).
     #[serde(default = "default_api")]
     pub api: ApiName,
+    /// What to pull: any of `incidents` (default), `alerts` (Graph alerts_v2, or the MDE alerts
+    /// API when `api = "xdr"`), `detections` (the retired SIEM API).
+    #[serde(default = "default_streams")]
+    pub streams: Vec<String>,
+    /// SIEM API filters for the `detections` stream.
+    #[serde(default)]
+    pub siem: SiemSection,
     /// Token endpoint version: `v2` (default, `scope=…/.default`) or `v1` (`resource=…`).
     #[serde(default)]
     pub token_version: TokenVersion,
@@ -465,6 +489,19 @@ pub struct TenantSection {
     /// Set to false to keep a tenant configured but not pulled.
     #[serde(default = "default_true")]
     pub enabled: bool,
+}
+
+/// `[tenants.siem]`: the SIEM API's own filters (the SIEM seed's parameters).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiemSection {
+    /// `machinegroups`: only these machine groups (all when empty).
+    #[serde(default)]
+    pub machine_groups: Vec<String>,
+    /// `DeviceCreatedMachineTags`: only devices with this registry tag.
+    pub device_tag: Option<String>,
+    /// `CloudCreatedMachineTags`: only devices with this portal tag.
+    pub cloud_tag: Option<String>,
 }
 
 fn default_api() -> ApiName {
@@ -524,6 +561,8 @@ pub struct SyncSettings {
     pub graph_page_size: u32,
     /// XDR page size.
     pub xdr_page_size: u32,
+    /// Alert streams' page size.
+    pub alert_page_size: u32,
     /// Most attempts per request.
     pub retry_attempts: u32,
     /// First retry wait.
@@ -563,6 +602,10 @@ pub struct Tenant {
     pub enabled: bool,
     /// Whether it uses the stored delegated sign-in.
     pub delegated: bool,
+    /// The streams it pulls, in a fixed order (incidents, alerts, detections).
+    pub streams: Vec<StreamKind>,
+    /// SIEM API filters for the `detections` stream.
+    pub siem: SiemSection,
 }
 
 impl Config {
@@ -656,6 +699,15 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
             format!(
                 "must be 1..=100 (the XDR API refuses $top above 100), got {}",
                 s.xdr_page_size
+            ),
+        ));
+    }
+    if s.alert_page_size == 0 || s.alert_page_size > 1000 {
+        return Err(invalid(
+            "sync.alert_page_size".into(),
+            format!(
+                "must be 1..=1000 (alerts_v2 silently clamps $top to 1000), got {}",
+                s.alert_page_size
             ),
         ));
     }
@@ -933,6 +985,32 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
                 return Err(invalid(f("client_secret"), "missing: give `{ env = \"VAR\" }`, `{ file = \"path\" }` or `{ command = [...] }`, or a `client_certificate`".into()));
             }
         };
+        let mut streams = Vec::new();
+        for name in &t.streams {
+            let Some(k) = StreamKind::parse(name) else {
+                return Err(invalid(
+                    f("streams"),
+                    format!("`{name}` is not a stream; use incidents, alerts or detections"),
+                ));
+            };
+            if streams.contains(&k) {
+                return Err(invalid(f("streams"), format!("`{name}` is listed twice")));
+            }
+            streams.push(k);
+        }
+        if streams.is_empty() {
+            return Err(invalid(
+                f("streams"),
+                "is empty: list at least one of incidents, alerts, detections (or set enabled = false)".into(),
+            ));
+        }
+        streams.sort();
+        if streams.contains(&StreamKind::Detections) && endpoints.siem.is_none() {
+            return Err(invalid(
+                f("streams"),
+                "`detections` reads the SIEM API, which had hosts only in the public cloud's us, eu and uk regions; set cloud.siem_url".into(),
+            ));
+        }
         tenants.push(Tenant {
             name: t.name.clone(),
             tenant_id: TenantId::canonical(&t.tenant_id),
@@ -944,6 +1022,8 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
             endpoints: endpoints.clone(),
             enabled: t.enabled,
             delegated: t.delegated,
+            streams,
+            siem: t.siem.clone(),
         });
     }
     Ok(Config {
@@ -954,6 +1034,7 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
             overlap: chrono::Duration::seconds(i64::from(s.overlap_secs)),
             graph_page_size: s.graph_page_size,
             xdr_page_size: s.xdr_page_size,
+            alert_page_size: s.alert_page_size,
             retry_attempts: s.retry_attempts,
             retry_base: std::time::Duration::from_millis(s.retry_base_ms),
             retry_max: std::time::Duration::from_secs(s.retry_max_secs),

@@ -280,6 +280,65 @@ fn regions_and_inline_secret_warning() {
     assert!(config.warnings[0].contains("tenants[0].client_secret"));
 }
 
+#[test]
+fn streams_and_siem_filters() {
+    let t = "[[tenants]]\nname = \"a\"\ntenant_id = \"x.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_secret = { env = \"S\" }\n";
+    let config = load(t).unwrap();
+    assert_eq!(config.tenants[0].streams, vec![StreamKind::Incidents]);
+    let config = load(&format!("[cloud]\nregion = \"uk\"\n{t}streams = [\"detections\", \"incidents\", \"alerts\"]\nsiem = {{ machine_groups = [\"UK\"], device_tag = \"VIP\" }}\n")).unwrap();
+    let a = &config.tenants[0];
+    assert_eq!(
+        a.streams,
+        vec![
+            StreamKind::Incidents,
+            StreamKind::Alerts,
+            StreamKind::Detections
+        ]
+    );
+    assert_eq!(a.siem.machine_groups, vec!["UK".to_owned()]);
+    assert_eq!(
+        a.endpoints.siem.as_ref().unwrap().as_str(),
+        "https://wdatp-alertexporter-uk.windows.com/"
+    );
+    assert_eq!(a.endpoints.siem_resource, "https://graph.windows.net");
+    assert_eq!(
+        a.endpoints.mde.as_str(),
+        "https://api-uk.securitycenter.microsoft.com/"
+    );
+    assert_eq!(
+        a.endpoints.mde_resource,
+        "https://api.securitycenter.microsoft.com"
+    );
+    for (extra, message) in [
+        ("streams = [\"events\"]\n", "`events` is not a stream"),
+        (
+            "streams = [\"alerts\", \"alerts\"]\n",
+            "`alerts` is listed twice",
+        ),
+        ("streams = []\n", "is empty"),
+        ("siem = { groups = [] }\n", "unknown field `groups`"),
+    ] {
+        let err = load(&format!("{t}{extra}")).unwrap_err().to_string();
+        assert!(err.contains(message), "{extra}: {err}");
+    }
+    // No SIEM host outside us/eu/uk unless one is named.
+    let err = load(&format!(
+        "[cloud]\nregion = \"au\"\n{t}streams = [\"detections\"]\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("set cloud.siem_url"), "{err}");
+    let config = load(&format!("[cloud]\nregion = \"au\"\nsiem_url = \"http://127.0.0.1:9/alertexporter\"\n{t}streams = [\"detections\"]\n")).unwrap();
+    assert!(config.tenants[0].endpoints.siem.is_some());
+}
+
+invalid!(
+    alert_page_size_above_the_clamp,
+    "[sync]\nalert_page_size = 2000\n",
+    "sync.alert_page_size",
+    "clamps $top to 1000"
+);
+
 invalid!(
     unknown_region,
     "[cloud]\nregion = \"mars\"\n",

@@ -177,10 +177,6 @@ pub(crate) async fn alert_v2(
     }
 }
 
-fn is_mde(a: &EmuAlert) -> bool {
-    a.template.service_source.legacy == "MicrosoftDefenderATP"
-}
-
 /// The MDE alert shape (defender-api.md §3.2).
 fn mde_alert(a: &EmuAlert, i: &EmuIncident, tenant: &str, evidence: bool) -> Value {
     let t = a.template;
@@ -273,7 +269,7 @@ pub(crate) async fn mde_alerts(
     };
     let page: Vec<Value> = all_alerts(&state, &caller.tenant)
         .into_iter()
-        .filter(|(a, _)| is_mde(a))
+        .filter(|(a, _)| a.is_mde())
         .filter(|(a, i)| {
             let incident = i.id.to_string();
             odata::matches(&filter, |p| match p {
@@ -387,7 +383,7 @@ pub(crate) async fn siem_alerts(
     let mut out = Vec::new();
     for (a, i) in all_alerts(&state, &caller.tenant)
         .into_iter()
-        .filter(|(a, _)| is_mde(a))
+        .filter(|(a, _)| a.is_mde())
     {
         let processed = a.last_updated;
         if processed < since || processed > until {

@@ -464,6 +464,12 @@ impl EmulatorState {
         self.with_tenant(tenant, |d| d.versions.clone())
             .unwrap_or_default()
     }
+
+    /// Every alert version of `tenant` that ever existed, in the order they happened.
+    pub fn alert_ground_truth(&self, tenant: &str) -> Vec<world::AlertVersionRecord> {
+        self.with_tenant(tenant, |d| d.alert_versions.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// Builds the emulator's router over `state`.

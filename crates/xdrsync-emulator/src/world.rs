@@ -155,6 +155,13 @@ pub struct EmuAlert {
     pub entities: Vec<Entity>,
 }
 
+impl EmuAlert {
+    /// An endpoint alert: listed by the MDE alerts API and exported by the SIEM API.
+    pub fn is_mde(&self) -> bool {
+        self.template.service_source.legacy == "MicrosoftDefenderATP"
+    }
+}
+
 /// One incident as the emulator holds it.
 #[derive(Clone, Debug)]
 pub struct EmuIncident {
@@ -203,6 +210,24 @@ pub struct VersionRecord {
     pub incident_id: u64,
     /// Its last-update time for this version.
     pub last_update: Timestamp,
+}
+
+/// One version of one alert, as the ground truth records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AlertVersionRecord {
+    /// Alert id.
+    pub alert_id: String,
+    /// The incident it belonged to in this version.
+    pub incident_id: u64,
+    /// Its last-update time for this version.
+    pub last_update: Timestamp,
+    /// The last-update time of the incident version that first carried it: the alert
+    /// becomes visible with that incident version (ingestion lag applies to it).
+    pub visible_from: Timestamp,
+    /// Whether the MDE alerts API lists it (an endpoint alert).
+    pub mde: bool,
+    /// How many SIEM API detections it exports (one per entity, when it has a device).
+    pub detections: usize,
 }
 
 /// The realism switches the history generator needs (from [`crate::Behaviour`]).
@@ -295,6 +320,10 @@ pub struct TenantData {
     schedules: BTreeMap<u64, Vec<(Timestamp, Update)>>,
     /// Every version that ever existed, in the order they happened.
     pub versions: Vec<VersionRecord>,
+    /// Every alert version that ever existed, in the order they happened.
+    pub alert_versions: Vec<AlertVersionRecord>,
+    /// Each alert's newest recorded last-update time.
+    alert_latest: std::collections::HashMap<String, Timestamp>,
     /// Next id for incidents created through the admin API (far above generated ids).
     next_custom: u64,
     realism: Realism,
@@ -324,6 +353,8 @@ impl TenantData {
             pending: BinaryHeap::new(),
             schedules: BTreeMap::new(),
             versions: Vec::new(),
+            alert_versions: Vec::new(),
+            alert_latest: std::collections::HashMap::new(),
             next_custom: 900_000_000,
             realism,
             last_initial: None,
@@ -401,6 +432,23 @@ impl TenantData {
             incident_id: id,
             last_update: inc.last_update,
         });
+        for a in &inc.alerts {
+            if self.alert_latest.get(&a.id) != Some(&a.last_updated) {
+                self.alert_latest.insert(a.id.clone(), a.last_updated);
+                self.alert_versions.push(AlertVersionRecord {
+                    alert_id: a.id.clone(),
+                    incident_id: id,
+                    last_update: a.last_updated,
+                    visible_from: inc.last_update,
+                    mde: a.is_mde(),
+                    detections: if a.is_mde() && !a.devices.is_empty() {
+                        a.entities.len()
+                    } else {
+                        0
+                    },
+                });
+            }
+        }
         if self.realism.keep_history {
             let snapshot = inc.clone();
             self.history.entry(id).or_default().push(snapshot);
@@ -630,7 +678,11 @@ impl TenantData {
         if source.status == status::REDIRECTED {
             return;
         }
-        let alerts = std::mem::take(&mut source.alerts);
+        let mut alerts = std::mem::take(&mut source.alerts);
+        // Correlated into another incident: the alert itself changed (its `incidentId`).
+        for a in &mut alerts {
+            a.last_updated = a.last_updated.max(at);
+        }
         source.status = status::REDIRECTED;
         source.redirect = Some(target);
         source.last_update = at;

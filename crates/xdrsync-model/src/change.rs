@@ -23,7 +23,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Incident, IncidentId};
+use crate::{Alert, Incident, IncidentId};
 
 /// The kind of a change event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -141,6 +141,38 @@ pub fn classify(prev: Option<&Incident>, next: &Incident) -> (ChangeKind, Change
             fields,
             alerts_added,
             redirected_to,
+        },
+    )
+}
+
+/// Compares an alert (or SIEM detection) version with the one before it: `created` for the
+/// first one seen, else `updated` with the fields that moved. The API is not a change (MDE →
+/// Graph keeps one history), nor are the fields only one of the APIs fills (`web_url`,
+/// evidence details MDE lists only with `$expand`).
+pub fn classify_alert(prev: Option<&Alert>, next: &Alert) -> (ChangeKind, Changes) {
+    let Some(prev) = prev else {
+        return (ChangeKind::Created, Changes::default());
+    };
+    let mut fields = Vec::new();
+    let mut field = |name: &str, changed: bool| {
+        if changed {
+            fields.push(name.to_owned());
+        }
+    };
+    field("incident_id", prev.incident_id != next.incident_id);
+    field("title", prev.title != next.title);
+    field("status", prev.status != next.status);
+    field("severity", prev.severity != next.severity);
+    field("classification", prev.classification != next.classification);
+    field("determination", prev.determination != next.determination);
+    field("assigned_to", prev.assigned_to != next.assigned_to);
+    field("resolved", prev.resolved != next.resolved);
+    field("last_activity", prev.last_activity != next.last_activity);
+    (
+        ChangeKind::Updated,
+        Changes {
+            fields,
+            ..Changes::default()
         },
     )
 }

@@ -57,20 +57,45 @@ impl TenantId {
     }
 }
 
-/// What a cursor walks through for a tenant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A stream of one tenant: what a cursor walks through and what a stored version is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamKind {
     /// Incidents with their alerts, from Graph or the legacy XDR API (one identity for both).
     Incidents,
+    /// Alerts on their own, from Graph `alerts_v2` or the MDE alerts API (one identity for
+    /// both).
+    Alerts,
+    /// SIEM API detections: one per alert entity.
+    Detections,
 }
 
 impl StreamKind {
-    /// The stream's stable name, as stored in cursors.
+    /// Every stream.
+    pub const ALL: [StreamKind; 3] = [
+        StreamKind::Incidents,
+        StreamKind::Alerts,
+        StreamKind::Detections,
+    ];
+
+    /// The stream's stable name, as stored in cursors and used in the config.
     pub fn as_str(&self) -> &'static str {
         match self {
             StreamKind::Incidents => "incidents",
+            StreamKind::Alerts => "alerts",
+            StreamKind::Detections => "detections",
         }
+    }
+
+    /// Parses [`StreamKind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for StreamKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -100,6 +125,22 @@ impl VersionKey {
     }
 }
 
+impl EventId {
+    /// The event id of a version of an item of a stream other than incidents (whose ids keep
+    /// [`VersionKey::event_id`]): the stream's name is hashed in, so an alert id can never
+    /// collide with an incident id or a detection's.
+    pub fn of(tenant: &TenantId, stream: StreamKind, item: &str, last_update: Timestamp) -> Self {
+        let mut h = Sha256::new();
+        for part in [tenant.as_str(), stream.as_str(), item] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(last_update.to_string().as_bytes());
+        let digest = h.finalize();
+        EventId(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
 string_id!(
     /// A stable, content-derived id of one delivered event (32 hex digits). The same incident
     /// version always gets the same id, on any machine, in any run.
@@ -123,5 +164,11 @@ mod tests {
         assert_eq!(a.as_str().len(), 32);
         // Pinned: the id must never change between releases, or sinks would see repeats.
         assert_eq!(a.as_str(), "10eedb4a33985857669be8837e3f050e");
+        let t = "2020-09-06T14:46:57.29Z".parse().unwrap();
+        let tenant = TenantId::canonical("AAAA");
+        let alert = EventId::of(&tenant, StreamKind::Alerts, "42", t);
+        assert_ne!(alert, a);
+        assert_ne!(alert, EventId::of(&tenant, StreamKind::Detections, "42", t));
+        assert_eq!(alert.as_str(), "637c84eab25d11acc3222d7a9b7865a9", "pinned");
     }
 }

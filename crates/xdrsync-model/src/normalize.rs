@@ -17,24 +17,26 @@ use crate::{AlertSummary, ApiKind, Incident, IncidentId, Severity, TenantId, Tim
 #[derive(Debug, thiserror::Error)]
 pub enum NormalizeError {
     /// The payload is not a JSON object.
-    #[error("expected an incident object, got {found}")]
+    #[error("expected {what} object, got {found}")]
     NotAnObject {
+        /// What was expected (`an incident`, `an alert`, `a detection`).
+        what: &'static str,
         /// The JSON type found instead.
         found: &'static str,
     },
     /// A required field is absent or null.
-    #[error("incident {incident}: required field `{field}` is missing")]
+    #[error("{item}: required field `{field}` is missing")]
     Missing {
-        /// The incident id if known, else `?`.
-        incident: String,
+        /// The item and its id if known (`incident 924521`, `alert ?`).
+        item: String,
         /// The missing field.
         field: &'static str,
     },
     /// A field has the wrong type or an unparseable value.
-    #[error("incident {incident}: field `{field}` is invalid: {reason}")]
+    #[error("{item}: field `{field}` is invalid: {reason}")]
     Invalid {
-        /// The incident id if known, else `?`.
-        incident: String,
+        /// The item and its id if known (`incident 924521`, `alert ?`).
+        item: String,
         /// The offending field.
         field: &'static str,
         /// What is wrong with it.
@@ -42,7 +44,7 @@ pub enum NormalizeError {
     },
 }
 
-fn type_name(v: &Value) -> &'static str {
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -53,17 +55,18 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-struct Reader<'a> {
-    obj: &'a Map<String, Value>,
-    incident: String,
+pub(crate) struct Reader<'a> {
+    pub(crate) obj: &'a Map<String, Value>,
+    /// The item for error messages: `incident 924521`, `alert da63…`.
+    pub(crate) item: String,
 }
 
 impl<'a> Reader<'a> {
-    fn get(&self, field: &str) -> Option<&'a Value> {
+    pub(crate) fn get(&self, field: &str) -> Option<&'a Value> {
         self.obj.get(field).filter(|v| !v.is_null())
     }
 
-    fn str_opt(&self, field: &'static str) -> Result<Option<String>, NormalizeError> {
+    pub(crate) fn str_opt(&self, field: &'static str) -> Result<Option<String>, NormalizeError> {
         match self.get(field) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -74,10 +77,10 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn time(&self, field: &'static str) -> Result<Timestamp, NormalizeError> {
+    pub(crate) fn time(&self, field: &'static str) -> Result<Timestamp, NormalizeError> {
         match self.get(field) {
             None => Err(NormalizeError::Missing {
-                incident: self.incident.clone(),
+                item: self.item.clone(),
                 field,
             }),
             Some(Value::String(s)) => s.parse().map_err(|e| self.invalid(field, format!("{e}"))),
@@ -88,13 +91,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn time_opt(&self, field: &'static str) -> Option<Timestamp> {
+    pub(crate) fn time_opt(&self, field: &'static str) -> Option<Timestamp> {
         self.get(field)
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok())
     }
 
-    fn strings(&self, field: &'static str) -> Vec<String> {
+    pub(crate) fn strings(&self, field: &'static str) -> Vec<String> {
         match self.get(field) {
             Some(Value::Array(items)) => items
                 .iter()
@@ -104,9 +107,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn invalid(&self, field: &'static str, reason: String) -> NormalizeError {
+    pub(crate) fn invalid(&self, field: &'static str, reason: String) -> NormalizeError {
         NormalizeError::Invalid {
-            incident: self.incident.clone(),
+            item: self.item.clone(),
             field,
             reason,
         }
@@ -114,7 +117,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Reads an id that may be a JSON number or a string of digits.
-fn read_id(v: Option<&Value>) -> Result<Option<String>, String> {
+pub(crate) fn read_id(v: Option<&Value>) -> Result<Option<String>, String> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(Some(n.to_string())),
@@ -132,7 +135,7 @@ fn camel(s: &str) -> String {
     }
 }
 
-fn enum_value(legacy: Option<String>, map: &[(&str, &str)]) -> String {
+pub(crate) fn enum_value(legacy: Option<String>, map: &[(&str, &str)]) -> String {
     match legacy {
         None => "unknown".to_owned(),
         Some(v) => map
@@ -144,15 +147,16 @@ fn enum_value(legacy: Option<String>, map: &[(&str, &str)]) -> String {
 }
 
 const STATUS_MAP: &[(&str, &str)] = &[("InProgress", "inProgress")];
-const CLASSIFICATION_MAP: &[(&str, &str)] = &[("Unknown", "unknown")];
+pub(crate) const CLASSIFICATION_MAP: &[(&str, &str)] = &[("Unknown", "unknown")];
 /// Legacy determinations with a different Graph name (see defender-api.md §1.11, §2.5).
-const DETERMINATION_MAP: &[(&str, &str)] = &[
+pub(crate) const DETERMINATION_MAP: &[(&str, &str)] = &[
     ("NotAvailable", "unknown"),
     ("CompromisedAccount", "compromisedUser"),
     ("ConfirmedUserActivity", "confirmedActivity"),
     ("NoEnoughDataToValidate", "insufficientData"),
 ];
-const ALERT_STATUS_MAP: &[(&str, &str)] = &[("Active", "inProgress"), ("Unknown", "unknown")];
+pub(crate) const ALERT_STATUS_MAP: &[(&str, &str)] =
+    &[("Active", "inProgress"), ("Unknown", "unknown")];
 /// Legacy `serviceSource` → Graph `serviceSource`.
 const SERVICE_SOURCE_MAP: &[(&str, &str)] = &[
     ("MicrosoftDefenderATP", "microsoftDefenderForEndpoint"),
@@ -176,7 +180,7 @@ const SERVICE_SOURCE_MAP: &[(&str, &str)] = &[
     ("DataLossPrevention", "dataLossPrevention"),
 ];
 /// Legacy `detectionSource` → Graph `detectionSource`.
-const DETECTION_SOURCE_MAP: &[(&str, &str)] = &[
+pub(crate) const DETECTION_SOURCE_MAP: &[(&str, &str)] = &[
     ("WindowsDefenderAv", "antivirus"),
     ("WindowsDefenderSmartScreen", "smartScreen"),
     ("CustomerTI", "customTi"),
@@ -193,29 +197,32 @@ const DETECTION_SOURCE_MAP: &[(&str, &str)] = &[
     ("Manual", "manual"),
 ];
 
-fn as_object<'a>(raw: &'a Value, incident: &str) -> Result<&'a Map<String, Value>, NormalizeError> {
-    let _ = incident;
+pub(crate) fn as_object<'a>(
+    raw: &'a Value,
+    what: &'static str,
+) -> Result<&'a Map<String, Value>, NormalizeError> {
     raw.as_object().ok_or(NormalizeError::NotAnObject {
+        what,
         found: type_name(raw),
     })
 }
 
 /// Normalizes one incident of the legacy `GET /api/incidents` response.
 pub fn normalize_xdr_incident(tenant: &TenantId, raw: &Value) -> Result<Incident, NormalizeError> {
-    let obj = as_object(raw, "?")?;
+    let obj = as_object(raw, "an incident")?;
     let id = read_id(obj.get("incidentId"))
         .map_err(|reason| NormalizeError::Invalid {
-            incident: "?".into(),
+            item: "incident ?".into(),
             field: "incidentId",
             reason,
         })?
         .ok_or(NormalizeError::Missing {
-            incident: "?".into(),
+            item: "incident ?".into(),
             field: "incidentId",
         })?;
     let r = Reader {
         obj,
-        incident: id.clone(),
+        item: format!("incident {id}"),
     };
     let redirect =
         read_id(r.get("redirectIncidentId")).map_err(|e| r.invalid("redirectIncidentId", e))?;
@@ -249,7 +256,7 @@ pub fn normalize_xdr_incident(tenant: &TenantId, raw: &Value) -> Result<Incident
 fn xdr_alert(obj: &Map<String, Value>) -> AlertSummary {
     let r = Reader {
         obj,
-        incident: String::new(),
+        item: String::new(),
     };
     let text = |f: &'static str| r.get(f).and_then(Value::as_str).map(str::to_owned);
     let evidence = |f: &'static str| r.get(f).and_then(Value::as_array).map_or(0, Vec::len);
@@ -273,20 +280,20 @@ pub fn normalize_graph_incident(
     tenant: &TenantId,
     raw: &Value,
 ) -> Result<Incident, NormalizeError> {
-    let obj = as_object(raw, "?")?;
+    let obj = as_object(raw, "an incident")?;
     let id = read_id(obj.get("id"))
         .map_err(|reason| NormalizeError::Invalid {
-            incident: "?".into(),
+            item: "incident ?".into(),
             field: "id",
             reason,
         })?
         .ok_or(NormalizeError::Missing {
-            incident: "?".into(),
+            item: "incident ?".into(),
             field: "id",
         })?;
     let r = Reader {
         obj,
-        incident: id.clone(),
+        item: format!("incident {id}"),
     };
     let redirect =
         read_id(r.get("redirectIncidentId")).map_err(|e| r.invalid("redirectIncidentId", e))?;
@@ -326,7 +333,7 @@ pub fn normalize_graph_incident(
 fn graph_alert(obj: &Map<String, Value>) -> AlertSummary {
     let r = Reader {
         obj,
-        incident: String::new(),
+        item: String::new(),
     };
     let text = |f: &'static str| r.get(f).and_then(Value::as_str).map(str::to_owned);
     AlertSummary {

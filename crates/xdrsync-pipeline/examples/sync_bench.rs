@@ -122,16 +122,16 @@ async fn throughput(tenants: usize, per_hour: f64) {
         let listed = t0.elapsed();
         println!(
             "  one tenant, emulator cold: {} listed in {:.2}s; warm (renders cached): {:.2}s",
-            listing2.incidents.len(),
+            listing2.records.len(),
             cold.as_secs_f64(),
             listed.as_secs_f64()
         );
         let scratch = SqliteStore::open(&tmp.path().join("scratch.db")).unwrap();
         let versions: Vec<_> = listing
-            .incidents
+            .records
             .into_iter()
             .map(|f| xdrsync_store::NewVersion {
-                incident: f.incident,
+                record: f.record,
                 raw: f.raw,
             })
             .collect();
@@ -160,7 +160,7 @@ async fn throughput(tenants: usize, per_hour: f64) {
         .versions_after(0, 200)
         .unwrap()
         .iter()
-        .map(|v| v.incident.alerts.len())
+        .map(|v| v.record.incident().map_or(0, |i| i.alerts.len()))
         .sum();
     let sink = NdjsonSink::new("ndjson", tmp.path().join("out.ndjson"));
     let t = Instant::now();

@@ -1,5 +1,6 @@
-//! The pull pipeline: for each tenant, read what changed since its cursor, store the new
-//! versions and advance the cursor in one transaction, then let each sink deliver from the store.
+//! The pull pipeline: for each tenant and stream (incidents, alerts, SIEM detections), read what
+//! changed since the stream's cursor, store the new versions and advance the cursor in one
+//! transaction, then let each sink deliver from the store.
 //!
 //! # Invariants
 //! - The cursor of a tenant moves only in the transaction that stores the versions it covers,
@@ -13,7 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use xdrsync_api_client::{ApiClient, ApiError, Listing, RateBudgets, RetryPolicy, Target};
+use xdrsync_api_client::{
+    ApiClient, ApiError, Listing, RateBudgets, RetryPolicy, SiemFilter, Source, Target,
+};
 use xdrsync_auth::vault::{Vault, VaultKey};
 use xdrsync_auth::{CertificateCredential, Credential, RefreshSource, TokenCache, TokenRequest};
 use xdrsync_config::{
@@ -40,18 +43,20 @@ pub enum PullError {
     NeverPulled(String),
 }
 
-/// How one tenant's pull went.
+/// How one pull of one (tenant, stream) went.
 #[derive(Debug, Clone)]
 pub struct TenantReport {
     /// Tenant name from the config.
     pub name: String,
-    /// The API used.
-    pub api: ApiKind,
+    /// The stream pulled.
+    pub stream: StreamKind,
+    /// The API used (`graph`, `xdr`, `mde`, `siem`).
+    pub api: &'static str,
     /// Versions stored, by kind.
     pub stats: CommitStats,
     /// The newest last-update time seen in this pull.
     pub last_update: Option<Timestamp>,
-    /// The tenant's cursor after the pull.
+    /// The stream's cursor after the pull.
     pub cursor: Option<Timestamp>,
     /// Items that could not be read.
     pub poison: usize,
@@ -69,10 +74,16 @@ pub struct TenantReport {
 }
 
 impl TenantReport {
-    fn failed(tenant: &Tenant, error: String, cursor: Option<Timestamp>) -> Self {
+    fn failed(
+        tenant: &Tenant,
+        stream: StreamKind,
+        error: String,
+        cursor: Option<Timestamp>,
+    ) -> Self {
         TenantReport {
             name: tenant.name.clone(),
-            api: tenant.api,
+            stream,
+            api: api_name(tenant, stream),
             stats: CommitStats::default(),
             last_update: None,
             cursor,
@@ -96,20 +107,45 @@ pub enum PullMode {
     Since(Timestamp),
 }
 
-/// How the API and the store compare for one tenant (`xdrsync reconcile`).
-#[derive(Debug, Clone, Default)]
+/// The API a tenant's stream is read from: `graph`/`xdr` for incidents, `graph`/`mde` for
+/// alerts, `siem` for detections.
+pub fn api_name(tenant: &Tenant, stream: StreamKind) -> &'static str {
+    match (stream, tenant.api) {
+        (StreamKind::Detections, _) => "siem",
+        (StreamKind::Alerts, ApiKind::Xdr) => "mde",
+        (_, api) => api.as_str(),
+    }
+}
+
+/// What the API client reads for a tenant's stream.
+pub fn source(tenant: &Tenant, stream: StreamKind) -> Source {
+    match stream {
+        StreamKind::Incidents => Source::Incidents,
+        StreamKind::Alerts => Source::Alerts,
+        StreamKind::Detections => Source::Detections(SiemFilter {
+            machine_groups: tenant.siem.machine_groups.clone(),
+            device_tag: tenant.siem.device_tag.clone(),
+            cloud_tag: tenant.siem.cloud_tag.clone(),
+        }),
+    }
+}
+
+/// How the API and the store compare for one (tenant, stream) (`xdrsync reconcile`).
+#[derive(Debug, Clone)]
 pub struct Reconciliation {
     /// Tenant name.
     pub name: String,
-    /// Incidents whose current version the API holds and the store does not:
+    /// The stream compared.
+    pub stream: StreamKind,
+    /// Items whose current version the API holds and the store does not:
     /// `(id, the API's last update, the store's newest, if any)`.
     pub missing: Vec<(String, Timestamp, Option<Timestamp>)>,
-    /// Incidents the store holds in the window that the API no longer lists at that version:
+    /// Items the store holds in the window that the API no longer lists at that version:
     /// `(id, the store's newest)`.
     pub extra: Vec<(String, Timestamp)>,
-    /// Incidents that agree.
+    /// Items that agree.
     pub matched: usize,
-    /// Incidents changed after the store's cursor (not pulled yet; not a discrepancy).
+    /// Items changed after the store's cursor (not pulled yet; not a discrepancy).
     pub pending: usize,
     /// Why the comparison could not be made.
     pub error: Option<String>,
@@ -234,11 +270,21 @@ pub fn open_vault(config: &Config) -> Result<Arc<Vault>, ConfigError> {
     Ok(Arc::new(Vault::new(&config.vault_file, key)))
 }
 
-/// The API target of a tenant.
+/// The API target of a tenant's incidents.
 pub fn target(
     tenant: &Tenant,
     config: &Config,
     vault: Option<&Arc<Vault>>,
+) -> Result<Target, ConfigError> {
+    stream_target(tenant, config, vault, StreamKind::Incidents)
+}
+
+/// The API target of a tenant's stream: host, token audience and page size.
+pub fn stream_target(
+    tenant: &Tenant,
+    config: &Config,
+    vault: Option<&Arc<Vault>>,
+    stream: StreamKind,
 ) -> Result<Target, ConfigError> {
     let credential = credential(tenant)?;
     let refresh = match (tenant.delegated, vault) {
@@ -260,13 +306,25 @@ pub fn target(
         }
     };
     let e = &tenant.endpoints;
-    let (base_url, resource, page_size) = match tenant.api {
-        ApiKind::Graph => (
+    let alerts = config.sync.alert_page_size;
+    let (base_url, resource, page_size) = match (stream, tenant.api) {
+        (StreamKind::Detections, _) => {
+            let siem = e.siem.clone().ok_or_else(|| ConfigError::Invalid {
+                path: config.path.clone(),
+                field: "cloud.siem_url".into(),
+                message: "no SIEM API host for this cloud and region".into(),
+            })?;
+            (siem, e.siem_resource.clone(), alerts)
+        }
+        (StreamKind::Alerts, ApiKind::Graph) => (e.graph.clone(), e.graph_resource.clone(), alerts),
+        // The MDE alerts API: its own host and token audience (roles on WindowsDefenderATP).
+        (StreamKind::Alerts, ApiKind::Xdr) => (e.mde.clone(), e.mde_resource.clone(), alerts),
+        (StreamKind::Incidents, ApiKind::Graph) => (
             e.graph.clone(),
             e.graph_resource.clone(),
             config.sync.graph_page_size,
         ),
-        ApiKind::Xdr => (
+        (StreamKind::Incidents, ApiKind::Xdr) => (
             e.xdr.clone(),
             e.xdr_resource.clone(),
             config.sync.xdr_page_size,
@@ -353,30 +411,42 @@ impl Pipeline {
         self.pull_all_with(PullMode::Incremental, |_| {}).await
     }
 
-    /// Pulls every enabled tenant once from `mode`, calling `done` as each tenant finishes
-    /// (for progress output); reports come back in config order.
+    /// How many (tenant, stream) pulls a pass makes.
+    pub fn enabled_streams(&self) -> usize {
+        self.config
+            .tenants
+            .iter()
+            .filter(|t| t.enabled)
+            .map(|t| t.streams.len())
+            .sum()
+    }
+
+    /// Pulls every stream of every enabled tenant once from `mode`, calling `done` as each
+    /// (tenant, stream) finishes (for progress output); reports come back in config order.
+    /// Streams of one tenant run side by side: they draw on the same rate budgets, and one
+    /// stream's failure is that stream's.
     pub async fn pull_all_with(
         &self,
         mode: PullMode,
         mut done: impl FnMut(&TenantReport),
     ) -> Vec<TenantReport> {
-        let tenants: Vec<Tenant> = self
+        let tenants: Vec<(Tenant, StreamKind)> = self
             .config
             .tenants
             .iter()
             .filter(|t| t.enabled)
-            .cloned()
+            .flat_map(|t| t.streams.iter().map(move |s| (t.clone(), *s)))
             .collect();
         let limit = Arc::new(tokio::sync::Semaphore::new(
             self.config.sync.concurrent_tenants,
         ));
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, tenant) in tenants.iter().cloned().enumerate() {
+        for (i, (tenant, stream)) in tenants.iter().cloned().enumerate() {
             let this = self.clone();
             let limit = limit.clone();
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                (i, this.pull_tenant_report(&tenant, mode).await)
+                (i, this.pull_tenant_report(&tenant, stream, mode).await)
             });
         }
         let mut reports: Vec<Option<TenantReport>> = vec![None; tenants.len()];
@@ -392,10 +462,11 @@ impl Pipeline {
         reports
             .into_iter()
             .zip(&tenants)
-            .map(|(r, t)| {
+            .map(|(r, (t, stream))| {
                 r.unwrap_or_else(|| {
                     TenantReport::failed(
                         t,
+                        *stream,
                         "internal error: the tenant's task stopped unexpectedly".into(),
                         None,
                     )
@@ -404,17 +475,18 @@ impl Pipeline {
             .collect()
     }
 
-    async fn pull_tenant_report(&self, tenant: &Tenant, mode: PullMode) -> TenantReport {
-        let report = match self.pull_tenant(tenant, mode).await {
+    async fn pull_tenant_report(
+        &self,
+        tenant: &Tenant,
+        stream: StreamKind,
+        mode: PullMode,
+    ) -> TenantReport {
+        let report = match self.pull_stream(tenant, stream, mode).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(tenant = %tenant.name, error = %e, "Tenant pull failed; other tenants continue.");
-                let cursor = self
-                    .store
-                    .cursor(&tenant.tenant_id, StreamKind::Incidents)
-                    .ok()
-                    .flatten();
-                TenantReport::failed(tenant, e.to_string(), cursor)
+                tracing::error!(tenant = %tenant.name, %stream, error = %e, "Pull failed; other tenants and streams continue.");
+                let cursor = self.store.cursor(&tenant.tenant_id, stream).ok().flatten();
+                TenantReport::failed(tenant, stream, e.to_string(), cursor)
             }
         };
         let outcome = PullOutcome {
@@ -425,22 +497,31 @@ impl Pipeline {
         };
         let store = self.store.clone();
         let id = tenant.tenant_id.clone();
-        if let Err(e) =
-            blocking(move || store.record_outcome(&id, StreamKind::Incidents, &outcome)).await
-        {
+        if let Err(e) = blocking(move || store.record_outcome(&id, stream, &outcome)).await {
             tracing::error!(tenant = %tenant.name, error = %e, "Cannot record the pull's outcome for `xdrsync status`.");
         }
         report
     }
 
-    /// Compares what the API lists for `tenant` (last update at or after `since`) with the
-    /// store's newest versions, up to the store's cursor.
-    pub async fn reconcile(&self, tenant: &Tenant, since: Timestamp) -> Reconciliation {
+    /// Compares what the API lists for a tenant's stream (last update at or after `since`)
+    /// with the store's newest versions, up to the store's cursor.
+    pub async fn reconcile(
+        &self,
+        tenant: &Tenant,
+        stream: StreamKind,
+        since: Timestamp,
+    ) -> Reconciliation {
         let mut r = Reconciliation {
             name: tenant.name.clone(),
-            ..Reconciliation::default()
+            stream,
+            missing: Vec::new(),
+            extra: Vec::new(),
+            matched: 0,
+            pending: 0,
+            error: None,
+            compared_from: None,
         };
-        if let Err(e) = self.reconcile_into(tenant, since, &mut r).await {
+        if let Err(e) = self.reconcile_into(tenant, stream, since, &mut r).await {
             r.error = Some(e.to_string());
         }
         r
@@ -449,36 +530,35 @@ impl Pipeline {
     async fn reconcile_into(
         &self,
         tenant: &Tenant,
+        stream: StreamKind,
         since: Timestamp,
         r: &mut Reconciliation,
     ) -> Result<(), PullError> {
-        let target = target(tenant, &self.config, self.vault.as_ref())?;
+        let target = stream_target(tenant, &self.config, self.vault.as_ref(), stream)?;
         let store = self.store.clone();
         let id = tenant.tenant_id.clone();
-        let (cursor, covered) = blocking(move || {
-            Ok((
-                store.cursor(&id, StreamKind::Incidents)?,
-                store.covered_from(&id, StreamKind::Incidents)?,
-            ))
-        })
-        .await?;
+        let (cursor, covered) =
+            blocking(move || Ok((store.cursor(&id, stream)?, store.covered_from(&id, stream)?)))
+                .await?;
         let (Some(cursor), Some(covered)) = (cursor, covered) else {
             return Err(PullError::NeverPulled(tenant.name.clone()));
         };
         // The store can only be held to what a successful pull has read.
         let since = since.max(covered);
         r.compared_from = Some(since);
-        let listing = self.client.list_incidents(&target, since, None).await?;
+        let listing = self
+            .client
+            .list(&target, &source(tenant, stream), since, None)
+            .await?;
         let store = self.store.clone();
         let id = tenant.tenant_id.clone();
-        let stored = blocking(move || store.latest_since_by_id(&id, since)).await?;
+        let stored = blocking(move || store.latest_since_by_id(&id, stream, since)).await?;
         let mut api = std::collections::BTreeMap::new();
-        for f in &listing.incidents {
-            let e = api
-                .entry(f.incident.incident_id.to_string())
-                .or_insert(f.incident.last_update);
-            if f.incident.last_update > *e {
-                *e = f.incident.last_update;
+        for f in &listing.records {
+            let t = f.record.last_update();
+            let e = api.entry(f.record.item_id()).or_insert(t);
+            if t > *e {
+                *e = t;
             }
         }
         for (id, api_t) in &api {
@@ -500,17 +580,27 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Pulls one tenant: reads from `cursor − overlap` (or the initial lookback, or the
-    /// backfill start) and commits.
+    /// Pulls one tenant's incidents (see [`Pipeline::pull_stream`]).
     pub async fn pull_tenant(
         &self,
         tenant: &Tenant,
         mode: PullMode,
     ) -> Result<TenantReport, PullError> {
-        let target = target(tenant, &self.config, self.vault.as_ref())?;
+        self.pull_stream(tenant, StreamKind::Incidents, mode).await
+    }
+
+    /// Pulls one stream of one tenant: reads from `cursor − overlap` (or the initial lookback,
+    /// or the backfill start) and commits the versions with the advanced cursor.
+    pub async fn pull_stream(
+        &self,
+        tenant: &Tenant,
+        stream: StreamKind,
+        mode: PullMode,
+    ) -> Result<TenantReport, PullError> {
+        let target = stream_target(tenant, &self.config, self.vault.as_ref(), stream)?;
         let store = self.store.clone();
         let id = tenant.tenant_id.clone();
-        let cursor = blocking(move || store.cursor(&id, StreamKind::Incidents)).await?;
+        let cursor = blocking(move || store.cursor(&id, stream)).await?;
         let since = match (mode, cursor) {
             (PullMode::Since(t), _) => t,
             (PullMode::Incremental, Some(c)) => c.sub(self.config.sync.overlap),
@@ -518,20 +608,20 @@ impl Pipeline {
                 Timestamp::now().sub(self.config.sync.initial_lookback)
             }
         };
-        tracing::info!(tenant = %tenant.name, api = %tenant.api, %since, "Pulling incidents.");
-        let listing: Listing = self.client.list_incidents(&target, since, None).await?;
-        let last_update = listing
-            .incidents
-            .iter()
-            .map(|f| f.incident.last_update)
-            .max();
+        let api = api_name(tenant, stream);
+        tracing::info!(tenant = %tenant.name, %stream, api, %since, "Pulling.");
+        let listing: Listing = self
+            .client
+            .list(&target, &source(tenant, stream), since, None)
+            .await?;
+        let last_update = listing.records.iter().map(|f| f.record.last_update()).max();
         // With nothing new the cursor stays (the success is recorded in the stream's health).
-        let new_cursor = last_update.map(|t| (StreamKind::Incidents, t));
+        let new_cursor = last_update.map(|t| (stream, t));
         let versions: Vec<NewVersion> = listing
-            .incidents
+            .records
             .into_iter()
             .map(|f| NewVersion {
-                incident: f.incident,
+                record: f.record,
                 raw: f.raw,
             })
             .collect();
@@ -539,14 +629,15 @@ impl Pipeline {
             .poison
             .iter()
             .map(|p| PoisonRecord {
-                incident_id: p.incident_id.clone(),
+                stream,
+                item_id: p.item_id.clone(),
                 reason: p.reason.clone(),
                 raw: p.raw.clone(),
             })
             .collect();
         for p in &listing.poison {
-            tracing::error!(tenant = %tenant.name, incident = p.incident_id.as_deref().unwrap_or("?"), reason = %p.reason,
-                "Skipped an incident the API returned in a form that cannot be read; it is kept in the store's poison table.");
+            tracing::error!(tenant = %tenant.name, %stream, item = p.item_id.as_deref().unwrap_or("?"), reason = %p.reason,
+                "Skipped an item the API returned in a form that cannot be read; it is kept in the store's poison table.");
         }
         let store = self.store.clone();
         let id = tenant.tenant_id.clone();
@@ -556,13 +647,14 @@ impl Pipeline {
                 store.record_poison(&id, &poison)?;
             }
             let stats = store.commit(&id, &versions, new_cursor)?;
-            Ok((stats, store.cursor(&id, StreamKind::Incidents)?))
+            Ok((stats, store.cursor(&id, stream)?))
         })
         .await?;
-        tracing::info!(tenant = %tenant.name, created = stats.created, updated = stats.updated, unchanged = stats.unchanged, pages = listing.pages, "Pulled incidents.");
+        tracing::info!(tenant = %tenant.name, %stream, created = stats.created, updated = stats.updated, unchanged = stats.unchanged, pages = listing.pages, "Pulled.");
         Ok(TenantReport {
             name: tenant.name.clone(),
-            api: tenant.api,
+            stream,
+            api,
             stats,
             last_update,
             cursor,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use xdrsync_emulator::Emulator;
-use xdrsync_model::{ApiKind, TenantId, Timestamp};
+use xdrsync_model::{ApiKind, StreamKind, TenantId, Timestamp};
 use xdrsync_pipeline::Pipeline;
 use xdrsync_store::SqliteStore;
 use xdrsync_test_utils as tu;
@@ -21,7 +21,10 @@ fn current(emu: &Emulator, tenant: &str, since: Timestamp) -> BTreeMap<String, T
 /// The store's newest version of each incident of `tenant`.
 fn stored_latest(store: &SqliteStore, tenant: &str) -> BTreeMap<String, Timestamp> {
     let mut out = BTreeMap::new();
-    for (id, t) in store.version_keys(&TenantId::canonical(tenant)).unwrap() {
+    for (id, t) in store
+        .version_keys(&TenantId::canonical(tenant), StreamKind::Incidents)
+        .unwrap()
+    {
         let e = out.entry(id).or_insert(t);
         if t > *e {
             *e = t;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use xdrsync_emulator::faults::{Fault, FaultRule};
 use xdrsync_emulator::{Behaviour, Emulator};
-use xdrsync_model::{ApiKind, ChangeKind, TenantId, Timestamp};
+use xdrsync_model::{ApiKind, ChangeKind, StreamKind, TenantId, Timestamp};
 use xdrsync_pipeline::Pipeline;
 use xdrsync_store::SqliteStore;
 use xdrsync_test_utils as tu;
@@ -42,7 +42,9 @@ fn check(
         .iter()
         .flat_map(|(id, ts)| ts.iter().map(move |t| (id.to_string(), *t)))
         .collect();
-    let stored_rows = store.version_keys(&TenantId::canonical(tenant)).unwrap();
+    let stored_rows = store
+        .version_keys(&TenantId::canonical(tenant), StreamKind::Incidents)
+        .unwrap();
     let stored: BTreeSet<(String, Timestamp)> = stored_rows.iter().cloned().collect();
     assert_eq!(
         stored.len(),
@@ -143,7 +145,10 @@ async fn ties_merges_lag_and_updates_match_the_ground_truth() {
                 .redirected_to
                 .as_ref()
                 .expect("a redirect names its target");
-            assert_eq!(v.incident.redirect_incident_id.as_ref(), Some(to));
+            assert_eq!(
+                v.record.incident().unwrap().redirect_incident_id.as_ref(),
+                Some(to)
+            );
         }
         if v.change == ChangeKind::AlertAdded {
             assert!(!v.changes.alerts_added.is_empty());
@@ -289,7 +294,7 @@ async fn switching_a_tenant_from_legacy_to_graph_has_no_duplicate_or_gap() {
         .versions_after(before, 1_000_000)
         .unwrap()
         .iter()
-        .map(|v| v.incident.api)
+        .map(|v| v.record.incident().unwrap().api)
         .collect();
     assert_eq!(apis, BTreeSet::from([ApiKind::Graph]));
 }
@@ -335,18 +340,21 @@ async fn failing_expand_falls_back_to_single_reads() {
             })
             .collect();
         for v in store.versions_after(0, 1_000_000).unwrap() {
-            if v.incident.tenant_id != t.tenant_id {
-                continue;
-            }
-            let Some((lu, alerts)) = current.get(v.incident.incident_id.as_str()) else {
+            let Some(i) = v.record.incident() else {
                 continue;
             };
-            if *lu == v.incident.last_update {
-                let mut got: Vec<String> = v.incident.alerts.iter().map(|a| a.id.clone()).collect();
+            if i.tenant_id != t.tenant_id {
+                continue;
+            }
+            let Some((lu, alerts)) = current.get(i.incident_id.as_str()) else {
+                continue;
+            };
+            if *lu == i.last_update {
+                let mut got: Vec<String> = i.alerts.iter().map(|a| a.id.clone()).collect();
                 let mut want = alerts.clone();
                 got.sort();
                 want.sort();
-                assert_eq!(got, want, "incident {}", v.incident.incident_id);
+                assert_eq!(got, want, "incident {}", i.incident_id);
                 checked += 1;
             }
         }

@@ -9,7 +9,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use xdrsync_model::Timestamp;
+use xdrsync_model::{StreamKind, Timestamp};
 use xdrsync_store::{SqliteStore, StoreError, StoredVersion};
 
 /// A delivery failure.
@@ -40,22 +40,28 @@ pub struct Delivered {
     pub position: i64,
 }
 
-/// The NDJSON line of one stored version (the `xdrsync` schema with its event envelope).
+/// The NDJSON line of one stored version (the `xdrsync` schema with its event envelope):
+/// an incident under `incident` with `incident_id`, an alert or SIEM detection under `alert`
+/// with `alert_id` (`<alert id>:<part>` for a detection); `stream` says which.
 pub fn ndjson_line(v: &StoredVersion) -> String {
-    json!({
-        "event_id": v.event_id,
-        "seq": v.seq,
-        "change": v.change,
-        "changes": v.changes,
-        "tenant_id": v.incident.tenant_id,
-        "incident_id": v.incident.incident_id,
-        "last_update": v.incident.last_update,
-        "incident": v.incident,
-    })
-    .to_string()
+    let (id_key, body_key) = match v.stream {
+        StreamKind::Incidents => ("incident_id", "incident"),
+        StreamKind::Alerts | StreamKind::Detections => ("alert_id", "alert"),
+    };
+    let mut line = serde_json::Map::new();
+    line.insert("event_id".into(), json!(v.event_id));
+    line.insert("seq".into(), json!(v.seq));
+    line.insert("stream".into(), json!(v.stream));
+    line.insert("change".into(), json!(v.change));
+    line.insert("changes".into(), json!(v.changes));
+    line.insert("tenant_id".into(), json!(v.record.tenant()));
+    line.insert(id_key.into(), json!(v.record.item_id()));
+    line.insert("last_update".into(), json!(v.record.last_update()));
+    line.insert(body_key.into(), json!(v.record));
+    serde_json::Value::Object(line).to_string()
 }
 
-/// Appends one line per incident version to a file.
+/// Appends one line per stored version to a file.
 #[derive(Debug)]
 pub struct NdjsonSink {
     name: String,

@@ -1,11 +1,11 @@
-use xdrsync_model::{ApiKind, Incident, IncidentId, Severity, TenantId};
+use xdrsync_model::{ApiKind, Incident, IncidentId, Record, Severity, TenantId};
 use xdrsync_store::NewVersion;
 
 use super::*;
 
 fn version(id: u32) -> NewVersion {
     NewVersion {
-        incident: Incident {
+        record: Record::Incident(Incident {
             tenant_id: TenantId::canonical("t"),
             incident_id: IncidentId::new(id.to_string()),
             api: ApiKind::Xdr,
@@ -21,7 +21,7 @@ fn version(id: u32) -> NewVersion {
             web_url: None,
             tags: vec![],
             alerts: vec![],
-        },
+        }),
         raw: format!(r#"{{"incidentId":{id}}}"#),
     }
 }

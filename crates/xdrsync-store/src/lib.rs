@@ -1,6 +1,7 @@
-//! The durable store: incident versions, cursors and sink delivery positions.
+//! The durable store: versions of incidents, alerts and detections, cursors and sink delivery
+//! positions.
 //!
-//! It is the outbox of the sync. A pull writes new incident versions and advances the tenant's
+//! It is the outbox of the sync. A pull writes new versions and advances the stream's
 //! cursor **in one transaction**, so a crash can never leave a cursor ahead of the data it
 //! covers. Each sink keeps its own delivery position (the last `seq` it acknowledged), so a sink
 //! that is down holds back nothing but itself, and a restart resumes each sink where it stopped.
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use xdrsync_model::{ChangeKind, Changes, Incident, StreamKind, TenantId, Timestamp};
+use xdrsync_model::{ChangeKind, Changes, Record, StreamKind, TenantId, Timestamp};
 
 /// Forward-only migrations, in order; the schema version is the number applied.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -24,6 +25,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0002_change_events",
         include_str!("../migrations/sqlite/0002_change_events.sql"),
+    ),
+    (
+        "0003_streams",
+        include_str!("../migrations/sqlite/0003_streams.sql"),
     ),
 ];
 
@@ -63,11 +68,11 @@ pub enum StoreError {
     },
 }
 
-/// One incident version to store.
+/// One version (of an incident, alert or detection) to store.
 #[derive(Debug, Clone)]
 pub struct NewVersion {
-    /// The normalized incident.
-    pub incident: Incident,
+    /// The normalized record.
+    pub record: Record,
     /// The API's JSON as received.
     pub raw: String,
 }
@@ -75,9 +80,9 @@ pub struct NewVersion {
 /// What a commit did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CommitStats {
-    /// Versions of incidents the store had never seen.
+    /// Versions of items the store had never seen.
     pub created: u64,
-    /// New versions of incidents it already had (of any later kind: updated, alert added,
+    /// New versions of items it already had (of any later kind: updated, alert added,
     /// redirected).
     pub updated: u64,
     /// Versions it already had (re-read through the overlap window or a re-run).
@@ -105,12 +110,14 @@ pub struct StoredVersion {
     pub seq: i64,
     /// Stable event id.
     pub event_id: String,
+    /// The stream it belongs to.
+    pub stream: StreamKind,
     /// What kind of change this version is.
     pub change: ChangeKind,
     /// What it changed, compared with the version before it.
     pub changes: Changes,
-    /// The normalized incident.
-    pub incident: Incident,
+    /// The normalized record.
+    pub record: Record,
     /// The API's JSON as received.
     pub raw: String,
 }
@@ -118,8 +125,10 @@ pub struct StoredVersion {
 /// An item the API returned that could not be read.
 #[derive(Debug, Clone)]
 pub struct PoisonRecord {
-    /// The incident id, if known.
-    pub incident_id: Option<String>,
+    /// The stream it was read for.
+    pub stream: StreamKind,
+    /// The item's id, if known.
+    pub item_id: Option<String>,
     /// Why it was rejected.
     pub reason: String,
     /// The raw JSON.
@@ -158,10 +167,10 @@ pub struct StreamHealth {
     pub failures: u32,
     /// The cursor (newest last-update time stored).
     pub cursor: Option<Timestamp>,
-    /// Versions stored for the tenant, all time.
+    /// Versions stored for the tenant's stream, all time.
     pub versions: u64,
-    /// Distinct incidents stored.
-    pub incidents: u64,
+    /// Distinct items (incidents, alerts, detections) stored.
+    pub items: u64,
     /// Unreadable items recorded.
     pub poison: u64,
     /// The last partial (206) warning, if the last pull had one.
@@ -281,63 +290,65 @@ impl SqliteStore {
         {
             let mut exists = tx
                 .prepare_cached(
-                    "SELECT 1 FROM incident_versions WHERE tenant_id = ?1 AND incident_id = ?2 AND last_update = ?3",
+                    "SELECT 1 FROM versions WHERE tenant_id = ?1 AND stream = ?2 AND item_id = ?3 AND last_update = ?4",
                 )
                 .map_err(&err)?;
-            // The version just before this one in the incident's own time order (not arrival
+            // The version just before this one in the item's own time order (not arrival
             // order), so a late-read older version does not rewrite history.
             let mut previous = tx
                 .prepare_cached(
-                    "SELECT seq, normalized FROM incident_versions
-                     WHERE tenant_id = ?1 AND incident_id = ?2 AND last_update < ?3
+                    "SELECT seq, normalized FROM versions
+                     WHERE tenant_id = ?1 AND stream = ?2 AND item_id = ?3 AND last_update < ?4
                      ORDER BY last_update DESC LIMIT 1",
                 )
                 .map_err(&err)?;
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO incident_versions
-                     (tenant_id, incident_id, last_update, event_id, change, changes, api, normalized, raw, fetched_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT INTO versions
+                     (tenant_id, stream, item_id, last_update, event_id, change, changes, api, normalized, raw, fetched_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(&err)?;
             for v in versions {
-                let i = &v.incident;
-                debug_assert_eq!(&i.tenant_id, tenant);
-                let last_update = i.last_update.to_string();
-                let key = params![tenant.as_str(), i.incident_id.as_str(), last_update];
+                let r = &v.record;
+                debug_assert_eq!(r.tenant(), tenant);
+                let stream = r.stream();
+                let item = r.item_id();
+                let last_update = r.last_update().to_string();
+                let key = params![tenant.as_str(), stream.as_str(), item, last_update];
                 if exists.exists(key).map_err(&err)? {
                     stats.unchanged += 1;
                     continue;
                 }
                 let prev: Option<(i64, String)> = previous
-                    .query_row(key, |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row(key, |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()
                     .map_err(&err)?;
                 let prev = match prev {
                     Some((seq, json)) => {
-                        Some(serde_json::from_str::<Incident>(&json).map_err(|e| {
-                            StoreError::Corrupt {
+                        Some(
+                            Record::from_json(stream, &json).map_err(|e| StoreError::Corrupt {
                                 path: self.path.clone(),
                                 what: format!("seq {seq}"),
                                 message: e.to_string(),
-                            }
-                        })?)
+                            })?,
+                        )
                     }
                     None => None,
                 };
-                let (kind, changes) = xdrsync_model::change::classify(prev.as_ref(), i);
-                let normalized = serde_json::to_string(i).unwrap_or_default();
+                let (kind, changes) = r.classify(prev.as_ref());
                 let changes_json = serde_json::to_string(&changes).unwrap_or_default();
                 insert
                     .execute(params![
                         tenant.as_str(),
-                        i.incident_id.as_str(),
+                        stream.as_str(),
+                        item,
                         last_update,
-                        i.version_key().event_id().as_str(),
+                        r.event_id().as_str(),
                         kind.as_str(),
                         changes_json,
-                        i.api.as_str(),
-                        normalized,
+                        r.api(),
+                        r.to_json(),
                         v.raw,
                         now,
                     ])
@@ -382,10 +393,10 @@ impl SqliteStore {
         for p in items {
             let hash = format!("{:x}", fxhash(p.raw.as_bytes()));
             tx.execute(
-                "INSERT INTO poison (tenant_id, raw_hash, incident_id, reason, raw, first_seen, last_seen, times_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1)
+                "INSERT INTO poison (tenant_id, raw_hash, incident_id, reason, raw, first_seen, last_seen, times_seen, stream)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1, ?7)
                  ON CONFLICT (tenant_id, raw_hash) DO UPDATE SET last_seen = excluded.last_seen, times_seen = times_seen + 1",
-                params![tenant.as_str(), hash, p.incident_id, p.reason, p.raw, now],
+                params![tenant.as_str(), hash, p.item_id, p.reason, p.raw, now, p.stream.as_str()],
             )
             .map_err(&err)?;
         }
@@ -448,9 +459,9 @@ impl SqliteStore {
             .prepare(
                 "SELECT h.tenant_id, h.stream, h.tenant_name, h.last_attempt, h.last_success, h.degraded, h.failures, h.partial, h.covered_from,
                         c.high_water,
-                        (SELECT COUNT(*) FROM incident_versions v WHERE v.tenant_id = h.tenant_id),
-                        (SELECT COUNT(DISTINCT incident_id) FROM incident_versions v WHERE v.tenant_id = h.tenant_id),
-                        (SELECT COUNT(*) FROM poison p WHERE p.tenant_id = h.tenant_id)
+                        (SELECT COUNT(*) FROM versions v WHERE v.tenant_id = h.tenant_id AND v.stream = h.stream),
+                        (SELECT COUNT(DISTINCT item_id) FROM versions v WHERE v.tenant_id = h.tenant_id AND v.stream = h.stream),
+                        (SELECT COUNT(*) FROM poison p WHERE p.tenant_id = h.tenant_id AND p.stream = h.stream)
                  FROM stream_health h LEFT JOIN cursors c ON c.tenant_id = h.tenant_id AND c.stream = h.stream
                  ORDER BY h.tenant_name, h.stream",
             )
@@ -472,7 +483,7 @@ impl SqliteStore {
                     covered_from: ts(8)?,
                     cursor: ts(9)?,
                     versions: r.get::<_, i64>(10)? as u64,
-                    incidents: r.get::<_, i64>(11)? as u64,
+                    items: r.get::<_, i64>(11)? as u64,
                     poison: r.get::<_, i64>(12)? as u64,
                 })
             })
@@ -480,31 +491,33 @@ impl SqliteStore {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
-    /// The newest stored version of each incident of `tenant` whose last update is at or after
-    /// `since`: incident id → last update (for `reconcile`).
+    /// The newest stored version of each item of `(tenant, stream)` whose last update is at or
+    /// after `since`: item id → last update (for `reconcile`).
     pub fn latest_since_by_id(
         &self,
         tenant: &TenantId,
+        stream: StreamKind,
         since: Timestamp,
     ) -> Result<std::collections::BTreeMap<String, Timestamp>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT incident_id, MAX(last_update) FROM incident_versions WHERE tenant_id = ?1
-                 GROUP BY incident_id HAVING MAX(last_update) >= ?2",
+                "SELECT item_id, MAX(last_update) FROM versions WHERE tenant_id = ?1 AND stream = ?3
+                 GROUP BY item_id HAVING MAX(last_update) >= ?2",
             )
             .map_err(self.err())?;
         let rows = stmt
-            .query_map(params![tenant.as_str(), since.to_string()], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })
+            .query_map(
+                params![tenant.as_str(), since.to_string(), stream.as_str()],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
             .map_err(self.err())?;
         let mut out = std::collections::BTreeMap::new();
         for row in rows {
             let (id, t) = row.map_err(self.err())?;
             let t = t.parse().map_err(|e| StoreError::Corrupt {
                 path: self.path.clone(),
-                what: format!("incident {id}"),
+                what: format!("{stream} {id}"),
                 message: format!("{e}"),
             })?;
             out.insert(id, t);
@@ -595,7 +608,7 @@ impl SqliteStore {
     ) -> Result<Vec<StoredVersion>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT seq, event_id, change, changes, normalized, raw FROM incident_versions WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+            .prepare_cached("SELECT seq, event_id, stream, change, changes, normalized, raw FROM versions WHERE seq > ?1 ORDER BY seq LIMIT ?2")
             .map_err(self.err())?;
         let rows = stmt
             .query_map(params![after, limit as i64], |r| {
@@ -606,27 +619,33 @@ impl SqliteStore {
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
                     r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
                 ))
             })
             .map_err(self.err())?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, event_id, change, changes, normalized, raw) = row.map_err(self.err())?;
+            let (seq, event_id, stream, change, changes, normalized, raw) =
+                row.map_err(self.err())?;
             let corrupt = |message: String| StoreError::Corrupt {
                 path: self.path.clone(),
                 what: format!("seq {seq}"),
                 message,
             };
-            let incident = serde_json::from_str(&normalized).map_err(|e| corrupt(e.to_string()))?;
+            let stream = StreamKind::parse(&stream)
+                .ok_or_else(|| corrupt(format!("unknown stream {stream:?}")))?;
+            let record =
+                Record::from_json(stream, &normalized).map_err(|e| corrupt(e.to_string()))?;
             let change = ChangeKind::parse(&change)
                 .ok_or_else(|| corrupt(format!("unknown change kind {change:?}")))?;
             let changes = serde_json::from_str(&changes).map_err(|e| corrupt(e.to_string()))?;
             out.push(StoredVersion {
                 seq,
                 event_id,
+                stream,
                 change,
                 changes,
-                incident,
+                record,
                 raw,
             });
         }
@@ -636,11 +655,9 @@ impl SqliteStore {
     /// The highest `seq` stored (0 if empty).
     pub fn last_seq(&self) -> Result<i64, StoreError> {
         self.conn()
-            .query_row(
-                "SELECT COALESCE(MAX(seq), 0) FROM incident_versions",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM versions", [], |r| {
+                r.get(0)
+            })
             .map_err(self.err())
     }
 
@@ -650,10 +667,11 @@ impl SqliteStore {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT v.seq FROM incident_versions v
-                 WHERE v.last_update >= ?1
-                   AND v.last_update = (SELECT MAX(w.last_update) FROM incident_versions w
-                                        WHERE w.tenant_id = v.tenant_id AND w.incident_id = v.incident_id)
+                "SELECT v.seq FROM versions v
+                 WHERE v.stream = 'incidents' AND v.last_update >= ?1
+                   AND v.last_update = (SELECT MAX(w.last_update) FROM versions w
+                                        WHERE w.tenant_id = v.tenant_id AND w.stream = v.stream
+                                          AND w.item_id = v.item_id)
                  ORDER BY v.last_update DESC, v.seq DESC",
             )
             .map_err(self.err())?;
@@ -671,14 +689,18 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Every stored version key of `tenant` as `(incident id, last update)`, sorted.
-    pub fn version_keys(&self, tenant: &TenantId) -> Result<Vec<(String, Timestamp)>, StoreError> {
+    /// Every stored version key of `(tenant, stream)` as `(item id, last update)`, sorted.
+    pub fn version_keys(
+        &self,
+        tenant: &TenantId,
+        stream: StreamKind,
+    ) -> Result<Vec<(String, Timestamp)>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT incident_id, last_update FROM incident_versions WHERE tenant_id = ?1 ORDER BY incident_id, last_update")
+            .prepare("SELECT item_id, last_update FROM versions WHERE tenant_id = ?1 AND stream = ?2 ORDER BY item_id, last_update")
             .map_err(self.err())?;
         let rows = stmt
-            .query_map([tenant.as_str()], |r| {
+            .query_map([tenant.as_str(), stream.as_str()], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
             })
             .map_err(self.err())?;
@@ -687,7 +709,7 @@ impl SqliteStore {
             let (id, t) = row.map_err(self.err())?;
             let ts = t.parse().map_err(|e| StoreError::Corrupt {
                 path: self.path.clone(),
-                what: format!("incident {id}"),
+                what: format!("{stream} {id}"),
                 message: format!("{e}"),
             })?;
             out.push((id, ts));

@@ -1,10 +1,10 @@
-use xdrsync_model::{ApiKind, IncidentId, Severity};
+use xdrsync_model::{Alert, AlertApi, ApiKind, Incident, IncidentId, Severity};
 
 use super::*;
 
 fn version(tenant: &str, id: &str, t: &str) -> NewVersion {
     NewVersion {
-        incident: Incident {
+        record: Record::Incident(Incident {
             tenant_id: TenantId::canonical(tenant),
             incident_id: IncidentId::new(id),
             api: ApiKind::Graph,
@@ -20,8 +20,51 @@ fn version(tenant: &str, id: &str, t: &str) -> NewVersion {
             web_url: None,
             tags: vec![],
             alerts: vec![],
-        },
+        }),
         raw: format!(r#"{{"id":"{id}","lastUpdateDateTime":"{t}"}}"#),
+    }
+}
+
+fn incident(v: &mut NewVersion) -> &mut Incident {
+    match &mut v.record {
+        Record::Incident(i) => i,
+        Record::Alert(_) => panic!("not an incident"),
+    }
+}
+
+fn alert(tenant: &str, id: &str, part: Option<u32>, t: &str) -> NewVersion {
+    NewVersion {
+        record: Record::Alert(Alert {
+            tenant_id: TenantId::canonical(tenant),
+            alert_id: id.into(),
+            part,
+            api: if part.is_some() {
+                AlertApi::Siem
+            } else {
+                AlertApi::Mde
+            },
+            incident_id: Some(IncidentId::new("1")),
+            title: "Mimikatz".into(),
+            description: None,
+            severity: Severity::High,
+            status: "new".into(),
+            classification: "unknown".into(),
+            determination: "unknown".into(),
+            category: None,
+            service_source: "microsoftDefenderForEndpoint".into(),
+            detection_source: "antivirus".into(),
+            created: "2026-11-01T00:00:00Z".parse().unwrap(),
+            last_update: t.parse().unwrap(),
+            first_activity: None,
+            last_activity: None,
+            resolved: None,
+            assigned_to: None,
+            mitre_techniques: vec![],
+            threat_name: None,
+            web_url: None,
+            evidence: vec![],
+        }),
+        raw: format!(r#"{{"id":"{id}"}}"#),
     }
 }
 
@@ -144,7 +187,8 @@ fn poison_is_recorded_once_and_counted() {
     let s = SqliteStore::open_in_memory().unwrap();
     let t = TenantId::canonical("a");
     let p = PoisonRecord {
-        incident_id: Some("9".into()),
+        stream: StreamKind::Incidents,
+        item_id: Some("9".into()),
         reason: "bad".into(),
         raw: "{}".into(),
     };
@@ -159,10 +203,10 @@ fn change_events_compare_with_the_previous_version_in_time_order() {
     let t = TenantId::canonical("a");
     let v1 = version("a", "9", "2026-11-01T00:00:01Z");
     let mut v2 = version("a", "9", "2026-11-01T00:00:02Z");
-    v2.incident.status = "inProgress".into();
+    incident(&mut v2).status = "inProgress".into();
     let mut v3 = version("a", "9", "2026-11-01T00:00:03Z");
-    v3.incident.status = "redirected".into();
-    v3.incident.redirect_incident_id = Some(IncidentId::new("4"));
+    incident(&mut v3).status = "redirected".into();
+    incident(&mut v3).redirect_incident_id = Some(IncidentId::new("4"));
     // The newest version arrives first, the oldest last (a backfill behind a live pull).
     let stats = s.commit(&t, &[v3, v1], None).unwrap();
     assert_eq!((stats.created, stats.updated, stats.redirected), (1, 1, 1));
@@ -189,9 +233,18 @@ fn a_version_1_database_is_migrated_in_place() {
         conn.execute(
             "INSERT INTO incident_versions (tenant_id, incident_id, last_update, event_id, change, api, normalized, raw, fetched_at)
              VALUES ('a', '1', '2026-11-01T00:00:01.0000000Z', 'e1', 'created', 'graph', ?1, '{}', 'now')",
-            [serde_json::to_string(&version("a", "1", "2026-11-01T00:00:01Z").incident).unwrap()],
+            [version("a", "1", "2026-11-01T00:00:01Z").record.to_json()],
         )
         .unwrap();
+        // A newer row that was deleted: its seq must not be handed out again.
+        conn.execute(
+            "INSERT INTO incident_versions (seq, tenant_id, incident_id, last_update, event_id, change, api, normalized, raw, fetched_at)
+             VALUES (5, 'a', '2', '2026-11-01T00:00:01.0000000Z', 'e5', 'created', 'graph', '{}', '{}', 'now')",
+            [],
+        )
+        .unwrap();
+        conn.execute("DELETE FROM incident_versions WHERE seq = 5", [])
+            .unwrap();
     }
     let s = SqliteStore::open(&path).unwrap();
     assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
@@ -208,4 +261,61 @@ fn a_version_1_database_is_migrated_in_place() {
         )
         .unwrap();
     assert_eq!(stats.updated, 1);
+    assert_eq!(
+        s.last_seq().unwrap(),
+        6,
+        "the sequence continues after the migration"
+    );
+    assert_eq!(
+        s.versions_after(1, 10).unwrap()[0].stream,
+        StreamKind::Incidents
+    );
+}
+
+/// Alerts, detections and incidents share one outbox order but are separate items: the same id
+/// in two streams is two items, and an alert's versions are classified against its own past.
+#[test]
+fn streams_share_the_outbox_and_keep_their_identities() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let t = TenantId::canonical("a");
+    let mut later = alert("a", "1", None, "2026-11-01T00:00:02Z");
+    if let Record::Alert(a) = &mut later.record {
+        a.status = "resolved".into();
+        a.api = AlertApi::Graph;
+    }
+    let stats = s
+        .commit(
+            &t,
+            &[
+                version("a", "1", "2026-11-01T00:00:01Z"),
+                alert("a", "1", None, "2026-11-01T00:00:01Z"),
+                alert("a", "1", Some(0), "2026-11-01T00:00:01Z"),
+                alert("a", "1", Some(1), "2026-11-01T00:00:01Z"),
+                later,
+            ],
+            Some((StreamKind::Alerts, "2026-11-01T00:00:02Z".parse().unwrap())),
+        )
+        .unwrap();
+    assert_eq!((stats.created, stats.updated), (4, 1));
+    let all = s.versions_after(0, 10).unwrap();
+    let got: Vec<_> = all
+        .iter()
+        .map(|v| (v.stream, v.record.item_id(), v.change))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (StreamKind::Incidents, "1".into(), ChangeKind::Created),
+            (StreamKind::Alerts, "1".into(), ChangeKind::Created),
+            (StreamKind::Detections, "1:0".into(), ChangeKind::Created),
+            (StreamKind::Detections, "1:1".into(), ChangeKind::Created),
+            (StreamKind::Alerts, "1".into(), ChangeKind::Updated),
+        ]
+    );
+    assert_eq!(all[4].changes.fields, vec!["status".to_owned()]);
+    let ids: std::collections::BTreeSet<_> = all.iter().map(|v| v.event_id.clone()).collect();
+    assert_eq!(ids.len(), 5, "event ids are distinct across streams");
+    assert_eq!(s.version_keys(&t, StreamKind::Detections).unwrap().len(), 2);
+    assert_eq!(s.cursor(&t, StreamKind::Incidents).unwrap(), None);
+    assert!(s.cursor(&t, StreamKind::Alerts).unwrap().is_some());
 }

@@ -99,7 +99,7 @@ pub fn write_config(dir: &Path, emulator: &Emulator, apis: &[ApiKind], extra: &s
         .map(|p| format!("ca_file = \"{}\"\n", p.display()))
         .unwrap_or_default();
     let mut toml = format!(
-        "{extra}\n[store]\npath = \"xdrsync.db\"\n[cloud]\n{ca}authority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
+        "{extra}\n[store]\npath = \"xdrsync.db\"\n[cloud]\n{ca}authority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\nmde_url = \"{base}\"\nsiem_url = \"{base}/alertexporter\"\n\
          [[apps]]\nname = \"app\"\nclient_id = \"{}\"\nclient_secret = {{ file = \"secret\" }}\n",
         app.client_id
     );
@@ -118,6 +118,24 @@ pub fn write_config(dir: &Path, emulator: &Emulator, apis: &[ApiKind], extra: &s
     let path = dir.join("xdrsync.toml");
     fs_err::write(&path, toml).expect("write config");
     Config::load(&path).expect("the generated config is valid")
+}
+
+/// Rewrites the config at `config.path` so that tenant `i` pulls `streams[i % streams.len()]`
+/// (a TOML array such as `["incidents", "alerts"]`), and loads it again.
+pub fn set_streams(config: &Config, streams: &[&str]) -> Config {
+    let text = fs_err::read_to_string(&config.path).expect("read config");
+    let mut out = String::new();
+    let mut i = 0;
+    for line in text.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("api = ") {
+            out.push_str(&format!("streams = {}\n", streams[i % streams.len()]));
+            i += 1;
+        }
+    }
+    fs_err::write(&config.path, out).expect("write config");
+    Config::load(&config.path).expect("the rewritten config is valid")
 }
 
 /// Starts an emulator with `directory` and behaviour changed by `tweak` (rate limits off

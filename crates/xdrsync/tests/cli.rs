@@ -62,7 +62,7 @@ fn demo_twice_adds_no_duplicates() {
         "{out}"
     );
     assert!(dir.join("xdrsync.db").exists());
-    let lines = ndjson_lines(&dir.join("incidents.ndjson"));
+    let lines = ndjson_lines(&dir.join("events.ndjson"));
     assert!(lines.len() > 100, "{}", lines.len());
     let ids: std::collections::BTreeSet<&str> = lines
         .iter()
@@ -81,18 +81,26 @@ fn demo_twice_adds_no_duplicates() {
     assert_eq!(snapshots.len(), 1, "{snapshots:?}");
     let snapshot: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(&snapshots[0])).unwrap()).unwrap();
+    let of = |stream: &str| lines.iter().filter(|l| l["stream"] == stream).count();
     assert_eq!(
         snapshot.as_array().unwrap().len(),
-        lines.len(),
-        "first run: every version is the latest"
+        of("incidents"),
+        "first run: every incident version is the latest"
+    );
+    // The demo also pulls alerts (Graph alerts_v2 and MDE) and SIEM detections.
+    assert!(of("alerts") > of("incidents"), "alerts: {}", of("alerts"));
+    assert!(of("detections") > 0, "no detections");
+    assert!(
+        out.contains("STREAM") && out.contains("detections"),
+        "{out}"
     );
 
     let second = xdrsync(&["demo", "--dir", dir.to_str().unwrap()], tmp.path());
     assert!(second.status.success(), "{}", text(&second.stderr));
-    let again = ndjson_lines(&dir.join("incidents.ndjson"));
+    let again = ndjson_lines(&dir.join("events.ndjson"));
     let new_lines = again.len() - lines.len();
-    // Only incidents that really changed in the seconds between the runs may appear.
-    assert!(new_lines <= 3, "second run wrote {new_lines} lines");
+    // Only items that really changed in the seconds between the runs may appear.
+    assert!(new_lines <= 10, "second run wrote {new_lines} lines");
     let ids: std::collections::BTreeSet<&str> = again
         .iter()
         .map(|l| l["event_id"].as_str().unwrap())

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use xdrsync_emulator::faults::{Fault, FaultRule};
-use xdrsync_model::{ApiKind, TenantId, Timestamp};
+use xdrsync_model::{ApiKind, StreamKind, TenantId, Timestamp};
 use xdrsync_store::SqliteStore;
 use xdrsync_test_utils as tu;
 
@@ -90,13 +90,13 @@ async fn status_reconcile_and_backfill() {
         let db = rusqlite::Connection::open(&config.store_path).unwrap();
         let row = db
             .query_row(
-                "SELECT tenant_id, incident_id, MAX(last_update) FROM incident_versions GROUP BY tenant_id, incident_id ORDER BY 3 DESC LIMIT 1",
+                "SELECT tenant_id, item_id, MAX(last_update) FROM versions WHERE stream = 'incidents' GROUP BY tenant_id, item_id ORDER BY 3 DESC LIMIT 1",
                 [],
                 |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
             )
             .unwrap();
         db.execute(
-            "DELETE FROM incident_versions WHERE tenant_id = ?1 AND incident_id = ?2 AND last_update = ?3",
+            "DELETE FROM versions WHERE stream = 'incidents' AND tenant_id = ?1 AND item_id = ?2 AND last_update = ?3",
             [&row.0, &row.1, &row.2],
         )
         .unwrap();
@@ -120,10 +120,9 @@ async fn status_reconcile_and_backfill() {
     let store = SqliteStore::open(&config.store_path).unwrap();
     let restored = store.versions_after(before, 1000).unwrap();
     assert!(
-        restored
-            .iter()
-            .any(|v| v.incident.incident_id.as_str() == victim.1
-                && v.incident.tenant_id.as_str() == victim.0),
+        restored.iter().any(|v| v.stream == StreamKind::Incidents
+            && v.record.item_id() == victim.1
+            && v.record.tenant().as_str() == victim.0),
         "{restored:?}"
     );
     let again = xdrsync(&["reconcile", "--since", "7d"], dir).await;
@@ -295,7 +294,9 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
             .iter()
             .flat_map(|(id, ts)| ts.iter().map(move |t| (id.to_string(), *t)))
             .collect();
-        let rows = store.version_keys(&TenantId::canonical(tenant)).unwrap();
+        let rows = store
+            .version_keys(&TenantId::canonical(tenant), StreamKind::Incidents)
+            .unwrap();
         let stored: BTreeSet<(String, Timestamp)> = rows.iter().cloned().collect();
         assert_eq!(stored.len(), rows.len(), "{tenant}: a version stored twice");
         let invented: Vec<_> = stored.difference(&truth_keys).collect();

@@ -19,6 +19,13 @@ INSERT INTO incident_versions_new
     (seq, tenant_id, incident_id, last_update, event_id, change, api, normalized, raw, fetched_at)
     SELECT seq, tenant_id, incident_id, last_update, event_id, change, api, normalized, raw, fetched_at
     FROM incident_versions;
+-- Keep the sequence where it was (rows at its end may have been deleted).
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'incident_versions_new', seq FROM sqlite_sequence WHERE name = 'incident_versions'
+    AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'incident_versions_new');
+UPDATE sqlite_sequence
+    SET seq = MAX(seq, COALESCE((SELECT s.seq FROM sqlite_sequence s WHERE s.name = 'incident_versions'), 0))
+    WHERE name = 'incident_versions_new';
 DROP TABLE incident_versions;
 ALTER TABLE incident_versions_new RENAME TO incident_versions;
 CREATE INDEX incident_versions_by_incident ON incident_versions (tenant_id, incident_id, seq);

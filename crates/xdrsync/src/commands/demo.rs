@@ -2,7 +2,7 @@
 //!
 //! Starts the built-in emulator on a free loopback port (an MSSP app consented by three customer
 //! tenants), writes a config for it into `--dir`, pulls every tenant into `DIR/xdrsync.db`,
-//! delivers new versions to `DIR/incidents.ndjson`, writes the Hello World's
+//! delivers new versions to `DIR/events.ndjson`, writes the Hello World's
 //! `DIR/Latest Incidents <time>.json`, and prints a summary per tenant. The emulator's tenants
 //! and incidents are deterministic, so a second run adds only what changed in between.
 
@@ -39,7 +39,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let pipeline = Pipeline::new(config, store.clone())?;
     let reports = pipeline.pull_all().await;
 
-    let ndjson = dir.join("incidents.ndjson");
+    let ndjson = dir.join("events.ndjson");
     let sink = NdjsonSink::new("ndjson", &ndjson);
     let delivered = {
         let store = store.clone();
@@ -94,7 +94,7 @@ fn write_config(dir: &Path, emulator: &Emulator) -> anyhow::Result<Config> {
     let mut toml = format!(
         "# Written by `xdrsync demo` for an emulator at {base}; it changes port on every run.\n\
          [store]\npath = \"xdrsync.db\"\n\n\
-         [cloud]\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\n\
+         [cloud]\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\nmde_url = \"{base}\"\nsiem_url = \"{base}/alertexporter\"\n\n\
          [[apps]]\nname = \"mssp\"\nclient_id = \"{}\"\nclient_secret = {{ file = \"{SECRET_FILE}\" }}\n",
         app.client_id
     );
@@ -102,13 +102,14 @@ fn write_config(dir: &Path, emulator: &Emulator) -> anyhow::Result<Config> {
     let customers = contract.tenants.iter().filter(|t| t.id != app.home_tenant);
     for (i, t) in customers.enumerate() {
         let name = t.domain.split('.').next().unwrap_or("tenant");
-        let (api, version) = if i == 1 {
-            ("xdr", "v1")
+        // The legacy one also reads the retired SIEM API's detections.
+        let (api, version, streams) = if i == 1 {
+            ("xdr", "v1", r#"["incidents", "alerts", "detections"]"#)
         } else {
-            ("graph", "v2")
+            ("graph", "v2", r#"["incidents", "alerts"]"#)
         };
         toml.push_str(&format!(
-            "\n[[tenants]]\nname = \"{name}\"\ntenant_id = \"{}\"\napp = \"mssp\"\napi = \"{api}\"\ntoken_version = \"{version}\"\n",
+            "\n[[tenants]]\nname = \"{name}\"\ntenant_id = \"{}\"\napp = \"mssp\"\napi = \"{api}\"\ntoken_version = \"{version}\"\nstreams = {streams}\n",
             t.id
         ));
     }

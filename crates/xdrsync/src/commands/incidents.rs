@@ -28,12 +28,12 @@ async fn list(args: ListArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
         .list_incidents(&target, since, None)
         .await
         .with_context(|| format!("listing incidents of tenant {}", tenant.name))?;
-    let mut raws: Vec<String> = listing.incidents.iter().map(|f| f.raw.clone()).collect();
+    let mut raws: Vec<String> = listing.records.iter().map(|f| f.raw.clone()).collect();
     raws.extend(listing.poison.iter().map(|p| p.raw.clone()));
     for p in &listing.poison {
         eprintln!(
             "warning: incident {} could not be normalized ({}); it is included as received",
-            p.incident_id.as_deref().unwrap_or("?"),
+            p.item_id.as_deref().unwrap_or("?"),
             p.reason
         );
     }

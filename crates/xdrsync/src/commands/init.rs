@@ -33,7 +33,7 @@ pub(crate) fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     let base = &contract.base_url;
     let mut toml = format!(
         "# Written by `xdrsync init` for the emulator at {base}.\n\n[store]\npath = \"xdrsync.db\"\n\n\
-         [cloud]\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n"
+         [cloud]\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\nmde_url = \"{base}\"\nsiem_url = \"{base}/alertexporter\"\n"
     );
     if let Some(ca) = &contract.ca_cert {
         let ca = fs_err::canonicalize(ca)?;

@@ -38,10 +38,10 @@ async fn one_pass(
     })
 }
 
-/// One pull pass with progress on stderr: a live line on a terminal, a line per tenant
-/// otherwise (logs, CI, systemd).
+/// One pull pass with progress on stderr: a live line on a terminal, a line per tenant and
+/// stream otherwise (logs, CI, systemd).
 pub(crate) async fn pass(pipeline: &Pipeline, mode: PullMode) -> Vec<TenantReport> {
-    let total = pipeline.enabled_tenants();
+    let total = pipeline.enabled_streams();
     let live = std::io::stderr().is_terminal();
     let mut done = 0usize;
     let mut failed = 0usize;
@@ -65,14 +65,15 @@ pub(crate) async fn pass(pipeline: &Pipeline, mode: PullMode) -> Vec<TenantRepor
                     .unwrap_or(width)
                     .min(width);
                 eprint!(
-                    "\r\x1b[2K[{}{}] {done}/{total} tenants, {failed} failed  {}: {}",
+                    "\r\x1b[2K[{}{}] {done}/{total} streams, {failed} failed  {} {}: {}",
                     "#".repeat(filled),
                     " ".repeat(width - filled),
                     r.name,
+                    r.stream,
                     truncate(&what, 60)
                 );
             } else {
-                eprintln!("pulled {} ({done}/{total}): {what}", r.name);
+                eprintln!("pulled {} {} ({done}/{total}): {what}", r.name, r.stream);
             }
         })
         .await;
@@ -105,7 +106,7 @@ pub(crate) async fn deliver(store: &Arc<SqliteStore>, ndjson: Option<PathBuf>) -
         }
         Ok(Err(e)) => {
             eprintln!(
-                "error: {e} (the incidents are stored; the sink resumes from its position on the next run)"
+                "error: {e} (the pulled versions are stored; the sink resumes from its position on the next run)"
             );
             false
         }
@@ -138,6 +139,7 @@ pub(crate) fn summary(reports: &[TenantReport]) -> String {
             }
             vec![
                 r.name.clone(),
+                r.stream.to_string(),
                 r.api.to_string(),
                 r.stats.created.to_string(),
                 r.stats.updated.to_string(),
@@ -154,7 +156,15 @@ pub(crate) fn summary(reports: &[TenantReport]) -> String {
         })
         .collect();
     crate::table::render(
-        &["TENANT", "API", "NEW", "UPDATED", "LAST UPDATE", "STATUS"],
+        &[
+            "TENANT",
+            "STREAM",
+            "API",
+            "NEW",
+            "UPDATED",
+            "LAST UPDATE",
+            "STATUS",
+        ],
         &rows,
     )
 }

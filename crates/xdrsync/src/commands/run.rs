@@ -27,8 +27,9 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
     let drain = Duration::from_secs(args.drain_timeout);
     let mut passes = 0u64;
     eprintln!(
-        "xdrsync run: {} tenants every {}s (SIGTERM or Ctrl-C to stop)",
+        "xdrsync run: {} tenants ({} streams) every {}s (SIGTERM or Ctrl-C to stop)",
         pipeline.enabled_tenants(),
+        pipeline.enabled_streams(),
         interval.as_secs()
     );
     loop {

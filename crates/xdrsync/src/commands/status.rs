@@ -1,11 +1,11 @@
-//! `xdrsync status` (what the store knows about each tenant) and `xdrsync reconcile` (what the
-//! API holds against what the store has).
+//! `xdrsync status` (what the store knows about each tenant's streams) and `xdrsync reconcile`
+//! (what the API holds against what the store has, per stream).
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use xdrsync_model::Timestamp;
+use xdrsync_model::{StreamKind, Timestamp};
 use xdrsync_pipeline::Pipeline;
 use xdrsync_store::SqliteStore;
 
@@ -18,11 +18,19 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let health = store.health()?;
     let mut degraded = 0;
     let mut rows = Vec::new();
-    for t in config.tenants.iter().filter(|t| t.enabled) {
-        let Some(h) = health.iter().find(|h| h.tenant_id == t.tenant_id) else {
+    let streams = config
+        .tenants
+        .iter()
+        .filter(|t| t.enabled)
+        .flat_map(|t| t.streams.iter().map(move |s| (t, *s)));
+    for (t, stream) in streams {
+        let Some(h) = health
+            .iter()
+            .find(|h| h.tenant_id == t.tenant_id && h.stream == stream.as_str())
+        else {
             rows.push(vec![
                 t.name.clone(),
-                "incidents".into(),
+                stream.to_string(),
                 "never".into(),
                 "-".into(),
                 "0".into(),
@@ -53,7 +61,7 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "never".into()),
             lag,
-            h.incidents.to_string(),
+            h.items.to_string(),
             h.versions.to_string(),
             h.poison.to_string(),
             status,
@@ -67,7 +75,7 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
                 "STREAM",
                 "LAST SUCCESS",
                 "LAG",
-                "INCIDENTS",
+                "ITEMS",
                 "VERSIONS",
                 "UNREADABLE",
                 "STATUS"
@@ -127,12 +135,20 @@ pub(crate) async fn reconcile(args: ReconcileArgs, config_path: &Path) -> anyhow
     let mut bad = false;
     let mut rows = Vec::new();
     let mut details = String::new();
-    for t in &tenants {
-        let r = pipeline.reconcile(t, since).await;
+    for (t, stream) in tenants
+        .iter()
+        .flat_map(|t| t.streams.iter().map(move |s| (t, *s)))
+    {
+        let r = pipeline.reconcile(t, stream, since).await;
         bad |= r.error.is_some() || !r.missing.is_empty() || !r.extra.is_empty();
+        let item = match stream {
+            StreamKind::Incidents => "incident",
+            StreamKind::Alerts => "alert",
+            StreamKind::Detections => "detection",
+        };
         for (id, api, stored) in &r.missing {
             details.push_str(&format!(
-                "{}: MISSING incident {id} at {api} (store has {})\n",
+                "{}: MISSING {item} {id} at {api} (store has {})\n",
                 r.name,
                 stored
                     .map(|s| s.to_string())
@@ -141,12 +157,13 @@ pub(crate) async fn reconcile(args: ReconcileArgs, config_path: &Path) -> anyhow
         }
         for (id, stored) in &r.extra {
             details.push_str(&format!(
-                "{}: EXTRA incident {id} at {stored} (the API does not list it at that version)\n",
+                "{}: EXTRA {item} {id} at {stored} (the API does not list it at that version)\n",
                 r.name
             ));
         }
         rows.push(vec![
             r.name.clone(),
+            stream.to_string(),
             r.matched.to_string(),
             r.missing.len().to_string(),
             r.extra.len().to_string(),
@@ -171,6 +188,7 @@ pub(crate) async fn reconcile(args: ReconcileArgs, config_path: &Path) -> anyhow
         crate::table::render(
             &[
                 "TENANT",
+                "STREAM",
                 "MATCHED",
                 "MISSING",
                 "EXTRA",

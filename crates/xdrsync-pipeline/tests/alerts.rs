@@ -1,0 +1,385 @@
+//! The alert streams against the emulator's ground truth: Graph `alerts_v2`, the MDE alerts API
+//! and the SIEM API's detections, with ties, merges, ingestion lag, small pages and fault storms.
+//! After each scenario the store holds every alert version (and detection) that was observable,
+//! nothing the emulator never had, and nothing twice.
+//!
+//! An alert version is observable from the moment the incident version that first carried it is
+//! visible (ingestion lag applies to the incident) until the alert's next version is: the same
+//! "current for a whole poll" rule as the incident scenarios in `sync.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use xdrsync_config::Config;
+use xdrsync_emulator::faults::{Fault, FaultRule};
+use xdrsync_emulator::{Behaviour, Emulator};
+use xdrsync_model::{ApiKind, StreamKind, TenantId, Timestamp};
+use xdrsync_pipeline::Pipeline;
+use xdrsync_store::SqliteStore;
+use xdrsync_test_utils as tu;
+
+type Poll = (Timestamp, Timestamp);
+
+/// One item version of the truth: `(item id, version time, visible from)`.
+type Truth = Vec<(String, Timestamp, Timestamp)>;
+
+/// Compares the store's `stream` of `tenant` with the truth: everything stored is in
+/// `universe` (every version the emulator ever had), and every version of `due` (oldest first
+/// per item) that was current for a whole poll is stored. Returns how many that was.
+fn check(
+    store: &SqliteStore,
+    tenant: &str,
+    stream: StreamKind,
+    (universe, due): (&Truth, &Truth),
+    polls: &[Poll],
+    lag_secs: i64,
+) -> usize {
+    let truth_keys: BTreeSet<(String, Timestamp)> =
+        universe.iter().map(|(id, t, _)| (id.clone(), *t)).collect();
+    let rows = store
+        .version_keys(&TenantId::canonical(tenant), stream)
+        .unwrap();
+    let stored: BTreeSet<(String, Timestamp)> = rows.iter().cloned().collect();
+    assert_eq!(
+        stored.len(),
+        rows.len(),
+        "{tenant} {stream}: a version stored twice"
+    );
+    let invented: Vec<_> = stored.difference(&truth_keys).collect();
+    assert!(
+        invented.is_empty(),
+        "{tenant} {stream}: stored versions the emulator never had: {:?}",
+        &invented[..invented.len().min(10)]
+    );
+    let surely = observable(due, polls, lag_secs);
+    let lost: Vec<_> = surely.difference(&stored).collect();
+    assert!(
+        lost.is_empty(),
+        "{tenant} {stream}: lost {} of {} observable versions: {:?}",
+        lost.len(),
+        surely.len(),
+        &lost[..lost.len().min(10)]
+    );
+    surely.len()
+}
+
+/// The versions of `truth` that were current for the whole of some poll (visible at its start,
+/// `lag` included, and not replaced before its end).
+fn observable(truth: &Truth, polls: &[Poll], lag_secs: i64) -> BTreeSet<(String, Timestamp)> {
+    let lag = chrono::Duration::seconds(lag_secs);
+    let mut by_item: BTreeMap<&str, Vec<(Timestamp, Timestamp)>> = BTreeMap::new();
+    for (id, t, from) in truth {
+        by_item.entry(id).or_default().push((*t, *from));
+    }
+    let mut surely = BTreeSet::new();
+    for (id, versions) in &by_item {
+        for (k, (t, from)) in versions.iter().enumerate() {
+            let next = versions.get(k + 1).map(|(_, f)| *f);
+            let seen = polls
+                .iter()
+                .any(|(start, end)| *from <= start.sub(lag) && next.is_none_or(|n| n > *end));
+            if seen {
+                surely.insert((id.to_string(), *t));
+            }
+        }
+    }
+    surely
+}
+
+/// The truth of a tenant's alerts (`mde_only`: what the MDE API lists) and SIEM detections.
+fn truths(emu: &Emulator, tenant: &str, mde_only: bool) -> (Truth, Truth) {
+    let records = emu.state().alert_ground_truth(tenant);
+    let alerts = records
+        .iter()
+        .filter(|a| a.mde || !mde_only)
+        .map(|a| (a.alert_id.clone(), a.last_update, a.visible_from))
+        .collect();
+    let detections = records
+        .iter()
+        .flat_map(|a| {
+            (0..a.detections)
+                .map(move |p| (format!("{}:{p}", a.alert_id), a.last_update, a.visible_from))
+        })
+        .collect();
+    (alerts, detections)
+}
+
+async fn run(
+    emu: &Emulator,
+    pipeline: &Pipeline,
+    steps: usize,
+    step: chrono::Duration,
+) -> Vec<Poll> {
+    let mut polls = Vec::new();
+    for i in 0..steps {
+        if i > 0 {
+            emu.state().clock().advance(step);
+        }
+        let start = emu.state().clock().now();
+        let reports = pipeline.pull_all().await;
+        let end = emu.state().clock().now();
+        for r in &reports {
+            assert!(
+                r.error.is_none(),
+                "step {i}, {} {}: {:?}",
+                r.name,
+                r.stream,
+                r.error
+            );
+        }
+        polls.push((start, end));
+    }
+    polls
+}
+
+/// Tenant 0: Graph incidents + alerts_v2; tenant 1: MDE alerts + SIEM detections (legacy);
+/// tenant 2: alerts_v2 only. Small alert pages so tie groups straddle pages.
+fn config(dir: &std::path::Path, emu: &Emulator, page: u32) -> Config {
+    let config = tu::write_config(
+        dir,
+        emu,
+        &[ApiKind::Graph, ApiKind::Xdr, ApiKind::Graph],
+        &format!("[sync]\ninitial_lookback_hours = 48\nalert_page_size = {page}\n"),
+    );
+    tu::set_streams(
+        &config,
+        &[
+            r#"["incidents", "alerts"]"#,
+            r#"["alerts", "detections"]"#,
+            r#"["alerts"]"#,
+        ],
+    )
+}
+
+fn check_all(
+    emu: &Emulator,
+    store: &SqliteStore,
+    config: &Config,
+    polls: &[Poll],
+    lag: i64,
+) -> usize {
+    let mut total = 0;
+    // The first pull reads 48 hours back (an hour's margin for the client's clock).
+    let from = polls[0].0.sub(chrono::Duration::hours(47));
+    for (i, t) in config.tenants.iter().enumerate() {
+        let id = t.tenant_id.as_str();
+        let (alerts, detections) = truths(emu, id, t.api == ApiKind::Xdr);
+        let recent = |truth: &Truth| -> Truth {
+            truth
+                .iter()
+                .filter(|(_, t, _)| *t >= from)
+                .cloned()
+                .collect()
+        };
+        total += check(
+            store,
+            id,
+            StreamKind::Alerts,
+            (&alerts, &recent(&alerts)),
+            polls,
+            lag,
+        );
+        if i == 1 {
+            let n = check(
+                store,
+                id,
+                StreamKind::Detections,
+                (&detections, &recent(&detections)),
+                polls,
+                lag,
+            );
+            assert!(n > 20, "{}: only {n} observable detections", t.name);
+            total += n;
+        }
+    }
+    total
+}
+
+#[tokio::test]
+async fn alert_streams_with_ties_merges_and_lag_match_the_ground_truth() {
+    let emu = tu::start_with(tu::demo_directory(), |b: &mut Behaviour| {
+        b.tie_probability = 0.35;
+        b.merge_probability = 0.25;
+        b.ingestion_lag_secs = 240;
+        b.ingestion_lag_varies = true;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &emu, 3);
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
+    let polls = run(&emu, &pipeline, 40, chrono::Duration::minutes(11)).await;
+    let observable = check_all(&emu, &store, &config, &polls, 240);
+    assert!(observable > 500, "only {observable} observable versions");
+    // Alerts were updated (resolved, moved by a merge), not only created.
+    let updated = store
+        .versions_after(0, 1_000_000)
+        .unwrap()
+        .iter()
+        .filter(|v| {
+            v.stream == StreamKind::Alerts && v.change == xdrsync_model::ChangeKind::Updated
+        })
+        .count();
+    assert!(updated > 10, "only {updated} alert updates");
+}
+
+#[tokio::test]
+async fn alert_streams_survive_fault_storms_and_token_expiry() {
+    let emu = tu::start_with(tu::demo_directory(), |b: &mut Behaviour| {
+        b.tie_probability = 0.2;
+        b.merge_probability = 0.1;
+    })
+    .await;
+    for route in [
+        "GET /v1.0/security/alerts_v2",
+        "GET /api/alerts",
+        "GET /alertexporter/api/alerts",
+    ] {
+        for (fault, p) in [
+            (
+                Fault::Status {
+                    status: 503,
+                    retry_after_secs: None,
+                },
+                0.08,
+            ),
+            (
+                Fault::Status {
+                    status: 500,
+                    retry_after_secs: None,
+                },
+                0.05,
+            ),
+            (
+                Fault::Status {
+                    status: 429,
+                    retry_after_secs: Some(1),
+                },
+                0.02,
+            ),
+            (
+                Fault::Status {
+                    status: 401,
+                    retry_after_secs: None,
+                },
+                0.03,
+            ),
+            (Fault::Reset, 0.05),
+            (Fault::Truncate, 0.05),
+        ] {
+            emu.state().add_fault(FaultRule {
+                route: route.into(),
+                sequence: vec![],
+                fault: Some(fault),
+                probability: Some(p),
+            });
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &emu, 4);
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
+    // Steps of 70 minutes: every pull starts with a token the emulator considers expired.
+    let polls = run(&emu, &pipeline, 12, chrono::Duration::minutes(70)).await;
+    check_all(&emu, &store, &config, &polls, 0);
+    let stats = emu.state().stats();
+    assert!(stats.faults_injected > 20, "{stats:?}");
+}
+
+/// A tenant's alerts moved from the MDE API to Graph alerts_v2: the alerts already stored are
+/// not stored again, and Graph adds only the alerts MDE never listed (other products').
+#[tokio::test]
+async fn switching_alerts_from_mde_to_graph_has_no_duplicate_or_gap() {
+    let emu = tu::start_with(tu::demo_directory(), |b: &mut Behaviour| {
+        b.tie_probability = 0.2;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = tu::write_config(
+        dir.path(),
+        &emu,
+        &[ApiKind::Xdr],
+        "[sync]\ninitial_lookback_hours = 48\nalert_page_size = 5\n",
+    );
+    let config = tu::set_streams(&config, &[r#"["alerts"]"#]);
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let legacy = Pipeline::new(config.clone(), store.clone()).unwrap();
+    let mut polls = run(&emu, &legacy, 6, chrono::Duration::minutes(20)).await;
+    let mde_ids: BTreeSet<(String, String)> = store
+        .versions_after(0, 1_000_000)
+        .unwrap()
+        .iter()
+        .map(|v| (v.record.tenant().to_string(), v.record.item_id()))
+        .collect();
+    assert!(mde_ids.len() > 20, "only {} MDE alerts", mde_ids.len());
+    let before = store.last_seq().unwrap();
+
+    let text = std::fs::read_to_string(&config.path)
+        .unwrap()
+        .replace("api = \"xdr\"", "api = \"graph\"");
+    std::fs::write(&config.path, text).unwrap();
+    let graph_config = Config::load(&config.path).unwrap();
+    let graph = Pipeline::new(graph_config.clone(), store.clone()).unwrap();
+    // The same instant: nothing changed, so every MDE alert is already stored.
+    polls.extend(run(&emu, &graph, 1, chrono::Duration::zero()).await);
+    let switched = store.versions_after(before, 1_000_000).unwrap();
+    let repeated: Vec<_> = switched
+        .iter()
+        .filter(|v| mde_ids.contains(&(v.record.tenant().to_string(), v.record.item_id())))
+        .map(|v| v.record.item_id())
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "re-stored after the switch: {repeated:?}"
+    );
+    assert!(
+        switched.iter().all(|v| v.record.api() == "graph"),
+        "new versions come from Graph"
+    );
+    polls.extend(run(&emu, &graph, 10, chrono::Duration::minutes(30)).await);
+    let mut after_switch = 0;
+    for t in &graph_config.tenants {
+        let id = t.tenant_id.as_str();
+        let (mut all, _) = truths(&emu, id, false);
+        let (mde, _) = truths(&emu, id, true);
+        // From the switch on every alert is listed; before it, MDE's (endpoint) alerts only.
+        // Other products' alerts last changed before the switch are not in the stream's past
+        // (`xdrsync backfill --since` reads them); everything changed since is.
+        let switched_at = polls[6].0;
+        let all_versions: Truth = all.clone();
+        all.retain(|(_, t, _)| *t >= switched_at);
+        after_switch += all.len();
+        check(
+            store.as_ref(),
+            id,
+            StreamKind::Alerts,
+            (&all_versions, &all),
+            &polls[6..],
+            0,
+        );
+        let stored: BTreeSet<_> = store
+            .version_keys(&t.tenant_id, StreamKind::Alerts)
+            .unwrap()
+            .into_iter()
+            .collect();
+        let from = polls[0].0.sub(chrono::Duration::hours(47));
+        let mde: Truth = mde.into_iter().filter(|(_, t, _)| *t >= from).collect();
+        let early = observable(&mde, &polls[..6], 0);
+        assert!(
+            early.len() > 20,
+            "only {} observable MDE versions",
+            early.len()
+        );
+        let lost: Vec<_> = early.difference(&stored).collect();
+        assert!(
+            lost.is_empty(),
+            "lost {} before the switch: {:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        );
+    }
+    assert!(
+        after_switch > 30,
+        "only {after_switch} versions after the switch"
+    );
+}
