@@ -311,7 +311,8 @@ impl ApiClient {
                     });
                     match resp.bytes().await {
                         Ok(body) if action == RetryAction::Success => {
-                            match serde_json::from_slice::<Value>(&body) {
+                            // Only checked here (a cut-off body is retried); the caller parses it.
+                            match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
                                 Ok(_) => {
                                     if let Some(w) = &warning {
                                         tracing::warn!(url = %safe, warning = %w, "The API answered with partial results (206).");

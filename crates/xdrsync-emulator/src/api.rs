@@ -461,16 +461,24 @@ pub(crate) async fn xdr_list(
             _ => odata::Value::Text(i.assigned_to.as_deref()),
         })
     };
+    let range = odata::time_range(&filter, "lastUpdateTime");
     let (_, page) = state
-        .page(&caller.tenant, pred, false, skip, top, |page| {
-            page.iter()
-                .map(|i| {
-                    state.rendered(&caller.tenant, i, RenderKind::Xdr, || {
-                        render::xdr_incident(i, &caller.tenant, style)
+        .page(
+            &caller.tenant,
+            pred,
+            range,
+            false,
+            (skip, top, false),
+            |page| {
+                page.iter()
+                    .map(|i| {
+                        state.rendered(&caller.tenant, i, RenderKind::Xdr, || {
+                            render::xdr_incident(i, &caller.tenant, style)
+                        })
                     })
-                })
-                .collect::<Vec<_>>()
-        })
+                    .collect::<Vec<_>>()
+            },
+        )
         .unwrap_or_default();
     state.count_page_served();
     let mut fields = serde_json::Map::new();
@@ -609,24 +617,32 @@ pub(crate) async fn graph_list(
     };
     let prefer = prefers_unknown(&headers);
     let fail_at = state.behaviour().expand_fail_min_alerts.filter(|_| expand);
+    let range = odata::time_range(&filter, "lastUpdateDateTime");
     let (total, page) = state
-        .page(&caller.tenant, pred, ascending, skip, top, |page| {
-            // Observed on large tenants: `$expand=alerts` answers 500 for big incidents
-            // (defender-api.md §2.3); the same query without `$expand` works.
-            if fail_at.is_some_and(|min| page.iter().any(|i| i.alerts.len() >= min)) {
-                return None;
-            }
-            let kind = RenderKind::Graph { expand, prefer };
-            Some(
-                page.iter()
-                    .map(|i| {
-                        state.rendered(&caller.tenant, i, kind, || {
-                            render::graph_incident(i, &caller.tenant, expand, prefer)
+        .page(
+            &caller.tenant,
+            pred,
+            range,
+            ascending,
+            (skip, top, count),
+            |page| {
+                // Observed on large tenants: `$expand=alerts` answers 500 for big incidents
+                // (defender-api.md §2.3); the same query without `$expand` works.
+                if fail_at.is_some_and(|min| page.iter().any(|i| i.alerts.len() >= min)) {
+                    return None;
+                }
+                let kind = RenderKind::Graph { expand, prefer };
+                Some(
+                    page.iter()
+                        .map(|i| {
+                            state.rendered(&caller.tenant, i, kind, || {
+                                render::graph_incident(i, &caller.tenant, expand, prefer)
+                            })
                         })
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        })
+                        .collect::<Vec<_>>(),
+                )
+            },
+        )
         .unwrap_or((0, Some(Vec::new())));
     let Some(page) = page else {
         return g.answer(

@@ -377,21 +377,48 @@ impl EmulatorState {
     }
 
     /// Runs `f` on one page of the tenant's visible incidents that satisfy `pred`, sorted by
-    /// last update (newest first, or oldest first with `ascending`), without copying the rest;
-    /// also returns how many matched in all. `None` if there is no such tenant.
+    /// last update (newest first, or oldest first with `ascending`), without copying the rest.
+    /// `range` is the last-update range the filter allows (a superset; `pred` decides).
+    /// Also returns how many matched: exactly with `count`, else at least enough to tell
+    /// whether more follow the page (`skip + page + 1` when they do). `None` if there is no
+    /// such tenant.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn page<R>(
         &self,
         tenant: &str,
         pred: impl Fn(&EmuIncident) -> bool,
+        range: (Option<Timestamp>, Option<Timestamp>),
         ascending: bool,
-        skip: usize,
-        top: usize,
+        (skip, top, count): (usize, usize, bool),
         f: impl FnOnce(&[&EmuIncident]) -> R,
     ) -> Option<(usize, R)> {
         let now = self.clock().now();
         let lag = chrono::Duration::seconds(self.0.behaviour.ingestion_lag_secs as i64);
         let retention = chrono::Duration::days(i64::from(self.0.behaviour.retention_days));
         self.with_tenant(tenant, |d| {
+            use std::ops::Bound;
+            // Without ingestion lag every incident shows its current version: read the index
+            // range in order and stop once the page (and the one after it) is known.
+            if lag.is_zero() && d.newest().is_none_or(|t| t <= now) {
+                let oldest = now.sub(retention);
+                let lower = Bound::Included(range.0.map_or(oldest, |t| t.max(oldest)));
+                let upper = range.1.map_or(Bound::Unbounded, Bound::Included);
+                let mut matching = d.current_in((lower, upper), ascending).filter(|i| pred(i));
+                let wanted = skip.saturating_add(top);
+                let mut seen = 0;
+                let page: Vec<&EmuIncident> = matching
+                    .by_ref()
+                    .take(wanted)
+                    .inspect(|_| seen += 1)
+                    .skip(skip)
+                    .collect();
+                let total = if count {
+                    seen + matching.count()
+                } else {
+                    seen + usize::from(matching.next().is_some())
+                };
+                return (total, f(&page));
+            }
             let mut matching: Vec<&EmuIncident> = d
                 .visible(now, lag, retention)
                 .into_iter()

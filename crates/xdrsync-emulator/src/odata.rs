@@ -245,6 +245,27 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
     Ok(out)
 }
 
+/// The time range a filter allows for `property` (a superset: inclusive at both ends), so a
+/// list can read only that range of its index and let [`matches`] decide the rest.
+pub fn time_range(filter: &[Comparison], property: &str) -> (Option<Timestamp>, Option<Timestamp>) {
+    let (mut lower, mut upper) = (None::<Timestamp>, None::<Timestamp>);
+    for c in filter
+        .iter()
+        .filter(|c| c.property.eq_ignore_ascii_case(property))
+    {
+        let Literal::DateTime(t) = c.value else {
+            continue;
+        };
+        if matches!(c.op, Op::Ge | Op::Gt | Op::Eq) {
+            lower = Some(lower.map_or(t, |l| l.max(t)));
+        }
+        if matches!(c.op, Op::Le | Op::Lt | Op::Eq) {
+            upper = Some(upper.map_or(t, |u| u.min(t)));
+        }
+    }
+    (lower, upper)
+}
+
 /// Whether an entity satisfies every comparison; `get` returns the value of a property.
 pub fn matches<'a>(filter: &[Comparison], get: impl Fn(&str) -> Value<'a>) -> bool {
     filter.iter().all(|c| {

@@ -322,6 +322,11 @@ pub struct TenantData {
     pub versions: Vec<VersionRecord>,
     /// Every alert version that ever existed, in the order they happened.
     pub alert_versions: Vec<AlertVersionRecord>,
+    /// `(last update, id)` of every incident's current version: list pages read a range of it
+    /// instead of scanning the tenant.
+    by_update: std::collections::BTreeSet<(Timestamp, u64)>,
+    /// Each incident's current last-update time (its key in `by_update`).
+    current: std::collections::HashMap<u64, Timestamp>,
     /// Each alert's newest recorded last-update time.
     alert_latest: std::collections::HashMap<String, Timestamp>,
     /// Next id for incidents created through the admin API (far above generated ids).
@@ -355,6 +360,8 @@ impl TenantData {
             versions: Vec::new(),
             alert_versions: Vec::new(),
             alert_latest: std::collections::HashMap::new(),
+            by_update: std::collections::BTreeSet::new(),
+            current: std::collections::HashMap::new(),
             next_custom: 900_000_000,
             realism,
             last_initial: None,
@@ -424,6 +431,54 @@ impl TenantData {
             .collect()
     }
 
+    /// The newest current last-update time of the tenant.
+    pub fn newest(&self) -> Option<Timestamp> {
+        self.by_update.last().map(|(t, _)| *t)
+    }
+
+    /// The current versions with a last-update time in `range`, newest first (or oldest first
+    /// with `ascending`), lazily: a page reads only as far as it needs.
+    pub fn current_in(
+        &self,
+        range: (std::ops::Bound<Timestamp>, std::ops::Bound<Timestamp>),
+        ascending: bool,
+    ) -> Box<dyn Iterator<Item = &EmuIncident> + '_> {
+        use std::ops::Bound;
+        let widen = |b: Bound<Timestamp>, id: u64| match b {
+            Bound::Included(t) => Bound::Included((t, id)),
+            Bound::Excluded(t) => Bound::Excluded((t, id)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        // Inclusive bounds take every id at the boundary instant.
+        let lower = match range.0 {
+            Bound::Excluded(t) => widen(Bound::Excluded(t), u64::MAX),
+            b => widen(b, 0),
+        };
+        let upper = match range.1 {
+            Bound::Excluded(t) => widen(Bound::Excluded(t), 0),
+            b => widen(b, u64::MAX),
+        };
+        // `BTreeSet::range` panics on an inverted range; an empty window is just empty.
+        let key = |b: &Bound<(Timestamp, u64)>| match b {
+            Bound::Included(k) | Bound::Excluded(k) => Some(*k),
+            Bound::Unbounded => None,
+        };
+        if let (Some(l), Some(u)) = (key(&lower), key(&upper)) {
+            let both_in =
+                matches!(lower, Bound::Included(_)) && matches!(upper, Bound::Included(_));
+            if l > u || (l == u && !both_in) {
+                return Box::new(std::iter::empty());
+            }
+        }
+        let keys = self.by_update.range((lower, upper));
+        let get = move |(_, id): &(Timestamp, u64)| self.incidents.get(id);
+        if ascending {
+            Box::new(keys.filter_map(get))
+        } else {
+            Box::new(keys.rev().filter_map(get))
+        }
+    }
+
     fn record(&mut self, id: u64) {
         let Some(inc) = self.incidents.get(&id) else {
             return;
@@ -432,6 +487,10 @@ impl TenantData {
             incident_id: id,
             last_update: inc.last_update,
         });
+        if let Some(old) = self.current.insert(id, inc.last_update) {
+            self.by_update.remove(&(old, id));
+        }
+        self.by_update.insert((inc.last_update, id));
         for a in &inc.alerts {
             if self.alert_latest.get(&a.id) != Some(&a.last_updated) {
                 self.alert_latest.insert(a.id.clone(), a.last_updated);

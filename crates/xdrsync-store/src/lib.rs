@@ -288,13 +288,6 @@ impl SqliteStore {
         let now = Timestamp::now().to_string();
         let mut stats = CommitStats::default();
         {
-            let mut exists = tx
-                .prepare_cached(
-                    "SELECT 1 FROM versions WHERE tenant_id = ?1 AND stream = ?2 AND item_id = ?3 AND last_update = ?4",
-                )
-                .map_err(&err)?;
-            // The version just before this one in the item's own time order (not arrival
-            // order), so a late-read older version does not rewrite history.
             let mut previous = tx
                 .prepare_cached(
                     "SELECT seq, normalized FROM versions
@@ -304,9 +297,11 @@ impl SqliteStore {
                 .map_err(&err)?;
             let mut insert = tx
                 .prepare_cached(
+                    // A version already stored (re-read through the overlap) is left alone.
                     "INSERT INTO versions
                      (tenant_id, stream, item_id, last_update, event_id, change, changes, api, normalized, raw, fetched_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT (tenant_id, stream, item_id, last_update) DO NOTHING",
                 )
                 .map_err(&err)?;
             for v in versions {
@@ -316,10 +311,6 @@ impl SqliteStore {
                 let item = r.item_id();
                 let last_update = r.last_update().to_string();
                 let key = params![tenant.as_str(), stream.as_str(), item, last_update];
-                if exists.exists(key).map_err(&err)? {
-                    stats.unchanged += 1;
-                    continue;
-                }
                 let prev: Option<(i64, String)> = previous
                     .query_row(key, |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()
@@ -338,7 +329,7 @@ impl SqliteStore {
                 };
                 let (kind, changes) = r.classify(prev.as_ref());
                 let changes_json = serde_json::to_string(&changes).unwrap_or_default();
-                insert
+                let inserted = insert
                     .execute(params![
                         tenant.as_str(),
                         stream.as_str(),
@@ -353,6 +344,10 @@ impl SqliteStore {
                         now,
                     ])
                     .map_err(&err)?;
+                if inserted == 0 {
+                    stats.unchanged += 1;
+                    continue;
+                }
                 match kind {
                     ChangeKind::Created => stats.created += 1,
                     ChangeKind::Updated => stats.updated += 1,
