@@ -233,7 +233,15 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         &dir,
         &emu,
         &[ApiKind::Graph, ApiKind::Xdr],
-        "[sync]\ninitial_lookback_hours = 720\ngraph_page_size = 10\nxdr_page_size = 10\n",
+        "[sync]\ninitial_lookback_hours = 720\ngraph_page_size = 10\nxdr_page_size = 10\nalert_page_size = 200\n",
+    );
+    // Alerts (alerts_v2, MDE) and SIEM detections move through the same outbox.
+    let config = tu::set_streams(
+        &config,
+        &[
+            r#"["incidents", "alerts"]"#,
+            r#"["incidents", "alerts", "detections"]"#,
+        ],
     );
     let mut rng = 0x5EED_u64;
     let mut next = move |n: u64| {
@@ -318,6 +326,67 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
             }
         }
         assert!(surely > 200, "{tenant}: only {surely} versions checked");
+
+        // The alert streams, against the alert ground truth (an alert version is visible from
+        // the incident version that first carried it).
+        let records = emu.state().alert_ground_truth(tenant);
+        for stream in &t.streams {
+            let mut truth: BTreeMap<String, Vec<(Timestamp, Timestamp)>> = BTreeMap::new();
+            for a in &records {
+                match stream {
+                    StreamKind::Incidents => {}
+                    StreamKind::Alerts if t.api == ApiKind::Xdr && !a.mde => {}
+                    StreamKind::Alerts => truth
+                        .entry(a.alert_id.clone())
+                        .or_default()
+                        .push((a.last_update, a.visible_from)),
+                    StreamKind::Detections => {
+                        for p in 0..a.detections {
+                            truth
+                                .entry(format!("{}:{p}", a.alert_id))
+                                .or_default()
+                                .push((a.last_update, a.visible_from));
+                        }
+                    }
+                }
+            }
+            if *stream == StreamKind::Incidents {
+                continue;
+            }
+            let rows = store
+                .version_keys(&TenantId::canonical(tenant), *stream)
+                .unwrap();
+            let stored: BTreeSet<(String, Timestamp)> = rows.iter().cloned().collect();
+            assert_eq!(stored.len(), rows.len(), "{tenant} {stream}: stored twice");
+            let keys: BTreeSet<(String, Timestamp)> = truth
+                .iter()
+                .flat_map(|(id, vs)| vs.iter().map(move |(t, _)| (id.clone(), *t)))
+                .collect();
+            assert!(
+                stored.is_subset(&keys),
+                "{tenant} {stream}: invented versions"
+            );
+            let mut surely = 0;
+            for (id, versions) in &truth {
+                for (k, (t, from)) in versions.iter().enumerate() {
+                    let next = versions.get(k + 1).map(|(_, f)| *f);
+                    if polls
+                        .iter()
+                        .any(|(s, e)| from <= s && next.is_none_or(|n| n > *e))
+                    {
+                        surely += 1;
+                        assert!(
+                            stored.contains(&(id.clone(), *t)),
+                            "{tenant} {stream}: lost {id} version {t}"
+                        );
+                    }
+                }
+            }
+            assert!(
+                surely > 50,
+                "{tenant} {stream}: only {surely} versions checked"
+            );
+        }
     }
     // The file: whole lines only, each stored version exactly once.
     let text = std::fs::read_to_string(dir.join("out.ndjson")).unwrap();
