@@ -17,8 +17,11 @@
 //! | Graph `/security` | 150/min | §2.4 |
 //! | SIEM API | counted with MDE alerts (same platform; no own figure documented) | §3.1 |
 //!
-//! Windows slide. A small safety margin (2 % of the window plus 25 ms) keeps network jitter
-//! from landing the `n+1`-th call inside the server's window.
+//! Windows slide. The server counts a call when it arrives, somewhere between our send and its
+//! answer, so a call is counted here from when it is sent (in flight, it holds its slot) and,
+//! once answered, from the answer's time ([`Ticket`]): the window then never closes early
+//! however long the request took to arrive. A small safety margin (2 % of the window plus
+//! 25 ms) covers the rest (clock steps, scheduling).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -87,7 +90,8 @@ impl Quota {
 
 #[derive(Debug, Default)]
 struct Window {
-    /// When the calls still inside the longest window were sent.
+    /// When the calls still inside the longest window were sent (answered, once they were),
+    /// oldest first.
     sent: VecDeque<Instant>,
     /// A 429 told us to wait until then.
     paused_until: Option<Instant>,
@@ -96,6 +100,14 @@ struct Window {
 /// One (app, tenant, quota) budget. The async mutex queues callers in order, so the waiting is
 /// fair across the streams and tenants that share it.
 type Budget = tokio::sync::Mutex<Window>;
+
+/// One counted call: handed back with [`RateBudgets::answered`].
+#[derive(Debug)]
+#[must_use = "hand the ticket back with `RateBudgets::answered` once the call is answered"]
+pub struct Ticket {
+    budget: Arc<Budget>,
+    at: Instant,
+}
 
 /// Every budget of the process.
 #[derive(Debug)]
@@ -133,8 +145,9 @@ impl RateBudgets {
         d.div_f64(self.time_scale)
     }
 
-    /// Waits until a call of `quota` by `app` in `tenant` fits the budget, then counts it.
-    pub async fn acquire(&self, app: &str, tenant: &str, quota: Quota) {
+    /// Waits until a call of `quota` by `app` in `tenant` fits the budget, then counts it; hand
+    /// the ticket back with [`RateBudgets::answered`] when the server has answered.
+    pub async fn acquire(&self, app: &str, tenant: &str, quota: Quota) -> Ticket {
         let budget = self.budget(app, tenant, quota);
         let mut w = budget.lock().await;
         let started = Instant::now();
@@ -182,7 +195,9 @@ impl RateBudgets {
                 None => break,
             }
         }
-        w.sent.push_back(Instant::now());
+        let at = Instant::now();
+        w.sent.push_back(at);
+        drop(w);
         let waited = started.elapsed();
         if waited > Duration::from_millis(1) {
             tracing::debug!(
@@ -192,6 +207,19 @@ impl RateBudgets {
                 "Waited for the rate budget."
             );
         }
+        Ticket { budget, at }
+    }
+
+    /// The call of `ticket` was answered (or failed): count it from now, the latest moment the
+    /// server can have counted it.
+    pub async fn answered(&self, ticket: Ticket) {
+        let mut w = ticket.budget.lock().await;
+        if let Some(i) = w.sent.iter().rposition(|t| *t == ticket.at) {
+            w.sent.remove(i);
+        }
+        let now = Instant::now();
+        let pos = w.sent.partition_point(|t| *t <= now);
+        w.sent.insert(pos, now);
     }
 
     /// A 429 arrived: nobody calls `quota` for `(app, tenant)` for `after`.
@@ -251,15 +279,38 @@ mod tests {
         );
     }
 
+    /// The server counts a call when it arrives, which can be as late as its answer: a slow
+    /// call keeps its slot until a window after it was answered.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_call_counts_from_its_answer() {
+        let b = RateBudgets::new(true, 1.0);
+        let t0 = Instant::now();
+        let mut tickets = Vec::new();
+        for _ in 0..50 {
+            tickets.push(b.acquire("app", "t", Quota::XdrList).await);
+        }
+        // Fifty calls that take 5 s to be answered: the server may have counted them late.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        for t in tickets {
+            b.answered(t).await;
+        }
+        let _ = b.acquire("app", "t", Quota::XdrList).await;
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_secs(65) && waited < Duration::from_secs(67),
+            "the 51st waits for the answers + 60 s, not the sends + 60 s: {waited:?}"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_fifty_first_list_call_waits_for_the_window() {
         let b = RateBudgets::new(true, 1.0);
         let t0 = Instant::now();
         for _ in 0..50 {
-            b.acquire("app", "t", Quota::XdrList).await;
+            let _ = b.acquire("app", "t", Quota::XdrList).await;
         }
         assert!(t0.elapsed() < Duration::from_millis(1));
-        b.acquire("app", "t", Quota::XdrList).await;
+        let _ = b.acquire("app", "t", Quota::XdrList).await;
         let waited = t0.elapsed();
         assert!(
             waited >= Duration::from_secs(60) && waited < Duration::from_secs(62),
@@ -267,8 +318,8 @@ mod tests {
         );
         // Another tenant has its own budget; another quota family too.
         let t1 = Instant::now();
-        b.acquire("app", "other", Quota::XdrList).await;
-        b.acquire("app", "t", Quota::Graph).await;
+        let _ = b.acquire("app", "other", Quota::XdrList).await;
+        let _ = b.acquire("app", "t", Quota::Graph).await;
         assert!(t1.elapsed() < Duration::from_millis(1));
     }
 
@@ -277,7 +328,7 @@ mod tests {
         let b = RateBudgets::new(true, 1.0);
         let t0 = Instant::now();
         for _ in 0..1501 {
-            b.acquire("app", "t", Quota::XdrList).await;
+            let _ = b.acquire("app", "t", Quota::XdrList).await;
         }
         // 1,500 fit in the hour (50 per minute for 30 minutes); the 1,501st waits for the
         // first hour to end.
@@ -294,9 +345,9 @@ mod tests {
         let t0 = Instant::now();
         let other = {
             let b = b.clone();
-            tokio::spawn(async move { b.acquire("APP", "t", Quota::Graph).await })
+            tokio::spawn(async move { drop(b.acquire("APP", "t", Quota::Graph).await) })
         };
-        b.acquire("app", "t", Quota::Graph).await;
+        let _ = b.acquire("app", "t", Quota::Graph).await;
         other.await.unwrap();
         assert!(t0.elapsed() >= Duration::from_secs(7));
         // Disabled pacing still honours a pause.
@@ -304,7 +355,7 @@ mod tests {
         off.pause("app", "t", Quota::XdrList, Duration::from_secs(3))
             .await;
         let t1 = Instant::now();
-        off.acquire("app", "t", Quota::XdrList).await;
+        let _ = off.acquire("app", "t", Quota::XdrList).await;
         assert!(t1.elapsed() >= Duration::from_secs(3));
     }
 
@@ -313,7 +364,7 @@ mod tests {
         let b = RateBudgets::new(true, 60.0);
         let t0 = Instant::now();
         for _ in 0..151 {
-            b.acquire("app", "t", Quota::Graph).await;
+            let _ = b.acquire("app", "t", Quota::Graph).await;
         }
         let waited = t0.elapsed();
         assert!(

@@ -280,9 +280,10 @@ impl ApiClient {
         loop {
             attempt += 1;
             let token = self.tokens.token(&target.token).await?;
-            if let Some(q) = quota {
-                self.budgets.acquire(app, tenant, q).await;
-            }
+            let ticket = match quota {
+                Some(q) => Some(self.budgets.acquire(app, tenant, q).await),
+                None => None,
+            };
             let result = self
                 .http
                 .get(url.clone())
@@ -290,6 +291,9 @@ impl ApiClient {
                 .header(reqwest::header::ACCEPT, "application/json")
                 .send()
                 .await;
+            if let Some(t) = ticket {
+                self.budgets.answered(t).await;
+            }
             let (action, failure) = match result {
                 Err(e) => (
                     RetryAction::Transient { after: None },
