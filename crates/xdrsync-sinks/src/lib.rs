@@ -8,7 +8,6 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
 use xdrsync_model::{StreamKind, Timestamp};
 use xdrsync_store::{SqliteStore, StoreError, StoredVersion};
 
@@ -43,22 +42,32 @@ pub struct Delivered {
 /// The NDJSON line of one stored version (the `xdrsync` schema with its event envelope):
 /// an incident under `incident` with `incident_id`, an alert or SIEM detection under `alert`
 /// with `alert_id` (`<alert id>:<part>` for a detection); `stream` says which.
-pub fn ndjson_line(v: &StoredVersion) -> String {
+pub fn ndjson_line(v: &StoredVersion) -> Result<String, serde_json::Error> {
+    let mut out = Vec::with_capacity(v.raw.len() / 2 + 512);
+    write_ndjson_line(&mut out, v)?;
+    // serde_json writes UTF-8 only.
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// [`ndjson_line`] appended to `out`, serialized straight into it (no intermediate JSON tree).
+fn write_ndjson_line(out: &mut Vec<u8>, v: &StoredVersion) -> Result<(), serde_json::Error> {
+    use serde::ser::{SerializeMap, Serializer};
     let (id_key, body_key) = match v.stream {
         StreamKind::Incidents => ("incident_id", "incident"),
         StreamKind::Alerts | StreamKind::Detections => ("alert_id", "alert"),
     };
-    let mut line = serde_json::Map::new();
-    line.insert("event_id".into(), json!(v.event_id));
-    line.insert("seq".into(), json!(v.seq));
-    line.insert("stream".into(), json!(v.stream));
-    line.insert("change".into(), json!(v.change));
-    line.insert("changes".into(), json!(v.changes));
-    line.insert("tenant_id".into(), json!(v.record.tenant()));
-    line.insert(id_key.into(), json!(v.record.item_id()));
-    line.insert("last_update".into(), json!(v.record.last_update()));
-    line.insert(body_key.into(), json!(v.record));
-    serde_json::Value::Object(line).to_string()
+    let mut ser = serde_json::Serializer::new(out);
+    let mut m = (&mut ser).serialize_map(Some(9))?;
+    m.serialize_entry("event_id", &v.event_id)?;
+    m.serialize_entry("seq", &v.seq)?;
+    m.serialize_entry("stream", &v.stream)?;
+    m.serialize_entry("change", &v.change)?;
+    m.serialize_entry("changes", &v.changes)?;
+    m.serialize_entry("tenant_id", v.record.tenant())?;
+    m.serialize_entry(id_key, &v.record.item_id())?;
+    m.serialize_entry("last_update", &v.record.last_update())?;
+    m.serialize_entry(body_key, &v.record)?;
+    m.end()
 }
 
 /// Appends one line per stored version to a file.
@@ -123,12 +132,13 @@ impl NdjsonSink {
             let Some(end) = batch.last().map(|v| v.seq) else {
                 break;
             };
-            let mut buf = String::new();
+            let mut buf = Vec::with_capacity(batch.len() * 2048);
             for v in &batch {
-                buf.push_str(&ndjson_line(v));
-                buf.push('\n');
+                write_ndjson_line(&mut buf, v)
+                    .map_err(|e| self.io(std::io::Error::other(format!("seq {}: {e}", v.seq))))?;
+                buf.push(b'\n');
             }
-            file.write_all(buf.as_bytes()).map_err(|e| self.io(e))?;
+            file.write_all(&buf).map_err(|e| self.io(e))?;
             file.sync_data().map_err(|e| self.io(e))?;
             store.set_sink_position(&self.name, end)?;
             events += batch.len() as u64;

@@ -79,7 +79,7 @@ fn crash_after_write_before_ack_does_not_duplicate() {
         .versions_after(0, 10)
         .unwrap()
         .iter()
-        .map(ndjson_line)
+        .map(|v| ndjson_line(v).unwrap())
         .collect();
     std::fs::write(
         &path,
@@ -118,4 +118,21 @@ fn json_array_keeps_raw_bytes_and_is_valid() {
     assert_eq!(v.as_array().unwrap().len(), 2);
     write_json_array(&path, &[]).unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "[]\n");
+}
+
+/// The envelope of an NDJSON line, pinned: key order and names are a wire format.
+#[test]
+fn ndjson_line_envelope_is_stable() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    store
+        .commit(&TenantId::canonical("t"), &[version(7)], None)
+        .unwrap();
+    let v = &store.versions_after(0, 1).unwrap()[0];
+    let line = ndjson_line(v).unwrap();
+    let head = format!(
+        r#"{{"event_id":"{}","seq":1,"stream":"incidents","change":"created","changes":{{}},"tenant_id":"t","incident_id":"7","last_update":"1970-01-01T00:00:00.1000007Z","incident":{{"tenant_id":"t","incident_id":"7","api":"xdr","#,
+        v.event_id
+    );
+    assert!(line.starts_with(&head), "{line}");
+    assert!(line.ends_with(r#""tags":[],"alerts":[]}}"#), "{line}");
 }
