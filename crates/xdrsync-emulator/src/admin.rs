@@ -11,7 +11,7 @@
 //! | `DELETE /_emulator/apps/{client}/consents/{tenant}` | revokes consent (removes the service principal) |
 //! | `POST /_emulator/apps/{client}/revoke-refresh-tokens/{tenant}` | revokes the app's refresh tokens there |
 //! | `POST /_emulator/tenants/{tenant}/incidents` `{count?}` | creates incidents now |
-//! | `GET /_emulator/ground-truth/{tenant}` | every incident version the tenant has had |
+//! | `GET /_emulator/ground-truth/{tenant}` | every incident version the tenant has had, and every alert version (with when it became visible, whether MDE lists it, its SIEM detections) |
 //! | `POST /_emulator/faults` (a [`FaultRule`]), `GET`, `DELETE` | fault injection |
 //! | `POST /_emulator/clock/advance` `{"seconds": n}` | moves the emulator clock |
 //! | `POST /_emulator/keys/rotate` | rotates the token-signing key |
@@ -176,7 +176,12 @@ pub(crate) async fn ground_truth(
     if state.directory().tenant(&tenant).is_none() {
         return not_found(&format!("Tenant {tenant} not found"));
     }
-    Json(json!({"tenant": tenant, "versions": state.ground_truth(&tenant)})).into_response()
+    Json(json!({
+        "tenant": tenant,
+        "versions": state.ground_truth(&tenant),
+        "alert_versions": state.alert_ground_truth(&tenant),
+    }))
+    .into_response()
 }
 
 pub(crate) async fn add_fault(

@@ -413,6 +413,13 @@ async fn ground_truth_lists_every_version() {
         after["versions"].as_array().unwrap().len(),
     );
     assert!(b > 100 && a > b, "{b} then {a}");
+    let alerts = after["alert_versions"].as_array().unwrap();
+    assert!(alerts.len() > a, "alerts: {}", alerts.len());
+    assert!(
+        alerts[0]["alert_id"].is_string() && alerts[0]["visible_from"].is_string(),
+        "{}",
+        alerts[0]
+    );
     // The current incidents are the newest version of each.
     let current = emu.state().incidents(&tenant, |_| true);
     for inc in current.iter().take(20) {
