@@ -1,6 +1,8 @@
 //! Alert APIs over the same incident model: Graph `GET /v1.0/security/alerts_v2[/{id}]`, the MDE
 //! `GET /api/alerts` and the retired SIEM alert exporter (`GET /alertexporter/api/alerts`).
 
+use std::sync::Arc;
+
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -52,19 +54,15 @@ const MDE_PROPS: &[(&str, PropType)] = &[
     ("assignedTo", PropType::Text),
 ];
 
-/// Every alert of the tenant's visible incidents with its incident, newest change first.
-fn all_alerts(state: &EmulatorState, tenant: &str) -> Vec<(EmuAlert, EmuIncident)> {
-    let mut out: Vec<(EmuAlert, EmuIncident)> = state
-        .incidents(tenant, |_| true)
-        .into_iter()
-        .flat_map(|i| {
-            i.alerts
-                .iter()
-                .map(|a| (a.clone(), i.clone()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    out.sort_by_key(|(a, _)| std::cmp::Reverse((a.last_updated, a.id.clone())));
+/// Every alert of the tenant's visible incidents with its incident (shared, not copied per
+/// alert), newest change first.
+fn all_alerts(state: &EmulatorState, tenant: &str) -> Vec<(EmuAlert, Arc<EmuIncident>)> {
+    let mut out: Vec<(EmuAlert, Arc<EmuIncident>)> = Vec::new();
+    for i in state.incidents(tenant, |_| true) {
+        let i = Arc::new(i);
+        out.extend(i.alerts.iter().map(|a| (a.clone(), i.clone())));
+    }
+    out.sort_by(|(a, _), (b, _)| (b.last_updated, &b.id).cmp(&(a.last_updated, &a.id)));
     out
 }
 
@@ -101,7 +99,7 @@ pub(crate) async fn alerts_v2(
         Some(Err(e)) => return bad(format!("Invalid filter clause: {e}")),
     };
     let prefer = prefers_unknown(&headers);
-    let matching: Vec<(EmuAlert, EmuIncident)> = all_alerts(&state, &caller.tenant)
+    let matching: Vec<(EmuAlert, Arc<EmuIncident>)> = all_alerts(&state, &caller.tenant)
         .into_iter()
         .filter(|(a, i)| {
             let source = a
