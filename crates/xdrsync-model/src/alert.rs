@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::normalize::{
     ALERT_STATUS_MAP, CLASSIFICATION_MAP, DETECTION_SOURCE_MAP, DETERMINATION_MAP, Reader,
-    as_object, enum_value, read_id, type_name,
+    enum_value, read_id, reader, type_name,
 };
 use crate::{IncidentId, NormalizeError, Severity, TenantId, Timestamp};
 
@@ -118,32 +118,6 @@ impl Alert {
     }
 }
 
-fn reader<'a>(
-    raw: &'a Value,
-    what: &'static str,
-    id_field: &'static str,
-) -> Result<(Reader<'a>, String), NormalizeError> {
-    let obj = as_object(raw, what)?;
-    let label = what.trim_start_matches("an ").trim_start_matches("a ");
-    let id = read_id(obj.get(id_field))
-        .map_err(|reason| NormalizeError::Invalid {
-            item: format!("{label} ?"),
-            field: id_field,
-            reason,
-        })?
-        .ok_or(NormalizeError::Missing {
-            item: format!("{label} ?"),
-            field: id_field,
-        })?;
-    Ok((
-        Reader {
-            obj,
-            item: format!("{label} {id}"),
-        },
-        id,
-    ))
-}
-
 fn incident_of(r: &Reader<'_>, field: &'static str) -> Result<Option<IncidentId>, NormalizeError> {
     Ok(read_id(r.get(field))
         .map_err(|e| r.invalid(field, e))?
@@ -243,20 +217,12 @@ pub fn normalize_graph_alert(tenant: &TenantId, raw: &Value) -> Result<Alert, No
         title: r.str_opt("title")?.unwrap_or_default(),
         description: r.str_opt("description")?,
         severity: Severity::parse(&r.str_opt("severity")?.unwrap_or_default()),
-        status: r.str_opt("status")?.unwrap_or_else(|| "unknown".into()),
-        classification: r
-            .str_opt("classification")?
-            .unwrap_or_else(|| "unknown".into()),
-        determination: r
-            .str_opt("determination")?
-            .unwrap_or_else(|| "unknown".into()),
+        status: r.str_or("status", "unknown")?,
+        classification: r.str_or("classification", "unknown")?,
+        determination: r.str_or("determination", "unknown")?,
         category: r.str_opt("category")?,
-        service_source: r
-            .str_opt("serviceSource")?
-            .unwrap_or_else(|| "unknown".into()),
-        detection_source: r
-            .str_opt("detectionSource")?
-            .unwrap_or_else(|| "unknown".into()),
+        service_source: r.str_or("serviceSource", "unknown")?,
+        detection_source: r.str_or("detectionSource", "unknown")?,
         created: r.time("createdDateTime")?,
         last_update: r.time("lastUpdateDateTime")?,
         first_activity: r.time_opt("firstActivityDateTime"),

@@ -95,29 +95,25 @@ pub fn classify(prev: Option<&Incident>, next: &Incident) -> (ChangeKind, Change
         }
         return (ChangeKind::Created, Changes::default());
     };
-    let mut fields = Vec::new();
-    let mut field = |name: &str, changed: bool| {
-        if changed {
-            fields.push(name.to_owned());
-        }
-    };
-    field("title", prev.title != next.title);
-    field("created", prev.created != next.created);
-    field("status", prev.status != next.status);
-    field("severity", prev.severity != next.severity);
-    field("classification", prev.classification != next.classification);
-    field("determination", prev.determination != next.determination);
-    field("assigned_to", prev.assigned_to != next.assigned_to);
-    field(
-        "redirect_incident_id",
-        prev.redirect_incident_id != next.redirect_incident_id,
-    );
-    field(
-        "web_url",
-        prev.web_url.is_some() && prev.web_url != next.web_url,
-    );
-    field("tags", prev.tags != next.tags);
-    field("alerts", prev.alerts != next.alerts);
+    let fields = changed(&[
+        ("title", prev.title != next.title),
+        ("created", prev.created != next.created),
+        ("status", prev.status != next.status),
+        ("severity", prev.severity != next.severity),
+        ("classification", prev.classification != next.classification),
+        ("determination", prev.determination != next.determination),
+        ("assigned_to", prev.assigned_to != next.assigned_to),
+        (
+            "redirect_incident_id",
+            prev.redirect_incident_id != next.redirect_incident_id,
+        ),
+        (
+            "web_url",
+            prev.web_url.is_some() && prev.web_url != next.web_url,
+        ),
+        ("tags", prev.tags != next.tags),
+        ("alerts", prev.alerts != next.alerts),
+    ]);
     let alerts_added: Vec<String> = next
         .alerts
         .iter()
@@ -153,21 +149,17 @@ pub fn classify_alert(prev: Option<&Alert>, next: &Alert) -> (ChangeKind, Change
     let Some(prev) = prev else {
         return (ChangeKind::Created, Changes::default());
     };
-    let mut fields = Vec::new();
-    let mut field = |name: &str, changed: bool| {
-        if changed {
-            fields.push(name.to_owned());
-        }
-    };
-    field("incident_id", prev.incident_id != next.incident_id);
-    field("title", prev.title != next.title);
-    field("status", prev.status != next.status);
-    field("severity", prev.severity != next.severity);
-    field("classification", prev.classification != next.classification);
-    field("determination", prev.determination != next.determination);
-    field("assigned_to", prev.assigned_to != next.assigned_to);
-    field("resolved", prev.resolved != next.resolved);
-    field("last_activity", prev.last_activity != next.last_activity);
+    let fields = changed(&[
+        ("incident_id", prev.incident_id != next.incident_id),
+        ("title", prev.title != next.title),
+        ("status", prev.status != next.status),
+        ("severity", prev.severity != next.severity),
+        ("classification", prev.classification != next.classification),
+        ("determination", prev.determination != next.determination),
+        ("assigned_to", prev.assigned_to != next.assigned_to),
+        ("resolved", prev.resolved != next.resolved),
+        ("last_activity", prev.last_activity != next.last_activity),
+    ]);
     (
         ChangeKind::Updated,
         Changes {
@@ -175,6 +167,15 @@ pub fn classify_alert(prev: Option<&Alert>, next: &Alert) -> (ChangeKind, Change
             ..Changes::default()
         },
     )
+}
+
+/// The names of the fields whose comparison says they changed, in the order given.
+fn changed(fields: &[(&str, bool)]) -> Vec<String> {
+    fields
+        .iter()
+        .filter(|(_, moved)| *moved)
+        .map(|(name, _)| (*name).to_owned())
+        .collect()
 }
 
 #[cfg(test)]

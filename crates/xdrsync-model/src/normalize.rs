@@ -77,6 +77,15 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A string field, or `default` when it is absent or null (the live API omits null keys).
+    pub(crate) fn str_or(
+        &self,
+        field: &'static str,
+        default: &str,
+    ) -> Result<String, NormalizeError> {
+        Ok(self.str_opt(field)?.unwrap_or_else(|| default.to_owned()))
+    }
+
     pub(crate) fn time(&self, field: &'static str) -> Result<Timestamp, NormalizeError> {
         match self.get(field) {
             None => Err(NormalizeError::Missing {
@@ -197,7 +206,35 @@ pub(crate) const DETECTION_SOURCE_MAP: &[(&str, &str)] = &[
     ("Manual", "manual"),
 ];
 
-pub(crate) fn as_object<'a>(
+/// The object `raw` as `what` (`an incident`, `an alert`, `a detection`) with its id from
+/// `id_field`: a [`Reader`] whose errors name the item, and the id.
+pub(crate) fn reader<'a>(
+    raw: &'a Value,
+    what: &'static str,
+    id_field: &'static str,
+) -> Result<(Reader<'a>, String), NormalizeError> {
+    let obj = as_object(raw, what)?;
+    let label = what.trim_start_matches("an ").trim_start_matches("a ");
+    let id = read_id(obj.get(id_field))
+        .map_err(|reason| NormalizeError::Invalid {
+            item: format!("{label} ?"),
+            field: id_field,
+            reason,
+        })?
+        .ok_or(NormalizeError::Missing {
+            item: format!("{label} ?"),
+            field: id_field,
+        })?;
+    Ok((
+        Reader {
+            obj,
+            item: format!("{label} {id}"),
+        },
+        id,
+    ))
+}
+
+fn as_object<'a>(
     raw: &'a Value,
     what: &'static str,
 ) -> Result<&'a Map<String, Value>, NormalizeError> {
@@ -209,21 +246,7 @@ pub(crate) fn as_object<'a>(
 
 /// Normalizes one incident of the legacy `GET /api/incidents` response.
 pub fn normalize_xdr_incident(tenant: &TenantId, raw: &Value) -> Result<Incident, NormalizeError> {
-    let obj = as_object(raw, "an incident")?;
-    let id = read_id(obj.get("incidentId"))
-        .map_err(|reason| NormalizeError::Invalid {
-            item: "incident ?".into(),
-            field: "incidentId",
-            reason,
-        })?
-        .ok_or(NormalizeError::Missing {
-            item: "incident ?".into(),
-            field: "incidentId",
-        })?;
-    let r = Reader {
-        obj,
-        item: format!("incident {id}"),
-    };
+    let (r, id) = reader(raw, "an incident", "incidentId")?;
     let redirect =
         read_id(r.get("redirectIncidentId")).map_err(|e| r.invalid("redirectIncidentId", e))?;
     let alerts = match r.get("alerts") {
@@ -280,21 +303,7 @@ pub fn normalize_graph_incident(
     tenant: &TenantId,
     raw: &Value,
 ) -> Result<Incident, NormalizeError> {
-    let obj = as_object(raw, "an incident")?;
-    let id = read_id(obj.get("id"))
-        .map_err(|reason| NormalizeError::Invalid {
-            item: "incident ?".into(),
-            field: "id",
-            reason,
-        })?
-        .ok_or(NormalizeError::Missing {
-            item: "incident ?".into(),
-            field: "id",
-        })?;
-    let r = Reader {
-        obj,
-        item: format!("incident {id}"),
-    };
+    let (r, id) = reader(raw, "an incident", "id")?;
     let redirect =
         read_id(r.get("redirectIncidentId")).map_err(|e| r.invalid("redirectIncidentId", e))?;
     let mut tags = r.strings("customTags");
@@ -314,14 +323,10 @@ pub fn normalize_graph_incident(
         title: r.str_opt("displayName")?.unwrap_or_default(),
         created: r.time("createdDateTime")?,
         last_update: r.time("lastUpdateDateTime")?,
-        status: r.str_opt("status")?.unwrap_or_else(|| "unknown".into()),
+        status: r.str_or("status", "unknown")?,
         severity: Severity::parse(&r.str_opt("severity")?.unwrap_or_default()),
-        classification: r
-            .str_opt("classification")?
-            .unwrap_or_else(|| "unknown".into()),
-        determination: r
-            .str_opt("determination")?
-            .unwrap_or_else(|| "unknown".into()),
+        classification: r.str_or("classification", "unknown")?,
+        determination: r.str_or("determination", "unknown")?,
         assigned_to: r.str_opt("assignedTo")?,
         redirect_incident_id: redirect.map(IncidentId::new),
         web_url: r.str_opt("incidentWebUrl")?,

@@ -38,6 +38,10 @@ pub enum PullError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Its credential could not be read (the message of the [`ConfigError`], shared by the
+    /// tenant's streams of one pass).
+    #[error("{0}")]
+    Credential(String),
     /// Reconcile needs a pulled tenant.
     #[error("tenant {0} has never been pulled; run `xdrsync pull` first")]
     NeverPulled(String),
@@ -286,7 +290,17 @@ pub fn stream_target(
     vault: Option<&Arc<Vault>>,
     stream: StreamKind,
 ) -> Result<Target, ConfigError> {
-    let credential = credential(tenant)?;
+    target_with(tenant, config, vault, stream, credential(tenant)?)
+}
+
+/// [`stream_target`] with the tenant's credential already read.
+fn target_with(
+    tenant: &Tenant,
+    config: &Config,
+    vault: Option<&Arc<Vault>>,
+    stream: StreamKind,
+    credential: Credential,
+) -> Result<Target, ConfigError> {
     let refresh = match (tenant.delegated, vault) {
         (false, _) => None,
         (true, Some(v)) => Some(RefreshSource {
@@ -440,13 +454,21 @@ impl Pipeline {
         let limit = Arc::new(tokio::sync::Semaphore::new(
             self.config.sync.concurrent_tenants,
         ));
+        // A tenant's credential is read once per pass, by whichever of its streams starts
+        // first (a secret command or a PKCS#12 file is not run or decrypted per stream).
+        let mut credentials: std::collections::HashMap<String, Arc<CredentialCell>> =
+            std::collections::HashMap::new();
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (tenant, stream)) in tenants.iter().cloned().enumerate() {
             let this = self.clone();
             let limit = limit.clone();
+            let cell = credentials.entry(tenant.name.clone()).or_default().clone();
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                (i, this.pull_tenant_report(&tenant, stream, mode).await)
+                (
+                    i,
+                    this.pull_tenant_report(&tenant, stream, mode, &cell).await,
+                )
             });
         }
         let mut reports: Vec<Option<TenantReport>> = vec![None; tenants.len()];
@@ -480,8 +502,25 @@ impl Pipeline {
         tenant: &Tenant,
         stream: StreamKind,
         mode: PullMode,
+        cell: &CredentialCell,
     ) -> TenantReport {
-        let report = match self.pull_stream(tenant, stream, mode).await {
+        let credential = cell
+            .get_or_init(|| {
+                let t = tenant.clone();
+                async move {
+                    match tokio::task::spawn_blocking(move || credential(&t)).await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(e) => Err(format!("reading the credential stopped: {e}")),
+                    }
+                }
+            })
+            .await
+            .clone();
+        let pulled = match credential {
+            Ok(c) => self.pull_stream_with(tenant, stream, mode, c).await,
+            Err(e) => Err(PullError::Credential(e)),
+        };
+        let report = match pulled {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(tenant = %tenant.name, %stream, error = %e, "Pull failed; other tenants and streams continue.");
@@ -580,15 +619,6 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Pulls one tenant's incidents (see [`Pipeline::pull_stream`]).
-    pub async fn pull_tenant(
-        &self,
-        tenant: &Tenant,
-        mode: PullMode,
-    ) -> Result<TenantReport, PullError> {
-        self.pull_stream(tenant, StreamKind::Incidents, mode).await
-    }
-
     /// Pulls one stream of one tenant: reads from `cursor − overlap` (or the initial lookback,
     /// or the backfill start) and commits the versions with the advanced cursor.
     pub async fn pull_stream(
@@ -597,7 +627,24 @@ impl Pipeline {
         stream: StreamKind,
         mode: PullMode,
     ) -> Result<TenantReport, PullError> {
-        let target = stream_target(tenant, &self.config, self.vault.as_ref(), stream)?;
+        self.pull_stream_with(tenant, stream, mode, credential(tenant)?)
+            .await
+    }
+
+    async fn pull_stream_with(
+        &self,
+        tenant: &Tenant,
+        stream: StreamKind,
+        mode: PullMode,
+        credential: Credential,
+    ) -> Result<TenantReport, PullError> {
+        let target = target_with(
+            tenant,
+            &self.config,
+            self.vault.as_ref(),
+            stream,
+            credential,
+        )?;
         let store = self.store.clone();
         let id = tenant.tenant_id.clone();
         let cursor = blocking(move || store.cursor(&id, stream)).await?;
@@ -667,6 +714,9 @@ impl Pipeline {
         })
     }
 }
+
+/// A tenant's credential for one pass: read once, shared by its streams.
+type CredentialCell = tokio::sync::OnceCell<Result<Credential, String>>;
 
 /// Runs store work off the async threads.
 async fn blocking<T: Send + 'static>(

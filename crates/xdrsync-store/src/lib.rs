@@ -494,30 +494,12 @@ impl SqliteStore {
         stream: StreamKind,
         since: Timestamp,
     ) -> Result<std::collections::BTreeMap<String, Timestamp>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT item_id, MAX(last_update) FROM versions WHERE tenant_id = ?1 AND stream = ?3
-                 GROUP BY item_id HAVING MAX(last_update) >= ?2",
-            )
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map(
-                params![tenant.as_str(), since.to_string(), stream.as_str()],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-            )
-            .map_err(self.err())?;
-        let mut out = std::collections::BTreeMap::new();
-        for row in rows {
-            let (id, t) = row.map_err(self.err())?;
-            let t = t.parse().map_err(|e| StoreError::Corrupt {
-                path: self.path.clone(),
-                what: format!("{stream} {id}"),
-                message: format!("{e}"),
-            })?;
-            out.insert(id, t);
-        }
-        Ok(out)
+        let rows = self.item_times(
+            "SELECT item_id, MAX(last_update) FROM versions WHERE tenant_id = ?1 AND stream = ?2
+             GROUP BY item_id HAVING MAX(last_update) >= ?3",
+            (tenant, stream, Some(since)),
+        )?;
+        Ok(rows.into_iter().collect())
     }
 
     /// The last-update time from which the store is complete for `(tenant, stream)`.
@@ -690,24 +672,38 @@ impl SqliteStore {
         tenant: &TenantId,
         stream: StreamKind,
     ) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        self.item_times(
+            "SELECT item_id, last_update FROM versions WHERE tenant_id = ?1 AND stream = ?2
+             ORDER BY item_id, last_update",
+            (tenant, stream, None),
+        )
+    }
+
+    /// Runs `sql` (one of ours) over `?1` tenant, `?2` stream and, if given, `?3` a time, and
+    /// reads its `(item id, time)` rows.
+    fn item_times(
+        &self,
+        sql: &str,
+        (tenant, stream, time): (&TenantId, StreamKind, Option<Timestamp>),
+    ) -> Result<Vec<(String, Timestamp)>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT item_id, last_update FROM versions WHERE tenant_id = ?1 AND stream = ?2 ORDER BY item_id, last_update")
-            .map_err(self.err())?;
+        let mut stmt = conn.prepare_cached(sql).map_err(self.err())?;
+        let mut args = vec![tenant.as_str().to_owned(), stream.as_str().to_owned()];
+        args.extend(time.map(|t| t.to_string()));
         let rows = stmt
-            .query_map([tenant.as_str(), stream.as_str()], |r| {
+            .query_map(rusqlite::params_from_iter(&args), |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
             })
             .map_err(self.err())?;
         let mut out = Vec::new();
         for row in rows {
             let (id, t) = row.map_err(self.err())?;
-            let ts = t.parse().map_err(|e| StoreError::Corrupt {
+            let t = t.parse().map_err(|e| StoreError::Corrupt {
                 path: self.path.clone(),
                 what: format!("{stream} {id}"),
                 message: format!("{e}"),
             })?;
-            out.push((id, ts));
+            out.push((id, t));
         }
         Ok(out)
     }
