@@ -7,102 +7,17 @@
 //! visible (ingestion lag applies to the incident) until the alert's next version is: the same
 //! "current for a whole poll" rule as the incident scenarios in `sync.rs`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use xdrsync_config::Config;
-use xdrsync_emulator::faults::{Fault, FaultRule};
 use xdrsync_emulator::{Behaviour, Emulator};
-use xdrsync_model::{ApiKind, StreamKind, TenantId, Timestamp};
+use xdrsync_model::{ApiKind, StreamKind};
 use xdrsync_pipeline::Pipeline;
 use xdrsync_store::SqliteStore;
 use xdrsync_test_utils as tu;
 
-type Poll = (Timestamp, Timestamp);
-
-/// One item version of the truth: `(item id, version time, visible from)`.
-type Truth = Vec<(String, Timestamp, Timestamp)>;
-
-/// Compares the store's `stream` of `tenant` with the truth: everything stored is in
-/// `universe` (every version the emulator ever had), and every version of `due` (oldest first
-/// per item) that was current for a whole poll is stored. Returns how many that was.
-fn check(
-    store: &SqliteStore,
-    tenant: &str,
-    stream: StreamKind,
-    (universe, due): (&Truth, &Truth),
-    polls: &[Poll],
-    lag_secs: i64,
-) -> usize {
-    let truth_keys: BTreeSet<(String, Timestamp)> =
-        universe.iter().map(|(id, t, _)| (id.clone(), *t)).collect();
-    let rows = store
-        .version_keys(&TenantId::canonical(tenant), stream)
-        .unwrap();
-    let stored: BTreeSet<(String, Timestamp)> = rows.iter().cloned().collect();
-    assert_eq!(
-        stored.len(),
-        rows.len(),
-        "{tenant} {stream}: a version stored twice"
-    );
-    let invented: Vec<_> = stored.difference(&truth_keys).collect();
-    assert!(
-        invented.is_empty(),
-        "{tenant} {stream}: stored versions the emulator never had: {:?}",
-        &invented[..invented.len().min(10)]
-    );
-    let surely = observable(due, polls, lag_secs);
-    let lost: Vec<_> = surely.difference(&stored).collect();
-    assert!(
-        lost.is_empty(),
-        "{tenant} {stream}: lost {} of {} observable versions: {:?}",
-        lost.len(),
-        surely.len(),
-        &lost[..lost.len().min(10)]
-    );
-    surely.len()
-}
-
-/// The versions of `truth` that were current for the whole of some poll (visible at its start,
-/// `lag` included, and not replaced before its end).
-fn observable(truth: &Truth, polls: &[Poll], lag_secs: i64) -> BTreeSet<(String, Timestamp)> {
-    let lag = chrono::Duration::seconds(lag_secs);
-    let mut by_item: BTreeMap<&str, Vec<(Timestamp, Timestamp)>> = BTreeMap::new();
-    for (id, t, from) in truth {
-        by_item.entry(id).or_default().push((*t, *from));
-    }
-    let mut surely = BTreeSet::new();
-    for (id, versions) in &by_item {
-        for (k, (t, from)) in versions.iter().enumerate() {
-            let next = versions.get(k + 1).map(|(_, f)| *f);
-            let seen = polls
-                .iter()
-                .any(|(start, end)| *from <= start.sub(lag) && next.is_none_or(|n| n > *end));
-            if seen {
-                surely.insert((id.to_string(), *t));
-            }
-        }
-    }
-    surely
-}
-
-/// The truth of a tenant's alerts (`mde_only`: what the MDE API lists) and SIEM detections.
-fn truths(emu: &Emulator, tenant: &str, mde_only: bool) -> (Truth, Truth) {
-    let records = emu.state().alert_ground_truth(tenant);
-    let alerts = records
-        .iter()
-        .filter(|a| a.mde || !mde_only)
-        .map(|a| (a.alert_id.clone(), a.last_update, a.visible_from))
-        .collect();
-    let detections = records
-        .iter()
-        .flat_map(|a| {
-            (0..a.detections)
-                .map(move |p| (format!("{}:{p}", a.alert_id), a.last_update, a.visible_from))
-        })
-        .collect();
-    (alerts, detections)
-}
+use tu::truth::{Poll, Truth, check, observable};
 
 async fn run(
     emu: &Emulator,
@@ -163,19 +78,12 @@ fn check_all(
     let from = polls[0].0.sub(chrono::Duration::hours(47));
     for (i, t) in config.tenants.iter().enumerate() {
         let id = t.tenant_id.as_str();
-        let (alerts, detections) = truths(emu, id, t.api == ApiKind::Xdr);
-        let recent = |truth: &Truth| -> Truth {
-            truth
-                .iter()
-                .filter(|(_, t, _)| *t >= from)
-                .cloned()
-                .collect()
-        };
+        let (alerts, detections) = tu::truth::alerts(emu, id, t.api == ApiKind::Xdr);
         total += check(
             store,
             id,
             StreamKind::Alerts,
-            (&alerts, &recent(&alerts)),
+            (&alerts, &tu::truth::since(&alerts, from)),
             polls,
             lag,
         );
@@ -184,7 +92,7 @@ fn check_all(
                 store,
                 id,
                 StreamKind::Detections,
-                (&detections, &recent(&detections)),
+                (&detections, &tu::truth::since(&detections, from)),
                 polls,
                 lag,
             );
@@ -230,51 +138,14 @@ async fn alert_streams_survive_fault_storms_and_token_expiry() {
         b.merge_probability = 0.1;
     })
     .await;
-    for route in [
-        "GET /v1.0/security/alerts_v2",
-        "GET /api/alerts",
-        "GET /alertexporter/api/alerts",
-    ] {
-        for (fault, p) in [
-            (
-                Fault::Status {
-                    status: 503,
-                    retry_after_secs: None,
-                },
-                0.08,
-            ),
-            (
-                Fault::Status {
-                    status: 500,
-                    retry_after_secs: None,
-                },
-                0.05,
-            ),
-            (
-                Fault::Status {
-                    status: 429,
-                    retry_after_secs: Some(1),
-                },
-                0.02,
-            ),
-            (
-                Fault::Status {
-                    status: 401,
-                    retry_after_secs: None,
-                },
-                0.03,
-            ),
-            (Fault::Reset, 0.05),
-            (Fault::Truncate, 0.05),
-        ] {
-            emu.state().add_fault(FaultRule {
-                route: route.into(),
-                sequence: vec![],
-                fault: Some(fault),
-                probability: Some(p),
-            });
-        }
-    }
+    tu::truth::fault_storm(
+        &emu,
+        &[
+            "GET /v1.0/security/alerts_v2",
+            "GET /api/alerts",
+            "GET /alertexporter/api/alerts",
+        ],
+    );
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &emu, 4);
     let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
@@ -340,8 +211,8 @@ async fn switching_alerts_from_mde_to_graph_has_no_duplicate_or_gap() {
     let mut after_switch = 0;
     for t in &graph_config.tenants {
         let id = t.tenant_id.as_str();
-        let (mut all, _) = truths(&emu, id, false);
-        let (mde, _) = truths(&emu, id, true);
+        let (mut all, _) = tu::truth::alerts(&emu, id, false);
+        let (mde, _) = tu::truth::alerts(&emu, id, true);
         // From the switch on every alert is listed; before it, MDE's (endpoint) alerts only.
         // Other products' alerts last changed before the switch are not in the stream's past
         // (`xdrsync backfill --since` reads them); everything changed since is.
@@ -363,7 +234,7 @@ async fn switching_alerts_from_mde_to_graph_has_no_duplicate_or_gap() {
             .into_iter()
             .collect();
         let from = polls[0].0.sub(chrono::Duration::hours(47));
-        let mde: Truth = mde.into_iter().filter(|(_, t, _)| *t >= from).collect();
+        let mde: Truth = tu::truth::since(&mde, from);
         let early = observable(&mde, &polls[..6], 0);
         assert!(
             early.len() > 20,

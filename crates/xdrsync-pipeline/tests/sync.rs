@@ -13,75 +13,31 @@ use std::sync::Arc;
 
 use xdrsync_emulator::faults::{Fault, FaultRule};
 use xdrsync_emulator::{Behaviour, Emulator};
-use xdrsync_model::{ApiKind, ChangeKind, StreamKind, TenantId, Timestamp};
+use xdrsync_model::{ApiKind, ChangeKind, StreamKind, Timestamp};
 use xdrsync_pipeline::Pipeline;
 use xdrsync_store::SqliteStore;
 use xdrsync_test_utils as tu;
 
-/// One poll: the emulator's clock when it started and when it ended.
-type Poll = (Timestamp, Timestamp);
+use tu::truth::Poll;
 
-struct Outcome {
-    surely_observable: usize,
-}
-
-/// Compares the store with the ground truth of `tenant` for the polls made.
+/// Compares the store's incidents with the ground truth of `tenant` for the polls made;
+/// returns how many versions were surely observable.
 fn check(
-    emu: &Emulator,
     store: &SqliteStore,
+    emu: &Emulator,
     tenant: &str,
     polls: &[Poll],
     lag_secs: i64,
-) -> Outcome {
-    let lag = chrono::Duration::seconds(lag_secs);
-    let mut truth: BTreeMap<u64, Vec<Timestamp>> = BTreeMap::new();
-    for v in emu.state().ground_truth(tenant) {
-        truth.entry(v.incident_id).or_default().push(v.last_update);
-    }
-    let truth_keys: BTreeSet<(String, Timestamp)> = truth
-        .iter()
-        .flat_map(|(id, ts)| ts.iter().map(move |t| (id.to_string(), *t)))
-        .collect();
-    let stored_rows = store
-        .version_keys(&TenantId::canonical(tenant), StreamKind::Incidents)
-        .unwrap();
-    let stored: BTreeSet<(String, Timestamp)> = stored_rows.iter().cloned().collect();
-    assert_eq!(
-        stored.len(),
-        stored_rows.len(),
-        "{tenant}: a version stored twice"
-    );
-    let invented: Vec<_> = stored.difference(&truth_keys).collect();
-    assert!(
-        invented.is_empty(),
-        "{tenant}: stored versions the emulator never had: {invented:?}"
-    );
-
-    let mut surely = BTreeSet::new();
-    for (id, times) in &truth {
-        for (k, t) in times.iter().enumerate() {
-            let next = times.get(k + 1);
-            // Visible for the whole poll: old enough for any lag, and not yet replaced (a later
-            // version becomes visible at the earliest at its own time).
-            let seen = polls
-                .iter()
-                .any(|(start, end)| *t <= start.sub(lag) && next.is_none_or(|n| *n > *end));
-            if seen {
-                surely.insert((id.to_string(), *t));
-            }
-        }
-    }
-    let lost: Vec<_> = surely.difference(&stored).collect();
-    assert!(
-        lost.is_empty(),
-        "{tenant}: lost {} of {} observable versions: {:?}",
-        lost.len(),
-        surely.len(),
-        &lost[..lost.len().min(10)]
-    );
-    Outcome {
-        surely_observable: surely.len(),
-    }
+) -> usize {
+    let truth = tu::truth::incidents(emu, tenant);
+    tu::truth::check(
+        store,
+        tenant,
+        StreamKind::Incidents,
+        (&truth, &truth),
+        polls,
+        lag_secs,
+    )
 }
 
 /// Pulls `steps` times, the emulator clock moving `step` before each pull but the first;
@@ -155,13 +111,8 @@ async fn ties_merges_lag_and_updates_match_the_ground_truth() {
         }
     }
     for t in &config.tenants {
-        let o = check(&emu, &store, t.tenant_id.as_str(), &polls, 240);
-        assert!(
-            o.surely_observable > 100,
-            "{}: {} versions",
-            t.name,
-            o.surely_observable
-        );
+        let o = check(&store, &emu, t.tenant_id.as_str(), &polls, 240);
+        assert!(o > 100, "{}: {} versions", t.name, o);
     }
     for k in [
         ChangeKind::Created,
@@ -185,47 +136,10 @@ async fn fault_storms_and_token_expiry_lose_nothing() {
         b.merge_probability = 0.1;
     })
     .await;
-    for route in ["GET /v1.0/security/incidents", "GET /api/incidents"] {
-        for (fault, p) in [
-            (
-                Fault::Status {
-                    status: 503,
-                    retry_after_secs: None,
-                },
-                0.08,
-            ),
-            (
-                Fault::Status {
-                    status: 500,
-                    retry_after_secs: None,
-                },
-                0.05,
-            ),
-            (
-                Fault::Status {
-                    status: 429,
-                    retry_after_secs: Some(1),
-                },
-                0.01,
-            ),
-            (
-                Fault::Status {
-                    status: 401,
-                    retry_after_secs: None,
-                },
-                0.03,
-            ),
-            (Fault::Reset, 0.05),
-            (Fault::Truncate, 0.05),
-        ] {
-            emu.state().add_fault(FaultRule {
-                route: route.into(),
-                sequence: vec![],
-                fault: Some(fault),
-                probability: Some(p),
-            });
-        }
-    }
+    tu::truth::fault_storm(
+        &emu,
+        &["GET /v1.0/security/incidents", "GET /api/incidents"],
+    );
     emu.state().add_fault(FaultRule {
         route: "POST /*/oauth2/*".into(),
         sequence: vec![],
@@ -247,7 +161,7 @@ async fn fault_storms_and_token_expiry_lose_nothing() {
     // Steps of 70 minutes: every pull starts with a token the emulator considers expired.
     let polls = run(&emu, &pipeline, 12, chrono::Duration::minutes(70)).await;
     for t in &config.tenants {
-        check(&emu, &store, t.tenant_id.as_str(), &polls, 0);
+        check(&store, &emu, t.tenant_id.as_str(), &polls, 0);
     }
     let stats = emu.state().stats();
     assert!(stats.faults_injected > 20, "{stats:?}");
@@ -288,7 +202,7 @@ async fn switching_a_tenant_from_legacy_to_graph_has_no_duplicate_or_gap() {
     emu.state().clock().advance(chrono::Duration::minutes(30));
     polls.extend(run(&emu, &graph, 5, chrono::Duration::minutes(30)).await);
     for t in &config.tenants {
-        check(&emu, &store, t.tenant_id.as_str(), &polls, 0);
+        check(&store, &emu, t.tenant_id.as_str(), &polls, 0);
     }
     let apis: BTreeSet<ApiKind> = store
         .versions_after(before, 1_000_000)
@@ -324,7 +238,7 @@ async fn failing_expand_falls_back_to_single_reads() {
     let polls = run(&emu, &pipeline, 3, chrono::Duration::minutes(20)).await;
     let mut checked = 0;
     for t in &config.tenants {
-        check(&emu, &store, t.tenant_id.as_str(), &polls, 0);
+        check(&store, &emu, t.tenant_id.as_str(), &polls, 0);
         let current: BTreeMap<String, (Timestamp, Vec<String>)> = emu
             .state()
             .incidents(t.tenant_id.as_str(), |_| true)

@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+pub mod truth;
+
 use xdrsync_config::Config;
 use xdrsync_emulator::{
     AppSecret, AppSpec, Directory, Emulator, EmulatorConfig, Resource, TenantSpec,

@@ -1,14 +1,14 @@
 //! The sync commands end to end: `status`, `reconcile`, `backfill`, the `run` daemon's drain on
 //! SIGTERM, and a crash test that SIGKILLs `xdrsync pull` at random points.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use xdrsync_emulator::faults::{Fault, FaultRule};
-use xdrsync_model::{ApiKind, StreamKind, TenantId, Timestamp};
+use xdrsync_model::{ApiKind, StreamKind};
 use xdrsync_store::SqliteStore;
 use xdrsync_test_utils as tu;
 
@@ -197,7 +197,7 @@ async fn run_daemon_drains_on_sigterm() {
 }
 
 /// One completed pull: the emulator clock when it started and ended.
-type Poll = (Timestamp, Timestamp);
+use tu::truth::Poll;
 
 /// Kills `xdrsync pull` with SIGKILL at random points (listing, committing, delivering) at
 /// least 20 times while the tenants change, letting every fourth pull finish. Afterwards the
@@ -292,98 +292,25 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     for v in store.versions_after(0, 10_000_000).unwrap() {
         assert!(stored_events.insert(v.event_id.clone()));
     }
+    // Every stream of every tenant against the ground truth (alerts and SIEM detections are
+    // visible from the incident version that first carried them).
     for t in &config.tenants {
         let tenant = t.tenant_id.as_str();
-        let mut truth: BTreeMap<u64, Vec<Timestamp>> = BTreeMap::new();
-        for v in emu.state().ground_truth(tenant) {
-            truth.entry(v.incident_id).or_default().push(v.last_update);
-        }
-        let truth_keys: BTreeSet<(String, Timestamp)> = truth
-            .iter()
-            .flat_map(|(id, ts)| ts.iter().map(move |t| (id.to_string(), *t)))
-            .collect();
-        let rows = store
-            .version_keys(&TenantId::canonical(tenant), StreamKind::Incidents)
-            .unwrap();
-        let stored: BTreeSet<(String, Timestamp)> = rows.iter().cloned().collect();
-        assert_eq!(stored.len(), rows.len(), "{tenant}: a version stored twice");
-        let invented: Vec<_> = stored.difference(&truth_keys).collect();
-        assert!(invented.is_empty(), "{tenant}: {invented:?}");
-        let mut surely = 0;
-        for (id, times) in &truth {
-            for (k, t) in times.iter().enumerate() {
-                let next = times.get(k + 1);
-                if polls
-                    .iter()
-                    .any(|(s, e)| t <= s && next.is_none_or(|n| n > e))
-                {
-                    surely += 1;
-                    assert!(
-                        stored.contains(&(id.to_string(), *t)),
-                        "{tenant}: lost incident {id} version {t}"
-                    );
-                }
-            }
-        }
-        assert!(surely > 200, "{tenant}: only {surely} versions checked");
-
-        // The alert streams, against the alert ground truth (an alert version is visible from
-        // the incident version that first carried it).
-        let records = emu.state().alert_ground_truth(tenant);
+        let (alerts, detections) = tu::truth::alerts(&emu, tenant, t.api == ApiKind::Xdr);
         for stream in &t.streams {
-            let mut truth: BTreeMap<String, Vec<(Timestamp, Timestamp)>> = BTreeMap::new();
-            for a in &records {
-                match stream {
-                    StreamKind::Incidents => {}
-                    StreamKind::Alerts if t.api == ApiKind::Xdr && !a.mde => {}
-                    StreamKind::Alerts => truth
-                        .entry(a.alert_id.clone())
-                        .or_default()
-                        .push((a.last_update, a.visible_from)),
-                    StreamKind::Detections => {
-                        for p in 0..a.detections {
-                            truth
-                                .entry(format!("{}:{p}", a.alert_id))
-                                .or_default()
-                                .push((a.last_update, a.visible_from));
-                        }
-                    }
-                }
-            }
-            if *stream == StreamKind::Incidents {
-                continue;
-            }
-            let rows = store
-                .version_keys(&TenantId::canonical(tenant), *stream)
-                .unwrap();
-            let stored: BTreeSet<(String, Timestamp)> = rows.iter().cloned().collect();
-            assert_eq!(stored.len(), rows.len(), "{tenant} {stream}: stored twice");
-            let keys: BTreeSet<(String, Timestamp)> = truth
-                .iter()
-                .flat_map(|(id, vs)| vs.iter().map(move |(t, _)| (id.clone(), *t)))
-                .collect();
+            let truth = match stream {
+                StreamKind::Incidents => tu::truth::incidents(&emu, tenant),
+                StreamKind::Alerts => alerts.clone(),
+                StreamKind::Detections => detections.clone(),
+            };
+            let surely = tu::truth::check(&store, tenant, *stream, (&truth, &truth), &polls, 0);
+            let least = if *stream == StreamKind::Incidents {
+                200
+            } else {
+                50
+            };
             assert!(
-                stored.is_subset(&keys),
-                "{tenant} {stream}: invented versions"
-            );
-            let mut surely = 0;
-            for (id, versions) in &truth {
-                for (k, (t, from)) in versions.iter().enumerate() {
-                    let next = versions.get(k + 1).map(|(_, f)| *f);
-                    if polls
-                        .iter()
-                        .any(|(s, e)| from <= s && next.is_none_or(|n| n > *e))
-                    {
-                        surely += 1;
-                        assert!(
-                            stored.contains(&(id.clone(), *t)),
-                            "{tenant} {stream}: lost {id} version {t}"
-                        );
-                    }
-                }
-            }
-            assert!(
-                surely > 50,
+                surely > least,
                 "{tenant} {stream}: only {surely} versions checked"
             );
         }
