@@ -92,15 +92,21 @@ fn config(dir: &std::path::Path, emu: &Emulator, api: &str, sync: &str) -> xdrsy
     xdrsync_config::Config::load(&dir.join("xdrsync.toml")).unwrap()
 }
 
-async fn throughput(tenants: usize, per_hour: f64) {
+/// The emulator on a loopback port, its clock `time_scale` times faster, quotas on or off.
+async fn start(directory: Directory, time_scale: f64, rate_limits: bool) -> Emulator {
     let mut ec = EmulatorConfig {
-        directory: directory(tenants, per_hour),
+        directory,
+        time_scale,
         ..EmulatorConfig::default()
     };
-    ec.behaviour.rate_limits = false;
-    let emu = Emulator::start(ec, "127.0.0.1:0".parse().unwrap())
+    ec.behaviour.rate_limits = rate_limits;
+    Emulator::start(ec, "127.0.0.1:0".parse().unwrap())
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn throughput(tenants: usize, per_hour: f64) {
+    let emu = start(directory(tenants, per_hour), 1.0, false).await;
     let tmp = tempfile::tempdir().unwrap();
     let config = config(
         tmp.path(),
@@ -108,7 +114,6 @@ async fn throughput(tenants: usize, per_hour: f64) {
         "graph",
         "initial_lookback_hours = 720\nrate_budget = false\n",
     );
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
     // Where the time goes, for one tenant: listing (HTTP, the emulator, JSON, normalizing)
     // against committing into SQLite.
     {
@@ -149,7 +154,6 @@ async fn throughput(tenants: usize, per_hour: f64) {
             versions.len() as f64 / t1.elapsed().as_secs_f64()
         );
     }
-    drop(store);
     // Pass 1 meets the emulator cold (it renders every incident's JSON for the first time, on
     // the same two cores); pass 2 pulls the same history into a fresh store and file while the
     // emulator answers from its render cache, as a server whose CPU is not ours would.
@@ -216,15 +220,7 @@ async fn measure(
 async fn ratelimit(incidents: usize, scale: f64, api: &str) {
     // One tenant whose 7-day history holds about `incidents` incidents.
     let per_hour = incidents as f64 / (7.0 * 24.0);
-    let mut ec = EmulatorConfig {
-        directory: directory(1, per_hour),
-        time_scale: scale,
-        ..EmulatorConfig::default()
-    };
-    ec.behaviour.rate_limits = true;
-    let emu = Emulator::start(ec, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let emu = start(directory(1, per_hour), scale, true).await;
     let tmp = tempfile::tempdir().unwrap();
     let config = config(
         tmp.path(),
