@@ -583,12 +583,24 @@ impl SqliteStore {
         after: i64,
         limit: usize,
     ) -> Result<Vec<StoredVersion>, StoreError> {
+        self.read_versions(
+            "SELECT seq, event_id, stream, change, changes, normalized, raw FROM versions
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            params![after, limit as i64],
+        )
+    }
+
+    /// Runs `sql` (one of ours, selecting `seq, event_id, stream, change, changes, normalized,
+    /// raw`) and decodes its rows.
+    fn read_versions(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT seq, event_id, stream, change, changes, normalized, raw FROM versions WHERE seq > ?1 ORDER BY seq LIMIT ?2")
-            .map_err(self.err())?;
+        let mut stmt = conn.prepare_cached(sql).map_err(self.err())?;
         let rows = stmt
-            .query_map(params![after, limit as i64], |r| {
+            .query_map(args, |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -641,29 +653,17 @@ impl SqliteStore {
     /// The newest stored version of every incident whose last update is at or after `since`,
     /// newest first: the Hello World's "incidents last updated within the past 48 hours".
     pub fn latest_since(&self, since: Timestamp) -> Result<Vec<StoredVersion>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT v.seq FROM versions v
-                 WHERE v.stream = 'incidents' AND v.last_update >= ?1
-                   AND v.last_update = (SELECT MAX(w.last_update) FROM versions w
-                                        WHERE w.tenant_id = v.tenant_id AND w.stream = v.stream
-                                          AND w.item_id = v.item_id)
-                 ORDER BY v.last_update DESC, v.seq DESC",
-            )
-            .map_err(self.err())?;
-        let seqs: Vec<i64> = stmt
-            .query_map([since.to_string()], |r| r.get(0))
-            .map_err(self.err())?
-            .collect::<Result<_, _>>()
-            .map_err(self.err())?;
-        drop(stmt);
-        drop(conn);
-        let mut out = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            out.extend(self.versions_after(seq - 1, 1)?);
-        }
-        Ok(out)
+        // One query, not one per incident.
+        self.read_versions(
+            "SELECT v.seq, v.event_id, v.stream, v.change, v.changes, v.normalized, v.raw
+             FROM versions v
+             WHERE v.stream = 'incidents' AND v.last_update >= ?1
+               AND v.last_update = (SELECT MAX(w.last_update) FROM versions w
+                                    WHERE w.tenant_id = v.tenant_id AND w.stream = v.stream
+                                      AND w.item_id = v.item_id)
+             ORDER BY v.last_update DESC, v.seq DESC",
+            [since.to_string()],
+        )
     }
 
     /// Every stored version key of `(tenant, stream)` as `(item id, last update)`, sorted.
