@@ -7,9 +7,12 @@
 //! visible (ingestion lag applies to the incident) until the alert's next version is: the same
 //! "current for a whole poll" rule as the incident scenarios in `sync.rs`.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use common::run;
 use xdrsync_config::Config;
 use xdrsync_emulator::{Behaviour, Emulator};
 use xdrsync_model::{ApiKind, StreamKind};
@@ -18,34 +21,6 @@ use xdrsync_store::SqliteStore;
 use xdrsync_test_utils as tu;
 
 use tu::truth::{Poll, Truth, check, observable};
-
-async fn run(
-    emu: &Emulator,
-    pipeline: &Pipeline,
-    steps: usize,
-    step: chrono::Duration,
-) -> Vec<Poll> {
-    let mut polls = Vec::new();
-    for i in 0..steps {
-        if i > 0 {
-            emu.state().clock().advance(step);
-        }
-        let start = emu.state().clock().now();
-        let reports = pipeline.pull_all().await;
-        let end = emu.state().clock().now();
-        for r in &reports {
-            assert!(
-                r.error.is_none(),
-                "step {i}, {} {}: {:?}",
-                r.name,
-                r.stream,
-                r.error
-            );
-        }
-        polls.push((start, end));
-    }
-    polls
-}
 
 /// Tenant 0: Graph incidents + alerts_v2; tenant 1: MDE alerts + SIEM detections (legacy);
 /// tenant 2: alerts_v2 only. Small alert pages so tie groups straddle pages.

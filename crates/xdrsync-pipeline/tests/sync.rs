@@ -8,9 +8,12 @@
 //! (nothing lost), and every stored version is in the ground truth (nothing invented), once
 //! (the store's identity is unique; the test counts rows against distinct keys).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use common::run;
 use xdrsync_emulator::faults::{Fault, FaultRule};
 use xdrsync_emulator::{Behaviour, Emulator};
 use xdrsync_model::{ApiKind, ChangeKind, StreamKind, Timestamp};
@@ -38,30 +41,6 @@ fn check(
         polls,
         lag_secs,
     )
-}
-
-/// Pulls `steps` times, the emulator clock moving `step` before each pull but the first;
-/// returns the polls.
-async fn run(
-    emu: &Emulator,
-    pipeline: &Pipeline,
-    steps: usize,
-    step: chrono::Duration,
-) -> Vec<Poll> {
-    let mut polls = Vec::new();
-    for i in 0..steps {
-        if i > 0 {
-            emu.state().clock().advance(step);
-        }
-        let start = emu.state().clock().now();
-        let reports = pipeline.pull_all().await;
-        let end = emu.state().clock().now();
-        for r in &reports {
-            assert!(r.error.is_none(), "step {i}, {}: {:?}", r.name, r.error);
-        }
-        polls.push((start, end));
-    }
-    polls
 }
 
 fn sync_extra(pages: (u32, u32)) -> String {
