@@ -28,6 +28,10 @@ use xdrsync_pipeline::{Pipeline, PullMode};
 use xdrsync_sinks::NdjsonSink;
 use xdrsync_store::SqliteStore;
 
+/// The allocator of the `xdrsync` binary, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn directory(tenants: usize, per_hour: f64) -> Directory {
     let specs: Vec<TenantSpec> = (0..tenants)
         .map(|i| TenantSpec::named(&format!("Customer {i}"), per_hour))

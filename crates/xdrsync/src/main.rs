@@ -17,6 +17,10 @@ mod table;
 
 use cli::{Cli, Command};
 
+/// Parsing API pages is many small allocations; mimalloc makes them cheap (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code of a run that failed.
 const EXIT_FAILURE: u8 = 1;
 /// Exit code of a configuration or usage error (clap uses 2 for usage errors too).
