@@ -35,7 +35,8 @@ use serde_json::value::RawValue;
 use url::Url;
 use xdrsync_auth::{AuthError, TokenCache, TokenRequest};
 use xdrsync_model::{
-    ApiKind, Record, SafeUrl, TenantId, Timestamp, normalize_graph_alert, normalize_graph_incident,
+    ApiKind, GRAPH_ALERT_FIELDS, GRAPH_INCIDENT_FIELDS, MDE_ALERT_FIELDS, Record, SafeUrl, TenantId,
+    Timestamp, XDR_INCIDENT_FIELDS, normalize_graph_alert, normalize_graph_incident,
     normalize_mde_alert, normalize_siem_detection, normalize_xdr_incident,
 };
 
@@ -743,7 +744,19 @@ fn encode(s: &str) -> String {
 
 fn read_item(target: &Target, source: &Source, raw: &RawValue) -> Result<Fetched, Poison> {
     let text = raw.get().to_owned();
-    let value: Value = serde_json::from_str(&text).map_err(|e| Poison {
+    // Only the fields the normalizer reads are parsed (the raw text is kept whole).
+    let fields = match (source, target.api) {
+        (Source::Incidents, ApiKind::Graph) => Some(&GRAPH_INCIDENT_FIELDS),
+        (Source::Incidents, ApiKind::Xdr) => Some(&XDR_INCIDENT_FIELDS),
+        (Source::Alerts, ApiKind::Graph) => Some(&GRAPH_ALERT_FIELDS),
+        (Source::Alerts, ApiKind::Xdr) => Some(&MDE_ALERT_FIELDS),
+        (Source::Detections(_), _) => None,
+    };
+    let parsed = match fields {
+        Some(f) => xdrsync_model::sparse::parse(&text, f),
+        None => serde_json::from_str(&text),
+    };
+    let value: Value = parsed.map_err(|e| Poison {
         item_id: None,
         reason: e.to_string(),
         raw: text.clone(),

@@ -458,3 +458,62 @@ async fn tie_groups_larger_than_a_page() {
         assert_eq!(listing.records.len(), expected.len());
     }
 }
+
+/// The client parses only the fields each normalizer reads (`xdrsync_model::sparse`); over
+/// everything the emulator renders, in both body styles, that gives the same record as
+/// normalizing the whole payload. A field a normalizer starts reading without being listed
+/// fails this test.
+#[tokio::test]
+async fn parsing_only_the_read_fields_normalizes_like_the_whole_payload() {
+    use xdrsync_api_client::Source;
+    use xdrsync_model::{Record, normalize_graph_alert, normalize_mde_alert};
+    use xdrsync_model::{normalize_graph_incident, normalize_xdr_incident};
+    for style in [
+        xdrsync_emulator::BodyStyle::Doc,
+        xdrsync_emulator::BodyStyle::Live,
+    ] {
+        let mut config = xdrsync_emulator::EmulatorConfig {
+            directory: tu::one_tenant("Contoso", 4.0, tu::ALL_READ_ROLES),
+            ..Default::default()
+        };
+        config.behaviour.rate_limits = false;
+        config.behaviour.body_style = style;
+        let emu = Emulator::start(config, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let since = Timestamp::now().sub(chrono::Duration::hours(48));
+        let mut checked = 0;
+        for (api, source, resource) in [
+            (ApiKind::Graph, Source::Incidents, "https://graph.microsoft.com"),
+            (ApiKind::Xdr, Source::Incidents, "https://api.security.microsoft.com"),
+            (ApiKind::Graph, Source::Alerts, "https://graph.microsoft.com"),
+            (ApiKind::Xdr, Source::Alerts, "https://api.securitycenter.microsoft.com"),
+        ] {
+            let mut t = target(&emu, api, 50, TokenVersion::V2);
+            t.token.resource = resource.into();
+            let listing = client().list(&t, &source, since, None).await.unwrap();
+            assert!(listing.records.len() > 50, "{api:?} {source:?}: too few");
+            assert!(listing.poison.is_empty());
+            for f in &listing.records {
+                let whole: Value = serde_json::from_str(&f.raw).unwrap();
+                let full = match (&source, api) {
+                    (Source::Incidents, ApiKind::Graph) => {
+                        Record::Incident(normalize_graph_incident(&t.tenant, &whole).unwrap())
+                    }
+                    (Source::Incidents, ApiKind::Xdr) => {
+                        Record::Incident(normalize_xdr_incident(&t.tenant, &whole).unwrap())
+                    }
+                    (_, ApiKind::Graph) => {
+                        Record::Alert(normalize_graph_alert(&t.tenant, &whole).unwrap())
+                    }
+                    (_, ApiKind::Xdr) => {
+                        Record::Alert(normalize_mde_alert(&t.tenant, &whole).unwrap())
+                    }
+                };
+                assert_eq!(f.record, full, "{api:?} {source:?} {style:?}: {}", f.raw);
+                checked += 1;
+            }
+        }
+        assert!(checked > 400, "{checked}");
+    }
+}

@@ -17,7 +17,88 @@ use crate::normalize::{
     ALERT_STATUS_MAP, CLASSIFICATION_MAP, DETECTION_SOURCE_MAP, DETERMINATION_MAP, Reader,
     enum_value, read_id, reader, type_name,
 };
+use crate::sparse::{Fields, Keep};
 use crate::{IncidentId, NormalizeError, Severity, TenantId, Timestamp};
+
+/// The fields [`normalize_graph_alert`] reads (for [`crate::sparse::parse`]); a field read
+/// there must be listed here.
+pub static GRAPH_ALERT_FIELDS: Fields = Fields(&[
+    ("id", Keep::Value),
+    ("incidentId", Keep::Value),
+    ("title", Keep::Value),
+    ("description", Keep::Value),
+    ("severity", Keep::Value),
+    ("status", Keep::Value),
+    ("classification", Keep::Value),
+    ("determination", Keep::Value),
+    ("category", Keep::Value),
+    ("serviceSource", Keep::Value),
+    ("detectionSource", Keep::Value),
+    ("createdDateTime", Keep::Value),
+    ("lastUpdateDateTime", Keep::Value),
+    ("firstActivityDateTime", Keep::Value),
+    ("lastActivityDateTime", Keep::Value),
+    ("resolvedDateTime", Keep::Value),
+    ("assignedTo", Keep::Value),
+    ("mitreTechniques", Keep::Value),
+    ("threatDisplayName", Keep::Value),
+    ("alertWebUrl", Keep::Value),
+    ("evidence", Keep::Each(&GRAPH_EVIDENCE_FIELDS)),
+]);
+
+static GRAPH_EVIDENCE_FIELDS: Fields = Fields(&[
+    ("@odata.type", Keep::Value),
+    ("deviceDnsName", Keep::Value),
+    ("mdeDeviceId", Keep::Value),
+    ("fileDetails", Keep::Value),
+    ("processCommandLine", Keep::Value),
+    ("imageFile", Keep::Value),
+    ("userAccount", Keep::Value),
+    ("ipAddress", Keep::Value),
+    ("url", Keep::Value),
+    ("primaryAddress", Keep::Value),
+    ("subject", Keep::Value),
+    ("networkMessageId", Keep::Value),
+]);
+
+/// The fields [`normalize_mde_alert`] reads; a field read there must be listed here.
+pub static MDE_ALERT_FIELDS: Fields = Fields(&[
+    ("id", Keep::Value),
+    ("incidentId", Keep::Value),
+    ("title", Keep::Value),
+    ("description", Keep::Value),
+    ("severity", Keep::Value),
+    ("status", Keep::Value),
+    ("classification", Keep::Value),
+    ("determination", Keep::Value),
+    ("category", Keep::Value),
+    ("detectionSource", Keep::Value),
+    ("alertCreationTime", Keep::Value),
+    ("lastUpdateTime", Keep::Value),
+    ("firstEventTime", Keep::Value),
+    ("lastEventTime", Keep::Value),
+    ("resolvedTime", Keep::Value),
+    ("assignedTo", Keep::Value),
+    ("mitreTechniques", Keep::Value),
+    ("threatName", Keep::Value),
+    ("computerDnsName", Keep::Value),
+    ("relatedUser", Keep::Value),
+    ("evidence", Keep::Each(&MDE_EVIDENCE_FIELDS)),
+]);
+
+static MDE_EVIDENCE_FIELDS: Fields = Fields(&[
+    ("entityType", Keep::Value),
+    ("sha256", Keep::Value),
+    ("sha1", Keep::Value),
+    ("fileName", Keep::Value),
+    ("processCommandLine", Keep::Value),
+    ("userPrincipalName", Keep::Value),
+    ("domainName", Keep::Value),
+    ("accountName", Keep::Value),
+    ("ipAddress", Keep::Value),
+    ("url", Keep::Value),
+    ("mailboxAddress", Keep::Value),
+]);
 
 /// Which API an alert version was read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

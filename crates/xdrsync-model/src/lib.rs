@@ -21,16 +21,21 @@ pub mod incident;
 pub mod normalize;
 pub mod record;
 pub mod redact;
+pub mod sparse;
 pub mod time;
 
 pub use alert::{
-    Alert, AlertApi, Evidence, normalize_graph_alert, normalize_mde_alert, normalize_siem_detection,
+    Alert, AlertApi, Evidence, GRAPH_ALERT_FIELDS, MDE_ALERT_FIELDS, normalize_graph_alert,
+    normalize_mde_alert, normalize_siem_detection,
 };
 pub use change::{ChangeKind, Changes};
 pub use duration::{DurationParseError, parse_duration};
 pub use ids::{EventId, IncidentId, StreamKind, TenantId, VersionKey};
 pub use incident::{AlertSummary, ApiKind, Incident, Severity, TokenVersion};
-pub use normalize::{NormalizeError, normalize_graph_incident, normalize_xdr_incident};
+pub use normalize::{
+    GRAPH_INCIDENT_FIELDS, NormalizeError, XDR_INCIDENT_FIELDS, normalize_graph_incident,
+    normalize_xdr_incident,
+};
 pub use record::Record;
 pub use redact::{SafeUrl, SecretString};
 pub use time::{Timestamp, TimestampError};

@@ -11,7 +11,73 @@
 
 use serde_json::{Map, Value};
 
+use crate::sparse::{Fields, Keep};
 use crate::{AlertSummary, ApiKind, Incident, IncidentId, Severity, TenantId, Timestamp};
+
+/// The fields [`normalize_xdr_incident`] reads (for [`crate::sparse::parse`]); a field read
+/// there must be listed here.
+pub static XDR_INCIDENT_FIELDS: Fields = Fields(&[
+    ("incidentId", Keep::Value),
+    ("redirectIncidentId", Keep::Value),
+    ("incidentName", Keep::Value),
+    ("createdTime", Keep::Value),
+    ("lastUpdateTime", Keep::Value),
+    ("status", Keep::Value),
+    ("severity", Keep::Value),
+    ("classification", Keep::Value),
+    ("determination", Keep::Value),
+    ("assignedTo", Keep::Value),
+    ("incidentUri", Keep::Value),
+    ("tags", Keep::Value),
+    ("alerts", Keep::Each(&XDR_ALERT_FIELDS)),
+]);
+
+static XDR_ALERT_FIELDS: Fields = Fields(&[
+    ("alertId", Keep::Value),
+    ("title", Keep::Value),
+    ("severity", Keep::Value),
+    ("status", Keep::Value),
+    ("category", Keep::Value),
+    ("serviceSource", Keep::Value),
+    ("detectionSource", Keep::Value),
+    ("creationTime", Keep::Value),
+    ("lastUpdatedTime", Keep::Value),
+    ("mitreTechniques", Keep::Value),
+    ("entities", Keep::Count),
+    ("devices", Keep::Count),
+]);
+
+/// The fields [`normalize_graph_incident`] reads; a field read there must be listed here.
+pub static GRAPH_INCIDENT_FIELDS: Fields = Fields(&[
+    ("id", Keep::Value),
+    ("redirectIncidentId", Keep::Value),
+    ("displayName", Keep::Value),
+    ("createdDateTime", Keep::Value),
+    ("lastUpdateDateTime", Keep::Value),
+    ("status", Keep::Value),
+    ("severity", Keep::Value),
+    ("classification", Keep::Value),
+    ("determination", Keep::Value),
+    ("assignedTo", Keep::Value),
+    ("incidentWebUrl", Keep::Value),
+    ("customTags", Keep::Value),
+    ("systemTags", Keep::Value),
+    ("alerts", Keep::Each(&GRAPH_ALERT_SUMMARY_FIELDS)),
+]);
+
+static GRAPH_ALERT_SUMMARY_FIELDS: Fields = Fields(&[
+    ("id", Keep::Value),
+    ("title", Keep::Value),
+    ("severity", Keep::Value),
+    ("status", Keep::Value),
+    ("category", Keep::Value),
+    ("serviceSource", Keep::Value),
+    ("detectionSource", Keep::Value),
+    ("createdDateTime", Keep::Value),
+    ("lastUpdateDateTime", Keep::Value),
+    ("mitreTechniques", Keep::Value),
+    ("evidence", Keep::Count),
+]);
 
 /// An API payload that cannot be read as an incident.
 #[derive(Debug, thiserror::Error)]
@@ -419,6 +485,40 @@ mod tests {
             i
         };
         assert_eq!(strip(xdr), graph);
+    }
+
+    /// Normalizing what [`crate::sparse::parse`] keeps gives what normalizing everything gives.
+    #[test]
+    fn the_kept_fields_normalize_like_the_whole_payload() {
+        let graph = json!({
+            "id": "924521", "status": "inProgress", "severity": "low", "displayName": "t",
+            "createdDateTime": "2020-09-06T12:18:03.6266667Z",
+            "lastUpdateDateTime": "2020-09-06T12:18:03.8100000Z", "redirectIncidentId": "7",
+            "classification": "truePositive", "determination": "malware", "assignedTo": "a@b",
+            "incidentWebUrl": "https://security.microsoft.com/incidents/924521",
+            "customTags": ["c"], "systemTags": ["s"], "comments": [{"comment": "x"}],
+            "alerts": [{
+                "id": "da1", "title": "t", "severity": "low", "status": "new", "category": "Malware",
+                "serviceSource": "microsoftDefenderForEndpoint", "detectionSource": "antivirus",
+                "createdDateTime": "2020-09-06T12:18:03.3285366Z",
+                "lastUpdateDateTime": "2020-09-06T12:18:04.2566667Z",
+                "mitreTechniques": ["T1003"], "evidence": [{"a": {"b": 1}}, {}], "extra": [1]
+            }]
+        });
+        let sparse = |v: &Value, f| crate::sparse::parse(&v.to_string(), f).unwrap();
+        assert_eq!(
+            normalize_graph_incident(&tenant(), &graph).unwrap(),
+            normalize_graph_incident(&tenant(), &sparse(&graph, &GRAPH_INCIDENT_FIELDS)).unwrap()
+        );
+        let mut xdr = doc_xdr();
+        xdr["incidentUri"] = json!("https://security.microsoft.com/incidents/924521");
+        xdr["redirectIncidentId"] = json!(5);
+        xdr["assignedTo"] = json!("a@b");
+        xdr["tags"] = json!(["x"]);
+        assert_eq!(
+            normalize_xdr_incident(&tenant(), &xdr).unwrap(),
+            normalize_xdr_incident(&tenant(), &sparse(&xdr, &XDR_INCIDENT_FIELDS)).unwrap()
+        );
     }
 
     #[test]
