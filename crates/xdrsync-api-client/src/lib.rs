@@ -35,8 +35,8 @@ use serde_json::value::RawValue;
 use url::Url;
 use xdrsync_auth::{AuthError, TokenCache, TokenRequest};
 use xdrsync_model::{
-    ApiKind, GRAPH_ALERT_FIELDS, GRAPH_INCIDENT_FIELDS, MDE_ALERT_FIELDS, Record, SafeUrl, TenantId,
-    Timestamp, XDR_INCIDENT_FIELDS, normalize_graph_alert, normalize_graph_incident,
+    ApiKind, GRAPH_ALERT_FIELDS, GRAPH_INCIDENT_FIELDS, MDE_ALERT_FIELDS, Record, SafeUrl,
+    TenantId, Timestamp, XDR_INCIDENT_FIELDS, normalize_graph_alert, normalize_graph_incident,
     normalize_mde_alert, normalize_siem_detection, normalize_xdr_incident,
 };
 
@@ -98,6 +98,9 @@ pub enum ApiError {
         /// What is wrong.
         message: String,
     },
+    /// The receiver of a paged listing went away (its caller failed), so the listing stopped.
+    #[error("the listing was abandoned by its receiver")]
+    Abandoned,
     /// Retries ran out.
     #[error("request failed after {attempts} attempts in {elapsed:.1?}: {last}")]
     Exhausted {
@@ -140,6 +143,28 @@ pub struct Fetched {
     pub record: Record,
     /// The API's JSON, byte for byte.
     pub raw: String,
+}
+
+/// The new items of one page, as [`ApiClient::list_pages`] hands them over.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Items not handed over before, in the order they arrived.
+    pub records: Vec<Fetched>,
+    /// Items that could not be read (each once).
+    pub poison: Vec<Poison>,
+}
+
+/// How a paged listing went ([`ApiClient::list_pages`]).
+#[derive(Debug, Default)]
+pub struct Paging {
+    /// Pages requested.
+    pub pages: u32,
+    /// Whether the server's order forced offset paging.
+    pub fell_back_to_offset: bool,
+    /// `Warning` headers of pages the API answered only partly (206).
+    pub partial: Vec<String>,
+    /// Pages whose `$expand=alerts` failed (read without it, incidents one by one).
+    pub expand_fallbacks: u32,
 }
 
 /// What a list call read.
@@ -408,7 +433,42 @@ impl ApiClient {
         since: Timestamp,
         until: Option<Timestamp>,
     ) -> Result<Listing, ApiError> {
-        let mut listing = Listing::default();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let mut records = Vec::new();
+        let mut poison = Vec::new();
+        let collect = async {
+            while let Some(page) = rx.recv().await {
+                let page: Page = page;
+                records.extend(page.records);
+                poison.extend(page.poison);
+            }
+        };
+        let (paging, ()) = tokio::join!(self.list_pages(target, source, since, until, tx), collect);
+        let paging = paging?;
+        Ok(Listing {
+            records,
+            poison,
+            pages: paging.pages,
+            fell_back_to_offset: paging.fell_back_to_offset,
+            partial: paging.partial,
+            expand_fallbacks: paging.expand_fallbacks,
+        })
+    }
+
+    /// [`ApiClient::list`], sending each page's new items to `pages` as soon as it is read, so
+    /// a caller can store a page while the next one is fetched and never holds the whole
+    /// listing in memory (the channel's capacity is how far the listing may run ahead). Items
+    /// repeated across pages (boundary re-reads) are sent once. If the receiver is dropped the
+    /// listing stops with [`ApiError::Abandoned`].
+    pub async fn list_pages(
+        &self,
+        target: &Target,
+        source: &Source,
+        since: Timestamp,
+        until: Option<Timestamp>,
+        pages: tokio::sync::mpsc::Sender<Page>,
+    ) -> Result<Paging, ApiError> {
+        let mut listing = Paging::default();
         let n = target.page_size.max(1) as usize;
         let mut page = PageRequest {
             since,
@@ -469,6 +529,7 @@ impl ApiClient {
             };
             let count = items.len();
             let mut times = Vec::with_capacity(count);
+            let mut page_items = Page::default();
             for raw in items {
                 match read_item(target, source, raw) {
                     Ok(f) => {
@@ -488,18 +549,23 @@ impl ApiClient {
                                 raw: f.raw,
                             };
                             if seen_poison.insert(p.raw.clone()) {
-                                listing.poison.push(p);
+                                page_items.poison.push(p);
                             }
                         } else if seen.insert((id, f.record.last_update())) {
-                            listing.records.push(f);
+                            page_items.records.push(f);
                         }
                     }
                     Err(p) => {
                         if seen_poison.insert(p.raw.clone()) {
-                            listing.poison.push(p);
+                            page_items.poison.push(p);
                         }
                     }
                 }
+            }
+            if (!page_items.records.is_empty() || !page_items.poison.is_empty())
+                && pages.send(page_items).await.is_err()
+            {
+                return Err(ApiError::Abandoned);
             }
             if !page.limit {
                 // The SIEM API's one instant, read whole: go on below it.

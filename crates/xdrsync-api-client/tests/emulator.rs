@@ -484,10 +484,26 @@ async fn parsing_only_the_read_fields_normalizes_like_the_whole_payload() {
         let since = Timestamp::now().sub(chrono::Duration::hours(48));
         let mut checked = 0;
         for (api, source, resource) in [
-            (ApiKind::Graph, Source::Incidents, "https://graph.microsoft.com"),
-            (ApiKind::Xdr, Source::Incidents, "https://api.security.microsoft.com"),
-            (ApiKind::Graph, Source::Alerts, "https://graph.microsoft.com"),
-            (ApiKind::Xdr, Source::Alerts, "https://api.securitycenter.microsoft.com"),
+            (
+                ApiKind::Graph,
+                Source::Incidents,
+                "https://graph.microsoft.com",
+            ),
+            (
+                ApiKind::Xdr,
+                Source::Incidents,
+                "https://api.security.microsoft.com",
+            ),
+            (
+                ApiKind::Graph,
+                Source::Alerts,
+                "https://graph.microsoft.com",
+            ),
+            (
+                ApiKind::Xdr,
+                Source::Alerts,
+                "https://api.securitycenter.microsoft.com",
+            ),
         ] {
             let mut t = target(&emu, api, 50, TokenVersion::V2);
             t.token.resource = resource.into();

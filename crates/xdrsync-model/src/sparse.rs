@@ -204,7 +204,10 @@ mod tests {
 
     #[test]
     fn other_shapes_come_back_whole_and_bad_json_is_an_error() {
-        assert_eq!(parse("[1, {\"a\": 2}]", &OUTER).unwrap(), json!([1, {"a": 2}]));
+        assert_eq!(
+            parse("[1, {\"a\": 2}]", &OUTER).unwrap(),
+            json!([1, {"a": 2}])
+        );
         assert_eq!(parse("\"s\"", &OUTER).unwrap(), json!("s"));
         assert_eq!(
             parse(r#"{"items": {"a": 1, "z": 2}}"#, &OUTER).unwrap(),
@@ -213,6 +216,9 @@ mod tests {
         assert!(parse(r#"{"id": 1"#, &OUTER).is_err());
         assert!(parse(r#"{"id": 1} x"#, &OUTER).is_err());
         // Escaped keys still match.
-        assert_eq!(parse(r#"{"\u0069d": 1}"#, &OUTER).unwrap(), json!({"id": 1}));
+        assert_eq!(
+            parse(r#"{"\u0069d": 1}"#, &OUTER).unwrap(),
+            json!({"id": 1})
+        );
     }
 }

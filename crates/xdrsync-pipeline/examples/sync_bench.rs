@@ -25,7 +25,7 @@ use xdrsync_emulator::{
 };
 use xdrsync_model::Timestamp;
 use xdrsync_pipeline::{Pipeline, PullMode};
-use xdrsync_sinks::NdjsonSink;
+use xdrsync_sinks::{NdjsonSink, Sink};
 use xdrsync_store::SqliteStore;
 
 /// The allocator of the `xdrsync` binary, so the figures are the binary's.
@@ -170,7 +170,9 @@ async fn throughput(tenants: usize, per_hour: f64) {
     }
 }
 
-/// One timed pull of every tenant into `store`, then the NDJSON sink into `out`.
+/// One timed pull of every tenant into `store` with the NDJSON sink delivering into `out` as
+/// pages are committed (as `xdrsync pull --ndjson` does); end to end is until the last version
+/// is in the file.
 async fn measure(
     label: &str,
     config: xdrsync_config::Config,
@@ -178,24 +180,28 @@ async fn measure(
     out: &std::path::Path,
 ) {
     let pipeline = Pipeline::new(config, store.clone()).unwrap();
+    let sink: Arc<dyn Sink> = Arc::new(NdjsonSink::new("ndjson", out));
     let started = Instant::now();
-    let reports = pipeline.pull_all().await;
-    let pulled = started.elapsed();
+    let mut pulled = None;
+    let (reports, delivered) = pipeline
+        .pull_all_delivering(PullMode::Incremental, &[sink], |_| {
+            pulled = Some(started.elapsed());
+        })
+        .await;
+    let total = started.elapsed();
+    let pulled = pulled.unwrap_or(total);
+    let delivered = delivered.into_iter().next().unwrap().unwrap();
     let versions: u64 = reports
         .iter()
         .map(|r| r.stats.created + r.stats.updated)
         .sum();
+    assert_eq!(delivered.events, versions, "every version delivered once");
     let alerts: usize = store
         .versions_after(0, 200)
         .unwrap()
         .iter()
         .map(|v| v.record.incident().map_or(0, |i| i.alerts.len()))
         .sum();
-    let sink = NdjsonSink::new("ndjson", out);
-    let t = Instant::now();
-    let delivered = sink.deliver(&store).unwrap();
-    let sunk = t.elapsed();
-    let total = started.elapsed();
     let bytes = std::fs::metadata(out).unwrap().len();
     println!(
         "throughput ({label}): {versions} versions (avg {:.1} alerts each in the first 200), {} pages",
@@ -203,19 +209,14 @@ async fn measure(
         reports.iter().map(|r| r.pages).sum::<u32>()
     );
     println!(
-        "  pull into SQLite: {:.2}s = {:.0} versions/s",
+        "  pull into SQLite: {:.2}s = {:.0} versions/s; NDJSON sink alongside: {} events, {:.1} MB",
         pulled.as_secs_f64(),
-        versions as f64 / pulled.as_secs_f64()
-    );
-    println!(
-        "  NDJSON sink: {} events, {:.1} MB in {:.2}s = {:.0} events/s",
+        versions as f64 / pulled.as_secs_f64(),
         delivered.events,
         bytes as f64 / 1e6,
-        sunk.as_secs_f64(),
-        delivered.events as f64 / sunk.as_secs_f64()
     );
     println!(
-        "  end to end: {:.2}s = {:.0} versions/s",
+        "  end to end (last version in the file): {:.2}s = {:.0} versions/s",
         total.as_secs_f64(),
         versions as f64 / total.as_secs_f64()
     );
@@ -267,6 +268,45 @@ async fn ratelimit(incidents: usize, scale: f64, api: &str) {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("commit") => {
+            // Only the store: one tenant's listing committed `n` times into fresh stores.
+            let emu = start(directory(1, 60.0), 1.0, false).await;
+            let tmp = tempfile::tempdir().unwrap();
+            let config = config(
+                tmp.path(),
+                &emu,
+                "graph",
+                "initial_lookback_hours = 720\nrate_budget = false\n",
+            );
+            let target = xdrsync_pipeline::target(&config.tenants[0], &config, None).unwrap();
+            let client = xdrsync_pipeline::api_client(&config).unwrap();
+            let since = Timestamp::now().sub(chrono::Duration::days(30));
+            let listing = client.list_incidents(&target, since, None).await.unwrap();
+            let versions: Vec<_> = listing
+                .records
+                .into_iter()
+                .map(|f| xdrsync_store::NewVersion {
+                    record: f.record,
+                    raw: f.raw,
+                })
+                .collect();
+            let batch = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(50usize);
+            for pass in 0..3 {
+                let store = SqliteStore::open(&tmp.path().join(format!("c{pass}.db"))).unwrap();
+                let t = Instant::now();
+                for chunk in versions.chunks(batch) {
+                    store
+                        .commit(&config.tenants[0].tenant_id, chunk, None)
+                        .unwrap();
+                }
+                println!(
+                    "commit: {} versions in batches of {batch}: {:.2}s = {:.0}/s",
+                    versions.len(),
+                    t.elapsed().as_secs_f64(),
+                    versions.len() as f64 / t.elapsed().as_secs_f64()
+                );
+            }
+        }
         Some("ratelimit") => {
             let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
             let scale = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(60.0);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use xdrsync_api_client::{
-    ApiClient, ApiError, Listing, RateBudgets, RetryPolicy, SiemFilter, Source, Target,
+    ApiClient, ApiError, Page, RateBudgets, RetryPolicy, SiemFilter, Source, Target,
 };
 use xdrsync_auth::vault::{Vault, VaultKey};
 use xdrsync_auth::{CertificateCredential, Credential, RefreshSource, TokenCache, TokenRequest};
@@ -24,7 +24,17 @@ use xdrsync_config::{
     Tenant,
 };
 use xdrsync_model::{ApiKind, StreamKind, Timestamp};
-use xdrsync_store::{CommitStats, NewVersion, PoisonRecord, PullOutcome, SqliteStore, StoreError};
+use xdrsync_store::{
+    CommitRequest, CommitStats, NewVersion, PoisonRecord, PullOutcome, SqliteStore, StoreError,
+};
+
+pub mod deliver;
+mod writer;
+use writer::Writer;
+
+/// Pages of one (tenant, stream) sent to the writer and not yet committed, at most: the listing
+/// runs ahead of the store by this much and no further (memory stays bounded).
+const PAGES_IN_FLIGHT: usize = 4;
 
 /// A tenant's pull failed.
 #[derive(Debug, thiserror::Error)]
@@ -383,6 +393,8 @@ pub fn api_client(config: &Config) -> Result<ApiClient, ConfigError> {
 pub struct Pipeline {
     config: Arc<Config>,
     store: Arc<SqliteStore>,
+    /// Commits every stream's pages, grouped (see [`writer`]).
+    writer: Writer,
     client: ApiClient,
     /// One vault for every delegated tenant: its lock serializes the rotations they write.
     vault: Option<Arc<Vault>>,
@@ -397,10 +409,16 @@ impl Pipeline {
         } else {
             None
         };
+        let writer = Writer::spawn(store.clone()).map_err(|e| ConfigError::Invalid {
+            path: config.path.clone(),
+            field: "store".into(),
+            message: format!("cannot start the store's writer thread: {e}"),
+        })?;
         Ok(Pipeline {
             client,
             config: Arc::new(config),
             store,
+            writer,
             vault,
         })
     }
@@ -408,6 +426,12 @@ impl Pipeline {
     /// The store.
     pub fn store(&self) -> &Arc<SqliteStore> {
         &self.store
+    }
+
+    /// Changes after every commit of pulled versions: sinks wait on it to deliver while a pull
+    /// is still running.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.writer.commits()
     }
 
     /// How many tenants a pass pulls.
@@ -433,6 +457,42 @@ impl Pipeline {
             .filter(|t| t.enabled)
             .map(|t| t.streams.len())
             .sum()
+    }
+
+    /// [`Pipeline::pull_all_with`] while `sinks` deliver after every commit
+    /// ([`deliver::follow`]); when it returns, every sink has delivered everything the pass
+    /// stored (or failed, with the error in its result, in the order of `sinks`).
+    pub async fn pull_all_delivering(
+        &self,
+        mode: PullMode,
+        sinks: &[Arc<dyn xdrsync_sinks::Sink>],
+        done: impl FnMut(&TenantReport),
+    ) -> (
+        Vec<TenantReport>,
+        Vec<Result<xdrsync_sinks::Delivered, xdrsync_sinks::SinkError>>,
+    ) {
+        let (finish, finished) = tokio::sync::watch::channel(false);
+        let followers: Vec<_> = sinks
+            .iter()
+            .map(|s| {
+                tokio::spawn(deliver::follow(
+                    s.clone(),
+                    self.store.clone(),
+                    self.commits(),
+                    finished.clone(),
+                ))
+            })
+            .collect();
+        let reports = self.pull_all_with(mode, done).await;
+        let _ = finish.send(true);
+        let mut delivered = Vec::with_capacity(followers.len());
+        for f in followers {
+            delivered.push(match f.await {
+                Ok(r) => r,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            });
+        }
+        (reports, delivered)
     }
 
     /// Pulls every stream of every enabled tenant once from `mode`, calling `done` as each
@@ -657,46 +717,85 @@ impl Pipeline {
         };
         let api = api_name(tenant, stream);
         tracing::info!(tenant = %tenant.name, %stream, api, %since, "Pulling.");
-        let listing: Listing = self
-            .client
-            .list(&target, &source(tenant, stream), since, None)
-            .await?;
-        let last_update = listing.records.iter().map(|f| f.record.last_update()).max();
+        // Each page goes to the writer as soon as it is read while the next one is fetched;
+        // the cursor follows in a last request, after every page it covers was committed.
+        let (pages, mut received) = tokio::sync::mpsc::channel::<Page>(2);
+        let mut stats = CommitStats::default();
+        let mut last_update: Option<Timestamp> = None;
+        let mut poison_count = 0;
+        let src = source(tenant, stream);
+        let list = self.client.list_pages(&target, &src, since, None, pages);
+        let store_pages = async {
+            let mut pending = std::collections::VecDeque::new();
+            while let Some(page) = received.recv().await {
+                for p in &page.poison {
+                    tracing::error!(tenant = %tenant.name, %stream, item = p.item_id.as_deref().unwrap_or("?"), reason = %p.reason,
+                        "Skipped an item the API returned in a form that cannot be read; it is kept in the store's poison table.");
+                }
+                poison_count += page.poison.len();
+                last_update = page
+                    .records
+                    .iter()
+                    .map(|f| f.record.last_update())
+                    .chain(last_update)
+                    .max();
+                pending.push_back(
+                    self.writer.submit(CommitRequest {
+                        tenant: tenant.tenant_id.clone(),
+                        versions: page
+                            .records
+                            .into_iter()
+                            .map(|f| NewVersion {
+                                record: f.record,
+                                raw: f.raw,
+                            })
+                            .collect(),
+                        poison: page
+                            .poison
+                            .into_iter()
+                            .map(|p| PoisonRecord {
+                                stream,
+                                item_id: p.item_id,
+                                reason: p.reason,
+                                raw: p.raw,
+                            })
+                            .collect(),
+                        cursor: None,
+                    }),
+                );
+                if pending.len() > PAGES_IN_FLIGHT
+                    && let Some(p) = pending.pop_front()
+                {
+                    stats += Writer::wait(p).await?;
+                }
+            }
+            // Pages already sent are committed whether or not the listing failed later (they
+            // are versions like any other; only the cursor stays where it was).
+            for p in pending {
+                stats += Writer::wait(p).await?;
+            }
+            Ok::<(), StoreError>(())
+        };
+        let (listed, stored) = tokio::join!(list, store_pages);
+        // A store failure is the cause when both failed (the listing was abandoned for it).
+        stored?;
+        let paging = listed?;
         // With nothing new the cursor stays (the success is recorded in the stream's health).
-        let new_cursor = last_update.map(|t| (stream, t));
-        let versions: Vec<NewVersion> = listing
-            .records
-            .into_iter()
-            .map(|f| NewVersion {
-                record: f.record,
-                raw: f.raw,
-            })
-            .collect();
-        let poison: Vec<PoisonRecord> = listing
-            .poison
-            .iter()
-            .map(|p| PoisonRecord {
-                stream,
-                item_id: p.item_id.clone(),
-                reason: p.reason.clone(),
-                raw: p.raw.clone(),
-            })
-            .collect();
-        for p in &listing.poison {
-            tracing::error!(tenant = %tenant.name, %stream, item = p.item_id.as_deref().unwrap_or("?"), reason = %p.reason,
-                "Skipped an item the API returned in a form that cannot be read; it is kept in the store's poison table.");
+        if let Some(t) = last_update {
+            stats += self
+                .writer
+                .commit(CommitRequest {
+                    tenant: tenant.tenant_id.clone(),
+                    versions: Vec::new(),
+                    poison: Vec::new(),
+                    cursor: Some((stream, t)),
+                })
+                .await?;
         }
         let store = self.store.clone();
         let id = tenant.tenant_id.clone();
-        let poison_count = poison.len();
-        let (stats, cursor) = blocking(move || {
-            if !poison.is_empty() {
-                store.record_poison(&id, &poison)?;
-            }
-            let stats = store.commit(&id, &versions, new_cursor)?;
-            Ok((stats, store.cursor(&id, stream)?))
-        })
-        .await?;
+        let cursor = blocking(move || store.cursor(&id, stream)).await?;
+        let listing = paging;
         tracing::info!(tenant = %tenant.name, %stream, created = stats.created, updated = stats.updated, unchanged = stats.unchanged, pages = listing.pages, "Pulled.");
         Ok(TenantReport {
             name: tenant.name.clone(),

@@ -360,3 +360,61 @@ async fn https_goes_through_the_proxy_by_connect() {
     );
     assert!(emu.state().stats().tokens_issued >= 1);
 }
+
+/// Pages are committed as they are read; a listing that fails on its third page keeps the first
+/// two pages' versions but not the cursor, and the next pull completes the window from the old
+/// cursor without storing anything twice.
+#[tokio::test]
+async fn a_listing_that_fails_midway_keeps_its_pages_and_not_the_cursor() {
+    use xdrsync_emulator::faults::{Fault, FaultRule};
+    let emu = tu::start(tu::one_tenant("Contoso", 6.0, tu::ALL_READ_ROLES)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = tu::write_config(
+        dir.path(),
+        &emu,
+        &[ApiKind::Graph],
+        "[sync]\ngraph_page_size = 20\nretry_attempts = 1\n",
+    );
+    let tenant = config.tenants[0].tenant_id.clone();
+    let lookback = config.sync.initial_lookback;
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let pipeline = Pipeline::new(config, store.clone()).unwrap();
+    emu.state().add_fault(FaultRule {
+        route: "GET /v1.0/security/incidents".into(),
+        sequence: vec![
+            Fault::Ok,
+            Fault::Ok,
+            Fault::Status {
+                status: 403,
+                retry_after_secs: None,
+            },
+        ],
+        fault: None,
+        probability: None,
+    });
+    let started = Timestamp::now();
+    let failed = pipeline.pull_all().await;
+    assert!(failed[0].error.is_some(), "the third page fails for good");
+    // The stored versions are the first two pages' (boundary re-reads are not stored twice).
+    let stored = || store.versions_after(0, 100_000).unwrap().len();
+    let kept = stored();
+    assert!((30..=40).contains(&kept), "{kept} versions kept");
+    assert_eq!(store.cursor(&tenant, StreamKind::Incidents).unwrap(), None);
+
+    let ok = pipeline.pull_all().await;
+    assert!(ok[0].error.is_none(), "{:?}", ok[0].error);
+    let added = ok[0].stats.created + ok[0].stats.updated;
+    assert_eq!(added as usize + kept, stored());
+    assert_eq!(
+        ok[0].stats.unchanged as usize, kept,
+        "the kept pages are read again, once"
+    );
+    let want = current(&emu, tenant.as_str(), started.sub(lookback));
+    assert_eq!(stored_latest(&store, tenant.as_str()), want);
+    assert!(
+        store
+            .cursor(&tenant, StreamKind::Incidents)
+            .unwrap()
+            .is_some()
+    );
+}

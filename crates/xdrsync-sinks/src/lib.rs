@@ -70,11 +70,35 @@ fn write_ndjson_line(out: &mut Vec<u8>, v: &StoredVersion) -> Result<(), serde_j
     m.end()
 }
 
+/// A destination that delivers the store's outbox from its own position.
+///
+/// `deliver` writes every stored version past the sink's position, makes the write durable and
+/// only then records the new position; it may be called again at any time (after each commit of
+/// a running pull, on the next run) and resumes where it stopped.
+pub trait Sink: Send + Sync + std::fmt::Debug + 'static {
+    /// The sink's name: its key in the store's delivery positions.
+    fn name(&self) -> &str;
+    /// Delivers every stored version past the sink's position.
+    fn deliver(&self, store: &SqliteStore) -> Result<Delivered, SinkError>;
+}
+
+impl Sink for NdjsonSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver(&self, store: &SqliteStore) -> Result<Delivered, SinkError> {
+        NdjsonSink::deliver(self, store)
+    }
+}
+
 /// Appends one line per stored version to a file.
 #[derive(Debug)]
 pub struct NdjsonSink {
     name: String,
     path: PathBuf,
+    /// One delivery at a time: two at once would both append what lies past the same position.
+    delivering: std::sync::Mutex<()>,
 }
 
 /// How many versions are written per fsync.
@@ -86,6 +110,7 @@ impl NdjsonSink {
         NdjsonSink {
             name: name.into(),
             path: path.into(),
+            delivering: std::sync::Mutex::new(()),
         }
     }
 
@@ -104,6 +129,7 @@ impl NdjsonSink {
 
     /// Delivers every stored version past the sink's position.
     pub fn deliver(&self, store: &SqliteStore) -> Result<Delivered, SinkError> {
+        let _one = self.delivering.lock().unwrap_or_else(|e| e.into_inner());
         let mut file = fs_err::OpenOptions::new()
             .read(true)
             .append(true)
@@ -128,7 +154,8 @@ impl NdjsonSink {
         }
         let mut events = 0;
         loop {
-            let batch = store.versions_after(position, BATCH)?;
+            // The NDJSON line is the normalized record: the raw JSON is not read.
+            let batch = store.versions_after_without_raw(position, BATCH)?;
             let Some(end) = batch.last().map(|v| v.seq) else {
                 break;
             };

@@ -56,6 +56,9 @@ pub enum StoreError {
         /// Ours.
         known: i64,
     },
+    /// The thread that writes the store stopped (it panicked); nothing more can be stored.
+    #[error("{0}")]
+    WriterStopped(String),
     /// A stored row could not be decoded.
     #[error("store {path}: corrupt row {what}: {message}")]
     Corrupt {
@@ -75,6 +78,19 @@ pub struct NewVersion {
     pub record: Record,
     /// The API's JSON as received.
     pub raw: String,
+}
+
+/// One (tenant, stream)'s share of a group commit ([`SqliteStore::commit_group`]).
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    /// The tenant whose versions these are.
+    pub tenant: TenantId,
+    /// New versions (already stored ones are counted, not stored again).
+    pub versions: Vec<NewVersion>,
+    /// Items that could not be read, recorded in the same transaction.
+    pub poison: Vec<PoisonRecord>,
+    /// The stream's cursor to move forward to, in the same transaction.
+    pub cursor: Option<(StreamKind, Timestamp)>,
 }
 
 /// What a commit did.
@@ -183,9 +199,13 @@ pub struct StreamHealth {
 #[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
-    /// One connection; every operation is a short transaction, so a mutex is all the
+    /// The one writing connection; every write is a short transaction, so a mutex is all the
     /// concurrency control needed.
     conn: Mutex<Connection>,
+    /// A second, read-only connection for the reads sinks and `status` make while a pull
+    /// writes (WAL lets it read the last committed state without waiting for the writer).
+    /// `None` in memory, where a second connection would see another database.
+    reader: Option<Mutex<Connection>>,
 }
 
 impl SqliteStore {
@@ -205,7 +225,20 @@ impl SqliteStore {
             .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
-        Self::init(path.to_owned(), conn)
+        // Big transactions (a page of 50 incidents is ~300 KB) stay in memory until commit.
+        conn.pragma_update(None, "cache_size", -65536)
+            .map_err(err)?;
+        let mut store = Self::init(path.to_owned(), conn)?;
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        store.reader = Some(Mutex::new(reader));
+        Ok(store)
     }
 
     /// An in-memory store, for tests.
@@ -223,6 +256,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path,
             conn: Mutex::new(conn),
+            reader: None,
         })
     }
 
@@ -242,9 +276,17 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The connection for reads that need not see the writer's open transaction.
+    fn read_conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        match &self.reader {
+            Some(r) => r.lock().unwrap_or_else(|e| e.into_inner()),
+            None => self.conn(),
+        }
+    }
+
     /// The schema version.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        self.conn()
+        self.read_conn()
             .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
             .map_err(self.err())
     }
@@ -256,7 +298,7 @@ impl SqliteStore {
         stream: StreamKind,
     ) -> Result<Option<Timestamp>, StoreError> {
         let text: Option<String> = self
-            .conn()
+            .read_conn()
             .query_row(
                 "SELECT high_water FROM cursors WHERE tenant_id = ?1 AND stream = ?2",
                 params![tenant.as_str(), stream.as_str()],
@@ -283,9 +325,59 @@ impl SqliteStore {
         cursor: Option<(StreamKind, Timestamp)>,
     ) -> Result<CommitStats, StoreError> {
         let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.err())?;
+        let stats = self.apply(&tx, tenant, versions, &[], cursor)?;
+        tx.commit().map_err(self.err())?;
+        Ok(stats)
+    }
+
+    /// Commits several requests (of any tenants and streams) in **one** transaction, in order:
+    /// one lock hold and one WAL sync for all of them. If the transaction fails, each request
+    /// is retried in a transaction of its own, so one bad request fails alone. The results are
+    /// in the order of `group`.
+    pub fn commit_group(&self, group: &[CommitRequest]) -> Vec<Result<CommitStats, StoreError>> {
+        let mut conn = self.conn();
+        let together = (|| {
+            let tx = conn.transaction().map_err(self.err())?;
+            let mut stats = Vec::with_capacity(group.len());
+            for r in group {
+                stats.push(self.apply(&tx, &r.tenant, &r.versions, &r.poison, r.cursor)?);
+            }
+            tx.commit().map_err(self.err())?;
+            Ok::<_, StoreError>(stats)
+        })();
+        match together {
+            Ok(stats) => stats.into_iter().map(Ok).collect(),
+            Err(e) if group.len() == 1 => vec![Err(e)],
+            Err(e) => {
+                tracing::warn!(error = %e, requests = group.len(), "A group commit failed; committing its requests one by one.");
+                group
+                    .iter()
+                    .map(|r| {
+                        let tx = conn.transaction().map_err(self.err())?;
+                        let stats = self.apply(&tx, &r.tenant, &r.versions, &r.poison, r.cursor)?;
+                        tx.commit().map_err(self.err())?;
+                        Ok(stats)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// One request's writes inside `tx`.
+    fn apply(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        tenant: &TenantId,
+        versions: &[NewVersion],
+        poison: &[PoisonRecord],
+        cursor: Option<(StreamKind, Timestamp)>,
+    ) -> Result<CommitStats, StoreError> {
         let err = self.err();
-        let tx = conn.transaction().map_err(&err)?;
         let now = Timestamp::now().to_string();
+        if !poison.is_empty() {
+            record_poison_in(tx, tenant, poison, &now).map_err(&err)?;
+        }
         let mut stats = CommitStats::default();
         {
             let mut previous = tx
@@ -371,7 +463,6 @@ impl SqliteStore {
             )
             .map_err(&err)?;
         }
-        tx.commit().map_err(&err)?;
         Ok(stats)
     }
 
@@ -384,23 +475,13 @@ impl SqliteStore {
         let mut conn = self.conn();
         let err = self.err();
         let tx = conn.transaction().map_err(&err)?;
-        let now = Timestamp::now().to_string();
-        for p in items {
-            let hash = format!("{:x}", fxhash(p.raw.as_bytes()));
-            tx.execute(
-                "INSERT INTO poison (tenant_id, raw_hash, incident_id, reason, raw, first_seen, last_seen, times_seen, stream)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1, ?7)
-                 ON CONFLICT (tenant_id, raw_hash) DO UPDATE SET last_seen = excluded.last_seen, times_seen = times_seen + 1",
-                params![tenant.as_str(), hash, p.item_id, p.reason, p.raw, now, p.stream.as_str()],
-            )
-            .map_err(&err)?;
-        }
-        tx.commit().map_err(&err)
+        record_poison_in(&tx, tenant, items, &Timestamp::now().to_string()).map_err(&err)?;
+        tx.commit().map_err(err)
     }
 
     /// Number of distinct poison items recorded for `tenant`.
     pub fn poison_count(&self, tenant: &TenantId) -> Result<u64, StoreError> {
-        self.conn()
+        self.read_conn()
             .query_row(
                 "SELECT COUNT(*) FROM poison WHERE tenant_id = ?1",
                 [tenant.as_str()],
@@ -449,7 +530,7 @@ impl SqliteStore {
 
     /// Every (tenant, stream) that has been pulled, with its counts.
     pub fn health(&self) -> Result<Vec<StreamHealth>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read_conn();
         let mut stmt = conn
             .prepare(
                 "SELECT h.tenant_id, h.stream, h.tenant_name, h.last_attempt, h.last_success, h.degraded, h.failures, h.partial, h.covered_from,
@@ -528,7 +609,7 @@ impl SqliteStore {
         column: &str,
     ) -> Result<Option<Timestamp>, StoreError> {
         let text: Option<Option<String>> = self
-            .conn()
+            .read_conn()
             .query_row(
                 &format!("SELECT {column} FROM stream_health WHERE tenant_id = ?1 AND stream = ?2"),
                 params![tenant.as_str(), stream.as_str()],
@@ -541,7 +622,7 @@ impl SqliteStore {
 
     /// Every sink's position: `(sink, seq, updated at)`.
     pub fn sink_positions(&self) -> Result<Vec<(String, i64, String)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read_conn();
         let mut stmt = conn
             .prepare("SELECT sink, seq, updated_at FROM sink_positions ORDER BY sink")
             .map_err(self.err())?;
@@ -554,7 +635,7 @@ impl SqliteStore {
     /// The last `seq` that `sink` acknowledged (0 if none).
     pub fn sink_position(&self, sink: &str) -> Result<i64, StoreError> {
         let seq: Option<i64> = self
-            .conn()
+            .read_conn()
             .query_row(
                 "SELECT seq FROM sink_positions WHERE sink = ?1",
                 [sink],
@@ -590,6 +671,20 @@ impl SqliteStore {
         )
     }
 
+    /// [`SqliteStore::versions_after`] without the raw JSON (`raw` is empty), for sinks that
+    /// deliver the normalized record only: a third of the bytes.
+    pub fn versions_after_without_raw(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        self.read_versions(
+            "SELECT seq, event_id, stream, change, changes, normalized, '' FROM versions
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            params![after, limit as i64],
+        )
+    }
+
     /// Runs `sql` (one of ours, selecting `seq, event_id, stream, change, changes, normalized,
     /// raw`) and decodes its rows.
     fn read_versions(
@@ -597,7 +692,7 @@ impl SqliteStore {
         sql: &str,
         args: impl rusqlite::Params,
     ) -> Result<Vec<StoredVersion>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read_conn();
         let mut stmt = conn.prepare_cached(sql).map_err(self.err())?;
         let rows = stmt
             .query_map(args, |r| {
@@ -643,7 +738,7 @@ impl SqliteStore {
 
     /// The highest `seq` stored (0 if empty).
     pub fn last_seq(&self) -> Result<i64, StoreError> {
-        self.conn()
+        self.read_conn()
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM versions", [], |r| {
                 r.get(0)
             })
@@ -686,7 +781,7 @@ impl SqliteStore {
         sql: &str,
         (tenant, stream, time): (&TenantId, StreamKind, Option<Timestamp>),
     ) -> Result<Vec<(String, Timestamp)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read_conn();
         let mut stmt = conn.prepare_cached(sql).map_err(self.err())?;
         let mut args = vec![tenant.as_str().to_owned(), stream.as_str().to_owned()];
         args.extend(time.map(|t| t.to_string()));
@@ -707,6 +802,32 @@ impl SqliteStore {
         }
         Ok(out)
     }
+}
+
+fn record_poison_in(
+    tx: &rusqlite::Transaction<'_>,
+    tenant: &TenantId,
+    items: &[PoisonRecord],
+    now: &str,
+) -> rusqlite::Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO poison (tenant_id, raw_hash, incident_id, reason, raw, first_seen, last_seen, times_seen, stream)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1, ?7)
+         ON CONFLICT (tenant_id, raw_hash) DO UPDATE SET last_seen = excluded.last_seen, times_seen = times_seen + 1",
+    )?;
+    for p in items {
+        let hash = format!("{:x}", fxhash(p.raw.as_bytes()));
+        insert.execute(params![
+            tenant.as_str(),
+            hash,
+            p.item_id,
+            p.reason,
+            p.raw,
+            now,
+            p.stream.as_str()
+        ])?;
+    }
+    Ok(())
 }
 
 fn migrate(path: &Path, conn: &mut Connection) -> Result<(), StoreError> {

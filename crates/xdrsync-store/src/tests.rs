@@ -319,3 +319,78 @@ fn streams_share_the_outbox_and_keep_their_identities() {
     assert_eq!(s.cursor(&t, StreamKind::Incidents).unwrap(), None);
     assert!(s.cursor(&t, StreamKind::Alerts).unwrap().is_some());
 }
+
+#[test]
+fn a_group_commits_every_request_in_one_transaction_and_a_bad_one_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("g.db")).unwrap();
+    let (a, b) = (TenantId::canonical("a"), TenantId::canonical("b"));
+    let req = |t: &TenantId, versions, cursor: Option<&str>| CommitRequest {
+        tenant: t.clone(),
+        versions,
+        poison: vec![],
+        cursor: cursor.map(|c| (StreamKind::Incidents, c.parse().unwrap())),
+    };
+    let results = s.commit_group(&[
+        req(&a, vec![version("a", "1", "2026-11-01T00:00:01Z")], None),
+        req(&b, vec![version("b", "1", "2026-11-01T00:00:02Z")], None),
+        req(
+            &a,
+            vec![version("a", "1", "2026-11-01T00:00:03Z")],
+            Some("2026-11-01T00:00:03Z"),
+        ),
+    ]);
+    let stats: Vec<CommitStats> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!((stats[0].created, stats[1].created), (1, 1));
+    // The second version of a/1 was classified against the first, written earlier in the
+    // same transaction.
+    assert_eq!((stats[2].created, stats[2].updated), (0, 1));
+    assert_eq!(
+        s.cursor(&a, StreamKind::Incidents).unwrap(),
+        Some("2026-11-01T00:00:03Z".parse().unwrap())
+    );
+    assert_eq!(s.cursor(&b, StreamKind::Incidents).unwrap(), None);
+
+    // A stored row that cannot be decoded makes the request that needs it fail; the rest of
+    // its group is still committed, each on its own.
+    s.conn()
+        .execute(
+            "UPDATE versions SET normalized = 'not json' WHERE tenant_id = 'b'",
+            [],
+        )
+        .unwrap();
+    let results = s.commit_group(&[
+        req(&a, vec![version("a", "2", "2026-11-01T00:00:04Z")], None),
+        req(
+            &b,
+            vec![version("b", "1", "2026-11-01T00:00:05Z")],
+            Some("2026-11-01T00:00:05Z"),
+        ),
+        req(&a, vec![], Some("2026-11-01T00:00:04Z")),
+    ]);
+    assert_eq!(results[0].as_ref().unwrap().created, 1);
+    let e = results[1].as_ref().unwrap_err().to_string();
+    assert!(e.contains("corrupt row"), "{e}");
+    assert!(results[2].is_ok());
+    assert_eq!(s.cursor(&b, StreamKind::Incidents).unwrap(), None);
+    assert_eq!(
+        s.cursor(&a, StreamKind::Incidents).unwrap(),
+        Some("2026-11-01T00:00:04Z".parse().unwrap())
+    );
+    assert_eq!(s.last_seq().unwrap(), 4);
+}
+
+#[test]
+fn the_read_connection_sees_what_the_writer_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("r.db")).unwrap();
+    assert!(s.reader.is_some());
+    let t = TenantId::canonical("a");
+    s.commit(&t, &[version("a", "1", "2026-11-01T00:00:01Z")], None)
+        .unwrap();
+    assert_eq!(s.versions_after(0, 10).unwrap().len(), 1);
+    s.commit(&t, &[version("a", "2", "2026-11-01T00:00:02Z")], None)
+        .unwrap();
+    assert_eq!(s.versions_after(0, 10).unwrap().len(), 2);
+    assert_eq!(s.last_seq().unwrap(), 2);
+}

@@ -14,8 +14,8 @@ use anyhow::Context as _;
 use xdrsync_config::Config;
 use xdrsync_emulator::{Emulator, EmulatorConfig};
 use xdrsync_model::Timestamp;
-use xdrsync_pipeline::Pipeline;
-use xdrsync_sinks::NdjsonSink;
+use xdrsync_pipeline::{Pipeline, PullMode};
+use xdrsync_sinks::{NdjsonSink, Sink};
 use xdrsync_store::SqliteStore;
 
 use crate::cli::DemoArgs;
@@ -37,14 +37,15 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
     let pipeline = Pipeline::new(config, store.clone())?;
-    let reports = pipeline.pull_all().await;
-
     let ndjson = dir.join("events.ndjson");
-    let sink = NdjsonSink::new("ndjson", &ndjson);
-    let delivered = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || sink.deliver(&store)).await??
-    };
+    let sink: Arc<dyn Sink> = Arc::new(NdjsonSink::new("ndjson", &ndjson));
+    let (reports, delivered) = pipeline
+        .pull_all_delivering(PullMode::Incremental, &[sink], |_| {})
+        .await;
+    let delivered = delivered
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Ok(Default::default()))?;
     let now = Timestamp::now();
     let latest = {
         let store = store.clone();

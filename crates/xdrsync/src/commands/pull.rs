@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use xdrsync_pipeline::{Pipeline, PullMode, TenantReport};
-use xdrsync_sinks::NdjsonSink;
+use xdrsync_sinks::{NdjsonSink, Sink};
 use xdrsync_store::SqliteStore;
 
 use crate::cli::{BackfillArgs, PullArgs};
@@ -27,9 +27,8 @@ async fn one_pass(
 ) -> anyhow::Result<ExitCode> {
     let config = super::load_config(config_path)?;
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
-    let pipeline = Pipeline::new(config, store.clone())?;
-    let reports = pass(&pipeline, mode).await;
-    let delivered = deliver(&store, ndjson).await;
+    let pipeline = Pipeline::new(config, store)?;
+    let (reports, delivered) = pass(&pipeline, mode, &sinks(ndjson)).await;
     print!("{}", summary(&reports));
     Ok(if delivered {
         exit_code(&reports)
@@ -38,15 +37,29 @@ async fn one_pass(
     })
 }
 
-/// One pull pass with progress on stderr: a live line on a terminal, a line per tenant and
-/// stream otherwise (logs, CI, systemd).
-pub(crate) async fn pass(pipeline: &Pipeline, mode: PullMode) -> Vec<TenantReport> {
+/// The sinks named on the command line.
+pub(crate) fn sinks(ndjson: Option<PathBuf>) -> Vec<Arc<dyn Sink>> {
+    ndjson
+        .map(|p| Arc::new(NdjsonSink::new("ndjson", p)) as Arc<dyn Sink>)
+        .into_iter()
+        .collect()
+}
+
+/// One pull pass with progress on stderr (a live line on a terminal, a line per tenant and
+/// stream otherwise: logs, CI, systemd) while `sinks` deliver what each commit stored. Returns
+/// the reports and whether every sink delivered. A sink failure is reported, not fatal: the
+/// pull is stored and the sink catches up from its position next time.
+pub(crate) async fn pass(
+    pipeline: &Pipeline,
+    mode: PullMode,
+    sinks: &[Arc<dyn Sink>],
+) -> (Vec<TenantReport>, bool) {
     let total = pipeline.enabled_streams();
     let live = std::io::stderr().is_terminal();
     let mut done = 0usize;
     let mut failed = 0usize;
-    let reports = pipeline
-        .pull_all_with(mode, |r| {
+    let (reports, delivered) = pipeline
+        .pull_all_delivering(mode, sinks, |r| {
             done += 1;
             if r.error.is_some() {
                 failed += 1;
@@ -80,7 +93,19 @@ pub(crate) async fn pass(pipeline: &Pipeline, mode: PullMode) -> Vec<TenantRepor
     if live {
         eprintln!();
     }
-    reports
+    let mut ok = true;
+    for (sink, d) in sinks.iter().zip(delivered) {
+        match d {
+            Ok(d) => eprintln!("Delivered {} events to sink {}.", d.events, sink.name()),
+            Err(e) => {
+                ok = false;
+                eprintln!(
+                    "error: {e} (the pulled versions are stored; the sink resumes from its position on the next run)"
+                );
+            }
+        }
+    }
+    (reports, ok)
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -88,32 +113,6 @@ fn truncate(s: &str, n: usize) -> String {
         s.to_owned()
     } else {
         format!("{}…", s.chars().take(n).collect::<String>())
-    }
-}
-
-/// Delivers the outbox to the NDJSON file, if one is named. A sink failure is reported, not
-/// fatal: the pull is stored and the sink catches up from its position next time.
-pub(crate) async fn deliver(store: &Arc<SqliteStore>, ndjson: Option<PathBuf>) -> bool {
-    let Some(path) = ndjson else {
-        return true;
-    };
-    let sink = NdjsonSink::new("ndjson", path);
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || sink.deliver(&store)).await {
-        Ok(Ok(d)) => {
-            eprintln!("Delivered {} events to the NDJSON file.", d.events);
-            true
-        }
-        Ok(Err(e)) => {
-            eprintln!(
-                "error: {e} (the pulled versions are stored; the sink resumes from its position on the next run)"
-            );
-            false
-        }
-        Err(e) => {
-            eprintln!("error: the NDJSON sink stopped: {e}");
-            false
-        }
     }
 }
 

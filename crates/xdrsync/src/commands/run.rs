@@ -1,9 +1,10 @@
 //! `xdrsync run`: the daemon. Pull every interval, deliver, repeat.
 //!
-//! SIGTERM or SIGINT stop it: a pass in flight is given `--drain-timeout` to finish (each
-//! tenant's commit is one transaction, so stopping mid-pass loses nothing: an interrupted
-//! tenant is simply re-read from its cursor next time), then the sinks deliver what was stored
-//! and the process exits 0.
+//! Sinks deliver while each pass runs (after every commit). SIGTERM or SIGINT stop it: a pass
+//! in flight is given `--drain-timeout` to finish (stopping mid-pass loses nothing: pages are
+//! committed as they are read and a stream's cursor only after all of them, so an interrupted
+//! stream is simply re-read from its cursor next time), the sinks deliver what was stored, and
+//! the process exits 0.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,7 +23,8 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
         .map(Duration::from_secs)
         .unwrap_or(config.sync.interval);
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
-    let pipeline = Pipeline::new(config, store.clone())?;
+    let pipeline = Pipeline::new(config, store)?;
+    let sinks = super::pull::sinks(args.ndjson.clone());
     let mut stop = Box::pin(shutdown_signal());
     let drain = Duration::from_secs(args.drain_timeout);
     let mut passes = 0u64;
@@ -35,10 +37,10 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
     loop {
         passes += 1;
         let started = tokio::time::Instant::now();
-        let work = super::pull::pass(&pipeline, PullMode::Incremental);
+        let work = super::pull::pass(&pipeline, PullMode::Incremental, &sinks);
         tokio::pin!(work);
         let stopping = tokio::select! {
-            reports = &mut work => {
+            (reports, _) = &mut work => {
                 let failed = reports.iter().filter(|r| r.error.is_some()).count();
                 let stored: u64 = reports.iter().map(|r| r.stats.created + r.stats.updated).sum();
                 eprintln!("pass {passes}: {} tenants, {failed} degraded, {stored} versions stored in {:.1}s",
@@ -49,11 +51,19 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
                 eprintln!("Stopping: letting the pass in flight finish (at most {}s).", drain.as_secs());
                 if tokio::time::timeout(drain, &mut work).await.is_err() {
                     eprintln!("The pass did not finish in {}s; stopping anyway (interrupted tenants are re-read next run).", drain.as_secs());
+                    // What the interrupted pass stored is delivered before exiting.
+                    for sink in &sinks {
+                        let (s, st) = (sink.clone(), pipeline.store().clone());
+                        match tokio::task::spawn_blocking(move || s.deliver(&st)).await {
+                            Ok(Ok(d)) => eprintln!("Delivered {} events to sink {}.", d.events, sink.name()),
+                            Ok(Err(e)) => eprintln!("error: {e} (the sink resumes from its position on the next run)"),
+                            Err(e) => eprintln!("error: sink {} stopped: {e}", sink.name()),
+                        }
+                    }
                 }
                 true
             }
         };
-        super::pull::deliver(&store, args.ndjson.clone()).await;
         if stopping || args.passes.is_some_and(|n| passes >= n) {
             break;
         }

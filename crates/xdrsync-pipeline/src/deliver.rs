@@ -1,0 +1,48 @@
+//! Sinks that deliver while a pull runs.
+//!
+//! A sink delivers from the store, from its own position, so it can run at any time; running it
+//! after every commit of a pull (instead of once the whole pass is stored) overlaps writing the
+//! sink with pulling the next pages, and the data reaches the SIEM sooner. Delivery is still
+//! only ever of committed versions, in `seq` order.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use xdrsync_sinks::{Delivered, Sink, SinkError};
+use xdrsync_store::SqliteStore;
+
+/// Delivers to `sink` after every change of `commits` until `finished` turns true, then once
+/// more, so everything committed before `finished` was set is delivered when this returns.
+/// A failed delivery ends it with the error (the sink resumes from its position next time).
+pub async fn follow(
+    sink: Arc<dyn Sink>,
+    store: Arc<SqliteStore>,
+    mut commits: watch::Receiver<u64>,
+    mut finished: watch::Receiver<bool>,
+) -> Result<Delivered, SinkError> {
+    let mut total = Delivered::default();
+    loop {
+        // Read before delivering: a pull that finishes during this delivery gets one more.
+        let last = *finished.borrow_and_update() || finished.has_changed().is_err();
+        commits.borrow_and_update();
+        let (s, st) = (sink.clone(), store.clone());
+        let d = match tokio::task::spawn_blocking(move || s.deliver(&st)).await {
+            Ok(r) => r?,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        total.events += d.events;
+        total.position = d.position;
+        if last {
+            return Ok(total);
+        }
+        tokio::select! {
+            changed = commits.changed() => {
+                if changed.is_err() {
+                    // No more commits can come; wait for the end.
+                    let _ = finished.changed().await;
+                }
+            }
+            _ = finished.changed() => {}
+        }
+    }
+}
