@@ -511,34 +511,36 @@ impl Pipeline {
             .filter(|t| t.enabled)
             .flat_map(|t| t.streams.iter().map(move |s| (t.clone(), *s)))
             .collect();
-        let limit = Arc::new(tokio::sync::Semaphore::new(
-            self.config.sync.concurrent_tenants,
-        ));
+        let limit = self.config.sync.concurrent_tenants.max(1);
         // A tenant's credential is read once per pass, by whichever of its streams starts
         // first (a secret command or a PKCS#12 file is not run or decrypted per stream).
         let mut credentials: std::collections::HashMap<String, Arc<CredentialCell>> =
             std::collections::HashMap::new();
+        // Tasks are started as others finish, never more than `limit` at once: a waiting task
+        // would hold its whole future (tens of KB) for nothing, and a pass has 1,000s of them.
+        let mut queue = tenants.iter().cloned().enumerate();
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, (tenant, stream)) in tenants.iter().cloned().enumerate() {
-            let this = self.clone();
-            let limit = limit.clone();
-            let cell = credentials.entry(tenant.name.clone()).or_default().clone();
-            tasks.spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                (
-                    i,
-                    this.pull_tenant_report(&tenant, stream, mode, &cell).await,
-                )
-            });
-        }
         let mut reports: Vec<Option<TenantReport>> = vec![None; tenants.len()];
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok((i, report)) => {
+        loop {
+            while tasks.len() < limit
+                && let Some((i, (tenant, stream))) = queue.next()
+            {
+                let this = self.clone();
+                let cell = credentials.entry(tenant.name.clone()).or_default().clone();
+                tasks.spawn(async move {
+                    (
+                        i,
+                        this.pull_tenant_report(&tenant, stream, mode, &cell).await,
+                    )
+                });
+            }
+            match tasks.join_next().await {
+                None => break,
+                Some(Ok((i, report))) => {
                     done(&report);
                     reports[i] = Some(report);
                 }
-                Err(e) => tracing::error!(error = %e, "A tenant task panicked."),
+                Some(Err(e)) => tracing::error!(error = %e, "A tenant task panicked."),
             }
         }
         reports

@@ -225,9 +225,6 @@ impl SqliteStore {
             .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
-        // Big transactions (a page of 50 incidents is ~300 KB) stay in memory until commit.
-        conn.pragma_update(None, "cache_size", -65536)
-            .map_err(err)?;
         let mut store = Self::init(path.to_owned(), conn)?;
         let reader = Connection::open_with_flags(
             path,
