@@ -471,15 +471,14 @@ pub(crate) async fn xdr_list(
             (skip, top, false),
             |page| {
                 page.iter()
-                    .map(|i| {
-                        state.rendered(&caller.tenant, i, RenderKind::Xdr, || {
-                            render::xdr_incident(i, &caller.tenant, style)
-                        })
-                    })
+                    .map(|i| state.cached(&caller.tenant, i, RenderKind::Xdr))
                     .collect::<Vec<_>>()
             },
         )
         .unwrap_or_default();
+    let page = state.render_misses(&caller.tenant, page, RenderKind::Xdr, |i| {
+        render::xdr_incident(i, &caller.tenant, style)
+    });
     state.count_page_served();
     let mut fields = serde_json::Map::new();
     fields.insert(
@@ -618,6 +617,7 @@ pub(crate) async fn graph_list(
     let prefer = prefers_unknown(&headers);
     let fail_at = state.behaviour().expand_fail_min_alerts.filter(|_| expand);
     let range = odata::time_range(&filter, "lastUpdateDateTime");
+    let kind = RenderKind::Graph { expand, prefer };
     let (total, page) = state
         .page(
             &caller.tenant,
@@ -631,19 +631,19 @@ pub(crate) async fn graph_list(
                 if fail_at.is_some_and(|min| page.iter().any(|i| i.alerts.len() >= min)) {
                     return None;
                 }
-                let kind = RenderKind::Graph { expand, prefer };
                 Some(
                     page.iter()
-                        .map(|i| {
-                            state.rendered(&caller.tenant, i, kind, || {
-                                render::graph_incident(i, &caller.tenant, expand, prefer)
-                            })
-                        })
+                        .map(|i| state.cached(&caller.tenant, i, kind))
                         .collect::<Vec<_>>(),
                 )
             },
         )
         .unwrap_or((0, Some(Vec::new())));
+    let page = page.map(|p| {
+        state.render_misses(&caller.tenant, p, kind, |i| {
+            render::graph_incident(i, &caller.tenant, expand, prefer)
+        })
+    });
     let Some(page) = page else {
         return g.answer(
             StatusCode::INTERNAL_SERVER_ERROR,

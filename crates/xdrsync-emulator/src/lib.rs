@@ -134,6 +134,15 @@ struct Inner {
 /// (tenant, incident id, last-update ticks, shape): one rendered incident version.
 type RenderKey = (String, u64, i64, RenderKind);
 
+/// One entry of a page read under the world lock ([`EmulatorState::cached`]).
+#[derive(Debug)]
+pub(crate) enum Cached {
+    /// Rendered before.
+    Hit(Arc<str>),
+    /// Not yet: the incident version to render.
+    Miss(Box<EmuIncident>),
+}
+
 /// Which shape an incident is rendered in (a key of the render cache).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum RenderKind {
@@ -443,30 +452,47 @@ impl EmulatorState {
     }
 
     /// The rendered JSON of one incident version, from the cache or `render`.
-    pub(crate) fn rendered(
-        &self,
-        tenant: &str,
-        inc: &EmuIncident,
-        kind: RenderKind,
-        render: impl FnOnce() -> serde_json::Value,
-    ) -> Arc<str> {
+    /// Called under the world lock (in a [`EmulatorState::page`] closure): the cached
+    /// rendering of `inc`, or a copy of it to render with [`EmulatorState::render_misses`]
+    /// once the lock is released, so one request's rendering does not hold up every other.
+    pub(crate) fn cached(&self, tenant: &str, inc: &EmuIncident, kind: RenderKind) -> Cached {
         let key = (tenant.to_owned(), inc.id, inc.last_update.ticks(), kind);
-        if let Some(hit) = self
+        match self
             .0
             .rendered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
         {
-            return hit.clone();
+            Some(hit) => Cached::Hit(hit.clone()),
+            None => Cached::Miss(Box::new(inc.clone())),
         }
-        let text: Arc<str> = Arc::from(render().to_string());
-        let mut cache = self.0.rendered.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() > 200_000 {
-            cache.clear();
-        }
-        cache.insert(key, text.clone());
-        text
+    }
+
+    /// Renders the misses of [`EmulatorState::cached`] (outside the world lock) and caches
+    /// them; the page's texts in order.
+    pub(crate) fn render_misses(
+        &self,
+        tenant: &str,
+        page: Vec<Cached>,
+        kind: RenderKind,
+        render: impl Fn(&EmuIncident) -> serde_json::Value,
+    ) -> Vec<Arc<str>> {
+        page.into_iter()
+            .map(|c| match c {
+                Cached::Hit(text) => text,
+                Cached::Miss(inc) => {
+                    let text: Arc<str> = Arc::from(render(&inc).to_string());
+                    let key = (tenant.to_owned(), inc.id, inc.last_update.ticks(), kind);
+                    let mut cache = self.0.rendered.lock().unwrap_or_else(|e| e.into_inner());
+                    if cache.len() > 200_000 {
+                        cache.clear();
+                    }
+                    cache.insert(key, text.clone());
+                    text
+                }
+            })
+            .collect()
     }
 
     /// Changes one incident now (a PATCH); `None` when tenant or incident do not exist.
