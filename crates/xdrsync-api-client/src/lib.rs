@@ -161,9 +161,11 @@ pub struct Paging {
     pub pages: u32,
     /// Whether the server's order forced offset paging.
     pub fell_back_to_offset: bool,
-    /// `Warning` headers of pages the API answered only partly (206).
+    /// `Warning` headers of pages the API answered only partly (206): the listing may be
+    /// incomplete for the providers named there.
     pub partial: Vec<String>,
-    /// Pages whose `$expand=alerts` failed (read without it, incidents one by one).
+    /// Pages whose `$expand=alerts` failed: read without it, each incident then read on its own
+    /// with its alerts.
     pub expand_fallbacks: u32,
 }
 
@@ -174,16 +176,8 @@ pub struct Listing {
     pub records: Vec<Fetched>,
     /// Items that could not be read.
     pub poison: Vec<Poison>,
-    /// Pages requested.
-    pub pages: u32,
-    /// Whether the server's order forced offset paging.
-    pub fell_back_to_offset: bool,
-    /// `Warning` headers of pages the API answered only partly (206): the listing may be
-    /// incomplete for the providers named there.
-    pub partial: Vec<String>,
-    /// Pages whose `$expand=alerts` failed: read without it, each incident then read on its own
-    /// with its alerts.
-    pub expand_fallbacks: u32,
+    /// How the paging went.
+    pub paging: Paging,
 }
 
 /// What a list call reads.
@@ -433,25 +427,20 @@ impl ApiClient {
         since: Timestamp,
         until: Option<Timestamp>,
     ) -> Result<Listing, ApiError> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Page>(2);
         let mut records = Vec::new();
         let mut poison = Vec::new();
         let collect = async {
             while let Some(page) = rx.recv().await {
-                let page: Page = page;
                 records.extend(page.records);
                 poison.extend(page.poison);
             }
         };
         let (paging, ()) = tokio::join!(self.list_pages(target, source, since, until, tx), collect);
-        let paging = paging?;
         Ok(Listing {
             records,
             poison,
-            pages: paging.pages,
-            fell_back_to_offset: paging.fell_back_to_offset,
-            partial: paging.partial,
-            expand_fallbacks: paging.expand_fallbacks,
+            paging: paging?,
         })
     }
 

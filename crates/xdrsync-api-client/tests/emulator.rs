@@ -87,12 +87,12 @@ async fn paging_reads_every_incident_on_both_apis() {
             "{api}: no incident read twice"
         );
         assert!(
-            listing.pages as usize >= expected.len() / 17,
+            listing.paging.pages as usize >= expected.len() / 17,
             "{api}: {} pages",
-            listing.pages
+            listing.paging.pages
         );
         assert!(listing.poison.is_empty());
-        assert!(!listing.fell_back_to_offset);
+        assert!(!listing.paging.fell_back_to_offset);
         // The raw JSON is the API's own shape.
         let raw: Value = serde_json::from_str(&listing.records[0].raw).unwrap();
         match api {
@@ -426,11 +426,11 @@ async fn graph_partial_results_are_surfaced() {
         )
         .await
         .unwrap();
-    assert_eq!(listing.partial.len(), 1);
+    assert_eq!(listing.paging.partial.len(), 1);
     assert!(
-        listing.partial[0].starts_with("199 - "),
+        listing.paging.partial[0].starts_with("199 - "),
         "{:?}",
-        listing.partial
+        listing.paging.partial
     );
     assert!(!listing.records.is_empty());
 }

@@ -134,6 +134,10 @@ struct Inner {
 /// (tenant, incident id, last-update ticks, shape): one rendered incident version.
 type RenderKey = (String, u64, i64, RenderKind);
 
+fn render_key(tenant: &str, inc: &EmuIncident, kind: RenderKind) -> RenderKey {
+    (tenant.to_owned(), inc.id, inc.last_update.ticks(), kind)
+}
+
 /// One entry of a page read under the world lock ([`EmulatorState::cached`]).
 #[derive(Debug)]
 pub(crate) enum Cached {
@@ -456,7 +460,7 @@ impl EmulatorState {
     /// rendering of `inc`, or a copy of it to render with [`EmulatorState::render_misses`]
     /// once the lock is released, so one request's rendering does not hold up every other.
     pub(crate) fn cached(&self, tenant: &str, inc: &EmuIncident, kind: RenderKind) -> Cached {
-        let key = (tenant.to_owned(), inc.id, inc.last_update.ticks(), kind);
+        let key = render_key(tenant, inc, kind);
         match self
             .0
             .rendered
@@ -483,7 +487,7 @@ impl EmulatorState {
                 Cached::Hit(text) => text,
                 Cached::Miss(inc) => {
                     let text: Arc<str> = Arc::from(render(&inc).to_string());
-                    let key = (tenant.to_owned(), inc.id, inc.last_update.ticks(), kind);
+                    let key = render_key(tenant, &inc, kind);
                     let mut cache = self.0.rendered.lock().unwrap_or_else(|e| e.into_inner());
                     if cache.len() > 200_000 {
                         cache.clear();

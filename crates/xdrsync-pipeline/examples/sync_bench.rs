@@ -113,26 +113,35 @@ async fn start(directory: Directory, time_scale: f64, rate_limits: bool) -> Emul
         .unwrap()
 }
 
+/// Graph, a 30-day first pull, no client-side pacing.
+fn unlimited_config(dir: &std::path::Path, emu: &Emulator) -> xdrsync_config::Config {
+    config(
+        dir,
+        emu,
+        "graph",
+        "initial_lookback_hours = 720\nrate_budget = false\n",
+    )
+}
+
+/// The first tenant's last 30 days, listed once.
+async fn list_first_tenant(config: &xdrsync_config::Config) -> xdrsync_api_client::Listing {
+    let target = xdrsync_pipeline::target(&config.tenants[0], config, None).unwrap();
+    let client = xdrsync_pipeline::api_client(config).unwrap();
+    let since = Timestamp::now().sub(chrono::Duration::days(30));
+    client.list_incidents(&target, since, None).await.unwrap()
+}
+
 async fn throughput(tenants: usize, per_hour: f64) {
     let emu = start(directory(tenants, per_hour), 1.0, false).await;
     let tmp = tempfile::tempdir().unwrap();
-    let config = config(
-        tmp.path(),
-        &emu,
-        "graph",
-        "initial_lookback_hours = 720\nrate_budget = false\n",
-    );
-    // Where the time goes, for one tenant: listing (HTTP, the emulator, JSON, normalizing)
-    // against committing into SQLite.
+    let config = unlimited_config(tmp.path(), &emu);
+    // Where the time goes, for one tenant: listing (HTTP, the emulator, JSON, normalizing).
     {
         let t0 = Instant::now();
-        let target = xdrsync_pipeline::target(&config.tenants[0], &config, None).unwrap();
-        let client = xdrsync_pipeline::api_client(&config).unwrap();
-        let since = Timestamp::now().sub(chrono::Duration::days(30));
-        let listing = client.list_incidents(&target, since, None).await.unwrap();
+        let listing = list_first_tenant(&config).await;
         let cold = t0.elapsed();
         let t0 = Instant::now();
-        let listing2 = client.list_incidents(&target, since, None).await.unwrap();
+        let listing2 = list_first_tenant(&config).await;
         let listed = t0.elapsed();
         println!(
             "  one tenant, emulator cold: {} listed in {:.2}s; warm (renders cached): {:.2}s",
@@ -257,17 +266,9 @@ async fn ratelimit(incidents: usize, scale: f64, api: &str) {
 async fn commit(batch: usize) {
     let emu = start(directory(1, 60.0), 1.0, false).await;
     let tmp = tempfile::tempdir().unwrap();
-    let config = config(
-        tmp.path(),
-        &emu,
-        "graph",
-        "initial_lookback_hours = 720\nrate_budget = false\n",
-    );
-    let target = xdrsync_pipeline::target(&config.tenants[0], &config, None).unwrap();
-    let client = xdrsync_pipeline::api_client(&config).unwrap();
-    let since = Timestamp::now().sub(chrono::Duration::days(30));
-    let listing = client.list_incidents(&target, since, None).await.unwrap();
-    let versions: Vec<_> = listing
+    let config = unlimited_config(tmp.path(), &emu);
+    let versions: Vec<_> = list_first_tenant(&config)
+        .await
         .records
         .into_iter()
         .map(|f| xdrsync_store::NewVersion {

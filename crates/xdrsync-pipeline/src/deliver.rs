@@ -11,6 +11,15 @@ use tokio::sync::watch;
 use xdrsync_sinks::{Delivered, Sink, SinkError};
 use xdrsync_store::SqliteStore;
 
+/// One delivery of `sink`, off the async threads (file and store I/O block).
+pub async fn once(sink: &Arc<dyn Sink>, store: &Arc<SqliteStore>) -> Result<Delivered, SinkError> {
+    let (s, st) = (sink.clone(), store.clone());
+    match tokio::task::spawn_blocking(move || s.deliver(&st)).await {
+        Ok(r) => r,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// Delivers to `sink` after every change of `commits` until `finished` turns true, then once
 /// more, so everything committed before `finished` was set is delivered when this returns.
 /// A failed delivery ends it with the error (the sink resumes from its position next time).
@@ -25,11 +34,7 @@ pub async fn follow(
         // Read before delivering: a pull that finishes during this delivery gets one more.
         let last = *finished.borrow_and_update() || finished.has_changed().is_err();
         commits.borrow_and_update();
-        let (s, st) = (sink.clone(), store.clone());
-        let d = match tokio::task::spawn_blocking(move || s.deliver(&st)).await {
-            Ok(r) => r?,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        };
+        let d = once(&sink, &store).await?;
         total.events += d.events;
         total.position = d.position;
         if last {

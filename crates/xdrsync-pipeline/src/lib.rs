@@ -794,11 +794,9 @@ impl Pipeline {
                 })
                 .await?;
         }
-        let store = self.store.clone();
-        let id = tenant.tenant_id.clone();
-        let cursor = blocking(move || store.cursor(&id, stream)).await?;
-        let listing = paging;
-        tracing::info!(tenant = %tenant.name, %stream, created = stats.created, updated = stats.updated, unchanged = stats.unchanged, pages = listing.pages, "Pulled.");
+        // The cursor only moves forward: what it was, or what this pull saw if that is newer.
+        let cursor = cursor.max(last_update);
+        tracing::info!(tenant = %tenant.name, %stream, created = stats.created, updated = stats.updated, unchanged = stats.unchanged, pages = paging.pages, "Pulled.");
         Ok(TenantReport {
             name: tenant.name.clone(),
             stream,
@@ -807,10 +805,10 @@ impl Pipeline {
             last_update,
             cursor,
             poison: poison_count,
-            pages: listing.pages,
+            pages: paging.pages,
             error: None,
-            partial: listing.partial,
-            expand_fallbacks: listing.expand_fallbacks,
+            partial: paging.partial,
+            expand_fallbacks: paging.expand_fallbacks,
             since: Some(since),
         })
     }

@@ -82,16 +82,6 @@ pub trait Sink: Send + Sync + std::fmt::Debug + 'static {
     fn deliver(&self, store: &SqliteStore) -> Result<Delivered, SinkError>;
 }
 
-impl Sink for NdjsonSink {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn deliver(&self, store: &SqliteStore) -> Result<Delivered, SinkError> {
-        NdjsonSink::deliver(self, store)
-    }
-}
-
 /// Appends one line per stored version to a file.
 #[derive(Debug)]
 pub struct NdjsonSink {
@@ -114,11 +104,6 @@ impl NdjsonSink {
         }
     }
 
-    /// The sink's name (its key in the store's delivery positions).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     fn io(&self, source: std::io::Error) -> SinkError {
         SinkError::Io {
             sink: self.name.clone(),
@@ -127,8 +112,51 @@ impl NdjsonSink {
         }
     }
 
-    /// Delivers every stored version past the sink's position.
-    pub fn deliver(&self, store: &SqliteStore) -> Result<Delivered, SinkError> {
+    /// Cuts a half-written last line (a crash mid-write) and returns the `seq` of the last
+    /// complete line, if any.
+    fn recover(&self, file: &mut std::fs::File) -> Result<Option<i64>, SinkError> {
+        let len = file.metadata().map_err(|e| self.io(e))?.len();
+        if len == 0 {
+            return Ok(None);
+        }
+        let tail_len = len.min(1 << 20);
+        file.seek(SeekFrom::Start(len - tail_len))
+            .map_err(|e| self.io(e))?;
+        let mut tail = Vec::with_capacity(tail_len as usize);
+        file.read_to_end(&mut tail).map_err(|e| self.io(e))?;
+        let complete = match tail.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None if tail_len == len => 0,
+            None => {
+                return Err(self.io(std::io::Error::other(
+                    "last line is longer than 1 MiB; the file is not xdrsync NDJSON",
+                )));
+            }
+        };
+        if complete < tail.len() {
+            let keep = len - tail_len + complete as u64;
+            tracing::warn!(sink = %self.name, path = %self.path.display(), bytes = tail.len() - complete,
+                "Removing a half-written last line left by an interrupted run.");
+            file.set_len(keep).map_err(|e| self.io(e))?;
+            file.sync_data().map_err(|e| self.io(e))?;
+        }
+        let lines = &tail[..complete];
+        let last_line = lines[..lines.len().saturating_sub(1)]
+            .rsplit(|b| *b == b'\n')
+            .next()
+            .filter(|l| !l.is_empty());
+        Ok(last_line
+            .and_then(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+            .and_then(|v| v["seq"].as_i64()))
+    }
+}
+
+impl Sink for NdjsonSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver(&self, store: &SqliteStore) -> Result<Delivered, SinkError> {
         let _one = self.delivering.lock().unwrap_or_else(|e| e.into_inner());
         let mut file = fs_err::OpenOptions::new()
             .read(true)
@@ -172,44 +200,6 @@ impl NdjsonSink {
             position = end;
         }
         Ok(Delivered { events, position })
-    }
-
-    /// Cuts a half-written last line (a crash mid-write) and returns the `seq` of the last
-    /// complete line, if any.
-    fn recover(&self, file: &mut std::fs::File) -> Result<Option<i64>, SinkError> {
-        let len = file.metadata().map_err(|e| self.io(e))?.len();
-        if len == 0 {
-            return Ok(None);
-        }
-        let tail_len = len.min(1 << 20);
-        file.seek(SeekFrom::Start(len - tail_len))
-            .map_err(|e| self.io(e))?;
-        let mut tail = Vec::with_capacity(tail_len as usize);
-        file.read_to_end(&mut tail).map_err(|e| self.io(e))?;
-        let complete = match tail.iter().rposition(|b| *b == b'\n') {
-            Some(i) => i + 1,
-            None if tail_len == len => 0,
-            None => {
-                return Err(self.io(std::io::Error::other(
-                    "last line is longer than 1 MiB; the file is not xdrsync NDJSON",
-                )));
-            }
-        };
-        if complete < tail.len() {
-            let keep = len - tail_len + complete as u64;
-            tracing::warn!(sink = %self.name, path = %self.path.display(), bytes = tail.len() - complete,
-                "Removing a half-written last line left by an interrupted run.");
-            file.set_len(keep).map_err(|e| self.io(e))?;
-            file.sync_data().map_err(|e| self.io(e))?;
-        }
-        let lines = &tail[..complete];
-        let last_line = lines[..lines.len().saturating_sub(1)]
-            .rsplit(|b| *b == b'\n')
-            .next()
-            .filter(|l| !l.is_empty());
-        Ok(last_line
-            .and_then(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
-            .and_then(|v| v["seq"].as_i64()))
     }
 }
 

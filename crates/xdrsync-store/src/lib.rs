@@ -321,9 +321,20 @@ impl SqliteStore {
         versions: &[NewVersion],
         cursor: Option<(StreamKind, Timestamp)>,
     ) -> Result<CommitStats, StoreError> {
-        let mut conn = self.conn();
+        self.commit_alone(&mut self.conn(), tenant, versions, &[], cursor)
+    }
+
+    /// One request's writes in a transaction of their own.
+    fn commit_alone(
+        &self,
+        conn: &mut Connection,
+        tenant: &TenantId,
+        versions: &[NewVersion],
+        poison: &[PoisonRecord],
+        cursor: Option<(StreamKind, Timestamp)>,
+    ) -> Result<CommitStats, StoreError> {
         let tx = conn.transaction().map_err(self.err())?;
-        let stats = self.apply(&tx, tenant, versions, &[], cursor)?;
+        let stats = self.apply(&tx, tenant, versions, poison, cursor)?;
         tx.commit().map_err(self.err())?;
         Ok(stats)
     }
@@ -351,10 +362,7 @@ impl SqliteStore {
                 group
                     .iter()
                     .map(|r| {
-                        let tx = conn.transaction().map_err(self.err())?;
-                        let stats = self.apply(&tx, &r.tenant, &r.versions, &r.poison, r.cursor)?;
-                        tx.commit().map_err(self.err())?;
-                        Ok(stats)
+                        self.commit_alone(&mut conn, &r.tenant, &r.versions, &r.poison, r.cursor)
                     })
                     .collect()
             }

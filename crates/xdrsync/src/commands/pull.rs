@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use xdrsync_pipeline::{Pipeline, PullMode, TenantReport};
-use xdrsync_sinks::{NdjsonSink, Sink};
+use xdrsync_sinks::{Delivered, NdjsonSink, Sink, SinkError};
 use xdrsync_store::SqliteStore;
 
 use crate::cli::{BackfillArgs, PullArgs};
@@ -93,6 +93,16 @@ pub(crate) async fn pass(
     if live {
         eprintln!();
     }
+    let ok = report_deliveries(sinks, delivered);
+    (reports, ok)
+}
+
+/// Prints what each sink delivered or why it failed; whether all delivered. A sink failure is
+/// reported, not fatal: the pulled versions are stored and the sink catches up next time.
+pub(crate) fn report_deliveries(
+    sinks: &[Arc<dyn Sink>],
+    delivered: Vec<Result<Delivered, SinkError>>,
+) -> bool {
     let mut ok = true;
     for (sink, d) in sinks.iter().zip(delivered) {
         match d {
@@ -105,7 +115,7 @@ pub(crate) async fn pass(
             }
         }
     }
-    (reports, ok)
+    ok
 }
 
 fn truncate(s: &str, n: usize) -> String {

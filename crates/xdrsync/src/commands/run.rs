@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use xdrsync_pipeline::{Pipeline, PullMode};
+use xdrsync_pipeline::{Pipeline, PullMode, deliver};
 use xdrsync_store::SqliteStore;
 
 use crate::cli::RunArgs;
@@ -52,14 +52,11 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
                 if tokio::time::timeout(drain, &mut work).await.is_err() {
                     eprintln!("The pass did not finish in {}s; stopping anyway (interrupted tenants are re-read next run).", drain.as_secs());
                     // What the interrupted pass stored is delivered before exiting.
+                    let mut delivered = Vec::new();
                     for sink in &sinks {
-                        let (s, st) = (sink.clone(), pipeline.store().clone());
-                        match tokio::task::spawn_blocking(move || s.deliver(&st)).await {
-                            Ok(Ok(d)) => eprintln!("Delivered {} events to sink {}.", d.events, sink.name()),
-                            Ok(Err(e)) => eprintln!("error: {e} (the sink resumes from its position on the next run)"),
-                            Err(e) => eprintln!("error: sink {} stopped: {e}", sink.name()),
-                        }
+                        delivered.push(deliver::once(sink, pipeline.store()).await);
                     }
+                    super::pull::report_deliveries(&sinks, delivered);
                 }
                 true
             }
