@@ -34,10 +34,12 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use url::Url;
 use xdrsync_auth::{AuthError, TokenCache, TokenRequest};
+use xdrsync_model::sparse::Fields;
 use xdrsync_model::{
-    ApiKind, GRAPH_ALERT_FIELDS, GRAPH_INCIDENT_FIELDS, MDE_ALERT_FIELDS, Record, SafeUrl,
-    TenantId, Timestamp, XDR_INCIDENT_FIELDS, normalize_graph_alert, normalize_graph_incident,
-    normalize_mde_alert, normalize_siem_detection, normalize_xdr_incident,
+    ApiKind, GRAPH_ALERT_FIELDS, GRAPH_INCIDENT_FIELDS, MDE_ALERT_FIELDS, NormalizeError, Record,
+    SafeUrl, TenantId, Timestamp, XDR_INCIDENT_FIELDS, normalize_graph_alert,
+    normalize_graph_incident, normalize_mde_alert, normalize_siem_detection,
+    normalize_xdr_incident,
 };
 
 pub mod budget;
@@ -799,13 +801,25 @@ fn encode(s: &str) -> String {
 
 fn read_item(target: &Target, source: &Source, raw: &RawValue) -> Result<Fetched, Poison> {
     let text = raw.get().to_owned();
-    // Only the fields the normalizer reads are parsed (the raw text is kept whole).
-    let fields = match (source, target.api) {
-        (Source::Incidents, ApiKind::Graph) => Some(&GRAPH_INCIDENT_FIELDS),
-        (Source::Incidents, ApiKind::Xdr) => Some(&XDR_INCIDENT_FIELDS),
-        (Source::Alerts, ApiKind::Graph) => Some(&GRAPH_ALERT_FIELDS),
-        (Source::Alerts, ApiKind::Xdr) => Some(&MDE_ALERT_FIELDS),
-        (Source::Detections(_), _) => None,
+    type Normalize = fn(&TenantId, &Value) -> Result<Record, NormalizeError>;
+    // Each source's normalizer, and the fields it reads: only those are parsed (the raw text is
+    // kept whole). The SIEM API's flat detections are parsed whole.
+    let (fields, normalize): (Option<&'static Fields>, Normalize) = match (source, target.api) {
+        (Source::Incidents, ApiKind::Graph) => (Some(&GRAPH_INCIDENT_FIELDS), |t, v| {
+            normalize_graph_incident(t, v).map(Record::Incident)
+        }),
+        (Source::Incidents, ApiKind::Xdr) => (Some(&XDR_INCIDENT_FIELDS), |t, v| {
+            normalize_xdr_incident(t, v).map(Record::Incident)
+        }),
+        (Source::Alerts, ApiKind::Graph) => (Some(&GRAPH_ALERT_FIELDS), |t, v| {
+            normalize_graph_alert(t, v).map(Record::Alert)
+        }),
+        (Source::Alerts, ApiKind::Xdr) => (Some(&MDE_ALERT_FIELDS), |t, v| {
+            normalize_mde_alert(t, v).map(Record::Alert)
+        }),
+        (Source::Detections(_), _) => (None, |t, v| {
+            normalize_siem_detection(t, v).map(Record::Alert)
+        }),
     };
     let parsed = match fields {
         Some(f) => xdrsync_model::sparse::parse(&text, f),
@@ -816,18 +830,7 @@ fn read_item(target: &Target, source: &Source, raw: &RawValue) -> Result<Fetched
         reason: e.to_string(),
         raw: text.clone(),
     })?;
-    let t = &target.tenant;
-    let result = match (source, target.api) {
-        (Source::Incidents, ApiKind::Graph) => {
-            normalize_graph_incident(t, &value).map(Record::Incident)
-        }
-        (Source::Incidents, ApiKind::Xdr) => {
-            normalize_xdr_incident(t, &value).map(Record::Incident)
-        }
-        (Source::Alerts, ApiKind::Graph) => normalize_graph_alert(t, &value).map(Record::Alert),
-        (Source::Alerts, ApiKind::Xdr) => normalize_mde_alert(t, &value).map(Record::Alert),
-        (Source::Detections(_), _) => normalize_siem_detection(t, &value).map(Record::Alert),
-    };
+    let result = normalize(&target.tenant, &value);
     match result {
         Ok(record) => Ok(Fetched { record, raw: text }),
         Err(e) => {
