@@ -84,6 +84,10 @@ pub struct ConfigFile {
     /// The tenants to pull.
     #[serde(default)]
     pub tenants: Vec<TenantSection>,
+    /// Where events are delivered (`[[sinks]]`). Each section is parsed and validated by the
+    /// sinks crate, which owns every sink's settings (`xdrsync_sinks::config`).
+    #[serde(default)]
+    pub sinks: Vec<toml::Table>,
     /// Allow `client_secret = { value = "…" }` in this file. Off by default: a secret in a
     /// config file ends up in backups, tickets and version control.
     #[serde(default)]
@@ -387,6 +391,48 @@ pub enum CredentialSource {
 }
 
 impl SecretSource {
+    /// Checks the source as written in the config file at `config_path` (exactly one of
+    /// `env`, `file`, `command`, `value`; `value` only with `allow_inline`) and resolves a
+    /// relative `file` against the file's folder. Reads nothing.
+    pub fn validated(
+        &self,
+        field: &str,
+        config_path: &Path,
+        allow_inline: bool,
+    ) -> Result<SecretSource, ConfigError> {
+        let invalid = |message: &str| ConfigError::Invalid {
+            path: config_path.to_owned(),
+            field: field.to_owned(),
+            message: message.to_owned(),
+        };
+        let set = [
+            self.env.is_some(),
+            self.file.is_some(),
+            self.command.is_some(),
+            self.value.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if set != 1 {
+            return Err(invalid(
+                "give exactly one of `env`, `file`, `command` or `value`",
+            ));
+        }
+        if self.value.is_some() && !allow_inline {
+            return Err(invalid(
+                "inline secrets are refused: use `env` or `file`, or set `allow_inline_secrets = true` at the top of the file",
+            ));
+        }
+        let base = config_path.parent().unwrap_or(Path::new(""));
+        let mut out = self.clone();
+        out.file = self
+            .file
+            .as_deref()
+            .map(|p| if p.is_absolute() { p.to_owned() } else { base.join(p) });
+        Ok(out)
+    }
+
     /// Reads the secret. `field` names it in errors; the value never appears in them.
     pub fn resolve(&self, field: &str) -> Result<SecretString, ConfigError> {
         let err = |message: String| ConfigError::Secret {
@@ -548,6 +594,10 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// The HTTP proxy, if configured.
     pub proxy: Option<xdrsync_model::SafeUrl>,
+    /// The `[[sinks]]` sections as written; `xdrsync_sinks::config::validate` checks them.
+    pub sinks: Vec<toml::Table>,
+    /// Whether inline secrets (`{ value = "…" }`) are allowed.
+    pub allow_inline_secrets: bool,
 }
 
 /// Validated `[sync]`.
@@ -773,34 +823,12 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
 
     let warnings = std::cell::RefCell::new(Vec::new());
     let check_secret = |field: &str, src: &SecretSource| -> Result<SecretSource, ConfigError> {
-        let set = [
-            src.env.is_some(),
-            src.file.is_some(),
-            src.command.is_some(),
-            src.value.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if set != 1 {
-            return Err(invalid(
-                field.into(),
-                "give exactly one of `env`, `file`, `command` or `value`".into(),
-            ));
-        }
-        if src.value.is_some() && file.allow_inline_secrets {
+        let out = src.validated(field, path, file.allow_inline_secrets)?;
+        if src.value.is_some() {
             warnings.borrow_mut().push(format!(
                 "`{field}` is written inline in the config file; prefer `env`, `file` or `command`"
             ));
         }
-        if src.value.is_some() && !file.allow_inline_secrets {
-            return Err(invalid(
-                field.into(),
-                "inline secrets are refused: use `env` or `file`, or set `allow_inline_secrets = true` at the top of the file".into(),
-            ));
-        }
-        let mut out = src.clone();
-        out.file = src.file.as_deref().map(resolve);
         Ok(out)
     };
     // `prefix` is `apps[i]` or `tenants[i]`; exactly one of secret and certificate.
@@ -1049,6 +1077,8 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
         vault_key_file: file.auth.vault_key_file.as_deref().map(resolve),
         warnings: warnings.into_inner(),
         proxy,
+        sinks: file.sinks,
+        allow_inline_secrets: file.allow_inline_secrets,
     })
 }
 

@@ -30,6 +30,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_streams",
         include_str!("../migrations/sqlite/0003_streams.sql"),
     ),
+    (
+        "0004_sink_state",
+        include_str!("../migrations/sqlite/0004_sink_state.sql"),
+    ),
 ];
 
 /// A store failure.
@@ -661,6 +665,65 @@ impl SqliteStore {
             )
             .map_err(self.err())?;
         Ok(())
+    }
+
+    /// A sink's position and its recovery state (see [`SqliteStore::set_sink_state`]).
+    pub fn sink_state(&self, sink: &str) -> Result<(i64, Option<String>), StoreError> {
+        let row: Option<(i64, Option<String>)> = self
+            .read_conn()
+            .query_row(
+                "SELECT seq, state FROM sink_positions WHERE sink = ?1",
+                [sink],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok(row.unwrap_or((0, None)))
+    }
+
+    /// Records `sink`'s position (never moving it back) and replaces its recovery state in one
+    /// transaction: a sink writes "about to write this" before a write and "done, position
+    /// N, nothing in flight" after it, so a crash in between can be told apart on restart.
+    pub fn set_sink_state(
+        &self,
+        sink: &str,
+        seq: i64,
+        state: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO sink_positions (sink, seq, updated_at, state) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (sink) DO UPDATE SET seq = MAX(seq, excluded.seq),
+                     updated_at = excluded.updated_at, state = excluded.state",
+                params![sink, seq, Timestamp::now().to_string(), state],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// How many versions lie past `seq`: a sink's backlog.
+    pub fn count_after(&self, seq: i64) -> Result<u64, StoreError> {
+        self.read_conn()
+            .query_row("SELECT COUNT(*) FROM versions WHERE seq > ?1", [seq], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(self.err())
+    }
+
+    /// The `seq` after which exactly `n` versions remain (0 if there are `n` or fewer): where a
+    /// sink that keeps only the newest `n` events of its backlog skips to.
+    pub fn seq_before_newest(&self, n: u64) -> Result<i64, StoreError> {
+        let seq: Option<i64> = self
+            .read_conn()
+            .query_row(
+                "SELECT seq FROM versions ORDER BY seq DESC LIMIT 1 OFFSET ?1",
+                [n as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok(seq.unwrap_or(0))
     }
 
     /// Up to `limit` versions with `seq > after`, in `seq` order.

@@ -167,6 +167,33 @@ fn sink_positions_and_reopen() {
 }
 
 #[test]
+fn sink_state_is_replaced_with_the_position_and_backlog_is_counted() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    assert_eq!(s.sink_state("file").unwrap(), (0, None));
+    s.set_sink_state("file", 0, Some(r#"{"pending":3}"#)).unwrap();
+    assert_eq!(
+        s.sink_state("file").unwrap(),
+        (0, Some(r#"{"pending":3}"#.to_owned()))
+    );
+    s.set_sink_state("file", 3, None).unwrap();
+    s.set_sink_state("file", 2, None).unwrap();
+    assert_eq!(s.sink_state("file").unwrap(), (3, None));
+    assert_eq!(s.sink_position("file").unwrap(), 3);
+
+    let t = TenantId::canonical("a");
+    let vs: Vec<_> = (1..=5)
+        .map(|i| version("a", &i.to_string(), "2026-11-01T00:00:01Z"))
+        .collect();
+    s.commit(&t, &vs, None).unwrap();
+    assert_eq!(s.count_after(0).unwrap(), 5);
+    assert_eq!(s.count_after(3).unwrap(), 2);
+    assert_eq!(s.count_after(5).unwrap(), 0);
+    // Keeping the newest 2 means starting after seq 3; keeping 9 means keeping everything.
+    assert_eq!(s.seq_before_newest(2).unwrap(), 3);
+    assert_eq!(s.seq_before_newest(9).unwrap(), 0);
+}
+
+#[test]
 fn newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.db");

@@ -1,0 +1,462 @@
+//! `[[sinks]]`: parsed, then validated (no I/O: `xdrsync check-config` runs it), then built
+//! (secrets read, clients made).
+//!
+//! ```toml
+//! [[sinks]]
+//! name = "splunk"                 # unique; the key of the sink's position in the store
+//! format = "xdrsync"              # raw | xdrsync | ocsf | ecs
+//! tenants = ["contoso"]           # tenant names or ids (default: all)
+//! streams = ["incidents"]         # incidents | alerts | detections (default: all)
+//! min_severity = "medium"         # informational | low | medium | high
+//! changes = ["created", "redirected"]  # created | updated | alert_added | redirected
+//! [sinks.splunk_hec]              # exactly one of: file, stdout, syslog, splunk_hec,
+//! url = "https://splunk:8088"     #   webhook, nats, postgres
+//! token = { env = "HEC_TOKEN" }
+//! ```
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use xdrsync_config::{Config, ConfigError, SecretSource, Tenant};
+use xdrsync_model::{ChangeKind, Severity, StreamKind, TenantId};
+
+use crate::Sink;
+use crate::file::{FileConfig, FileMode};
+use crate::outbox::{Common, OutboxSink, WhenFull};
+use crate::route::Route;
+use crate::schema::Format;
+use crate::stdout::StdoutConfig;
+
+/// One `[[sinks]]` section as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSection {
+    /// A unique name: the key of the sink's delivery position in the store. Renaming a sink
+    /// starts it again from the beginning of the outbox.
+    pub name: String,
+    /// The documents' schema: `raw`, `xdrsync` (default), `ocsf` or `ecs`. (The file sink's
+    /// `json_array` mode defaults to `raw`, the Hello World seed's output.)
+    pub format: Option<Format>,
+    /// Whether the sink delivers.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Only these tenants, by name or tenant id (default: all).
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Only these streams: `incidents`, `alerts`, `detections` (default: all).
+    #[serde(default)]
+    pub streams: Vec<String>,
+    /// Only events at least this severe: `informational`, `low`, `medium`, `high`.
+    pub min_severity: Option<String>,
+    /// Only these change kinds: `created`, `updated`, `alert_added`, `redirected`.
+    #[serde(default)]
+    pub changes: Vec<String>,
+    /// Events per request or write (default per sink).
+    pub batch_max_events: Option<usize>,
+    /// Bytes of documents per request or write (default 4 MiB; Splunk's own default limit
+    /// is 1 MB, which the HEC sink uses).
+    pub batch_max_bytes: Option<usize>,
+    /// Attempts per batch before a delivery fails (it is retried on the next delivery).
+    #[serde(default = "default_retry_attempts")]
+    pub retry_attempts: u32,
+    /// First retry wait, doubled per attempt with jitter.
+    #[serde(default = "default_retry_base_ms")]
+    pub retry_base_ms: u64,
+    /// Longest retry wait.
+    #[serde(default = "default_retry_max_secs")]
+    pub retry_max_secs: u64,
+    /// The most events the sink may fall behind before the loud error (and, with
+    /// `when_full = "drop_oldest"`, before its oldest are skipped).
+    #[serde(default = "default_backlog_max_events")]
+    pub backlog_max_events: u64,
+    /// `keep` (default: nothing is lost, the outbox grows) or `drop_oldest`.
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// Files: NDJSON with rotation, or `Latest Incidents <timestamp>.json`.
+    pub file: Option<FileConfig>,
+    /// Standard output, one document per line.
+    pub stdout: Option<StdoutConfig>,
+    /// Syslog (RFC 5424/3164) over UDP, TCP or TLS, with CEF, LEEF or JSON messages.
+    pub syslog: Option<crate::syslog::SyslogConfig>,
+    /// Splunk HTTP Event Collector.
+    pub splunk_hec: Option<crate::splunk_hec::HecConfig>,
+    /// JSON batches POSTed to a URL, signed with HMAC-SHA256.
+    pub webhook: Option<crate::webhook::WebhookConfig>,
+    /// NATS JetStream.
+    pub nats: Option<crate::nats::NatsConfig>,
+    /// PostgreSQL tables, upserted by event id.
+    pub postgres: Option<crate::postgres::PostgresConfig>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_retry_attempts() -> u32 {
+    5
+}
+fn default_retry_base_ms() -> u64 {
+    500
+}
+fn default_retry_max_secs() -> u64 {
+    60
+}
+fn default_backlog_max_events() -> u64 {
+    10_000_000
+}
+
+/// What validation knows about the rest of the file.
+pub(crate) struct Ctx<'a> {
+    /// The config file.
+    pub(crate) path: &'a Path,
+    /// `sinks[i]`.
+    pub(crate) prefix: String,
+    pub(crate) tenants: &'a [Tenant],
+    pub(crate) allow_inline: bool,
+}
+
+impl Ctx<'_> {
+    /// An error at `sinks[i].<field>`.
+    pub(crate) fn invalid(&self, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            field: if field.is_empty() {
+                self.prefix.clone()
+            } else {
+                format!("{}.{field}", self.prefix)
+            },
+            message: message.into(),
+        }
+    }
+
+    /// A tenant by name, or by id (a tenant id need not be in `[[tenants]]`: a delegated or
+    /// newly consented tenant may not be listed yet).
+    pub(crate) fn tenant(&self, field: &str, name: &str) -> Result<TenantId, ConfigError> {
+        if let Some(t) = self
+            .tenants
+            .iter()
+            .find(|t| t.name == name || t.tenant_id.as_str().eq_ignore_ascii_case(name))
+        {
+            return Ok(t.tenant_id.clone());
+        }
+        if uuid::Uuid::parse_str(name).is_ok() {
+            return Ok(TenantId::canonical(name));
+        }
+        Err(self.invalid(
+            field,
+            format!("no tenant named `{name}` in [[tenants]] (give its name or its tenant id)"),
+        ))
+    }
+
+    /// A path relative to the config file's folder.
+    pub(crate) fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.path.parent().unwrap_or(Path::new("")).join(p)
+        }
+    }
+
+    /// A secret source, checked (not read).
+    pub(crate) fn secret(
+        &self,
+        field: &str,
+        src: &SecretSource,
+    ) -> Result<SecretSource, ConfigError> {
+        src.validated(
+            &format!("{}.{field}", self.prefix),
+            self.path,
+            self.allow_inline,
+        )
+    }
+}
+
+/// A sink's validated settings.
+#[derive(Debug, Clone)]
+pub struct ValidatedSink {
+    /// What every sink shares.
+    pub common: Common,
+    /// Whether it delivers.
+    pub enabled: bool,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    File {
+        mode: FileMode,
+        path: PathBuf,
+        rotate_max_bytes: u64,
+        rotate_max_age_secs: u64,
+        keep_rotated: usize,
+    },
+    Stdout,
+    Syslog(crate::syslog::Validated),
+    SplunkHec(crate::splunk_hec::Validated),
+    Webhook(crate::webhook::Validated),
+    Nats(crate::nats::Validated),
+    Postgres(crate::postgres::Validated),
+}
+
+impl ValidatedSink {
+    /// The sink's type, as its table is named.
+    pub fn kind(&self) -> &'static str {
+        match self.kind {
+            Kind::File { .. } => "file",
+            Kind::Stdout => "stdout",
+            Kind::Syslog(_) => "syslog",
+            Kind::SplunkHec(_) => "splunk_hec",
+            Kind::Webhook(_) => "webhook",
+            Kind::Nats(_) => "nats",
+            Kind::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether it writes to standard output (the binary then prints its summaries to stderr).
+    pub fn is_stdout(&self) -> bool {
+        matches!(self.kind, Kind::Stdout)
+    }
+}
+
+/// The error for a sink this build was compiled without.
+#[allow(dead_code)] // only with a sink feature off
+pub(crate) fn not_built(kind: &str, feature: &str) -> ConfigError {
+    ConfigError::Secret {
+        field: format!("[sinks.{kind}]"),
+        message: format!("this xdrsync was built without the `{feature}` feature"),
+    }
+}
+
+/// Parses and validates one `[[sinks]]` table given as TOML text, against `tenants`, as if it
+/// were the only sink of the config file at `path` (tests, benchmarks, tools).
+pub fn validate_toml(
+    text: &str,
+    path: &Path,
+    tenants: &[Tenant],
+    allow_inline_secrets: bool,
+) -> Result<ValidatedSink, ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    let ctx = Ctx {
+        path,
+        prefix: "sinks[0]".into(),
+        tenants,
+        allow_inline: allow_inline_secrets,
+    };
+    let section: SinkSection = table
+        .try_into()
+        .map_err(|e: toml::de::Error| ctx.invalid("", e.message().trim_end().to_owned()))?;
+    validate_one(section, &ctx)
+}
+
+/// Validates every `[[sinks]]` section of `config`.
+pub fn validate(config: &Config) -> Result<Vec<ValidatedSink>, ConfigError> {
+    let mut out: Vec<ValidatedSink> = Vec::new();
+    for (i, table) in config.sinks.iter().enumerate() {
+        let ctx = Ctx {
+            path: &config.path,
+            prefix: format!("sinks[{i}]"),
+            tenants: &config.tenants,
+            allow_inline: config.allow_inline_secrets,
+        };
+        let section: SinkSection = table
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| ctx.invalid("", e.message().trim_end().to_owned()))?;
+        let v = validate_one(section, &ctx)?;
+        if out.iter().any(|o| o.common.name == v.common.name) {
+            return Err(ctx.invalid(
+                "name",
+                format!("two sinks are named `{}`: names must be unique (each keeps its own position)", v.common.name),
+            ));
+        }
+        out.push(v);
+    }
+    Ok(out)
+}
+
+fn validate_one(s: SinkSection, ctx: &Ctx<'_>) -> Result<ValidatedSink, ConfigError> {
+    if s.name.is_empty()
+        || !s
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ctx.invalid(
+            "name",
+            format!("`{}`: use letters, digits, `-`, `_` and `.`", s.name),
+        ));
+    }
+    let mut route = Route::default();
+    let mut tenants = HashSet::new();
+    for (j, t) in s.tenants.iter().enumerate() {
+        tenants.insert(ctx.tenant(&format!("tenants[{j}]"), t)?);
+    }
+    route.tenants = tenants;
+    for (j, st) in s.streams.iter().enumerate() {
+        let k = StreamKind::parse(st).ok_or_else(|| {
+            ctx.invalid(
+                &format!("streams[{j}]"),
+                format!("`{st}`: expected incidents, alerts or detections"),
+            )
+        })?;
+        if !route.streams.contains(&k) {
+            route.streams.push(k);
+        }
+    }
+    for (j, c) in s.changes.iter().enumerate() {
+        let k = ChangeKind::parse(c).ok_or_else(|| {
+            ctx.invalid(
+                &format!("changes[{j}]"),
+                format!("`{c}`: expected created, updated, alert_added or redirected"),
+            )
+        })?;
+        if !route.changes.contains(&k) {
+            route.changes.push(k);
+        }
+    }
+    if let Some(m) = &s.min_severity {
+        route.min_severity = Some(match m.to_ascii_lowercase().as_str() {
+            "informational" => Severity::Informational,
+            "low" => Severity::Low,
+            "medium" => Severity::Medium,
+            "high" => Severity::High,
+            _ => {
+                return Err(ctx.invalid(
+                    "min_severity",
+                    format!("`{m}`: expected informational, low, medium or high"),
+                ));
+            }
+        });
+    }
+    let kinds = [
+        s.file.is_some(),
+        s.stdout.is_some(),
+        s.syslog.is_some(),
+        s.splunk_hec.is_some(),
+        s.webhook.is_some(),
+        s.nats.is_some(),
+        s.postgres.is_some(),
+    ];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        return Err(ctx.invalid(
+            "",
+            "give exactly one of [sinks.file], [sinks.stdout], [sinks.syslog], [sinks.splunk_hec], [sinks.webhook], [sinks.nats], [sinks.postgres]",
+        ));
+    }
+    let mut common = Common::named(&s.name);
+    common.route = route;
+    common.retry_attempts = s.retry_attempts.max(1);
+    common.retry_base = Duration::from_millis(s.retry_base_ms);
+    common.retry_max = Duration::from_secs(s.retry_max_secs);
+    common.backlog_max_events = s.backlog_max_events;
+    common.when_full = s.when_full;
+    if s.backlog_max_events == 0 {
+        return Err(ctx.invalid("backlog_max_events", "must be at least 1"));
+    }
+    let mut default_batch = 500;
+    let mut default_format = Format::Xdrsync;
+    let kind = if let Some(f) = s.file {
+        default_batch = 1000;
+        let path = match f.mode {
+            FileMode::Ndjson => f.path.ok_or_else(|| {
+                ctx.invalid("file.path", "the NDJSON file is required (mode = \"ndjson\")")
+            })?,
+            FileMode::JsonArray => {
+                default_format = Format::Raw;
+                f.dir.ok_or_else(|| {
+                    ctx.invalid("file.dir", "the folder is required (mode = \"json_array\")")
+                })?
+            }
+        };
+        Kind::File {
+            mode: f.mode,
+            path: ctx.resolve(&path),
+            rotate_max_bytes: f.rotate_max_bytes,
+            rotate_max_age_secs: f.rotate_max_age_secs,
+            keep_rotated: f.keep_rotated,
+        }
+    } else if s.stdout.is_some() {
+        Kind::Stdout
+    } else if let Some(c) = s.syslog {
+        default_batch = 200;
+        Kind::Syslog(c.validate(ctx)?)
+    } else if let Some(c) = s.splunk_hec {
+        common.batch_max_bytes = 1 << 20;
+        Kind::SplunkHec(c.validate(ctx)?)
+    } else if let Some(c) = s.webhook {
+        default_batch = 100;
+        Kind::Webhook(c.validate(ctx)?)
+    } else if let Some(c) = s.nats {
+        default_batch = 256;
+        Kind::Nats(c.validate(ctx)?)
+    } else if let Some(c) = s.postgres {
+        default_batch = 500;
+        Kind::Postgres(c.validate(ctx)?)
+    } else {
+        unreachable!("exactly one kind was checked above")
+    };
+    common.format = s.format.unwrap_or(default_format);
+    common.batch_max_events = s.batch_max_events.unwrap_or(default_batch);
+    if common.batch_max_events == 0 {
+        return Err(ctx.invalid("batch_max_events", "must be at least 1"));
+    }
+    if let Some(b) = s.batch_max_bytes {
+        if b < 1024 {
+            return Err(ctx.invalid("batch_max_bytes", "must be at least 1024"));
+        }
+        common.batch_max_bytes = b;
+    }
+    if let Kind::Syslog(v) = &kind {
+        v.check_format(common.format, ctx)?;
+    }
+    Ok(ValidatedSink {
+        common,
+        enabled: s.enabled,
+        kind,
+    })
+}
+
+/// Builds a validated sink: reads its secrets and makes its client (no connection is opened:
+/// a receiver that is down fails the first delivery, not the start).
+pub fn build(v: &ValidatedSink) -> Result<Arc<dyn Sink>, ConfigError> {
+    let common = v.common.clone();
+    Ok(match &v.kind {
+        Kind::File {
+            mode,
+            path,
+            rotate_max_bytes,
+            rotate_max_age_secs,
+            keep_rotated,
+        } => Arc::new(crate::file::FileSink::build(
+            common,
+            *mode,
+            path.clone(),
+            *rotate_max_bytes,
+            *rotate_max_age_secs,
+            *keep_rotated,
+        )),
+        Kind::Stdout => Arc::new(OutboxSink::new(
+            common,
+            crate::stdout::StdoutTransport::new(Box::new(std::io::stdout())),
+        )),
+        Kind::Syslog(s) => crate::syslog::build(common, s)?,
+        Kind::SplunkHec(s) => crate::splunk_hec::build(common, s)?,
+        Kind::Webhook(s) => crate::webhook::build(common, s)?,
+        Kind::Nats(s) => crate::nats::build(common, s)?,
+        Kind::Postgres(s) => crate::postgres::build(common, s)?,
+    })
+}
+
+/// Validates and builds every enabled sink of `config`.
+pub fn build_all(config: &Config) -> Result<Vec<Arc<dyn Sink>>, ConfigError> {
+    validate(config)?
+        .iter()
+        .filter(|v| v.enabled)
+        .map(build)
+        .collect()
+}

@@ -1,0 +1,43 @@
+//! `[sinks.file]`.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// How the file sink writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileMode {
+    /// One document per line, appended to `path`, rotated by size and age.
+    #[default]
+    Ndjson,
+    /// One JSON array per delivery, `Latest Incidents <timestamp>.json` in `dir` (the Hello
+    /// World seed's output).
+    JsonArray,
+}
+
+/// `[sinks.file]`: where and how events are written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `ndjson` (default) or `json_array`.
+    #[serde(default)]
+    pub mode: FileMode,
+    /// `ndjson`: the file appended to, relative to the config file's folder.
+    pub path: Option<PathBuf>,
+    /// `json_array`: the folder the files are written to, relative to the config file.
+    pub dir: Option<PathBuf>,
+    /// `ndjson`: rotate before the file would pass this size (0: never).
+    #[serde(default = "default_rotate_max_bytes")]
+    pub rotate_max_bytes: u64,
+    /// `ndjson`: rotate a file older than this (0: never).
+    #[serde(default)]
+    pub rotate_max_age_secs: u64,
+    /// `ndjson`: rotated files kept, oldest removed first (0: keep all).
+    #[serde(default)]
+    pub keep_rotated: usize,
+}
+
+fn default_rotate_max_bytes() -> u64 {
+    1 << 30
+}

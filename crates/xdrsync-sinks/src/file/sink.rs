@@ -1,0 +1,529 @@
+//! The file sink's delivery (see the module doc for how it stays exactly once).
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use xdrsync_model::Timestamp;
+use xdrsync_store::{SqliteStore, StoredVersion};
+
+use super::config::FileMode;
+use crate::metrics::{self, SinkMetrics};
+use crate::outbox::Common;
+use crate::schema::Format;
+use crate::{Delivered, MetricsSnapshot, Sink, SinkError};
+
+/// The batch being written, recorded in the store before the write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pending {
+    file: PathBuf,
+    /// The file's length before the batch (NDJSON).
+    offset: u64,
+    /// Its length once the batch is written (NDJSON).
+    end_len: u64,
+    /// The batch's last `seq`.
+    end_seq: i64,
+}
+
+/// The sink's state beside its position.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    /// When the active NDJSON file was started (for age rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    opened_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending: Option<Pending>,
+}
+
+/// Writes events to files: NDJSON (rotated) or JSON arrays.
+#[derive(Debug)]
+pub struct FileSink {
+    common: Common,
+    mode: FileMode,
+    /// NDJSON: the active file. JSON array: the folder.
+    path: PathBuf,
+    rotate_max_bytes: u64,
+    rotate_max_age_secs: u64,
+    keep_rotated: usize,
+    metrics: SinkMetrics,
+    /// One delivery at a time: two at once would both append what lies past the same position.
+    delivering: Mutex<()>,
+}
+
+/// The NDJSON file sink with default settings (the `--ndjson` flag, the demo).
+pub type NdjsonSink = FileSink;
+
+impl FileSink {
+    /// An NDJSON sink named `name` appending `xdrsync` documents to `path`, never rotating.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        let mut common = Common::named(name);
+        common.batch_max_events = 1000;
+        Self::build(common, FileMode::Ndjson, path.into(), 0, 0, 0)
+    }
+
+    /// A file sink from validated settings.
+    pub(crate) fn build(
+        common: Common,
+        mode: FileMode,
+        path: PathBuf,
+        rotate_max_bytes: u64,
+        rotate_max_age_secs: u64,
+        keep_rotated: usize,
+    ) -> Self {
+        FileSink {
+            common,
+            mode,
+            path,
+            rotate_max_bytes,
+            rotate_max_age_secs,
+            keep_rotated,
+            metrics: SinkMetrics::default(),
+            delivering: Mutex::new(()),
+        }
+    }
+
+    fn io_at(&self, path: &Path, source: std::io::Error) -> SinkError {
+        SinkError::Io {
+            sink: self.common.name.clone(),
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    fn load_state(&self, store: &SqliteStore) -> Result<(i64, State), SinkError> {
+        let (position, state) = store.sink_state(&self.common.name)?;
+        let state = match state {
+            Some(s) => serde_json::from_str(&s).unwrap_or_else(|e| {
+                tracing::warn!(sink = %self.common.name, error = %e, "Ignoring an unreadable file sink state.");
+                State::default()
+            }),
+            None => State::default(),
+        };
+        Ok((position, state))
+    }
+
+    fn save_state(
+        &self,
+        store: &SqliteStore,
+        position: i64,
+        state: &State,
+    ) -> Result<(), SinkError> {
+        let text = serde_json::to_string(state).expect("the state serializes");
+        store.set_sink_state(&self.common.name, position, Some(&text))?;
+        Ok(())
+    }
+
+    /// Settles a batch a crash left in flight; returns the position.
+    fn recover(
+        &self,
+        store: &SqliteStore,
+        mut position: i64,
+        state: &mut State,
+    ) -> Result<i64, SinkError> {
+        let Some(p) = state.pending.take() else {
+            return Ok(position);
+        };
+        let len = match std::fs::metadata(&p.file) {
+            Ok(m) => Some(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(self.io_at(&p.file, e)),
+        };
+        match (self.mode, len) {
+            (FileMode::Ndjson, Some(len)) if len >= p.end_len => position = position.max(p.end_seq),
+            (FileMode::JsonArray, Some(_)) => position = position.max(p.end_seq),
+            (FileMode::Ndjson, Some(len)) if len > p.offset => {
+                tracing::warn!(sink = %self.common.name, path = %p.file.display(), bytes = len - p.offset,
+                    "Removing a partly written batch left by an interrupted run; it is written again.");
+                let f = fs_err::OpenOptions::new()
+                    .write(true)
+                    .open(&p.file)
+                    .map_err(|e| self.io_at(&p.file, e))?;
+                f.set_len(p.offset).map_err(|e| self.io_at(&p.file, e))?;
+                f.sync_all().map_err(|e| self.io_at(&p.file, e))?;
+            }
+            _ => {}
+        }
+        self.save_state(store, position, state)?;
+        Ok(position)
+    }
+
+    /// Cuts a half-written last line (a file written without a pending record: an older
+    /// xdrsync, or another writer) and returns the `seq` of the last complete line when the
+    /// file holds `xdrsync` documents.
+    fn cut_torn_tail(&self, file: &mut std::fs::File) -> Result<Option<i64>, SinkError> {
+        let io = |e| self.io_at(&self.path, e);
+        let len = file.metadata().map_err(io)?.len();
+        if len == 0 {
+            return Ok(None);
+        }
+        let tail_len = len.min(1 << 20);
+        file.seek(SeekFrom::Start(len - tail_len)).map_err(io)?;
+        let mut tail = Vec::with_capacity(tail_len as usize);
+        file.read_to_end(&mut tail).map_err(io)?;
+        let complete = match tail.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None if tail_len == len => 0,
+            None => {
+                return Err(io(std::io::Error::other(
+                    "last line is longer than 1 MiB; the file is not NDJSON",
+                )));
+            }
+        };
+        if complete < tail.len() {
+            let keep = len - tail_len + complete as u64;
+            tracing::warn!(sink = %self.common.name, path = %self.path.display(), bytes = tail.len() - complete,
+                "Removing a half-written last line left by an interrupted run.");
+            file.set_len(keep).map_err(io)?;
+            file.sync_data().map_err(io)?;
+        }
+        if self.common.format != Format::Xdrsync {
+            return Ok(None);
+        }
+        let lines = &tail[..complete];
+        let last_line = lines[..lines.len().saturating_sub(1)]
+            .rsplit(|b| *b == b'\n')
+            .next()
+            .filter(|l| !l.is_empty());
+        Ok(last_line
+            .and_then(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+            .and_then(|v| v["seq"].as_i64()))
+    }
+
+    /// The name the active file is renamed to: `<stem>-<UTC time>.<ext>`, unique.
+    fn rotated_name(&self) -> PathBuf {
+        let dir = self.path.parent().unwrap_or(Path::new(""));
+        let stem = self
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ext = self
+            .path
+            .extension()
+            .map(|s| format!(".{}", s.to_string_lossy()))
+            .unwrap_or_default();
+        let at = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        let mut n = 0;
+        loop {
+            let suffix = if n == 0 { String::new() } else { format!("-{n}") };
+            let p = dir.join(format!("{stem}-{at}{suffix}{ext}"));
+            if !p.exists() {
+                return p;
+            }
+            n += 1;
+        }
+    }
+
+    /// Rotated files of this sink, oldest first.
+    fn rotated_files(&self) -> Vec<PathBuf> {
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let stem = self
+            .path
+            .file_stem()
+            .map(|s| format!("{}-", s.to_string_lossy()))
+            .unwrap_or_default();
+        let ext = self
+            .path
+            .extension()
+            .map(|s| s.to_string_lossy().into_owned());
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().starts_with(&stem))
+                    .unwrap_or(false)
+                    && p.extension().map(|e| e.to_string_lossy().into_owned()) == ext
+                    && *p != self.path
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn rotate(&self, state: &mut State) -> Result<(), SinkError> {
+        let to = self.rotated_name();
+        fs_err::rename(&self.path, &to).map_err(|e| self.io_at(&self.path, e))?;
+        sync_dir(&self.path);
+        tracing::info!(sink = %self.common.name, from = %self.path.display(), to = %to.display(), "Rotated the output file.");
+        state.opened_at = None;
+        if self.keep_rotated > 0 {
+            let files = self.rotated_files();
+            let extra = files.len().saturating_sub(self.keep_rotated);
+            for old in &files[..extra] {
+                if let Err(e) = std::fs::remove_file(old) {
+                    tracing::warn!(sink = %self.common.name, path = %old.display(), error = %e, "Cannot remove an old rotated file.");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn needs_rotation(&self, len: u64, adding: u64, state: &State) -> bool {
+        if len == 0 {
+            return false;
+        }
+        let by_size = self.rotate_max_bytes > 0 && len + adding > self.rotate_max_bytes;
+        let by_age = self.rotate_max_age_secs > 0
+            && state.opened_at.is_some_and(|t| {
+                Timestamp::now().ticks() - t.ticks()
+                    >= self.rotate_max_age_secs as i64 * 10_000_000
+            });
+        by_size || by_age
+    }
+
+    fn deliver_ndjson(
+        &self,
+        store: &SqliteStore,
+        mut position: i64,
+        mut state: State,
+    ) -> Result<Delivered, SinkError> {
+        let c = &self.common;
+        let open = |path: &Path| {
+            fs_err::OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(path)
+                .map_err(|e| self.io_at(path, e))
+        };
+        let mut file = open(&self.path)?;
+        if let Some(seq) = self.cut_torn_tail(file.file_mut())? {
+            let last = store.last_seq()?;
+            if seq > last {
+                tracing::warn!(sink = %c.name, path = %self.path.display(), file_seq = seq, store_seq = last,
+                    "The file holds events the store does not know (was the store replaced?); appending after the store's position.");
+            } else if seq > position {
+                // An older xdrsync wrote these but died before recording it.
+                position = seq;
+                store.set_sink_position(&c.name, position)?;
+            }
+        }
+        position = c.check_backlog(store, position, &self.metrics)?;
+        let mut sent = 0;
+        while let Some((events, end, filtered)) =
+            c.next_batch(store, position, c.batch_max_events.max(1))?
+        {
+            if !events.is_empty() {
+                let mut buf = Vec::with_capacity(events.iter().map(|e| e.doc.len() + 1).sum());
+                for e in &events {
+                    buf.extend_from_slice(&e.doc);
+                    buf.push(b'\n');
+                }
+                let mut len = file.metadata().map_err(|e| self.io_at(&self.path, e))?.len();
+                if self.needs_rotation(len, buf.len() as u64, &state) {
+                    drop(file);
+                    self.rotate(&mut state)?;
+                    file = open(&self.path)?;
+                    len = 0;
+                }
+                if len == 0 || state.opened_at.is_none() {
+                    state.opened_at = Some(Timestamp::now());
+                }
+                state.pending = Some(Pending {
+                    file: self.path.clone(),
+                    offset: len,
+                    end_len: len + buf.len() as u64,
+                    end_seq: end,
+                });
+                self.save_state(store, position, &state)?;
+                file.write_all(&buf)
+                    .map_err(|e| self.io_at(&self.path, e))?;
+                file.sync_data().map_err(|e| self.io_at(&self.path, e))?;
+                state.pending = None;
+                metrics::BatchSent {
+                    sink: &c.name,
+                    events: events.len() as u64,
+                    bytes: buf.len() as u64,
+                    position: end,
+                }
+                .emit(&self.metrics);
+                sent += events.len() as u64;
+            }
+            self.save_state(store, end, &state)?;
+            metrics::EventsFiltered {
+                sink: &c.name,
+                events: filtered,
+                position: end,
+            }
+            .emit(&self.metrics);
+            position = end;
+        }
+        Ok(Delivered {
+            events: sent,
+            position,
+        })
+    }
+
+    fn deliver_arrays(
+        &self,
+        store: &SqliteStore,
+        mut position: i64,
+        mut state: State,
+    ) -> Result<Delivered, SinkError> {
+        let c = &self.common;
+        fs_err::create_dir_all(&self.path).map_err(|e| self.io_at(&self.path, e))?;
+        position = c.check_backlog(store, position, &self.metrics)?;
+        let mut sent = 0;
+        while let Some((events, end, filtered)) =
+            c.next_batch(store, position, c.batch_max_events.max(1))?
+        {
+            if !events.is_empty() {
+                let docs: Vec<&[u8]> = events.iter().map(|e| e.doc.as_slice()).collect();
+                let body = json_array_bytes(&docs);
+                let path = unique(self.path.join(latest_incidents_file_name(Timestamp::now())));
+                state.pending = Some(Pending {
+                    file: path.clone(),
+                    offset: 0,
+                    end_len: body.len() as u64,
+                    end_seq: end,
+                });
+                self.save_state(store, position, &state)?;
+                write_atomic(&path, &body).map_err(|e| self.io_at(&path, e))?;
+                state.pending = None;
+                metrics::BatchSent {
+                    sink: &c.name,
+                    events: events.len() as u64,
+                    bytes: body.len() as u64,
+                    position: end,
+                }
+                .emit(&self.metrics);
+                sent += events.len() as u64;
+            }
+            self.save_state(store, end, &state)?;
+            metrics::EventsFiltered {
+                sink: &c.name,
+                events: filtered,
+                position: end,
+            }
+            .emit(&self.metrics);
+            position = end;
+        }
+        Ok(Delivered {
+            events: sent,
+            position,
+        })
+    }
+}
+
+/// `path`, or `path` with ` (2)`, ` (3)` … before its extension when it exists.
+fn unique(path: PathBuf) -> PathBuf {
+    if !path.exists() {
+        return path;
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    (2..)
+        .map(|n| dir.join(format!("{stem} ({n}).json")))
+        .find(|p| !p.exists())
+        .expect("some name is free")
+}
+
+impl Sink for FileSink {
+    fn name(&self) -> &str {
+        &self.common.name
+    }
+
+    fn deliver(&self, store: &SqliteStore) -> Result<Delivered, SinkError> {
+        let _one = self.delivering.lock().unwrap_or_else(|e| e.into_inner());
+        let r = (|| {
+            let (position, mut state) = self.load_state(store)?;
+            let position = self.recover(store, position, &mut state)?;
+            match self.mode {
+                FileMode::Ndjson => self.deliver_ndjson(store, position, state),
+                FileMode::JsonArray => self.deliver_arrays(store, position, state),
+            }
+        })();
+        if let Err(e) = &r {
+            metrics::DeliveryFailed {
+                sink: &self.common.name,
+                error: e,
+            }
+            .emit(&self.metrics);
+        }
+        r
+    }
+
+    fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+}
+
+/// The NDJSON line of one stored version in the `xdrsync` schema (see [`Format::Xdrsync`]).
+pub fn ndjson_line(v: &StoredVersion) -> Result<String, serde_json::Error> {
+    Format::Xdrsync.to_string(v)
+}
+
+/// The Hello World seed's file name: `Latest Incidents <time>.json`, with `:` replaced by `.`.
+pub fn latest_incidents_file_name(at: Timestamp) -> String {
+    format!("Latest Incidents {}.json", at.to_string().replace(':', "."))
+}
+
+/// Writes raw incident JSON objects as one JSON array, atomically (temp file, fsync, rename).
+pub fn write_json_array(path: &Path, raws: &[String]) -> Result<(), SinkError> {
+    let io = |source| SinkError::Io {
+        sink: "file".into(),
+        path: path.to_owned(),
+        source,
+    };
+    write_atomic(path, json_array(raws).as_bytes()).map_err(io)
+}
+
+/// Joins raw JSON objects into one JSON array, one object per line, keeping their bytes.
+pub fn json_array(raws: &[String]) -> String {
+    let docs: Vec<&[u8]> = raws.iter().map(|r| r.as_bytes()).collect();
+    String::from_utf8_lossy(&json_array_bytes(&docs)).into_owned()
+}
+
+fn json_array_bytes(docs: &[&[u8]]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(docs.iter().map(|d| d.len() + 4).sum::<usize>() + 4);
+    body.push(b'[');
+    for (i, d) in docs.iter().enumerate() {
+        body.extend_from_slice(if i == 0 { b"\n  " } else { b",\n  " });
+        body.extend_from_slice(d);
+    }
+    body.extend_from_slice(if docs.is_empty() { b"]\n" } else { b"\n]\n" });
+    body
+}
+
+/// Writes `bytes` to `path` so that readers see either the old file or the whole new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    {
+        let mut f = fs_err::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs_err::rename(&tmp, path)?;
+    sync_dir(path);
+    Ok(())
+}
+
+/// Makes a rename in `path`'s folder durable (best effort: not every filesystem allows it).
+fn sync_dir(path: &Path) {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}

@@ -1,0 +1,411 @@
+//! The one delivery loop every sink runs, over a `Transport` per receiver.
+//!
+//! ```text
+//! position ─► backlog check ─► read a batch past it ─► route ─► encode ─► chunk ─► send ─► ack
+//!    ▲                                                                          (retry per   │
+//!    └───────────────────────────── store.set_sink_position ◄──────────────────  SendError) ─┘
+//! ```
+//!
+//! The position moves only past what the receiver accepted (or what the route passed over),
+//! chunk by chunk, so a failure mid-batch re-sends only the chunk that failed. Retries follow
+//! the shared classification (`xdrsync_api_client::retry::classify` for HTTP status codes; a
+//! connection that fails or is cut is transient; anything else permanent), with the jittered
+//! backoff the API client uses, or the receiver's `Retry-After`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use xdrsync_api_client::retry::{RetryAction, classify};
+use xdrsync_store::{SqliteStore, StoredVersion};
+
+use crate::metrics::{self, SinkMetrics};
+use crate::route::Route;
+use crate::schema::Format;
+use crate::{Delivered, SinkError};
+
+/// A boxed future borrowed for `'a` (transports are trait objects).
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One event ready to send: the stored version and its document in the sink's format.
+#[derive(Debug)]
+pub(crate) struct Event {
+    pub(crate) v: StoredVersion,
+    /// The document (one line of JSON, no newline).
+    pub(crate) doc: Vec<u8>,
+}
+
+/// Why a send failed, and whether trying again can help.
+#[derive(Debug, Clone)]
+pub(crate) struct SendError {
+    pub(crate) message: String,
+    /// `None`: permanent. `Some(after)`: transient, retry after the receiver's wait if given.
+    pub(crate) retry: Option<Option<Duration>>,
+}
+
+impl SendError {
+    /// Transient: a connection refused, reset or timed out; the receiver may be restarting.
+    pub(crate) fn transient(message: impl Into<String>) -> Self {
+        SendError {
+            message: message.into(),
+            retry: Some(None),
+        }
+    }
+
+    /// Permanent: the receiver refused the data or the credentials.
+    pub(crate) fn permanent(message: impl Into<String>) -> Self {
+        SendError {
+            message: message.into(),
+            retry: None,
+        }
+    }
+
+    /// Classifies an HTTP answer by the shared table (401 is permanent here: a sink has no
+    /// token to refresh).
+    pub(crate) fn http(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> Self {
+        let body: String = body.chars().take(300).collect();
+        let message = format!("HTTP {status}: {}", body.trim());
+        match classify(status, headers) {
+            RetryAction::Transient { after } => SendError {
+                message,
+                retry: Some(after),
+            },
+            RetryAction::Success | RetryAction::Unauthorized | RetryAction::Permanent => {
+                SendError::permanent(message)
+            }
+        }
+    }
+
+    /// A reqwest failure without its URL (which may carry credentials); connection-level
+    /// problems are transient.
+    pub(crate) fn reqwest(e: reqwest::Error) -> Self {
+        let what = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "cannot connect"
+        } else if e.is_body() || e.is_request() {
+            "connection failed"
+        } else {
+            "request failed"
+        };
+        let mut msg = what.to_owned();
+        let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        SendError::transient(msg)
+    }
+}
+
+/// A receiver: sends a chunk of events and says whether it accepted all of them.
+pub(crate) trait Transport: Send + Sync + std::fmt::Debug + 'static {
+    /// Sends `events`; `Ok` only once the receiver accepted every one of them.
+    fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<(), SendError>>;
+
+    /// Events with different destinations (a per-tenant URL) go in different chunks.
+    fn destination(&self, _event: &Event) -> usize {
+        0
+    }
+}
+
+/// What happens when a sink's backlog passes `backlog_max_events`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Keep every event in the outbox and log an error at every delivery (the default:
+    /// nothing is lost, the store grows).
+    #[default]
+    Keep,
+    /// Skip the oldest events for this sink so only the newest `backlog_max_events` remain,
+    /// logging an error with the skipped range (the events stay in the store).
+    DropOldest,
+}
+
+/// The settings every sink shares (the `[[sinks]]` section's common keys, validated).
+#[derive(Debug, Clone)]
+pub struct Common {
+    /// The sink's name (its key in the store's positions).
+    pub name: String,
+    /// Its documents' schema.
+    pub format: Format,
+    /// What it receives.
+    pub route: Route,
+    /// Events per chunk sent.
+    pub batch_max_events: usize,
+    /// Bytes (of documents) per chunk sent.
+    pub batch_max_bytes: usize,
+    /// Attempts per chunk before the delivery fails.
+    pub retry_attempts: u32,
+    /// First backoff.
+    pub retry_base: Duration,
+    /// Longest backoff.
+    pub retry_max: Duration,
+    /// The backlog's bound.
+    pub backlog_max_events: u64,
+    /// What happens past it.
+    pub when_full: WhenFull,
+}
+
+impl Common {
+    /// Defaults for a sink named `name` (tests and the `--ndjson` flag).
+    pub fn named(name: impl Into<String>) -> Self {
+        Common {
+            name: name.into(),
+            format: Format::Xdrsync,
+            route: Route::default(),
+            batch_max_events: 500,
+            batch_max_bytes: 4 << 20,
+            retry_attempts: 5,
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
+            backlog_max_events: 10_000_000,
+            when_full: WhenFull::Keep,
+        }
+    }
+
+    /// Applies the backlog bound at `position`; returns the position to deliver from.
+    pub(crate) fn check_backlog(
+        &self,
+        store: &SqliteStore,
+        position: i64,
+        m: &SinkMetrics,
+    ) -> Result<i64, SinkError> {
+        let backlog = store.count_after(position)?;
+        let (dropped, skipped_to) =
+            if backlog > self.backlog_max_events && self.when_full == WhenFull::DropOldest {
+                let to = store.seq_before_newest(self.backlog_max_events)?;
+                store.set_sink_position(&self.name, to)?;
+                (backlog - self.backlog_max_events, to)
+            } else {
+                (0, position)
+            };
+        metrics::Backlog {
+            sink: &self.name,
+            events: backlog,
+            max: self.backlog_max_events,
+            dropped,
+            skipped_to,
+        }
+        .emit(m);
+        Ok(skipped_to.max(position))
+    }
+
+    /// The next stored versions past `position` (at most `limit`): the routed ones encoded,
+    /// the batch's last `seq` and how many it passed over (`None` when there is nothing past
+    /// `position`).
+    pub(crate) fn next_batch(
+        &self,
+        store: &SqliteStore,
+        position: i64,
+        limit: usize,
+    ) -> Result<Option<(Vec<Event>, i64, u64)>, SinkError> {
+        let batch = if self.format.needs_raw() {
+            store.versions_after(position, limit)?
+        } else {
+            store.versions_after_without_raw(position, limit)?
+        };
+        let Some(end) = batch.last().map(|v| v.seq) else {
+            return Ok(None);
+        };
+        let read = batch.len();
+        let mut events = Vec::with_capacity(batch.len());
+        for v in batch {
+            if !self.route.accepts(&v) {
+                continue;
+            }
+            let mut doc = Vec::with_capacity(2048);
+            self.format
+                .write(&v, &mut doc)
+                .map_err(|e| SinkError::Encode {
+                    sink: self.name.clone(),
+                    seq: v.seq,
+                    message: e.to_string(),
+                })?;
+            events.push(Event { v, doc });
+        }
+        let filtered = (read - events.len()) as u64;
+        Ok(Some((events, end, filtered)))
+    }
+}
+
+/// A sink over a transport: the loop of the module doc.
+#[derive(Debug)]
+pub(crate) struct OutboxSink<T: Transport> {
+    pub(crate) common: Common,
+    pub(crate) transport: T,
+    pub(crate) metrics: SinkMetrics,
+    /// One delivery at a time: two at once would both send what lies past the same position.
+    delivering: Mutex<()>,
+    /// The runtime deliveries run on when the caller has none (kept: connection pools belong
+    /// to the runtime that opened them).
+    own_runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
+}
+
+impl<T: Transport> OutboxSink<T> {
+    pub(crate) fn new(common: Common, transport: T) -> Self {
+        OutboxSink {
+            common,
+            transport,
+            metrics: SinkMetrics::default(),
+            delivering: Mutex::new(()),
+            own_runtime: std::sync::OnceLock::new(),
+        }
+    }
+
+    async fn send_with_retry(&self, chunk: &[Event]) -> Result<(), SinkError> {
+        let start = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let err = match self.transport.send(chunk).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            match err.retry {
+                Some(after) if attempt < self.common.retry_attempts.max(1) => {
+                    let wait = after.unwrap_or_else(|| {
+                        xdrsync_auth::jittered_backoff(
+                            self.common.retry_base,
+                            self.common.retry_max,
+                            attempt,
+                        )
+                    });
+                    metrics::SendRetrying {
+                        sink: &self.common.name,
+                        attempt,
+                        wait,
+                        error: &err.message,
+                    }
+                    .emit(&self.metrics);
+                    tokio::time::sleep(wait).await;
+                }
+                retry => {
+                    return Err(SinkError::Send {
+                        sink: self.common.name.clone(),
+                        message: err.message,
+                        attempts: attempt,
+                        elapsed_secs: start.elapsed().as_secs_f64(),
+                        retriable: retry.is_some(),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn deliver_async(&self, store: &SqliteStore) -> Result<Delivered, SinkError> {
+        let c = &self.common;
+        let stored = store.sink_position(&c.name)?;
+        let mut position = c.check_backlog(store, stored, &self.metrics)?;
+        let mut sent = 0u64;
+        let read = c.batch_max_events.max(1) * 4;
+        while let Some((events, end, filtered)) = c.next_batch(store, position, read)? {
+            let mut rest = &events[..];
+            while !rest.is_empty() {
+                let n = self.chunk_len(rest);
+                let (chunk, tail) = rest.split_at(n);
+                self.send_with_retry(chunk).await?;
+                let last = if tail.is_empty() {
+                    end
+                } else {
+                    chunk[n - 1].v.seq
+                };
+                store.set_sink_position(&c.name, last)?;
+                metrics::BatchSent {
+                    sink: &c.name,
+                    events: n as u64,
+                    bytes: chunk.iter().map(|e| e.doc.len() as u64).sum(),
+                    position: last,
+                }
+                .emit(&self.metrics);
+                sent += n as u64;
+                position = last;
+                rest = tail;
+            }
+            if position < end {
+                // Nothing routed past `position` in this batch.
+                store.set_sink_position(&c.name, end)?;
+                position = end;
+            }
+            metrics::EventsFiltered {
+                sink: &c.name,
+                events: filtered,
+                position,
+            }
+            .emit(&self.metrics);
+        }
+        Ok(Delivered {
+            events: sent,
+            position,
+        })
+    }
+
+    /// How many of `events` go in the next chunk: up to the count and byte bounds, one
+    /// destination.
+    fn chunk_len(&self, events: &[Event]) -> usize {
+        let dest = self.transport.destination(&events[0]);
+        let mut bytes = 0usize;
+        let mut n = 0usize;
+        for e in events {
+            if n > 0
+                && (n >= self.common.batch_max_events
+                    || bytes + e.doc.len() > self.common.batch_max_bytes
+                    || self.transport.destination(e) != dest)
+            {
+                break;
+            }
+            bytes += e.doc.len();
+            n += 1;
+        }
+        n
+    }
+}
+
+impl<T: Transport> crate::Sink for OutboxSink<T> {
+    fn name(&self) -> &str {
+        &self.common.name
+    }
+
+    fn deliver(&self, store: &SqliteStore) -> Result<Delivered, SinkError> {
+        let _one = self.delivering.lock().unwrap_or_else(|e| e.into_inner());
+        let r = block_on(&self.own_runtime, self.deliver_async(store));
+        if let Err(e) = &r {
+            metrics::DeliveryFailed {
+                sink: &self.common.name,
+                error: e,
+            }
+            .emit(&self.metrics);
+        }
+        r
+    }
+
+    fn metrics(&self) -> crate::MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+}
+
+/// Runs `fut` to completion from a blocking context: on the caller's runtime when there is
+/// one (sinks deliver from `spawn_blocking` threads; on a multi-threaded runtime a direct call
+/// from a task works too), else on `own`, built on first use.
+pub(crate) fn block_on<F: Future>(
+    own: &std::sync::OnceLock<tokio::runtime::Runtime>,
+    fut: F,
+) -> F::Output {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| h.block_on(fut))
+        }
+        Ok(h) => h.block_on(fut),
+        Err(_) => own
+            .get_or_init(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a current-thread runtime can always be built")
+            })
+            .block_on(fut),
+    }
+}

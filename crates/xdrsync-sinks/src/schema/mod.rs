@@ -1,0 +1,118 @@
+//! The documents a sink sends, chosen per sink with `format = …`.
+//!
+//! | format | document |
+//! |---|---|
+//! | `raw` | the API's JSON for the item, byte for byte as received (one line) |
+//! | `xdrsync` | the one normalized schema for legacy and Graph, in its event envelope |
+//! | `ocsf` | OCSF 1.5: Incident Finding (2005) for incidents, Detection Finding (2004) for alerts and detections ([`ocsf`]) |
+//! | `ecs` | Elastic Common Schema, as Elastic's `m365_defender` ingest pipeline maps incidents and alerts ([`ecs`]) |
+//!
+//! Every format is one JSON object per version; the wire encoders (CEF, LEEF, syslog, HEC,
+//! NATS, PostgreSQL) wrap it or read from the version itself. All four carry the event id
+//! (`raw` only in the sink's own envelope where it has one: HEC fields, NATS header, the
+//! PostgreSQL key, syslog structured data).
+
+use serde::Deserialize;
+use xdrsync_model::StreamKind;
+use xdrsync_store::StoredVersion;
+
+pub mod ecs;
+pub mod ocsf;
+
+/// The schema of a sink's documents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The API's JSON untouched.
+    Raw,
+    /// The normalized schema with its event envelope (the default).
+    #[default]
+    Xdrsync,
+    /// OCSF 1.5 findings.
+    Ocsf,
+    /// Elastic Common Schema.
+    Ecs,
+}
+
+impl Format {
+    /// The name as written in the config.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Xdrsync => "xdrsync",
+            Format::Ocsf => "ocsf",
+            Format::Ecs => "ecs",
+        }
+    }
+
+    /// Whether the document needs the stored raw JSON (reading it costs a third of the bytes).
+    pub fn needs_raw(&self) -> bool {
+        matches!(self, Format::Raw)
+    }
+
+    /// Appends the document of `v` to `out`, as one line of JSON (no newline).
+    pub fn write(&self, v: &StoredVersion, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        match self {
+            Format::Raw => write_raw(v, out),
+            Format::Xdrsync => write_xdrsync(v, out),
+            Format::Ocsf => serde_json::to_writer(out, &ocsf::document(v)),
+            Format::Ecs => serde_json::to_writer(out, &ecs::document(v)),
+        }
+    }
+
+    /// The document of `v` as a string.
+    pub fn to_string(&self, v: &StoredVersion) -> Result<String, serde_json::Error> {
+        let mut out = Vec::with_capacity(2048);
+        self.write(v, &mut out)?;
+        // serde_json writes UTF-8 only, and raw JSON was read as UTF-8.
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+/// The raw JSON, kept byte for byte unless it spans lines (a pretty-printing server): then it
+/// is re-serialized compactly, keys in their order, so it stays one NDJSON line.
+fn write_raw(v: &StoredVersion, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    if v.raw.is_empty() {
+        return Err(serde::ser::Error::custom(
+            "the raw JSON was not read (internal error: the sink must read raw for format = raw)",
+        ));
+    }
+    if v.raw.contains(['\n', '\r']) {
+        let value: serde_json::Value = serde_json::from_str(&v.raw)?;
+        serde_json::to_writer(out, &value)
+    } else {
+        out.extend_from_slice(v.raw.as_bytes());
+        Ok(())
+    }
+}
+
+/// The `xdrsync` document: an incident under `incident` with `incident_id`, an alert or SIEM
+/// detection under `alert` with `alert_id` (`<alert id>:<part>` for a detection); `stream`
+/// says which. Serialized straight into `out` (no intermediate JSON tree).
+fn write_xdrsync(v: &StoredVersion, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    use serde::ser::{SerializeMap, Serializer};
+    let (id_key, body_key) = match v.stream {
+        StreamKind::Incidents => ("incident_id", "incident"),
+        StreamKind::Alerts | StreamKind::Detections => ("alert_id", "alert"),
+    };
+    let mut ser = serde_json::Serializer::new(out);
+    let mut m = (&mut ser).serialize_map(Some(9))?;
+    m.serialize_entry("event_id", &v.event_id)?;
+    m.serialize_entry("seq", &v.seq)?;
+    m.serialize_entry("stream", &v.stream)?;
+    m.serialize_entry("change", &v.change)?;
+    m.serialize_entry("changes", &v.changes)?;
+    m.serialize_entry("tenant_id", v.record.tenant())?;
+    m.serialize_entry(id_key, &v.record.item_id())?;
+    m.serialize_entry("last_update", &v.record.last_update())?;
+    m.serialize_entry(body_key, &v.record)?;
+    m.end()
+}
+
+/// Milliseconds since the Unix epoch (OCSF `timestamp_t`, HEC `time` × 1000).
+pub(crate) fn epoch_millis(t: xdrsync_model::Timestamp) -> i64 {
+    t.as_datetime().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests;

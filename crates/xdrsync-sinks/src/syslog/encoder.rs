@@ -1,0 +1,306 @@
+//! Syslog headers (RFC 5424, RFC 3164), framing (RFC 6587), and the CEF and LEEF messages.
+//!
+//! **CEF** (ArcSight "Implementing ArcSight CEF", rev. 25):
+//! `CEF:0|Microsoft|Defender XDR|<version>|<signature id>|<name>|<severity>|<extension>`.
+//! In the header `\` and `|` are escaped with a backslash; in extension values `\` and `=`
+//! are, and CR/LF become `\r`/`\n`; keys are fixed ASCII names. Severity is 0–10
+//! (informational 1, low 3, medium 5, high 8, unknown 0).
+//!
+//! **LEEF** 2.0 (IBM QRadar "Log Event Extended Format"):
+//! `LEEF:2.0|Microsoft|Defender XDR|<version>|<event id>|^|key=value^key=value`, with `^`
+//! declared as the attribute delimiter. In the header `\` and `|` are escaped; in values `\`
+//! and the delimiter are, and CR/LF become `\r`/`\n` (a syslog message is one line).
+//!
+//! Both carry the same fields: the event id (`cs2` / `eventId`), tenant, item id, change,
+//! status, classification, determination, owner, portal link, `seq`, times, and for alerts
+//! category, device, IP and file hash from the evidence.
+
+use std::fmt::Write as _;
+
+use xdrsync_model::{Record, Severity, StreamKind};
+use xdrsync_store::StoredVersion;
+
+use super::config::{Framing, Protocol};
+
+/// The product version in CEF and LEEF headers.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// CEF/LEEF severity 0–10.
+pub fn severity_0_10(s: &Severity) -> u8 {
+    match s {
+        Severity::Unknown | Severity::Other(_) => 0,
+        Severity::Informational => 1,
+        Severity::Low => 3,
+        Severity::Medium => 5,
+        Severity::High => 8,
+    }
+}
+
+/// The syslog severity of an event: high 2 (critical), medium 4 (warning), low 5 (notice),
+/// informational and unknown 6 (informational).
+pub fn syslog_severity(s: &Severity) -> u8 {
+    match s {
+        Severity::High => 2,
+        Severity::Medium => 4,
+        Severity::Low => 5,
+        Severity::Informational | Severity::Unknown | Severity::Other(_) => 6,
+    }
+}
+
+/// Escapes a CEF or LEEF header field.
+pub fn escape_header(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '|' => out.push_str("\\|"),
+            '\r' | '\n' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes a CEF extension value.
+pub fn escape_cef_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '=' => out.push_str("\\="),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes a LEEF attribute value (delimiter `^`).
+pub fn escape_leef_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '^' => out.push_str("\\^"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The fields CEF and LEEF share, in their order: `(cef key, leef key, value)`.
+fn fields(v: &StoredVersion) -> (String, String, u8, Vec<(&'static str, &'static str, String)>) {
+    let ms = crate::schema::epoch_millis;
+    let mut f: Vec<(&'static str, &'static str, String)> = Vec::new();
+    let kind = match v.stream {
+        StreamKind::Incidents => "incident",
+        StreamKind::Alerts => "alert",
+        StreamKind::Detections => "detection",
+    };
+    let signature = format!("{kind}:{}", v.change.as_str());
+    f.push(("rt", "devTime", ms(v.record.last_update()).to_string()));
+    f.push(("externalId", "externalId", v.record.item_id()));
+    f.push(("cs1Label", "", "tenantId".into()));
+    f.push(("cs1", "tenantId", v.record.tenant().as_str().into()));
+    f.push(("cs2Label", "", "eventId".into()));
+    f.push(("cs2", "eventId", v.event_id.clone()));
+    f.push(("cn1Label", "", "seq".into()));
+    f.push(("cn1", "seq", v.seq.to_string()));
+    f.push(("act", "change", v.change.as_str().into()));
+    let (title, sev) = match &v.record {
+        Record::Incident(i) => {
+            f.push(("start", "createdTime", ms(i.created).to_string()));
+            f.push(("cat", "cat", "incident".into()));
+            f.push(("cs3Label", "", "status".into()));
+            f.push(("cs3", "status", i.status.clone()));
+            f.push(("cs4Label", "", "classification".into()));
+            f.push(("cs4", "classification", i.classification.clone()));
+            f.push(("cs5Label", "", "determination".into()));
+            f.push(("cs5", "determination", i.determination.clone()));
+            if let Some(a) = &i.assigned_to {
+                f.push(("duser", "usrName", a.clone()));
+            }
+            if let Some(u) = &i.web_url {
+                f.push(("cs6Label", "", "webUrl".into()));
+                f.push(("cs6", "webUrl", u.clone()));
+            }
+            if let Some(r) = &i.redirect_incident_id {
+                f.push(("cs7Label", "", "redirectIncidentId".into()));
+                f.push(("cs7", "redirectIncidentId", r.as_str().into()));
+            }
+            f.push(("cnt", "alertCount", i.alerts.len().to_string()));
+            (i.title.clone(), severity_0_10(&i.severity))
+        }
+        Record::Alert(a) => {
+            f.push(("start", "createdTime", ms(a.created).to_string()));
+            f.push((
+                "cat",
+                "cat",
+                a.category.clone().unwrap_or_else(|| kind.into()),
+            ));
+            f.push(("cs3Label", "", "status".into()));
+            f.push(("cs3", "status", a.status.clone()));
+            f.push(("cs4Label", "", "classification".into()));
+            f.push(("cs4", "classification", a.classification.clone()));
+            f.push(("cs5Label", "", "determination".into()));
+            f.push(("cs5", "determination", a.determination.clone()));
+            if let Some(o) = &a.assigned_to {
+                f.push(("duser", "usrName", o.clone()));
+            }
+            if let Some(u) = &a.web_url {
+                f.push(("cs6Label", "", "webUrl".into()));
+                f.push(("cs6", "webUrl", u.clone()));
+            }
+            if let Some(i) = &a.incident_id {
+                f.push(("cs7Label", "", "incidentId".into()));
+                f.push(("cs7", "incidentId", i.as_str().into()));
+            }
+            if let Some(d) = &a.description {
+                f.push(("msg", "msg", d.clone()));
+            }
+            f.push(("deviceProcessName", "serviceSource", a.service_source.clone()));
+            let find = |k: &str| a.evidence.iter().find(|e| e.kind == k).map(|e| e.value.clone());
+            if let Some(h) = find("device") {
+                f.push(("dhost", "dstHost", h));
+            }
+            if let Some(ip) = find("ip") {
+                f.push(("src", "src", ip));
+            }
+            if let Some(h) = find("file") {
+                f.push(("fileHash", "fileHash", h));
+            }
+            if let Some(t) = &a.threat_name {
+                f.push(("cs8Label", "", "threatName".into()));
+                f.push(("cs8", "threatName", t.clone()));
+            }
+            (a.title.clone(), severity_0_10(&a.severity))
+        }
+    };
+    (signature, title, sev, f)
+}
+
+/// The CEF message of `v`.
+pub fn cef(v: &StoredVersion) -> String {
+    let (signature, name, sev, fields) = fields(v);
+    let mut out = format!(
+        "CEF:0|Microsoft|Defender XDR|{VERSION}|{}|{}|{sev}|",
+        escape_header(&signature),
+        escape_header(&name)
+    );
+    let mut first = true;
+    for (key, _, value) in fields {
+        // CEF has no `cs7`/`cs8`: those go to the flex strings.
+        let key = match key {
+            "cs7Label" => "flexString1Label",
+            "cs7" => "flexString1",
+            "cs8Label" => "flexString2Label",
+            "cs8" => "flexString2",
+            k => k,
+        };
+        if !first {
+            out.push(' ');
+        }
+        first = false;
+        let _ = write!(out, "{key}={}", escape_cef_value(&value));
+    }
+    out
+}
+
+/// The LEEF 2.0 message of `v`.
+pub fn leef(v: &StoredVersion) -> String {
+    let (signature, name, sev, fields) = fields(v);
+    let mut out = format!(
+        "LEEF:2.0|Microsoft|Defender XDR|{VERSION}|{}|^|",
+        escape_header(&signature)
+    );
+    let _ = write!(out, "sev={sev}^title={}", escape_leef_value(&name));
+    for (_, key, value) in fields {
+        if key.is_empty() {
+            continue;
+        }
+        let _ = write!(out, "^{key}={}", escape_leef_value(&value));
+    }
+    out
+}
+
+/// The syslog header fields a sink holds.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// RFC 5424 or 3164.
+    pub protocol: Protocol,
+    /// 0–23.
+    pub facility: u8,
+    /// HOSTNAME.
+    pub hostname: String,
+    /// APP-NAME / TAG.
+    pub app_name: String,
+    /// RFC 5424 SD-ID.
+    pub sd_id: String,
+}
+
+/// Escapes an RFC 5424 PARAM-VALUE (`"`, `\` and `]`).
+fn sd_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '"' | '\\' | ']') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Header {
+    /// The full syslog message: header then `msg`.
+    pub fn message(&self, v: &StoredVersion, msg: &str) -> String {
+        let sev = match &v.record {
+            Record::Incident(i) => syslog_severity(&i.severity),
+            Record::Alert(a) => syslog_severity(&a.severity),
+        };
+        let pri = u16::from(self.facility) * 8 + u16::from(sev);
+        let at = v.record.last_update().as_datetime();
+        match self.protocol {
+            Protocol::Rfc5424 => {
+                let msgid = match v.stream {
+                    StreamKind::Incidents => "incident",
+                    StreamKind::Alerts => "alert",
+                    StreamKind::Detections => "detection",
+                };
+                format!(
+                    "<{pri}>1 {} {} {} - {msgid} [{} tenant=\"{}\" event_id=\"{}\" seq=\"{}\"] {msg}",
+                    at.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
+                    self.hostname,
+                    self.app_name,
+                    self.sd_id,
+                    sd_value(v.record.tenant().as_str()),
+                    sd_value(&v.event_id),
+                    v.seq,
+                )
+            }
+            Protocol::Rfc3164 => format!(
+                "<{pri}>{} {} {}: {msg}",
+                at.format("%b %e %H:%M:%S"),
+                self.hostname,
+                self.app_name
+            ),
+        }
+    }
+}
+
+/// Appends `msg` to a stream buffer with `framing`.
+pub fn frame(out: &mut Vec<u8>, msg: &str, framing: Framing) {
+    match framing {
+        Framing::OctetCounting => {
+            out.extend_from_slice(format!("{} ", msg.len()).as_bytes());
+            out.extend_from_slice(msg.as_bytes());
+        }
+        Framing::Newline => {
+            out.extend_from_slice(msg.as_bytes());
+            out.push(b'\n');
+        }
+    }
+}
