@@ -69,8 +69,9 @@ impl Format {
     }
 }
 
-/// The raw JSON, kept byte for byte unless it spans lines (a pretty-printing server): then it
-/// is re-serialized compactly, keys in their order, so it stays one NDJSON line.
+/// The raw JSON, kept byte for byte unless it spans lines (a pretty-printing server): then the
+/// whitespace between tokens is removed (numbers, strings and key order untouched), so it
+/// stays one NDJSON line.
 fn write_raw(v: &StoredVersion, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     if v.raw.is_empty() {
         return Err(serde::ser::Error::custom(
@@ -78,8 +79,24 @@ fn write_raw(v: &StoredVersion, out: &mut Vec<u8>) -> Result<(), serde_json::Err
         ));
     }
     if v.raw.contains(['\n', '\r']) {
-        let value: serde_json::Value = serde_json::from_str(&v.raw)?;
-        serde_json::to_writer(out, &value)
+        // Checked first, so a damaged row is an error rather than a half-minified line.
+        serde_json::from_str::<serde::de::IgnoredAny>(&v.raw)?;
+        let (mut in_string, mut escaped) = (false, false);
+        for &b in v.raw.as_bytes() {
+            if in_string {
+                out.push(b);
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+            } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                in_string = b == b'"';
+                out.push(b);
+            }
+        }
+        Ok(())
     } else {
         out.extend_from_slice(v.raw.as_bytes());
         Ok(())

@@ -8,7 +8,8 @@
 //!
 //! **LEEF** 2.0 (IBM QRadar "Log Event Extended Format"):
 //! `LEEF:2.0|Microsoft|Defender XDR|<version>|<event id>|^|key=value^key=value`, with `^`
-//! declared as the attribute delimiter. In the header `\` and `|` are escaped; in values `\`
+//! declared as the attribute delimiter; `devTime` in LEEF's default format
+//! (`MMM dd yyyy HH:mm:ss.SSS zzz`, UTC). In the header `\` and `|` are escaped; in values `\`
 //! and the delimiter are, and CR/LF become `\r`/`\n` (a syslog message is one line).
 //!
 //! Both carry the same fields: the event id (`cs2` / `eventId`), tenant, item id, change,
@@ -171,7 +172,11 @@ fn fields(v: &StoredVersion) -> (String, String, u8, Vec<(&'static str, &'static
                 f.push(("src", "src", ip));
             }
             if let Some(h) = find("file") {
-                f.push(("fileHash", "fileHash", h));
+                if h.len() >= 32 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    f.push(("fileHash", "fileHash", h));
+                } else {
+                    f.push(("fname", "fileName", h));
+                }
             }
             if let Some(t) = &a.threat_name {
                 f.push(("cs8Label", "", "threatName".into()));
@@ -219,10 +224,17 @@ pub fn leef(v: &StoredVersion) -> String {
     );
     let _ = write!(out, "sev={sev}^title={}", escape_leef_value(&name));
     for (_, key, value) in fields {
-        if key.is_empty() {
-            continue;
+        match key {
+            "" => continue,
+            // LEEF's default devTime format, "MMM dd yyyy HH:mm:ss.SSS zzz".
+            "devTime" => {
+                let at = v.record.last_update().as_datetime();
+                let _ = write!(out, "^devTime={}", at.format("%b %d %Y %H:%M:%S%.3f UTC"));
+            }
+            _ => {
+                let _ = write!(out, "^{key}={}", escape_leef_value(&value));
+            }
         }
-        let _ = write!(out, "^{key}={}", escape_leef_value(&value));
     }
     out
 }
