@@ -37,6 +37,8 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
         .context("no configuration: pass --config FILE, set XDRSYNC_CONFIG, or run `xdrsync demo` to try the built-in emulator");
     }
     let config = Config::load(path)?;
+    // The sinks' settings are checked now too (no I/O), so a typo fails every command at once.
+    xdrsync_sinks::validate(&config)?;
     for w in &config.warnings {
         eprintln!("warning: {w}");
     }

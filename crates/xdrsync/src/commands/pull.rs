@@ -26,10 +26,16 @@ async fn one_pass(
     ndjson: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let config = super::load_config(config_path)?;
+    let (sinks, stdout_used) = sinks(&config, ndjson)?;
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
     let pipeline = Pipeline::new(config, store)?;
-    let (reports, delivered) = pass(&pipeline, mode, &sinks(ndjson)).await;
-    print!("{}", summary(&reports));
+    let (reports, delivered) = pass(&pipeline, mode, &sinks).await;
+    if stdout_used {
+        // Standard output carries the events.
+        eprint!("{}", summary(&reports));
+    } else {
+        print!("{}", summary(&reports));
+    }
     Ok(if delivered {
         exit_code(&reports)
     } else {
@@ -37,12 +43,29 @@ async fn one_pass(
     })
 }
 
-/// The sinks named on the command line.
-pub(crate) fn sinks(ndjson: Option<PathBuf>) -> Vec<Arc<dyn Sink>> {
-    ndjson
-        .map(|p| Arc::new(NdjsonSink::new("ndjson", p)) as Arc<dyn Sink>)
-        .into_iter()
-        .collect()
+/// The config's enabled `[[sinks]]`, then the one named by `--ndjson`; and whether one of
+/// them writes to standard output.
+pub(crate) fn sinks(
+    config: &xdrsync_config::Config,
+    ndjson: Option<PathBuf>,
+) -> anyhow::Result<(Vec<Arc<dyn Sink>>, bool)> {
+    let validated = xdrsync_sinks::validate(config)?;
+    let stdout_used = validated.iter().any(|v| v.enabled && v.is_stdout());
+    let mut sinks = Vec::new();
+    for v in validated.iter().filter(|v| v.enabled) {
+        sinks.push(xdrsync_sinks::build(v)?);
+    }
+    if let Some(p) = ndjson {
+        if sinks.iter().any(|s| s.name() == "ndjson") {
+            anyhow::bail!(xdrsync_config::ConfigError::Invalid {
+                path: config.path.clone(),
+                field: "sinks".into(),
+                message: "a sink is named `ndjson`, the name --ndjson uses: rename it".into(),
+            });
+        }
+        sinks.push(Arc::new(NdjsonSink::new("ndjson", p)) as Arc<dyn Sink>);
+    }
+    Ok((sinks, stdout_used))
 }
 
 /// One pull pass with progress on stderr (a live line on a terminal, a line per tenant and
@@ -106,7 +129,22 @@ pub(crate) fn report_deliveries(
     let mut ok = true;
     for (sink, d) in sinks.iter().zip(delivered) {
         match d {
-            Ok(d) => eprintln!("Delivered {} events to sink {}.", d.events, sink.name()),
+            Ok(d) => {
+                let m = sink.metrics();
+                let mut extra = String::new();
+                if m.send_retries > 0 {
+                    extra.push_str(&format!(", {} retried sends", m.send_retries));
+                }
+                if m.events_dropped > 0 {
+                    extra.push_str(&format!(", {} DROPPED (backlog over its bound)", m.events_dropped));
+                }
+                eprintln!(
+                    "Delivered {} events to sink {} (position {}{extra}).",
+                    d.events,
+                    sink.name(),
+                    d.position
+                );
+            }
             Err(e) => {
                 ok = false;
                 eprintln!(

@@ -22,9 +22,9 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
         .interval
         .map(Duration::from_secs)
         .unwrap_or(config.sync.interval);
+    let (sinks, _) = super::pull::sinks(&config, args.ndjson.clone())?;
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
     let pipeline = Pipeline::new(config, store)?;
-    let sinks = super::pull::sinks(args.ndjson.clone());
     let mut stop = Box::pin(shutdown_signal());
     let drain = Duration::from_secs(args.drain_timeout);
     let mut passes = 0u64;

@@ -83,21 +83,15 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             &rows
         )
     );
-    let last = store.last_seq()?;
     let sinks = store.sink_positions()?;
     if !sinks.is_empty() {
         println!();
-        let rows: Vec<Vec<String>> = sinks
-            .iter()
-            .map(|(name, seq, at)| {
-                vec![
-                    name.clone(),
-                    seq.to_string(),
-                    (last - seq).max(0).to_string(),
-                    at.clone(),
-                ]
-            })
-            .collect();
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        for (name, seq, at) in &sinks {
+            // Counted, not `last seq − position`: seq has gaps.
+            let backlog = store.count_after(*seq)?;
+            rows.push(vec![name.clone(), seq.to_string(), backlog.to_string(), at.clone()]);
+        }
         print!(
             "{}",
             crate::table::render(&["SINK", "POSITION", "BACKLOG", "UPDATED"], &rows)
