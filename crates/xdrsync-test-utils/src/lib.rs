@@ -1,10 +1,14 @@
 //! Test harness shared by the integration tests of every crate (a dev-dependency only).
 //!
 //! [`start`] runs the real emulator on `127.0.0.1:0`; [`write_config`] writes an xdrsync
-//! config that points at it, through the same file path users take.
+//! config that points at it, through the same file path users take. [`receivers`] are the
+//! real (or protocol-faithful) receivers the sinks are tested against, and [`conformance`] the
+//! one suite every sink runs.
 
 use std::path::Path;
 
+pub mod conformance;
+pub mod receivers;
 pub mod truth;
 
 use xdrsync_config::Config;

@@ -7,7 +7,7 @@
 //! file: all there → the position moves past the batch; partly there → the partial batch is
 //! cut off and written again. Readers never see half a line (the NDJSON sink writes whole
 //! lines and cuts a torn tail) or half an array (the array file is written to a temporary
-//! file, fsynced and renamed).
+//! file, fsynced and renamed). Two sinks must not share one file: each keeps its own record.
 
 mod config;
 mod sink;

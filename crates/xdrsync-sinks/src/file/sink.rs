@@ -149,13 +149,12 @@ impl FileSink {
     }
 
     /// Cuts a half-written last line (a file written without a pending record: an older
-    /// xdrsync, or another writer) and returns the `seq` of the last complete line when the
-    /// file holds `xdrsync` documents.
-    fn cut_torn_tail(&self, file: &mut std::fs::File) -> Result<Option<i64>, SinkError> {
+    /// xdrsync, or another program), so what follows starts on a line of its own.
+    fn cut_torn_tail(&self, file: &mut std::fs::File) -> Result<(), SinkError> {
         let io = |e| self.io_at(&self.path, e);
         let len = file.metadata().map_err(io)?.len();
         if len == 0 {
-            return Ok(None);
+            return Ok(());
         }
         let tail_len = len.min(1 << 20);
         file.seek(SeekFrom::Start(len - tail_len)).map_err(io)?;
@@ -177,17 +176,7 @@ impl FileSink {
             file.set_len(keep).map_err(io)?;
             file.sync_data().map_err(io)?;
         }
-        if self.common.format != Format::Xdrsync {
-            return Ok(None);
-        }
-        let lines = &tail[..complete];
-        let last_line = lines[..lines.len().saturating_sub(1)]
-            .rsplit(|b| *b == b'\n')
-            .next()
-            .filter(|l| !l.is_empty());
-        Ok(last_line
-            .and_then(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
-            .and_then(|v| v["seq"].as_i64()))
+        Ok(())
     }
 
     /// The name the active file is renamed to: `<stem>-<UTC time>.<ext>`, unique.
@@ -295,18 +284,7 @@ impl FileSink {
                 .map_err(|e| self.io_at(path, e))
         };
         let mut file = open(&self.path)?;
-        if let Some(seq) = self.cut_torn_tail(file.file_mut())? {
-            let last = store.last_seq()?;
-            if seq > last {
-                tracing::warn!(sink = %c.name, path = %self.path.display(), file_seq = seq, store_seq = last,
-                    "The file holds events the store does not know (was the store replaced?); appending after the store's position.");
-            } else if seq > position {
-                // An older xdrsync wrote these but died before recording it.
-                position = seq;
-                store.set_sink_position(&c.name, position)?;
-            }
-        }
-        position = c.check_backlog(store, position, &self.metrics)?;
+        self.cut_torn_tail(file.file_mut())?;
         let mut sent = 0;
         while let Some((events, end, filtered)) =
             c.next_batch(store, position, c.batch_max_events.max(1))?
@@ -370,7 +348,6 @@ impl FileSink {
     ) -> Result<Delivered, SinkError> {
         let c = &self.common;
         fs_err::create_dir_all(&self.path).map_err(|e| self.io_at(&self.path, e))?;
-        position = c.check_backlog(store, position, &self.metrics)?;
         let mut sent = 0;
         while let Some((events, end, filtered)) =
             c.next_batch(store, position, c.batch_max_events.max(1))?
@@ -436,14 +413,42 @@ impl Sink for FileSink {
 
     fn deliver(&self, store: &SqliteStore) -> Result<Delivered, SinkError> {
         let _one = self.delivering.lock().unwrap_or_else(|e| e.into_inner());
-        let r = (|| {
+        let once = || {
             let (position, mut state) = self.load_state(store)?;
             let position = self.recover(store, position, &mut state)?;
+            let position = self.common.check_backlog(store, position, &self.metrics)?;
             match self.mode {
                 FileMode::Ndjson => self.deliver_ndjson(store, position, state),
                 FileMode::JsonArray => self.deliver_arrays(store, position, state),
             }
-        })();
+        };
+        // An I/O error (a full disk, an unmounted share coming back) is retried like a
+        // receiver's transient failure; each attempt starts from the recorded state, so a
+        // partial write is settled first.
+        let mut attempt = 1;
+        let r = loop {
+            match once() {
+                Err(SinkError::Io { source, .. })
+                    if attempt < self.common.retry_attempts.max(1) =>
+                {
+                    let wait = xdrsync_auth::jittered_backoff(
+                        self.common.retry_base,
+                        self.common.retry_max,
+                        attempt,
+                    );
+                    metrics::SendRetrying {
+                        sink: &self.common.name,
+                        attempt,
+                        wait,
+                        error: &source.to_string(),
+                    }
+                    .emit(&self.metrics);
+                    std::thread::sleep(wait);
+                    attempt += 1;
+                }
+                r => break r,
+            }
+        };
         if let Err(e) = &r {
             metrics::DeliveryFailed {
                 sink: &self.common.name,

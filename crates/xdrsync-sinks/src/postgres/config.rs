@@ -52,7 +52,7 @@ pub struct Validated {
 /// An unquoted SQL identifier we are willing to splice into statements.
 fn ident_ok(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 40
+        && s.len() <= 48
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         && !s.as_bytes()[0].is_ascii_digit()
 }

@@ -9,4 +9,4 @@ mod config;
 mod sink;
 
 pub use config::StdoutConfig;
-pub use sink::StdoutTransport;
+pub use sink::{StdoutTransport, sink_to};

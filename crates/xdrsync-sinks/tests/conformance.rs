@@ -1,0 +1,686 @@
+//! The sink conformance suite (`xdrsync_test_utils::conformance`) against every sink and its
+//! real receiver: files, stdout, rsyslog (TCP, TLS, UDP; CEF, LEEF, JSON; RFC 5424 and 3164),
+//! an HEC receiver (with and without indexer acknowledgement), a webhook receiver, a private
+//! nats-server, and the machine's PostgreSQL behind a fault proxy.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use xdrsync_sinks::Sink;
+use xdrsync_test_utils::conformance::{self, Capabilities, Receiver, event_id_of};
+use xdrsync_test_utils::receivers::hec::{Hec, HecOptions};
+use xdrsync_test_utils::receivers::nats::{NatsServer, read_stream};
+use xdrsync_test_utils::receivers::proxy::Proxy;
+use xdrsync_test_utils::receivers::rsyslog::Rsyslog;
+use xdrsync_test_utils::receivers::webhook::Webhook;
+
+/// A sink from its TOML, as the config file would build it.
+fn build_sink(toml: &str, dir: &Path) -> Arc<dyn Sink> {
+    let v = xdrsync_sinks::config::validate_toml(toml, &dir.join("xdrsync.toml"), &[], true)
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    xdrsync_sinks::build(&v).unwrap()
+}
+
+fn lines_ids(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"));
+            event_id_of(&v).expect("every line carries its event id")
+        })
+        .collect()
+}
+
+// ---- files ----
+
+struct FileReceiver {
+    dir: tempfile::TempDir,
+    format: &'static str,
+}
+
+impl FileReceiver {
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+}
+
+impl Receiver for FileReceiver {
+    fn sink_table(&self) -> String {
+        std::fs::create_dir_all(self.out()).unwrap();
+        format!(
+            "format = \"{}\"\n[file]\npath = \"{}\"",
+            self.format,
+            self.out().join("events.ndjson").display()
+        )
+    }
+    async fn event_ids(&self, _: usize) -> Vec<String> {
+        lines_ids(&self.out().join("events.ndjson"))
+    }
+    /// The folder is swapped for a plain file: opening the NDJSON file fails (ENOTDIR),
+    /// even for root, like an unmounted share.
+    async fn stop(&self) {
+        std::fs::rename(self.out(), self.dir.path().join("away")).unwrap();
+        std::fs::write(self.out(), b"").unwrap();
+    }
+    async fn restart(&self) {
+        std::fs::remove_file(self.out()).unwrap();
+        std::fs::rename(self.dir.path().join("away"), self.out()).unwrap();
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            restart: true,
+            acknowledges: true,
+            dedups: false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_ndjson_conforms() {
+    for format in ["xdrsync", "ocsf", "ecs"] {
+        conformance::run(&FileReceiver {
+            dir: tempfile::tempdir().unwrap(),
+            format,
+        })
+        .await;
+    }
+}
+
+// ---- stdout ----
+
+struct StdoutReceiver {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Receiver for StdoutReceiver {
+    fn sink_table(&self) -> String {
+        "[stdout]".into()
+    }
+    fn build(&self, toml: &str, dir: &Path) -> Arc<dyn Sink> {
+        let v = xdrsync_sinks::config::validate_toml(toml, &dir.join("x.toml"), &[], true).unwrap();
+        if v.kind() != "stdout" {
+            return xdrsync_sinks::build(&v).unwrap();
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .unwrap();
+        xdrsync_sinks::stdout::sink_to(v.common.clone(), Box::new(f))
+    }
+    async fn event_ids(&self, _: usize) -> Vec<String> {
+        lines_ids(&self.path)
+    }
+    async fn stop(&self) {}
+    async fn restart(&self) {}
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            restart: false,
+            acknowledges: true,
+            dedups: false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdout_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::run(&StdoutReceiver {
+        path: dir.path().join("stdout.ndjson"),
+        _dir: dir,
+    })
+    .await;
+}
+
+#[test]
+fn a_closed_pipe_fails_the_delivery_without_moving_the_position() {
+    struct Closed;
+    impl std::io::Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let store = xdrsync_store::SqliteStore::open_in_memory().unwrap();
+    xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::new_versions());
+    let sink = xdrsync_sinks::stdout::sink_to(xdrsync_sinks::Common::named("out"), Box::new(Closed));
+    let e = sink.deliver(&store).unwrap_err();
+    assert!(e.to_string().contains("not retriable"), "{e}");
+    assert_eq!(store.sink_position("out").unwrap(), 0);
+    let _ = std::io::stderr().flush();
+}
+
+// ---- syslog ----
+
+struct SyslogReceiver {
+    rsyslog: Rsyslog,
+    table: String,
+    udp: bool,
+}
+
+/// The event id of one message as rsyslog parsed it: RFC 5424 structured data, else the
+/// CEF `cs2`, the LEEF `eventId`, or the JSON message's own.
+fn syslog_event_id(m: &serde_json::Value) -> String {
+    let sd = m["sd"].as_str().unwrap_or("");
+    if let Some(i) = sd.find("event_id=\"") {
+        return sd[i + 10..].split('"').next().unwrap().to_owned();
+    }
+    let msg = m["msg"].as_str().unwrap_or("").trim_start();
+    for key in ["cs2=", "^eventId="] {
+        if let Some(i) = msg.find(key) {
+            return msg[i + key.len()..]
+                .split([' ', '^'])
+                .next()
+                .unwrap()
+                .to_owned();
+        }
+    }
+    let v: serde_json::Value = serde_json::from_str(msg).unwrap_or_else(|e| panic!("{msg}: {e}"));
+    event_id_of(&v).unwrap()
+}
+
+impl Receiver for SyslogReceiver {
+    fn sink_table(&self) -> String {
+        self.table.clone()
+    }
+    async fn event_ids(&self, expect: usize) -> Vec<String> {
+        self.rsyslog
+            .wait_for(expect, Duration::from_secs(10))
+            .await
+            .iter()
+            .map(syslog_event_id)
+            .collect()
+    }
+    async fn stop(&self) {
+        self.rsyslog.stop().await;
+    }
+    async fn restart(&self) {
+        self.rsyslog.restart().await;
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            restart: true,
+            acknowledges: !self.udp,
+            dedups: false,
+        }
+    }
+}
+
+async fn syslog(transport: &str, protocol: &str, message: &str, extra: &str) -> SyslogReceiver {
+    let rsyslog = Rsyslog::start().await;
+    let port = match transport {
+        "udp" => rsyslog.udp_port,
+        "tls" => rsyslog.tls_port,
+        _ => rsyslog.tcp_port,
+    };
+    let ca = if transport == "tls" {
+        format!("ca_file = \"{}\"\nserver_name = \"localhost\"\n", rsyslog.ca_file.display())
+    } else {
+        String::new()
+    };
+    let table = format!(
+        "{extra}\n[syslog]\naddress = \"127.0.0.1:{port}\"\ntransport = \"{transport}\"\nprotocol = \"{protocol}\"\nmessage = \"{message}\"\nhostname = \"xdrsync-test\"\n{ca}"
+    );
+    SyslogReceiver {
+        rsyslog,
+        table,
+        udp: transport == "udp",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_tcp_rfc5424_cef_conforms() {
+    let r = syslog("tcp", "rfc5424", "cef", "").await;
+    conformance::run(&r).await;
+    // rsyslog parsed the RFC 5424 header and the structured data it carries.
+    let m = &r.rsyslog.messages()[0];
+    assert_eq!(m["host"], "xdrsync-test");
+    assert_eq!(m["app"], "xdrsync");
+    assert!(["incident", "alert", "detection"].contains(&m["msgid"].as_str().unwrap()), "{m}");
+    assert!(m["sd"].as_str().unwrap().starts_with("[xdrsync@32473 tenant=\""), "{m}");
+    assert!(m["msg"].as_str().unwrap().starts_with("CEF:0|Microsoft|Defender XDR|"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_tls_rfc5424_json_conforms() {
+    let r = syslog("tls", "rfc5424", "json", "format = \"ocsf\"").await;
+    conformance::run(&r).await;
+    let m = &r.rsyslog.messages()[0];
+    let doc: serde_json::Value = serde_json::from_str(m["msg"].as_str().unwrap()).unwrap();
+    assert!(doc["class_uid"] == 2005 || doc["class_uid"] == 2004, "{doc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_tcp_newline_rfc3164_leef_conforms() {
+    let r = syslog("tcp", "rfc3164", "leef", "").await;
+    let mut table = r.table.clone();
+    table.push_str("framing = \"newline\"\n");
+    let r = SyslogReceiver { table, ..r };
+    conformance::run(&r).await;
+    let m = &r.rsyslog.messages()[0];
+    assert_eq!(m["host"], "xdrsync-test");
+    assert!(m["msg"].as_str().unwrap().trim_start().starts_with("LEEF:2.0|Microsoft|Defender XDR|"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_udp_rfc3164_cef_conforms() {
+    let r = syslog("udp", "rfc3164", "cef", "").await;
+    conformance::run(&r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_tls_with_an_unknown_ca_fails_without_retrying() {
+    let r = syslog("tls", "rfc5424", "cef", "").await;
+    // The system roots do not know the test CA.
+    let table = r.table.replace(&format!("ca_file = \"{}\"\n", r.rsyslog.ca_file.display()), "");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(xdrsync_store::SqliteStore::open_in_memory().unwrap());
+    xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::new_versions());
+    let sink = build_sink(&format!("name = \"s\"\n{table}"), dir.path());
+    let e = conformance::deliver(&sink, &store).await.unwrap_err();
+    assert!(e.to_string().contains("not retriable"), "{e}");
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+}
+
+// ---- Splunk HEC ----
+
+struct HecReceiver(Hec, &'static str);
+
+impl Receiver for HecReceiver {
+    fn sink_table(&self) -> String {
+        format!(
+            "[splunk_hec]\nurl = \"{}\"\ntoken = {{ value = \"{}\" }}\nindex = \"mssp\"\n{}",
+            self.0.url(),
+            self.0.token(),
+            self.1
+        )
+    }
+    async fn event_ids(&self, _: usize) -> Vec<String> {
+        self.0.events().iter().map(|e| event_id_of(e).unwrap()).collect()
+    }
+    async fn stop(&self) {
+        self.0.stop();
+    }
+    async fn restart(&self) {
+        self.0.restart();
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            restart: true,
+            acknowledges: true,
+            dedups: false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splunk_hec_conforms() {
+    let r = HecReceiver(Hec::start(HecOptions::default()), "");
+    conformance::run(&r).await;
+    let reqs = r.0.requests();
+    assert!(reqs.iter().all(|q| q.gzip && q.channel.is_none()));
+    assert!(reqs.iter().all(|q| q.events <= 16));
+    assert!(r.0.refusals().is_empty(), "{:?}", r.0.refusals());
+    let e = &r.0.events()[0];
+    assert_eq!(e["index"], "mssp");
+    assert_eq!(e["source"], "xdrsync");
+    assert!(e["time"].is_f64() && e["event"]["event_id"].is_string(), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splunk_hec_with_indexer_acknowledgement_conforms() {
+    let r = HecReceiver(
+        Hec::start(HecOptions {
+            ack: true,
+            ..HecOptions::default()
+        }),
+        "gzip = false\nack = true\nack_poll_ms = 50",
+    );
+    conformance::run(&r).await;
+    let reqs = r.0.requests();
+    assert!(reqs.iter().all(|q| !q.gzip));
+    let channels: std::collections::HashSet<_> =
+        reqs.iter().map(|q| q.channel.clone().unwrap()).collect();
+    assert_eq!(channels.len(), 2, "one channel per sink instance that delivered (s1, s2)");
+}
+
+/// One delivery of the fixtures to a receiver set up with `options`, by a sink with the
+/// default receiver's token.
+async fn hec_delivery(options: HecOptions, table_extra: &str) -> (Hec, Result<xdrsync_sinks::Delivered, xdrsync_sinks::SinkError>) {
+    let hec = Hec::start(options);
+    let r = HecReceiver(hec, "");
+    let table = r
+        .sink_table()
+        .replace(r.0.token(), &HecOptions::default().token);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(xdrsync_store::SqliteStore::open_in_memory().unwrap());
+    xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::new_versions());
+    let sink = build_sink(
+        &format!("name = \"s\"\nretry_attempts = 3\nretry_base_ms = 10\n{table}\n{table_extra}"),
+        dir.path(),
+    );
+    let d = conformance::deliver(&sink, &store).await;
+    (r.0, d)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splunk_hec_busy_is_retried_and_a_bad_token_or_index_is_not() {
+    // 503 "Server is busy" twice, then accepted.
+    let hec = Hec::start(HecOptions::default());
+    hec.fail_next(2);
+    let r = HecReceiver(hec, "");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(xdrsync_store::SqliteStore::open_in_memory().unwrap());
+    xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::new_versions());
+    let sink = build_sink(&format!("name = \"s\"\nretry_base_ms = 10\n{}", r.sink_table()), dir.path());
+    assert_eq!(conformance::deliver(&sink, &store).await.unwrap().events, 5);
+    assert_eq!(sink.metrics().send_retries, 2);
+    assert_eq!(r.0.refusals(), [(503, 9), (503, 9)]);
+
+    // A wrong token: 403 code 4, not retried, position kept, token not in the message.
+    let (hec, d) = hec_delivery(
+        HecOptions { token: "another-token".into(), ..HecOptions::default() },
+        "",
+    )
+    .await;
+    let e = d.unwrap_err().to_string();
+    assert!(e.contains("HTTP 403") && e.contains("check the HEC token") && e.contains("not retriable"), "{e}");
+    assert!(!e.contains("11111111-2222"), "the token never appears: {e}");
+    assert_eq!(hec.refusals(), [(403, 4)]);
+
+    // An index the token may not write: 400 code 7.
+    let (hec, d) = hec_delivery(
+        HecOptions { indexes: Some(vec!["main".into()]), ..HecOptions::default() },
+        "",
+    )
+    .await;
+    assert!(d.unwrap_err().to_string().contains("may not write to this index"));
+    assert_eq!(hec.refusals(), [(400, 7)]);
+
+    // Acknowledgement expected by the token but not sent by the sink: 400 code 10.
+    let (hec, d) = hec_delivery(HecOptions { ack: true, ..HecOptions::default() }, "").await;
+    assert!(d.unwrap_err().to_string().contains("set ack = true"));
+    assert_eq!(hec.refusals(), [(400, 10)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splunk_hec_places_each_tenant_in_its_own_index() {
+    let hec = Hec::start(HecOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(xdrsync_store::SqliteStore::open_in_memory().unwrap());
+    xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::many(30, 3));
+    let t0 = "00000000-0000-4000-8000-000000000000";
+    let toml = format!(
+        "name = \"s\"\n[splunk_hec]\nurl = \"{}\"\ntoken = {{ value = \"{}\" }}\nindex = \"shared\"\n[splunk_hec.tenants.\"{t0}\"]\nindex = \"customer0\"\nsourcetype = \"c0:defender\"\nhost = \"customer0\"",
+        hec.url(),
+        hec.token()
+    );
+    let sink = build_sink(&toml, dir.path());
+    assert_eq!(conformance::deliver(&sink, &store).await.unwrap().events, 30);
+    for e in hec.events() {
+        let mine = e["fields"]["tenant_id"] == t0;
+        assert_eq!(e["index"], if mine { "customer0" } else { "shared" }, "{e}");
+        if mine {
+            assert_eq!((&e["host"], &e["sourcetype"]), (&"customer0".into(), &"c0:defender".into()));
+        } else {
+            assert_eq!(e["host"], e["fields"]["tenant_id"], "host defaults to the tenant");
+            assert!(e["sourcetype"].as_str().unwrap().starts_with("xdrsync:"));
+        }
+    }
+}
+
+// ---- webhook ----
+
+struct WebhookReceiver(Webhook);
+
+const HOOK_SECRET: &str = "whsec-test-0123456789";
+
+impl Receiver for WebhookReceiver {
+    fn sink_table(&self) -> String {
+        format!(
+            "[webhook]\nurl = \"{}\"\nsecret = {{ value = \"{HOOK_SECRET}\" }}",
+            self.0.url("events")
+        )
+    }
+    async fn event_ids(&self, _: usize) -> Vec<String> {
+        self.0
+            .events()
+            .iter()
+            .map(|(_, e)| event_id_of(e).unwrap())
+            .collect()
+    }
+    async fn stop(&self) {
+        self.0.stop();
+    }
+    async fn restart(&self) {
+        self.0.restart();
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            restart: true,
+            acknowledges: true,
+            dedups: true,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_conforms() {
+    let r = WebhookReceiver(Webhook::start(HOOK_SECRET));
+    conformance::run(&r).await;
+    assert_eq!(r.0.repeats(), 100, "the re-sent events were recognised by their id");
+    assert_eq!(r.0.refused(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_signature_per_tenant_urls_and_server_errors() {
+    let hook = Webhook::start(HOOK_SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(xdrsync_store::SqliteStore::open_in_memory().unwrap());
+    xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::many(30, 3));
+    let t1 = "00000000-0000-4000-8000-000000000001";
+    // 500 twice, then accepted; tenant 1 to its own URL.
+    hook.fail_next(2);
+    let sink = build_sink(
+        &format!(
+            "name = \"s\"\nretry_base_ms = 10\n[webhook]\nurl = \"{}\"\nsecret = {{ value = \"{HOOK_SECRET}\" }}\n[webhook.tenants.\"{t1}\"]\nurl = \"{}\"",
+            hook.url("all"),
+            hook.url("tenant1")
+        ),
+        dir.path(),
+    );
+    assert_eq!(conformance::deliver(&sink, &store).await.unwrap().events, 30);
+    assert_eq!(sink.metrics().send_retries, 2);
+    let events = hook.events();
+    assert_eq!(events.len(), 30);
+    for (path, e) in &events {
+        let tenant = e["tenant_id"].as_str().unwrap();
+        assert_eq!(path, if tenant == t1 { "/tenant1" } else { "/all" }, "{tenant}");
+    }
+    // A wrong secret: 401, not retried.
+    let sink = build_sink(
+        &format!(
+            "name = \"wrong\"\n[webhook]\nurl = \"{}\"\nsecret = {{ value = \"not-the-secret\" }}",
+            hook.url("all")
+        ),
+        dir.path(),
+    );
+    let e = conformance::deliver(&sink, &store).await.unwrap_err().to_string();
+    assert!(e.contains("HTTP 401") && e.contains("not retriable"), "{e}");
+    assert!(!e.contains("not-the-secret"));
+    assert_eq!(hook.refused(), 1);
+}
+
+// ---- NATS JetStream ----
+
+struct NatsReceiver {
+    server: NatsServer,
+}
+
+impl Receiver for NatsReceiver {
+    fn sink_table(&self) -> String {
+        format!(
+            "[nats]\nurl = \"nats://{}\"\nstream = \"XDRSYNC_TEST\"\nsubject_prefix = \"xdrsync.test\"",
+            self.server.address()
+        )
+    }
+    async fn event_ids(&self, _: usize) -> Vec<String> {
+        read_stream(&self.server.address(), "XDRSYNC_TEST")
+            .await
+            .into_iter()
+            .map(|m| {
+                let id = m.msg_id.expect("Nats-Msg-Id");
+                assert_eq!(event_id_of(&m.data).as_deref(), Some(id.as_str()));
+                id
+            })
+            .collect()
+    }
+    async fn stop(&self) {
+        self.server.stop().await;
+    }
+    async fn restart(&self) {
+        self.server.restart().await;
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            restart: true,
+            acknowledges: true,
+            dedups: true,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_jetstream_conforms() {
+    let r = NatsReceiver {
+        server: NatsServer::start().await,
+    };
+    conformance::run(&r).await;
+    let msgs = read_stream(&r.server.address(), "XDRSYNC_TEST").await;
+    for m in &msgs {
+        let parts: Vec<&str> = m.subject.split('.').collect();
+        assert_eq!(parts.len(), 5, "{}", m.subject);
+        assert_eq!(parts[2], m.data["tenant_id"].as_str().unwrap());
+        assert_eq!(parts[3], m.data["stream"].as_str().unwrap());
+        assert_eq!(parts[4], m.data["change"].as_str().unwrap());
+    }
+}
+
+/// Against the machine's own nats-server (`XDRSYNC_TEST_NATS`, started by scripts/services):
+/// a stream of our own, repeats dropped by the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_on_the_shared_server_drops_repeats() {
+    let address = xdrsync_test_utils::receivers::nats::shared_address();
+    let stream = format!("XDRSYNC_{}", uuid::Uuid::new_v4().simple());
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(xdrsync_store::SqliteStore::open_in_memory().unwrap());
+    xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::new_versions());
+    let toml = |name: &str| {
+        format!("name = \"{name}\"\n[nats]\nurl = \"nats://{address}\"\nstream = \"{stream}\"\nsubject_prefix = \"{prefix}\"")
+    };
+    for name in ["a", "b"] {
+        let sink = build_sink(&toml(name), dir.path());
+        assert_eq!(conformance::deliver(&sink, &store).await.unwrap().events, 5);
+    }
+    let msgs = read_stream(&address, &stream).await;
+    assert_eq!(msgs.len(), 5, "the second sink's five were duplicates");
+    // Clean up the shared server.
+    let mut c = xdrsync_sinks::nats::Connection::connect(&address, &Default::default()).await.unwrap();
+    c.request_all(&[(format!("$JS.API.STREAM.DELETE.{stream}"), vec![], b"")], Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+// ---- PostgreSQL ----
+
+/// The PostgreSQL server tests use (`XDRSYNC_TEST_POSTGRES`, default the machine's).
+fn pg_address() -> String {
+    std::env::var("XDRSYNC_TEST_POSTGRES").unwrap_or_else(|_| "127.0.0.1:5432".into())
+}
+
+struct PgReceiver {
+    proxy: Proxy,
+    schema: String,
+}
+
+async fn pg_client() -> tokio_postgres::Client {
+    let (host, port) = pg_address().rsplit_once(':').map(|(h, p)| (h.to_owned(), p.to_owned())).unwrap();
+    let (c, conn) = tokio_postgres::connect(
+        &format!("host={host} port={port} user=postgres dbname=test"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("PostgreSQL at {host}:{port} (scripts/services starts it): {e}"));
+    tokio::spawn(conn);
+    c
+}
+
+impl Receiver for PgReceiver {
+    fn sink_table(&self) -> String {
+        format!(
+            "[postgres]\nurl = {{ value = \"postgres://postgres@{}/test\" }}\nschema = \"{}\"",
+            self.proxy.addr, self.schema
+        )
+    }
+    async fn event_ids(&self, _: usize) -> Vec<String> {
+        let c = pg_client().await;
+        let mut ids = Vec::new();
+        for t in ["incidents", "alerts", "detections"] {
+            for row in c
+                .query(&format!("SELECT event_id, document FROM {}.xdrsync_{t}", self.schema), &[])
+                .await
+                .unwrap()
+            {
+                let id: String = row.get(0);
+                ids.push(id);
+            }
+        }
+        ids
+    }
+    async fn stop(&self) {
+        self.proxy.down();
+    }
+    async fn restart(&self) {
+        self.proxy.up();
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            restart: true,
+            acknowledges: true,
+            dedups: true,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_conforms() {
+    let r = PgReceiver {
+        proxy: Proxy::start(&pg_address()),
+        schema: format!("xdrsync_t_{}", uuid::Uuid::new_v4().simple()),
+    };
+    conformance::run(&r).await;
+    let c = pg_client().await;
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT count(*), count(DISTINCT tenant_id), min(last_update) > '2026-01-01'::timestamptz,
+                        bool_and(document->>'event_id' = event_id)
+                 FROM {}.xdrsync_incidents",
+                r.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let (n, tenants, dated, keyed): (i64, i64, bool, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert!(n > 0 && tenants == 3 && dated && keyed, "{n} {tenants} {dated} {keyed}");
+    c.batch_execute(&format!("DROP SCHEMA {} CASCADE", r.schema)).await.unwrap();
+}
