@@ -426,10 +426,13 @@ impl SecretSource {
         }
         let base = config_path.parent().unwrap_or(Path::new(""));
         let mut out = self.clone();
-        out.file = self
-            .file
-            .as_deref()
-            .map(|p| if p.is_absolute() { p.to_owned() } else { base.join(p) });
+        out.file = self.file.as_deref().map(|p| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        });
         Ok(out)
     }
 

@@ -61,7 +61,14 @@ const SECRET_PARAMS: &[&str] = &[
     "client_assertion",
     "token",
     "sig",
+    "signature",
     "password",
+    "secret",
+    "key",
+    "api_key",
+    "apikey",
+    "api-key",
+    "auth",
 ];
 
 /// A URL that is safe to print: its password and credential query values are redacted.

@@ -21,7 +21,8 @@ pub async fn once(sink: &Arc<dyn Sink>, store: &Arc<SqliteStore>) -> Result<Deli
 }
 
 /// Delivers to `sink` after every change of `commits` until `finished` turns true, then once
-/// more, so everything committed before `finished` was set is delivered when this returns.
+/// more, so everything committed before `finished` was set is delivered when this returns. A
+/// sink that does not follow commits (one file per run) delivers only that last time.
 /// A failed delivery ends it with the error (the sink resumes from its position next time).
 pub async fn follow(
     sink: Arc<dyn Sink>,
@@ -29,6 +30,14 @@ pub async fn follow(
     mut commits: watch::Receiver<u64>,
     mut finished: watch::Receiver<bool>,
 ) -> Result<Delivered, SinkError> {
+    if !sink.follows_commits() {
+        while !*finished.borrow_and_update() {
+            if finished.changed().await.is_err() {
+                break;
+            }
+        }
+        return once(&sink, &store).await;
+    }
     let mut total = Delivered::default();
     loop {
         // Read before delivering: a pull that finishes during this delivery gets one more.

@@ -271,7 +271,10 @@ pub fn validate(config: &Config) -> Result<Vec<ValidatedSink>, ConfigError> {
         if out.iter().any(|o| o.common.name == v.common.name) {
             return Err(ctx.invalid(
                 "name",
-                format!("two sinks are named `{}`: names must be unique (each keeps its own position)", v.common.name),
+                format!(
+                    "two sinks are named `{}`: names must be unique (each keeps its own position)",
+                    v.common.name
+                ),
             ));
         }
         out.push(v);
@@ -364,10 +367,15 @@ fn validate_one(s: SinkSection, ctx: &Ctx<'_>) -> Result<ValidatedSink, ConfigEr
         default_batch = 1000;
         let path = match f.mode {
             FileMode::Ndjson => f.path.ok_or_else(|| {
-                ctx.invalid("file.path", "the NDJSON file is required (mode = \"ndjson\")")
+                ctx.invalid(
+                    "file.path",
+                    "the NDJSON file is required (mode = \"ndjson\")",
+                )
             })?,
             FileMode::JsonArray => {
                 default_format = Format::Raw;
+                // One file per run holds the run's events (the Hello World output).
+                default_batch = 100_000;
                 f.dir.ok_or_else(|| {
                     ctx.invalid("file.dir", "the folder is required (mode = \"json_array\")")
                 })?
@@ -460,3 +468,7 @@ pub fn build_all(config: &Config) -> Result<Vec<Arc<dyn Sink>>, ConfigError> {
         .map(build)
         .collect()
 }
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

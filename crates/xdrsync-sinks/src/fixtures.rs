@@ -269,7 +269,8 @@ pub fn many(n: usize, tenants: usize) -> Vec<NewVersion> {
                 "00000000-0000-4000-8000-{:012x}",
                 i % tenants.max(1)
             ));
-            let bump = |t: xdrsync_model::Timestamp| t.add(chrono::Duration::milliseconds(i as i64));
+            let bump =
+                |t: xdrsync_model::Timestamp| t.add(chrono::Duration::milliseconds(i as i64));
             match &mut v.record {
                 Record::Incident(inc) => {
                     inc.tenant_id = tenant;

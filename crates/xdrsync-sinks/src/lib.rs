@@ -24,9 +24,9 @@ use std::path::PathBuf;
 use xdrsync_store::{SqliteStore, StoreError};
 
 pub mod config;
-mod http;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+mod http;
 pub mod metrics;
 mod outbox;
 pub mod route;
@@ -40,11 +40,10 @@ pub mod stdout;
 pub mod syslog;
 pub mod webhook;
 
-pub use file::{
-    NdjsonSink, json_array, latest_incidents_file_name, ndjson_line, write_atomic,
-    write_json_array,
-};
 pub use config::{ValidatedSink, build, build_all, validate};
+pub use file::{
+    NdjsonSink, json_array, latest_incidents_file_name, ndjson_line, write_atomic, write_json_array,
+};
 pub use metrics::MetricsSnapshot;
 pub use outbox::{Common, WhenFull};
 
@@ -116,4 +115,9 @@ pub trait Sink: Send + Sync + std::fmt::Debug + 'static {
     fn deliver(&self, store: &SqliteStore) -> Result<Delivered, SinkError>;
     /// Its counters since it was built.
     fn metrics(&self) -> MetricsSnapshot;
+    /// Whether it delivers after every commit of a running pull (the default), or once the
+    /// pull is stored (a sink whose unit is "one file per run").
+    fn follows_commits(&self) -> bool {
+        true
+    }
 }

@@ -71,8 +71,13 @@ pub(crate) struct BatchSent<'a> {
 
 impl BatchSent<'_> {
     pub(crate) fn emit(self, m: &SinkMetrics) {
-        tracing::debug!(sink = self.sink, events = self.events, bytes = self.bytes, position = self.position,
-            "Batch delivered.");
+        tracing::debug!(
+            sink = self.sink,
+            events = self.events,
+            bytes = self.bytes,
+            position = self.position,
+            "Batch delivered."
+        );
         m.events_sent.fetch_add(self.events, Relaxed);
         m.bytes_sent.fetch_add(self.bytes, Relaxed);
         m.batches_sent.fetch_add(1, Relaxed);
@@ -90,7 +95,11 @@ pub(crate) struct EventsFiltered<'a> {
 impl EventsFiltered<'_> {
     pub(crate) fn emit(self, m: &SinkMetrics) {
         if self.events > 0 {
-            tracing::trace!(sink = self.sink, events = self.events, "Events not routed to this sink.");
+            tracing::trace!(
+                sink = self.sink,
+                events = self.events,
+                "Events not routed to this sink."
+            );
         }
         m.events_filtered.fetch_add(self.events, Relaxed);
         m.position.store(self.position, Relaxed);
@@ -144,14 +153,23 @@ impl Backlog<'_> {
             return;
         }
         if self.dropped > 0 {
-            tracing::error!(sink = self.sink, backlog = self.events, max = self.max, dropped = self.dropped,
+            tracing::error!(
+                sink = self.sink,
+                backlog = self.events,
+                max = self.max,
+                dropped = self.dropped,
                 skipped_to = self.skipped_to,
-                "Sink backlog over its bound: the oldest events were skipped for this sink (DATA LOSS for this sink: the skipped events are still in the store, between the old position and skipped_to).");
+                "Sink backlog over its bound: the oldest events were skipped for this sink (DATA LOSS for this sink: the skipped events are still in the store, between the old position and skipped_to)."
+            );
             m.events_dropped.fetch_add(self.dropped, Relaxed);
             m.position.store(self.skipped_to, Relaxed);
         } else {
-            tracing::error!(sink = self.sink, backlog = self.events, max = self.max,
-                "Sink backlog over its bound: the receiver has been failing or slow; the events are kept in the outbox.");
+            tracing::error!(
+                sink = self.sink,
+                backlog = self.events,
+                max = self.max,
+                "Sink backlog over its bound: the receiver has been failing or slow; the events are kept in the outbox."
+            );
         }
     }
 }

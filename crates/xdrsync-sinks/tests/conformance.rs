@@ -150,7 +150,8 @@ fn a_closed_pipe_fails_the_delivery_without_moving_the_position() {
     }
     let store = xdrsync_store::SqliteStore::open_in_memory().unwrap();
     xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::new_versions());
-    let sink = xdrsync_sinks::stdout::sink_to(xdrsync_sinks::Common::named("out"), Box::new(Closed));
+    let sink =
+        xdrsync_sinks::stdout::sink_to(xdrsync_sinks::Common::named("out"), Box::new(Closed));
     let e = sink.deliver(&store).unwrap_err();
     assert!(e.to_string().contains("not retriable"), "{e}");
     assert_eq!(store.sink_position("out").unwrap(), 0);
@@ -221,7 +222,10 @@ async fn syslog(transport: &str, protocol: &str, message: &str, extra: &str) -> 
         _ => rsyslog.tcp_port,
     };
     let ca = if transport == "tls" {
-        format!("ca_file = \"{}\"\nserver_name = \"localhost\"\n", rsyslog.ca_file.display())
+        format!(
+            "ca_file = \"{}\"\nserver_name = \"localhost\"\n",
+            rsyslog.ca_file.display()
+        )
     } else {
         String::new()
     };
@@ -243,9 +247,24 @@ async fn syslog_tcp_rfc5424_cef_conforms() {
     let m = &r.rsyslog.messages()[0];
     assert_eq!(m["host"], "xdrsync-test");
     assert_eq!(m["app"], "xdrsync");
-    assert!(["incident", "alert", "detection"].contains(&m["msgid"].as_str().unwrap()), "{m}");
-    assert!(m["sd"].as_str().unwrap().starts_with("[xdrsync@32473 tenant=\""), "{m}");
-    assert!(m["msg"].as_str().unwrap().starts_with("CEF:0|Microsoft|Defender XDR|"), "{m}");
+    assert!(
+        ["incident", "alert", "detection"].contains(&m["msgid"].as_str().unwrap()),
+        "{m}"
+    );
+    assert!(
+        m["sd"]
+            .as_str()
+            .unwrap()
+            .starts_with("[xdrsync@32473 tenant=\""),
+        "{m}"
+    );
+    assert!(
+        m["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("CEF:0|Microsoft|Defender XDR|"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,7 +273,10 @@ async fn syslog_tls_rfc5424_json_conforms() {
     conformance::run(&r).await;
     let m = &r.rsyslog.messages()[0];
     let doc: serde_json::Value = serde_json::from_str(m["msg"].as_str().unwrap()).unwrap();
-    assert!(doc["class_uid"] == 2005 || doc["class_uid"] == 2004, "{doc}");
+    assert!(
+        doc["class_uid"] == 2005 || doc["class_uid"] == 2004,
+        "{doc}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +288,14 @@ async fn syslog_tcp_newline_rfc3164_leef_conforms() {
     conformance::run(&r).await;
     let m = &r.rsyslog.messages()[0];
     assert_eq!(m["host"], "xdrsync-test");
-    assert!(m["msg"].as_str().unwrap().trim_start().starts_with("LEEF:2.0|Microsoft|Defender XDR|"), "{m}");
+    assert!(
+        m["msg"]
+            .as_str()
+            .unwrap()
+            .trim_start()
+            .starts_with("LEEF:2.0|Microsoft|Defender XDR|"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,7 +308,10 @@ async fn syslog_udp_rfc3164_cef_conforms() {
 async fn syslog_tls_with_an_unknown_ca_fails_without_retrying() {
     let r = syslog("tls", "rfc5424", "cef", "").await;
     // The system roots do not know the test CA.
-    let table = r.table.replace(&format!("ca_file = \"{}\"\n", r.rsyslog.ca_file.display()), "");
+    let table = r.table.replace(
+        &format!("ca_file = \"{}\"\n", r.rsyslog.ca_file.display()),
+        "",
+    );
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(xdrsync_store::SqliteStore::open_in_memory().unwrap());
     xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::new_versions());
@@ -303,7 +335,11 @@ impl Receiver for HecReceiver {
         )
     }
     async fn event_ids(&self, _: usize) -> Vec<String> {
-        self.0.events().iter().map(|e| event_id_of(e).unwrap()).collect()
+        self.0
+            .events()
+            .iter()
+            .map(|e| event_id_of(e).unwrap())
+            .collect()
     }
     async fn stop(&self) {
         self.0.stop();
@@ -331,7 +367,10 @@ async fn splunk_hec_conforms() {
     let e = &r.0.events()[0];
     assert_eq!(e["index"], "mssp");
     assert_eq!(e["source"], "xdrsync");
-    assert!(e["time"].is_f64() && e["event"]["event_id"].is_string(), "{e}");
+    assert!(
+        e["time"].is_f64() && e["event"]["event_id"].is_string(),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,12 +387,22 @@ async fn splunk_hec_with_indexer_acknowledgement_conforms() {
     assert!(reqs.iter().all(|q| !q.gzip));
     let channels: std::collections::HashSet<_> =
         reqs.iter().map(|q| q.channel.clone().unwrap()).collect();
-    assert_eq!(channels.len(), 2, "one channel per sink instance that delivered (s1, s2)");
+    assert_eq!(
+        channels.len(),
+        2,
+        "one channel per sink instance that delivered (s1, s2)"
+    );
 }
 
 /// One delivery of the fixtures to a receiver set up with `options`, by a sink with the
 /// default receiver's token.
-async fn hec_delivery(options: HecOptions, table_extra: &str) -> (Hec, Result<xdrsync_sinks::Delivered, xdrsync_sinks::SinkError>) {
+async fn hec_delivery(
+    options: HecOptions,
+    table_extra: &str,
+) -> (
+    Hec,
+    Result<xdrsync_sinks::Delivered, xdrsync_sinks::SinkError>,
+) {
     let hec = Hec::start(options);
     let r = HecReceiver(hec, "");
     let table = r
@@ -379,33 +428,56 @@ async fn splunk_hec_busy_is_retried_and_a_bad_token_or_index_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(xdrsync_store::SqliteStore::open_in_memory().unwrap());
     xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::new_versions());
-    let sink = build_sink(&format!("name = \"s\"\nretry_base_ms = 10\n{}", r.sink_table()), dir.path());
+    let sink = build_sink(
+        &format!("name = \"s\"\nretry_base_ms = 10\n{}", r.sink_table()),
+        dir.path(),
+    );
     assert_eq!(conformance::deliver(&sink, &store).await.unwrap().events, 5);
     assert_eq!(sink.metrics().send_retries, 2);
     assert_eq!(r.0.refusals(), [(503, 9), (503, 9)]);
 
     // A wrong token: 403 code 4, not retried, position kept, token not in the message.
     let (hec, d) = hec_delivery(
-        HecOptions { token: "another-token".into(), ..HecOptions::default() },
+        HecOptions {
+            token: "another-token".into(),
+            ..HecOptions::default()
+        },
         "",
     )
     .await;
     let e = d.unwrap_err().to_string();
-    assert!(e.contains("HTTP 403") && e.contains("check the HEC token") && e.contains("not retriable"), "{e}");
+    assert!(
+        e.contains("HTTP 403") && e.contains("check the HEC token") && e.contains("not retriable"),
+        "{e}"
+    );
     assert!(!e.contains("11111111-2222"), "the token never appears: {e}");
     assert_eq!(hec.refusals(), [(403, 4)]);
 
     // An index the token may not write: 400 code 7.
     let (hec, d) = hec_delivery(
-        HecOptions { indexes: Some(vec!["main".into()]), ..HecOptions::default() },
+        HecOptions {
+            indexes: Some(vec!["main".into()]),
+            ..HecOptions::default()
+        },
         "",
     )
     .await;
-    assert!(d.unwrap_err().to_string().contains("may not write to this index"));
+    assert!(
+        d.unwrap_err()
+            .to_string()
+            .contains("may not write to this index")
+    );
     assert_eq!(hec.refusals(), [(400, 7)]);
 
     // Acknowledgement expected by the token but not sent by the sink: 400 code 10.
-    let (hec, d) = hec_delivery(HecOptions { ack: true, ..HecOptions::default() }, "").await;
+    let (hec, d) = hec_delivery(
+        HecOptions {
+            ack: true,
+            ..HecOptions::default()
+        },
+        "",
+    )
+    .await;
     assert!(d.unwrap_err().to_string().contains("set ack = true"));
     assert_eq!(hec.refusals(), [(400, 10)]);
 }
@@ -423,14 +495,23 @@ async fn splunk_hec_places_each_tenant_in_its_own_index() {
         hec.token()
     );
     let sink = build_sink(&toml, dir.path());
-    assert_eq!(conformance::deliver(&sink, &store).await.unwrap().events, 30);
+    assert_eq!(
+        conformance::deliver(&sink, &store).await.unwrap().events,
+        30
+    );
     for e in hec.events() {
         let mine = e["fields"]["tenant_id"] == t0;
         assert_eq!(e["index"], if mine { "customer0" } else { "shared" }, "{e}");
         if mine {
-            assert_eq!((&e["host"], &e["sourcetype"]), (&"customer0".into(), &"c0:defender".into()));
+            assert_eq!(
+                (&e["host"], &e["sourcetype"]),
+                (&"customer0".into(), &"c0:defender".into())
+            );
         } else {
-            assert_eq!(e["host"], e["fields"]["tenant_id"], "host defaults to the tenant");
+            assert_eq!(
+                e["host"], e["fields"]["tenant_id"],
+                "host defaults to the tenant"
+            );
             assert!(e["sourcetype"].as_str().unwrap().starts_with("xdrsync:"));
         }
     }
@@ -475,7 +556,11 @@ impl Receiver for WebhookReceiver {
 async fn webhook_conforms() {
     let r = WebhookReceiver(Webhook::start(HOOK_SECRET));
     conformance::run(&r).await;
-    assert_eq!(r.0.repeats(), 100, "the re-sent events were recognised by their id");
+    assert_eq!(
+        r.0.repeats(),
+        100,
+        "the re-sent events were recognised by their id"
+    );
     assert_eq!(r.0.refused(), 0);
 }
 
@@ -496,13 +581,20 @@ async fn webhook_signature_per_tenant_urls_and_server_errors() {
         ),
         dir.path(),
     );
-    assert_eq!(conformance::deliver(&sink, &store).await.unwrap().events, 30);
+    assert_eq!(
+        conformance::deliver(&sink, &store).await.unwrap().events,
+        30
+    );
     assert_eq!(sink.metrics().send_retries, 2);
     let events = hook.events();
     assert_eq!(events.len(), 30);
     for (path, e) in &events {
         let tenant = e["tenant_id"].as_str().unwrap();
-        assert_eq!(path, if tenant == t1 { "/tenant1" } else { "/all" }, "{tenant}");
+        assert_eq!(
+            path,
+            if tenant == t1 { "/tenant1" } else { "/all" },
+            "{tenant}"
+        );
     }
     // A wrong secret: 401, not retried.
     let sink = build_sink(
@@ -512,7 +604,10 @@ async fn webhook_signature_per_tenant_urls_and_server_errors() {
         ),
         dir.path(),
     );
-    let e = conformance::deliver(&sink, &store).await.unwrap_err().to_string();
+    let e = conformance::deliver(&sink, &store)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("HTTP 401") && e.contains("not retriable"), "{e}");
     assert!(!e.contains("not-the-secret"));
     assert_eq!(hook.refused(), 1);
@@ -584,7 +679,9 @@ async fn nats_on_the_shared_server_drops_repeats() {
     let store = Arc::new(xdrsync_store::SqliteStore::open_in_memory().unwrap());
     xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::new_versions());
     let toml = |name: &str| {
-        format!("name = \"{name}\"\n[nats]\nurl = \"nats://{address}\"\nstream = \"{stream}\"\nsubject_prefix = \"{prefix}\"")
+        format!(
+            "name = \"{name}\"\n[nats]\nurl = \"nats://{address}\"\nstream = \"{stream}\"\nsubject_prefix = \"{prefix}\""
+        )
     };
     for name in ["a", "b"] {
         let sink = build_sink(&toml(name), dir.path());
@@ -593,10 +690,15 @@ async fn nats_on_the_shared_server_drops_repeats() {
     let msgs = read_stream(&address, &stream).await;
     assert_eq!(msgs.len(), 5, "the second sink's five were duplicates");
     // Clean up the shared server.
-    let mut c = xdrsync_sinks::nats::Connection::connect(&address, &Default::default()).await.unwrap();
-    c.request_all(&[(format!("$JS.API.STREAM.DELETE.{stream}"), vec![], b"")], Duration::from_secs(5))
+    let mut c = xdrsync_sinks::nats::Connection::connect(&address, &Default::default())
         .await
         .unwrap();
+    c.request_all(
+        &[(format!("$JS.API.STREAM.DELETE.{stream}"), vec![], b"")],
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
 }
 
 // ---- PostgreSQL ----
@@ -612,7 +714,10 @@ struct PgReceiver {
 }
 
 async fn pg_client() -> tokio_postgres::Client {
-    let (host, port) = pg_address().rsplit_once(':').map(|(h, p)| (h.to_owned(), p.to_owned())).unwrap();
+    let (host, port) = pg_address()
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_owned(), p.to_owned()))
+        .unwrap();
     let (c, conn) = tokio_postgres::connect(
         &format!("host={host} port={port} user=postgres dbname=test"),
         tokio_postgres::NoTls,
@@ -635,7 +740,10 @@ impl Receiver for PgReceiver {
         let mut ids = Vec::new();
         for t in ["incidents", "alerts", "detections"] {
             for row in c
-                .query(&format!("SELECT event_id, document FROM {}.xdrsync_{t}", self.schema), &[])
+                .query(
+                    &format!("SELECT event_id, document FROM {}.xdrsync_{t}", self.schema),
+                    &[],
+                )
                 .await
                 .unwrap()
             {
@@ -680,7 +788,13 @@ async fn postgres_conforms() {
         )
         .await
         .unwrap();
-    let (n, tenants, dated, keyed): (i64, i64, bool, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
-    assert!(n > 0 && tenants == 3 && dated && keyed, "{n} {tenants} {dated} {keyed}");
-    c.batch_execute(&format!("DROP SCHEMA {} CASCADE", r.schema)).await.unwrap();
+    let (n, tenants, dated, keyed): (i64, i64, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert!(
+        n > 0 && tenants == 3 && dated && keyed,
+        "{n} {tenants} {dated} {keyed}"
+    );
+    c.batch_execute(&format!("DROP SCHEMA {} CASCADE", r.schema))
+        .await
+        .unwrap();
 }

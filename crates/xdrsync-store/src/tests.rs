@@ -170,7 +170,8 @@ fn sink_positions_and_reopen() {
 fn sink_state_is_replaced_with_the_position_and_backlog_is_counted() {
     let s = SqliteStore::open_in_memory().unwrap();
     assert_eq!(s.sink_state("file").unwrap(), (0, None));
-    s.set_sink_state("file", 0, Some(r#"{"pending":3}"#)).unwrap();
+    s.set_sink_state("file", 0, Some(r#"{"pending":3}"#))
+        .unwrap();
     assert_eq!(
         s.sink_state("file").unwrap(),
         (0, Some(r#"{"pending":3}"#.to_owned()))

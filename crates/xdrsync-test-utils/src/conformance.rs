@@ -92,11 +92,27 @@ fn counts(ids: &[String]) -> HashMap<&str, usize> {
 async fn assert_holds<R: Receiver>(r: &R, expected: &[String], times: usize, step: &str) {
     let got = r.event_ids(expected.len() * times).await;
     let c = counts(&got);
-    let missing: Vec<&String> = expected.iter().filter(|e| !c.contains_key(e.as_str())).collect();
-    assert!(missing.is_empty(), "{step}: {} events missing, e.g. {:?}", missing.len(), missing.first());
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|e| !c.contains_key(e.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{step}: {} events missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
     let wrong: Vec<(&&str, &usize)> = c.iter().filter(|(_, n)| **n != times).collect();
-    assert!(wrong.is_empty(), "{step}: events held other than {times} time(s): {:?}", wrong.first());
-    assert_eq!(got.len(), expected.len() * times, "{step}: unexpected events");
+    assert!(
+        wrong.is_empty(),
+        "{step}: events held other than {times} time(s): {:?}",
+        wrong.first()
+    );
+    assert_eq!(
+        got.len(),
+        expected.len() * times,
+        "{step}: unexpected events"
+    );
 }
 
 /// Runs the suite against `r`.
@@ -113,8 +129,14 @@ pub async fn run<R: Receiver>(r: &R) {
             dir.path(),
         )
     };
-    let patient = sink("s1", "retry_attempts = 12\nretry_base_ms = 100\nretry_max_secs = 1");
-    let hasty = sink("s1", "retry_attempts = 2\nretry_base_ms = 20\nretry_max_secs = 1");
+    let patient = sink(
+        "s1",
+        "retry_attempts = 12\nretry_base_ms = 100\nretry_max_secs = 1",
+    );
+    let hasty = sink(
+        "s1",
+        "retry_attempts = 2\nretry_base_ms = 20\nretry_max_secs = 1",
+    );
     let ids = |n: usize| -> Vec<String> {
         store
             .versions_after_without_raw(0, n)
@@ -133,7 +155,11 @@ pub async fn run<R: Receiver>(r: &R) {
     assert_eq!(m.events_sent, 60, "1: metrics {m:?}");
     assert!(m.batches_sent >= 4, "1: chunks of 16: {m:?}");
     assert!(m.bytes_sent > 0 && m.position == d.position, "1: {m:?}");
-    assert_eq!(deliver(&patient, &store).await.unwrap().events, 0, "1: nothing twice");
+    assert_eq!(
+        deliver(&patient, &store).await.unwrap().events,
+        0,
+        "1: nothing twice"
+    );
     assert_holds(r, &ids(60), 1, "1 delivery").await;
 
     if caps.restart && caps.acknowledges {
@@ -153,20 +179,36 @@ pub async fn run<R: Receiver>(r: &R) {
         let before = store.sink_position("s1").unwrap();
         r.stop().await;
         match deliver(&hasty, &store).await {
-            Err(SinkError::Send { retriable: true, attempts: 2, .. })
+            Err(SinkError::Send {
+                retriable: true,
+                attempts: 2,
+                ..
+            })
             | Err(SinkError::Io { .. }) => {}
             other => panic!("3: expected a retriable failure, got {other:?}"),
         }
-        assert_eq!(store.sink_position("s1").unwrap(), before, "3: position kept");
+        assert_eq!(
+            store.sink_position("s1").unwrap(),
+            before,
+            "3: position kept"
+        );
         let m = hasty.metrics();
         assert_eq!((m.backlog, m.deliveries_failed), (20, 1), "3: {m:?}");
         let other = r.build(
             "name = \"other\"\n[file]\npath = \"other.ndjson\"",
             dir.path(),
         );
-        assert_eq!(deliver(&other, &store).await.unwrap().events, 100, "3: other sinks deliver");
+        assert_eq!(
+            deliver(&other, &store).await.unwrap().events,
+            100,
+            "3: other sinks deliver"
+        );
         r.restart().await;
-        assert_eq!(deliver(&patient, &store).await.unwrap().events, 20, "3: catches up");
+        assert_eq!(
+            deliver(&patient, &store).await.unwrap().events,
+            20,
+            "3: catches up"
+        );
         assert_holds(r, &ids(100), 1, "3 restart").await;
     } else {
         fixtures::commit(&store, &all[60..]);
@@ -176,7 +218,11 @@ pub async fn run<R: Receiver>(r: &R) {
 
     // 4. A sink from position 0 sends everything again to the same receiver.
     let again = sink("s2", "");
-    assert_eq!(deliver(&again, &store).await.unwrap().events, 100, "4: re-sent");
+    assert_eq!(
+        deliver(&again, &store).await.unwrap().events,
+        100,
+        "4: re-sent"
+    );
     let times = if caps.dedups { 1 } else { 2 };
     assert_holds(r, &ids(100), times, "4 repeats").await;
 }

@@ -729,3 +729,93 @@ async fn device_code_login_and_no_token_in_trace_output() {
     }
     assert!(pull_out.len() > 1000, "trace logging produced output");
 }
+
+/// `[[sinks]]` end to end: `check-config` lists them; `pull` with Splunk down still delivers
+/// to the other sinks, reports the failure and exits 1; the next pull with Splunk back catches
+/// it up; a stdout sink prints events on stdout and the summary on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_from_the_config_one_down_the_others_unaffected() {
+    let emu = tu::start(tu::one_tenant(
+        "contoso",
+        6.0,
+        &["SecurityIncident.Read.All"],
+    ))
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let hec = tu::receivers::hec::Hec::start(Default::default());
+    std::fs::write(dir.join("hec.token"), hec.token()).unwrap();
+    hec.stop();
+    let sinks = format!(
+        "[[sinks]]\nname = \"archive\"\nformat = \"ecs\"\n[sinks.file]\npath = \"ecs.ndjson\"\n\
+         [[sinks]]\nname = \"splunk\"\nretry_attempts = 2\nretry_base_ms = 20\n[sinks.splunk_hec]\nurl = \"{}\"\ntoken = {{ file = \"hec.token\" }}\n\
+         [[sinks]]\nname = \"hello\"\nstreams = [\"incidents\"]\n[sinks.file]\nmode = \"json_array\"\ndir = \"latest\"\n",
+        hec.url()
+    );
+    tu::write_config(&dir, &emu, &[ApiKind::Graph], &sinks);
+
+    let check = xdrsync_async(vec!["check-config".into()], dir.clone()).await;
+    let out = text(&check.stdout);
+    assert!(check.status.success(), "{out}{}", text(&check.stderr));
+    assert!(out.contains("3 sinks"), "{out}");
+    assert!(
+        out.contains("sink splunk (splunk_hec, format xdrsync)"),
+        "{out}"
+    );
+    assert!(out.contains("sink hello (file, format raw)"), "{out}");
+
+    let first = xdrsync_async(vec!["pull".into()], dir.clone()).await;
+    let err = text(&first.stderr);
+    assert_eq!(first.status.code(), Some(1), "{}{err}", text(&first.stdout));
+    assert!(
+        err.contains("sink splunk") && err.contains("will retry on the next delivery"),
+        "{err}"
+    );
+    assert!(!err.contains(hec.token()), "the token never prints: {err}");
+    let archived = ndjson_lines(&dir.join("ecs.ndjson"));
+    assert!(archived.len() > 10, "{}", archived.len());
+    assert!(archived.iter().all(|d| d["ecs"]["version"].is_string()));
+    assert_eq!(std::fs::read_dir(dir.join("latest")).unwrap().count(), 1);
+
+    let status = xdrsync_async(vec!["status".into()], dir.clone()).await;
+    let st = text(&status.stdout);
+    let splunk_row: Vec<&str> = st
+        .lines()
+        .find(|l| l.starts_with("splunk"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        splunk_row.get(1..4),
+        Some(&["0", &archived.len().to_string()[..], "never"][..]),
+        "{st}"
+    );
+
+    hec.restart();
+    let second = xdrsync_async(vec!["pull".into()], dir.clone()).await;
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert_eq!(
+        hec.events().len(),
+        ndjson_lines(&dir.join("ecs.ndjson")).len(),
+        "caught up, once"
+    );
+
+    // A stdout sink: events on stdout, one JSON document per line; the table on stderr.
+    std::fs::write(
+        dir.join("xdrsync.toml"),
+        std::fs::read_to_string(dir.join("xdrsync.toml")).unwrap()
+            + "\n[[sinks]]\nname = \"pipe\"\nformat = \"ocsf\"\n[sinks.stdout]\n",
+    )
+    .unwrap();
+    let third = xdrsync_async(vec!["pull".into()], dir.clone()).await;
+    assert!(third.status.success(), "{}", text(&third.stderr));
+    let lines: Vec<Value> = text(&third.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout is events only: {l:?}: {e}"))
+        })
+        .collect();
+    assert_eq!(lines.len(), ndjson_lines(&dir.join("ecs.ndjson")).len());
+    assert!(lines.iter().all(|d| d["metadata"]["version"] == "1.5.0"));
+    assert!(text(&third.stderr).contains("TENANT"));
+}

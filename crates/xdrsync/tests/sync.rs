@@ -202,7 +202,9 @@ use tu::truth::Poll;
 /// Kills `xdrsync pull` with SIGKILL at random points (listing, committing, delivering) at
 /// least 20 times while the tenants change, letting every fourth pull finish. Afterwards the
 /// store holds every version a finished pull could see, nothing the emulator never had, nothing
-/// twice, and the NDJSON file holds each stored version exactly once.
+/// twice; the NDJSON file (`xdrsync` format, `--ndjson`) and an OCSF file sink hold each stored
+/// version exactly once, PostgreSQL holds each exactly once (upsert by event id), and Splunk
+/// (indexer acknowledgement on) has each at least once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     let emu = tu::start_with(tu::demo_directory(), |b| {
@@ -229,11 +231,32 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
+    // The receivers live in this process: they outlive every killed pull.
+    let hec = tu::receivers::hec::Hec::start(tu::receivers::hec::HecOptions {
+        ack: true,
+        ack_delay: Duration::from_millis(30),
+        ..Default::default()
+    });
+    std::fs::write(dir.join("hec.token"), hec.token()).unwrap();
+    let pg_schema = format!("xdrsync_crash_{}", uuid::Uuid::new_v4().simple());
+    std::fs::write(
+        dir.join("pg.url"),
+        "postgres://postgres@127.0.0.1:5432/test",
+    )
+    .unwrap();
+    let sinks = format!(
+        "[[sinks]]\nname = \"ocsf-file\"\nformat = \"ocsf\"\n[sinks.file]\npath = \"ocsf.ndjson\"\n\
+         [[sinks]]\nname = \"splunk\"\nretry_base_ms = 20\n[sinks.splunk_hec]\nurl = \"{}\"\ntoken = {{ file = \"hec.token\" }}\nack = true\nack_poll_ms = 20\n\
+         [[sinks]]\nname = \"warehouse\"\n[sinks.postgres]\nurl = {{ file = \"pg.url\" }}\nschema = \"{pg_schema}\"\n",
+        hec.url()
+    );
     let config = tu::write_config(
         &dir,
         &emu,
         &[ApiKind::Graph, ApiKind::Xdr],
-        "[sync]\ninitial_lookback_hours = 720\ngraph_page_size = 10\nxdr_page_size = 10\nalert_page_size = 200\n",
+        &format!(
+            "[sync]\ninitial_lookback_hours = 720\ngraph_page_size = 10\nxdr_page_size = 10\nalert_page_size = 200\n{sinks}"
+        ),
     );
     // Alerts (alerts_v2, MDE) and SIEM detections move through the same outbox.
     let config = tu::set_streams(
@@ -328,4 +351,56 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     }
     assert_eq!(in_file, stored_events);
     assert!(kills >= 20);
+
+    // The OCSF file: no `seq` to recover from, exactly once all the same.
+    let mut in_ocsf = BTreeSet::new();
+    for line in std::fs::read_to_string(dir.join("ocsf.ndjson"))
+        .unwrap()
+        .lines()
+    {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let id = v["metadata"]["uid"].as_str().unwrap().to_owned();
+        assert!(in_ocsf.insert(id), "OCSF event delivered twice: {line}");
+    }
+    assert_eq!(in_ocsf, stored_events);
+    // Splunk: everything, at least once (a pull killed between the ack and the position
+    // update sends that chunk again; HEC cannot drop repeats).
+    let in_splunk: Vec<String> = hec
+        .events()
+        .iter()
+        .map(|e| e["fields"]["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    let splunk_set: BTreeSet<String> = in_splunk.iter().cloned().collect();
+    assert_eq!(splunk_set, stored_events);
+    eprintln!(
+        "splunk: {} events for {} versions ({} repeats after kills)",
+        in_splunk.len(),
+        stored_events.len(),
+        in_splunk.len() - stored_events.len()
+    );
+    // PostgreSQL: each exactly once.
+    let (pg, conn) = tokio_postgres::connect(
+        "host=127.0.0.1 user=postgres dbname=test",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut in_pg = BTreeSet::new();
+    for t in ["incidents", "alerts", "detections"] {
+        for row in pg
+            .query(
+                &format!("SELECT event_id FROM {pg_schema}.xdrsync_{t}"),
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            assert!(in_pg.insert(row.get::<_, String>(0)));
+        }
+    }
+    assert_eq!(in_pg, stored_events);
+    pg.batch_execute(&format!("DROP SCHEMA {pg_schema} CASCADE"))
+        .await
+        .unwrap();
 }

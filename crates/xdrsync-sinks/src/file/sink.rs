@@ -195,7 +195,11 @@ impl FileSink {
         let at = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
         let mut n = 0;
         loop {
-            let suffix = if n == 0 { String::new() } else { format!("-{n}") };
+            let suffix = if n == 0 {
+                String::new()
+            } else {
+                format!("-{n}")
+            };
             let p = dir.join(format!("{stem}-{at}{suffix}{ext}"));
             if !p.exists() {
                 return p;
@@ -262,8 +266,7 @@ impl FileSink {
         let by_size = self.rotate_max_bytes > 0 && len + adding > self.rotate_max_bytes;
         let by_age = self.rotate_max_age_secs > 0
             && state.opened_at.is_some_and(|t| {
-                Timestamp::now().ticks() - t.ticks()
-                    >= self.rotate_max_age_secs as i64 * 10_000_000
+                Timestamp::now().ticks() - t.ticks() >= self.rotate_max_age_secs as i64 * 10_000_000
             });
         by_size || by_age
     }
@@ -295,7 +298,10 @@ impl FileSink {
                     buf.extend_from_slice(&e.doc);
                     buf.push(b'\n');
                 }
-                let mut len = file.metadata().map_err(|e| self.io_at(&self.path, e))?.len();
+                let mut len = file
+                    .metadata()
+                    .map_err(|e| self.io_at(&self.path, e))?
+                    .len();
                 if self.needs_rotation(len, buf.len() as u64, &state) {
                     drop(file);
                     self.rotate(&mut state)?;
@@ -461,6 +467,11 @@ impl Sink for FileSink {
 
     fn metrics(&self) -> MetricsSnapshot {
         self.metrics.snapshot()
+    }
+
+    /// `Latest Incidents <time>.json` is one file per run, as the Hello World script writes.
+    fn follows_commits(&self) -> bool {
+        self.mode == FileMode::Ndjson
     }
 }
 

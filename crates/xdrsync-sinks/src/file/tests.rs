@@ -190,7 +190,13 @@ path = "out.ndjson""#,
     store
         .set_sink_state("f", 3, Some(&pending.to_string()))
         .unwrap();
-    assert_eq!(sink.deliver(&store).unwrap(), Delivered { events: 0, position: 4 });
+    assert_eq!(
+        sink.deliver(&store).unwrap(),
+        Delivered {
+            events: 0,
+            position: 4
+        }
+    );
     assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 4);
 }
 
@@ -281,7 +287,10 @@ dir = "out""#,
     let mut ids = Vec::new();
     for f in &files {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with("Latest Incidents ") && name.ends_with(".json"), "{name}");
+        assert!(
+            name.starts_with("Latest Incidents ") && name.ends_with(".json"),
+            "{name}"
+        );
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
         for item in v.as_array().unwrap() {
@@ -309,9 +318,18 @@ path = "a.ndjson""#,
     crate::fixtures::commit(&store, &crate::fixtures::new_versions());
     // Five fixtures: two incidents, a medium Graph alert, a low MDE alert, a detection.
     let d = sink.deliver(&store).unwrap();
-    assert_eq!(d, Delivered { events: 1, position: 5 });
+    assert_eq!(
+        d,
+        Delivered {
+            events: 1,
+            position: 5
+        }
+    );
     let m = sink.metrics();
     assert_eq!((m.events_sent, m.events_filtered), (1, 4));
     let line = std::fs::read_to_string(dir.path().join("a.ndjson")).unwrap();
-    assert!(line.contains("Suspicious execution of hidden file"), "{line}");
+    assert!(
+        line.contains("Suspicious execution of hidden file"),
+        "{line}"
+    );
 }

@@ -39,6 +39,9 @@ pub enum NatsError {
     },
 }
 
+/// One request: subject, headers, payload.
+pub type Request<'a> = (String, Vec<(&'a str, &'a str)>, &'a [u8]);
+
 /// One reply: its header status (`503` for "no responders") and payload.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -113,7 +116,9 @@ impl Connection {
             c.max_payload = m as usize;
         }
         if info["headers"].as_bool() == Some(false) {
-            return Err(c.protocol("the server does not support headers (NATS 2.2 or later is needed)"));
+            return Err(
+                c.protocol("the server does not support headers (NATS 2.2 or later is needed)")
+            );
         }
         let mut connect = serde_json::json!({
             "verbose": false, "pedantic": false, "tls_required": false, "headers": true,
@@ -148,11 +153,7 @@ impl Connection {
 
     async fn read_line(&mut self) -> Result<String, NatsError> {
         let mut line = String::new();
-        let n = self
-            .rd
-            .read_line(&mut line)
-            .await
-            .map_err(|e| self.io(e))?;
+        let n = self.rd.read_line(&mut line).await.map_err(|e| self.io(e))?;
         if n == 0 {
             return Err(self.io("the server closed the connection"));
         }
@@ -163,7 +164,7 @@ impl Connection {
     /// for all the replies (in request order) for at most `timeout`.
     pub async fn request_all(
         &mut self,
-        requests: &[(String, Vec<(&str, &str)>, &[u8])],
+        requests: &[Request<'_>],
         timeout: Duration,
     ) -> Result<Vec<Reply>, NatsError> {
         let first = self.next;
@@ -232,7 +233,10 @@ impl Connection {
                 });
             }
         }
-        Ok(replies.into_iter().map(|r| r.expect("all arrived")).collect())
+        Ok(replies
+            .into_iter()
+            .map(|r| r.expect("all arrived"))
+            .collect())
     }
 
     /// Reads until the next message on the inbox; answers PINGs on the way.
@@ -288,7 +292,11 @@ impl Connection {
                         return Ok((n, Reply { status, payload }));
                     }
                 }
-                Some("PING") => self.wr.write_all(b"PONG\r\n").await.map_err(|e| self.io(e))?,
+                Some("PING") => self
+                    .wr
+                    .write_all(b"PONG\r\n")
+                    .await
+                    .map_err(|e| self.io(e))?,
                 Some("-ERR") => {
                     return Err(NatsError::Server {
                         address: self.address.clone(),

@@ -70,7 +70,9 @@ pub struct Validated {
 
 /// A subject token: no dots, spaces, wildcards or control characters.
 fn token_ok(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b > b' ' && b != b'.' && b != b'*' && b != b'>' && b < 127)
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b > b' ' && b != b'.' && b != b'*' && b != b'>' && b < 127)
 }
 
 impl NatsConfig {
@@ -100,7 +102,10 @@ impl NatsConfig {
             ));
         }
         if !token_ok(&self.stream) {
-            return Err(ctx.invalid("nats.stream", "a stream name without dots, spaces or wildcards"));
+            return Err(ctx.invalid(
+                "nats.stream",
+                "a stream name without dots, spaces or wildcards",
+            ));
         }
         if self.password.is_some() != self.user.is_some() {
             return Err(ctx.invalid("nats", "`user` and `password` go together"));

@@ -14,7 +14,7 @@ mod config;
 #[cfg(feature = "sink-nats")]
 mod sink;
 
-pub use client::{Auth, Connection, NatsError, Reply};
+pub use client::{Auth, Connection, NatsError, Reply, Request};
 pub use config::{NatsConfig, Validated};
 
 use std::sync::Arc;

@@ -80,10 +80,13 @@ impl Nats {
     }
 
     async fn open(&self) -> Result<Connection, SendError> {
-        let mut c = tokio::time::timeout(self.timeout, Connection::connect(&self.address, &self.auth))
-            .await
-            .map_err(|_| SendError::transient(format!("nats {}: connect timed out", self.address)))?
-            .map_err(send_error)?;
+        let mut c =
+            tokio::time::timeout(self.timeout, Connection::connect(&self.address, &self.auth))
+                .await
+                .map_err(|_| {
+                    SendError::transient(format!("nats {}: connect timed out", self.address))
+                })?
+                .map_err(send_error)?;
         if self.create_stream {
             self.ensure_stream(&mut c).await?;
         }
@@ -150,10 +153,16 @@ impl Nats {
 
     async fn publish(&self, c: &mut Connection, events: &[Event]) -> Result<(), SendError> {
         let subjects: Vec<String> = events.iter().map(|e| self.subject(e)).collect();
-        let requests: Vec<(String, Vec<(&str, &str)>, &[u8])> = events
+        let requests: Vec<super::client::Request<'_>> = events
             .iter()
             .zip(subjects)
-            .map(|(e, s)| (s, vec![("Nats-Msg-Id", e.v.event_id.as_str())], e.doc.as_slice()))
+            .map(|(e, s)| {
+                (
+                    s,
+                    vec![("Nats-Msg-Id", e.v.event_id.as_str())],
+                    e.doc.as_slice(),
+                )
+            })
             .collect();
         let replies = c
             .request_all(&requests, self.timeout)
@@ -184,7 +193,10 @@ impl Nats {
                 return Err(SendError::transient(format!(
                     "nats: seq {}: not a JetStream acknowledgement: {}",
                     e.v.seq,
-                    String::from_utf8_lossy(&r.payload).chars().take(200).collect::<String>()
+                    String::from_utf8_lossy(&r.payload)
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
                 )));
             }
         }

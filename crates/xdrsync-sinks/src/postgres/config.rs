@@ -53,7 +53,8 @@ pub struct Validated {
 fn ident_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 48
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         && !s.as_bytes()[0].is_ascii_digit()
 }
 
@@ -63,10 +64,7 @@ impl PostgresConfig {
             return Err(ctx.invalid("postgres.schema", "lowercase letters, digits and `_`"));
         }
         if !self.table_prefix.is_empty() && !ident_ok(&self.table_prefix) {
-            return Err(ctx.invalid(
-                "postgres.table_prefix",
-                "lowercase letters, digits and `_`",
-            ));
+            return Err(ctx.invalid("postgres.table_prefix", "lowercase letters, digits and `_`"));
         }
         if self.timeout_secs == 0 {
             return Err(ctx.invalid("postgres.timeout_secs", "must be at least 1"));

@@ -41,7 +41,9 @@ pub(crate) fn build(common: Common, v: &Validated) -> Result<Arc<dyn Sink>, Conf
         .expose()
         .parse()
         // The parser's message never repeats the password.
-        .map_err(|e: tokio_postgres::Error| err(format!("not a PostgreSQL connection string: {e}")))?;
+        .map_err(|e: tokio_postgres::Error| {
+            err(format!("not a PostgreSQL connection string: {e}"))
+        })?;
     if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
         return Err(err(
             "sslmode=require: TLS to PostgreSQL is not built in yet; connect over loopback or a Unix socket, or through a TLS-terminating proxy".into(),
@@ -75,7 +77,10 @@ fn pg_error(e: tokio_postgres::Error) -> SendError {
             let c = c.code();
             // 08: connection exception; 40: rollback (serialization, deadlock); 53:
             // insufficient resources; 57P: operator intervention (shutdown, restart).
-            c.starts_with("08") || c.starts_with("40") || c.starts_with("53") || c.starts_with("57P")
+            c.starts_with("08")
+                || c.starts_with("40")
+                || c.starts_with("53")
+                || c.starts_with("57P")
         });
     if transient {
         SendError::transient(msg)
@@ -102,7 +107,11 @@ impl Postgres {
         });
         if self.create_tables {
             let mut ddl = format!("CREATE SCHEMA IF NOT EXISTS {};", self.schema);
-            for s in [StreamKind::Incidents, StreamKind::Alerts, StreamKind::Detections] {
+            for s in [
+                StreamKind::Incidents,
+                StreamKind::Alerts,
+                StreamKind::Detections,
+            ] {
                 let t = self.table(s);
                 let idx = format!("{}{}_item", self.prefix, s.as_str());
                 ddl.push_str(&format!(
@@ -138,7 +147,11 @@ impl Postgres {
         events: &[Event],
     ) -> Result<(), SendError> {
         let tx = client.transaction().await.map_err(pg_error)?;
-        for stream in [StreamKind::Incidents, StreamKind::Alerts, StreamKind::Detections] {
+        for stream in [
+            StreamKind::Incidents,
+            StreamKind::Alerts,
+            StreamKind::Detections,
+        ] {
             let rows: Vec<&Event> = events.iter().filter(|e| e.v.stream == stream).collect();
             if rows.is_empty() {
                 continue;
@@ -147,8 +160,16 @@ impl Postgres {
             let mut seqs: Vec<i64> = Vec::with_capacity(rows.len());
             for e in &rows {
                 let (severity, status, title) = match &e.v.record {
-                    Record::Incident(i) => (i.severity.as_str().to_owned(), i.status.clone(), i.title.clone()),
-                    Record::Alert(a) => (a.severity.as_str().to_owned(), a.status.clone(), a.title.clone()),
+                    Record::Incident(i) => (
+                        i.severity.as_str().to_owned(),
+                        i.status.clone(),
+                        i.title.clone(),
+                    ),
+                    Record::Alert(a) => (
+                        a.severity.as_str().to_owned(),
+                        a.status.clone(),
+                        a.title.clone(),
+                    ),
                 };
                 seqs.push(e.v.seq);
                 cols[0].push(e.v.event_id.clone());

@@ -234,7 +234,8 @@ fn alert(v: &StoredVersion, a: &Alert) -> Value {
         }},
         "xdrsync": envelope(v),
     });
-    let (mut users, mut hosts, mut ips, mut hashes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut users, mut hosts, mut ips, mut hashes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     if let Some(o) = &a.assigned_to {
         users.push(o.clone());
     }
@@ -272,7 +273,12 @@ fn alert(v: &StoredVersion, a: &Alert) -> Value {
         doc["user"] = json!({ "name": o });
     }
     let mut related = serde_json::Map::new();
-    for (k, list) in [("user", users), ("hosts", hosts), ("ip", ips), ("hash", hashes)] {
+    for (k, list) in [
+        ("user", users),
+        ("hosts", hosts),
+        ("ip", ips),
+        ("hash", hashes),
+    ] {
         if !list.is_empty() {
             related.insert(k.into(), json!(list));
         }

@@ -178,7 +178,12 @@ fn incident(v: &StoredVersion, i: &Incident) -> Value {
     );
     m.insert(
         "metadata".into(),
-        metadata(v, i.api.as_str(), Some(i.incident_id.as_str()), &["incident"]),
+        metadata(
+            v,
+            i.api.as_str(),
+            Some(i.incident_id.as_str()),
+            &["incident"],
+        ),
     );
     m.insert(
         "unmapped".into(),

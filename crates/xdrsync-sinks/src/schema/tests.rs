@@ -41,7 +41,10 @@ fn raw_is_the_api_json_byte_for_byte() {
 fn pretty_printed_raw_json_becomes_one_line_with_its_key_order() {
     let mut v = fixtures::stored().remove(0);
     v.raw = "{\n  \"id\": \"1\",\n  \"b\": 1.50,\n  \"a\": [1, 2]\n}".into();
-    assert_eq!(Format::Raw.to_string(&v).unwrap(), r#"{"id":"1","b":1.50,"a":[1,2]}"#);
+    assert_eq!(
+        Format::Raw.to_string(&v).unwrap(),
+        r#"{"id":"1","b":1.50,"a":[1,2]}"#
+    );
 }
 
 #[test]
@@ -69,8 +72,14 @@ fn ocsf_classes_and_types() {
     let alert = doc(2);
     assert_eq!(alert["class_uid"], 2004);
     assert_eq!(alert["evidences"].as_array().unwrap().len(), 5);
-    assert_eq!(alert["evidences"][1]["file"]["hashes"][0]["algorithm_id"], 3);
-    assert_eq!(doc(4)["finding_info"]["uid"], "636688558380765161_2136280442:0");
+    assert_eq!(
+        alert["evidences"][1]["file"]["hashes"][0]["algorithm_id"],
+        3
+    );
+    assert_eq!(
+        doc(4)["finding_info"]["uid"],
+        "636688558380765161_2136280442:0"
+    );
 }
 
 #[test]
@@ -83,7 +92,10 @@ fn ecs_follows_the_elastic_integration() {
     assert_eq!(inc["event"]["category"][0], "email");
     assert_eq!(inc["cloud"]["account"]["id"], fixtures::TENANT);
     assert_eq!(inc["@timestamp"], "2026-11-30T11:46:02.2933333Z");
-    assert_eq!(inc["threat"]["technique"]["id"], serde_json::json!(["T1566", "T1059"]));
+    assert_eq!(
+        inc["threat"]["technique"]["id"],
+        serde_json::json!(["T1566", "T1059"])
+    );
     assert_eq!(
         inc["threat"]["technique"]["subtechnique"]["id"],
         serde_json::json!(["T1566.002", "T1059.001"])

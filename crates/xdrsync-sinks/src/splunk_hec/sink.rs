@@ -40,10 +40,13 @@ pub(crate) fn build(common: Common, v: &Validated) -> Result<Arc<dyn Sink>, Conf
         v.ca_file.as_deref(),
     )?;
     let join = |p: &str| {
-        v.url.join(p).map(SafeUrl::new).map_err(|e| ConfigError::Secret {
-            field: format!("sink {} splunk_hec.url", common.name),
-            message: e.to_string(),
-        })
+        v.url
+            .join(p)
+            .map(SafeUrl::new)
+            .map_err(|e| ConfigError::Secret {
+                field: format!("sink {} splunk_hec.url", common.name),
+                message: e.to_string(),
+            })
     };
     let mut ack_url = join("services/collector/ack")?;
     let channel = v.ack.then(|| uuid::Uuid::new_v4().to_string());
@@ -122,12 +125,7 @@ impl Hec {
         out
     }
 
-    async fn post(
-        &self,
-        url: &SafeUrl,
-        body: Vec<u8>,
-        gzip: bool,
-    ) -> Result<Answer, SendError> {
+    async fn post(&self, url: &SafeUrl, body: Vec<u8>, gzip: bool) -> Result<Answer, SendError> {
         let mut req = self
             .client
             .post(url.expose().clone())
@@ -173,7 +171,7 @@ impl Hec {
         }
         let mut err = SendError::http(status, &headers, &text);
         let hint = match answer.as_ref().map(|a| a.code) {
-            Some(2 | 3 | 4) => " (check the HEC token)",
+            Some(2..=4) => " (check the HEC token)",
             Some(1) => " (the token is disabled)",
             Some(7) => " (the token may not write to this index)",
             Some(10 | 11) => " (indexer acknowledgement is on for this token: set ack = true)",

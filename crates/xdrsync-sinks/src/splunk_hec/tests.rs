@@ -10,8 +10,19 @@ fn hec_envelope_is_pinned() {
     let mut out = Vec::new();
     for v in &stored[1..3] {
         let doc = Format::Ocsf.to_string(v).unwrap();
-        let short = format!(r#"{{"class_uid":{}}}"#, &serde_json::from_str::<serde_json::Value>(&doc).unwrap()["class_uid"]);
-        encode_event(&mut out, v, short.as_bytes(), "contoso", "xdrsync", "xdrsync:incident", Some("mssp_contoso"));
+        let short = format!(
+            r#"{{"class_uid":{}}}"#,
+            &serde_json::from_str::<serde_json::Value>(&doc).unwrap()["class_uid"]
+        );
+        encode_event(
+            &mut out,
+            v,
+            short.as_bytes(),
+            "contoso",
+            "xdrsync",
+            "xdrsync:incident",
+            Some("mssp_contoso"),
+        );
         out.push(b'\n');
     }
     let text = String::from_utf8(out).unwrap();

@@ -19,8 +19,14 @@ impl std::fmt::Debug for StdoutTransport {
 
 /// A stdout-style sink writing to any stream (standard output is `build`'s; tests and tools
 /// give a file or a pipe).
-pub fn sink_to(common: crate::Common, out: Box<dyn Write + Send>) -> std::sync::Arc<dyn crate::Sink> {
-    std::sync::Arc::new(crate::outbox::OutboxSink::new(common, StdoutTransport::new(out)))
+pub fn sink_to(
+    common: crate::Common,
+    out: Box<dyn Write + Send>,
+) -> std::sync::Arc<dyn crate::Sink> {
+    std::sync::Arc::new(crate::outbox::OutboxSink::new(
+        common,
+        StdoutTransport::new(out),
+    ))
 }
 
 impl StdoutTransport {

@@ -176,11 +176,17 @@ impl SyslogConfig {
                 )
             })?;
         let _ = port;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let facility = facility(&self.facility).ok_or_else(|| {
             ctx.invalid(
                 "syslog.facility",
-                format!("`{}`: expected a facility name (local0 … local7, user, auth, …) or 0..=23", self.facility),
+                format!(
+                    "`{}`: expected a facility name (local0 … local7, user, auth, …) or 0..=23",
+                    self.facility
+                ),
             )
         })?;
         if !printable(&self.app_name, 48) {
@@ -197,10 +203,12 @@ impl SyslogConfig {
                 "1 to 255 printable ASCII characters, no spaces",
             ));
         }
-        let sd_ok = self
-            .sd_id
-            .split_once('@')
-            .is_some_and(|(n, e)| printable(n, 32) && !n.contains(['=', ']', '"']) && e.bytes().all(|b| b.is_ascii_digit() || b == b'.') && !e.is_empty());
+        let sd_ok = self.sd_id.split_once('@').is_some_and(|(n, e)| {
+            printable(n, 32)
+                && !n.contains(['=', ']', '"'])
+                && e.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+                && !e.is_empty()
+        });
         if !sd_ok {
             return Err(ctx.invalid(
                 "syslog.sd_id",
@@ -210,7 +218,9 @@ impl SyslogConfig {
         if self.timeout_secs == 0 {
             return Err(ctx.invalid("syslog.timeout_secs", "must be at least 1"));
         }
-        if self.transport != SyslogTransport::Tls && (self.ca_file.is_some() || self.server_name.is_some()) {
+        if self.transport != SyslogTransport::Tls
+            && (self.ca_file.is_some() || self.server_name.is_some())
+        {
             return Err(ctx.invalid(
                 "syslog",
                 "ca_file and server_name apply only to transport = \"tls\"",
@@ -232,7 +242,6 @@ impl SyslogConfig {
             timeout_secs: self.timeout_secs,
         })
     }
-
 }
 
 impl Validated {

@@ -94,7 +94,14 @@ pub fn escape_leef_value(s: &str) -> String {
 }
 
 /// The fields CEF and LEEF share, in their order: `(cef key, leef key, value)`.
-fn fields(v: &StoredVersion) -> (String, String, u8, Vec<(&'static str, &'static str, String)>) {
+fn fields(
+    v: &StoredVersion,
+) -> (
+    String,
+    String,
+    u8,
+    Vec<(&'static str, &'static str, String)>,
+) {
     let ms = crate::schema::epoch_millis;
     let mut f: Vec<(&'static str, &'static str, String)> = Vec::new();
     let kind = match v.stream {
@@ -163,8 +170,17 @@ fn fields(v: &StoredVersion) -> (String, String, u8, Vec<(&'static str, &'static
             if let Some(d) = &a.description {
                 f.push(("msg", "msg", d.clone()));
             }
-            f.push(("deviceProcessName", "serviceSource", a.service_source.clone()));
-            let find = |k: &str| a.evidence.iter().find(|e| e.kind == k).map(|e| e.value.clone());
+            f.push((
+                "deviceProcessName",
+                "serviceSource",
+                a.service_source.clone(),
+            ));
+            let find = |k: &str| {
+                a.evidence
+                    .iter()
+                    .find(|e| e.kind == k)
+                    .map(|e| e.value.clone())
+            };
             if let Some(h) = find("device") {
                 f.push(("dhost", "dstHost", h));
             }

@@ -21,7 +21,10 @@ struct Syslog {
     header: Header,
     max_udp_bytes: usize,
     timeout: Duration,
-    tls: Option<(tokio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
 }
 
 impl std::fmt::Debug for Syslog {

@@ -36,7 +36,6 @@ pub fn batch_id<'a>(event_ids: impl Iterator<Item = &'a str>) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
-#[derive(Debug)]
 struct Webhook {
     sink: String,
     client: reqwest::Client,
@@ -45,6 +44,22 @@ struct Webhook {
     urls: Vec<SafeUrl>,
     tenants: Vec<(TenantId, usize)>,
     secret: Option<SecretString>,
+}
+
+/// A webhook URL as it may appear in logs and errors: its origin only. Webhook URLs often carry
+/// their credential in the path (`/services/T0/B0/XXXX`) or the query (`?code=…`).
+fn shown(u: &SafeUrl) -> String {
+    let url = u.expose();
+    format!("{}/…", url.origin().ascii_serialization())
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("urls", &self.urls.iter().map(shown).collect::<Vec<_>>())
+            .field("secret", &self.secret)
+            .finish_non_exhaustive()
+    }
 }
 
 pub(crate) fn build(common: Common, v: &Validated) -> Result<Arc<dyn Sink>, ConfigError> {
@@ -87,7 +102,8 @@ impl Transport for Webhook {
         Box::pin(async move {
             let url = &self.urls[self.destination(&events[0])];
             let id = batch_id(events.iter().map(|e| e.v.event_id.as_str()));
-            let mut body = Vec::with_capacity(events.iter().map(|e| e.doc.len() + 1).sum::<usize>() + 128);
+            let mut body =
+                Vec::with_capacity(events.iter().map(|e| e.doc.len() + 1).sum::<usize>() + 128);
             body.extend_from_slice(
                 format!(
                     r#"{{"sink":{},"batch_id":"{id}","count":{},"events":["#,
@@ -118,7 +134,7 @@ impl Transport for Webhook {
             }
             let resp = req.body(body).send().await.map_err(|e| {
                 let mut err = SendError::reqwest(e);
-                err.message = format!("POST {url}: {}", err.message);
+                err.message = format!("POST {}: {}", shown(url), err.message);
                 err
             })?;
             let status = resp.status().as_u16();
@@ -128,7 +144,7 @@ impl Transport for Webhook {
             let headers = resp.headers().clone();
             let text = resp.text().await.unwrap_or_default();
             let mut err = SendError::http(status, &headers, &text);
-            err.message = format!("POST {url}: {}", err.message);
+            err.message = format!("POST {}: {}", shown(url), err.message);
             Err(err)
         })
     }

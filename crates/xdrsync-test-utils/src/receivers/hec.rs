@@ -121,7 +121,11 @@ impl HecState {
         None
     }
 
-    fn channel(&self, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Option<String>, Response> {
+    fn channel(
+        &self,
+        headers: &HeaderMap,
+        query: &HashMap<String, String>,
+    ) -> Result<Option<String>, Response> {
         let ch = headers
             .get("x-splunk-request-channel")
             .and_then(|v| v.to_str().ok())
@@ -143,8 +147,7 @@ async fn event(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if s
-        .fail_next
+    if s.fail_next
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
     {

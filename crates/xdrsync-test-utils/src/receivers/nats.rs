@@ -69,7 +69,14 @@ impl NatsServer {
             "nats-server not found at {bin}: install Debian's nats-server or set {NATS_SERVER_ENV}"
         );
         let child = tokio::process::Command::new(&bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -135,7 +142,11 @@ pub async fn read_stream(address: &str, stream: &str) -> Vec<StoredMessage> {
         let body = serde_json::json!({ "seq": seq }).to_string();
         let r = c
             .request_all(
-                &[(format!("$JS.API.STREAM.MSG.GET.{stream}"), vec![], body.as_bytes())],
+                &[(
+                    format!("$JS.API.STREAM.MSG.GET.{stream}"),
+                    vec![],
+                    body.as_bytes(),
+                )],
                 t,
             )
             .await

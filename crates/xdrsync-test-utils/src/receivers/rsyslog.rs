@@ -136,9 +136,7 @@ input(type="imudp" port="{udp_port}" address="127.0.0.1" ruleset="out")
         std::fs::read_to_string(self.dir.path().join("out.log"))
             .unwrap_or_default()
             .lines()
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("rsyslog wrote {l:?}: {e}"))
-            })
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("rsyslog wrote {l:?}: {e}")))
             .collect()
     }
 

@@ -136,7 +136,10 @@ pub(crate) fn report_deliveries(
                     extra.push_str(&format!(", {} retried sends", m.send_retries));
                 }
                 if m.events_dropped > 0 {
-                    extra.push_str(&format!(", {} DROPPED (backlog over its bound)", m.events_dropped));
+                    extra.push_str(&format!(
+                        ", {} DROPPED (backlog over its bound)",
+                        m.events_dropped
+                    ));
                 }
                 eprintln!(
                     "Delivered {} events to sink {} (position {}{extra}).",

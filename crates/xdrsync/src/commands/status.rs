@@ -83,14 +83,26 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             &rows
         )
     );
-    let sinks = store.sink_positions()?;
+    let mut sinks = store.sink_positions()?;
+    // A configured sink that never delivered has no position yet: all of the outbox is its
+    // backlog, and that is exactly what an operator needs to see.
+    for v in xdrsync_sinks::validate(&config)? {
+        if v.enabled && !sinks.iter().any(|(n, _, _)| *n == v.common.name) {
+            sinks.push((v.common.name.clone(), 0, "never".into()));
+        }
+    }
     if !sinks.is_empty() {
         println!();
         let mut rows: Vec<Vec<String>> = Vec::new();
         for (name, seq, at) in &sinks {
             // Counted, not `last seq − position`: seq has gaps.
             let backlog = store.count_after(*seq)?;
-            rows.push(vec![name.clone(), seq.to_string(), backlog.to_string(), at.clone()]);
+            rows.push(vec![
+                name.clone(),
+                seq.to_string(),
+                backlog.to_string(),
+                at.clone(),
+            ]);
         }
         print!(
             "{}",
