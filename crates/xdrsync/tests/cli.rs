@@ -764,7 +764,23 @@ async fn sinks_from_the_config_one_down_the_others_unaffected() {
     );
     assert!(out.contains("sink hello (file, format raw)"), "{out}");
 
-    let first = xdrsync_async(vec!["pull".into()], dir.clone()).await;
+    // At trace level, so every log line of the HTTP stack is in the output too.
+    let cwd = dir.clone();
+    let first = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_xdrsync"))
+            .arg("pull")
+            .current_dir(cwd)
+            .env_remove("XDRSYNC_CONFIG")
+            .env("XDRSYNC_LOG", "trace")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        !text(&first.stderr).contains(hec.token()) && !text(&first.stdout).contains(hec.token()),
+        "the HEC token never prints, even at trace level"
+    );
     let err = text(&first.stderr);
     assert_eq!(first.status.code(), Some(1), "{}{err}", text(&first.stdout));
     assert!(

@@ -333,3 +333,82 @@ path = "a.ndjson""#,
         "{line}"
     );
 }
+
+#[test]
+fn routing_by_tenant_and_change_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_in_memory().unwrap();
+    crate::fixtures::commit(&store, &crate::fixtures::many(30, 3));
+    let t1 = "00000000-0000-4000-8000-000000000001";
+    // Every fixture version is a first version: `created`.
+    let none = sink_from(
+        r#"name = "u"
+changes = ["updated"]
+[file]
+path = "u.ndjson""#,
+        dir.path(),
+    );
+    assert_eq!(
+        none.deliver(&store).unwrap(),
+        Delivered {
+            events: 0,
+            position: 30
+        }
+    );
+    assert_eq!(none.metrics().events_filtered, 30);
+    let one = sink_from(
+        &format!(
+            r#"name = "t"
+tenants = ["{t1}"]
+changes = ["created"]
+[file]
+path = "t.ndjson""#
+        ),
+        dir.path(),
+    );
+    assert_eq!(one.deliver(&store).unwrap().events, 10);
+    let text = std::fs::read_to_string(dir.path().join("t.ndjson")).unwrap();
+    assert!(
+        text.lines()
+            .all(|l| l.contains(&format!(r#""tenant_id":"{t1}""#)))
+    );
+}
+
+#[test]
+fn a_backlog_over_its_bound_is_kept_or_its_oldest_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_in_memory().unwrap();
+    crate::fixtures::commit(&store, &crate::fixtures::many(10, 1));
+    let keep = sink_from(
+        r#"name = "keep"
+backlog_max_events = 4
+[file]
+path = "keep.ndjson""#,
+        dir.path(),
+    );
+    // Over the bound but kept: all ten, nothing dropped (and an ERROR logged).
+    assert_eq!(keep.deliver(&store).unwrap().events, 10);
+    assert_eq!(keep.metrics().events_dropped, 0);
+    assert_eq!(keep.metrics().backlog, 10);
+    let drop = sink_from(
+        r#"name = "drop"
+backlog_max_events = 4
+when_full = "drop_oldest"
+[file]
+path = "drop.ndjson""#,
+        dir.path(),
+    );
+    assert_eq!(
+        drop.deliver(&store).unwrap(),
+        Delivered {
+            events: 4,
+            position: 10
+        }
+    );
+    assert_eq!(drop.metrics().events_dropped, 6);
+    assert_eq!(seqs(&dir.path().join("drop.ndjson")), [7, 8, 9, 10]);
+    // Under the bound again: nothing more is dropped.
+    crate::fixtures::commit(&store, &crate::fixtures::many(12, 1)[10..]);
+    assert_eq!(drop.deliver(&store).unwrap().events, 2);
+    assert_eq!(drop.metrics().events_dropped, 6);
+}
