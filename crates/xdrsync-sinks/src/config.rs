@@ -185,13 +185,7 @@ pub struct ValidatedSink {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    File {
-        mode: FileMode,
-        path: PathBuf,
-        rotate_max_bytes: u64,
-        rotate_max_age_secs: u64,
-        keep_rotated: usize,
-    },
+    File(crate::file::Validated),
     Stdout,
     Syslog(crate::syslog::Validated),
     SplunkHec(crate::splunk_hec::Validated),
@@ -204,7 +198,7 @@ impl ValidatedSink {
     /// The sink's type, as its table is named.
     pub fn kind(&self) -> &'static str {
         match self.kind {
-            Kind::File { .. } => "file",
+            Kind::File(_) => "file",
             Kind::Stdout => "stdout",
             Kind::Syslog(_) => "syslog",
             Kind::SplunkHec(_) => "splunk_hec",
@@ -364,30 +358,14 @@ fn validate_one(s: SinkSection, ctx: &Ctx<'_>) -> Result<ValidatedSink, ConfigEr
     let mut default_batch = 500;
     let mut default_format = Format::Xdrsync;
     let kind = if let Some(f) = s.file {
+        let f = f.validate(ctx)?;
         default_batch = 1000;
-        let path = match f.mode {
-            FileMode::Ndjson => f.path.ok_or_else(|| {
-                ctx.invalid(
-                    "file.path",
-                    "the NDJSON file is required (mode = \"ndjson\")",
-                )
-            })?,
-            FileMode::JsonArray => {
-                default_format = Format::Raw;
-                // One file per run holds the run's events (the Hello World output).
-                default_batch = 100_000;
-                f.dir.ok_or_else(|| {
-                    ctx.invalid("file.dir", "the folder is required (mode = \"json_array\")")
-                })?
-            }
-        };
-        Kind::File {
-            mode: f.mode,
-            path: ctx.resolve(&path),
-            rotate_max_bytes: f.rotate_max_bytes,
-            rotate_max_age_secs: f.rotate_max_age_secs,
-            keep_rotated: f.keep_rotated,
+        if f.mode == FileMode::JsonArray {
+            default_format = Format::Raw;
+            // One file per run holds the run's events (the Hello World output).
+            default_batch = 100_000;
         }
+        Kind::File(f)
     } else if s.stdout.is_some() {
         Kind::Stdout
     } else if let Some(c) = s.syslog {
@@ -434,20 +412,7 @@ fn validate_one(s: SinkSection, ctx: &Ctx<'_>) -> Result<ValidatedSink, ConfigEr
 pub fn build(v: &ValidatedSink) -> Result<Arc<dyn Sink>, ConfigError> {
     let common = v.common.clone();
     Ok(match &v.kind {
-        Kind::File {
-            mode,
-            path,
-            rotate_max_bytes,
-            rotate_max_age_secs,
-            keep_rotated,
-        } => Arc::new(crate::file::FileSink::build(
-            common,
-            *mode,
-            path.clone(),
-            *rotate_max_bytes,
-            *rotate_max_age_secs,
-            *keep_rotated,
-        )),
+        Kind::File(f) => Arc::new(crate::file::FileSink::build(common, f.clone())),
         Kind::Stdout => Arc::new(OutboxSink::new(
             common,
             crate::stdout::StdoutTransport::new(Box::new(std::io::stdout())),

@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use xdrsync_config::ConfigError;
+
+use crate::config::Ctx;
 
 /// How the file sink writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -40,4 +43,35 @@ pub struct FileConfig {
 
 fn default_rotate_max_bytes() -> u64 {
     1 << 30
+}
+
+/// Validated `[sinks.file]`.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub(crate) mode: FileMode,
+    /// NDJSON: the active file. JSON array: the folder. Absolute or relative to the config.
+    pub(crate) path: PathBuf,
+    pub(crate) rotate_max_bytes: u64,
+    pub(crate) rotate_max_age_secs: u64,
+    pub(crate) keep_rotated: usize,
+}
+
+impl FileConfig {
+    pub(crate) fn validate(self, ctx: &Ctx<'_>) -> Result<Validated, ConfigError> {
+        let path = match self.mode {
+            FileMode::Ndjson => self.path.ok_or_else(|| {
+                ctx.invalid("file.path", "the NDJSON file is required (mode = \"ndjson\")")
+            })?,
+            FileMode::JsonArray => self.dir.ok_or_else(|| {
+                ctx.invalid("file.dir", "the folder is required (mode = \"json_array\")")
+            })?,
+        };
+        Ok(Validated {
+            mode: self.mode,
+            path: ctx.resolve(&path),
+            rotate_max_bytes: self.rotate_max_bytes,
+            rotate_max_age_secs: self.rotate_max_age_secs,
+            keep_rotated: self.keep_rotated,
+        })
+    }
 }

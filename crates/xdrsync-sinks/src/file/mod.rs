@@ -12,7 +12,7 @@
 mod config;
 mod sink;
 
-pub use config::{FileConfig, FileMode};
+pub use config::{FileConfig, FileMode, Validated};
 pub use sink::{
     FileSink, NdjsonSink, json_array, latest_incidents_file_name, ndjson_line, write_atomic,
     write_json_array,

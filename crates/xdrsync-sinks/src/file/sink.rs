@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use xdrsync_model::Timestamp;
 use xdrsync_store::{SqliteStore, StoredVersion};
 
-use super::config::FileMode;
+use super::config::{FileMode, Validated};
 use crate::metrics::{self, SinkMetrics};
-use crate::outbox::Common;
+use crate::outbox::{Common, Event};
 use crate::schema::Format;
 use crate::{Delivered, MetricsSnapshot, Sink, SinkError};
 
@@ -40,12 +40,8 @@ struct State {
 #[derive(Debug)]
 pub struct FileSink {
     common: Common,
-    mode: FileMode,
-    /// NDJSON: the active file. JSON array: the folder.
-    path: PathBuf,
-    rotate_max_bytes: u64,
-    rotate_max_age_secs: u64,
-    keep_rotated: usize,
+    /// Mode, path (NDJSON: the active file; JSON array: the folder) and rotation.
+    settings: Validated,
     metrics: SinkMetrics,
     /// One delivery at a time: two at once would both append what lies past the same position.
     delivering: Mutex<()>,
@@ -54,30 +50,34 @@ pub struct FileSink {
 /// The NDJSON file sink with default settings (the `--ndjson` flag, the demo).
 pub type NdjsonSink = FileSink;
 
+/// Where one delivery writes: the open NDJSON file, or the arrays' folder.
+enum Target {
+    Ndjson(fs_err::File),
+    Arrays,
+}
+
 impl FileSink {
     /// An NDJSON sink named `name` appending `xdrsync` documents to `path`, never rotating.
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         let mut common = Common::named(name);
         common.batch_max_events = 1000;
-        Self::build(common, FileMode::Ndjson, path.into(), 0, 0, 0)
+        Self::build(
+            common,
+            Validated {
+                mode: FileMode::Ndjson,
+                path: path.into(),
+                rotate_max_bytes: 0,
+                rotate_max_age_secs: 0,
+                keep_rotated: 0,
+            },
+        )
     }
 
     /// A file sink from validated settings.
-    pub(crate) fn build(
-        common: Common,
-        mode: FileMode,
-        path: PathBuf,
-        rotate_max_bytes: u64,
-        rotate_max_age_secs: u64,
-        keep_rotated: usize,
-    ) -> Self {
+    pub(crate) fn build(common: Common, settings: Validated) -> Self {
         FileSink {
             common,
-            mode,
-            path,
-            rotate_max_bytes,
-            rotate_max_age_secs,
-            keep_rotated,
+            settings,
             metrics: SinkMetrics::default(),
             delivering: Mutex::new(()),
         }
@@ -129,7 +129,7 @@ impl FileSink {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(self.io_at(&p.file, e)),
         };
-        match (self.mode, len) {
+        match (self.settings.mode, len) {
             (FileMode::Ndjson, Some(len)) if len >= p.end_len => position = position.max(p.end_seq),
             (FileMode::JsonArray, Some(_)) => position = position.max(p.end_seq),
             (FileMode::Ndjson, Some(len)) if len > p.offset => {
@@ -151,7 +151,7 @@ impl FileSink {
     /// Cuts a half-written last line (a file written without a pending record: an older
     /// xdrsync, or another program), so what follows starts on a line of its own.
     fn cut_torn_tail(&self, file: &mut std::fs::File) -> Result<(), SinkError> {
-        let io = |e| self.io_at(&self.path, e);
+        let io = |e| self.io_at(&self.settings.path, e);
         let len = file.metadata().map_err(io)?.len();
         if len == 0 {
             return Ok(());
@@ -171,7 +171,7 @@ impl FileSink {
         };
         if complete < tail.len() {
             let keep = len - tail_len + complete as u64;
-            tracing::warn!(sink = %self.common.name, path = %self.path.display(), bytes = tail.len() - complete,
+            tracing::warn!(sink = %self.common.name, path = %self.settings.path.display(), bytes = tail.len() - complete,
                 "Removing a half-written last line left by an interrupted run.");
             file.set_len(keep).map_err(io)?;
             file.sync_data().map_err(io)?;
@@ -179,62 +179,54 @@ impl FileSink {
         Ok(())
     }
 
-    /// The name the active file is renamed to: `<stem>-<UTC time>.<ext>`, unique.
-    fn rotated_name(&self) -> PathBuf {
-        let dir = self.path.parent().unwrap_or(Path::new(""));
-        let stem = self
-            .path
+    /// The active file's folder, stem and extension (with its dot): rotated files are
+    /// `<stem>-<UTC time>[-n]<ext>` beside it.
+    fn name_parts(&self) -> (PathBuf, String, String) {
+        let path = &self.settings.path;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let ext = self
-            .path
+        let ext = path
             .extension()
             .map(|s| format!(".{}", s.to_string_lossy()))
             .unwrap_or_default();
+        (dir, stem, ext)
+    }
+
+    /// The name the active file is renamed to: `<stem>-<UTC time>.<ext>`, unique.
+    fn rotated_name(&self) -> PathBuf {
+        let (dir, stem, ext) = self.name_parts();
         let at = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-        let mut n = 0;
-        loop {
-            let suffix = if n == 0 {
-                String::new()
-            } else {
-                format!("-{n}")
-            };
-            let p = dir.join(format!("{stem}-{at}{suffix}{ext}"));
-            if !p.exists() {
-                return p;
-            }
-            n += 1;
-        }
+        (0..)
+            .map(|n| match n {
+                0 => dir.join(format!("{stem}-{at}{ext}")),
+                n => dir.join(format!("{stem}-{at}-{n}{ext}")),
+            })
+            .find(|p| !p.exists())
+            .expect("some name is free")
     }
 
     /// Rotated files of this sink, oldest first.
     fn rotated_files(&self) -> Vec<PathBuf> {
-        let dir = self
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let stem = self
-            .path
-            .file_stem()
-            .map(|s| format!("{}-", s.to_string_lossy()))
-            .unwrap_or_default();
-        let ext = self
-            .path
-            .extension()
-            .map(|s| s.to_string_lossy().into_owned());
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        let (dir, stem, ext) = self.name_parts();
+        let prefix = format!("{stem}-");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.path())
             .filter(|p| {
-                p.file_name()
-                    .map(|n| n.to_string_lossy().starts_with(&stem))
-                    .unwrap_or(false)
-                    && p.extension().map(|e| e.to_string_lossy().into_owned()) == ext
-                    && *p != self.path
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                name.starts_with(&prefix) && name.ends_with(&ext) && *p != self.settings.path
             })
             .collect();
         files.sort();
@@ -243,13 +235,13 @@ impl FileSink {
 
     fn rotate(&self, state: &mut State) -> Result<(), SinkError> {
         let to = self.rotated_name();
-        fs_err::rename(&self.path, &to).map_err(|e| self.io_at(&self.path, e))?;
-        sync_dir(&self.path);
-        tracing::info!(sink = %self.common.name, from = %self.path.display(), to = %to.display(), "Rotated the output file.");
+        fs_err::rename(&self.settings.path, &to).map_err(|e| self.io_at(&self.settings.path, e))?;
+        sync_dir(&self.settings.path);
+        tracing::info!(sink = %self.common.name, from = %self.settings.path.display(), to = %to.display(), "Rotated the output file.");
         state.opened_at = None;
-        if self.keep_rotated > 0 {
+        if self.settings.keep_rotated > 0 {
             let files = self.rotated_files();
-            let extra = files.len().saturating_sub(self.keep_rotated);
+            let extra = files.len().saturating_sub(self.settings.keep_rotated);
             for old in &files[..extra] {
                 if let Err(e) = std::fs::remove_file(old) {
                     tracing::warn!(sink = %self.common.name, path = %old.display(), error = %e, "Cannot remove an old rotated file.");
@@ -263,113 +255,121 @@ impl FileSink {
         if len == 0 {
             return false;
         }
-        let by_size = self.rotate_max_bytes > 0 && len + adding > self.rotate_max_bytes;
-        let by_age = self.rotate_max_age_secs > 0
+        let by_size = self.settings.rotate_max_bytes > 0 && len + adding > self.settings.rotate_max_bytes;
+        let by_age = self.settings.rotate_max_age_secs > 0
             && state.opened_at.is_some_and(|t| {
-                Timestamp::now().ticks() - t.ticks() >= self.rotate_max_age_secs as i64 * 10_000_000
+                Timestamp::now().ticks() - t.ticks() >= self.settings.rotate_max_age_secs as i64 * 10_000_000
             });
         by_size || by_age
     }
 
-    fn deliver_ndjson(
+    fn open_ndjson(&self) -> Result<fs_err::File, SinkError> {
+        let path = &self.settings.path;
+        fs_err::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| self.io_at(path, e))
+    }
+
+    fn open_target(&self) -> Result<Target, SinkError> {
+        Ok(match self.settings.mode {
+            FileMode::Ndjson => {
+                let mut file = self.open_ndjson()?;
+                self.cut_torn_tail(file.file_mut())?;
+                Target::Ndjson(file)
+            }
+            FileMode::JsonArray => {
+                let dir = &self.settings.path;
+                fs_err::create_dir_all(dir).map_err(|e| self.io_at(dir, e))?;
+                Target::Arrays
+            }
+        })
+    }
+
+    /// The bytes of a batch and where they go (rotating the NDJSON file first when due).
+    fn prepare(
         &self,
-        store: &SqliteStore,
-        mut position: i64,
-        mut state: State,
-    ) -> Result<Delivered, SinkError> {
-        let c = &self.common;
-        let open = |path: &Path| {
-            fs_err::OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(path)
-                .map_err(|e| self.io_at(path, e))
-        };
-        let mut file = open(&self.path)?;
-        self.cut_torn_tail(file.file_mut())?;
-        let mut sent = 0;
-        while let Some((events, end, filtered)) =
-            c.next_batch(store, position, c.batch_max_events.max(1))?
-        {
-            if !events.is_empty() {
-                let mut buf = Vec::with_capacity(events.iter().map(|e| e.doc.len() + 1).sum());
-                for e in &events {
-                    buf.extend_from_slice(&e.doc);
-                    buf.push(b'\n');
+        target: &mut Target,
+        state: &mut State,
+        events: &[Event],
+        end_seq: i64,
+    ) -> Result<(Pending, Vec<u8>), SinkError> {
+        match target {
+            Target::Ndjson(file) => {
+                let path = &self.settings.path;
+                let mut body = Vec::with_capacity(events.iter().map(|e| e.doc.len() + 1).sum());
+                for e in events {
+                    body.extend_from_slice(&e.doc);
+                    body.push(b'\n');
                 }
-                let mut len = file
-                    .metadata()
-                    .map_err(|e| self.io_at(&self.path, e))?
-                    .len();
-                if self.needs_rotation(len, buf.len() as u64, &state) {
-                    drop(file);
-                    self.rotate(&mut state)?;
-                    file = open(&self.path)?;
+                let mut len = file.metadata().map_err(|e| self.io_at(path, e))?.len();
+                if self.needs_rotation(len, body.len() as u64, state) {
+                    self.rotate(state)?;
+                    *file = self.open_ndjson()?;
                     len = 0;
                 }
                 if len == 0 || state.opened_at.is_none() {
                     state.opened_at = Some(Timestamp::now());
                 }
-                state.pending = Some(Pending {
-                    file: self.path.clone(),
+                let pending = Pending {
+                    file: path.clone(),
                     offset: len,
-                    end_len: len + buf.len() as u64,
-                    end_seq: end,
-                });
-                self.save_state(store, position, &state)?;
-                file.write_all(&buf)
-                    .map_err(|e| self.io_at(&self.path, e))?;
-                file.sync_data().map_err(|e| self.io_at(&self.path, e))?;
-                state.pending = None;
-                metrics::BatchSent {
-                    sink: &c.name,
-                    events: events.len() as u64,
-                    bytes: buf.len() as u64,
-                    position: end,
-                }
-                .emit(&self.metrics);
-                sent += events.len() as u64;
+                    end_len: len + body.len() as u64,
+                    end_seq,
+                };
+                Ok((pending, body))
             }
-            self.save_state(store, end, &state)?;
-            metrics::EventsFiltered {
-                sink: &c.name,
-                events: filtered,
-                position: end,
+            Target::Arrays => {
+                let docs: Vec<&[u8]> = events.iter().map(|e| e.doc.as_slice()).collect();
+                let body = json_array_bytes(&docs);
+                let file = unique(
+                    self.settings
+                        .path
+                        .join(latest_incidents_file_name(Timestamp::now())),
+                );
+                let pending = Pending {
+                    file,
+                    offset: 0,
+                    end_len: body.len() as u64,
+                    end_seq,
+                };
+                Ok((pending, body))
             }
-            .emit(&self.metrics);
-            position = end;
         }
-        Ok(Delivered {
-            events: sent,
-            position,
-        })
     }
 
-    fn deliver_arrays(
+    /// Makes `body` durable at `p.file`.
+    fn write(&self, target: &mut Target, p: &Pending, body: &[u8]) -> Result<(), SinkError> {
+        let io = |e| self.io_at(&p.file, e);
+        match target {
+            Target::Ndjson(file) => {
+                file.write_all(body).map_err(io)?;
+                file.sync_data().map_err(io)
+            }
+            Target::Arrays => write_atomic(&p.file, body).map_err(io),
+        }
+    }
+
+    /// The loop: each batch is recorded as pending, written, then recorded as done.
+    fn deliver_from(
         &self,
         store: &SqliteStore,
         mut position: i64,
         mut state: State,
     ) -> Result<Delivered, SinkError> {
         let c = &self.common;
-        fs_err::create_dir_all(&self.path).map_err(|e| self.io_at(&self.path, e))?;
+        let mut target = self.open_target()?;
         let mut sent = 0;
         while let Some((events, end, filtered)) =
             c.next_batch(store, position, c.batch_max_events.max(1))?
         {
             if !events.is_empty() {
-                let docs: Vec<&[u8]> = events.iter().map(|e| e.doc.as_slice()).collect();
-                let body = json_array_bytes(&docs);
-                let path = unique(self.path.join(latest_incidents_file_name(Timestamp::now())));
-                state.pending = Some(Pending {
-                    file: path.clone(),
-                    offset: 0,
-                    end_len: body.len() as u64,
-                    end_seq: end,
-                });
+                let (pending, body) = self.prepare(&mut target, &mut state, &events, end)?;
+                state.pending = Some(pending.clone());
                 self.save_state(store, position, &state)?;
-                write_atomic(&path, &body).map_err(|e| self.io_at(&path, e))?;
+                self.write(&mut target, &pending, &body)?;
                 state.pending = None;
                 metrics::BatchSent {
                     sink: &c.name,
@@ -423,10 +423,7 @@ impl Sink for FileSink {
             let (position, mut state) = self.load_state(store)?;
             let position = self.recover(store, position, &mut state)?;
             let position = self.common.check_backlog(store, position, &self.metrics)?;
-            match self.mode {
-                FileMode::Ndjson => self.deliver_ndjson(store, position, state),
-                FileMode::JsonArray => self.deliver_arrays(store, position, state),
-            }
+            self.deliver_from(store, position, state)
         };
         // An I/O error (a full disk, an unmounted share coming back) is retried like a
         // receiver's transient failure; each attempt starts from the recorded state, so a
@@ -471,7 +468,7 @@ impl Sink for FileSink {
 
     /// `Latest Incidents <time>.json` is one file per run, as the Hello World script writes.
     fn follows_commits(&self) -> bool {
-        self.mode == FileMode::Ndjson
+        self.settings.mode == FileMode::Ndjson
     }
 }
 
