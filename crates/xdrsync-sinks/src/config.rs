@@ -184,6 +184,17 @@ pub struct ValidatedSink {
 }
 
 #[derive(Debug, Clone)]
+// A variant's settings go unread in a build without that sink's feature.
+#[cfg_attr(
+    not(all(
+        feature = "sink-syslog",
+        feature = "sink-splunk-hec",
+        feature = "sink-webhook",
+        feature = "sink-nats",
+        feature = "sink-postgres"
+    )),
+    allow(dead_code)
+)]
 enum Kind {
     File(crate::file::Validated),
     Stdout,
@@ -216,7 +227,7 @@ impl ValidatedSink {
 
 /// The error for a sink this build was compiled without.
 #[allow(dead_code)] // only with a sink feature off
-pub(crate) fn not_built(kind: &str, feature: &str) -> ConfigError {
+fn not_built(kind: &str, feature: &str) -> ConfigError {
     ConfigError::Secret {
         field: format!("[sinks.{kind}]"),
         message: format!("this xdrsync was built without the `{feature}` feature"),
@@ -417,11 +428,26 @@ pub fn build(v: &ValidatedSink) -> Result<Arc<dyn Sink>, ConfigError> {
             common,
             crate::stdout::StdoutTransport::new(Box::new(std::io::stdout())),
         )),
+        #[cfg(feature = "sink-syslog")]
         Kind::Syslog(s) => crate::syslog::build(common, s)?,
+        #[cfg(not(feature = "sink-syslog"))]
+        Kind::Syslog(_) => return Err(not_built("syslog", "sink-syslog")),
+        #[cfg(feature = "sink-splunk-hec")]
         Kind::SplunkHec(s) => crate::splunk_hec::build(common, s)?,
+        #[cfg(not(feature = "sink-splunk-hec"))]
+        Kind::SplunkHec(_) => return Err(not_built("splunk_hec", "sink-splunk-hec")),
+        #[cfg(feature = "sink-webhook")]
         Kind::Webhook(s) => crate::webhook::build(common, s)?,
+        #[cfg(not(feature = "sink-webhook"))]
+        Kind::Webhook(_) => return Err(not_built("webhook", "sink-webhook")),
+        #[cfg(feature = "sink-nats")]
         Kind::Nats(s) => crate::nats::build(common, s)?,
+        #[cfg(not(feature = "sink-nats"))]
+        Kind::Nats(_) => return Err(not_built("nats", "sink-nats")),
+        #[cfg(feature = "sink-postgres")]
         Kind::Postgres(s) => crate::postgres::build(common, s)?,
+        #[cfg(not(feature = "sink-postgres"))]
+        Kind::Postgres(_) => return Err(not_built("postgres", "sink-postgres")),
     })
 }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use xdrsync_config::ConfigError;
 
+use crate::outbox::SendError;
+
 /// A client for a sink named `sink`.
 pub(crate) fn client(
     sink: &str,
@@ -32,4 +34,21 @@ pub(crate) fn client(
         field: format!("sink {sink}"),
         message: format!("cannot build the HTTP client: {e}"),
     })
+}
+
+/// Sends `req` and reads the whole answer: `(status, headers, body)`. A request that gets no
+/// answer is a transient [`SendError`] whose message starts with `what` (`POST <url>`, the
+/// URL already redacted by the caller).
+pub(crate) async fn exchange(
+    req: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<(u16, reqwest::header::HeaderMap, String), SendError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| SendError::reqwest(e).context(what))?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap_or_default();
+    Ok((status, headers, text))
 }

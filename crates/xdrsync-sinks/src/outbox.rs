@@ -40,8 +40,10 @@ pub(crate) struct Event {
 #[derive(Debug, Clone)]
 pub(crate) struct SendError {
     pub(crate) message: String,
-    /// `None`: permanent. `Some(after)`: transient, retry after the receiver's wait if given.
-    pub(crate) retry: Option<Option<Duration>>,
+    /// Whether trying again can help (429, 5xx, a connection problem).
+    pub(crate) retriable: bool,
+    /// The receiver's own wait (`Retry-After`), if it gave one.
+    pub(crate) after: Option<Duration>,
 }
 
 impl SendError {
@@ -49,7 +51,8 @@ impl SendError {
     pub(crate) fn transient(message: impl Into<String>) -> Self {
         SendError {
             message: message.into(),
-            retry: Some(None),
+            retriable: true,
+            after: None,
         }
     }
 
@@ -57,7 +60,8 @@ impl SendError {
     pub(crate) fn permanent(message: impl Into<String>) -> Self {
         SendError {
             message: message.into(),
-            retry: None,
+            retriable: false,
+            after: None,
         }
     }
 
@@ -69,12 +73,19 @@ impl SendError {
         match classify(status, headers) {
             RetryAction::Transient { after } => SendError {
                 message,
-                retry: Some(after),
+                retriable: true,
+                after,
             },
             RetryAction::Success | RetryAction::Unauthorized | RetryAction::Permanent => {
                 SendError::permanent(message)
             }
         }
+    }
+
+    /// The same error with `what` (the request, the peer) in front of its message.
+    pub(crate) fn context(mut self, what: &str) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
     }
 
     /// A reqwest failure without its URL (which may carry credentials); connection-level
@@ -108,6 +119,12 @@ pub(crate) trait Transport: Send + Sync + std::fmt::Debug + 'static {
     /// Events with different destinations (a per-tenant URL) go in different chunks.
     fn destination(&self, _event: &Event) -> usize {
         0
+    }
+
+    /// Whether it sends the `format` document; a transport that builds its own message from
+    /// the version (syslog CEF and LEEF) gets an empty `doc` and is chunked by count only.
+    fn uses_documents(&self) -> bool {
+        true
     }
 }
 
@@ -166,6 +183,29 @@ impl Common {
         }
     }
 
+    /// Records a failed attempt that will be retried (log and counter) and returns how long to
+    /// wait first: the receiver's `after` if it gave one, else the jittered backoff the API
+    /// client uses.
+    pub(crate) fn retrying(
+        &self,
+        attempt: u32,
+        after: Option<Duration>,
+        error: &str,
+        m: &SinkMetrics,
+    ) -> Duration {
+        let wait = after.unwrap_or_else(|| {
+            xdrsync_auth::jittered_backoff(self.retry_base, self.retry_max, attempt)
+        });
+        metrics::SendRetrying {
+            sink: &self.name,
+            attempt,
+            wait,
+            error,
+        }
+        .emit(m);
+        wait
+    }
+
     /// Applies the backlog bound at `position`; returns the position to deliver from.
     pub(crate) fn check_backlog(
         &self,
@@ -193,14 +233,15 @@ impl Common {
         Ok(skipped_to.max(position))
     }
 
-    /// The next stored versions past `position` (at most `limit`): the routed ones encoded,
-    /// the batch's last `seq` and how many it passed over (`None` when there is nothing past
-    /// `position`).
+    /// The next stored versions past `position` (at most `limit`): the routed ones (with
+    /// their documents when `encode`), the batch's last `seq` and how many it passed over
+    /// (`None` when there is nothing past `position`).
     pub(crate) fn next_batch(
         &self,
         store: &SqliteStore,
         position: i64,
         limit: usize,
+        encode: bool,
     ) -> Result<Option<(Vec<Event>, i64, u64)>, SinkError> {
         let batch = if self.format.needs_raw() {
             store.versions_after(position, limit)?
@@ -216,14 +257,17 @@ impl Common {
             if !self.route.accepts(&v) {
                 continue;
             }
-            let mut doc = Vec::with_capacity(2048);
-            self.format
-                .write(&v, &mut doc)
-                .map_err(|e| SinkError::Encode {
-                    sink: self.name.clone(),
-                    seq: v.seq,
-                    message: e.to_string(),
-                })?;
+            let mut doc = Vec::new();
+            if encode {
+                doc.reserve(2048);
+                self.format
+                    .write(&v, &mut doc)
+                    .map_err(|e| SinkError::Encode {
+                        sink: self.name.clone(),
+                        seq: v.seq,
+                        message: e.to_string(),
+                    })?;
+            }
             events.push(Event { v, doc });
         }
         let filtered = (read - events.len()) as u64;
@@ -264,34 +308,19 @@ impl<T: Transport> OutboxSink<T> {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
-            match err.retry {
-                Some(after) if attempt < self.common.retry_attempts.max(1) => {
-                    let wait = after.unwrap_or_else(|| {
-                        xdrsync_auth::jittered_backoff(
-                            self.common.retry_base,
-                            self.common.retry_max,
-                            attempt,
-                        )
-                    });
-                    metrics::SendRetrying {
-                        sink: &self.common.name,
-                        attempt,
-                        wait,
-                        error: &err.message,
-                    }
-                    .emit(&self.metrics);
-                    tokio::time::sleep(wait).await;
-                }
-                retry => {
-                    return Err(SinkError::Send {
-                        sink: self.common.name.clone(),
-                        message: err.message,
-                        attempts: attempt,
-                        elapsed_secs: start.elapsed().as_secs_f64(),
-                        retriable: retry.is_some(),
-                    });
-                }
+            if !err.retriable || attempt >= self.common.retry_attempts.max(1) {
+                return Err(SinkError::Send {
+                    sink: self.common.name.clone(),
+                    message: err.message,
+                    attempts: attempt,
+                    elapsed_secs: start.elapsed().as_secs_f64(),
+                    retriable: err.retriable,
+                });
             }
+            let wait = self
+                .common
+                .retrying(attempt, err.after, &err.message, &self.metrics);
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -301,7 +330,7 @@ impl<T: Transport> OutboxSink<T> {
         let mut position = c.check_backlog(store, stored, &self.metrics)?;
         let mut sent = 0u64;
         let read = c.batch_max_events.max(1) * 4;
-        while let Some((events, end, filtered)) = c.next_batch(store, position, read)? {
+        while let Some((events, end, filtered)) = c.next_batch(store, position, read, self.transport.uses_documents())? {
             let mut rest = &events[..];
             while !rest.is_empty() {
                 let n = self.chunk_len(rest);

@@ -363,7 +363,7 @@ impl FileSink {
         let mut target = self.open_target()?;
         let mut sent = 0;
         while let Some((events, end, filtered)) =
-            c.next_batch(store, position, c.batch_max_events.max(1))?
+            c.next_batch(store, position, c.batch_max_events.max(1), true)?
         {
             if !events.is_empty() {
                 let (pending, body) = self.prepare(&mut target, &mut state, &events, end)?;
@@ -434,18 +434,9 @@ impl Sink for FileSink {
                 Err(SinkError::Io { source, .. })
                     if attempt < self.common.retry_attempts.max(1) =>
                 {
-                    let wait = xdrsync_auth::jittered_backoff(
-                        self.common.retry_base,
-                        self.common.retry_max,
-                        attempt,
-                    );
-                    metrics::SendRetrying {
-                        sink: &self.common.name,
-                        attempt,
-                        wait,
-                        error: &source.to_string(),
-                    }
-                    .emit(&self.metrics);
+                    let wait =
+                        self.common
+                            .retrying(attempt, None, &source.to_string(), &self.metrics);
                     std::thread::sleep(wait);
                     attempt += 1;
                 }

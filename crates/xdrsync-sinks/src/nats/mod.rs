@@ -17,22 +17,5 @@ mod sink;
 pub use client::{Auth, Connection, NatsError, Reply, Request};
 pub use config::{NatsConfig, Validated};
 
-use std::sync::Arc;
-
-use xdrsync_config::ConfigError;
-
-use crate::Sink;
-use crate::outbox::Common;
-
-/// Builds the sink (reads its credentials).
-pub(crate) fn build(common: Common, v: &Validated) -> Result<Arc<dyn Sink>, ConfigError> {
-    #[cfg(feature = "sink-nats")]
-    {
-        sink::build(common, v)
-    }
-    #[cfg(not(feature = "sink-nats"))]
-    {
-        let _ = (common, v);
-        Err(crate::config::not_built("nats", "sink-nats"))
-    }
-}
+#[cfg(feature = "sink-nats")]
+pub(crate) use sink::build;

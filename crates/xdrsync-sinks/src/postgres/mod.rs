@@ -15,22 +15,5 @@ mod sink;
 
 pub use config::{PostgresConfig, Validated};
 
-use std::sync::Arc;
-
-use xdrsync_config::ConfigError;
-
-use crate::Sink;
-use crate::outbox::Common;
-
-/// Builds the sink (reads its URL).
-pub(crate) fn build(common: Common, v: &Validated) -> Result<Arc<dyn Sink>, ConfigError> {
-    #[cfg(feature = "sink-postgres")]
-    {
-        sink::build(common, v)
-    }
-    #[cfg(not(feature = "sink-postgres"))]
-    {
-        let _ = (common, v);
-        Err(crate::config::not_built("postgres", "sink-postgres"))
-    }
-}
+#[cfg(feature = "sink-postgres")]
+pub(crate) use sink::build;

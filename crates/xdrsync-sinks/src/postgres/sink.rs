@@ -67,22 +67,15 @@ pub(crate) fn build(common: Common, v: &Validated) -> Result<Arc<dyn Sink>, Conf
 /// Connection-level failures (the server is down, restarting, or cut us off) are transient;
 /// a refused statement (a constraint, a permission, bad JSON) is permanent.
 fn pg_error(e: tokio_postgres::Error) -> SendError {
-    let msg = match e.as_db_error() {
-        Some(db) => format!("postgres: {} ({})", db.message(), db.code().code()),
-        None => format!("postgres: {e}"),
+    let Some(db) = e.as_db_error() else {
+        // No answer from the server: it is down, restarting or cut the connection.
+        return SendError::transient(format!("postgres: {e}"));
     };
-    let transient = e.is_closed()
-        || e.as_db_error().is_none()
-        || e.code().is_some_and(|c| {
-            let c = c.code();
-            // 08: connection exception; 40: rollback (serialization, deadlock); 53:
-            // insufficient resources; 57P: operator intervention (shutdown, restart).
-            c.starts_with("08")
-                || c.starts_with("40")
-                || c.starts_with("53")
-                || c.starts_with("57P")
-        });
-    if transient {
+    let msg = format!("postgres: {} ({})", db.message(), db.code().code());
+    let c = db.code().code();
+    // 08: connection exception; 40: rollback (serialization, deadlock); 53: insufficient
+    // resources; 57P: operator intervention (shutdown, restart).
+    if ["08", "40", "53", "57P"].iter().any(|p| c.starts_with(p)) {
         SendError::transient(msg)
     } else {
         SendError::permanent(msg)
@@ -132,10 +125,16 @@ impl Postgres {
                 ));
             }
             client.batch_execute(&ddl).await.map_err(|e| {
-                // Two sinks creating the same tables at once: harmless, retry.
-                let mut err = pg_error(e);
-                err.message = format!("creating the tables: {}", err.message);
-                err
+                // Two sinks creating the same tables at once lose a race on the catalog
+                // (23505 on pg_type, 42P07): harmless, and the retry finds them.
+                let race = e
+                    .code()
+                    .is_some_and(|c| matches!(c.code(), "23505" | "42P07"));
+                let err = pg_error(e).context("creating the tables");
+                SendError {
+                    retriable: err.retriable || race,
+                    ..err
+                }
             })?;
         }
         Ok(client)

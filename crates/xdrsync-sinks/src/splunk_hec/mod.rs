@@ -20,25 +20,8 @@ mod sink;
 pub use config::{HecConfig, TenantHec, Validated};
 pub use encoder::{default_sourcetype, encode_event};
 
-use std::sync::Arc;
-
-use xdrsync_config::ConfigError;
-
-use crate::Sink;
-use crate::outbox::Common;
-
-/// Builds the sink (reads its token).
-pub(crate) fn build(common: Common, v: &Validated) -> Result<Arc<dyn Sink>, ConfigError> {
-    #[cfg(feature = "sink-splunk-hec")]
-    {
-        sink::build(common, v)
-    }
-    #[cfg(not(feature = "sink-splunk-hec"))]
-    {
-        let _ = (common, v);
-        Err(crate::config::not_built("splunk_hec", "sink-splunk-hec"))
-    }
-}
+#[cfg(feature = "sink-splunk-hec")]
+pub(crate) use sink::build;
 
 #[cfg(test)]
 mod tests;

@@ -125,15 +125,21 @@ impl Hec {
         out
     }
 
-    async fn post(&self, url: &SafeUrl, body: Vec<u8>, gzip: bool) -> Result<Answer, SendError> {
-        let mut req = self
+    /// A POST to `url` with the token, the JSON content type and the ack channel.
+    fn request(&self, url: &SafeUrl) -> reqwest::RequestBuilder {
+        let req = self
             .client
             .post(url.expose().clone())
             .header(AUTHORIZATION, self.auth())
             .header(CONTENT_TYPE, "application/json");
-        if let Some(c) = &self.channel {
-            req = req.header("x-splunk-request-channel", c);
+        match &self.channel {
+            Some(c) => req.header("x-splunk-request-channel", c),
+            None => req,
         }
+    }
+
+    async fn post(&self, url: &SafeUrl, body: Vec<u8>, gzip: bool) -> Result<Answer, SendError> {
+        let mut req = self.request(url);
         let body = if gzip {
             let mut enc = flate2::write::GzEncoder::new(
                 Vec::with_capacity(body.len() / 4),
@@ -147,14 +153,8 @@ impl Hec {
         } else {
             body
         };
-        let resp = req.body(body).send().await.map_err(|e| {
-            let mut err = SendError::reqwest(e);
-            err.message = format!("POST {url}: {}", err.message);
-            err
-        })?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap_or_default();
+        let what = format!("POST {url}");
+        let (status, headers, text) = crate::http::exchange(req.body(body), &what).await?;
         let answer: Option<Answer> = serde_json::from_str(&text).ok();
         if status == 200 {
             return match answer {
@@ -169,7 +169,7 @@ impl Hec {
                 ))),
             };
         }
-        let mut err = SendError::http(status, &headers, &text);
+        let err = SendError::http(status, &headers, &text);
         let hint = match answer.as_ref().map(|a| a.code) {
             Some(2..=4) => " (check the HEC token)",
             Some(1) => " (the token is disabled)",
@@ -178,7 +178,8 @@ impl Hec {
             Some(14) => " (indexer acknowledgement is off for this token: set ack = false)",
             _ => "",
         };
-        err.message = format!("POST {url}: {}{hint}", err.message);
+        let mut err = err.context(&what);
+        err.message.push_str(hint);
         Err(err)
     }
 
@@ -191,7 +192,7 @@ impl Hec {
             let text = match self.post_ack(body).await {
                 Ok(t) => t,
                 // A restarting indexer: keep asking until the timeout.
-                Err(e) if e.retry.is_some() && start.elapsed() < self.ack_timeout => continue,
+                Err(e) if e.retriable && start.elapsed() < self.ack_timeout => continue,
                 Err(e) => return Err(e),
             };
             let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
@@ -208,29 +209,11 @@ impl Hec {
     }
 
     async fn post_ack(&self, body: Vec<u8>) -> Result<String, SendError> {
-        let url = &self.ack_url;
-        let mut req = self
-            .client
-            .post(url.expose().clone())
-            .header(AUTHORIZATION, self.auth())
-            .header(CONTENT_TYPE, "application/json");
-        if let Some(c) = &self.channel {
-            req = req.header("x-splunk-request-channel", c);
-        }
-        let resp = req.body(body).send().await.map_err(|e| {
-            let mut err = SendError::reqwest(e);
-            err.message = format!("POST {url}: {}", err.message);
-            err
-        })?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap_or_default();
-        if status == 200 {
-            Ok(text)
-        } else {
-            let mut err = SendError::http(status, &headers, &text);
-            err.message = format!("POST {url}: {}", err.message);
-            Err(err)
+        let what = format!("POST {}", self.ack_url);
+        let req = self.request(&self.ack_url).body(body);
+        match crate::http::exchange(req, &what).await? {
+            (200, _, text) => Ok(text),
+            (status, headers, text) => Err(SendError::http(status, &headers, &text).context(&what)),
         }
     }
 }

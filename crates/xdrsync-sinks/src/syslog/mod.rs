@@ -17,25 +17,8 @@ mod sink;
 
 pub use config::{Framing, Message, Protocol, SyslogConfig, SyslogTransport, Validated};
 
-use std::sync::Arc;
-
-use xdrsync_config::ConfigError;
-
-use crate::Sink;
-use crate::outbox::Common;
-
-/// Builds the sink.
-pub(crate) fn build(common: Common, v: &Validated) -> Result<Arc<dyn Sink>, ConfigError> {
-    #[cfg(feature = "sink-syslog")]
-    {
-        sink::build(common, v)
-    }
-    #[cfg(not(feature = "sink-syslog"))]
-    {
-        let _ = (common, v);
-        Err(crate::config::not_built("syslog", "sink-syslog"))
-    }
-}
+#[cfg(feature = "sink-syslog")]
+pub(crate) use sink::build;
 
 #[cfg(test)]
 mod tests;

@@ -164,7 +164,7 @@ impl Syslog {
     }
 
     async fn send_tcp(&self, events: &[Event]) -> Result<(), SendError> {
-        let mut buf = Vec::with_capacity(events.iter().map(|e| e.doc.len() + 512).sum());
+        let mut buf = Vec::with_capacity(events.len() * 1024);
         for e in events {
             frame(&mut buf, &self.message_of(e), self.framing);
         }
@@ -201,6 +201,10 @@ impl Syslog {
 }
 
 impl Transport for Syslog {
+    fn uses_documents(&self) -> bool {
+        self.message == Message::Json
+    }
+
     fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
             match self.transport {

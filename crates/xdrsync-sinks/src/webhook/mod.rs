@@ -25,25 +25,8 @@ pub use config::{TenantWebhook, Validated, WebhookConfig};
 #[cfg(feature = "sink-webhook")]
 pub use sink::{SIGNATURE_HEADER, TIMESTAMP_HEADER, batch_id, sign};
 
-use std::sync::Arc;
-
-use xdrsync_config::ConfigError;
-
-use crate::Sink;
-use crate::outbox::Common;
-
-/// Builds the sink (reads its secret).
-pub(crate) fn build(common: Common, v: &Validated) -> Result<Arc<dyn Sink>, ConfigError> {
-    #[cfg(feature = "sink-webhook")]
-    {
-        sink::build(common, v)
-    }
-    #[cfg(not(feature = "sink-webhook"))]
-    {
-        let _ = (common, v);
-        Err(crate::config::not_built("webhook", "sink-webhook"))
-    }
-}
+#[cfg(feature = "sink-webhook")]
+pub(crate) use sink::build;
 
 #[cfg(all(test, feature = "sink-webhook"))]
 mod tests;

@@ -132,20 +132,13 @@ impl Transport for Webhook {
             if let Some(s) = &self.secret {
                 req = req.header(SIGNATURE_HEADER, sign(s.expose().as_bytes(), now, &body));
             }
-            let resp = req.body(body).send().await.map_err(|e| {
-                let mut err = SendError::reqwest(e);
-                err.message = format!("POST {}: {}", shown(url), err.message);
-                err
-            })?;
-            let status = resp.status().as_u16();
-            if (200..300).contains(&status) {
-                return Ok(());
+            let what = format!("POST {}", shown(url));
+            match crate::http::exchange(req.body(body), &what).await? {
+                (200..=299, _, _) => Ok(()),
+                (status, headers, text) => {
+                    Err(SendError::http(status, &headers, &text).context(&what))
+                }
             }
-            let headers = resp.headers().clone();
-            let text = resp.text().await.unwrap_or_default();
-            let mut err = SendError::http(status, &headers, &text);
-            err.message = format!("POST {}: {}", shown(url), err.message);
-            Err(err)
         })
     }
 }
