@@ -1087,14 +1087,19 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses a URL for a config field.
 fn parse_url(field: &str, value: &str) -> Result<Url, (String, String)> {
-    let url = Url::parse(value)
-        .map_err(|e| (field.to_owned(), format!("`{value}` is not a URL: {e}")))?;
+    https_or_loopback(value).map_err(|m| (field.to_owned(), m))
+}
+
+/// Parses a URL that must be https, or plain http to a loopback address (the emulator, a local
+/// receiver): anything else would send tokens and events across the network unencrypted.
+/// The error says what is wrong with `value`.
+pub fn https_or_loopback(value: &str) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|e| format!("`{value}` is not a URL: {e}"))?;
     match url.scheme() {
         "https" => Ok(url),
         "http" if url.host_str().is_some_and(is_loopback) => Ok(url),
-        _ => Err((
-            field.to_owned(),
-            format!("`{value}` must be https (plain http is allowed only for a loopback emulator)"),
+        _ => Err(format!(
+            "`{value}` must be https (plain http is allowed only to a loopback address)"
         )),
     }
 }

@@ -150,6 +150,11 @@ impl Ctx<'_> {
         ))
     }
 
+    /// An https URL, or plain http to a loopback receiver.
+    pub(crate) fn http_url(&self, field: &str, raw: &str) -> Result<url::Url, ConfigError> {
+        xdrsync_config::https_or_loopback(raw).map_err(|m| self.invalid(field, m))
+    }
+
     /// A path relative to the config file's folder.
     pub(crate) fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
@@ -287,6 +292,27 @@ pub fn validate(config: &Config) -> Result<Vec<ValidatedSink>, ConfigError> {
     Ok(out)
 }
 
+/// Parses each of `values` with `parse`, dropping repeats; an unknown one is an error at
+/// `field[j]` listing `expected`.
+fn parse_list<T: PartialEq>(
+    ctx: &Ctx<'_>,
+    field: &str,
+    values: &[String],
+    parse: fn(&str) -> Option<T>,
+    expected: &str,
+) -> Result<Vec<T>, ConfigError> {
+    let mut out = Vec::new();
+    for (j, v) in values.iter().enumerate() {
+        let k = parse(v).ok_or_else(|| {
+            ctx.invalid(&format!("{field}[{j}]"), format!("`{v}`: expected {expected}"))
+        })?;
+        if !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    Ok(out)
+}
+
 fn validate_one(s: SinkSection, ctx: &Ctx<'_>) -> Result<ValidatedSink, ConfigError> {
     if s.name.is_empty()
         || !s
@@ -305,28 +331,14 @@ fn validate_one(s: SinkSection, ctx: &Ctx<'_>) -> Result<ValidatedSink, ConfigEr
         tenants.insert(ctx.tenant(&format!("tenants[{j}]"), t)?);
     }
     route.tenants = tenants;
-    for (j, st) in s.streams.iter().enumerate() {
-        let k = StreamKind::parse(st).ok_or_else(|| {
-            ctx.invalid(
-                &format!("streams[{j}]"),
-                format!("`{st}`: expected incidents, alerts or detections"),
-            )
-        })?;
-        if !route.streams.contains(&k) {
-            route.streams.push(k);
-        }
-    }
-    for (j, c) in s.changes.iter().enumerate() {
-        let k = ChangeKind::parse(c).ok_or_else(|| {
-            ctx.invalid(
-                &format!("changes[{j}]"),
-                format!("`{c}`: expected created, updated, alert_added or redirected"),
-            )
-        })?;
-        if !route.changes.contains(&k) {
-            route.changes.push(k);
-        }
-    }
+    route.streams = parse_list(ctx, "streams", &s.streams, StreamKind::parse, "incidents, alerts or detections")?;
+    route.changes = parse_list(
+        ctx,
+        "changes",
+        &s.changes,
+        ChangeKind::parse,
+        "created, updated, alert_added or redirected",
+    )?;
     if let Some(m) = &s.min_severity {
         route.min_severity = Some(match m.to_ascii_lowercase().as_str() {
             "informational" => Severity::Informational,

@@ -61,7 +61,7 @@ fn refusals_name_the_field_and_the_problem() {
     insta::assert_snapshot!(e("name = \"a\"\nstreams = [\"events\"]\n[stdout]"), @"`sinks[0].streams[0]`: `events`: expected incidents, alerts or detections");
     insta::assert_snapshot!(e("name = \"a\"\nchanges = [\"deleted\"]\n[stdout]"), @"`sinks[0].changes[0]`: `deleted`: expected created, updated, alert_added or redirected");
     insta::assert_snapshot!(e("name = \"a\"\nformat = \"cef\"\n[stdout]"), @"`sinks[0]`: unknown variant `cef`, expected one of `raw`, `xdrsync`, `ocsf`, `ecs`");
-    insta::assert_snapshot!(e("name = \"a\"\n[webhook]\nurl = \"http://hooks.example.com/x\""), @"`sinks[0].webhook.url`: plain http is allowed only to a loopback address: events and tokens would cross the network unencrypted");
+    insta::assert_snapshot!(e("name = \"a\"\n[webhook]\nurl = \"http://hooks.example.com/x\""), @"`sinks[0].webhook.url`: `http://hooks.example.com/x` must be https (plain http is allowed only to a loopback address)");
     insta::assert_snapshot!(e("name = \"a\"\n[splunk_hec]\nurl = \"https://s:8088\"\ntoken = { value = \"abc\" }"), @"`sinks[0].splunk_hec.token`: inline secrets are refused: use `env` or `file`, or set `allow_inline_secrets = true` at the top of the file");
     insta::assert_snapshot!(e("name = \"a\"\nformat = \"ecs\"\n[syslog]\naddress = \"q:514\""), @r#"`sinks[0].format`: `ecs` applies to JSON messages; CEF and LEEF messages are built from the normalized record (set syslog.message = "json", or remove format)"#);
     insta::assert_snapshot!(e("name = \"a\"\n[syslog]\naddress = \"q\""), @"`sinks[0].syslog.address`: `q`: expected host:port");

@@ -113,8 +113,9 @@ impl SendError {
 
 /// A receiver: sends a chunk of events and says whether it accepted all of them.
 pub(crate) trait Transport: Send + Sync + std::fmt::Debug + 'static {
-    /// Sends `events`; `Ok` only once the receiver accepted every one of them.
-    fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<(), SendError>>;
+    /// Sends `events`; `Ok` (with the bytes sent, before any compression) only once the
+    /// receiver accepted every one of them.
+    fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<u64, SendError>>;
 
     /// Events with different destinations (a per-tenant URL) go in different chunks.
     fn destination(&self, _event: &Event) -> usize {
@@ -299,13 +300,13 @@ impl<T: Transport> OutboxSink<T> {
         }
     }
 
-    async fn send_with_retry(&self, chunk: &[Event]) -> Result<(), SinkError> {
+    async fn send_with_retry(&self, chunk: &[Event]) -> Result<u64, SinkError> {
         let start = Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
             let err = match self.transport.send(chunk).await {
-                Ok(()) => return Ok(()),
+                Ok(bytes) => return Ok(bytes),
                 Err(e) => e,
             };
             if !err.retriable || attempt >= self.common.retry_attempts.max(1) {
@@ -335,7 +336,7 @@ impl<T: Transport> OutboxSink<T> {
             while !rest.is_empty() {
                 let n = self.chunk_len(rest);
                 let (chunk, tail) = rest.split_at(n);
-                self.send_with_retry(chunk).await?;
+                let bytes = self.send_with_retry(chunk).await?;
                 let last = if tail.is_empty() {
                     end
                 } else {
@@ -345,7 +346,7 @@ impl<T: Transport> OutboxSink<T> {
                 metrics::BatchSent {
                     sink: &c.name,
                     events: n as u64,
-                    bytes: chunk.iter().map(|e| e.doc.len() as u64).sum(),
+                    bytes,
                     position: last,
                 }
                 .emit(&self.metrics);

@@ -205,7 +205,7 @@ impl Nats {
 }
 
 impl Transport for Nats {
-    fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<(), SendError>> {
+    fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<u64, SendError>> {
         Box::pin(async move {
             let mut slot = self.conn.lock().await;
             if slot.is_none() {
@@ -217,7 +217,7 @@ impl Transport for Nats {
                 // Start clean: late replies of a failed chunk must not be taken for the next.
                 *slot = None;
             }
-            r
+            r.map(|()| events.iter().map(|e| e.doc.len() as u64).sum())
         })
     }
 }

@@ -207,7 +207,7 @@ impl Postgres {
 }
 
 impl Transport for Postgres {
-    fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<(), SendError>> {
+    fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<u64, SendError>> {
         Box::pin(async move {
             let mut slot = self.client.lock().await;
             let run = async {
@@ -227,7 +227,7 @@ impl Transport for Postgres {
             if r.is_err() {
                 *slot = None;
             }
-            r
+            r.map(|()| events.iter().map(|e| e.doc.len() as u64).sum())
         })
     }
 }

@@ -105,7 +105,7 @@ pub struct Validated {
 
 impl HecConfig {
     pub(crate) fn validate(self, ctx: &Ctx<'_>) -> Result<Validated, ConfigError> {
-        let mut url = crate::webhook::http_url(ctx, "splunk_hec.url", &self.url)?;
+        let mut url = ctx.http_url("splunk_hec.url", &self.url)?;
         if !url.path().ends_with('/') {
             let p = format!("{}/", url.path());
             url.set_path(&p);

@@ -219,16 +219,17 @@ impl Hec {
 }
 
 impl Transport for Hec {
-    fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<(), SendError>> {
+    fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<u64, SendError>> {
         Box::pin(async move {
             let body = self.body(events);
+            let sent = body.len() as u64;
             let answer = self.post(&self.event_url, body, self.gzip).await?;
             match (&self.channel, answer.ack_id) {
-                (Some(_), Some(id)) => self.wait_for_ack(id).await,
+                (Some(_), Some(id)) => self.wait_for_ack(id).await.map(|()| sent),
                 (Some(_), None) => Err(SendError::permanent(
                     "ack = true but HEC returned no ackId: indexer acknowledgement is off for this token (set ack = false, or enable it on the token)",
                 )),
-                (None, _) => Ok(()),
+                (None, _) => Ok(sent),
             }
         })
     }

@@ -39,7 +39,7 @@ impl StdoutTransport {
 }
 
 impl Transport for StdoutTransport {
-    fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<(), SendError>> {
+    fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<u64, SendError>> {
         Box::pin(async move {
             let mut buf = Vec::with_capacity(events.iter().map(|e| e.doc.len() + 1).sum());
             for e in events {
@@ -50,7 +50,8 @@ impl Transport for StdoutTransport {
             // A closed pipe (`| head`) is permanent: nobody will read what follows.
             out.write_all(&buf)
                 .and_then(|()| out.flush())
-                .map_err(|e| SendError::permanent(format!("cannot write to stdout: {e}")))
+                .map_err(|e| SendError::permanent(format!("cannot write to stdout: {e}")))?;
+            Ok(buf.len() as u64)
         })
     }
 }

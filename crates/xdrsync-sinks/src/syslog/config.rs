@@ -165,7 +165,7 @@ fn printable(s: &str, max: usize) -> bool {
 
 impl SyslogConfig {
     pub(crate) fn validate(self, ctx: &Ctx<'_>) -> Result<Validated, ConfigError> {
-        let (host, port) = self
+        let (host, _port) = self
             .address
             .rsplit_once(':')
             .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
@@ -175,7 +175,6 @@ impl SyslogConfig {
                     format!("`{}`: expected host:port", self.address),
                 )
             })?;
-        let _ = port;
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')

@@ -109,7 +109,7 @@ impl Syslog {
         self.header.message(&e.v, &body)
     }
 
-    async fn send_udp(&self, events: &[Event]) -> Result<(), SendError> {
+    async fn send_udp(&self, events: &[Event]) -> Result<u64, SendError> {
         let msgs: Vec<String> = events.iter().map(|e| self.message_of(e)).collect();
         if let Some((e, m)) = events
             .iter()
@@ -138,7 +138,7 @@ impl Syslog {
                 .await
                 .map_err(|e| SendError::transient(format!("udp {}: {e}", self.address)))?;
         }
-        Ok(())
+        Ok(msgs.iter().map(|m| m.len() as u64).sum())
     }
 
     /// Writes the chunk, half-closes, and waits until the receiver has read it all and
@@ -163,7 +163,7 @@ impl Syslog {
         }
     }
 
-    async fn send_tcp(&self, events: &[Event]) -> Result<(), SendError> {
+    async fn send_tcp(&self, events: &[Event]) -> Result<u64, SendError> {
         let mut buf = Vec::with_capacity(events.len() * 1024);
         for e in events {
             frame(&mut buf, &self.message_of(e), self.framing);
@@ -188,8 +188,10 @@ impl Syslog {
                 None => self.send_stream(tcp, &buf).await.map_err(io),
             }
         };
+        let sent = buf.len() as u64;
         tokio::time::timeout(self.timeout, run)
             .await
+            .map(|r| r.map(|()| sent))
             .unwrap_or_else(|_| {
                 Err(SendError::transient(format!(
                     "{what} {}: no acknowledgement (the receiver did not close) within {}s",
@@ -205,7 +207,7 @@ impl Transport for Syslog {
         self.message == Message::Json
     }
 
-    fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<(), SendError>> {
+    fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<u64, SendError>> {
         Box::pin(async move {
             match self.transport {
                 SyslogTransport::Udp => self.send_udp(events).await,

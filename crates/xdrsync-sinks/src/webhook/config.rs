@@ -50,29 +50,9 @@ pub struct Validated {
     pub(crate) tenants: Vec<(TenantId, Url)>,
 }
 
-/// A URL for a sink: https, or http only to loopback (a receiver on the same host).
-pub(crate) fn http_url(ctx: &Ctx<'_>, field: &str, raw: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(raw).map_err(|e| ctx.invalid(field, format!("not a URL: {e}")))?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(a)) => a.is_loopback(),
-        Some(url::Host::Ipv6(a)) => a.is_loopback(),
-        None => false,
-    };
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if loopback => Ok(url),
-        "http" => Err(ctx.invalid(
-            field,
-            "plain http is allowed only to a loopback address: events and tokens would cross the network unencrypted",
-        )),
-        other => Err(ctx.invalid(field, format!("`{other}` URLs are not supported"))),
-    }
-}
-
 impl WebhookConfig {
     pub(crate) fn validate(self, ctx: &Ctx<'_>) -> Result<Validated, ConfigError> {
-        let url = http_url(ctx, "webhook.url", &self.url)?;
+        let url = ctx.http_url("webhook.url", &self.url)?;
         let secret = self
             .secret
             .as_ref()
@@ -83,7 +63,7 @@ impl WebhookConfig {
             let field = format!("webhook.tenants.{name}");
             tenants.push((
                 ctx.tenant(&field, name)?,
-                http_url(ctx, &format!("{field}.url"), &t.url)?,
+                ctx.http_url(&format!("{field}.url"), &t.url)?,
             ));
         }
         if self.timeout_secs == 0 {

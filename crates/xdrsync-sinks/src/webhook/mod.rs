@@ -20,7 +20,6 @@ mod config;
 #[cfg(feature = "sink-webhook")]
 mod sink;
 
-pub(crate) use config::http_url;
 pub use config::{TenantWebhook, Validated, WebhookConfig};
 #[cfg(feature = "sink-webhook")]
 pub use sink::{SIGNATURE_HEADER, TIMESTAMP_HEADER, batch_id, sign};

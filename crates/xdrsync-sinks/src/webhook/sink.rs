@@ -98,7 +98,7 @@ impl Transport for Webhook {
             .map_or(0, |(_, i)| *i)
     }
 
-    fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<(), SendError>> {
+    fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<u64, SendError>> {
         Box::pin(async move {
             let url = &self.urls[self.destination(&events[0])];
             let id = batch_id(events.iter().map(|e| e.v.event_id.as_str()));
@@ -133,8 +133,9 @@ impl Transport for Webhook {
                 req = req.header(SIGNATURE_HEADER, sign(s.expose().as_bytes(), now, &body));
             }
             let what = format!("POST {}", shown(url));
+            let sent = body.len() as u64;
             match crate::http::exchange(req.body(body), &what).await? {
-                (200..=299, _, _) => Ok(()),
+                (200..=299, _, _) => Ok(sent),
                 (status, headers, text) => {
                     Err(SendError::http(status, &headers, &text).context(&what))
                 }
