@@ -304,7 +304,10 @@ fn parse_list<T: PartialEq>(
     let mut out = Vec::new();
     for (j, v) in values.iter().enumerate() {
         let k = parse(v).ok_or_else(|| {
-            ctx.invalid(&format!("{field}[{j}]"), format!("`{v}`: expected {expected}"))
+            ctx.invalid(
+                &format!("{field}[{j}]"),
+                format!("`{v}`: expected {expected}"),
+            )
         })?;
         if !out.contains(&k) {
             out.push(k);
@@ -331,7 +334,13 @@ fn validate_one(s: SinkSection, ctx: &Ctx<'_>) -> Result<ValidatedSink, ConfigEr
         tenants.insert(ctx.tenant(&format!("tenants[{j}]"), t)?);
     }
     route.tenants = tenants;
-    route.streams = parse_list(ctx, "streams", &s.streams, StreamKind::parse, "incidents, alerts or detections")?;
+    route.streams = parse_list(
+        ctx,
+        "streams",
+        &s.streams,
+        StreamKind::parse,
+        "incidents, alerts or detections",
+    )?;
     route.changes = parse_list(
         ctx,
         "changes",

@@ -8,7 +8,7 @@ use xdrsync_model::{
     Record, TenantId, normalize_graph_alert, normalize_graph_incident, normalize_mde_alert,
     normalize_siem_detection, normalize_xdr_incident,
 };
-use xdrsync_store::{NewVersion, SqliteStore, StoredVersion};
+use xdrsync_store::{CommitRequest, NewVersion, SqliteStore, StoredVersion};
 
 /// The fixtures' tenant.
 pub const TENANT: &str = "b3a7c1d2-0000-4000-8000-00000000c0de";
@@ -238,24 +238,36 @@ pub fn new_versions() -> Vec<NewVersion> {
 
 /// The five fixtures as stored versions (`seq` 1–5 of a fresh in-memory store).
 pub fn stored() -> Vec<StoredVersion> {
-    let store = SqliteStore::open_in_memory().expect("in-memory store");
-    commit(&store, &new_versions());
-    store.versions_after(0, 100).expect("read back")
+    store_with(&new_versions())
+        .versions_after(0, 100)
+        .expect("read back")
 }
 
-/// Commits versions of any tenants and streams, grouped by tenant.
+/// Commits versions of any tenants and streams, grouped by tenant, in one transaction.
 pub fn commit(store: &SqliteStore, versions: &[NewVersion]) {
-    let mut by_tenant: Vec<(TenantId, Vec<NewVersion>)> = Vec::new();
+    let mut group: Vec<CommitRequest> = Vec::new();
     for v in versions {
-        let t = v.record.tenant().clone();
-        match by_tenant.iter_mut().find(|(k, _)| *k == t) {
-            Some((_, list)) => list.push(v.clone()),
-            None => by_tenant.push((t, vec![v.clone()])),
+        let t = v.record.tenant();
+        match group.iter_mut().find(|r| r.tenant == *t) {
+            Some(r) => r.versions.push(v.clone()),
+            None => group.push(CommitRequest {
+                tenant: t.clone(),
+                versions: vec![v.clone()],
+                poison: Vec::new(),
+                cursor: None,
+            }),
         }
     }
-    for (t, list) in by_tenant {
-        store.commit(&t, &list, None).expect("commit fixtures");
+    for r in store.commit_group(&group) {
+        r.expect("commit fixtures");
     }
+}
+
+/// A fresh in-memory store holding `versions`.
+pub fn store_with(versions: &[NewVersion]) -> SqliteStore {
+    let store = SqliteStore::open_in_memory().expect("in-memory store");
+    commit(&store, versions);
+    store
 }
 
 /// `n` distinct versions spread over `tenants` tenants and the three streams: the fixtures

@@ -331,7 +331,9 @@ impl<T: Transport> OutboxSink<T> {
         let mut position = c.check_backlog(store, stored, &self.metrics)?;
         let mut sent = 0u64;
         let read = c.batch_max_events.max(1) * 4;
-        while let Some((events, end, filtered)) = c.next_batch(store, position, read, self.transport.uses_documents())? {
+        while let Some((events, end, filtered)) =
+            c.next_batch(store, position, read, self.transport.uses_documents())?
+        {
             let mut rest = &events[..];
             while !rest.is_empty() {
                 let n = self.chunk_len(rest);

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use xdrsync_sinks::Sink;
+use xdrsync_sinks::{Sink, fixtures};
 use xdrsync_test_utils::conformance::{self, Capabilities, Receiver, event_id_of};
 use xdrsync_test_utils::receivers::hec::{Hec, HecOptions};
 use xdrsync_test_utils::receivers::nats::{NatsServer, read_stream};
+use xdrsync_test_utils::receivers::postgres as pg;
 use xdrsync_test_utils::receivers::proxy::Proxy;
 use xdrsync_test_utils::receivers::rsyslog::Rsyslog;
 use xdrsync_test_utils::receivers::webhook::Webhook;
@@ -148,8 +149,7 @@ fn a_closed_pipe_fails_the_delivery_without_moving_the_position() {
             Ok(())
         }
     }
-    let store = xdrsync_store::SqliteStore::open_in_memory().unwrap();
-    xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::new_versions());
+    let store = fixtures::store_with(&fixtures::new_versions());
     let sink =
         xdrsync_sinks::stdout::sink_to(xdrsync_sinks::Common::named("out"), Box::new(Closed));
     let e = sink.deliver(&store).unwrap_err();
@@ -313,8 +313,7 @@ async fn syslog_tls_with_an_unknown_ca_fails_without_retrying() {
         "",
     );
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(xdrsync_store::SqliteStore::open_in_memory().unwrap());
-    xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::new_versions());
+    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
     let sink = build_sink(&format!("name = \"s\"\n{table}"), dir.path());
     let e = conformance::deliver(&sink, &store).await.unwrap_err();
     assert!(e.to_string().contains("not retriable"), "{e}");
@@ -409,8 +408,7 @@ async fn hec_delivery(
         .sink_table()
         .replace(r.0.token(), &HecOptions::default().token);
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(xdrsync_store::SqliteStore::open_in_memory().unwrap());
-    xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::new_versions());
+    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
     let sink = build_sink(
         &format!("name = \"s\"\nretry_attempts = 3\nretry_base_ms = 10\n{table}\n{table_extra}"),
         dir.path(),
@@ -426,8 +424,7 @@ async fn splunk_hec_busy_is_retried_and_a_bad_token_or_index_is_not() {
     hec.fail_next(2);
     let r = HecReceiver(hec, "");
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(xdrsync_store::SqliteStore::open_in_memory().unwrap());
-    xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::new_versions());
+    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
     let sink = build_sink(
         &format!("name = \"s\"\nretry_base_ms = 10\n{}", r.sink_table()),
         dir.path(),
@@ -486,8 +483,7 @@ async fn splunk_hec_busy_is_retried_and_a_bad_token_or_index_is_not() {
 async fn splunk_hec_places_each_tenant_in_its_own_index() {
     let hec = Hec::start(HecOptions::default());
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(xdrsync_store::SqliteStore::open_in_memory().unwrap());
-    xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::many(30, 3));
+    let store = Arc::new(fixtures::store_with(&fixtures::many(30, 3)));
     let t0 = "00000000-0000-4000-8000-000000000000";
     let toml = format!(
         "name = \"s\"\n[splunk_hec]\nurl = \"{}\"\ntoken = {{ value = \"{}\" }}\nindex = \"shared\"\n[splunk_hec.tenants.\"{t0}\"]\nindex = \"customer0\"\nsourcetype = \"c0:defender\"\nhost = \"customer0\"",
@@ -568,8 +564,7 @@ async fn webhook_conforms() {
 async fn webhook_signature_per_tenant_urls_and_server_errors() {
     let hook = Webhook::start(HOOK_SECRET);
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(xdrsync_store::SqliteStore::open_in_memory().unwrap());
-    xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::many(30, 3));
+    let store = Arc::new(fixtures::store_with(&fixtures::many(30, 3)));
     let t1 = "00000000-0000-4000-8000-000000000001";
     // 500 twice, then accepted; tenant 1 to its own URL.
     hook.fail_next(2);
@@ -676,8 +671,7 @@ async fn nats_on_the_shared_server_drops_repeats() {
     let stream = format!("XDRSYNC_{}", uuid::Uuid::new_v4().simple());
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(xdrsync_store::SqliteStore::open_in_memory().unwrap());
-    xdrsync_sinks::fixtures::commit(&store, &xdrsync_sinks::fixtures::new_versions());
+    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
     let toml = |name: &str| {
         format!(
             "name = \"{name}\"\n[nats]\nurl = \"nats://{address}\"\nstream = \"{stream}\"\nsubject_prefix = \"{prefix}\""
@@ -703,55 +697,21 @@ async fn nats_on_the_shared_server_drops_repeats() {
 
 // ---- PostgreSQL ----
 
-/// The PostgreSQL server tests use (`XDRSYNC_TEST_POSTGRES`, default the machine's).
-fn pg_address() -> String {
-    std::env::var("XDRSYNC_TEST_POSTGRES").unwrap_or_else(|_| "127.0.0.1:5432".into())
-}
-
 struct PgReceiver {
     proxy: Proxy,
     schema: String,
 }
 
-async fn pg_client() -> tokio_postgres::Client {
-    let (host, port) = pg_address()
-        .rsplit_once(':')
-        .map(|(h, p)| (h.to_owned(), p.to_owned()))
-        .unwrap();
-    let (c, conn) = tokio_postgres::connect(
-        &format!("host={host} port={port} user=postgres dbname=test"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("PostgreSQL at {host}:{port} (scripts/services starts it): {e}"));
-    tokio::spawn(conn);
-    c
-}
-
 impl Receiver for PgReceiver {
     fn sink_table(&self) -> String {
         format!(
-            "[postgres]\nurl = {{ value = \"postgres://postgres@{}/test\" }}\nschema = \"{}\"",
-            self.proxy.addr, self.schema
+            "[postgres]\nurl = {{ value = \"{}\" }}\nschema = \"{}\"",
+            pg::url(&self.proxy.addr.to_string()),
+            self.schema
         )
     }
     async fn event_ids(&self, _: usize) -> Vec<String> {
-        let c = pg_client().await;
-        let mut ids = Vec::new();
-        for t in ["incidents", "alerts", "detections"] {
-            for row in c
-                .query(
-                    &format!("SELECT event_id, document FROM {}.xdrsync_{t}", self.schema),
-                    &[],
-                )
-                .await
-                .unwrap()
-            {
-                let id: String = row.get(0);
-                ids.push(id);
-            }
-        }
-        ids
+        pg::event_ids(&self.schema).await
     }
     async fn stop(&self) {
         self.proxy.down();
@@ -771,11 +731,11 @@ impl Receiver for PgReceiver {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_conforms() {
     let r = PgReceiver {
-        proxy: Proxy::start(&pg_address()),
-        schema: format!("xdrsync_t_{}", uuid::Uuid::new_v4().simple()),
+        proxy: Proxy::start(&pg::address()),
+        schema: pg::fresh_schema("xdrsync_t"),
     };
     conformance::run(&r).await;
-    let c = pg_client().await;
+    let c = pg::client().await;
     let row = c
         .query_one(
             &format!(

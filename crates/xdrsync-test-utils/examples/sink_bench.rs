@@ -19,7 +19,7 @@ use std::time::Instant;
 use xdrsync_sinks::{Sink, fixtures};
 use xdrsync_store::SqliteStore;
 use xdrsync_test_utils::conformance::deliver;
-use xdrsync_test_utils::receivers::{hec, nats, rsyslog, webhook};
+use xdrsync_test_utils::receivers::{hec, nats, postgres as pg, rsyslog, webhook};
 
 fn build(toml: &str, dir: &std::path::Path) -> Arc<dyn Sink> {
     let v = xdrsync_sinks::config::validate_toml(toml, &dir.join("x.toml"), &[], true)
@@ -63,6 +63,7 @@ async fn main() {
         let store = Arc::new(SqliteStore::open(&dir.path().join(format!("{kind}.db"))).unwrap());
         fixtures::commit(&store, &versions);
         let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+        let mut pg_schema: Option<String> = None;
         let table = match kind {
             "file" | "file-ocsf" | "file-ecs" => {
                 let format = kind.strip_prefix("file-").unwrap_or("xdrsync");
@@ -124,10 +125,13 @@ async fn main() {
                 t
             }
             "postgres" => {
-                let schema = format!("xdrsync_bench_{}", uuid::Uuid::new_v4().simple());
-                format!(
-                    "[postgres]\nurl = {{ value = \"postgres://postgres@127.0.0.1:5432/test\" }}\nschema = \"{schema}\""
-                )
+                let schema = pg::fresh_schema("xdrsync_bench");
+                let t = format!(
+                    "[postgres]\nurl = {{ value = \"{}\" }}\nschema = \"{schema}\"",
+                    pg::url(&pg::address())
+                );
+                pg_schema = Some(schema);
+                t
             }
             _ => unreachable!(),
         };
@@ -150,22 +154,8 @@ async fn main() {
             d.events,
             d.events as f64 / secs
         );
-        if kind == "postgres" {
-            let (c, conn) = tokio_postgres::connect(
-                "host=127.0.0.1 user=postgres dbname=test",
-                tokio_postgres::NoTls,
-            )
-            .await
-            .unwrap();
-            tokio::spawn(conn);
-            let schema = table
-                .split("schema = \"")
-                .nth(1)
-                .unwrap()
-                .trim_end_matches('"');
-            c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-                .await
-                .unwrap();
+        if let Some(schema) = pg_schema.take() {
+            pg::drop_schema(&schema).await;
         }
         drop(keep);
     }

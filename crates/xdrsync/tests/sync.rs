@@ -238,12 +238,9 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         ..Default::default()
     });
     std::fs::write(dir.join("hec.token"), hec.token()).unwrap();
-    let pg_schema = format!("xdrsync_crash_{}", uuid::Uuid::new_v4().simple());
-    std::fs::write(
-        dir.join("pg.url"),
-        "postgres://postgres@127.0.0.1:5432/test",
-    )
-    .unwrap();
+    let pg = &tu::receivers::postgres::address();
+    let pg_schema = tu::receivers::postgres::fresh_schema("xdrsync_crash");
+    std::fs::write(dir.join("pg.url"), tu::receivers::postgres::url(pg)).unwrap();
     let sinks = format!(
         "[[sinks]]\nname = \"ocsf-file\"\nformat = \"ocsf\"\n[sinks.file]\npath = \"ocsf.ndjson\"\n\
          [[sinks]]\nname = \"splunk\"\nretry_base_ms = 20\n[sinks.splunk_hec]\nurl = \"{}\"\ntoken = {{ file = \"hec.token\" }}\nack = true\nack_poll_ms = 20\n\
@@ -379,28 +376,9 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         in_splunk.len() - stored_events.len()
     );
     // PostgreSQL: each exactly once.
-    let (pg, conn) = tokio_postgres::connect(
-        "host=127.0.0.1 user=postgres dbname=test",
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    let mut in_pg = BTreeSet::new();
-    for t in ["incidents", "alerts", "detections"] {
-        for row in pg
-            .query(
-                &format!("SELECT event_id FROM {pg_schema}.xdrsync_{t}"),
-                &[],
-            )
-            .await
-            .unwrap()
-        {
-            assert!(in_pg.insert(row.get::<_, String>(0)));
-        }
-    }
-    assert_eq!(in_pg, stored_events);
-    pg.batch_execute(&format!("DROP SCHEMA {pg_schema} CASCADE"))
-        .await
-        .unwrap();
+    let in_pg = tu::receivers::postgres::event_ids(&pg_schema).await;
+    let pg_set: BTreeSet<String> = in_pg.iter().cloned().collect();
+    assert_eq!(pg_set.len(), in_pg.len(), "a row twice in PostgreSQL");
+    assert_eq!(pg_set, stored_events);
+    tu::receivers::postgres::drop_schema(&pg_schema).await;
 }

@@ -60,7 +60,10 @@ impl FileConfig {
     pub(crate) fn validate(self, ctx: &Ctx<'_>) -> Result<Validated, ConfigError> {
         let path = match self.mode {
             FileMode::Ndjson => self.path.ok_or_else(|| {
-                ctx.invalid("file.path", "the NDJSON file is required (mode = \"ndjson\")")
+                ctx.invalid(
+                    "file.path",
+                    "the NDJSON file is required (mode = \"ndjson\")",
+                )
             })?,
             FileMode::JsonArray => self.dir.ok_or_else(|| {
                 ctx.invalid("file.dir", "the folder is required (mode = \"json_array\")")

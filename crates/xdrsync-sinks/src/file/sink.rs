@@ -255,10 +255,12 @@ impl FileSink {
         if len == 0 {
             return false;
         }
-        let by_size = self.settings.rotate_max_bytes > 0 && len + adding > self.settings.rotate_max_bytes;
+        let by_size =
+            self.settings.rotate_max_bytes > 0 && len + adding > self.settings.rotate_max_bytes;
         let by_age = self.settings.rotate_max_age_secs > 0
             && state.opened_at.is_some_and(|t| {
-                Timestamp::now().ticks() - t.ticks() >= self.settings.rotate_max_age_secs as i64 * 10_000_000
+                Timestamp::now().ticks() - t.ticks()
+                    >= self.settings.rotate_max_age_secs as i64 * 10_000_000
             });
         by_size || by_age
     }

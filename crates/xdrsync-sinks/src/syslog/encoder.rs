@@ -93,7 +93,45 @@ pub fn escape_leef_value(s: &str) -> String {
     out
 }
 
-/// The fields CEF and LEEF share, in their order: `(cef key, leef key, value)`.
+/// One field: `(CEF key, LEEF key (empty: CEF only), value)`.
+type Field = (&'static str, &'static str, String);
+
+/// Creation time, category, status, classification and determination (incidents and alerts
+/// alike).
+fn triage(
+    f: &mut Vec<Field>,
+    created: xdrsync_model::Timestamp,
+    cat: String,
+    status: &str,
+    classification: &str,
+    determination: &str,
+) {
+    f.push((
+        "start",
+        "createdTime",
+        crate::schema::epoch_millis(created).to_string(),
+    ));
+    f.push(("cat", "cat", cat));
+    f.push(("cs3Label", "", "status".into()));
+    f.push(("cs3", "status", status.into()));
+    f.push(("cs4Label", "", "classification".into()));
+    f.push(("cs4", "classification", classification.into()));
+    f.push(("cs5Label", "", "determination".into()));
+    f.push(("cs5", "determination", determination.into()));
+}
+
+/// The owner and the portal link, when there are.
+fn owner_and_link(f: &mut Vec<Field>, owner: &Option<String>, link: &Option<String>) {
+    if let Some(o) = owner {
+        f.push(("duser", "usrName", o.clone()));
+    }
+    if let Some(u) = link {
+        f.push(("cs6Label", "", "webUrl".into()));
+        f.push(("cs6", "webUrl", u.clone()));
+    }
+}
+
+/// The fields CEF and LEEF share, in their order.
 fn fields(
     v: &StoredVersion,
 ) -> (
@@ -103,7 +141,7 @@ fn fields(
     Vec<(&'static str, &'static str, String)>,
 ) {
     let ms = crate::schema::epoch_millis;
-    let mut f: Vec<(&'static str, &'static str, String)> = Vec::new();
+    let mut f: Vec<Field> = Vec::new();
     let kind = match v.stream {
         StreamKind::Incidents => "incident",
         StreamKind::Alerts => "alert",
@@ -121,21 +159,16 @@ fn fields(
     f.push(("act", "change", v.change.as_str().into()));
     let (title, sev) = match &v.record {
         Record::Incident(i) => {
-            f.push(("start", "createdTime", ms(i.created).to_string()));
-            f.push(("cat", "cat", "incident".into()));
-            f.push(("cs3Label", "", "status".into()));
-            f.push(("cs3", "status", i.status.clone()));
-            f.push(("cs4Label", "", "classification".into()));
-            f.push(("cs4", "classification", i.classification.clone()));
-            f.push(("cs5Label", "", "determination".into()));
-            f.push(("cs5", "determination", i.determination.clone()));
-            if let Some(a) = &i.assigned_to {
-                f.push(("duser", "usrName", a.clone()));
-            }
-            if let Some(u) = &i.web_url {
-                f.push(("cs6Label", "", "webUrl".into()));
-                f.push(("cs6", "webUrl", u.clone()));
-            }
+            let cat = "incident".to_owned();
+            triage(
+                &mut f,
+                i.created,
+                cat,
+                &i.status,
+                &i.classification,
+                &i.determination,
+            );
+            owner_and_link(&mut f, &i.assigned_to, &i.web_url);
             if let Some(r) = &i.redirect_incident_id {
                 f.push(("cs7Label", "", "redirectIncidentId".into()));
                 f.push(("cs7", "redirectIncidentId", r.as_str().into()));
@@ -144,25 +177,16 @@ fn fields(
             (i.title.clone(), severity_0_10(&i.severity))
         }
         Record::Alert(a) => {
-            f.push(("start", "createdTime", ms(a.created).to_string()));
-            f.push((
-                "cat",
-                "cat",
-                a.category.clone().unwrap_or_else(|| kind.into()),
-            ));
-            f.push(("cs3Label", "", "status".into()));
-            f.push(("cs3", "status", a.status.clone()));
-            f.push(("cs4Label", "", "classification".into()));
-            f.push(("cs4", "classification", a.classification.clone()));
-            f.push(("cs5Label", "", "determination".into()));
-            f.push(("cs5", "determination", a.determination.clone()));
-            if let Some(o) = &a.assigned_to {
-                f.push(("duser", "usrName", o.clone()));
-            }
-            if let Some(u) = &a.web_url {
-                f.push(("cs6Label", "", "webUrl".into()));
-                f.push(("cs6", "webUrl", u.clone()));
-            }
+            let cat = a.category.clone().unwrap_or_else(|| kind.into());
+            triage(
+                &mut f,
+                a.created,
+                cat,
+                &a.status,
+                &a.classification,
+                &a.determination,
+            );
+            owner_and_link(&mut f, &a.assigned_to, &a.web_url);
             if let Some(i) = &a.incident_id {
                 f.push(("cs7Label", "", "incidentId".into()));
                 f.push(("cs7", "incidentId", i.as_str().into()));

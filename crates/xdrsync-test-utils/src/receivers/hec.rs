@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::io::Read as _;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,7 +54,7 @@ struct HecState {
     ack: bool,
     indexes: Option<Vec<String>>,
     ack_delay: Duration,
-    fail_next: AtomicUsize,
+    fail_next: super::FailNext,
     next_ack: AtomicU64,
     events: Mutex<Vec<Value>>,
     requests: Mutex<Vec<Request>>,
@@ -147,10 +147,7 @@ async fn event(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if s.fail_next
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-    {
+    if s.fail_next.take() {
         return s.refuse(503, 9, "Server is busy");
     }
     if let Some(r) = s.check_auth(&headers) {
@@ -271,7 +268,7 @@ impl Hec {
             ack: options.ack,
             indexes: options.indexes,
             ack_delay: options.ack_delay,
-            fail_next: AtomicUsize::new(0),
+            fail_next: super::FailNext::default(),
             next_ack: AtomicU64::new(0),
             events: Mutex::new(Vec::new()),
             requests: Mutex::new(Vec::new()),
@@ -316,7 +313,7 @@ impl Hec {
 
     /// The next `n` event requests answer 503, code 9.
     pub fn fail_next(&self, n: usize) {
-        self.state.fail_next.store(n, Ordering::SeqCst);
+        self.state.fail_next.set(n);
     }
 
     /// Stops (connections dropped; what was indexed is kept).

@@ -5,6 +5,7 @@
 
 pub mod hec;
 pub mod nats;
+pub mod postgres;
 pub mod proxy;
 pub mod rsyslog;
 pub mod webhook;
@@ -18,6 +19,40 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
+}
+
+/// Stops a receiver's process as a service manager would (SIGTERM: it flushes what it
+/// received, then exits) and waits for it, at most 10 s.
+pub(crate) async fn terminate(child: Option<tokio::process::Child>) {
+    let Some(mut c) = child else {
+        return;
+    };
+    if let Some(pid) = c.id() {
+        let _ = tokio::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), c.wait()).await;
+}
+
+/// Failures to inject: the next `n` requests are refused.
+#[derive(Debug, Default)]
+pub(crate) struct FailNext(std::sync::atomic::AtomicUsize);
+
+impl FailNext {
+    pub(crate) fn set(&self, n: usize) {
+        self.0.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether this request is one of them (and counts it).
+    pub(crate) fn take(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.0
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
 }
 
 /// A listener on `addr` that can be bound again right after the previous one closed.

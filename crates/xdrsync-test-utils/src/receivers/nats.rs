@@ -106,16 +106,7 @@ impl NatsServer {
     /// Stops the server (SIGTERM; JetStream flushes its store).
     pub async fn stop(&self) {
         let child = self.child.lock().unwrap().take();
-        if let Some(mut c) = child {
-            if let Some(pid) = c.id() {
-                let _ = tokio::process::Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.to_string())
-                    .status()
-                    .await;
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(10), c.wait()).await;
-        }
+        super::terminate(child).await;
     }
 }
 

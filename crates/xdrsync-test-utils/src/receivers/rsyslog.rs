@@ -119,16 +119,7 @@ input(type="imudp" port="{udp_port}" address="127.0.0.1" ruleset="out")
     /// exits) and waits for it.
     pub async fn stop(&self) {
         let child = self.child.lock().unwrap().take();
-        if let Some(mut c) = child {
-            if let Some(pid) = c.id() {
-                let _ = tokio::process::Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.to_string())
-                    .status()
-                    .await;
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(10), c.wait()).await;
-        }
+        super::terminate(child).await;
     }
 
     /// Every message rsyslog wrote, as it parsed them.

@@ -21,7 +21,7 @@ use super::Restartable;
 #[derive(Debug)]
 struct HookState {
     secret: Vec<u8>,
-    fail_next: AtomicUsize,
+    fail_next: super::FailNext,
     /// Events kept (repeats dropped), with the path they were posted to.
     events: Mutex<Vec<(String, Value)>>,
     seen: Mutex<HashSet<String>>,
@@ -69,10 +69,7 @@ async fn hook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if s.fail_next
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-    {
+    if s.fail_next.take() {
         return (StatusCode::INTERNAL_SERVER_ERROR, "injected failure").into_response();
     }
     if let Err(why) = verify(&s.secret, &headers, &body) {
@@ -107,7 +104,7 @@ impl Webhook {
     pub fn start(secret: &str) -> Webhook {
         let state = Arc::new(HookState {
             secret: secret.as_bytes().to_vec(),
-            fail_next: AtomicUsize::new(0),
+            fail_next: super::FailNext::default(),
             events: Mutex::new(Vec::new()),
             seen: Mutex::new(HashSet::new()),
             repeats: AtomicUsize::new(0),
@@ -145,7 +142,7 @@ impl Webhook {
 
     /// The next `n` requests answer 500.
     pub fn fail_next(&self, n: usize) {
-        self.state.fail_next.store(n, Ordering::SeqCst);
+        self.state.fail_next.set(n);
     }
 
     /// Stops (connections dropped; events kept).

@@ -4,8 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = super::load_config(path)?;
-    let sinks = xdrsync_sinks::validate(&config)?;
+    let (config, sinks) = super::load_config_and_sinks(path)?;
     let enabled = config.tenants.iter().filter(|t| t.enabled).count();
     println!(
         "{}: valid ({} tenants, {enabled} enabled; {} sinks; store {})",

@@ -29,6 +29,14 @@ pub(crate) fn since(text: &str) -> Result<xdrsync_model::Timestamp, xdrsync_conf
 
 /// Loads and validates the config file, with a hint when it does not exist.
 pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Ok(load_config_and_sinks(path)?.0)
+}
+
+/// [`load_config`] and its validated `[[sinks]]`, for the commands that use them. The sinks
+/// are validated for every command (no I/O), so a typo in one fails every command at once.
+pub(crate) fn load_config_and_sinks(
+    path: &Path,
+) -> anyhow::Result<(Config, Vec<xdrsync_sinks::ValidatedSink>)> {
     if !path.exists() {
         return Err(xdrsync_config::ConfigError::Read {
             path: path.to_owned(),
@@ -37,10 +45,9 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
         .context("no configuration: pass --config FILE, set XDRSYNC_CONFIG, or run `xdrsync demo` to try the built-in emulator");
     }
     let config = Config::load(path)?;
-    // The sinks' settings are checked now too (no I/O), so a typo fails every command at once.
-    xdrsync_sinks::validate(&config)?;
+    let sinks = xdrsync_sinks::validate(&config)?;
     for w in &config.warnings {
         eprintln!("warning: {w}");
     }
-    Ok(config)
+    Ok((config, sinks))
 }

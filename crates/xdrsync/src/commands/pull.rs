@@ -25,8 +25,8 @@ async fn one_pass(
     mode: PullMode,
     ndjson: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let config = super::load_config(config_path)?;
-    let (sinks, stdout_used) = sinks(&config, ndjson)?;
+    let (config, validated) = super::load_config_and_sinks(config_path)?;
+    let (sinks, stdout_used) = sinks(&config, &validated, ndjson)?;
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
     let pipeline = Pipeline::new(config, store)?;
     let (reports, delivered) = pass(&pipeline, mode, &sinks).await;
@@ -47,9 +47,9 @@ async fn one_pass(
 /// them writes to standard output.
 pub(crate) fn sinks(
     config: &xdrsync_config::Config,
+    validated: &[xdrsync_sinks::ValidatedSink],
     ndjson: Option<PathBuf>,
 ) -> anyhow::Result<(Vec<Arc<dyn Sink>>, bool)> {
-    let validated = xdrsync_sinks::validate(config)?;
     let stdout_used = validated.iter().any(|v| v.enabled && v.is_stdout());
     let mut sinks = Vec::new();
     for v in validated.iter().filter(|v| v.enabled) {

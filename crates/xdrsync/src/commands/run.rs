@@ -17,12 +17,12 @@ use xdrsync_store::SqliteStore;
 use crate::cli::RunArgs;
 
 pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
-    let config = super::load_config(config_path)?;
+    let (config, validated) = super::load_config_and_sinks(config_path)?;
     let interval = args
         .interval
         .map(Duration::from_secs)
         .unwrap_or(config.sync.interval);
-    let (sinks, _) = super::pull::sinks(&config, args.ndjson.clone())?;
+    let (sinks, _) = super::pull::sinks(&config, &validated, args.ndjson.clone())?;
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
     let pipeline = Pipeline::new(config, store)?;
     let mut stop = Box::pin(shutdown_signal());
