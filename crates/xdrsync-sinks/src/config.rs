@@ -257,10 +257,7 @@ pub fn validate_toml(
         tenants,
         allow_inline: allow_inline_secrets,
     };
-    let section: SinkSection = table
-        .try_into()
-        .map_err(|e: toml::de::Error| ctx.invalid("", e.message().trim_end().to_owned()))?;
-    validate_one(section, &ctx)
+    validate_table(table, &ctx)
 }
 
 /// Validates every `[[sinks]]` section of `config`.
@@ -273,11 +270,7 @@ pub fn validate(config: &Config) -> Result<Vec<ValidatedSink>, ConfigError> {
             tenants: &config.tenants,
             allow_inline: config.allow_inline_secrets,
         };
-        let section: SinkSection = table
-            .clone()
-            .try_into()
-            .map_err(|e: toml::de::Error| ctx.invalid("", e.message().trim_end().to_owned()))?;
-        let v = validate_one(section, &ctx)?;
+        let v = validate_table(table.clone(), &ctx)?;
         if out.iter().any(|o| o.common.name == v.common.name) {
             return Err(ctx.invalid(
                 "name",
@@ -314,6 +307,14 @@ fn parse_list<T: PartialEq>(
         }
     }
     Ok(out)
+}
+
+/// One `[[sinks]]` table: its keys (an unknown one is named), then its values.
+fn validate_table(table: toml::Table, ctx: &Ctx<'_>) -> Result<ValidatedSink, ConfigError> {
+    let section: SinkSection = table
+        .try_into()
+        .map_err(|e: toml::de::Error| ctx.invalid("", e.message().trim_end().to_owned()))?;
+    validate_one(section, ctx)
 }
 
 fn validate_one(s: SinkSection, ctx: &Ctx<'_>) -> Result<ValidatedSink, ConfigError> {
