@@ -52,6 +52,15 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A command-line value names nothing the config has (an unknown `--tenant` or
+    /// `--stream`): a usage error, not a fault of the file.
+    #[error("{flag}: {message}")]
+    Usage {
+        /// The flag, e.g. `--tenant`.
+        flag: String,
+        /// What is wrong and what would be accepted.
+        message: String,
+    },
     /// A secret could not be resolved.
     #[error("`{field}`: {message}")]
     Secret {
@@ -464,6 +473,146 @@ impl SecretSource {
     }
 }
 
+impl SecretSource {
+    /// Checks, without reading the secret or running anything, that it can be read: the
+    /// environment variable is set and not empty, the file is readable, the command's program
+    /// is on `PATH` (or is an executable path). `field` names it in errors.
+    pub fn check(&self, field: &str) -> Result<(), ConfigError> {
+        let err = |message: String| ConfigError::Secret {
+            field: field.to_owned(),
+            message,
+        };
+        if let Some(var) = &self.env {
+            match std::env::var_os(var) {
+                None => return Err(err(format!("environment variable {var} is not set"))),
+                Some(v) if v.is_empty() => {
+                    return Err(err(format!("environment variable {var} is empty")));
+                }
+                Some(_) => {}
+            }
+        } else if let Some(path) = &self.file {
+            readable(path).map_err(|e| err(format!("secret file {}: {e}", path.display())))?;
+        } else if let Some(command) = &self.command {
+            let program = command
+                .first()
+                .ok_or_else(|| err("`command` is empty".into()))?;
+            if find_program(program).is_none() {
+                return Err(err(format!(
+                    "`{program}` is not an executable file nor found on PATH"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens `path` for reading (and reads nothing): whether this process could read it.
+pub fn readable(path: &Path) -> std::io::Result<()> {
+    let f = std::fs::File::open(path)?;
+    if f.metadata()?.is_dir() {
+        return Err(std::io::Error::other("is a folder, not a file"));
+    }
+    Ok(())
+}
+
+/// Where `program` would run from: itself when it names a path, else the first executable
+/// of that name on `PATH`.
+fn find_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return executable(&p).then_some(p);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+}
+
+impl Config {
+    /// Every problem `check-config` can find without contacting anything: secret environment
+    /// variables unset, secret, certificate and CA files unreadable, secret commands missing.
+    /// With `resolve`, secrets are also read (commands run) to prove they produce a value.
+    /// Each problem names the file and the field; nothing secret is in them.
+    pub fn check_sources(&self, resolve: bool) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        let check = |problems: &mut Vec<ConfigError>, field: String, source: &SecretSource| {
+            let r = if resolve {
+                source
+                    .check(&field)
+                    .and_then(|()| source.resolve(&field).map(drop))
+            } else {
+                source.check(&field)
+            };
+            if let Err(e) = r {
+                problems.push(e);
+            }
+        };
+        let mut seen = BTreeSet::new();
+        for t in &self.tenants {
+            // Tenants sharing an `[[apps]]` entry share its credential: check it once.
+            if !seen.insert(t.credential_field.clone()) {
+                continue;
+            }
+            match &t.credential {
+                CredentialSource::Secret(s) => check(&mut problems, t.credential_field.clone(), s),
+                CredentialSource::Certificate(c) => match &c.files {
+                    CertificateFiles::Pem {
+                        cert_file,
+                        key_file,
+                    } => {
+                        for (name, f) in [("cert_file", cert_file), ("key_file", key_file)] {
+                            if let Err(e) = readable(f) {
+                                problems.push(ConfigError::Invalid {
+                                    path: self.path.clone(),
+                                    field: format!("{}.{name}", t.credential_field),
+                                    message: format!("{}: {e}", f.display()),
+                                });
+                            }
+                        }
+                    }
+                    CertificateFiles::Pkcs12 { pfx_file, password } => {
+                        if let Err(e) = readable(pfx_file) {
+                            problems.push(ConfigError::Invalid {
+                                path: self.path.clone(),
+                                field: format!("{}.pfx_file", t.credential_field),
+                                message: format!("{}: {e}", pfx_file.display()),
+                            });
+                        }
+                        if let Some(p) = password {
+                            check(&mut problems, format!("{}.password", t.credential_field), p);
+                        }
+                    }
+                },
+                CredentialSource::ManagedIdentity(_) => {}
+            }
+        }
+        if let Some(ca) = &self.ca_file
+            && let Err(e) = readable(ca)
+        {
+            problems.push(ConfigError::Invalid {
+                path: self.path.clone(),
+                field: "cloud.ca_file".into(),
+                message: format!("{}: {e}", ca.display()),
+            });
+        }
+        if let Some(key) = &self.vault_key_file
+            && self.tenants.iter().any(|t| t.delegated)
+            && let Err(e) = readable(key)
+        {
+            problems.push(ConfigError::Invalid {
+                path: self.path.clone(),
+                field: "auth.vault_key_file".into(),
+                message: format!("{}: {e}", key.display()),
+            });
+        }
+        problems
+    }
+}
+
 /// Runs a secret command; its trimmed standard output is the secret. Its standard error is not
 /// repeated in errors (a vault CLI may print sensitive context there).
 fn run_secret_command(command: &[String]) -> Result<String, String> {
@@ -505,6 +654,10 @@ pub struct TenantSection {
     pub name: String,
     /// Directory (tenant) id: a GUID, or a verified domain such as `contoso.onmicrosoft.com`.
     pub tenant_id: String,
+    /// The customer's other verified domains (e.g. `contoso.com`), so `--tenant contoso.com`
+    /// finds it; informational otherwise.
+    #[serde(default)]
+    pub domains: Vec<String>,
     /// Name of an `[[apps]]` entry to authenticate with; or give `client_id` and
     /// `client_secret` here.
     pub app: Option<String>,
@@ -639,6 +792,8 @@ pub struct Tenant {
     pub name: String,
     /// Its id (canonical form).
     pub tenant_id: TenantId,
+    /// Its other verified domains, lower case.
+    pub domains: Vec<String>,
     /// API to pull.
     pub api: ApiKind,
     /// Client id.
@@ -680,28 +835,105 @@ impl Config {
         validate(file, path)
     }
 
-    /// Finds an enabled or disabled tenant by name or id.
+    /// Finds an enabled or disabled tenant by name, tenant id (GUID) or verified domain,
+    /// case-insensitively.
     pub fn tenant(&self, key: &str) -> Option<&Tenant> {
-        self.tenants
-            .iter()
-            .find(|t| t.name == key || t.tenant_id.as_str().eq_ignore_ascii_case(key))
+        self.tenants.iter().find(|t| t.matches(key))
     }
 
-    /// [`Config::tenant`] for a command-line `--tenant`: a clear error listing the configured
+    /// [`Config::tenant`] for a command-line `--tenant`: a usage error listing the configured
     /// tenants when none matches.
     pub fn require_tenant(&self, key: &str) -> Result<&Tenant, ConfigError> {
-        self.tenant(key).ok_or_else(|| ConfigError::Invalid {
-            path: self.path.clone(),
-            field: "--tenant".into(),
+        self.tenant(key).ok_or_else(|| self.unknown_tenant(key))
+    }
+
+    fn unknown_tenant(&self, key: &str) -> ConfigError {
+        let configured = self
+            .tenants
+            .iter()
+            .map(|t| format!("{} ({})", t.name, t.tenant_id))
+            .collect::<Vec<_>>();
+        ConfigError::Usage {
+            flag: "--tenant".into(),
             message: format!(
-                "no tenant named `{key}`; configured: {}",
-                self.tenants
-                    .iter()
-                    .map(|t| t.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "no tenant named `{key}` (by name, tenant id or domain) in {}; configured: {}",
+                self.path.display(),
+                if configured.is_empty() {
+                    "none".to_owned()
+                } else {
+                    configured.join(", ")
+                }
             ),
-        })
+        }
+    }
+
+    /// The config narrowed to the `--tenant` and `--stream` values of a command: tenants not
+    /// named are disabled, and the named ones pull only the named streams they have. Empty
+    /// lists select everything enabled. A named tenant that is disabled in the file, a value
+    /// that names nothing, or a selection with no (tenant, stream) left is a usage error.
+    pub fn select(&self, tenants: &[String], streams: &[String]) -> Result<Config, ConfigError> {
+        let mut wanted_streams = Vec::new();
+        for s in streams {
+            let kind =
+                StreamKind::parse(&s.to_ascii_lowercase()).ok_or_else(|| ConfigError::Usage {
+                    flag: "--stream".into(),
+                    message: format!(
+                        "unknown stream `{s}`; streams are {}",
+                        StreamKind::ALL.map(|k| k.as_str()).join(", ")
+                    ),
+                })?;
+            if !wanted_streams.contains(&kind) {
+                wanted_streams.push(kind);
+            }
+        }
+        let mut config = self.clone();
+        if !tenants.is_empty() {
+            let mut chosen = Vec::new();
+            for key in tenants {
+                let t = self.require_tenant(key)?;
+                if !t.enabled {
+                    return Err(ConfigError::Usage {
+                        flag: "--tenant".into(),
+                        message: format!(
+                            "tenant `{}` is disabled (`enabled = false` in {}); enable it to pull it",
+                            t.name,
+                            self.path.display()
+                        ),
+                    });
+                }
+                chosen.push(t.name.clone());
+            }
+            for t in &mut config.tenants {
+                t.enabled = t.enabled && chosen.contains(&t.name);
+            }
+        }
+        if !wanted_streams.is_empty() {
+            for t in &mut config.tenants {
+                t.streams.retain(|s| wanted_streams.contains(s));
+            }
+            if !config
+                .tenants
+                .iter()
+                .any(|t| t.enabled && !t.streams.is_empty())
+            {
+                return Err(ConfigError::Usage {
+                    flag: "--stream".into(),
+                    message: format!("no selected tenant pulls {}", streams.join(" or ")),
+                });
+            }
+        }
+        Ok(config)
+    }
+}
+
+impl Tenant {
+    /// Whether `key` names this tenant: its name, its tenant id or one of its domains,
+    /// case-insensitively.
+    pub fn matches(&self, key: &str) -> bool {
+        let key = key.trim();
+        self.name.eq_ignore_ascii_case(key)
+            || self.tenant_id.as_str().eq_ignore_ascii_case(key)
+            || self.domains.iter().any(|d| d.eq_ignore_ascii_case(key))
     }
 }
 
@@ -1045,6 +1277,7 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
         tenants.push(Tenant {
             name: t.name.clone(),
             tenant_id: TenantId::canonical(&t.tenant_id),
+            domains: t.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
             api: t.api.into(),
             client_id: client_id.to_ascii_lowercase(),
             credential,

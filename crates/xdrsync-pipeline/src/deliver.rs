@@ -11,10 +11,23 @@ use tokio::sync::watch;
 use xdrsync_sinks::{Delivered, Sink, SinkError};
 use xdrsync_store::SqliteStore;
 
-/// One delivery of `sink`, off the async threads (file and store I/O block).
+/// One delivery of `sink`, off the async threads (file and store I/O block). How it went is
+/// recorded in the store (`sink_health`) for `status`, `/metrics` and `/readyz`.
 pub async fn once(sink: &Arc<dyn Sink>, store: &Arc<SqliteStore>) -> Result<Delivered, SinkError> {
     let (s, st) = (sink.clone(), store.clone());
-    match tokio::task::spawn_blocking(move || s.deliver(&st)).await {
+    match tokio::task::spawn_blocking(move || {
+        let result = s.deliver(&st);
+        let outcome = match &result {
+            Ok(d) => Ok(d.events),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = st.record_sink_outcome(s.name(), outcome.as_ref().map(|n| *n).map_err(String::as_str)) {
+            tracing::warn!(sink = s.name(), error = %e, "Cannot record the sink's delivery outcome for `status`.");
+        }
+        result
+    })
+    .await
+    {
         Ok(r) => r,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }

@@ -75,6 +75,10 @@ pub struct SinkSection {
     /// `keep` (default: nothing is lost, the outbox grows) or `drop_oldest`.
     #[serde(default)]
     pub when_full: WhenFull,
+    /// The sink counts as stalled (`status` exits 1, `/readyz` answers 503) when its oldest
+    /// undelivered event was stored longer ago than this.
+    #[serde(default = "default_stall_after_secs")]
+    pub stall_after_secs: u64,
     /// Files: NDJSON with rotation, or `Latest Incidents <timestamp>.json`.
     pub file: Option<FileConfig>,
     /// Standard output, one document per line.
@@ -102,6 +106,9 @@ fn default_retry_base_ms() -> u64 {
 }
 fn default_retry_max_secs() -> u64 {
     60
+}
+fn default_stall_after_secs() -> u64 {
+    900
 }
 fn default_backlog_max_events() -> u64 {
     10_000_000
@@ -385,6 +392,10 @@ fn validate_one(s: SinkSection, ctx: &Ctx<'_>) -> Result<ValidatedSink, ConfigEr
     common.retry_max = Duration::from_secs(s.retry_max_secs);
     common.backlog_max_events = s.backlog_max_events;
     common.when_full = s.when_full;
+    common.stall_after = Duration::from_secs(s.stall_after_secs);
+    if s.stall_after_secs == 0 {
+        return Err(ctx.invalid("stall_after_secs", "must be at least 1"));
+    }
     if s.backlog_max_events == 0 {
         return Err(ctx.invalid("backlog_max_events", "must be at least 1"));
     }

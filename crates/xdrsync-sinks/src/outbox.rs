@@ -165,6 +165,8 @@ pub struct Common {
     pub backlog_max_events: u64,
     /// What happens past it.
     pub when_full: WhenFull,
+    /// How old its oldest undelivered event may be before it counts as stalled.
+    pub stall_after: Duration,
 }
 
 impl Common {
@@ -181,6 +183,7 @@ impl Common {
             retry_max: Duration::from_secs(30),
             backlog_max_events: 10_000_000,
             when_full: WhenFull::Keep,
+            stall_after: Duration::from_secs(900),
         }
     }
 

@@ -34,6 +34,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_sink_state",
         include_str!("../migrations/sqlite/0004_sink_state.sql"),
     ),
+    (
+        "0005_sink_health",
+        include_str!("../migrations/sqlite/0005_sink_health.sql"),
+    ),
 ];
 
 /// A store failure.
@@ -199,6 +203,29 @@ pub struct StreamHealth {
     pub covered_from: Option<Timestamp>,
 }
 
+/// What the store knows of one sink's deliveries, for `status`, `/metrics` and `/readyz`.
+#[derive(Debug, Clone, Default)]
+pub struct SinkHealth {
+    /// The sink's name.
+    pub sink: String,
+    /// The last `seq` it acknowledged (0: never delivered).
+    pub position: i64,
+    /// When its position last moved or was written (`None`: never).
+    pub updated_at: Option<Timestamp>,
+    /// When a delivery last moved events (`None`: never).
+    pub last_delivery: Option<Timestamp>,
+    /// The error of the last delivery, if it failed.
+    pub last_error: Option<String>,
+    /// When that error happened.
+    pub last_error_at: Option<Timestamp>,
+    /// Deliveries failed in a row.
+    pub failures: u32,
+    /// Versions past its position (counted: `seq` has gaps).
+    pub backlog: u64,
+    /// When the oldest version it has not delivered was stored (`None`: nothing waiting).
+    pub oldest_undelivered: Option<Timestamp>,
+}
+
 /// The SQLite store.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -223,11 +250,11 @@ impl SqliteStore {
             source,
         };
         let conn = Connection::open(path).map_err(err)?;
+        // First, so that even switching to WAL waits for another process's lock.
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
         let mut store = Self::init(path.to_owned(), conn)?;
         let reader = Connection::open_with_flags(
@@ -235,9 +262,7 @@ impl SqliteStore {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(err)?;
-        reader
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(err)?;
+        reader.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         store.reader = Some(Mutex::new(reader));
         Ok(store)
     }
@@ -337,7 +362,7 @@ impl SqliteStore {
         poison: &[PoisonRecord],
         cursor: Option<(StreamKind, Timestamp)>,
     ) -> Result<CommitStats, StoreError> {
-        let tx = conn.transaction().map_err(self.err())?;
+        let tx = write_transaction(conn).map_err(self.err())?;
         let stats = self.apply(&tx, tenant, versions, poison, cursor)?;
         tx.commit().map_err(self.err())?;
         Ok(stats)
@@ -350,7 +375,7 @@ impl SqliteStore {
     pub fn commit_group(&self, group: &[CommitRequest]) -> Vec<Result<CommitStats, StoreError>> {
         let mut conn = self.conn();
         let together = (|| {
-            let tx = conn.transaction().map_err(self.err())?;
+            let tx = write_transaction(&mut conn).map_err(self.err())?;
             let mut stats = Vec::with_capacity(group.len());
             for r in group {
                 stats.push(self.apply(&tx, &r.tenant, &r.versions, &r.poison, r.cursor)?);
@@ -483,7 +508,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let err = self.err();
-        let tx = conn.transaction().map_err(&err)?;
+        let tx = write_transaction(&mut conn).map_err(&err)?;
         record_poison_in(&tx, tenant, items, &Timestamp::now().to_string()).map_err(&err)?;
         tx.commit().map_err(err)
     }
@@ -701,6 +726,80 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Records how a delivery of `sink` went: `Ok(events)` (moved `events`, maybe none) or
+    /// `Err(reason)`.
+    pub fn record_sink_outcome(
+        &self,
+        sink: &str,
+        outcome: Result<u64, &str>,
+    ) -> Result<(), StoreError> {
+        let now = Timestamp::now().to_string();
+        let (moved, error) = match outcome {
+            Ok(n) => (n > 0, None),
+            Err(e) => (false, Some(e)),
+        };
+        self.conn()
+            .execute(
+                "INSERT INTO sink_health (sink, last_delivery, last_error, last_error_at, failures)
+                 VALUES (?1, CASE WHEN ?2 THEN ?3 END, ?4, CASE WHEN ?4 IS NOT NULL THEN ?3 END,
+                         CASE WHEN ?4 IS NOT NULL THEN 1 ELSE 0 END)
+                 ON CONFLICT (sink) DO UPDATE SET
+                    last_delivery = COALESCE(excluded.last_delivery, last_delivery),
+                    last_error = excluded.last_error,
+                    last_error_at = excluded.last_error_at,
+                    failures = CASE WHEN excluded.last_error IS NOT NULL THEN failures + 1 ELSE 0 END",
+                params![sink, moved, now, error],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Everything the store knows of `sink`'s deliveries (a sink that never ran is at
+    /// position 0 with the whole outbox as its backlog).
+    pub fn sink_health(&self, sink: &str) -> Result<SinkHealth, StoreError> {
+        let conn = self.read_conn();
+        let ts = |t: Option<String>| t.and_then(|t| t.parse::<Timestamp>().ok());
+        let (position, updated_at): (i64, Option<String>) = conn
+            .query_row(
+                "SELECT seq, updated_at FROM sink_positions WHERE sink = ?1",
+                [sink],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.err())?
+            .unwrap_or((0, None));
+        type Row = (Option<String>, Option<String>, Option<String>, u32);
+        let row: Option<Row> = conn
+            .query_row(
+                "SELECT last_delivery, last_error, last_error_at, failures FROM sink_health WHERE sink = ?1",
+                [sink],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(self.err())?;
+        let (last_delivery, last_error, last_error_at, failures) =
+            row.unwrap_or((None, None, None, 0));
+        let (backlog, oldest): (i64, Option<String>) = conn
+            .query_row(
+                "SELECT COUNT(*), (SELECT fetched_at FROM versions WHERE seq > ?1 ORDER BY seq LIMIT 1)
+                 FROM versions WHERE seq > ?1",
+                [position],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(self.err())?;
+        Ok(SinkHealth {
+            sink: sink.to_owned(),
+            position,
+            updated_at: ts(updated_at),
+            last_delivery: ts(last_delivery),
+            last_error,
+            last_error_at: ts(last_error_at),
+            failures,
+            backlog: u64::try_from(backlog).unwrap_or(0),
+            oldest_undelivered: ts(oldest),
+        })
+    }
+
     /// How many versions lie past `seq`: a sink's backlog.
     pub fn count_after(&self, seq: i64) -> Result<u64, StoreError> {
         self.read_conn()
@@ -898,6 +997,20 @@ fn record_poison_in(
     Ok(())
 }
 
+/// How long a statement waits for another connection's (or process's) write lock before it
+/// fails with "database is locked". Every write transaction here is short (a group of pages,
+/// a position, an outcome), so a wait this long means something is wrong, not busy.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A transaction that takes the write lock when it begins (`BEGIN IMMEDIATE`). A deferred
+/// transaction that reads first and writes later cannot wait for the lock when another
+/// process (a `backfill` beside `run`) committed in between: SQLite fails it at once with
+/// "database is locked" instead of calling the busy handler. Taking the lock up front makes
+/// every writer wait its turn under [`BUSY_TIMEOUT`].
+fn write_transaction(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
 fn migrate(path: &Path, conn: &mut Connection) -> Result<(), StoreError> {
     let err = |source| StoreError::Sqlite {
         path: path.to_owned(),
@@ -921,7 +1034,7 @@ fn migrate(path: &Path, conn: &mut Connection) -> Result<(), StoreError> {
         });
     }
     for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let tx = conn.transaction().map_err(err)?;
+        let tx = write_transaction(conn).map_err(err)?;
         tx.execute_batch(sql).map_err(err)?;
         tx.execute(
             "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",

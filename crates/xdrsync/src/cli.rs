@@ -14,9 +14,28 @@ pub(crate) struct Cli {
     /// Log filter, e.g. `info` or `xdrsync_api_client=debug` (default `warn`; env XDRSYNC_LOG).
     #[arg(long, global = true)]
     pub(crate) log_level: Option<String>,
+    /// `text` (default) or `json` (one JSON object per line, for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
+
+/// The logs' format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A command-line value that cannot be used (exit 2), e.g. a replay for a sink that does not
+/// exist.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(pub(crate) String);
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
@@ -35,13 +54,13 @@ pub(crate) enum Command {
     /// in flight (bounded by `--drain-timeout`) and exit 0.
     Run(RunArgs),
     /// A table per tenant and stream: last success, lag, counts, degraded reason; and each
-    /// sink's backlog. Exits 1 when a tenant is degraded.
-    Status,
+    /// sink's backlog. Exits 1 when a tenant is degraded or a sink is stalled.
+    Status(StatusArgs),
     /// Compare what the API holds (last update within `--since`) with the store; list what is
     /// missing or extra and exit 1 when anything is.
     Reconcile(ReconcileArgs),
     /// Validate the configuration file without contacting anything.
-    CheckConfig,
+    CheckConfig(CheckConfigArgs),
     /// Run the offline Entra ID + Defender XDR + Graph emulator.
     #[command(subcommand)]
     Emulator(EmulatorCommand),
@@ -61,7 +80,7 @@ pub(crate) enum AuthCommand {
     ConsentUrl(ConsentUrlArgs),
     /// Every tenant's credential health: kind, secret and certificate expiry, delegated
     /// sign-in age against the 90-day inactivity limit, last successful pull, warnings.
-    Status,
+    Status(AuthStatusArgs),
     /// Sign in to a delegated tenant (the MSSP flow of Microsoft's fetch-incidents guide):
     /// opens the authorization URL, catches the redirect on a loopback listener, redeems the
     /// code with PKCE and stores the refresh token encrypted.
@@ -89,11 +108,63 @@ pub(crate) struct LoginArgs {
     pub(crate) device_code: bool,
 }
 
+/// `--tenant T` (repeatable) and `--stream S` (repeatable): which (tenant, stream) pairs a
+/// command works on; none given means every enabled one.
+#[derive(Debug, Args, Default, Clone)]
+pub(crate) struct Selection {
+    /// Only this tenant: its configured name, tenant id (GUID) or a verified domain,
+    /// case-insensitively. Repeat for several.
+    #[arg(long = "tenant", value_name = "T")]
+    pub(crate) tenants: Vec<String>,
+    /// Only this stream: `incidents`, `alerts` or `detections`. Repeat for several.
+    #[arg(long = "stream", value_name = "S")]
+    pub(crate) streams: Vec<String>,
+}
+
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// Aligned columns with short cells, for people.
+    #[default]
+    Table,
+    /// One JSON document with every detail, for scripts.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) select: Selection,
+    /// `table` (default) or `json`.
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuthStatusArgs {
+    /// Only this tenant (name, tenant id or domain). Repeat for several.
+    #[arg(long = "tenant", value_name = "T")]
+    pub(crate) tenants: Vec<String>,
+    /// `table` (default) or `json`.
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckConfigArgs {
+    /// Also read every secret (running secret commands) to prove it produces a value.
+    #[arg(long)]
+    pub(crate) resolve: bool,
+    /// `table` (default) or `json`.
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) output: OutputFormat,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct TokenArgs {
-    /// The tenant, by its name in the config or its id.
-    #[arg(long)]
-    pub(crate) tenant: String,
+    /// The tenant: name, tenant id or domain. Repeat for several.
+    #[arg(long = "tenant", value_name = "T", required = true)]
+    pub(crate) tenants: Vec<String>,
     /// Print the raw access token (a secret: anyone holding it can read the tenant's incidents
     /// until it expires).
     #[arg(long)]
@@ -141,9 +212,10 @@ pub(crate) enum IncidentsCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
-    /// The tenant, by its name in the config or its id.
-    #[arg(long)]
-    pub(crate) tenant: String,
+    /// The tenant: name, tenant id or domain. Repeat for several (their incidents are listed
+    /// one after the other in one array).
+    #[arg(long = "tenant", value_name = "T", required = true)]
+    pub(crate) tenants: Vec<String>,
     /// How far back to look, e.g. `48h`, `7d`, `30m`.
     #[arg(long, default_value = "48h")]
     pub(crate) since: String,
@@ -154,6 +226,8 @@ pub(crate) struct ListArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct PullArgs {
+    #[command(flatten)]
+    pub(crate) select: Selection,
     /// Also append every new incident version to this NDJSON file.
     #[arg(long)]
     pub(crate) ndjson: Option<PathBuf>,
@@ -161,6 +235,8 @@ pub(crate) struct PullArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct BackfillArgs {
+    #[command(flatten)]
+    pub(crate) select: Selection,
     /// How far back, e.g. `30d`, `72h`.
     #[arg(long)]
     pub(crate) since: String,
@@ -188,9 +264,14 @@ pub(crate) struct RunArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ReconcileArgs {
+    #[command(flatten)]
+    pub(crate) select: Selection,
     /// How far back to compare, e.g. `7d`.
     #[arg(long, default_value = "7d")]
     pub(crate) since: String,
+    /// `table` (default) or `json`.
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) output: OutputFormat,
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,6 +14,7 @@ use clap::Parser;
 mod cli;
 mod commands;
 mod table;
+mod text;
 
 use cli::{Cli, Command};
 
@@ -28,7 +29,7 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_level.as_deref());
+    init_logging(cli.log_level.as_deref(), cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,11 +43,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(run(cli));
     match result {
         Ok(code) => code,
+        Err(err) if err.chain().any(|c| c.is::<text::StdoutClosed>()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", text::escape(&format!("{err:#}")));
             if err
                 .chain()
-                .any(|c| c.downcast_ref::<xdrsync_config::ConfigError>().is_some())
+                .any(|c| c.is::<xdrsync_config::ConfigError>() || c.is::<cli::UsageError>())
             {
                 ExitCode::from(EXIT_CONFIG)
             } else {
@@ -67,24 +69,38 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(args) => commands::pull::run(args, &config_path).await,
         Command::Backfill(args) => commands::pull::backfill(args, &config_path).await,
         Command::Run(args) => commands::run::run(args, &config_path).await,
-        Command::Status => commands::status::run(&config_path),
+        Command::Status(args) => commands::status::run(args, &config_path),
         Command::Reconcile(args) => commands::status::reconcile(args, &config_path).await,
-        Command::CheckConfig => commands::check_config::run(&config_path),
+        Command::CheckConfig(args) => commands::check_config::run(args, &config_path),
         Command::Emulator(cmd) => commands::emulator::run(cmd, fixture).await,
         Command::Init(args) => commands::init::run(args),
         Command::Auth(cmd) => commands::auth::run(cmd, &config_path).await,
     }
 }
 
-fn init_logging(level: Option<&str>) {
+/// Logs go to standard error: human lines (coloured only on a terminal, never with
+/// `NO_COLOR` set), or one JSON object per line for log shippers (`--log-format json`).
+fn init_logging(level: Option<&str>, format: cli::LogFormat) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = level
         .map(EnvFilter::new)
         .or_else(|| EnvFilter::try_from_env(xdrsync_config::env::XDRSYNC_LOG).ok())
         .unwrap_or_else(|| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        cli::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        cli::LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init()
+        }
+    }
 }

@@ -81,9 +81,27 @@ async fn status_reconcile_and_backfill() {
     );
     assert_eq!(out.matches(" ok").count(), 3, "{out}");
 
-    let same = xdrsync(&["reconcile", "--since", "7d"], dir).await;
+    let same = xdrsync(&["reconcile", "--since", "47h"], dir).await;
     assert_eq!(same.status.code(), Some(0), "{}", text(&same));
     assert_eq!(text(&same).matches("  ok").count(), 3, "{}", text(&same));
+
+    // The store covers 48 h: a week is not "ok", the unchecked part is named, exit 1.
+    let wider = xdrsync(&["reconcile", "--since", "7d"], dir).await;
+    let out = text(&wider);
+    assert_eq!(wider.status.code(), Some(1), "{out}");
+    assert_eq!(out.matches("NOT CHECKED").count(), 3, "{out}");
+    assert!(out.contains("PARTIAL") && !out.contains("  ok"), "{out}");
+    let json = xdrsync(&["reconcile", "--since", "7d", "--output", "json"], dir).await;
+    let doc: Value = serde_json::from_slice(&json.stdout).expect("reconcile JSON");
+    assert_eq!(doc["ok"], false);
+    assert!(
+        doc["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "partial" && s["not_checked"]["to"].is_string()),
+        "{doc:#}"
+    );
 
     // Lose the newest version of one incident behind xdrsync's back: reconcile finds it.
     let victim: (String, String) = {
@@ -102,7 +120,7 @@ async fn status_reconcile_and_backfill() {
         .unwrap();
         (row.0, row.1)
     };
-    let differs = xdrsync(&["reconcile", "--since", "7d"], dir).await;
+    let differs = xdrsync(&["reconcile", "--since", "47h"], dir).await;
     let out = text(&differs);
     assert_eq!(differs.status.code(), Some(1), "{out}");
     assert!(
@@ -139,7 +157,7 @@ async fn status_reconcile_and_backfill() {
     let out = text(&status);
     assert_eq!(status.status.code(), Some(1), "{out}");
     assert!(
-        out.contains("DEGRADED (1 failed pulls in a row)") && out.contains("AADSTS700016"),
+        out.contains("DEGRADED (1 failure in a row)") && out.contains("AADSTS700016"),
         "{out}"
     );
     assert_eq!(out.matches(" ok").count(), 2, "{out}");

@@ -10,80 +10,242 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde_json::Value;
 use xdrsync_jwt::{Algorithm, Decoded, JwkSet};
-use xdrsync_model::ApiKind;
+use xdrsync_model::{ApiKind, StreamKind};
 
-use crate::cli::{AuthCommand, ConsentUrlArgs, LoginArgs, TokenArgs};
+use crate::cli::{AuthCommand, AuthStatusArgs, ConsentUrlArgs, LoginArgs, TokenArgs};
 
 pub(crate) async fn run(cmd: AuthCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
     match cmd {
         AuthCommand::Token(args) => token(args, config_path).await,
         AuthCommand::ConsentUrl(args) => consent_url(args, config_path),
         AuthCommand::Login(args) => login(args, config_path).await,
-        AuthCommand::Status => status(config_path),
+        AuthCommand::Status(args) => status(args, config_path),
     }
 }
 
-/// The application permissions that let a sync read incidents, per API (any one suffices),
-/// and the API's name in the portal.
-fn needed(api: ApiKind) -> (&'static [&'static str], &'static str) {
-    match api {
-        ApiKind::Graph => (
+/// The application permissions that let a stream be read, per API (any one suffices), and
+/// the API's name in the Entra admin center.
+fn needed(api: ApiKind, stream: StreamKind) -> (&'static [&'static str], &'static str) {
+    match (stream, api) {
+        (StreamKind::Incidents, ApiKind::Graph) => (
             &[
                 "SecurityIncident.Read.All",
                 "SecurityIncident.ReadWrite.All",
             ],
             "Microsoft Graph",
         ),
-        ApiKind::Xdr => (
+        (StreamKind::Incidents, ApiKind::Xdr) => (
             &["Incident.Read.All", "Incident.ReadWrite.All"],
             "Microsoft Threat Protection (APIs my organization uses)",
+        ),
+        (StreamKind::Alerts, ApiKind::Graph) => (
+            &["SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"],
+            "Microsoft Graph",
+        ),
+        (StreamKind::Alerts, ApiKind::Xdr) | (StreamKind::Detections, _) => (
+            &["Alert.Read.All", "Alert.ReadWrite.All"],
+            "WindowsDefenderATP (APIs my organization uses)",
         ),
     }
 }
 
 async fn token(args: TokenArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = super::load_config(config_path)?;
-    let tenant = config.require_tenant(&args.tenant)?;
-    let vault = if tenant.delegated {
+    let tenants = super::select_tenants(&config, &args.tenants)?;
+    let vault = if tenants.iter().any(|t| t.delegated) {
         Some(xdrsync_pipeline::open_vault(&config)?)
     } else {
         None
     };
-    let target = xdrsync_pipeline::target(tenant, &config, vault.as_ref())?;
     let http = xdrsync_pipeline::http_client(&config)?;
     let cache = xdrsync_auth::TokenCache::new(http.clone());
-    let token = cache
-        .token(&target.token)
-        .await
-        .with_context(|| format!("getting a token for tenant {}", tenant.name))?;
-    if args.raw {
-        println!("{}", token.expose());
-        return Ok(ExitCode::SUCCESS);
+    let mut ok = true;
+    for (i, tenant) in tenants.iter().enumerate() {
+        if args.raw {
+            let target = xdrsync_pipeline::target(tenant, &config, vault.as_ref())?;
+            let token = cache
+                .token(&target.token)
+                .await
+                .with_context(|| format!("getting a token for tenant {}", tenant.name))?;
+            crate::text::outln!("{}", token.expose());
+            continue;
+        }
+        if i > 0 {
+            crate::text::outln!();
+        }
+        ok &= token_report(tenant, &config, vault.as_ref(), &http, &cache).await?;
     }
-    let decoded = Decoded::parse(token.expose()).context("the access token is not a JWT")?;
-    println!(
-        "Tenant {} ({}), API {}",
-        tenant.name, tenant.tenant_id, tenant.api
-    );
-    // Signature: Graph tokens carry a `nonce` header and cannot be verified by anyone but Graph.
-    let signature = if decoded.header.contains_key("nonce") {
-        "not verifiable (the token has a `nonce` header, which Microsoft Graph adds; only Graph can check it)".to_owned()
+    Ok(if ok {
+        ExitCode::SUCCESS
     } else {
-        let mut keys_url = target.token.authority.clone();
-        keys_url.set_path(&format!(
-            "{}/{}/discovery/v2.0/keys",
-            keys_url.path().trim_end_matches('/'),
-            tenant.tenant_id
-        ));
-        let jwks: JwkSet = http
-            .get(keys_url.clone())
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .context("fetching the authority's signing keys")?
-            .json()
-            .await
-            .context("reading the signing keys")?;
+        ExitCode::from(crate::EXIT_FAILURE)
+    })
+}
+
+/// Gets a token for every configured stream of `tenant` (each stream's API has its own
+/// audience), verifies it, prints its claims once and checks each stream's permission.
+/// Returns whether everything is in order.
+async fn token_report(
+    tenant: &xdrsync_config::Tenant,
+    config: &xdrsync_config::Config,
+    vault: Option<&std::sync::Arc<xdrsync_auth::vault::Vault>>,
+    http: &reqwest::Client,
+    cache: &xdrsync_auth::TokenCache,
+) -> anyhow::Result<bool> {
+    crate::text::outln!(
+        "Tenant {} ({}), API {}",
+        tenant.name,
+        tenant.tenant_id,
+        tenant.api
+    );
+    let mut problems = Vec::new();
+    let mut verified: Vec<(String, String)> = Vec::new();
+    let mut streams_ok = Vec::new();
+    for &stream in &tenant.streams {
+        let target = xdrsync_pipeline::stream_target(tenant, config, vault, stream)?;
+        let token = match cache.token(&target.token).await {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("{stream}: cannot get a token: {e}"));
+                continue;
+            }
+        };
+        let decoded = Decoded::parse(token.expose())
+            .with_context(|| format!("the {stream} access token is not a JWT"))?;
+        let resource = target.token.resource.trim_end_matches('/').to_owned();
+        let first_of_audience = !verified.iter().any(|(r, _)| *r == resource);
+        // Signature: Graph tokens carry a `nonce` header and cannot be verified by anyone but Graph.
+        let signature = if let Some((_, s)) = verified.iter().find(|(r, _)| *r == resource) {
+            s.clone()
+        } else if decoded.header.contains_key("nonce") {
+            "not verifiable (the token has a `nonce` header, which Microsoft Graph adds; only Graph can check it)".to_owned()
+        } else {
+            verify_signature(&decoded, &target, tenant, http).await?
+        };
+        let c = &decoded.claims;
+        let text = |k: &str| {
+            c.get(k)
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .unwrap_or_else(|| "-".into())
+        };
+        let roles: Vec<&str> = c
+            .get("roles")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let scp: Vec<&str> = c
+            .get("scp")
+            .and_then(Value::as_str)
+            .map(|s| s.split(' ').collect())
+            .unwrap_or_default();
+        if first_of_audience {
+            crate::text::outln!("  {stream} token (audience {resource}):");
+            crate::text::outln!("    signature  {signature}");
+            for k in ["aud", "iss", "tid", "appid", "azp", "idtyp", "ver"] {
+                if c.contains_key(k) {
+                    crate::text::outln!("    {k:<10} {}", text(k));
+                }
+            }
+            let now = chrono::Utc::now().timestamp();
+            if let Some(exp) = c.get("exp").and_then(Value::as_i64) {
+                let at = chrono::DateTime::from_timestamp(exp, 0)
+                    .map(|d| d.to_rfc3339())
+                    .unwrap_or_default();
+                crate::text::outln!("    exp        {at} (in {} min)", (exp - now) / 60);
+            }
+            crate::text::outln!(
+                "    roles      {}",
+                if roles.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    roles.join(" ")
+                }
+            );
+            if !scp.is_empty() {
+                crate::text::outln!("    scp        {}", scp.join(" "));
+            }
+            if signature.starts_with("FAILED") {
+                problems.push(format!("{stream}: the token's signature does not verify"));
+            }
+            if !text("tid").eq_ignore_ascii_case(tenant.tenant_id.as_str())
+                && xdrsync_config::is_guid(tenant.tenant_id.as_str())
+            {
+                problems.push(format!(
+                    "{stream}: the token is for tenant {}, not {}",
+                    text("tid"),
+                    tenant.tenant_id
+                ));
+            }
+            if !text("aud")
+                .trim_end_matches('/')
+                .eq_ignore_ascii_case(&resource)
+            {
+                problems.push(format!(
+                    "{stream}: the token's audience is {}, not {resource}",
+                    text("aud"),
+                ));
+            }
+            verified.push((resource.clone(), signature));
+        }
+        let (permissions, api_name) = needed(tenant.api, stream);
+        if permissions.iter().any(|p| {
+            roles.contains(p)
+                || scp
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(p) || p.starts_with(&format!("{s}.")))
+        }) {
+            streams_ok.push(stream.as_str());
+        } else {
+            problems.push(format!(
+                "{stream}: missing application permission {perm}: in the Entra admin center open App registrations → {} → API permissions → Add a permission → {api_name} → Application permissions → {perm}, then “Grant admin consent” for tenant {}",
+                tenant.client_id,
+                tenant.tenant_id,
+                perm = permissions.first().copied().unwrap_or_default(),
+            ));
+        }
+    }
+    if problems.is_empty() {
+        crate::text::outln!(
+            "OK: the tokens can read {} through the {} API.",
+            streams_ok.join(", "),
+            tenant.api
+        );
+        Ok(true)
+    } else {
+        for p in &problems {
+            crate::text::outln!("PROBLEM: {p}");
+        }
+        Ok(false)
+    }
+}
+
+/// Checks a token's signature against the authority's published keys.
+async fn verify_signature(
+    decoded: &Decoded,
+    target: &xdrsync_api_client::Target,
+    tenant: &xdrsync_config::Tenant,
+    http: &reqwest::Client,
+) -> anyhow::Result<String> {
+    let mut keys_url = target.token.authority.clone();
+    keys_url.set_path(&format!(
+        "{}/{}/discovery/v2.0/keys",
+        keys_url.path().trim_end_matches('/'),
+        tenant.tenant_id
+    ));
+    let jwks: JwkSet = http
+        .get(keys_url.clone())
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .context("fetching the authority's signing keys")?
+        .json()
+        .await
+        .context("reading the signing keys")?;
+    Ok(
         match jwks
             .keys
             .iter()
@@ -97,99 +259,8 @@ async fn token(args: TokenArgs, config_path: &Path) -> anyhow::Result<ExitCode> 
                 Ok(_) => format!("valid (RS256, key {})", k.kid),
                 Err(e) => format!("FAILED: {e}"),
             },
-        }
-    };
-    println!("  signature  {signature}");
-    let c = &decoded.claims;
-    let text = |k: &str| {
-        c.get(k)
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| v.to_string())
-            })
-            .unwrap_or_else(|| "-".into())
-    };
-    for k in ["aud", "iss", "tid", "appid", "azp", "idtyp", "ver"] {
-        if c.contains_key(k) {
-            println!("  {k:<10} {}", text(k));
-        }
-    }
-    let now = chrono::Utc::now().timestamp();
-    if let Some(exp) = c.get("exp").and_then(Value::as_i64) {
-        let at = chrono::DateTime::from_timestamp(exp, 0)
-            .map(|d| d.to_rfc3339())
-            .unwrap_or_default();
-        println!("  exp        {at} (in {} min)", (exp - now) / 60);
-    }
-    let roles: Vec<&str> = c
-        .get("roles")
-        .and_then(Value::as_array)
-        .map(|r| r.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let scp: Vec<&str> = c
-        .get("scp")
-        .and_then(Value::as_str)
-        .map(|s| s.split(' ').collect())
-        .unwrap_or_default();
-    println!(
-        "  roles      {}",
-        if roles.is_empty() {
-            "(none)".to_owned()
-        } else {
-            roles.join(" ")
-        }
-    );
-    if !scp.is_empty() {
-        println!("  scp        {}", scp.join(" "));
-    }
-    let mut problems = Vec::new();
-    if !text("tid").eq_ignore_ascii_case(tenant.tenant_id.as_str())
-        && xdrsync_config::is_guid(tenant.tenant_id.as_str())
-    {
-        problems.push(format!(
-            "the token is for tenant {}, not {}",
-            text("tid"),
-            tenant.tenant_id
-        ));
-    }
-    if !text("aud")
-        .trim_end_matches('/')
-        .eq_ignore_ascii_case(target.token.resource.trim_end_matches('/'))
-    {
-        problems.push(format!(
-            "the token's audience is {}, not {}",
-            text("aud"),
-            target.token.resource
-        ));
-    }
-    let (permissions, api_name) = needed(tenant.api);
-    if !permissions.iter().any(|p| {
-        roles.contains(p)
-            || scp
-                .iter()
-                .any(|s| s.eq_ignore_ascii_case(p) || p.starts_with(&format!("{s}.")))
-    }) {
-        problems.push(format!(
-            "missing application permission {}: in the Entra admin center open App registrations → {} → API permissions → Add a permission → {api_name} → Application permissions → {}, then “Grant admin consent” for tenant {}",
-            permissions[0], tenant.client_id, permissions[0], tenant.tenant_id
-        ));
-    }
-    if signature.starts_with("FAILED") {
-        problems.push("the signature does not verify".into());
-    }
-    if problems.is_empty() {
-        println!(
-            "OK: the token can read incidents through the {} API.",
-            tenant.api
-        );
-        Ok(ExitCode::SUCCESS)
-    } else {
-        for p in &problems {
-            println!("PROBLEM: {p}");
-        }
-        Ok(ExitCode::from(crate::EXIT_FAILURE))
-    }
+        },
+    )
 }
 
 fn consent_url(args: ConsentUrlArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
@@ -209,17 +280,17 @@ fn consent_url(args: ConsentUrlArgs, config_path: &Path) -> anyhow::Result<ExitC
     let (id, redirect) = (enc(&args.client_id), enc(&args.redirect_uri));
     let tenant = args.tenant.as_deref().unwrap_or("common");
     let v2_tenant = args.tenant.as_deref().unwrap_or("organizations");
-    println!(
+    crate::text::outln!(
         "Send one of these links to the customer's administrator; after consent, tokens for that tenant work.\n"
     );
-    println!(
+    crate::text::outln!(
         "Admin consent (v1):\n  {authority}/{tenant}/adminconsent?client_id={id}&redirect_uri={redirect}\n"
     );
-    println!(
+    crate::text::outln!(
         "Admin consent (v2, application permissions of Graph):\n  {authority}/{v2_tenant}/v2.0/adminconsent?client_id={id}&scope={}&redirect_uri={redirect}\n",
         enc("https://graph.microsoft.com/.default")
     );
-    println!(
+    crate::text::outln!(
         "Partner consent link (as in Microsoft's partner-access guide):\n  {authority}/common/oauth2/authorize?prompt=consent&client_id={id}&response_type=code&sso_reload=true"
     );
     Ok(ExitCode::SUCCESS)
@@ -258,10 +329,12 @@ async fn login(args: LoginArgs, config_path: &Path) -> anyhow::Result<ExitCode> 
     if args.device_code {
         let http = xdrsync_pipeline::http_client(&config)?;
         let rt = xdrsync_auth::TokenCache::new(http)
-            .device_code(&target.token, |message| println!("{message}"))
+            .device_code(&target.token, |message| {
+                let _ = crate::text::write_stdout(format_args!("{message}\n"));
+            })
             .await?;
         vault.put(&key, &rt, xdrsync_model::Timestamp::now(), false)?;
-        println!(
+        crate::text::outln!(
             "Signed in to {}; the refresh token is stored encrypted in {}.",
             tenant.name,
             vault.path().display()
@@ -286,7 +359,7 @@ async fn login(args: LoginArgs, config_path: &Path) -> anyhow::Result<ExitCode> 
         .finish();
     let mut url = target.token.v2_url("authorize")?;
     url.set_query(Some(&query));
-    println!(
+    crate::text::outln!(
         "Open this URL and sign in as an administrator of {}:\n{url}",
         tenant.name
     );
@@ -349,7 +422,7 @@ async fn login(args: LoginArgs, config_path: &Path) -> anyhow::Result<ExitCode> 
         .redeem_code(&target.token, &code, &redirect, &verifier)
         .await?;
     vault.put(&key, &rt, xdrsync_model::Timestamp::now(), false)?;
-    println!(
+    crate::text::outln!(
         "Signed in to {}; the refresh token is stored encrypted in {}.",
         tenant.name,
         vault.path().display()
@@ -363,9 +436,10 @@ const WARN_DAYS: i64 = 30;
 const RT_IDLE_DAYS: i64 = 90;
 const RT_WARN_DAYS: i64 = 76;
 
-fn status(config_path: &Path) -> anyhow::Result<ExitCode> {
+fn status(args: AuthStatusArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     use xdrsync_config::CredentialSource;
     let config = super::load_config(config_path)?;
+    let selected = super::select_tenants(&config, &args.tenants)?;
     let now = xdrsync_model::Timestamp::now();
     let days_until =
         |t: xdrsync_model::Timestamp| (t.ticks() - now.ticks()) / (86_400 * 10_000_000);
@@ -374,14 +448,19 @@ fn status(config_path: &Path) -> anyhow::Result<ExitCode> {
         .exists()
         .then(|| xdrsync_store::SqliteStore::open(&config.store_path))
         .transpose()?;
-    let vault = if config.tenants.iter().any(|t| t.delegated) {
+    let vault = if selected.iter().any(|t| t.delegated) {
         Some(xdrsync_pipeline::open_vault(&config)?)
     } else {
         None
     };
+    let health = match &store {
+        Some(s) => s.health()?,
+        None => Vec::new(),
+    };
     let mut rows = Vec::new();
+    let mut docs = Vec::new();
     let mut serious = false;
-    for t in &config.tenants {
+    for t in selected {
         let mut warnings: Vec<String> = Vec::new();
         let (kind, expires) = match &t.credential {
             CredentialSource::Secret(s) => {
@@ -454,42 +533,75 @@ fn status(config_path: &Path) -> anyhow::Result<ExitCode> {
             }
             _ => "app-only".to_owned(),
         };
-        let last = store
-            .as_ref()
-            .and_then(|s| {
-                s.last_success(&t.tenant_id, xdrsync_model::StreamKind::Incidents)
-                    .ok()
-                    .flatten()
+        let mine: Vec<_> = health
+            .iter()
+            .filter(|h| h.tenant_id == t.tenant_id)
+            .collect();
+        let last = mine.iter().filter_map(|h| h.last_success).max();
+        // The last token failure: a failing stream whose error is Entra's (AADSTS code).
+        let token_failure = mine
+            .iter()
+            .filter_map(|h| {
+                let e = h.degraded.as_deref()?;
+                crate::text::aadsts_code(e).map(|code| (h.last_attempt, code.to_owned(), e))
             })
-            .map(|t| t.as_datetime().format("%Y-%m-%d %H:%M").to_string())
-            .unwrap_or_else(|| "never".into());
+            .max_by_key(|(at, _, _)| *at);
+        if let Some((at, code, _)) = &token_failure {
+            warnings.push(format!(
+                "token refused at {}: {}",
+                crate::text::time(*at),
+                crate::text::short_error(&format!("AADSTS{code}"))
+            ));
+            serious = true;
+        }
         rows.push(vec![
             t.name.clone(),
-            kind,
+            kind.clone(),
             expires_text,
-            sign_in,
-            last,
+            sign_in.clone(),
+            last.map(crate::text::time)
+                .unwrap_or_else(|| "never".into()),
             if warnings.is_empty() {
                 "ok".into()
             } else {
                 warnings.join("; ")
             },
         ]);
+        docs.push(serde_json::json!({
+            "tenant": t.name,
+            "tenant_id": t.tenant_id.as_str(),
+            "credential": kind,
+            "expires": expires,
+            "sign_in": sign_in,
+            "last_pull": last,
+            "last_token_failure": token_failure.map(|(at, code, full)| serde_json::json!({
+                "at": at, "aadsts": code, "error": full,
+            })),
+            "warnings": warnings,
+        }));
     }
-    print!(
-        "{}",
-        crate::table::render(
-            &[
-                "TENANT",
-                "CREDENTIAL",
-                "EXPIRES",
-                "SIGN-IN",
-                "LAST PULL",
-                "STATUS"
-            ],
-            &rows
-        )
-    );
+    match args.output {
+        crate::cli::OutputFormat::Json => {
+            crate::text::outln!(
+                "{:#}",
+                serde_json::json!({ "tenants": docs, "ok": !serious })
+            );
+        }
+        crate::cli::OutputFormat::Table => crate::text::out!(
+            "{}",
+            crate::table::render(
+                &[
+                    "TENANT",
+                    "CREDENTIAL",
+                    "EXPIRES",
+                    "SIGN-IN",
+                    "LAST PULL",
+                    "STATUS"
+                ],
+                &rows
+            )
+        ),
+    }
     Ok(if serious {
         ExitCode::from(crate::EXIT_FAILURE)
     } else {

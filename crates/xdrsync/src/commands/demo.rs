@@ -29,7 +29,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("starting the emulator")?;
     let config = write_config(dir, &emulator)?;
-    println!(
+    crate::text::outln!(
         "Emulator running at {} with {} customer tenants.",
         emulator.base_url(),
         config.tenants.len()
@@ -59,21 +59,21 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     xdrsync_sinks::write_json_array(&latest_path, &raws)?;
     emulator.stop().await;
 
-    println!();
-    print!("{}", super::pull::summary(&reports));
-    println!();
-    println!("Store:      {}", store.path().display());
-    println!(
+    crate::text::outln!();
+    crate::text::out!("{}", super::pull::summary(&reports));
+    crate::text::outln!();
+    crate::text::outln!("Store:      {}", store.path().display());
+    crate::text::outln!(
         "NDJSON:     {} ({} new lines)",
         ndjson.display(),
         delivered.events
     );
-    println!(
+    crate::text::outln!(
         "Snapshot:   {} ({} incidents updated in the last 48 h)",
         latest_path.display(),
         raws.len()
     );
-    println!(
+    crate::text::outln!(
         "Config:     {} (for `xdrsync --config … incidents list` against `xdrsync emulator serve`)",
         dir.join("xdrsync.toml").display()
     );

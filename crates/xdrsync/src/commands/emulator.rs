@@ -47,8 +47,8 @@ async fn serve(args: ServeArgs, fixture: Option<PathBuf>) -> anyhow::Result<Exit
     let contract_path = state_dir.join("emulator.json");
     let contract = serde_json::to_string_pretty(&emulator.contract())?;
     xdrsync_sinks::write_atomic(&contract_path, contract.as_bytes())?;
-    println!("Emulator listening on {}", emulator.base_url());
-    println!(
+    crate::text::outln!("Emulator listening on {}", emulator.base_url());
+    crate::text::outln!(
         "Contract: {} (next: xdrsync init --emulator {})",
         contract_path.display(),
         contract_path.display()

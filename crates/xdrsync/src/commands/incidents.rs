@@ -16,38 +16,47 @@ pub(crate) async fn run(cmd: IncidentsCommand, config_path: &Path) -> anyhow::Re
 async fn list(args: ListArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     let since = super::since(&args.since)?;
     let config = super::load_config(config_path)?;
-    let tenant = config.require_tenant(&args.tenant)?;
-    let vault = if tenant.delegated {
+    let tenants = super::select_tenants(&config, &args.tenants)?;
+    let vault = if tenants.iter().any(|t| t.delegated) {
         Some(xdrsync_pipeline::open_vault(&config)?)
     } else {
         None
     };
-    let target = xdrsync_pipeline::target(tenant, &config, vault.as_ref())?;
     let client = xdrsync_pipeline::api_client(&config)?;
-    let listing = client
-        .list_incidents(&target, since, None)
-        .await
-        .with_context(|| format!("listing incidents of tenant {}", tenant.name))?;
-    let mut raws: Vec<String> = listing.records.iter().map(|f| f.raw.clone()).collect();
-    raws.extend(listing.poison.iter().map(|p| p.raw.clone()));
-    for p in &listing.poison {
-        eprintln!(
-            "warning: incident {} could not be normalized ({}); it is included as received",
-            p.item_id.as_deref().unwrap_or("?"),
-            p.reason
-        );
+    let mut raws: Vec<String> = Vec::new();
+    for tenant in &tenants {
+        let target = xdrsync_pipeline::target(tenant, &config, vault.as_ref())?;
+        let listing = client
+            .list_incidents(&target, since, None)
+            .await
+            .with_context(|| format!("listing incidents of tenant {}", tenant.name))?;
+        raws.extend(listing.records.iter().map(|f| f.raw.clone()));
+        raws.extend(listing.poison.iter().map(|p| p.raw.clone()));
+        for p in &listing.poison {
+            eprintln!(
+                "warning: incident {} of tenant {} could not be normalized ({}); it is included as received",
+                crate::text::escape(p.item_id.as_deref().unwrap_or("?")),
+                tenant.name,
+                crate::text::escape(&p.reason)
+            );
+        }
     }
+    let names = tenants
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     match &args.out {
         Some(path) => {
             xdrsync_sinks::write_json_array(path, &raws)?;
             eprintln!(
-                "Wrote {} incidents of tenant {} updated since {since} to {}",
-                raws.len(),
-                tenant.name,
+                "Wrote {} of tenant{} {names} updated since {since} to {}",
+                crate::text::plural(raws.len() as u64, "incident"),
+                if tenants.len() == 1 { "" } else { "s" },
                 path.display()
             );
         }
-        None => print!("{}", xdrsync_sinks::json_array(&raws)),
+        None => crate::text::print_stdout(&xdrsync_sinks::json_array(&raws))?,
     }
     Ok(ExitCode::SUCCESS)
 }

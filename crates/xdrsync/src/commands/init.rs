@@ -74,14 +74,14 @@ pub(crate) fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     xdrsync_sinks::write_atomic(&args.out, toml.as_bytes())?;
     let config =
         xdrsync_config::Config::load(&args.out).context("the written config does not validate")?;
-    println!(
+    crate::text::outln!(
         "Wrote {} with {tenants} tenants and {} apps (secrets in {}).",
         args.out.display(),
         contract.apps.len(),
         secrets.display()
     );
     if let Some(first) = config.tenants.first() {
-        println!(
+        crate::text::outln!(
             "Next: xdrsync --config {} incidents list --tenant {} --since 48h",
             args.out.display(),
             first.name

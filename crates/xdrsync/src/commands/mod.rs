@@ -27,6 +27,35 @@ pub(crate) fn since(text: &str) -> Result<xdrsync_model::Timestamp, xdrsync_conf
     Ok(xdrsync_model::Timestamp::now().sub(period))
 }
 
+/// The tenants named by repeated `--tenant` values (name, tenant id or domain), in the
+/// order given, each once; every tenant when none is given. An unknown value is a usage error
+/// (exit 2) that lists the configured tenants.
+pub(crate) fn select_tenants<'c>(
+    config: &'c Config,
+    keys: &[String],
+) -> Result<Vec<&'c xdrsync_config::Tenant>, xdrsync_config::ConfigError> {
+    if keys.is_empty() {
+        return Ok(config.tenants.iter().collect());
+    }
+    let mut chosen: Vec<&xdrsync_config::Tenant> = Vec::new();
+    for k in keys {
+        let t = config.require_tenant(k)?;
+        if !chosen.iter().any(|c| c.name == t.name) {
+            chosen.push(t);
+        }
+    }
+    Ok(chosen)
+}
+
+/// [`load_config_and_sinks`] narrowed to a command's `--tenant`/`--stream` selection.
+pub(crate) fn load_selected(
+    path: &Path,
+    select: &crate::cli::Selection,
+) -> anyhow::Result<(Config, Vec<xdrsync_sinks::ValidatedSink>)> {
+    let (config, sinks) = load_config_and_sinks(path)?;
+    Ok((config.select(&select.tenants, &select.streams)?, sinks))
+}
+
 /// Loads and validates the config file, with a hint when it does not exist.
 pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
     Ok(load_config_and_sinks(path)?.0)

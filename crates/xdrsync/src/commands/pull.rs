@@ -12,20 +12,33 @@ use xdrsync_store::SqliteStore;
 use crate::cli::{BackfillArgs, PullArgs};
 
 pub(crate) async fn run(args: PullArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
-    one_pass(config_path, PullMode::Incremental, args.ndjson).await
+    one_pass(
+        config_path,
+        &args.select,
+        PullMode::Incremental,
+        args.ndjson,
+    )
+    .await
 }
 
 pub(crate) async fn backfill(args: BackfillArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     let since = super::since(&args.since)?;
-    one_pass(config_path, PullMode::Since(since), args.ndjson).await
+    one_pass(
+        config_path,
+        &args.select,
+        PullMode::Since(since),
+        args.ndjson,
+    )
+    .await
 }
 
 async fn one_pass(
     config_path: &Path,
+    select: &crate::cli::Selection,
     mode: PullMode,
     ndjson: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let (config, validated) = super::load_config_and_sinks(config_path)?;
+    let (config, validated) = super::load_selected(config_path, select)?;
     let (sinks, stdout_used) = sinks(&config, &validated, ndjson)?;
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
     let pipeline = Pipeline::new(config, store)?;
@@ -34,7 +47,7 @@ async fn one_pass(
         // Standard output carries the events.
         eprint!("{}", summary(&reports));
     } else {
-        print!("{}", summary(&reports));
+        crate::text::out!("{}", summary(&reports));
     }
     Ok(if delivered {
         exit_code(&reports)

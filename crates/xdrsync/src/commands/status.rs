@@ -5,131 +5,360 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use xdrsync_model::{StreamKind, Timestamp};
+use serde_json::json;
+use xdrsync_model::StreamKind;
 use xdrsync_pipeline::Pipeline;
-use xdrsync_store::SqliteStore;
+use xdrsync_store::{SinkHealth, SqliteStore, StreamHealth};
 
-use crate::cli::ReconcileArgs;
+use crate::cli::{OutputFormat, ReconcileArgs, StatusArgs};
+use crate::text::{out, outln};
 
-pub(crate) fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
-    let (config, configured_sinks) = super::load_config_and_sinks(config_path)?;
+pub(crate) fn run(args: StatusArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
+    let (config, configured_sinks) = super::load_selected(config_path, &args.select)?;
     let store = SqliteStore::open(&config.store_path)?;
-    let now = Timestamp::now();
-    let health = store.health()?;
-    let mut degraded = 0;
-    let mut rows = Vec::new();
-    let streams = config
-        .tenants
-        .iter()
-        .filter(|t| t.enabled)
-        .flat_map(|t| t.streams.iter().map(move |s| (t, *s)));
-    for (t, stream) in streams {
-        let Some(h) = health
-            .iter()
-            .find(|h| h.tenant_id == t.tenant_id && h.stream == stream.as_str())
-        else {
-            rows.push(vec![
-                t.name.clone(),
-                stream.to_string(),
-                "never".into(),
-                "-".into(),
-                "0".into(),
-                "0".into(),
-                "0".into(),
-                "not pulled yet".into(),
-            ]);
-            continue;
-        };
-        let lag = h
-            .cursor
-            .map(|c| human(now.ticks() - c.ticks()))
-            .unwrap_or_else(|| "-".into());
-        let status = match &h.degraded {
-            Some(reason) => {
-                degraded += 1;
-                format!("DEGRADED ({} failed pulls in a row): {reason}", h.failures)
-            }
-            None => match &h.partial {
-                Some(w) => format!("ok, last answer partial (206 Warning: {w})"),
-                None => "ok".into(),
-            },
-        };
-        rows.push(vec![
-            t.name.clone(),
-            h.stream.clone(),
-            h.last_success
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "never".into()),
-            lag,
-            h.items.to_string(),
-            h.versions.to_string(),
-            h.poison.to_string(),
-            status,
-        ]);
+    let report = Report::read(&config, &configured_sinks, &store)?;
+    match args.output {
+        OutputFormat::Json => outln!("{:#}", report.json()),
+        OutputFormat::Table => out!("{}", report.table()),
     }
-    print!(
-        "{}",
-        crate::table::render(
-            &[
-                "TENANT",
-                "STREAM",
-                "LAST SUCCESS",
-                "LAG",
-                "ITEMS",
-                "VERSIONS",
-                "UNREADABLE",
-                "STATUS"
-            ],
-            &rows
-        )
-    );
-    let mut sinks = store.sink_positions()?;
-    // A configured sink that never delivered has no position yet: all of the outbox is its
-    // backlog, and that is exactly what an operator needs to see.
-    for v in configured_sinks {
-        if v.enabled && !sinks.iter().any(|(n, _, _)| *n == v.common.name) {
-            sinks.push((v.common.name.clone(), 0, "never".into()));
-        }
-    }
-    if !sinks.is_empty() {
-        println!();
-        let mut rows: Vec<Vec<String>> = Vec::new();
-        for (name, seq, at) in &sinks {
-            // Counted, not `last seq − position`: seq has gaps.
-            let backlog = store.count_after(*seq)?;
-            rows.push(vec![
-                name.clone(),
-                seq.to_string(),
-                backlog.to_string(),
-                at.clone(),
-            ]);
-        }
-        print!(
-            "{}",
-            crate::table::render(&["SINK", "POSITION", "BACKLOG", "UPDATED"], &rows)
-        );
-    }
-    Ok(if degraded > 0 {
+    Ok(if report.degraded() > 0 || report.stalled() > 0 {
         ExitCode::from(crate::EXIT_FAILURE)
     } else {
         ExitCode::SUCCESS
     })
 }
 
-/// `1h 05m`, `3m 12s`, `40s` from 100 ns ticks.
-fn human(ticks: i64) -> String {
-    let s = (ticks / 10_000_000).max(0);
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {:02}h", s / 86400, s % 86400 / 3600),
+/// What `status` knows: every selected (tenant, stream) and every sink.
+#[derive(Debug)]
+pub(crate) struct Report {
+    pub(crate) streams: Vec<StreamRow>,
+    pub(crate) sinks: Vec<SinkRow>,
+    /// The database file with its WAL, in bytes.
+    pub(crate) store_bytes: u64,
+    pub(crate) store_path: std::path::PathBuf,
+}
+
+/// One (tenant, stream).
+#[derive(Debug)]
+pub(crate) struct StreamRow {
+    pub(crate) tenant: String,
+    pub(crate) tenant_id: String,
+    pub(crate) stream: StreamKind,
+    /// `None`: never pulled.
+    pub(crate) health: Option<StreamHealth>,
+}
+
+impl StreamRow {
+    /// Seconds since the last successful pull (`None`: never succeeded).
+    pub(crate) fn lag_secs(&self) -> Option<i64> {
+        self.health
+            .as_ref()
+            .and_then(|h| h.last_success)
+            .map(crate::text::age_secs)
+    }
+
+    /// Seconds since the newest stored item's last update.
+    pub(crate) fn newest_age_secs(&self) -> Option<i64> {
+        self.health
+            .as_ref()
+            .and_then(|h| h.cursor)
+            .map(crate::text::age_secs)
+    }
+
+    pub(crate) fn state(&self) -> &'static str {
+        match &self.health {
+            None => "never pulled",
+            Some(h) if h.degraded.is_some() => "degraded",
+            Some(h) if h.partial.is_some() => "partial",
+            Some(_) => "ok",
+        }
+    }
+}
+
+/// One sink.
+#[derive(Debug)]
+pub(crate) struct SinkRow {
+    pub(crate) health: SinkHealth,
+    /// `None`: in the store only (e.g. a past `--ndjson` file), not judged.
+    pub(crate) stall_after: Option<std::time::Duration>,
+    pub(crate) enabled: bool,
+}
+
+impl SinkRow {
+    /// Why the sink counts as stalled, if it does: it never delivered while events exist, or
+    /// its oldest undelivered event is older than its `stall_after_secs`.
+    pub(crate) fn stalled(&self) -> Option<String> {
+        let limit = self.stall_after?;
+        if !self.enabled || self.health.backlog == 0 {
+            return None;
+        }
+        if self.health.last_delivery.is_none() && self.health.position == 0 {
+            return Some(format!(
+                "never delivered; {} waiting",
+                crate::text::plural(self.health.backlog, "event")
+            ));
+        }
+        let age = self.oldest_age_secs()?;
+        (age > i64::try_from(limit.as_secs()).unwrap_or(i64::MAX)).then(|| {
+            format!(
+                "oldest undelivered event waiting {} (limit {})",
+                crate::text::duration(age),
+                crate::text::duration(i64::try_from(limit.as_secs()).unwrap_or(i64::MAX))
+            )
+        })
+    }
+
+    pub(crate) fn oldest_age_secs(&self) -> Option<i64> {
+        self.health.oldest_undelivered.map(crate::text::age_secs)
+    }
+}
+
+impl Report {
+    /// Reads the store's view of `config`'s enabled tenants and streams and of every sink
+    /// (configured or with a position in the store).
+    pub(crate) fn read(
+        config: &xdrsync_config::Config,
+        configured_sinks: &[xdrsync_sinks::ValidatedSink],
+        store: &SqliteStore,
+    ) -> anyhow::Result<Report> {
+        let health = store.health()?;
+        let mut streams = Vec::new();
+        for t in config.tenants.iter().filter(|t| t.enabled) {
+            for &stream in &t.streams {
+                let h = health
+                    .iter()
+                    .find(|h| h.tenant_id == t.tenant_id && h.stream == stream.as_str())
+                    .cloned();
+                streams.push(StreamRow {
+                    tenant: t.name.clone(),
+                    tenant_id: t.tenant_id.to_string(),
+                    stream,
+                    health: h,
+                });
+            }
+        }
+        let mut sinks = Vec::new();
+        for v in configured_sinks {
+            sinks.push(SinkRow {
+                health: store.sink_health(&v.common.name)?,
+                stall_after: Some(v.common.stall_after),
+                enabled: v.enabled,
+            });
+        }
+        for (name, _, _) in store.sink_positions()? {
+            if !sinks.iter().any(|s| s.health.sink == name) {
+                sinks.push(SinkRow {
+                    health: store.sink_health(&name)?,
+                    stall_after: None,
+                    enabled: true,
+                });
+            }
+        }
+        let store_bytes = ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut p = config.store_path.clone().into_os_string();
+                p.push(suffix);
+                std::fs::metadata(p).ok().map(|m| m.len())
+            })
+            .sum();
+        Ok(Report {
+            streams,
+            sinks,
+            store_bytes,
+            store_path: config.store_path.clone(),
+        })
+    }
+
+    pub(crate) fn degraded(&self) -> usize {
+        self.streams
+            .iter()
+            .filter(|s| s.state() == "degraded")
+            .count()
+    }
+
+    pub(crate) fn stalled(&self) -> usize {
+        self.sinks.iter().filter(|s| s.stalled().is_some()).count()
+    }
+
+    /// The tables for people: short cells, one time format.
+    pub(crate) fn table(&self) -> String {
+        use crate::text::{duration, escape, short_error, time};
+        let rows: Vec<Vec<String>> = self
+            .streams
+            .iter()
+            .map(|r| {
+                let Some(h) = &r.health else {
+                    return vec![
+                        r.tenant.clone(),
+                        r.stream.to_string(),
+                        "never".into(),
+                        "-".into(),
+                        "-".into(),
+                        "0".into(),
+                        "0".into(),
+                        "0".into(),
+                        "not pulled yet".into(),
+                    ];
+                };
+                let status = match (&h.degraded, &h.partial) {
+                    (Some(reason), _) => format!(
+                        "DEGRADED ({} in a row): {}",
+                        crate::text::plural(u64::from(h.failures), "failure"),
+                        short_error(reason)
+                    ),
+                    (None, Some(w)) => {
+                        format!("ok, partial: {}", crate::text::clip(&escape(w), 40))
+                    }
+                    (None, None) => "ok".into(),
+                };
+                vec![
+                    r.tenant.clone(),
+                    h.stream.clone(),
+                    h.last_success.map(time).unwrap_or_else(|| "never".into()),
+                    r.lag_secs().map(duration).unwrap_or_else(|| "-".into()),
+                    r.newest_age_secs()
+                        .map(duration)
+                        .unwrap_or_else(|| "-".into()),
+                    h.items.to_string(),
+                    h.versions.to_string(),
+                    h.poison.to_string(),
+                    status,
+                ]
+            })
+            .collect();
+        let mut out = crate::table::render(
+            &[
+                "TENANT",
+                "STREAM",
+                "LAST SUCCESS",
+                "LAG",
+                "NEWEST",
+                "ITEMS",
+                "VERSIONS",
+                "UNREADABLE",
+                "STATUS",
+            ],
+            &rows,
+        );
+        if !self.sinks.is_empty() {
+            out.push('\n');
+            let rows: Vec<Vec<String>> = self
+                .sinks
+                .iter()
+                .map(|s| {
+                    let h = &s.health;
+                    let status = if let Some(why) = s.stalled() {
+                        match &h.last_error {
+                            Some(e) => format!("STALLED: {why}; last error: {}", short_error(e)),
+                            None => format!("STALLED: {why}"),
+                        }
+                    } else if let Some(e) = &h.last_error {
+                        format!(
+                            "failing ({}): {}",
+                            crate::text::plural(u64::from(h.failures), "failure"),
+                            short_error(e)
+                        )
+                    } else if !s.enabled {
+                        "disabled".into()
+                    } else if s.stall_after.is_none() {
+                        "not configured".into()
+                    } else {
+                        "ok".into()
+                    };
+                    vec![
+                        h.sink.clone(),
+                        h.position.to_string(),
+                        h.backlog.to_string(),
+                        s.oldest_age_secs()
+                            .map(duration)
+                            .unwrap_or_else(|| "-".into()),
+                        h.last_delivery.map(time).unwrap_or_else(|| "never".into()),
+                        status,
+                    ]
+                })
+                .collect();
+            out.push_str(&crate::table::render(
+                &[
+                    "SINK",
+                    "POSITION",
+                    "BACKLOG",
+                    "OLDEST WAITING",
+                    "LAST DELIVERY",
+                    "STATUS",
+                ],
+                &rows,
+            ));
+        }
+        out.push_str(&format!(
+            "\nStore {}: {:.1} MB\n",
+            self.store_path.display(),
+            self.store_bytes as f64 / 1e6
+        ));
+        out
+    }
+
+    /// Everything, in full, for scripts.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        let streams: Vec<_> = self
+            .streams
+            .iter()
+            .map(|r| {
+                let h = r.health.as_ref();
+                json!({
+                    "tenant": r.tenant,
+                    "tenant_id": r.tenant_id,
+                    "stream": r.stream.as_str(),
+                    "state": r.state(),
+                    "last_attempt": h.map(|h| h.last_attempt),
+                    "last_success": h.and_then(|h| h.last_success),
+                    "lag_secs": r.lag_secs(),
+                    "newest_item": h.and_then(|h| h.cursor),
+                    "newest_item_age_secs": r.newest_age_secs(),
+                    "items": h.map_or(0, |h| h.items),
+                    "versions": h.map_or(0, |h| h.versions),
+                    "unreadable": h.map_or(0, |h| h.poison),
+                    "failures_in_a_row": h.map_or(0, |h| h.failures),
+                    "error": h.and_then(|h| h.degraded.clone()),
+                    "partial_warning": h.and_then(|h| h.partial.clone()),
+                })
+            })
+            .collect();
+        let sinks: Vec<_> = self
+            .sinks
+            .iter()
+            .map(|s| {
+                let h = &s.health;
+                json!({
+                    "name": h.sink,
+                    "configured": s.stall_after.is_some(),
+                    "enabled": s.enabled,
+                    "position": h.position,
+                    "backlog": h.backlog,
+                    "oldest_undelivered": h.oldest_undelivered,
+                    "oldest_undelivered_age_secs": s.oldest_age_secs(),
+                    "last_delivery": h.last_delivery,
+                    "last_error": h.last_error,
+                    "last_error_at": h.last_error_at,
+                    "failures_in_a_row": h.failures,
+                    "stall_after_secs": s.stall_after.map(|d| d.as_secs()),
+                    "stalled": s.stalled(),
+                })
+            })
+            .collect();
+        json!({
+            "streams": streams,
+            "sinks": sinks,
+            "store": { "path": self.store_path.display().to_string(), "bytes": self.store_bytes },
+            "degraded": self.degraded(),
+            "stalled": self.stalled(),
+        })
     }
 }
 
 pub(crate) async fn reconcile(args: ReconcileArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     let since = super::since(&args.since)?;
-    let config = super::load_config(config_path)?;
+    let (config, _) = super::load_selected(config_path, &args.select)?;
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
     let tenants: Vec<_> = config
         .tenants
@@ -141,12 +370,19 @@ pub(crate) async fn reconcile(args: ReconcileArgs, config_path: &Path) -> anyhow
     let mut bad = false;
     let mut rows = Vec::new();
     let mut details = String::new();
+    let mut docs = Vec::new();
     for (t, stream) in tenants
         .iter()
         .flat_map(|t| t.streams.iter().map(move |s| (t, *s)))
     {
         let r = pipeline.reconcile(t, stream, since).await;
-        bad |= r.error.is_some() || !r.missing.is_empty() || !r.extra.is_empty();
+        // The store only vouches for what it covers: a window reaching before that was not
+        // checked, and saying "ok" for it would be a lie.
+        let unchecked = r.compared_from.filter(|from| *from > since);
+        bad |= r.error.is_some()
+            || !r.missing.is_empty()
+            || !r.extra.is_empty()
+            || unchecked.is_some();
         let item = match stream {
             StreamKind::Incidents => "incident",
             StreamKind::Alerts => "alert",
@@ -154,8 +390,9 @@ pub(crate) async fn reconcile(args: ReconcileArgs, config_path: &Path) -> anyhow
         };
         for (id, api, stored) in &r.missing {
             details.push_str(&format!(
-                "{}: MISSING {item} {id} at {api} (store has {})\n",
+                "{}: MISSING {item} {} at {api} (store has {})\n",
                 r.name,
+                crate::text::escape(id),
                 stored
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| "nothing".into())
@@ -163,10 +400,25 @@ pub(crate) async fn reconcile(args: ReconcileArgs, config_path: &Path) -> anyhow
         }
         for (id, stored) in &r.extra {
             details.push_str(&format!(
-                "{}: EXTRA {item} {id} at {stored} (the API does not list it at that version)\n",
-                r.name
+                "{}: EXTRA {item} {} at {stored} (the API does not list it at that version)\n",
+                r.name,
+                crate::text::escape(id)
             ));
         }
+        if let Some(from) = unchecked {
+            details.push_str(&format!(
+                "{} {stream}: NOT CHECKED from {since} to {from}: the store covers this stream only from {from}; run `xdrsync backfill --since {} --tenant {} --stream {stream}` first\n",
+                r.name,
+                args.since,
+                r.name,
+            ));
+        }
+        let state = match (&r.error, unchecked) {
+            (Some(_), _) => "failed",
+            _ if !r.missing.is_empty() || !r.extra.is_empty() => "differs",
+            (None, Some(_)) => "partial",
+            (None, None) => "ok",
+        };
         rows.push(vec![
             r.name.clone(),
             stream.to_string(),
@@ -175,39 +427,53 @@ pub(crate) async fn reconcile(args: ReconcileArgs, config_path: &Path) -> anyhow
             r.extra.len().to_string(),
             r.pending.to_string(),
             r.compared_from
-                .map(|t| t.to_string())
+                .map(crate::text::time)
                 .unwrap_or_else(|| "-".into()),
-            r.error
-                .clone()
-                .map(|e| format!("FAILED: {e}"))
-                .unwrap_or_else(|| {
-                    if r.missing.is_empty() && r.extra.is_empty() {
-                        "ok".into()
-                    } else {
-                        "DIFFERS".into()
-                    }
-                }),
+            match (&r.error, state) {
+                (Some(e), _) => format!("FAILED: {}", crate::text::short_error(e)),
+                (None, "differs") => "DIFFERS".into(),
+                (None, "partial") => "PARTIAL: window not covered by the store".into(),
+                _ => "ok".into(),
+            },
         ]);
+        docs.push(json!({
+            "tenant": r.name,
+            "stream": stream.as_str(),
+            "state": state,
+            "since": since,
+            "compared_from": r.compared_from,
+            "not_checked": unchecked.map(|from| json!({"from": since, "to": from})),
+            "matched": r.matched,
+            "not_pulled_yet": r.pending,
+            "missing": r.missing.iter().map(|(id, api, stored)| json!({"id": id, "api_last_update": api, "stored_last_update": stored})).collect::<Vec<_>>(),
+            "extra": r.extra.iter().map(|(id, stored)| json!({"id": id, "stored_last_update": stored})).collect::<Vec<_>>(),
+            "error": r.error,
+        }));
     }
-    print!(
-        "{}",
-        crate::table::render(
-            &[
-                "TENANT",
-                "STREAM",
-                "MATCHED",
-                "MISSING",
-                "EXTRA",
-                "NOT PULLED YET",
-                "FROM",
-                "STATUS"
-            ],
-            &rows
-        )
-    );
-    if !details.is_empty() {
-        println!();
-        print!("{details}");
+    match args.output {
+        OutputFormat::Json => outln!("{:#}", json!({ "streams": docs, "ok": !bad })),
+        OutputFormat::Table => {
+            out!(
+                "{}",
+                crate::table::render(
+                    &[
+                        "TENANT",
+                        "STREAM",
+                        "MATCHED",
+                        "MISSING",
+                        "EXTRA",
+                        "NOT PULLED YET",
+                        "FROM",
+                        "STATUS"
+                    ],
+                    &rows
+                )
+            );
+            if !details.is_empty() {
+                outln!();
+                out!("{details}");
+            }
+        }
     }
     Ok(if bad {
         ExitCode::from(crate::EXIT_FAILURE)

@@ -1,0 +1,438 @@
+//! Running xdrsync for an MSSP, end to end with the real binary and the emulator on loopback:
+//! per-customer commands (`--tenant`, `--stream`), honest health (`status` with a stalled
+//! sink), output for scripts (`--output json`), a closed standard output, `check-config`'s
+//! offline checks, JSON logs, and one-off commands beside the `run` daemon.
+
+use std::io::Read as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use xdrsync_model::{ApiKind, StreamKind};
+use xdrsync_store::SqliteStore;
+use xdrsync_test_utils as tu;
+
+fn command(args: &[&str], cwd: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xdrsync"));
+    c.args(args)
+        .current_dir(cwd)
+        .env_remove("XDRSYNC_CONFIG")
+        .env_remove("XDRSYNC_LOG");
+    c
+}
+
+/// Runs xdrsync off the async threads, so the in-process emulator keeps serving.
+async fn xdrsync(args: &[&str], cwd: &Path) -> Output {
+    let mut c = command(args, cwd);
+    tokio::task::spawn_blocking(move || c.output().expect("run xdrsync"))
+        .await
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// (tenant id, stream) pairs that have versions in the store.
+fn stored_pairs(store: &Path) -> Vec<(String, String)> {
+    let db = rusqlite::Connection::open(store).unwrap();
+    let mut stmt = db
+        .prepare("SELECT DISTINCT tenant_id, stream FROM versions ORDER BY 1, 2")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_and_stream_select_one_customer() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = tu::write_config(dir, &emu, &[ApiKind::Graph, ApiKind::Xdr], "");
+    let config = tu::set_streams(&config, &[r#"["incidents", "alerts"]"#]);
+    let [first, second, third] = [0, 1, 2].map(|i| config.tenants[i].clone());
+
+    // By name, in another case: only that tenant is pulled.
+    let pull = xdrsync(&["pull", "--tenant", &first.name.to_uppercase()], dir).await;
+    assert_eq!(pull.status.code(), Some(0), "{}", text(&pull));
+    let pairs = stored_pairs(&config.store_path);
+    assert!(!pairs.is_empty());
+    assert!(
+        pairs.iter().all(|(t, _)| *t == first.tenant_id.as_str()),
+        "{pairs:?}"
+    );
+
+    // By tenant id, one stream only.
+    let pull = xdrsync(
+        &[
+            "pull",
+            "--tenant",
+            second.tenant_id.as_str(),
+            "--stream",
+            "alerts",
+        ],
+        dir,
+    )
+    .await;
+    assert_eq!(pull.status.code(), Some(0), "{}", text(&pull));
+    let pairs = stored_pairs(&config.store_path);
+    let of_second: Vec<_> = pairs
+        .iter()
+        .filter(|(t, _)| *t == second.tenant_id.as_str())
+        .map(|(_, s)| s.as_str())
+        .collect();
+    assert_eq!(of_second, ["alerts"], "{pairs:?}");
+    assert!(
+        !pairs.iter().any(|(t, _)| *t == third.tenant_id.as_str()),
+        "{pairs:?}"
+    );
+
+    // `status` for one tenant: its rows only, JSON for scripts.
+    let status = xdrsync(
+        &["status", "--tenant", &first.name, "--output", "json"],
+        dir,
+    )
+    .await;
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    let doc: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let streams = doc["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2, "{doc:#}");
+    for s in streams {
+        assert_eq!(s["tenant"], first.name.as_str());
+        assert_eq!(s["state"], "ok");
+        // LAG is the time since the last successful pull: seconds, not the newest item's age.
+        assert!(s["lag_secs"].as_i64().unwrap() < 120, "{s:#}");
+        assert!(s["newest_item_age_secs"].is_i64(), "{s:#}");
+    }
+    assert!(doc["store"]["bytes"].as_u64().unwrap() > 0);
+
+    // Repeated --tenant on `incidents list`: one array with both tenants' incidents.
+    let list = xdrsync(
+        &[
+            "incidents",
+            "list",
+            "--tenant",
+            &first.name,
+            "--tenant",
+            third.tenant_id.as_str(),
+            "--since",
+            "2h",
+        ],
+        dir,
+    )
+    .await;
+    assert_eq!(list.status.code(), Some(0), "{}", text(&list));
+    let items: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let expected = [&first, &third]
+        .iter()
+        .map(|t| {
+            emu.state()
+                .incidents(t.tenant_id.as_str(), |i| {
+                    i.last_update >= xdrsync_model::Timestamp::now().sub(chrono::Duration::hours(2))
+                })
+                .len()
+        })
+        .sum::<usize>();
+    let got = items.as_array().unwrap().len();
+    assert!(
+        (expected..=expected + 4).contains(&got),
+        "{got} vs {expected}"
+    );
+
+    // Unknown values are usage errors (exit 2) that list what is configured.
+    for args in [
+        vec!["pull", "--tenant", "nobody"],
+        vec!["backfill", "--since", "1d", "--tenant", "nobody"],
+        vec!["reconcile", "--tenant", "nobody"],
+        vec!["status", "--tenant", "nobody"],
+        vec!["incidents", "list", "--tenant", "nobody"],
+        vec!["auth", "status", "--tenant", "nobody"],
+        vec!["auth", "token", "--tenant", "nobody"],
+    ] {
+        let out = xdrsync(&args, dir).await;
+        let msg = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {msg}");
+        assert!(
+            msg.contains("no tenant named `nobody`")
+                && msg.contains(&first.name)
+                && msg.contains(third.tenant_id.as_str())
+                && !msg.contains("invalid config file"),
+            "{args:?}: {msg}"
+        );
+    }
+    let out = xdrsync(&["pull", "--stream", "tickets"], dir).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown stream `tickets`"),
+        "{}",
+        text(&out)
+    );
+    let out = xdrsync(&["pull", "--stream", "detections"], dir).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no selected tenant pulls detections"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_token_checks_every_stream_of_each_tenant() {
+    // Consented for incidents only: the alerts stream's missing role is named.
+    let emu = tu::start(tu::one_tenant(
+        "contoso",
+        5.0,
+        &["SecurityIncident.Read.All"],
+    ))
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = tu::write_config(dir, &emu, &[ApiKind::Graph], "");
+    tu::set_streams(&config, &[r#"["incidents", "alerts"]"#]);
+    let out = xdrsync(&["auth", "token", "--tenant", "contoso"], dir).await;
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains("alerts: missing application permission SecurityAlert.Read.All"),
+        "{msg}"
+    );
+    assert!(!msg.contains("incidents: missing"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_exits_1_for_a_stalled_sink_and_shows_its_error() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // A webhook to a port nothing listens on: it never delivers.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let sinks = format!(
+        "[[sinks]]\nname = \"siem\"\nretry_attempts = 1\nretry_base_ms = 10\n[sinks.webhook]\nurl = \"http://127.0.0.1:{port}/hook\"\n\n\
+         [[sinks]]\nname = \"archive\"\n[sinks.file]\npath = \"archive.ndjson\"\n"
+    );
+    tu::write_config(dir, &emu, &[ApiKind::Graph], &sinks);
+    let status = xdrsync(&["status"], dir).await;
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+
+    let pull = xdrsync(&["pull"], dir).await;
+    assert_eq!(pull.status.code(), Some(1), "{}", text(&pull));
+    let status = xdrsync(&["status"], dir).await;
+    let out = text(&status);
+    assert_eq!(status.status.code(), Some(1), "{out}");
+    let siem = out.lines().find(|l| l.starts_with("siem ")).expect(&out);
+    assert!(
+        siem.contains("STALLED: never delivered") && siem.contains("last error"),
+        "{out}"
+    );
+    let archive = out.lines().find(|l| l.starts_with("archive ")).expect(&out);
+    assert!(archive.ends_with(" ok"), "{out}");
+
+    let json = xdrsync(&["status", "--output", "json"], dir).await;
+    let doc: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let sink = |name: &str| {
+        doc["sinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert!(sink("siem")["stalled"].is_string(), "{doc:#}");
+    assert!(
+        sink("siem")["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "{doc:#}"
+    );
+    assert!(sink("siem")["backlog"].as_u64().unwrap() > 0);
+    assert!(sink("archive")["stalled"].is_null());
+    assert_eq!(sink("archive")["backlog"], 0);
+    assert_eq!(doc["stalled"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_quietly() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let config = tu::write_config(&dir, &emu, &[ApiKind::Graph], "");
+    let tenant = config.tenants[0].name.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = command(
+            &["incidents", "list", "--tenant", &tenant, "--since", "48h"],
+            &dir,
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        // `| head -c 10`: read a little, then close the pipe.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut head = [0u8; 10];
+        stdout.read_exact(&mut head).unwrap();
+        drop(stdout);
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
+}
+
+#[test]
+fn check_config_finds_unreadable_credentials_without_contacting_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("xdrsync.toml"),
+        "[[tenants]]\nname = \"a\"\ntenant_id = \"a.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_secret = { env = \"XDRSYNC_TEST_UNSET_SECRET\" }\n\
+         [[tenants]]\nname = \"b\"\ntenant_id = \"b.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555556\"\nclient_secret = { file = \"missing.secret\" }\n\
+         [[tenants]]\nname = \"c\"\ntenant_id = \"c.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555557\"\nclient_secret = { command = [\"no-such-vault-cli\", \"get\"] }\n\
+         [[tenants]]\nname = \"d\"\ntenant_id = \"d.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555558\"\nclient_secret = { env = \"XDRSYNC_TEST_SET_SECRET\" }\n",
+    )
+    .unwrap();
+    let out = command(&["check-config"], dir)
+        .env_remove("XDRSYNC_TEST_UNSET_SECRET")
+        .env("XDRSYNC_TEST_SET_SECRET", "s3cr3t-value")
+        .output()
+        .unwrap();
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{msg}");
+    assert!(msg.contains("INVALID"), "{msg}");
+    assert!(
+        msg.contains("tenants[0].client_secret")
+            && msg.contains("XDRSYNC_TEST_UNSET_SECRET is not set"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("tenants[1].client_secret") && msg.contains("missing.secret"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("tenants[2].client_secret") && msg.contains("no-such-vault-cli"),
+        "{msg}"
+    );
+    assert!(!msg.contains("tenants[3]"), "{msg}");
+    assert!(!msg.contains("s3cr3t-value"), "{msg}");
+
+    let json = command(&["check-config", "--output", "json"], dir)
+        .env_remove("XDRSYNC_TEST_UNSET_SECRET")
+        .env("XDRSYNC_TEST_SET_SECRET", "s3cr3t-value")
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&json.stdout).expect(&text(&json));
+    assert_eq!(doc["valid"], false);
+    assert_eq!(doc["problems"].as_array().unwrap().len(), 3, "{doc:#}");
+    assert_eq!(doc["tenants"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    tu::write_config(dir, &emu, &[ApiKind::Graph], "");
+    let out = xdrsync(
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "info",
+            "pull",
+            "--stream",
+            "incidents",
+        ],
+        dir,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let logs: Vec<Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
+    assert!(!logs.is_empty(), "{err}");
+    for l in &logs {
+        assert!(l["timestamp"].is_string() && l["level"].is_string(), "{l}");
+    }
+    // Not a terminal: no colour codes anywhere.
+    assert!(!err.contains('\u{1b}'), "{err}");
+}
+
+/// A backfill of five tenants while the daemon runs three passes: every pass ends ok, no
+/// "database is locked" anywhere, and the store matches the emulator's ground truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_beside_the_daemon_fails_no_pass() {
+    let mut directory = tu::demo_directory();
+    // Five customer tenants consented to the MSSP app.
+    let app = directory.apps[0].clone();
+    for i in 0..2 {
+        let t = xdrsync_emulator::TenantSpec::named(&format!("extra{i}"), 20.0);
+        directory.apps[0]
+            .consents
+            .insert(t.id.clone(), app.consents.values().next().unwrap().clone());
+        directory.tenants.push(t);
+    }
+    let emu = tu::start(directory).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let config = tu::write_config(&dir, &emu, &[ApiKind::Graph, ApiKind::Xdr], "");
+    assert_eq!(config.tenants.len(), 5);
+
+    let daemon = command(&["run", "--interval", "2", "--passes", "3"], &dir)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Let the first pass begin, then backfill a week of every tenant beside it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let backfill_started = emu.state().clock().now();
+    let backfill = xdrsync(&["backfill", "--since", "7d"], &dir).await;
+    let backfill_ended = emu.state().clock().now();
+    let status = xdrsync(&["status"], &dir).await;
+    let out = tokio::task::spawn_blocking(move || daemon.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let daemon_err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{daemon_err}");
+    assert_eq!(backfill.status.code(), Some(0), "{}", text(&backfill));
+    for o in [&text(&backfill), &text(&status), &daemon_err] {
+        assert!(!o.contains("locked"), "{o}");
+    }
+    for pass in 1..=3 {
+        assert!(
+            daemon_err.contains(&format!("pass {pass}: 5 tenants, 0 degraded")),
+            "{daemon_err}"
+        );
+    }
+    // Nothing invented, nothing twice, every version the backfill's window could see.
+    let store = SqliteStore::open(&config.store_path).unwrap();
+    let week = backfill_started.sub(chrono::Duration::days(7));
+    for t in &config.tenants {
+        let tenant = t.tenant_id.as_str();
+        let truth = tu::truth::incidents(&emu, tenant);
+        let due = tu::truth::since(&truth, week.add(chrono::Duration::minutes(1)));
+        let seen = tu::truth::check(
+            &store,
+            tenant,
+            StreamKind::Incidents,
+            (&truth, &due),
+            &[(backfill_started, backfill_ended)],
+            0,
+        );
+        assert!(seen > 0, "{}: nothing was due", t.name);
+    }
+}
