@@ -332,7 +332,8 @@ fn check_config_finds_unreadable_credentials_without_contacting_anything() {
         .env("XDRSYNC_TEST_SET_SECRET", "s3cr3t-value")
         .output()
         .unwrap();
-    let doc: Value = serde_json::from_slice(&json.stdout).expect(&text(&json));
+    let doc: Value =
+        serde_json::from_slice(&json.stdout).unwrap_or_else(|_| panic!("{}", text(&json)));
     assert_eq!(doc["valid"], false);
     assert_eq!(doc["problems"].as_array().unwrap().len(), 3, "{doc:#}");
     assert_eq!(doc["tenants"].as_array().unwrap().len(), 4);
