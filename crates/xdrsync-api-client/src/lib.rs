@@ -37,7 +37,7 @@ use xdrsync_auth::{AuthError, TokenCache, TokenRequest};
 use xdrsync_model::sparse::Fields;
 use xdrsync_model::{
     ApiKind, GRAPH_ALERT_FIELDS, GRAPH_INCIDENT_FIELDS, MDE_ALERT_FIELDS, NormalizeError, Record,
-    SafeUrl, TenantId, Timestamp, XDR_INCIDENT_FIELDS, normalize_graph_alert,
+    SafeUrl, StreamKind, TenantId, Timestamp, XDR_INCIDENT_FIELDS, normalize_graph_alert,
     normalize_graph_incident, normalize_mde_alert, normalize_siem_detection,
     normalize_xdr_incident,
 };
@@ -54,6 +54,10 @@ use retry::{RetryAction, classify};
 pub struct Target {
     /// The tenant.
     pub tenant: TenantId,
+    /// The tenant's configured name: the `tenant` label of its metrics.
+    pub name: String,
+    /// The stream this target reads: the `stream` label of its metrics.
+    pub stream: StreamKind,
     /// Which API.
     pub api: ApiKind,
     /// The API's base URL (`https://graph.microsoft.com`, `https://api.security.microsoft.com`).
@@ -303,7 +307,17 @@ impl ApiClient {
             attempt += 1;
             let token = self.tokens.token(&target.token).await?;
             let ticket = match quota {
-                Some(q) => Some(self.budgets.acquire(app, tenant, q).await),
+                Some(q) => {
+                    let waiting = Instant::now();
+                    let ticket = self.budgets.acquire(app, tenant, q).await;
+                    metrics::histogram!(
+                        "xdrsync_rate_budget_wait_seconds",
+                        "tenant" => target.name.clone(),
+                        "stream" => target.stream.as_str(),
+                    )
+                    .record(waiting.elapsed().as_secs_f64());
+                    Some(ticket)
+                }
                 None => None,
             };
             let result = self
@@ -316,6 +330,23 @@ impl ApiClient {
             if let Some(t) = ticket {
                 self.budgets.answered(t).await;
             }
+            let class = match &result {
+                Err(_) => "transport",
+                Ok(r) => match r.status().as_u16() {
+                    200..=299 => "2xx",
+                    429 => "429",
+                    400..=499 => "4xx",
+                    500..=599 => "5xx",
+                    _ => "other",
+                },
+            };
+            metrics::counter!(
+                "xdrsync_api_calls_total",
+                "tenant" => target.name.clone(),
+                "stream" => target.stream.as_str(),
+                "class" => class,
+            )
+            .increment(1);
             let (action, failure) = match result {
                 Err(e) => (
                     RetryAction::Transient { after: None },
@@ -882,6 +913,8 @@ mod tests {
     fn target(api: ApiKind) -> Target {
         Target {
             tenant: TenantId::canonical("t"),
+            name: "t".into(),
+            stream: StreamKind::Incidents,
             api,
             base_url: "https://graph.microsoft.com".parse().unwrap(),
             token: TokenRequest {

@@ -27,6 +27,8 @@ fn target(emu: &Emulator, api: ApiKind, page_size: u32, version: TokenVersion) -
     let base = emu.base_url().parse().unwrap();
     Target {
         tenant: tenant.clone(),
+        name: "contoso".into(),
+        stream: xdrsync_model::StreamKind::Incidents,
         api,
         base_url: emu.base_url().parse().unwrap(),
         token: TokenRequest {

@@ -396,7 +396,21 @@ impl TokenCache {
         if let Some(t) = guard.as_ref().filter(|t| Instant::now() < t.refresh_at) {
             return Ok(t.token.clone());
         }
-        let fresh = self.fetch(req).await?;
+        let fetched = self.fetch(req).await;
+        // Token acquisitions and failures by AADSTS code, per tenant (labelled by id: this
+        // crate does not know the configured names).
+        let aadsts = match &fetched {
+            Err(AuthError::Entra { code, .. }) => code.to_string(),
+            _ => String::new(),
+        };
+        metrics::counter!(
+            "xdrsync_token_requests_total",
+            "tenant_id" => req.tenant.as_str().to_owned(),
+            "outcome" => if fetched.is_ok() { "ok" } else { "failed" },
+            "aadsts" => aadsts,
+        )
+        .increment(1);
+        let fresh = fetched?;
         let token = fresh.token.clone();
         *guard = Some(fresh);
         Ok(token)

@@ -87,6 +87,9 @@ pub struct ConfigFile {
     /// Where delegated sign-ins (`xdrsync auth login`) are kept, encrypted.
     #[serde(default)]
     pub auth: AuthSection,
+    /// `run`'s HTTP server: `/metrics`, `/healthz`, `/readyz` and the status page.
+    #[serde(default)]
+    pub server: ServerSection,
     /// App registrations shared by several tenants (the MSSP's multi-tenant app).
     #[serde(default)]
     pub apps: Vec<AppSection>,
@@ -110,12 +113,47 @@ pub struct StoreSection {
     /// SQLite database file, relative to the config file's folder.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// Versions older than this many days, and delivered to every enabled sink, are pruned
+    /// by `run`; the latest version of every incident and alert is always kept. 0 keeps
+    /// everything.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+fn default_retention_days() -> u32 {
+    90
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             path: default_store_path(),
+            retention_days: default_retention_days(),
+        }
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Where `run` serves `/metrics`, `/healthz`, `/readyz` and its status page
+    /// (`host:port`; `""` turns the server off). Default `127.0.0.1:9464`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_owned()
+}
+
+/// `run`'s HTTP server's default address (Prometheus' registry lists 9464 for exporters).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: default_listen(),
         }
     }
 }
@@ -732,6 +770,10 @@ impl From<ApiName> for ApiKind {
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `[store] retention_days` (0: keep everything).
+    pub retention_days: u32,
+    /// `[server] listen` (`None`: no server).
+    pub server_listen: Option<std::net::SocketAddr>,
     /// The file it was read from.
     pub path: PathBuf,
     /// The SQLite store file (absolute or relative to the working directory).
@@ -1290,9 +1332,23 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
             siem: t.siem.clone(),
         });
     }
+    let listen = file.server.listen.trim();
+    let server_listen = if listen.is_empty() {
+        None
+    } else {
+        Some(listen.parse::<std::net::SocketAddr>().map_err(|e| {
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "server.listen".into(),
+                message: format!("`{listen}` is not an address and port such as 127.0.0.1:9464 ({e}); \"\" turns the server off"),
+            }
+        })?)
+    };
     Ok(Config {
         path: path.to_owned(),
         store_path: resolve(&file.store.path),
+        retention_days: file.store.retention_days,
+        server_listen,
         sync: SyncSettings {
             initial_lookback: chrono::Duration::hours(i64::from(s.initial_lookback_hours)),
             overlap: chrono::Duration::seconds(i64::from(s.overlap_secs)),

@@ -111,6 +111,42 @@ impl TenantReport {
     }
 }
 
+/// A finished pull in the process's metrics (a no-op unless the binary installed a recorder):
+/// versions stored by change kind, pages, unreadable items, and the outcome; a success also
+/// sets the time of the stream's last successful pull.
+fn record_metrics(r: &TenantReport) {
+    let labels = [("tenant", r.name.clone()), ("stream", r.stream.to_string())];
+    let s = &r.stats;
+    let created = s.created;
+    let updated = s.updated.saturating_sub(s.alert_added + s.redirected);
+    for (change, n) in [
+        ("created", created),
+        ("updated", updated),
+        ("alert_added", s.alert_added),
+        ("redirected", s.redirected),
+    ] {
+        if n > 0 {
+            let mut l = labels.to_vec();
+            l.push(("change", change.to_owned()));
+            metrics::counter!("xdrsync_versions_pulled_total", &l).increment(n);
+        }
+    }
+    metrics::counter!("xdrsync_pages_total", &labels).increment(u64::from(r.pages));
+    if r.poison > 0 {
+        metrics::counter!("xdrsync_poison_items_total", &labels).increment(r.poison as u64);
+    }
+    let mut l = labels.to_vec();
+    l.push((
+        "outcome",
+        if r.error.is_some() { "failed" } else { "ok" }.to_owned(),
+    ));
+    metrics::counter!("xdrsync_pulls_total", &l).increment(1);
+    if r.error.is_none() {
+        metrics::gauge!("xdrsync_last_success_timestamp_seconds", &labels)
+            .set(Timestamp::now().ticks() as f64 / 1e7);
+    }
+}
+
 /// Where a pull starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullMode {
@@ -356,6 +392,8 @@ fn target_with(
     };
     Ok(Target {
         tenant: tenant.tenant_id.clone(),
+        name: tenant.name.clone(),
+        stream,
         api: tenant.api,
         base_url,
         token: TokenRequest {
@@ -590,6 +628,7 @@ impl Pipeline {
                 TenantReport::failed(tenant, stream, e.to_string(), cursor)
             }
         };
+        record_metrics(&report);
         let outcome = PullOutcome {
             tenant_name: tenant.name.clone(),
             error: report.error.clone(),

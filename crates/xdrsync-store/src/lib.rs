@@ -800,6 +800,14 @@ impl SqliteStore {
         })
     }
 
+    /// Whether the store can take a write now: takes the write lock (waiting for another
+    /// writer as a commit would) and releases it without writing.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = write_transaction(&mut conn).map_err(self.err())?;
+        tx.rollback().map_err(self.err())
+    }
+
     /// How many versions lie past `seq`: a sink's backlog.
     pub fn count_after(&self, seq: i64) -> Result<u64, StoreError> {
         self.read_conn()

@@ -90,6 +90,12 @@ pub fn write_config(dir: &Path, emulator: &Emulator, apis: &[ApiKind], extra: &s
     if !extra.contains("retry_base_ms") {
         fast.push_str("retry_base_ms = 20\n");
     }
+    // `run`'s status server on a free port, so daemons of parallel tests never collide.
+    let server = if extra.contains("[server]") {
+        ""
+    } else {
+        "\n[server]\nlisten = \"127.0.0.1:0\"\n"
+    };
     let extra = if extra.contains("[sync]") {
         extra.replacen("[sync]", &format!("[sync]\n{fast}"), 1)
     } else {
@@ -105,7 +111,7 @@ pub fn write_config(dir: &Path, emulator: &Emulator, apis: &[ApiKind], extra: &s
         .map(|p| format!("ca_file = \"{}\"\n", p.display()))
         .unwrap_or_default();
     let mut toml = format!(
-        "{extra}\n[store]\npath = \"xdrsync.db\"\n[cloud]\n{ca}authority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\nmde_url = \"{base}\"\nsiem_url = \"{base}/alertexporter\"\n\
+        "{extra}{server}\n[store]\npath = \"xdrsync.db\"\n[cloud]\n{ca}authority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\nmde_url = \"{base}\"\nsiem_url = \"{base}/alertexporter\"\n\
          [[apps]]\nname = \"app\"\nclient_id = \"{}\"\nclient_secret = {{ file = \"secret\" }}\n",
         app.client_id
     );

@@ -260,6 +260,10 @@ pub(crate) struct RunArgs {
     /// Stop after this many passes (default: run until signalled).
     #[arg(long)]
     pub(crate) passes: Option<u64>,
+    /// Serve `/metrics`, `/healthz`, `/readyz` and the status page here instead of
+    /// `[server] listen` (`""`: no server).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ use clap::Parser;
 
 mod cli;
 mod commands;
+mod server;
 mod table;
 mod text;
 
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) if err.chain().any(|c| c.is::<text::StdoutClosed>()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", text::escape(&format!("{err:#}")));
+            eprintln!("error: {}", text::escape_keep_lines(&format!("{err:#}")));
             if err
                 .chain()
                 .any(|c| c.is::<xdrsync_config::ConfigError>() || c.is::<cli::UsageError>())

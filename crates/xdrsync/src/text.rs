@@ -64,11 +64,22 @@ pub(crate) fn escape(s: &str) -> String {
     out
 }
 
-/// `1 incident`, `2 incidents`.
+/// [`escape`], but line breaks and tabs stay: for a multi-line message meant for a person
+/// (a TOML error with its caret), never for a log line.
+pub(crate) fn escape_keep_lines(s: &str) -> String {
+    s.split('\n')
+        .map(|line| escape(line.strip_suffix('\r').unwrap_or(line)).replace("\\t", "\t"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `1 incident`, `2 incidents`, `3 passes`.
 pub(crate) fn plural(n: impl Into<u64>, noun: &str) -> String {
     let n = n.into();
     if n == 1 {
         format!("1 {noun}")
+    } else if noun.ends_with('s') {
+        format!("{n} {noun}es")
     } else {
         format!("{n} {noun}s")
     }
@@ -218,6 +229,11 @@ mod tests {
     fn plurals_and_times() {
         assert_eq!(plural(1u64, "incident"), "1 incident");
         assert_eq!(plural(0u64, "incident"), "0 incidents");
+        assert_eq!(plural(6u64, "pass"), "6 passes");
+        assert_eq!(
+            escape_keep_lines("line 1\n\tcaret\r\n\u{1b}[31m"),
+            "line 1\n\tcaret\n\\u{1b}[31m"
+        );
         assert_eq!(duration(65), "1m 05s");
         assert_eq!(duration(-5), "0s");
     }

@@ -437,3 +437,258 @@ async fn backfill_beside_the_daemon_fails_no_pass() {
         assert!(seen > 0, "{}: nothing was due", t.name);
     }
 }
+
+/// A running daemon: its child process, the lines it printed on stderr so far, and the
+/// address of its status server.
+struct Daemon {
+    child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    base: String,
+}
+
+impl Daemon {
+    /// Starts `xdrsync run ARGS` in `dir` and waits for its status server's address.
+    fn start(dir: &Path, args: &[&str]) -> Daemon {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        let mut child = command(&all, dir)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut d = Daemon {
+            child,
+            stderr,
+            base: String::new(),
+        };
+        let line = d.wait_for("status page http://");
+        let addr = line
+            .split("status page http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap()
+            .to_owned();
+        d.base = format!("http://{addr}");
+        d
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (at most 60 s) until stderr has a line containing `what`; returns that line.
+    fn wait_for(&mut self, what: &str) -> String {
+        self.wait_for_count(what, 1)
+    }
+
+    /// Waits until `what` occurs `n` times on stderr; returns the last line with it.
+    fn wait_for_count(&mut self, what: &str, n: usize) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let err = self.stderr();
+            if err.matches(what).count() >= n {
+                return err.lines().rfind(|l| l.contains(what)).unwrap().to_owned();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the daemon exited with {status} before `{what}`: {err}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no `{what}` ×{n} in: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn stop(mut self) -> (Option<i32>, String) {
+        self.signal("-TERM");
+        let status = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        (status.code(), self.stderr())
+    }
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.expect(url);
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+/// A config with one tenant's consent revoked (degraded) and a webhook sink nothing listens
+/// on (stalled at once), beside a working file sink.
+async fn degraded_world(dir: &Path) -> (xdrsync_emulator::Emulator, xdrsync_config::Config) {
+    let emu = tu::start(tu::demo_directory()).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let sinks = format!(
+        "[[sinks]]\nname = \"deadhook\"\nretry_attempts = 1\nstall_after_secs = 1\n[sinks.webhook]\nurl = \"http://127.0.0.1:{port}/hook\"\n\n\
+         [[sinks]]\nname = \"archive\"\n[sinks.file]\npath = \"archive.ndjson\"\n"
+    );
+    let config = tu::write_config(dir, &emu, &[ApiKind::Graph, ApiKind::Xdr], &sinks);
+    let revoked = config.tenants[1].tenant_id.to_string();
+    emu.state().update_directory(|d| {
+        d.apps[0].consents.remove(&revoked);
+    });
+    (emu, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_serves_metrics_health_readiness_and_reloads_on_sighup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let (_emu, config) = degraded_world(&dir).await;
+    let degraded = config.tenants[1].name.clone();
+    let healthy = config.tenants[0].name.clone();
+    let mut daemon = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || {
+            let mut d = Daemon::start(&dir, &["--interval", "1"]);
+            d.wait_for("pass 1:");
+            d
+        }
+    })
+    .await
+    .unwrap();
+    let base = daemon.base.clone();
+
+    assert_eq!(get(&format!("{base}/healthz")).await, (200, "ok\n".into()));
+
+    let (status, metrics) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200);
+    let sample = |line_start: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no `{line_start}` in:\n{metrics}"))
+    };
+    assert!(
+        sample(&format!(
+            "xdrsync_pulls_total{{tenant=\"{degraded}\",stream=\"incidents\",outcome=\"failed\"}}"
+        )) >= 1.0
+    );
+    assert!(
+        sample(&format!(
+            "xdrsync_versions_pulled_total{{tenant=\"{healthy}\",stream=\"incidents\",change=\"created\"}}"
+        )) > 0.0
+    );
+    assert!(
+        sample(&format!(
+            "xdrsync_api_calls_total{{tenant=\"{healthy}\",stream=\"incidents\",class=\"2xx\"}}"
+        )) > 0.0
+    );
+    assert!(
+        sample(&format!(
+            "xdrsync_seconds_since_last_success{{tenant=\"{healthy}\",stream=\"incidents\"}}"
+        )) < 60.0
+    );
+    assert!(
+        metrics.contains("xdrsync_token_requests_total{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("outcome=\"failed\",aadsts=\"700016\""),
+        "{metrics}"
+    );
+    assert_eq!(sample("xdrsync_sink_stalled{sink=\"deadhook\"}"), 1.0);
+    assert_eq!(sample("xdrsync_sink_stalled{sink=\"archive\"}"), 0.0);
+    assert!(sample("xdrsync_sink_backlog_events{sink=\"deadhook\"}") > 0.0);
+    assert_eq!(sample("xdrsync_sink_backlog_events{sink=\"archive\"}"), 0.0);
+    assert!(sample("xdrsync_sink_events_delivered_total{sink=\"archive\"}") > 0.0);
+    assert!(sample("xdrsync_pass_duration_seconds_count") >= 1.0);
+    assert!(metrics.contains("# TYPE xdrsync_pass_duration_seconds histogram"));
+    assert!(metrics.contains("# HELP xdrsync_sink_backlog_events"));
+
+    let (status, body) = get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("sink deadhook is stalled"), "{body}");
+    assert!(!body.contains("archive"), "{body}");
+
+    // SIGHUP with the dead sink removed and alerts added: the next pass uses it.
+    let original = std::fs::read_to_string(&config.path).unwrap();
+    let start = original.find("[[sinks]]\nname = \"deadhook\"").unwrap();
+    let end = original.find("[[sinks]]\nname = \"archive\"").unwrap();
+    let reloaded = format!("{}{}", &original[..start], &original[end..]).replace(
+        "api = \"graph\"\n",
+        "api = \"graph\"\nstreams = [\"incidents\", \"alerts\"]\n",
+    );
+    std::fs::write(&config.path, &reloaded).unwrap();
+    daemon.signal("-HUP");
+    let daemon = tokio::task::spawn_blocking(move || {
+        let line = daemon.wait_for("reloaded");
+        assert!(line.contains("1 sink"), "{line}");
+        let passes = daemon.stderr().matches("pass ").count();
+        daemon.wait_for_count("pass ", passes + 1);
+        daemon
+    })
+    .await
+    .unwrap();
+    let (status, body) = get(&format!("{base}/readyz")).await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    let (_, metrics) = get(&format!("{base}/metrics")).await;
+    assert!(
+        metrics.contains(&format!(
+            "xdrsync_pulls_total{{tenant=\"{healthy}\",stream=\"alerts\",outcome=\"ok\"}}"
+        )),
+        "{metrics}"
+    );
+
+    // An unreadable config on SIGHUP: refused with the reason, the old one keeps running.
+    std::fs::write(&config.path, format!("{reloaded}\nbroken = [\n")).unwrap();
+    daemon.signal("-HUP");
+    let mut daemon = tokio::task::spawn_blocking(move || {
+        let mut daemon = daemon;
+        let line = daemon.wait_for("reload refused");
+        assert!(line.contains("old config keeps running"), "{line}");
+        let passes = daemon.stderr().matches("pass ").count();
+        daemon.wait_for_count("pass ", passes + 1);
+        daemon
+    })
+    .await
+    .unwrap();
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    std::fs::write(&config.path, &reloaded).unwrap();
+
+    // A second daemon on the same port: a clear error, exit 2, nothing touched.
+    let addr = base.trim_start_matches("http://").to_owned();
+    let second = xdrsync(&["run", "--listen", &addr, "--passes", "1"], &dir).await;
+    assert_eq!(second.status.code(), Some(2), "{}", text(&second));
+    assert!(
+        text(&second).contains(&format!("cannot listen on {addr}")),
+        "{}",
+        text(&second)
+    );
+
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        daemon.wait_for("pass ");
+        daemon.stop()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -5,6 +5,14 @@
 //! committed as they are read and a stream's cursor only after all of them, so an interrupted
 //! stream is simply re-read from its cursor next time), the sinks deliver what was stored, and
 //! the process exits 0.
+//!
+//! SIGHUP reloads the config file: tenants and sinks added, removed or changed take effect at
+//! the next pass (a pass in flight finishes with the config it started with). A new config
+//! that does not load or validate is logged with its reason and the old one keeps running.
+//! The store is the one thing a reload cannot move: a changed `[store] path` is refused.
+//!
+//! `[server] listen` (default `127.0.0.1:9464`) serves `/metrics`, `/healthz`, `/readyz` and
+//! a status page (see [`crate::server`]).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -12,66 +20,231 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use xdrsync_pipeline::{Pipeline, PullMode, deliver};
+use xdrsync_sinks::Sink;
 use xdrsync_store::SqliteStore;
 
 use crate::cli::RunArgs;
+use crate::server::{Daemon, PassSummary, ServerState};
 
-pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
-    let (config, validated) = super::load_config_and_sinks(config_path)?;
+/// What one config gives the daemon.
+struct Loaded {
+    pipeline: Pipeline,
+    sinks: Vec<Arc<dyn Sink>>,
+    daemon: Daemon,
+}
+
+/// Loads the config at `path` into a pipeline and sinks over `store`.
+fn load(path: &Path, args: &RunArgs, store: &Arc<SqliteStore>) -> anyhow::Result<Loaded> {
+    let (config, validated) = super::load_config_and_sinks(path)?;
+    if config.store_path.as_path() != store.path() {
+        anyhow::bail!(xdrsync_config::ConfigError::Invalid {
+            path: config.path.clone(),
+            field: "store.path".into(),
+            message: format!(
+                "the store cannot change while `run` is up (it uses {}); restart to move it",
+                store.path().display()
+            ),
+        });
+    }
     let interval = args
         .interval
         .map(Duration::from_secs)
         .unwrap_or(config.sync.interval);
     let (sinks, _) = super::pull::sinks(&config, &validated, args.ndjson.clone())?;
+    let pipeline = Pipeline::new(config.clone(), store.clone())?;
+    Ok(Loaded {
+        pipeline,
+        daemon: Daemon {
+            config,
+            validated,
+            sinks: sinks.clone(),
+            interval,
+        },
+        sinks,
+    })
+}
+
+pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
+    let (config, _) = super::load_config_and_sinks(config_path)?;
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
-    let pipeline = Pipeline::new(config, store)?;
+    let listen = match &args.listen {
+        Some(l) if l.trim().is_empty() => None,
+        Some(l) => Some(l.parse::<std::net::SocketAddr>().map_err(|e| {
+            crate::cli::UsageError(format!(
+                "--listen: `{l}` is not an address and port such as 127.0.0.1:9464 ({e})"
+            ))
+        })?),
+        None => config.server_listen,
+    };
+    let Loaded {
+        mut pipeline,
+        mut sinks,
+        daemon,
+    } = load(config_path, &args, &store)?;
+    let mut interval = daemon.interval;
+    let state = ServerState::new(daemon, store.clone(), crate::server::recorder()?)?;
+    if let Some(addr) = listen {
+        let bound = crate::server::serve(addr, state.clone(), config_path).await?;
+        eprintln!(
+            "xdrsync run: status page http://{bound}/ (metrics /metrics, health /healthz, readiness /readyz)"
+        );
+    }
     let mut stop = Box::pin(shutdown_signal());
+    let mut reload = reload_signal()?;
     let drain = Duration::from_secs(args.drain_timeout);
     let mut passes = 0u64;
     eprintln!(
-        "xdrsync run: {} tenants ({} streams) every {}s (SIGTERM or Ctrl-C to stop)",
-        pipeline.enabled_tenants(),
-        pipeline.enabled_streams(),
+        "xdrsync run: {} ({}) every {}s (SIGTERM or Ctrl-C to stop, SIGHUP to reload the config)",
+        crate::text::plural(pipeline.enabled_tenants() as u64, "tenant"),
+        crate::text::plural(pipeline.enabled_streams() as u64, "stream"),
         interval.as_secs()
     );
     loop {
         passes += 1;
         let started = tokio::time::Instant::now();
-        let work = super::pull::pass(&pipeline, PullMode::Incremental, &sinks);
-        tokio::pin!(work);
-        let stopping = tokio::select! {
-            (reports, _) = &mut work => {
-                let failed = reports.iter().filter(|r| r.error.is_some()).count();
-                let stored: u64 = reports.iter().map(|r| r.stats.created + r.stats.updated).sum();
-                eprintln!("pass {passes}: {} tenants, {failed} degraded, {stored} versions stored in {:.1}s",
-                    reports.len(), started.elapsed().as_secs_f64());
-                false
-            }
-            _ = &mut stop => {
-                eprintln!("Stopping: letting the pass in flight finish (at most {}s).", drain.as_secs());
-                if tokio::time::timeout(drain, &mut work).await.is_err() {
-                    eprintln!("The pass did not finish in {}s; stopping anyway (interrupted tenants are re-read next run).", drain.as_secs());
-                    // What the interrupted pass stored is delivered before exiting.
-                    let mut delivered = Vec::new();
-                    for sink in &sinks {
-                        delivered.push(deliver::once(sink, pipeline.store()).await);
-                    }
-                    super::pull::report_deliveries(&sinks, delivered);
+        let started_at = xdrsync_model::Timestamp::now();
+        state.pass_started();
+        let stopping = {
+            let work = super::pull::pass(&pipeline, PullMode::Incremental, &sinks);
+            tokio::pin!(work);
+            tokio::select! {
+                (reports, _) = &mut work => {
+                    let failed = reports.iter().filter(|r| r.error.is_some()).count();
+                    let stored: u64 = reports.iter().map(|r| r.stats.created + r.stats.updated).sum();
+                    let seconds = started.elapsed().as_secs_f64();
+                    eprintln!("pass {passes}: {} tenants, {failed} degraded, {stored} versions stored in {seconds:.1}s",
+                        pipeline.enabled_tenants());
+                    state.pass_finished(PassSummary {
+                        number: passes,
+                        started: started_at,
+                        seconds,
+                        streams: reports.len(),
+                        degraded: failed,
+                        stored,
+                    }, &reports);
+                    false
                 }
-                true
+                _ = &mut stop => {
+                    eprintln!("Stopping: letting the pass in flight finish (at most {}s).", drain.as_secs());
+                    if tokio::time::timeout(drain, &mut work).await.is_err() {
+                        eprintln!("The pass did not finish in {}s; stopping anyway (interrupted tenants are re-read next run).", drain.as_secs());
+                        // What the interrupted pass stored is delivered before exiting, within
+                        // the same bound.
+                        let deliveries = async {
+                            let mut delivered = Vec::new();
+                            for sink in &sinks {
+                                delivered.push(deliver::once(sink, pipeline.store()).await);
+                            }
+                            delivered
+                        };
+                        match tokio::time::timeout(drain, deliveries).await {
+                            Ok(delivered) => {
+                                super::pull::report_deliveries(&sinks, delivered);
+                            }
+                            Err(_) => eprintln!("The sinks did not finish delivering in {}s; they resume from their positions next run.", drain.as_secs()),
+                        }
+                    }
+                    true
+                }
             }
         };
         if stopping || args.passes.is_some_and(|n| passes >= n) {
             break;
         }
         let next = started + interval;
+        let mut reload_now = false;
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             _ = &mut stop => break,
+            _ = reload.recv() => reload_now = true,
+        }
+        // A SIGHUP during the pass is taken now; one during the wait ends the wait.
+        reload_now |= reload.try_recv();
+        if reload_now {
+            match load(config_path, &args, &store) {
+                Ok(loaded) => {
+                    pipeline = loaded.pipeline;
+                    sinks = loaded.sinks;
+                    interval = loaded.daemon.interval;
+                    eprintln!(
+                        "xdrsync run: reloaded {}: {} ({}), {} every {}s.",
+                        config_path.display(),
+                        crate::text::plural(pipeline.enabled_tenants() as u64, "tenant"),
+                        crate::text::plural(pipeline.enabled_streams() as u64, "stream"),
+                        crate::text::plural(sinks.len() as u64, "sink"),
+                        interval.as_secs()
+                    );
+                    *state.daemon.write().unwrap_or_else(|e| e.into_inner()) = loaded.daemon;
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    tracing::error!(error = %crate::text::escape(&msg), "The reloaded config is not valid; the old one keeps running.");
+                    eprintln!(
+                        "error: reload refused, the old config keeps running: {}",
+                        crate::text::escape_keep_lines(&msg)
+                    );
+                }
+            }
+            // Reloading does not wait for the interval to pass again.
+            if tokio::time::Instant::now() < next {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {}
+                    _ = &mut stop => break,
+                }
+            }
         }
     }
-    eprintln!("xdrsync run: stopped after {passes} passes.");
+    eprintln!(
+        "xdrsync run: stopped after {}.",
+        crate::text::plural(passes, "pass")
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP, as a stream of "reload now".
+struct Reload {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+fn reload_signal() -> anyhow::Result<Reload> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Reload {
+            signal: signal(SignalKind::hangup())?,
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(Reload {})
+    }
+}
+
+impl Reload {
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            self.signal.recv().await;
+        }
+        #[cfg(not(unix))]
+        {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Whether a SIGHUP arrived that nobody waited for.
+    fn try_recv(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            use futures_util::FutureExt as _;
+            self.signal.recv().now_or_never().is_some()
+        }
+        #[cfg(not(unix))]
+        {
+            false
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
