@@ -448,9 +448,9 @@ impl ServerState {
                 p.stored
             );
         }
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "</tbody></table><p>Store {}: {:.1} MB. <a href=\"/metrics\">/metrics</a> · <a href=\"/readyz\">/readyz</a></p></body></html>\n",
+            "</tbody></table><p>Store {}: {:.1} MB. <a href=\"/metrics\">/metrics</a> · <a href=\"/readyz\">/readyz</a></p></body></html>",
             esc(&report.store_path.display().to_string()),
             report.store_bytes as f64 / 1e6
         );
