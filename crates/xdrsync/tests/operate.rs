@@ -692,3 +692,119 @@ async fn daemon_serves_metrics_health_readiness_and_reloads_on_sighup() {
     assert_eq!(code, Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Headless Chromium (Debian's `chromium`, installed by `scripts/services`; the path can be
+/// set with `XDRSYNC_CHROMIUM`) loading `url` with `extra` flags; returns its standard output.
+fn chromium(url: &str, profile: &Path, extra: &[&str]) -> String {
+    let exe = std::env::var("XDRSYNC_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&exe).exists(),
+        "{exe} is missing: run scripts/services (it installs Debian's chromium)"
+    );
+    let out = Command::new(&exe)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The status page as a person sees it: loaded in headless Chromium while the daemon runs
+/// with one tenant degraded and one sink down. Set `XDRSYNC_UPDATE_SCREENSHOT=1` to refresh
+/// `docs/status-page.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_in_headless_chromium() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let (_emu, config) = degraded_world(&dir).await;
+    let degraded = config.tenants[1].name.clone();
+    let healthy = config.tenants[0].name.clone();
+    let (dom, png, daemon) = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || {
+            let mut d = Daemon::start(&dir, &["--interval", "1"]);
+            d.wait_for_count("pass ", 2);
+            let url = format!("{}/", d.base);
+            let dom = chromium(&url, &dir.join("profile-dom"), &["--dump-dom"]);
+            let png = dir.join("status-page.png");
+            chromium(
+                &url,
+                &dir.join("profile-shot"),
+                &[
+                    &format!("--screenshot={}", png.display()),
+                    "--window-size=1280,900",
+                ],
+            );
+            (dom, png, d)
+        }
+    })
+    .await
+    .unwrap();
+    let (code, err) = tokio::task::spawn_blocking(move || daemon.stop())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+
+    // What the browser parsed: the rows, their states and the readiness line.
+    assert!(dom.contains("<title>xdrsync status</title>"), "{dom}");
+    assert!(
+        dom.contains(&format!(
+            "<tr data-tenant=\"{degraded}\" data-stream=\"incidents\" class=\"degraded\">"
+        )),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(&format!(
+            "<tr data-tenant=\"{healthy}\" data-stream=\"incidents\" class=\"ok\">"
+        )),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("AADSTS700016"),
+        "the degraded tenant's short error: {dom}"
+    );
+    assert!(
+        dom.contains("<tr data-sink=\"deadhook\" class=\"stalled\">"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<tr data-sink=\"archive\" class=\"ok\">"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<p id=\"readiness\" class=\"bad\">Not ready: sink deadhook is stalled"),
+        "{dom}"
+    );
+    let passes = dom
+        .split("<table id=\"passes\">")
+        .nth(1)
+        .unwrap()
+        .matches("<tr class=")
+        .count();
+    assert!(passes >= 2, "{dom}");
+    assert!(dom.contains("http-equiv=\"refresh\""), "{dom}");
+
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000);
+    if std::env::var_os("XDRSYNC_UPDATE_SCREENSHOT").is_some() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/status-page.png");
+        std::fs::copy(&png, docs).unwrap();
+    }
+}
