@@ -426,9 +426,70 @@ pub fn api_client(config: &Config) -> Result<ApiClient, ConfigError> {
     Ok(ApiClient::with_budgets(http, tokens, retry, budgets))
 }
 
+/// Where a (tenant, stream) pull stands, for progress bars and progress lines.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Tenant name.
+    pub tenant: String,
+    /// The stream.
+    pub stream: StreamKind,
+    /// What happened.
+    pub stage: Stage,
+    /// Pages read so far.
+    pub pages: u32,
+    /// Items read so far (versions new or not).
+    pub items: u64,
+    /// Where the pull reads back to.
+    pub since: Timestamp,
+    /// When it started (the clock of this process).
+    pub started: Timestamp,
+    /// The oldest last-update time read so far: pages come newest first, so the part of
+    /// `since ..= started` already covered is `oldest ..= started`.
+    pub oldest: Option<Timestamp>,
+}
+
+impl Progress {
+    /// The share of the time window already read, 0 to 1 (`None` before the first page).
+    pub fn fraction(&self) -> Option<f64> {
+        let span = (self.started.ticks() - self.since.ticks()).max(1) as f64;
+        self.oldest
+            .map(|o| ((self.started.ticks() - o.ticks()) as f64 / span).clamp(0.0, 1.0))
+    }
+}
+
+/// The stages [`Progress`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The pull started.
+    Started,
+    /// A page was read.
+    Page,
+    /// The pull ended (its report follows through the `done` callback).
+    Finished,
+}
+
+/// A callback for [`Progress`] (called on the async threads: keep it quick).
+#[derive(Clone)]
+pub struct ProgressHook(Arc<dyn Fn(&Progress) + Send + Sync>);
+
+impl ProgressHook {
+    /// Wraps `f`.
+    pub fn new(f: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        ProgressHook(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressHook")
+    }
+}
+
 /// Pulls tenants into a store.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
+    /// Called as pulls start, read pages and end.
+    progress: Option<ProgressHook>,
     config: Arc<Config>,
     store: Arc<SqliteStore>,
     /// Commits every stream's pages, grouped (see [`writer`]).
@@ -453,12 +514,18 @@ impl Pipeline {
             message: format!("cannot start the store's writer thread: {e}"),
         })?;
         Ok(Pipeline {
+            progress: None,
             client,
             config: Arc::new(config),
             store,
             writer,
             vault,
         })
+    }
+
+    /// Reports every pull's progress to `hook`.
+    pub fn set_progress(&mut self, hook: ProgressHook) {
+        self.progress = Some(hook);
     }
 
     /// The store.
@@ -766,9 +833,35 @@ impl Pipeline {
         let mut poison_count = 0;
         let src = source(tenant, stream);
         let list = self.client.list_pages(&target, &src, since, None, pages);
+        let mut progress = Progress {
+            tenant: tenant.name.clone(),
+            stream,
+            stage: Stage::Started,
+            pages: 0,
+            items: 0,
+            since,
+            started: Timestamp::now(),
+            oldest: None,
+        };
+        let report = |p: &Progress| {
+            if let Some(h) = &self.progress {
+                (h.0)(p);
+            }
+        };
+        report(&progress);
         let store_pages = async {
             let mut pending = std::collections::VecDeque::new();
             while let Some(page) = received.recv().await {
+                progress.stage = Stage::Page;
+                progress.pages += 1;
+                progress.items += (page.records.len() + page.poison.len()) as u64;
+                progress.oldest = page
+                    .records
+                    .iter()
+                    .map(|f| f.record.last_update())
+                    .chain(progress.oldest)
+                    .min();
+                report(&progress);
                 for p in &page.poison {
                     tracing::error!(tenant = %tenant.name, %stream, item = p.item_id.as_deref().unwrap_or("?"), reason = %p.reason,
                         "Skipped an item the API returned in a form that cannot be read; it is kept in the store's poison table.");
@@ -818,6 +911,8 @@ impl Pipeline {
             Ok::<(), StoreError>(())
         };
         let (listed, stored) = tokio::join!(list, store_pages);
+        progress.stage = Stage::Finished;
+        report(&progress);
         // A store failure is the cause when both failed (the listing was abandoned for it).
         stored?;
         let paging = listed?;

@@ -13,6 +13,7 @@ use clap::Parser;
 
 mod cli;
 mod commands;
+mod progress;
 mod server;
 mod table;
 mod text;

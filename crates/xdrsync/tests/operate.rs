@@ -808,3 +808,75 @@ async fn status_page_in_headless_chromium() {
         std::fs::copy(&png, docs).unwrap();
     }
 }
+
+/// An emulator whose Graph incident pages take 300 ms each, and a config reading 10 incidents
+/// a page: a backfill of 8 h takes a few seconds.
+async fn slow_world(dir: &Path) -> xdrsync_emulator::Emulator {
+    let emu = tu::start(tu::one_tenant("contoso", 30.0, tu::ALL_READ_ROLES)).await;
+    emu.state().add_fault(xdrsync_emulator::faults::FaultRule {
+        route: "GET /v1.0/security/incidents".into(),
+        sequence: vec![],
+        fault: Some(xdrsync_emulator::faults::Fault::Latency { ms: 300 }),
+        probability: Some(1.0),
+    });
+    tu::write_config(
+        dir,
+        &emu,
+        &[ApiKind::Graph],
+        "[sync]\ngraph_page_size = 10\n",
+    );
+    emu
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_backfill_prints_progress_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let _emu = slow_world(&dir).await;
+    let mut c = command(&["backfill", "--since", "8h"], &dir);
+    c.env("XDRSYNC_PROGRESS_SECS", "1");
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("pulling contoso incidents since "))
+        .collect();
+    assert!(lines.len() >= 2, "{err}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("% of the window") && l.contains(" left")),
+        "{err}"
+    );
+    assert!(err.contains("pulled contoso incidents (1/1):"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_on_a_terminal_draws_progress_bars() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let _emu = slow_world(&dir).await;
+    // `script` gives the command a terminal (a pseudo-terminal) and records what it drew.
+    let exe = env!("CARGO_BIN_EXE_xdrsync");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("script")
+            .args(["-qfec", &format!("{exe} backfill --since 8h"), "typescript"])
+            .current_dir(&dir)
+            .env_remove("XDRSYNC_CONFIG")
+            .env("COLUMNS", "160")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}");
+    assert!(screen.contains("contoso incidents"), "{screen}");
+    assert!(screen.contains(" pages, "), "{screen}");
+    assert!(screen.contains("% of the window"), "{screen}");
+    assert!(screen.contains("streams"), "{screen}");
+    assert!(screen.contains("contoso incidents: "), "{screen}");
+}

@@ -81,8 +81,8 @@ pub(crate) fn sinks(
     Ok((sinks, stdout_used))
 }
 
-/// One pull pass with progress on stderr (a live line on a terminal, a line per tenant and
-/// stream otherwise: logs, CI, systemd) while `sinks` deliver what each commit stored. Returns
+/// One pull pass with progress on stderr (bars on a terminal, lines otherwise: logs, CI,
+/// systemd; see [`crate::progress`]) while `sinks` deliver what each commit stored. Returns
 /// the reports and whether every sink delivered. A sink failure is reported, not fatal: the
 /// pull is stored and the sink catches up from its position next time.
 pub(crate) async fn pass(
@@ -90,45 +90,14 @@ pub(crate) async fn pass(
     mode: PullMode,
     sinks: &[Arc<dyn Sink>],
 ) -> (Vec<TenantReport>, bool) {
-    let total = pipeline.enabled_streams();
-    let live = std::io::stderr().is_terminal();
-    let mut done = 0usize;
-    let mut failed = 0usize;
+    let view =
+        crate::progress::View::new(pipeline.enabled_streams(), std::io::stderr().is_terminal());
+    let mut pipeline = pipeline.clone();
+    pipeline.set_progress(view.hook());
     let (reports, delivered) = pipeline
-        .pull_all_delivering(mode, sinks, |r| {
-            done += 1;
-            if r.error.is_some() {
-                failed += 1;
-            }
-            let what = match &r.error {
-                Some(e) => format!("FAILED: {e}"),
-                None => format!(
-                    "{} new, {} updated, {} pages",
-                    r.stats.created, r.stats.updated, r.pages
-                ),
-            };
-            if live {
-                let width = 30;
-                let filled = (done * width)
-                    .checked_div(total)
-                    .unwrap_or(width)
-                    .min(width);
-                eprint!(
-                    "\r\x1b[2K[{}{}] {done}/{total} streams, {failed} failed  {} {}: {}",
-                    "#".repeat(filled),
-                    " ".repeat(width - filled),
-                    r.name,
-                    r.stream,
-                    truncate(&what, 60)
-                );
-            } else {
-                eprintln!("pulled {} {} ({done}/{total}): {what}", r.name, r.stream);
-            }
-        })
+        .pull_all_delivering(mode, sinks, |r| view.finished(r))
         .await;
-    if live {
-        eprintln!();
-    }
+    drop(view);
     let ok = report_deliveries(sinks, delivered);
     (reports, ok)
 }
@@ -172,14 +141,6 @@ pub(crate) fn report_deliveries(
     ok
 }
 
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        format!("{}…", s.chars().take(n).collect::<String>())
-    }
-}
-
 /// The per-tenant summary table.
 pub(crate) fn summary(reports: &[TenantReport]) -> String {
     let rows: Vec<Vec<String>> = reports
@@ -210,8 +171,9 @@ pub(crate) fn summary(reports: &[TenantReport]) -> String {
                     .or(r.cursor)
                     .map(|t| t.to_string())
                     .unwrap_or_else(|| "-".into()),
+                // Short: the full reason is logged once by the pull (and kept for `status`).
                 match &r.error {
-                    Some(e) => format!("FAILED: {e}"),
+                    Some(e) => format!("FAILED: {}", crate::text::short_error(e)),
                     None if notes.is_empty() => "ok".into(),
                     None => format!("ok, {}", notes.join("; ")),
                 },
