@@ -185,6 +185,16 @@ impl Ctx<'_> {
     }
 }
 
+/// Configured tenant names by tenant id (what events carry as `tenant`).
+pub fn names(tenants: &[Tenant]) -> std::sync::Arc<std::collections::BTreeMap<String, String>> {
+    std::sync::Arc::new(
+        tenants
+            .iter()
+            .map(|t| (t.tenant_id.as_str().to_owned(), t.name.clone()))
+            .collect(),
+    )
+}
+
 /// A sink's validated settings.
 #[derive(Debug, Clone)]
 pub struct ValidatedSink {
@@ -393,6 +403,7 @@ fn validate_one(s: SinkSection, ctx: &Ctx<'_>) -> Result<ValidatedSink, ConfigEr
     common.backlog_max_events = s.backlog_max_events;
     common.when_full = s.when_full;
     common.stall_after = Duration::from_secs(s.stall_after_secs);
+    common.tenant_names = names(ctx.tenants);
     if s.stall_after_secs == 0 {
         return Err(ctx.invalid("stall_after_secs", "must be at least 1"));
     }

@@ -236,11 +236,16 @@ pub fn new_versions() -> Vec<NewVersion> {
     ]
 }
 
-/// The five fixtures as stored versions (`seq` 1–5 of a fresh in-memory store).
+/// The five fixtures as stored versions (`seq` 1–5 of a fresh in-memory store), as a sink
+/// reads them: with the configured tenant name (`contoso`).
 pub fn stored() -> Vec<StoredVersion> {
-    store_with(&new_versions())
+    let mut v = store_with(&new_versions())
         .versions_after(0, 100)
-        .expect("read back")
+        .expect("read back");
+    for v in &mut v {
+        v.tenant_name = Some("contoso".into());
+    }
+    v
 }
 
 /// Commits versions of any tenants and streams, grouped by tenant, in one transaction.

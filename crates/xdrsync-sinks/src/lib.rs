@@ -40,7 +40,7 @@ pub mod stdout;
 pub mod syslog;
 pub mod webhook;
 
-pub use config::{ValidatedSink, build, build_all, validate};
+pub use config::{ValidatedSink, build, build_all, names as tenant_names, validate};
 pub use file::{
     NdjsonSink, json_array, latest_incidents_file_name, ndjson_line, write_atomic, write_json_array,
 };

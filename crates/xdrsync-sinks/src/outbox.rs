@@ -12,9 +12,10 @@
 //! connection that fails or is cut is transient; anything else permanent), with the jittered
 //! backoff the API client uses, or the receiver's `Retry-After`.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use xdrsync_api_client::retry::{RetryAction, classify};
@@ -167,6 +168,9 @@ pub struct Common {
     pub when_full: WhenFull,
     /// How old its oldest undelivered event may be before it counts as stalled.
     pub stall_after: Duration,
+    /// Configured tenant names by tenant id: every event carries its tenant's name, so a
+    /// SIEM can route by customer.
+    pub tenant_names: Arc<BTreeMap<String, String>>,
 }
 
 impl Common {
@@ -184,6 +188,7 @@ impl Common {
             backlog_max_events: 10_000_000,
             when_full: WhenFull::Keep,
             stall_after: Duration::from_secs(900),
+            tenant_names: Arc::default(),
         }
     }
 
@@ -257,10 +262,11 @@ impl Common {
         };
         let read = batch.len();
         let mut events = Vec::with_capacity(batch.len());
-        for v in batch {
+        for mut v in batch {
             if !self.route.accepts(&v) {
                 continue;
             }
+            v.tenant_name = self.tenant_names.get(v.record.tenant().as_str()).cloned();
             let mut doc = Vec::new();
             if encode {
                 doc.reserve(2048);

@@ -144,6 +144,9 @@ pub struct StoredVersion {
     pub record: Record,
     /// The API's JSON as received.
     pub raw: String,
+    /// The tenant's configured name. The store does not know names (a renamed tenant keeps
+    /// its versions): sinks fill it from the config as they read.
+    pub tenant_name: Option<String>,
 }
 
 /// An item the API returned that could not be read.
@@ -906,6 +909,7 @@ impl SqliteStore {
                 changes,
                 record,
                 raw,
+                tenant_name: None,
             });
         }
         Ok(out)

@@ -60,8 +60,26 @@ async fn tenant_and_stream_select_one_customer() {
     let [first, second, third] = [0, 1, 2].map(|i| config.tenants[i].clone());
 
     // By name, in another case: only that tenant is pulled.
-    let pull = xdrsync(&["pull", "--tenant", &first.name.to_uppercase()], dir).await;
+    let pull = xdrsync(
+        &[
+            "pull",
+            "--tenant",
+            &first.name.to_uppercase(),
+            "--ndjson",
+            "out.ndjson",
+        ],
+        dir,
+    )
+    .await;
     assert_eq!(pull.status.code(), Some(0), "{}", text(&pull));
+    // Every event names its customer, for routing in the SIEM.
+    let lines = std::fs::read_to_string(dir.join("out.ndjson")).unwrap();
+    assert!(!lines.is_empty());
+    for l in lines.lines() {
+        let e: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(e["tenant"], first.name.as_str(), "{e}");
+        assert_eq!(e["tenant_id"], first.tenant_id.as_str(), "{e}");
+    }
     let pairs = stored_pairs(&config.store_path);
     assert!(!pairs.is_empty());
     assert!(

@@ -57,6 +57,16 @@ enum Target {
 }
 
 impl FileSink {
+    /// The same sink with its events carrying the configured tenant names (see
+    /// [`crate::tenant_names`]).
+    pub fn with_tenant_names(
+        mut self,
+        names: std::sync::Arc<std::collections::BTreeMap<String, String>>,
+    ) -> Self {
+        self.common.tenant_names = names;
+        self
+    }
+
     /// An NDJSON sink named `name` appending `xdrsync` documents to `path`, never rotating.
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         let mut common = Common::named(name);

@@ -4,7 +4,8 @@
 //! again after a crash updates the same rows, so nothing is stored twice; the commit is the
 //! acknowledgement.
 //!
-//! Columns: `event_id` (primary key), `seq`, `tenant_id`, `item_id`, `last_update`
+//! Columns: `event_id` (primary key), `seq`, `tenant_id`, `tenant_name` (the configured
+//! name; added to older tables by `ALTER TABLE … ADD COLUMN IF NOT EXISTS`), `item_id`, `last_update`
 //! (`timestamptz`), `change`, `severity`, `status`, `title`, `document` (`jsonb`, the sink's
 //! `format`), `delivered_at`. An index on `(tenant_id, item_id, last_update DESC)` serves "the
 //! newest version of each incident".

@@ -112,6 +112,7 @@ impl Postgres {
                         event_id     TEXT PRIMARY KEY,
                         seq          BIGINT NOT NULL,
                         tenant_id    TEXT NOT NULL,
+                        tenant_name  TEXT,
                         item_id      TEXT NOT NULL,
                         last_update  TIMESTAMPTZ NOT NULL,
                         change       TEXT NOT NULL,
@@ -121,6 +122,7 @@ impl Postgres {
                         document     JSONB NOT NULL,
                         delivered_at TIMESTAMPTZ NOT NULL DEFAULT now()
                     );
+                    ALTER TABLE {t} ADD COLUMN IF NOT EXISTS tenant_name TEXT;
                     CREATE INDEX IF NOT EXISTS {idx} ON {t} (tenant_id, item_id, last_update DESC);"
                 ));
             }
@@ -156,6 +158,7 @@ impl Postgres {
                 continue;
             }
             let mut cols: [Vec<String>; 9] = Default::default();
+            let mut names: Vec<Option<String>> = Vec::with_capacity(rows.len());
             let mut seqs: Vec<i64> = Vec::with_capacity(rows.len());
             for e in &rows {
                 let (severity, status, title) = match &e.v.record {
@@ -171,6 +174,7 @@ impl Postgres {
                     ),
                 };
                 seqs.push(e.v.seq);
+                names.push(e.v.tenant_name.clone());
                 cols[0].push(e.v.event_id.clone());
                 cols[1].push(e.v.record.tenant().as_str().to_owned());
                 cols[2].push(e.v.record.item_id());
@@ -182,12 +186,13 @@ impl Postgres {
                 cols[8].push(String::from_utf8_lossy(&e.doc).into_owned());
             }
             let sql = format!(
-                "INSERT INTO {t} (event_id, seq, tenant_id, item_id, last_update, change, severity, status, title, document)
-                 SELECT e, s, te, i, l::timestamptz, c, sv, st, ti, d::jsonb
-                 FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
-                      AS u(e, s, te, i, l, c, sv, st, ti, d)
+                "INSERT INTO {t} (event_id, seq, tenant_id, item_id, last_update, change, severity, status, title, document, tenant_name)
+                 SELECT e, s, te, i, l::timestamptz, c, sv, st, ti, d::jsonb, tn
+                 FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+                      AS u(e, s, te, i, l, c, sv, st, ti, d, tn)
                  ON CONFLICT (event_id) DO UPDATE SET
                      seq = EXCLUDED.seq, change = EXCLUDED.change, severity = EXCLUDED.severity,
+                     tenant_name = EXCLUDED.tenant_name,
                      status = EXCLUDED.status, title = EXCLUDED.title, document = EXCLUDED.document,
                      delivered_at = now()",
                 t = self.table(stream)
@@ -196,7 +201,7 @@ impl Postgres {
                 &sql,
                 &[
                     &cols[0], &seqs, &cols[1], &cols[2], &cols[3], &cols[4], &cols[5], &cols[6],
-                    &cols[7], &cols[8],
+                    &cols[7], &cols[8], &names,
                 ],
             )
             .await

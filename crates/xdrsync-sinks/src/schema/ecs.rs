@@ -35,10 +35,17 @@ pub const ECS_VERSION: &str = "8.11.0";
 
 /// The ECS document of `v`.
 pub fn document(v: &StoredVersion) -> Value {
-    match &v.record {
+    let mut doc = match &v.record {
         Record::Incident(i) => incident(v, i),
         Record::Alert(a) => alert(v, a),
+    };
+    // The customer, for routing: `cloud.account.name` and `organization.name` (ECS's field
+    // for the tenant of a multi-tenant source).
+    if let Some(name) = &v.tenant_name {
+        doc["cloud"]["account"]["name"] = json!(name);
+        doc["organization"] = json!({ "name": name });
     }
+    doc
 }
 
 fn severity(s: &Severity) -> Option<u8> {

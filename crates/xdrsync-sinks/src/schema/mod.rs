@@ -113,13 +113,16 @@ fn write_xdrsync(v: &StoredVersion, out: &mut Vec<u8>) -> Result<(), serde_json:
         StreamKind::Alerts | StreamKind::Detections => ("alert_id", "alert"),
     };
     let mut ser = serde_json::Serializer::new(out);
-    let mut m = (&mut ser).serialize_map(Some(9))?;
+    let mut m = (&mut ser).serialize_map(Some(10))?;
     m.serialize_entry("event_id", &v.event_id)?;
     m.serialize_entry("seq", &v.seq)?;
     m.serialize_entry("stream", &v.stream)?;
     m.serialize_entry("change", &v.change)?;
     m.serialize_entry("changes", &v.changes)?;
     m.serialize_entry("tenant_id", v.record.tenant())?;
+    if let Some(name) = &v.tenant_name {
+        m.serialize_entry("tenant", name)?;
+    }
     m.serialize_entry(id_key, &v.record.item_id())?;
     m.serialize_entry("last_update", &v.record.last_update())?;
     m.serialize_entry(body_key, &v.record)?;

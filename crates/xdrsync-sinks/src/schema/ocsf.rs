@@ -35,10 +35,15 @@ pub const OCSF_VERSION: &str = "1.5.0";
 
 /// The OCSF document of `v`.
 pub fn document(v: &StoredVersion) -> Value {
-    match &v.record {
+    let mut doc = match &v.record {
         Record::Incident(i) => incident(v, i),
         Record::Alert(a) => alert(v, a),
+    };
+    // The customer, for routing: the cloud account's name.
+    if let Some(name) = &v.tenant_name {
+        doc["cloud"]["account"]["name"] = json!(name);
     }
+    doc
 }
 
 fn severity(s: &Severity) -> (u8, &'static str) {

@@ -30,7 +30,7 @@ fn hec_envelope_is_pinned() {
         serde_json::from_str::<serde_json::Value>(line).expect("each event object is JSON");
     }
     insta::assert_snapshot!(text, @r#"
-    {"time":1796030100.123,"host":"contoso","source":"xdrsync","sourcetype":"xdrsync:incident","index":"mssp_contoso","event":{"class_uid":2005},"fields":{"tenant_id":"b3a7c1d2-0000-4000-8000-00000000c0de","stream":"incidents","event_id":"eb90a72486df50c26290dafa98a7a3fe"}}
-    {"time":1796036400.100,"host":"contoso","source":"xdrsync","sourcetype":"xdrsync:incident","index":"mssp_contoso","event":{"class_uid":2004},"fields":{"tenant_id":"b3a7c1d2-0000-4000-8000-00000000c0de","stream":"alerts","event_id":"a55c9378826e614f8d0de648fc52d6cb"}}
+    {"time":1796030100.123,"host":"contoso","source":"xdrsync","sourcetype":"xdrsync:incident","index":"mssp_contoso","event":{"class_uid":2005},"fields":{"tenant_id":"b3a7c1d2-0000-4000-8000-00000000c0de","tenant":"contoso","stream":"incidents","event_id":"eb90a72486df50c26290dafa98a7a3fe"}}
+    {"time":1796036400.100,"host":"contoso","source":"xdrsync","sourcetype":"xdrsync:incident","index":"mssp_contoso","event":{"class_uid":2004},"fields":{"tenant_id":"b3a7c1d2-0000-4000-8000-00000000c0de","tenant":"contoso","stream":"alerts","event_id":"a55c9378826e614f8d0de648fc52d6cb"}}
     "#);
 }

@@ -126,8 +126,8 @@ fn owner_and_link(f: &mut Vec<Field>, owner: &Option<String>, link: &Option<Stri
         f.push(("duser", "usrName", o.clone()));
     }
     if let Some(u) = link {
-        f.push(("cs6Label", "", "webUrl".into()));
-        f.push(("cs6", "webUrl", u.clone()));
+        // CEF's `request` ("the URL accessed"); cs6 carries the tenant's name.
+        f.push(("request", "webUrl", u.clone()));
     }
 }
 
@@ -152,6 +152,10 @@ fn fields(
     f.push(("externalId", "externalId", v.record.item_id()));
     f.push(("cs1Label", "", "tenantId".into()));
     f.push(("cs1", "tenantId", v.record.tenant().as_str().into()));
+    if let Some(name) = &v.tenant_name {
+        f.push(("cs6Label", "", "tenantName".into()));
+        f.push(("cs6", "tenantName", name.clone()));
+    }
     f.push(("cs2Label", "", "eventId".into()));
     f.push(("cs2", "eventId", v.event_id.clone()));
     f.push(("cn1Label", "", "seq".into()));
@@ -323,12 +327,16 @@ impl Header {
                     StreamKind::Detections => "detection",
                 };
                 format!(
-                    "<{pri}>1 {} {} {} - {msgid} [{} tenant=\"{}\" event_id=\"{}\" seq=\"{}\"] {msg}",
+                    "<{pri}>1 {} {} {} - {msgid} [{} tenant=\"{}\"{} event_id=\"{}\" seq=\"{}\"] {msg}",
                     at.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
                     self.hostname,
                     self.app_name,
                     self.sd_id,
                     sd_value(v.record.tenant().as_str()),
+                    v.tenant_name
+                        .as_deref()
+                        .map(|n| format!(" tenant_name=\"{}\"", sd_value(n)))
+                        .unwrap_or_default(),
                     sd_value(&v.event_id),
                     v.seq,
                 )

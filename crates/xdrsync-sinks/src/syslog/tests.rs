@@ -65,7 +65,7 @@ fn syslog_headers_and_framing_are_pinned() {
     let v = &stored[0];
     let m5424 = header(Protocol::Rfc5424).message(v, "CEF:0|x");
     let m3164 = header(Protocol::Rfc3164).message(&stored[3], "LEEF:2.0|x");
-    insta::assert_snapshot!(m5424, @r#"<130>1 2026-11-30T11:46:02.293333Z collector-1 xdrsync - incident [xdrsync@32473 tenant="b3a7c1d2-0000-4000-8000-00000000c0de" event_id="bbf4c864fdc20245b7f7adb6b0f2605b" seq="1"] CEF:0|x"#);
+    insta::assert_snapshot!(m5424, @r#"<130>1 2026-11-30T11:46:02.293333Z collector-1 xdrsync - incident [xdrsync@32473 tenant="b3a7c1d2-0000-4000-8000-00000000c0de" tenant_name="contoso" event_id="bbf4c864fdc20245b7f7adb6b0f2605b" seq="1"] CEF:0|x"#);
     insta::assert_snapshot!(m3164, @"<133>Nov 30 08:00:00 collector-1 xdrsync: LEEF:2.0|x");
     let mut buf = Vec::new();
     frame(&mut buf, "abc", Framing::OctetCounting);

@@ -36,9 +36,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
+    let names = xdrsync_sinks::tenant_names(&config.tenants);
     let pipeline = Pipeline::new(config, store.clone())?;
     let ndjson = dir.join("events.ndjson");
-    let sink: Arc<dyn Sink> = Arc::new(NdjsonSink::new("ndjson", &ndjson));
+    let sink: Arc<dyn Sink> = Arc::new(NdjsonSink::new("ndjson", &ndjson).with_tenant_names(names));
     let (reports, delivered) = pipeline
         .pull_all_delivering(PullMode::Incremental, &[sink], |_| {})
         .await;

@@ -76,7 +76,10 @@ pub(crate) fn sinks(
                 message: "a sink is named `ndjson`, the name --ndjson uses: rename it".into(),
             });
         }
-        sinks.push(Arc::new(NdjsonSink::new("ndjson", p)) as Arc<dyn Sink>);
+        sinks.push(Arc::new(
+            NdjsonSink::new("ndjson", p)
+                .with_tenant_names(xdrsync_sinks::tenant_names(&config.tenants)),
+        ) as Arc<dyn Sink>);
     }
     Ok((sinks, stdout_used))
 }
