@@ -29,6 +29,7 @@ use xdrsync_store::{
 };
 
 pub mod deliver;
+pub mod retention;
 mod writer;
 use writer::Writer;
 

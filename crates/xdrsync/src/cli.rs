@@ -24,10 +24,8 @@ pub(crate) struct Cli {
 /// The logs' format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum LogFormat {
-    /// Human-readable lines.
     #[default]
     Text,
-    /// One JSON object per line.
     Json,
 }
 
@@ -124,10 +122,8 @@ pub(crate) struct Selection {
 /// How a report is printed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum OutputFormat {
-    /// Aligned columns with short cells, for people.
     #[default]
     Table,
-    /// One JSON document with every detail, for scripts.
     Json,
 }
 

@@ -118,6 +118,10 @@ fn describe() {
         "Duration of `run`'s passes."
     );
     describe_counter!(
+        "xdrsync_versions_pruned_total",
+        "Versions deleted by retention ([store] retention_days)."
+    );
+    describe_counter!(
         "xdrsync_passes_total",
         "`run` passes, by outcome (ok, degraded)."
     );

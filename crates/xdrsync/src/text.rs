@@ -113,6 +113,11 @@ pub(crate) fn short_error(full: &str) -> String {
     const MAX: usize = 60;
     let full = escape(full);
     let lower = full.to_ascii_lowercase();
+    // An error that says what to run keeps the instruction whole: it is the key fact.
+    let instruction = full.find("run `").and_then(|at| {
+        let len = full.get(at + 5..)?.find('`')?;
+        Some((at, &full[at..at + 5 + len + 1]))
+    });
     if let Some(code) = aadsts_code(&full) {
         let what = match code {
             "7000215" => "wrong secret",
@@ -121,12 +126,23 @@ pub(crate) fn short_error(full: &str) -> String {
             "90002" => "tenant not found",
             "65001" => "no admin consent",
             "700027" | "700024" => "bad certificate assertion",
-            "50173" | "700082" | "70008" => "sign-in expired, log in again",
+            "50173" | "700082" | "70008" => "sign-in expired",
             "7000112" => "app disabled",
             "53003" => "blocked by conditional access",
             _ => "token refused",
         };
-        return format!("AADSTS{code} {what}");
+        return match instruction {
+            Some((_, command)) => format!("AADSTS{code} {what}: {command}"),
+            None => format!("AADSTS{code} {what}"),
+        };
+    }
+    if let Some((at, command)) = instruction {
+        let what = full[..at]
+            .trim_end_matches([' ', ':', ';', ','])
+            .rsplit(": ")
+            .next()
+            .unwrap_or_default();
+        return format!("{}: {command}", clip(what, 40));
     }
     if let Some(p) = lower.find("missing") {
         // `missing application permission X` / `missing SecurityAlert.Read.All`
@@ -222,6 +238,12 @@ mod tests {
             "429 throttled 58s"
         );
         assert_eq!(short_error("operation timed out"), "timeout");
+        assert_eq!(
+            short_error(
+                "tenant contoso has no stored sign-in: run `xdrsync auth login --tenant contoso` (…)"
+            ),
+            "tenant contoso has no stored sign-in: run `xdrsync auth login --tenant contoso`"
+        );
         assert!(short_error(&"x".repeat(500)).chars().count() <= 60);
     }
 

@@ -370,7 +370,7 @@ async fn auth_token_validates_and_names_missing_permissions() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("roles      (none)"), "{stdout}");
     assert!(
-        stdout.contains("PROBLEM: missing application permission Incident.Read.All")
+        stdout.contains("PROBLEM: incidents: missing application permission Incident.Read.All")
             && stdout.contains("Microsoft Threat Protection")
             && stdout.contains("Grant admin consent"),
         "{stdout}"
@@ -801,11 +801,17 @@ async fn sinks_from_the_config_one_down_the_others_unaffected() {
         .unwrap_or_default()
         .split_whitespace()
         .collect();
+    // Position 0, the whole archive waiting, never delivered: stalled, exit 1.
     assert_eq!(
-        splunk_row.get(1..4),
-        Some(&["0", &archived.len().to_string()[..], "never"][..]),
+        splunk_row.get(1..3),
+        Some(&["0", &archived.len().to_string()[..]][..]),
         "{st}"
     );
+    assert!(
+        splunk_row.contains(&"never") && splunk_row.contains(&"STALLED:"),
+        "{st}"
+    );
+    assert_eq!(status.status.code(), Some(1), "{st}");
 
     hec.restart();
     let second = xdrsync_async(vec!["pull".into()], dir.clone()).await;

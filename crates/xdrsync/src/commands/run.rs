@@ -89,6 +89,10 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
             "xdrsync run: status page http://{bound}/ (metrics /metrics, health /healthz, readiness /readyz)"
         );
     }
+    let retention = Arc::new(tokio::sync::Mutex::new(
+        xdrsync_pipeline::retention::Retention::new(config.retention_days),
+    ));
+    let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
     let mut stop = Box::pin(shutdown_signal());
     let mut reload = reload_signal()?;
     let drain = Duration::from_secs(args.drain_timeout);
@@ -151,6 +155,14 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
         if stopping || args.passes.is_some_and(|n| passes >= n) {
             break;
         }
+        // Retention runs beside the daemon, in short steps, never two at once.
+        if pruning.as_ref().is_none_or(|p| p.is_finished()) {
+            pruning = Some(tokio::spawn(prune(
+                retention.clone(),
+                store.clone(),
+                sinks.iter().map(|s| s.name().to_owned()).collect(),
+            )));
+        }
         let next = started + interval;
         let mut reload_now = false;
         tokio::select! {
@@ -194,11 +206,42 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
             }
         }
     }
+    if let Some(p) = pruning {
+        p.abort();
+    }
     eprintln!(
         "xdrsync run: stopped after {}.",
         crate::text::plural(passes, "pass")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// One retention prune (see [`xdrsync_pipeline::retention`]), logged.
+async fn prune(
+    retention: Arc<tokio::sync::Mutex<xdrsync_pipeline::retention::Retention>>,
+    store: Arc<SqliteStore>,
+    sinks: Vec<String>,
+) {
+    let mut r = retention.lock().await;
+    match r.prune(&store, &sinks).await {
+        Ok(report) if report.deleted > 0 => {
+            metrics::counter!("xdrsync_versions_pruned_total").increment(report.deleted);
+            tracing::info!(
+                deleted = report.deleted,
+                seconds = report.elapsed.as_secs_f64(),
+                "Pruned versions past the retention window."
+            );
+            eprintln!(
+                "retention: pruned {} past the window in {:.1}s.",
+                crate::text::plural(report.deleted, "version"),
+                report.elapsed.as_secs_f64()
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "Retention could not prune; it tries again after the next pass.");
+        }
+    }
 }
 
 /// SIGHUP, as a stream of "reload now".
