@@ -848,8 +848,14 @@ impl SqliteStore {
     /// Returns how many free pages remain.
     pub fn vacuum_step(&self, pages: u32) -> Result<u64, StoreError> {
         let conn = self.conn();
-        conn.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))
-            .map_err(self.err())?;
+        {
+            // Each step of the statement frees one page: run it to the end.
+            let mut stmt = conn
+                .prepare(&format!("PRAGMA incremental_vacuum({})", pages.max(1)))
+                .map_err(self.err())?;
+            let mut rows = stmt.query([]).map_err(self.err())?;
+            while rows.next().map_err(self.err())?.is_some() {}
+        }
         conn.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0))
             .map(|n| u64::try_from(n).unwrap_or(0))
             .map_err(self.err())

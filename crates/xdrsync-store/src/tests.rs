@@ -422,3 +422,68 @@ fn the_read_connection_sees_what_the_writer_committed() {
     assert_eq!(s.versions_after(0, 10).unwrap().len(), 2);
     assert_eq!(s.last_seq().unwrap(), 2);
 }
+
+#[test]
+fn prune_keeps_the_newest_version_and_everything_undelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("x.db")).unwrap();
+    let t = TenantId::canonical("t");
+    // Incident 1: three old versions and a new one. Incident 2: one old version only.
+    // Incident 3: two old versions, stored last (past the sink's position).
+    let mut versions = vec![
+        version("t", "1", "2026-01-01T00:00:00Z"),
+        version("t", "1", "2026-02-01T00:00:00Z"),
+        version("t", "1", "2026-03-01T00:00:00Z"),
+        version("t", "2", "2026-01-15T00:00:00Z"),
+        version("t", "1", "2026-11-30T00:00:00Z"),
+    ];
+    for (i, v) in versions.iter_mut().enumerate() {
+        incident(v).title = format!("v{i}");
+    }
+    store.commit(&t, &versions, None).unwrap();
+    let delivered = store.last_seq().unwrap();
+    let later = vec![
+        version("t", "3", "2026-01-02T00:00:00Z"),
+        version("t", "3", "2026-01-03T00:00:00Z"),
+    ];
+    store.commit(&t, &later, None).unwrap();
+    let cutoff: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+
+    // Steps of two seqs up to the sink's position.
+    let mut from = 0;
+    let mut deleted = 0;
+    while from < delivered {
+        let (n, next) = store.prune_step(cutoff, from, delivered, 2).unwrap();
+        deleted += n;
+        from = next;
+    }
+    assert_eq!(deleted, 3, "the three old versions of incident 1");
+    let keys = store.version_keys(&t, StreamKind::Incidents).unwrap();
+    let keys: Vec<(String, String)> = keys
+        .into_iter()
+        .map(|(id, at)| (id, at.to_string()[..10].to_owned()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("1".to_owned(), "2026-11-30".to_owned()),
+            ("2".to_owned(), "2026-01-15".to_owned()),
+            ("3".to_owned(), "2026-01-02".to_owned()),
+            ("3".to_owned(), "2026-01-03".to_owned()),
+        ]
+    );
+    // Nothing past `upto`, even when old and superseded.
+    assert_eq!(
+        store
+            .prune_step(cutoff, delivered, delivered, 100)
+            .unwrap()
+            .0,
+        0
+    );
+    // Past it, once delivered: the older version of incident 3 goes.
+    let all = store.last_seq().unwrap();
+    assert_eq!(store.prune_step(cutoff, delivered, all, 100).unwrap().0, 1);
+    assert_eq!(store.version_count().unwrap(), 3);
+    // A new store gives freed pages back.
+    assert_eq!(store.vacuum_step(1_000).unwrap(), 0);
+}

@@ -898,3 +898,78 @@ async fn a_backfill_on_a_terminal_draws_progress_bars() {
     assert!(screen.contains("streams"), "{screen}");
     assert!(screen.contains("contoso incidents: "), "{screen}");
 }
+
+/// A store with 200 days of history shrinks to the retention window: every item's newest
+/// version stays, every older version inside the window stays, and `reconcile` over what
+/// Defender still holds (180 days) finds the store equal to the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_shrinks_200_days_to_the_window_and_still_reconciles() {
+    let mut emulator = xdrsync_emulator::EmulatorConfig {
+        directory: tu::one_tenant("contoso", 1.0, tu::ALL_READ_ROLES),
+        history: chrono::Duration::days(210),
+        ..Default::default()
+    };
+    emulator.behaviour.rate_limits = false;
+    let emu = xdrsync_emulator::Emulator::start(emulator, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let config = tu::write_config(
+        &dir,
+        &emu,
+        &[ApiKind::Graph],
+        "[[sinks]]\nname = \"archive\"\n[sinks.file]\npath = \"archive.ndjson\"\n",
+    );
+    let text_of = std::fs::read_to_string(&config.path).unwrap();
+    std::fs::write(
+        &config.path,
+        text_of.replace("[store]\n", "[store]\nretention_days = 90\n"),
+    )
+    .unwrap();
+    // 200 days of polling: the emulator's clock goes back 200 days, then forward 5 days
+    // between pulls, so the store keeps the versions each pull saw, as a real store would.
+    emu.state().clock().advance(chrono::Duration::days(-200));
+    let first = xdrsync(&["backfill", "--since", "205d"], &dir).await;
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    for _ in 0..40 {
+        emu.state().clock().advance(chrono::Duration::days(5));
+        let pull = xdrsync(&["pull"], &dir).await;
+        assert_eq!(pull.status.code(), Some(0), "{}", text(&pull));
+    }
+    let db = || rusqlite::Connection::open(&config.store_path).unwrap();
+    let cutoff = xdrsync_model::Timestamp::now()
+        .sub(chrono::Duration::days(90))
+        .to_string();
+    let count = |sql: &str| -> i64 { db().query_row(sql, [&cutoff], |r| r.get(0)).unwrap() };
+    let superseded_old = "SELECT COUNT(*) FROM versions v WHERE v.last_update < ?1 AND EXISTS (
+        SELECT 1 FROM versions w WHERE w.tenant_id = v.tenant_id AND w.stream = v.stream
+        AND w.item_id = v.item_id AND w.last_update > v.last_update)";
+    let in_window = "SELECT COUNT(*) FROM versions WHERE last_update >= ?1";
+    let items = "SELECT COUNT(DISTINCT item_id) FROM versions WHERE ?1 IS NOT NULL";
+    let (old_before, window_before, items_before) =
+        (count(superseded_old), count(in_window), count(items));
+    assert!(old_before > 100, "{old_before} prunable versions");
+
+    // One daemon pass delivers to the sink, then retention prunes before it exits.
+    let run = xdrsync(&["run", "--passes", "1"], &dir).await;
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    assert!(
+        text(&run).contains(&format!("retention: pruned {old_before} versions")),
+        "{}",
+        text(&run)
+    );
+    assert_eq!(count(superseded_old), 0);
+    assert!(count(in_window) >= window_before);
+    assert_eq!(
+        count(items),
+        items_before,
+        "every item keeps its newest version"
+    );
+
+    // Defender lists only what changed within its 180-day retention: compare 170 days.
+    let reconcile = xdrsync(&["reconcile", "--since", "170d"], &dir).await;
+    assert_eq!(reconcile.status.code(), Some(0), "{}", text(&reconcile));
+    let status = xdrsync(&["status"], &dir).await;
+    assert!(text(&status).contains("Store "), "{}", text(&status));
+}

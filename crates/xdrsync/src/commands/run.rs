@@ -152,7 +152,7 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
                 }
             }
         };
-        if stopping || args.passes.is_some_and(|n| passes >= n) {
+        if stopping {
             break;
         }
         // Retention runs beside the daemon, in short steps, never two at once.
@@ -162,6 +162,9 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
                 store.clone(),
                 sinks.iter().map(|s| s.name().to_owned()).collect(),
             )));
+        }
+        if args.passes.is_some_and(|n| passes >= n) {
+            break;
         }
         let next = started + interval;
         let mut reload_now = false;
@@ -206,7 +209,11 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
             }
         }
     }
-    if let Some(p) = pruning {
+    // A prune in flight may finish within the drain bound (each step is its own
+    // transaction, so stopping it midway loses nothing either).
+    if let Some(mut p) = pruning
+        && tokio::time::timeout(drain, &mut p).await.is_err()
+    {
         p.abort();
     }
     eprintln!(
