@@ -185,6 +185,59 @@ impl Ctx<'_> {
     }
 }
 
+impl ValidatedSink {
+    /// This sink set up to send stored events again (`xdrsync replay`): under its own
+    /// temporary name `name` (its position starts at 0 and is forgotten afterwards, so the
+    /// sink's real position never moves), narrowed to `tenants`/`streams` (empty: the
+    /// sink's own route) and versions last updated at or after `since`, every document
+    /// marked as a replay. Event ids are the stored ones. A selection the sink's own route
+    /// never takes is an error that says so.
+    pub fn for_replay(
+        &self,
+        name: &str,
+        tenants: &[xdrsync_model::TenantId],
+        streams: &[xdrsync_model::StreamKind],
+        since: xdrsync_model::Timestamp,
+    ) -> Result<ValidatedSink, String> {
+        let mut v = self.clone();
+        v.common.name = name.to_owned();
+        v.common.replay = true;
+        // No backlog bound: a replay delivers exactly the window it was asked for.
+        v.common.backlog_max_events = u64::MAX;
+        let route = &mut v.common.route;
+        if !tenants.is_empty() {
+            let chosen: std::collections::HashSet<_> = tenants
+                .iter()
+                .filter(|t| route.tenants.is_empty() || route.tenants.contains(*t))
+                .cloned()
+                .collect();
+            if chosen.is_empty() {
+                return Err(format!(
+                    "sink `{}` does not take the selected tenants (its `tenants` route)",
+                    self.common.name
+                ));
+            }
+            route.tenants = chosen;
+        }
+        if !streams.is_empty() {
+            let chosen: Vec<_> = streams
+                .iter()
+                .filter(|s| route.streams.is_empty() || route.streams.contains(*s))
+                .copied()
+                .collect();
+            if chosen.is_empty() {
+                return Err(format!(
+                    "sink `{}` does not take the selected streams (its `streams` route)",
+                    self.common.name
+                ));
+            }
+            route.streams = chosen;
+        }
+        route.since = Some(route.since.map_or(since, |s| s.max(since)));
+        Ok(v)
+    }
+}
+
 /// Configured tenant names by tenant id (what events carry as `tenant`).
 pub fn names(tenants: &[Tenant]) -> std::sync::Arc<std::collections::BTreeMap<String, String>> {
     std::sync::Arc::new(

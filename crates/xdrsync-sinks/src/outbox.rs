@@ -171,6 +171,8 @@ pub struct Common {
     /// Configured tenant names by tenant id: every event carries its tenant's name, so a
     /// SIEM can route by customer.
     pub tenant_names: Arc<BTreeMap<String, String>>,
+    /// Every event it sends is a replay (`xdrsync replay`), and its documents say so.
+    pub replay: bool,
 }
 
 impl Common {
@@ -189,6 +191,7 @@ impl Common {
             when_full: WhenFull::Keep,
             stall_after: Duration::from_secs(900),
             tenant_names: Arc::default(),
+            replay: false,
         }
     }
 
@@ -267,6 +270,7 @@ impl Common {
                 continue;
             }
             v.tenant_name = self.tenant_names.get(v.record.tenant().as_str()).cloned();
+            v.replay = self.replay;
             let mut doc = Vec::new();
             if encode {
                 doc.reserve(2048);

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use xdrsync_model::{ChangeKind, Record, Severity, StreamKind, TenantId};
+use xdrsync_model::{ChangeKind, Record, Severity, StreamKind, TenantId, Timestamp};
 use xdrsync_store::StoredVersion;
 
 /// A sink's route; the default takes everything.
@@ -20,6 +20,8 @@ pub struct Route {
     pub min_severity: Option<Severity>,
     /// Only these change kinds (empty: all).
     pub changes: Vec<ChangeKind>,
+    /// Only versions last updated at or after this (a replay's window).
+    pub since: Option<Timestamp>,
 }
 
 /// Orders severities for `min_severity`.
@@ -48,6 +50,7 @@ impl Route {
         (self.tenants.is_empty() || self.tenants.contains(v.record.tenant()))
             && (self.streams.is_empty() || self.streams.contains(&v.stream))
             && (self.changes.is_empty() || self.changes.contains(&v.change))
+            && self.since.is_none_or(|t| v.record.last_update() >= t)
             && self
                 .min_severity
                 .as_ref()

@@ -147,6 +147,8 @@ pub struct StoredVersion {
     /// The tenant's configured name. The store does not know names (a renamed tenant keeps
     /// its versions): sinks fill it from the config as they read.
     pub tenant_name: Option<String>,
+    /// Sent again by `xdrsync replay` (the documents say so); false as stored.
+    pub replay: bool,
 }
 
 /// An item the API returned that could not be read.
@@ -869,6 +871,48 @@ impl SqliteStore {
             .map_err(self.err())
     }
 
+    /// Forgets a sink: its position, recovery state and delivery health (a replay's own
+    /// temporary sink, once it has delivered).
+    pub fn forget_sink(&self, sink: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = write_transaction(&mut conn).map_err(self.err())?;
+        tx.execute("DELETE FROM sink_positions WHERE sink = ?1", [sink])
+            .map_err(self.err())?;
+        tx.execute("DELETE FROM sink_health WHERE sink = ?1", [sink])
+            .map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
+    /// Renames a sink's position, recovery state and health (when `to` has none yet).
+    pub fn rename_sink(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = write_transaction(&mut conn).map_err(self.err())?;
+        tx.execute(
+            "UPDATE sink_positions SET sink = ?2 WHERE sink = ?1
+             AND NOT EXISTS (SELECT 1 FROM sink_positions WHERE sink = ?2)",
+            [from, to],
+        )
+        .map_err(self.err())?;
+        tx.execute(
+            "UPDATE sink_health SET sink = ?2 WHERE sink = ?1
+             AND NOT EXISTS (SELECT 1 FROM sink_health WHERE sink = ?2)",
+            [from, to],
+        )
+        .map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
+    /// Whether the store has a position for `sink`.
+    pub fn has_sink(&self, sink: &str) -> Result<bool, StoreError> {
+        self.read_conn()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sink_positions WHERE sink = ?1)",
+                [sink],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
+
     /// Whether the store can take a write now: takes the write lock (waiting for another
     /// writer as a commit would) and releases it without writing.
     pub fn check_writable(&self) -> Result<(), StoreError> {
@@ -976,6 +1020,7 @@ impl SqliteStore {
                 record,
                 raw,
                 tenant_name: None,
+                replay: false,
             });
         }
         Ok(out)

@@ -57,6 +57,9 @@ pub(crate) enum Command {
     /// Compare what the API holds (last update within `--since`) with the store; list what is
     /// missing or extra and exit 1 when anything is.
     Reconcile(ReconcileArgs),
+    /// Send stored events again to one sink (e.g. to rebuild a SIEM index after an outage):
+    /// same event ids, marked as replays; the sink's own position does not move.
+    Replay(ReplayArgs),
     /// Validate the configuration file without contacting anything.
     CheckConfig(CheckConfigArgs),
     /// Run the offline Entra ID + Defender XDR + Graph emulator.
@@ -260,6 +263,26 @@ pub(crate) struct RunArgs {
     /// `[server] listen` (`""`: no server).
     #[arg(long, value_name = "ADDR")]
     pub(crate) listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    /// The configured sink to send to.
+    #[arg(
+        long,
+        value_name = "NAME",
+        required_unless_present = "ndjson",
+        conflicts_with = "ndjson"
+    )]
+    pub(crate) sink: Option<String>,
+    /// Or an NDJSON file (appended to).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) ndjson: Option<PathBuf>,
+    /// Versions last updated since then: a duration (`7d`) or a time (`2026-11-01T00:00:00Z`).
+    #[arg(long)]
+    pub(crate) since: String,
+    #[command(flatten)]
+    pub(crate) select: Selection,
 }
 
 #[derive(Debug, Args)]

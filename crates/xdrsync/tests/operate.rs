@@ -973,3 +973,182 @@ async fn retention_shrinks_200_days_to_the_window_and_still_reconciles() {
     let status = xdrsync(&["status"], &dir).await;
     assert!(text(&status).contains("Store "), "{}", text(&status));
 }
+
+fn ndjson(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_resends_a_window_to_one_sink_marked_as_replays() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let config = tu::write_config(
+        &dir,
+        &emu,
+        &[ApiKind::Graph, ApiKind::Xdr],
+        "[[sinks]]\nname = \"archive\"\n[sinks.file]\npath = \"archive.ndjson\"\n\n\
+         [[sinks]]\nname = \"other\"\n[sinks.file]\npath = \"other.ndjson\"\n",
+    );
+    let config = tu::set_streams(&config, &[r#"["incidents", "alerts"]"#]);
+    let pull = xdrsync(&["pull"], &dir).await;
+    assert_eq!(pull.status.code(), Some(0), "{}", text(&pull));
+    let archived = ndjson(&dir.join("archive.ndjson"));
+    let other_before = ndjson(&dir.join("other.ndjson")).len();
+    let position = |name: &str| -> i64 {
+        rusqlite::Connection::open(&config.store_path)
+            .unwrap()
+            .query_row(
+                "SELECT seq FROM sink_positions WHERE sink = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let archive_position = position("archive");
+
+    // One tenant's incidents of the last 6 hours, again, to the archive only.
+    let tenant = &config.tenants[0];
+    let since = xdrsync_model::Timestamp::now().sub(chrono::Duration::hours(6));
+    let replay = xdrsync(
+        &[
+            "replay",
+            "--sink",
+            "archive",
+            "--since",
+            "6h",
+            "--tenant",
+            &tenant.name,
+            "--stream",
+            "incidents",
+        ],
+        &dir,
+    )
+    .await;
+    assert_eq!(replay.status.code(), Some(0), "{}", text(&replay));
+    let after = ndjson(&dir.join("archive.ndjson"));
+    let replayed = &after[archived.len()..];
+    let expected = archived
+        .iter()
+        .filter(|e| {
+            e["tenant_id"] == tenant.tenant_id.as_str()
+                && e["stream"] == "incidents"
+                && e["last_update"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<xdrsync_model::Timestamp>()
+                    .unwrap()
+                    >= since.sub(chrono::Duration::seconds(2))
+        })
+        .count();
+    assert!(!replayed.is_empty());
+    assert!(
+        (expected.saturating_sub(2)..=expected).contains(&replayed.len()),
+        "{} replayed, {expected} expected",
+        replayed.len()
+    );
+    let original: std::collections::BTreeSet<&str> = archived
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    for e in replayed {
+        assert_eq!(e["replay"], true, "{e}");
+        assert_eq!(e["tenant"], tenant.name.as_str());
+        assert_eq!(e["stream"], "incidents");
+        assert!(
+            original.contains(e["event_id"].as_str().unwrap()),
+            "same event ids"
+        );
+    }
+    assert!(text(&replay).contains(&format!("Replayed {} events", replayed.len())));
+    // The sink's own position did not move; the other sink got nothing; no temporary
+    // position is left behind.
+    assert_eq!(position("archive"), archive_position);
+    assert_eq!(ndjson(&dir.join("other.ndjson")).len(), other_before);
+    let left: i64 = rusqlite::Connection::open(&config.store_path)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM sink_positions WHERE sink LIKE 'replay:%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
+
+    // To a new NDJSON file: everything in the window, marked.
+    let to_file = xdrsync(
+        &["replay", "--ndjson", "rebuilt.ndjson", "--since", "48h"],
+        &dir,
+    )
+    .await;
+    assert_eq!(to_file.status.code(), Some(0), "{}", text(&to_file));
+    let rebuilt = ndjson(&dir.join("rebuilt.ndjson"));
+    assert!(rebuilt.len() > replayed.len());
+    assert!(rebuilt.iter().all(|e| e["replay"] == true));
+
+    // Bad input: a sink that does not exist, a time in the future, a stream the sink
+    // never takes.
+    let out = xdrsync(&["replay", "--sink", "splunk", "--since", "1h"], &dir).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no sink named `splunk`") && text(&out).contains("archive, other"),
+        "{}",
+        text(&out)
+    );
+    let out = xdrsync(
+        &[
+            "replay",
+            "--sink",
+            "archive",
+            "--since",
+            "2099-01-01T00:00:00Z",
+        ],
+        &dir,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("in the future"), "{}", text(&out));
+    let out = xdrsync(&["replay", "--sink", "archive", "--since", "soon"], &dir).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(ndjson(&dir.join("archive.ndjson")).len(), after.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_ndjson_path_is_its_own_sink_and_an_upgrade_writes_nothing_twice() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let config = tu::write_config(&dir, &emu, &[ApiKind::Graph], "");
+    let first = xdrsync(&["pull", "--ndjson", "a.ndjson"], &dir).await;
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let a = ndjson(&dir.join("a.ndjson"));
+    assert!(!a.is_empty());
+    // A second file is a second sink: it gets every stored event, not nothing.
+    let second = xdrsync(&["pull", "--ndjson", "b.ndjson"], &dir).await;
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let b = ndjson(&dir.join("b.ndjson"));
+    assert!(b.len() >= a.len(), "{} < {}", b.len(), a.len());
+
+    // A store from before kept one position named `ndjson`: the existing file takes it over.
+    let db = rusqlite::Connection::open(&config.store_path).unwrap();
+    let name = format!("ndjson:{}", dir.join("a.ndjson").display());
+    db.execute(
+        "UPDATE sink_positions SET sink = 'ndjson' WHERE sink = ?1",
+        [&name],
+    )
+    .unwrap();
+    db.execute("DELETE FROM sink_health WHERE sink = ?1", [&name])
+        .unwrap();
+    let third = xdrsync(&["pull", "--ndjson", "a.ndjson"], &dir).await;
+    assert_eq!(third.status.code(), Some(0), "{}", text(&third));
+    let again = ndjson(&dir.join("a.ndjson"));
+    let ids: std::collections::BTreeSet<&str> = again
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), again.len(), "no event written twice");
+}

@@ -67,6 +67,21 @@ impl FileSink {
         self
     }
 
+    /// Narrows this sink to a replay's window (see [`crate::ValidatedSink::for_replay`]).
+    pub fn narrow_for_replay(
+        &mut self,
+        tenants: &[xdrsync_model::TenantId],
+        streams: &[xdrsync_model::StreamKind],
+        since: xdrsync_model::Timestamp,
+    ) {
+        let c = &mut self.common;
+        c.replay = true;
+        c.backlog_max_events = u64::MAX;
+        c.route.tenants = tenants.iter().cloned().collect();
+        c.route.streams = streams.to_vec();
+        c.route.since = Some(since);
+    }
+
     /// An NDJSON sink named `name` appending `xdrsync` documents to `path`, never rotating.
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         let mut common = Common::named(name);

@@ -45,6 +45,9 @@ pub fn document(v: &StoredVersion) -> Value {
         doc["cloud"]["account"]["name"] = json!(name);
         doc["organization"] = json!({ "name": name });
     }
+    if v.replay {
+        doc["tags"] = json!(["replay"]);
+    }
     doc
 }
 

@@ -123,6 +123,9 @@ fn write_xdrsync(v: &StoredVersion, out: &mut Vec<u8>) -> Result<(), serde_json:
     if let Some(name) = &v.tenant_name {
         m.serialize_entry("tenant", name)?;
     }
+    if v.replay {
+        m.serialize_entry("replay", &true)?;
+    }
     m.serialize_entry(id_key, &v.record.item_id())?;
     m.serialize_entry("last_update", &v.record.last_update())?;
     m.serialize_entry(body_key, &v.record)?;

@@ -43,6 +43,9 @@ pub fn document(v: &StoredVersion) -> Value {
     if let Some(name) = &v.tenant_name {
         doc["cloud"]["account"]["name"] = json!(name);
     }
+    if v.replay {
+        doc["metadata"]["labels"] = json!(["replay"]);
+    }
     doc
 }
 

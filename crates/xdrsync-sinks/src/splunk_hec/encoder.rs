@@ -44,14 +44,15 @@ pub fn encode_event(
     out.extend_from_slice(doc);
     out.extend_from_slice(
         format!(
-            r#","fields":{{"tenant_id":{},{}"stream":"{}","event_id":{}}}}}"#,
+            r#","fields":{{"tenant_id":{},{}"stream":"{}","event_id":{}{}}}}}"#,
             q(v.record.tenant().as_str()),
             v.tenant_name
                 .as_deref()
                 .map(|n| format!(r#""tenant":{},"#, q(n)))
                 .unwrap_or_default(),
             v.stream.as_str(),
-            q(&v.event_id)
+            q(&v.event_id),
+            if v.replay { r#","replay":true"# } else { "" }
         )
         .as_bytes(),
     );

@@ -161,6 +161,10 @@ fn fields(
     f.push(("cn1Label", "", "seq".into()));
     f.push(("cn1", "seq", v.seq.to_string()));
     f.push(("act", "change", v.change.as_str().into()));
+    if v.replay {
+        // CEF's `reason` ("why the event was generated"); LEEF's own key.
+        f.push(("reason", "reason", "replay".into()));
+    }
     let (title, sev) = match &v.record {
         Record::Incident(i) => {
             let cat = "incident".to_owned();
@@ -327,7 +331,7 @@ impl Header {
                     StreamKind::Detections => "detection",
                 };
                 format!(
-                    "<{pri}>1 {} {} {} - {msgid} [{} tenant=\"{}\"{} event_id=\"{}\" seq=\"{}\"] {msg}",
+                    "<{pri}>1 {} {} {} - {msgid} [{} tenant=\"{}\"{} event_id=\"{}\" seq=\"{}\"{}] {msg}",
                     at.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
                     self.hostname,
                     self.app_name,
@@ -339,6 +343,7 @@ impl Header {
                         .unwrap_or_default(),
                     sd_value(&v.event_id),
                     v.seq,
+                    if v.replay { " replay=\"true\"" } else { "" },
                 )
             }
             Protocol::Rfc3164 => format!(

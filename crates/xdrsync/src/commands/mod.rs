@@ -7,6 +7,7 @@ pub(crate) mod emulator;
 pub(crate) mod incidents;
 pub(crate) mod init;
 pub(crate) mod pull;
+pub(crate) mod replay;
 pub(crate) mod run;
 pub(crate) mod status;
 
@@ -15,16 +16,27 @@ use std::path::Path;
 use anyhow::Context as _;
 use xdrsync_config::Config;
 
-/// `--since DURATION` (`48h`, `7d`, `30m`) as the instant that long ago; an unreadable value is
-/// a usage error (exit 2) naming the flag.
+/// `--since`: a duration back from now (`48h`, `7d`, `30m`) or an instant
+/// (`2026-11-01T00:00:00Z`). An unreadable value, or an instant in the future, is a usage
+/// error (exit 2) naming the flag.
 pub(crate) fn since(text: &str) -> Result<xdrsync_model::Timestamp, xdrsync_config::ConfigError> {
-    let period =
-        xdrsync_model::parse_duration(text).map_err(|e| xdrsync_config::ConfigError::Invalid {
-            path: "command line".into(),
-            field: "--since".into(),
-            message: e.to_string(),
-        })?;
-    Ok(xdrsync_model::Timestamp::now().sub(period))
+    let usage = |message: String| xdrsync_config::ConfigError::Usage {
+        flag: "--since".into(),
+        message,
+    };
+    let now = xdrsync_model::Timestamp::now();
+    if let Ok(period) = xdrsync_model::parse_duration(text) {
+        return Ok(now.sub(period));
+    }
+    match text.trim().parse::<xdrsync_model::Timestamp>() {
+        Ok(t) if t > now => Err(usage(format!(
+            "{text} is in the future; give a time in the past or a duration such as 7d"
+        ))),
+        Ok(t) => Ok(t),
+        Err(_) => Err(usage(format!(
+            "`{text}` is neither a duration (30m, 48h, 7d, 2w) nor a time (2026-11-01T00:00:00Z)"
+        ))),
+    }
 }
 
 /// The tenants named by repeated `--tenant` values (name, tenant id or domain), in the

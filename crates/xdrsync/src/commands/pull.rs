@@ -39,8 +39,8 @@ async fn one_pass(
     ndjson: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let (config, validated) = super::load_selected(config_path, select)?;
-    let (sinks, stdout_used) = sinks(&config, &validated, ndjson)?;
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
+    let (sinks, stdout_used) = sinks(&config, &validated, ndjson, &store)?;
     let pipeline = Pipeline::new(config, store)?;
     let (reports, delivered) = pass(&pipeline, mode, &sinks).await;
     if stdout_used {
@@ -58,10 +58,16 @@ async fn one_pass(
 
 /// The config's enabled `[[sinks]]`, then the one named by `--ndjson`; and whether one of
 /// them writes to standard output.
+///
+/// `--ndjson PATH`'s sink is named after the file (`ndjson:/abs/path`), so a second path is a
+/// second file with every event, not an empty one. A store from before that kept one position
+/// named `ndjson`: an existing, non-empty file takes it over (it is the file that sink wrote),
+/// so upgrading never writes a file's events twice.
 pub(crate) fn sinks(
     config: &xdrsync_config::Config,
     validated: &[xdrsync_sinks::ValidatedSink],
     ndjson: Option<PathBuf>,
+    store: &SqliteStore,
 ) -> anyhow::Result<(Vec<Arc<dyn Sink>>, bool)> {
     let stdout_used = validated.iter().any(|v| v.enabled && v.is_stdout());
     let mut sinks = Vec::new();
@@ -69,19 +75,34 @@ pub(crate) fn sinks(
         sinks.push(xdrsync_sinks::build(v)?);
     }
     if let Some(p) = ndjson {
-        if sinks.iter().any(|s| s.name() == "ndjson") {
+        let name = ndjson_sink_name(&p);
+        if sinks.iter().any(|s| s.name() == name) {
             anyhow::bail!(xdrsync_config::ConfigError::Invalid {
                 path: config.path.clone(),
                 field: "sinks".into(),
-                message: "a sink is named `ndjson`, the name --ndjson uses: rename it".into(),
+                message: format!("a sink is named `{name}`, the name --ndjson uses: rename it"),
             });
         }
+        const LEGACY: &str = "ndjson";
+        if !store.has_sink(&name)?
+            && store.has_sink(LEGACY)?
+            && std::fs::metadata(&p).is_ok_and(|m| m.len() > 0)
+        {
+            store.rename_sink(LEGACY, &name)?;
+            tracing::info!(sink = %name, "The --ndjson file takes over the position of the sink `ndjson`.");
+        }
         sinks.push(Arc::new(
-            NdjsonSink::new("ndjson", p)
+            NdjsonSink::new(name, p)
                 .with_tenant_names(xdrsync_sinks::tenant_names(&config.tenants)),
         ) as Arc<dyn Sink>);
     }
     Ok((sinks, stdout_used))
+}
+
+/// The name of `--ndjson PATH`'s sink: `ndjson:` and the absolute path.
+pub(crate) fn ndjson_sink_name(path: &Path) -> String {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    format!("ndjson:{}", abs.display())
 }
 
 /// One pull pass with progress on stderr (bars on a terminal, lines otherwise: logs, CI,

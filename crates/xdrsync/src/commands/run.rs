@@ -50,7 +50,7 @@ fn load(path: &Path, args: &RunArgs, store: &Arc<SqliteStore>) -> anyhow::Result
         .interval
         .map(Duration::from_secs)
         .unwrap_or(config.sync.interval);
-    let (sinks, _) = super::pull::sinks(&config, &validated, args.ndjson.clone())?;
+    let (sinks, _) = super::pull::sinks(&config, &validated, args.ndjson.clone(), store)?;
     let pipeline = Pipeline::new(config.clone(), store.clone())?;
     Ok(Loaded {
         pipeline,
