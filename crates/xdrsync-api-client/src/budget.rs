@@ -17,6 +17,10 @@
 //! | Graph `/security` | 150/min | §2.4 |
 //! | SIEM API | counted with MDE alerts (same platform; no own figure documented) | §3.1 |
 //!
+//! Other xdrsync processes on the same store (a `backfill` beside `run`) spend the same quota:
+//! with a [`SharedLedger`] each budget also counts the calls the others recorded there, and a
+//! 429 pause one of them met, so every process paces inside one quota.
+//!
 //! Windows slide. The server counts a call when it arrives, somewhere between our send and its
 //! answer, so a call is counted here from when it is sent (in flight, it holds its slot) and,
 //! once answered, from the answer's time ([`Ticket`]): the window then never closes early
@@ -29,6 +33,41 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use url::Url;
+
+/// Where processes sharing a store record their calls (wall-clock milliseconds), so each can
+/// count the others'. Implementations swallow their own errors (logging them): a ledger that
+/// fails leaves each process with its own budget, as before.
+///
+/// Checking and recording cannot be one step across processes, so a call is *reserved* first
+/// (a row whose id orders it among every process's calls), then checked against the calls
+/// written before it; one that no longer fits is withdrawn and waits. Two processes that
+/// race for the last slot therefore never both take it.
+pub trait SharedLedger: Send + Sync + std::fmt::Debug {
+    /// Reserves a call of `key` at `at_ms`; its row (`None`: the ledger failed).
+    fn reserve(&self, key: &str, at_ms: i64) -> Option<i64>;
+    /// Gives back a reservation that did not fit.
+    fn withdraw(&self, row: i64);
+    /// The call of `row` now counts from `to_ms`.
+    fn moved(&self, row: i64, to_ms: i64);
+    /// Other processes' calls of `key` at or after `since_ms` (only those written before
+    /// `before`, when given), and the latest pause of `key`.
+    fn others(&self, key: &str, since_ms: i64, before: Option<i64>) -> (Vec<i64>, Option<i64>);
+    /// Nobody calls `key` before `until_ms`.
+    fn pause(&self, key: &str, until_ms: i64);
+}
+
+/// Milliseconds since the Unix epoch (the ledger's clock).
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The ledger key of a budget.
+fn ledger_key(app: &str, tenant: &str, quota: Quota) -> String {
+    format!("{}|{tenant}|{}", app.to_ascii_lowercase(), quota.as_str())
+}
 
 /// A quota family: calls that Microsoft counts together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -107,6 +146,8 @@ type Budget = tokio::sync::Mutex<Window>;
 pub struct Ticket {
     budget: Arc<Budget>,
     at: Instant,
+    /// The call's row in the ledger.
+    shared: Option<i64>,
 }
 
 /// Every budget of the process.
@@ -116,6 +157,8 @@ pub struct RateBudgets {
     /// Quota windows run this many times faster (an emulator's `--time-scale`).
     time_scale: f64,
     budgets: Mutex<HashMap<(String, String, Quota), Arc<Budget>>>,
+    /// The calls of other processes on the same store.
+    ledger: Option<Arc<dyn SharedLedger>>,
 }
 
 impl RateBudgets {
@@ -129,7 +172,14 @@ impl RateBudgets {
                 1.0
             },
             budgets: Mutex::new(HashMap::new()),
+            ledger: None,
         }
+    }
+
+    /// These budgets, also counting (and recording) the calls of every process on `ledger`.
+    pub fn with_ledger(mut self, ledger: Arc<dyn SharedLedger>) -> Self {
+        self.ledger = Some(ledger);
+        self
     }
 
     fn budget(&self, app: &str, tenant: &str, quota: Quota) -> Arc<Budget> {
@@ -151,8 +201,39 @@ impl RateBudgets {
         let budget = self.budget(app, tenant, quota);
         let mut w = budget.lock().await;
         let started = Instant::now();
+        let key = self.ledger.as_ref().map(|_| ledger_key(app, tenant, quota));
+        let mut reserved = None;
+        let longest = self.scaled(
+            quota
+                .windows()
+                .iter()
+                .map(|w| w.0)
+                .max()
+                .unwrap_or_default(),
+        );
         loop {
             let now = Instant::now();
+            // What other processes spent (and a pause one of them met), as instants of ours.
+            let mut others: Vec<Instant> = Vec::new();
+            if let (Some(ledger), Some(key)) = (&self.ledger, &key) {
+                let now_ms = wall_ms();
+                let since = now_ms - i64::try_from(longest.as_millis()).unwrap_or(i64::MAX);
+                let (calls, pause) = ledger.others(key, since, None);
+                let at = |ms: i64| {
+                    now.checked_sub(Duration::from_millis(
+                        u64::try_from(now_ms - ms).unwrap_or(0),
+                    ))
+                    .unwrap_or(now)
+                };
+                if self.enabled {
+                    others = calls.into_iter().map(at).collect();
+                }
+                if let Some(until) = pause.filter(|u| *u > now_ms) {
+                    let until =
+                        now + Duration::from_millis(u64::try_from(until - now_ms).unwrap_or(0));
+                    w.paused_until = Some(w.paused_until.map_or(until, |u| u.max(until)));
+                }
+            }
             if let Some(until) = w.paused_until {
                 if until > now {
                     tokio::time::sleep_until(until).await;
@@ -164,7 +245,6 @@ impl RateBudgets {
                 break;
             }
             let windows = quota.windows();
-            let longest = self.scaled(windows.iter().map(|w| w.0).max().unwrap_or_default());
             while w
                 .sent
                 .front()
@@ -172,32 +252,73 @@ impl RateBudgets {
             {
                 w.sent.pop_front();
             }
+            // This process's calls and the others', oldest first.
+            let mut counted: Vec<Instant> = w.sent.iter().copied().chain(others).collect();
+            counted.sort_unstable();
             let mut wait_until = None;
             for &(window, limit) in windows {
                 let window = self.scaled(window);
-                let inside = w
-                    .sent
+                let inside = counted
                     .iter()
                     .filter(|t| now.saturating_duration_since(**t) < window)
                     .count();
                 if inside >= limit {
-                    // The call that frees a slot is the oldest one still counted.
-                    // (`sent` is oldest first and every call inside the window is among the last
-                    // `inside`.)
-                    let oldest = w.sent[w.sent.len() - limit];
+                    // The call that frees a slot is the oldest one still counted (every call
+                    // inside the window is among the last `inside`).
+                    let Some(&oldest) = counted.get(counted.len() - limit) else {
+                        break;
+                    };
                     let margin = window.mul_f64(0.02) + Duration::from_millis(25);
                     let at = oldest + window + margin;
                     wait_until = Some(wait_until.map_or(at, |u: Instant| u.max(at)));
                 }
             }
-            match wait_until {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => break,
+            if let Some(at) = wait_until {
+                tokio::time::sleep_until(at).await;
+                continue;
             }
+            // It fits by what this process knows: reserve it in the ledger, then check the
+            // calls written before the reservation; one that no longer fits is given back.
+            if let (Some(ledger), Some(key)) = (&self.ledger, &key) {
+                let now_ms = wall_ms();
+                if let Some(row) = ledger.reserve(key, now_ms) {
+                    let since = now_ms - i64::try_from(longest.as_millis()).unwrap_or(i64::MAX);
+                    let (before, _) = ledger.others(key, since, Some(row));
+                    let now = Instant::now();
+                    let earlier: Vec<Instant> = before
+                        .into_iter()
+                        .map(|ms| {
+                            now.checked_sub(Duration::from_millis(
+                                u64::try_from(now_ms - ms).unwrap_or(0),
+                            ))
+                            .unwrap_or(now)
+                        })
+                        .collect();
+                    let fits = !self.enabled
+                        || windows.iter().all(|&(window, limit)| {
+                            let window = self.scaled(window);
+                            let inside = w
+                                .sent
+                                .iter()
+                                .chain(&earlier)
+                                .filter(|t| now.saturating_duration_since(**t) < window)
+                                .count();
+                            inside < limit
+                        });
+                    if !fits {
+                        ledger.withdraw(row);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    reserved = Some(row);
+                }
+            }
+            break;
         }
         let at = Instant::now();
         w.sent.push_back(at);
         drop(w);
+        let shared = reserved;
         let waited = started.elapsed();
         if waited > Duration::from_millis(1) {
             tracing::debug!(
@@ -207,7 +328,7 @@ impl RateBudgets {
                 "Waited for the rate budget."
             );
         }
-        Ticket { budget, at }
+        Ticket { budget, at, shared }
     }
 
     /// The call of `ticket` was answered (or failed): count it from now, the latest moment the
@@ -220,6 +341,10 @@ impl RateBudgets {
         let now = Instant::now();
         let pos = w.sent.partition_point(|t| *t <= now);
         w.sent.insert(pos, now);
+        drop(w);
+        if let (Some(ledger), Some(row)) = (&self.ledger, ticket.shared) {
+            ledger.moved(row, wall_ms());
+        }
     }
 
     /// A 429 arrived: nobody calls `quota` for `(app, tenant)` for `after`.
@@ -228,6 +353,13 @@ impl RateBudgets {
         let mut w = budget.lock().await;
         let until = Instant::now() + after;
         w.paused_until = Some(w.paused_until.map_or(until, |u| u.max(until)));
+        if let Some(ledger) = &self.ledger {
+            let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+            ledger.pause(
+                &ledger_key(app, tenant, quota),
+                wall_ms().saturating_add(after_ms),
+            );
+        }
         tracing::warn!(
             tenant,
             quota = quota.as_str(),

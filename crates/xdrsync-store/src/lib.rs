@@ -10,6 +10,9 @@
 //! survives a process kill and a power cut. Migrations are forward-only and each runs in its own
 //! transaction; a database written by a newer xdrsync is refused rather than misread.
 
+pub mod ledger;
+pub use ledger::BudgetLedger;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 

@@ -1,0 +1,164 @@
+//! The rate-budget ledger: the API calls every xdrsync process on this store has made, so that
+//! all of them pace inside one Microsoft quota.
+//!
+//! Microsoft counts calls per (app, tenant, API), whichever process makes them. A `backfill`
+//! started beside `run` (or right after a `pull`) that only knew its own calls would overrun the
+//! quota and meet a 429 with a long `Retry-After`. Each process records the time of every call
+//! it counts here and reads the others' calls (and any 429 pause) before it sends.
+//!
+//! The ledger is its own SQLite file beside the store (`<store>-budget`), not a table of the
+//! store: it is written on every API call, and sharing the store's single write lock would make
+//! API calls wait for the pipeline's group commits. It needs no durability either (a lost
+//! ledger only forgets calls older than a quota window soon anyway), so it is written with
+//! `synchronous = OFF`. Times are wall-clock milliseconds: processes share no monotonic clock.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, params};
+
+use crate::StoreError;
+
+/// The calls and pauses of every process on one store.
+#[derive(Debug)]
+pub struct BudgetLedger {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    /// This process's id in the ledger (random: process ids are reused).
+    process: String,
+}
+
+impl BudgetLedger {
+    /// The ledger file of the store at `store`.
+    pub fn path_for(store: &Path) -> PathBuf {
+        let mut p = store.as_os_str().to_owned();
+        p.push("-budget");
+        PathBuf::from(p)
+    }
+
+    /// Opens (creating if needed) the ledger at `path` for a process called `process`.
+    pub fn open(path: &Path, process: &str) -> Result<Self, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "OFF")
+            .map_err(err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS calls (key TEXT NOT NULL, process TEXT NOT NULL, at INTEGER NOT NULL);
+             CREATE INDEX IF NOT EXISTS calls_by_key ON calls (key, at);
+             CREATE TABLE IF NOT EXISTS pauses (key TEXT PRIMARY KEY, until INTEGER NOT NULL);",
+        )
+        .map_err(err)?;
+        Ok(BudgetLedger {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+            process: process.to_owned(),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// This process reserves a call of `key` at `at_ms`; the row id orders it among every
+    /// process's calls (row ids grow in the order the rows were written).
+    pub fn reserve(&self, key: &str, at_ms: i64) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO calls (key, process, at) VALUES (?1, ?2, ?3)",
+            params![key, self.process, at_ms],
+        )
+        .map_err(self.err())?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Gives back a reservation that did not fit.
+    pub fn withdraw(&self, row: i64) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM calls WHERE rowid = ?1", [row])
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    /// The call of row `row` now counts from `to_ms` (its answer).
+    pub fn moved(&self, row: i64, to_ms: i64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE calls SET at = ?2 WHERE rowid = ?1",
+                params![row, to_ms],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    /// The calls of `key` other processes counted at or after `since_ms` (only those
+    /// written before row `before`, when given), and the latest pause any process recorded
+    /// for it. Drops calls older than `since_ms` now and then.
+    pub fn others(
+        &self,
+        key: &str,
+        since_ms: i64,
+        before: Option<i64>,
+    ) -> Result<(Vec<i64>, Option<i64>), StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT at FROM calls WHERE key = ?1 AND at >= ?2 AND process <> ?3 AND rowid < ?4
+                 ORDER BY at",
+            )
+            .map_err(self.err())?;
+        let calls = stmt
+            .query_map(
+                params![key, since_ms, self.process, before.unwrap_or(i64::MAX)],
+                |r| r.get(0),
+            )
+            .map_err(self.err())?
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(self.err())?;
+        let pause: Option<i64> = conn
+            .prepare_cached("SELECT until FROM pauses WHERE key = ?1")
+            .and_then(|mut s| {
+                s.query_row([key], |r| r.get(0))
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(e),
+                    })
+            })
+            .map_err(self.err())?;
+        // Rows older than every window are of no use to anyone.
+        if since_ms % 64 == 0 {
+            conn.execute(
+                "DELETE FROM calls WHERE key = ?1 AND at < ?2",
+                params![key, since_ms],
+            )
+            .map_err(self.err())?;
+        }
+        Ok((calls, pause))
+    }
+
+    /// A 429 told this process to leave `key` alone until `until_ms`: every process will.
+    pub fn pause(&self, key: &str, until_ms: i64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO pauses (key, until) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET until = MAX(until, excluded.until)",
+                params![key, until_ms],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+}
