@@ -221,6 +221,10 @@ pub(crate) struct ListArgs {
     /// Write the JSON array to this file instead of stdout.
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
+    /// `json` (default: the API's JSON array, the Hello World script's output) or `table`
+    /// (one line per incident: tenant, id, last update, severity, status, title).
+    #[arg(long, value_enum)]
+    pub(crate) output: Option<OutputFormat>,
 }
 
 #[derive(Debug, Args)]

@@ -24,6 +24,7 @@ async fn list(args: ListArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     };
     let client = xdrsync_pipeline::api_client(&config)?;
     let mut raws: Vec<String> = Vec::new();
+    let mut rows: Vec<Vec<String>> = Vec::new();
     for tenant in &tenants {
         let target = xdrsync_pipeline::target(tenant, &config, vault.as_ref())?;
         let listing = client
@@ -31,6 +32,18 @@ async fn list(args: ListArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listing incidents of tenant {}", tenant.name))?;
         raws.extend(listing.records.iter().map(|f| f.raw.clone()));
+        for f in &listing.records {
+            if let Some(i) = f.record.incident() {
+                rows.push(vec![
+                    tenant.name.clone(),
+                    i.incident_id.to_string(),
+                    crate::text::time(i.last_update),
+                    i.severity.as_str().to_owned(),
+                    crate::text::escape(&i.status),
+                    crate::text::clip(&crate::text::escape(&i.title), 70),
+                ]);
+            }
+        }
         raws.extend(listing.poison.iter().map(|p| p.raw.clone()));
         for p in &listing.poison {
             eprintln!(
@@ -46,6 +59,18 @@ async fn list(args: ListArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
         .map(|t| t.name.as_str())
         .collect::<Vec<_>>()
         .join(", ");
+    if args.output == Some(crate::cli::OutputFormat::Table) {
+        if args.out.is_some() {
+            anyhow::bail!(crate::cli::UsageError(
+                "--output table prints to the terminal; --out writes the JSON array".into()
+            ));
+        }
+        crate::text::print_stdout(&crate::table::render(
+            &["TENANT", "ID", "LAST UPDATE", "SEVERITY", "STATUS", "TITLE"],
+            &rows,
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     match &args.out {
         Some(path) => {
             xdrsync_sinks::write_json_array(path, &raws)?;

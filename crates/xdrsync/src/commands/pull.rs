@@ -193,7 +193,7 @@ pub(crate) fn summary(reports: &[TenantReport]) -> String {
                 r.stats.updated.to_string(),
                 r.last_update
                     .or(r.cursor)
-                    .map(|t| t.to_string())
+                    .map(crate::text::time)
                     .unwrap_or_else(|| "-".into()),
                 // Short: the full reason is logged once by the pull (and kept for `status`).
                 match &r.error {
