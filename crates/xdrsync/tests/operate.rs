@@ -163,6 +163,27 @@ async fn tenant_and_stream_select_one_customer() {
         (expected..=expected + 4).contains(&got),
         "{got} vs {expected}"
     );
+    let table = xdrsync(
+        &[
+            "incidents",
+            "list",
+            "--tenant",
+            &first.name,
+            "--since",
+            "2h",
+            "--output",
+            "table",
+        ],
+        dir,
+    )
+    .await;
+    assert_eq!(table.status.code(), Some(0), "{}", text(&table));
+    let out = String::from_utf8_lossy(&table.stdout);
+    assert!(out.starts_with("TENANT"), "{out}");
+    assert!(
+        out.lines().skip(2).all(|l| l.starts_with(&first.name)),
+        "{out}"
+    );
 
     // Unknown values are usage errors (exit 2) that list what is configured.
     for args in [
