@@ -70,6 +70,9 @@ pub(crate) enum Command {
     /// Tokens and consent: inspect a tenant's token, print admin-consent links.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Write shell completions and the man pages (for packagers).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,6 +270,14 @@ pub(crate) struct RunArgs {
     /// `[server] listen` (`""`: no server).
     #[arg(long, value_name = "ADDR")]
     pub(crate) listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GenerateArgs {
+    /// Folder to write `completions/` (bash, zsh, fish) and `man/` (xdrsync.1 and one page
+    /// per subcommand) into.
+    #[arg(long)]
+    pub(crate) dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

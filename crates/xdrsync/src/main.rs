@@ -73,6 +73,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => commands::run::run(args, &config_path).await,
         Command::Status(args) => commands::status::run(args, &config_path),
         Command::Reconcile(args) => commands::status::reconcile(args, &config_path).await,
+        Command::Generate(args) => commands::generate::run(args),
         Command::Replay(args) => commands::replay::run(args, &config_path).await,
         Command::CheckConfig(args) => commands::check_config::run(args, &config_path),
         Command::Emulator(cmd) => commands::emulator::run(cmd, fixture).await,
