@@ -310,12 +310,18 @@ impl ApiClient {
                 Some(q) => {
                     let waiting = Instant::now();
                     let ticket = self.budgets.acquire(app, tenant, q).await;
-                    metrics::histogram!(
-                        "xdrsync_rate_budget_wait_seconds",
+                    // Milliseconds in a counter per (tenant, stream), not a histogram: with
+                    // 1,000s of tenants a histogram's buckets per label set would be most of
+                    // the exposition. The distribution is kept per quota family.
+                    let waited = waiting.elapsed();
+                    metrics::counter!(
+                        "xdrsync_rate_budget_wait_milliseconds_total",
                         "tenant" => target.name.clone(),
                         "stream" => target.stream.as_str(),
                     )
-                    .record(waiting.elapsed().as_secs_f64());
+                    .increment(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
+                    metrics::histogram!("xdrsync_rate_budget_wait_seconds", "quota" => q.as_str())
+                        .record(waited.as_secs_f64());
                     Some(ticket)
                 }
                 None => None,

@@ -113,8 +113,8 @@ impl TenantReport {
 }
 
 /// A finished pull in the process's metrics (a no-op unless the binary installed a recorder):
-/// versions stored by change kind, pages, unreadable items, and the outcome; a success also
-/// sets the time of the stream's last successful pull.
+/// versions stored by change kind, pages, unreadable items, and the outcome (the seconds since
+/// the last success are set by the daemon at scrape time).
 fn record_metrics(r: &TenantReport) {
     let labels = [("tenant", r.name.clone()), ("stream", r.stream.to_string())];
     let s = &r.stats;
@@ -136,16 +136,14 @@ fn record_metrics(r: &TenantReport) {
     if r.poison > 0 {
         metrics::counter!("xdrsync_poison_items_total", &labels).increment(r.poison as u64);
     }
-    let mut l = labels.to_vec();
-    l.push((
-        "outcome",
-        if r.error.is_some() { "failed" } else { "ok" }.to_owned(),
-    ));
-    metrics::counter!("xdrsync_pulls_total", &l).increment(1);
-    if r.error.is_none() {
-        metrics::gauge!("xdrsync_last_success_timestamp_seconds", &labels)
-            .set(Timestamp::now().ticks() as f64 / 1e7);
-    }
+    // Outcomes per stream only: per tenant they are `status` and the seconds since the last
+    // success, and 1,000s of tenants would multiply the exposition.
+    metrics::counter!(
+        "xdrsync_pulls_total",
+        "stream" => r.stream.as_str(),
+        "outcome" => if r.error.is_some() { "failed" } else { "ok" },
+    )
+    .increment(1);
 }
 
 /// Where a pull starts.

@@ -63,7 +63,7 @@ fn describe() {
     );
     describe_counter!(
         "xdrsync_pulls_total",
-        "Pulls of a (tenant, stream), by outcome (ok, failed)."
+        "Pulls per stream by outcome (ok, failed)."
     );
     describe_counter!(
         "xdrsync_poison_items_total",
@@ -73,17 +73,17 @@ fn describe() {
         "xdrsync_api_calls_total",
         "API calls per tenant and stream by answer class (2xx, 4xx, 429, 5xx, transport)."
     );
+    describe_counter!(
+        "xdrsync_rate_budget_wait_milliseconds_total",
+        "Time API calls of a (tenant, stream) waited on the rate budget before being sent."
+    );
     describe_histogram!(
         "xdrsync_rate_budget_wait_seconds",
-        "Time API calls waited on the (app, tenant, API) rate budget before being sent."
+        "Waits on the rate budget per quota family (xdr-list, graph, mde, …)."
     );
     describe_counter!(
         "xdrsync_token_requests_total",
         "Token requests to Entra ID per tenant id, by outcome and AADSTS code."
-    );
-    describe_gauge!(
-        "xdrsync_last_success_timestamp_seconds",
-        "Unix time of the last successful pull of a (tenant, stream)."
     );
     describe_gauge!(
         "xdrsync_seconds_since_last_success",
@@ -154,7 +154,9 @@ pub(crate) struct Daemon {
 pub(crate) struct ServerState {
     pub(crate) daemon: RwLock<Daemon>,
     pub(crate) store: Arc<SqliteStore>,
-    prometheus: PrometheusHandle,
+    /// `None` without a server: no recorder is installed and the `metrics` macros do
+    /// nothing at all.
+    prometheus: Option<PrometheusHandle>,
     started: Instant,
     /// Finished passes, newest last.
     passes: RwLock<VecDeque<PassSummary>>,
@@ -169,7 +171,7 @@ impl ServerState {
     pub(crate) fn new(
         daemon: Daemon,
         store: Arc<SqliteStore>,
-        prometheus: PrometheusHandle,
+        prometheus: Option<PrometheusHandle>,
     ) -> anyhow::Result<Arc<Self>> {
         let mut last = BTreeMap::new();
         for h in store.health()? {
@@ -217,11 +219,14 @@ impl ServerState {
             passes.pop_front();
         }
         drop(passes);
-        self.prometheus.run_upkeep();
+        if let Some(p) = &self.prometheus {
+            p.run_upkeep();
+        }
     }
 
     /// Sets what is read at scrape time and renders the exposition.
     fn scrape(&self) -> anyhow::Result<String> {
+        let started = Instant::now();
         let sinks = self.sink_rows()?;
         for row in &sinks {
             let name = row.health.sink.clone();
@@ -261,8 +266,19 @@ impl ServerState {
             })
             .sum();
         metrics::gauge!("xdrsync_store_bytes").set(bytes as f64);
-        self.prometheus.run_upkeep();
-        Ok(self.prometheus.render())
+        let Some(p) = &self.prometheus else {
+            anyhow::bail!("no metrics recorder (internal error: the server runs without one)");
+        };
+        p.run_upkeep();
+        let set = started.elapsed();
+        let text = p.render();
+        tracing::debug!(
+            set_ms = set.as_secs_f64() * 1e3,
+            render_ms = (started.elapsed() - set).as_secs_f64() * 1e3,
+            bytes = text.len(),
+            "Scraped."
+        );
+        Ok(text)
     }
 
     /// Every configured sink's health (and those only in the store).

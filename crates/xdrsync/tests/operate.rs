@@ -625,10 +625,13 @@ async fn daemon_serves_metrics_health_readiness_and_reloads_on_sighup() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no `{line_start}` in:\n{metrics}"))
     };
+    assert!(sample("xdrsync_pulls_total{stream=\"incidents\",outcome=\"failed\"}") >= 1.0);
+    // The degraded tenant never succeeded: no "seconds since" for it, one for the others.
     assert!(
-        sample(&format!(
-            "xdrsync_pulls_total{{tenant=\"{degraded}\",stream=\"incidents\",outcome=\"failed\"}}"
-        )) >= 1.0
+        !metrics.contains(&format!(
+            "xdrsync_seconds_since_last_success{{tenant=\"{degraded}\""
+        )),
+        "{metrics}"
     );
     assert!(
         sample(&format!(
@@ -691,7 +694,7 @@ async fn daemon_serves_metrics_health_readiness_and_reloads_on_sighup() {
     let (_, metrics) = get(&format!("{base}/metrics")).await;
     assert!(
         metrics.contains(&format!(
-            "xdrsync_pulls_total{{tenant=\"{healthy}\",stream=\"alerts\",outcome=\"ok\"}}"
+            "xdrsync_api_calls_total{{tenant=\"{healthy}\",stream=\"alerts\",class=\"2xx\"}}"
         )),
         "{metrics}"
     );

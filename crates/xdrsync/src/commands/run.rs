@@ -82,7 +82,12 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
         daemon,
     } = load(config_path, &args, &store)?;
     let mut interval = daemon.interval;
-    let state = ServerState::new(daemon, store.clone(), crate::server::recorder()?)?;
+    // Metrics are recorded only when something serves them.
+    let recorder = match listen {
+        Some(_) => Some(crate::server::recorder()?),
+        None => None,
+    };
+    let state = ServerState::new(daemon, store.clone(), recorder)?;
     if let Some(addr) = listen {
         let bound = crate::server::serve(addr, state.clone(), config_path).await?;
         eprintln!(
