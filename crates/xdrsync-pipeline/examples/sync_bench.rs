@@ -284,7 +284,7 @@ fn fill_prunable(store: &SqliteStore, n: usize) {
             };
             let record = Record::Incident(Incident {
                 tenant_id: tenant.clone(),
-                incident_id: IncidentId::new(&i.to_string()),
+                incident_id: IncidentId::new(i.to_string()),
                 api: ApiKind::Graph,
                 title: format!("Synthetic incident {i} for the retention benchmark"),
                 created: old,
