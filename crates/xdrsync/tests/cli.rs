@@ -151,7 +151,7 @@ fn malformed_config_exits_2_and_names_the_field() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("`yesterday` is not a duration"),
+        text(&out.stderr).contains("`yesterday` is neither a duration"),
         "{}",
         text(&out.stderr)
     );
