@@ -369,8 +369,10 @@ impl ApiClient {
                         resp.headers()
                             .get(reqwest::header::WARNING)
                             .and_then(|v| v.to_str().ok())
-                            .unwrap_or("206 Partial Content without a Warning header")
-                            .to_owned()
+                            .map(xdrsync_model::printable)
+                            .unwrap_or_else(|| {
+                                "206 Partial Content without a Warning header".to_owned()
+                            })
                     });
                     match resp.bytes().await {
                         Ok(body) if action == RetryAction::Success => {
@@ -889,13 +891,17 @@ fn read_item(target: &Target, source: &Source, raw: &RawValue) -> Result<Fetched
 fn status_error(url: &SafeUrl, status: u16, body: &[u8]) -> ApiError {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let e = &v["error"];
-    let text = |v: &Value| v.as_str().map(str::to_owned);
+    // Everything the server wrote is made printable: it ends up in logs, tables and `status`.
+    let text = |v: &Value| v.as_str().map(xdrsync_model::printable);
     ApiError::Status {
         url: url.clone(),
         status,
         code: text(&e["code"]).unwrap_or_default(),
-        message: text(&e["message"])
-            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()),
+        message: text(&e["message"]).unwrap_or_else(|| {
+            xdrsync_model::printable(&String::from_utf8_lossy(
+                body.get(..body.len().min(200)).unwrap_or_default(),
+            ))
+        }),
         request_id: text(&e["target"]).or_else(|| text(&e["innerError"]["request-id"])),
     }
 }
@@ -1000,5 +1006,22 @@ mod tests {
             url.as_str(),
             "https://graph.microsoft.com/api/alerts?sinceTimeUtc=2026-11-20T01:02:03.5000000Z&untilTimeUtc=2026-11-21T00:00:00.0000000Z&limit=50&machinegroups=UK%20Machines&machinegroups=France&DeviceCreatedMachineTags=VIP"
         );
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    #[test]
+    fn a_servers_error_text_is_made_printable() {
+        let url =
+            xdrsync_model::SafeUrl::new("https://graph.microsoft.com/v1.0/x".parse().unwrap());
+        let body = br#"{"error":{"code":"Forbidden\u001b[2J","message":"no\r\nERROR forged line\u0007","target":"id\n2"}}"#;
+        let e = super::status_error(&url, 403, body);
+        let shown = e.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown}");
+        assert!(shown.contains("no\\r\\nERROR forged line"), "{shown}");
+        // A body that is not JSON: its first 200 bytes, printable.
+        let e = super::status_error(&url, 500, b"<html>\x1b[31mboom\n</html>");
+        assert!(!e.to_string().chars().any(char::is_control), "{e}");
     }
 }

@@ -544,11 +544,13 @@ impl TokenCache {
         Err(AuthError::Entra {
             tenant: req.tenant.clone(),
             status,
-            error: v["error"].as_str().unwrap_or("unknown_error").to_owned(),
+            error: xdrsync_model::printable(v["error"].as_str().unwrap_or("unknown_error")),
             code: 0,
             guidance: format!(
                 "the managed identity endpoint refused: {} (is this running in Azure with identity {} assigned?)",
-                v["error_description"].as_str().unwrap_or("no description"),
+                xdrsync_model::printable(
+                    v["error_description"].as_str().unwrap_or("no description")
+                ),
                 req.client_id
             ),
             correlation: None,
@@ -798,7 +800,8 @@ fn entra_error(req: &TokenRequest, status: u16, body: &[u8]) -> AuthError {
         .unwrap_or(0);
     let error = err
         .as_ref()
-        .and_then(|e| e.error.clone())
+        .and_then(|e| e.error.as_deref())
+        .map(xdrsync_model::printable)
         .unwrap_or_else(|| "unknown_error".into());
     let guidance = match error.as_str() {
         "authorization_declined" => "the user declined the sign-in".to_owned(),
@@ -816,7 +819,7 @@ fn entra_error(req: &TokenRequest, status: u16, body: &[u8]) -> AuthError {
         error,
         code,
         guidance,
-        correlation: err.and_then(|e| e.correlation_id),
+        correlation: err.and_then(|e| e.correlation_id.as_deref().map(xdrsync_model::printable)),
     }
 }
 

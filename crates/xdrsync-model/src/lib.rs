@@ -37,5 +37,5 @@ pub use normalize::{
     normalize_xdr_incident,
 };
 pub use record::Record;
-pub use redact::{SafeUrl, SecretString};
+pub use redact::{SafeUrl, SecretString, printable};
 pub use time::{Timestamp, TimestampError};

@@ -152,3 +152,36 @@ mod tests {
         }
     }
 }
+
+/// Text a server sent (an error message, a code, a header) made safe to keep, log and print:
+/// control characters (ESC, CR, LF, BEL, C1 codes) become `\u{…}`-style escapes, so a hostile
+/// or broken server can neither rewrite an operator's terminal nor forge a log line, and the
+/// text is cut at 2,000 characters.
+pub fn printable(s: &str) -> String {
+    const MAX: usize = 2_000;
+    let mut out = String::with_capacity(s.len().min(MAX + 8));
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn control_characters_cannot_forge_a_line_or_colour_a_terminal() {
+        let hostile = "denied\r\n2026-12-02T00:00:00Z ERROR forged\u{1b}[31m\u{7}\u{9b}";
+        let p = super::printable(hostile);
+        assert!(!p.chars().any(char::is_control), "{p}");
+        assert!(p.starts_with("denied\\r\\n2026"), "{p}");
+        assert_eq!(super::printable(&"x".repeat(5_000)).chars().count(), 2_001);
+    }
+}

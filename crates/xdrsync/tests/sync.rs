@@ -161,6 +161,31 @@ async fn status_reconcile_and_backfill() {
         "{out}"
     );
     assert_eq!(out.matches(" ok").count(), 2, "{out}");
+    // `auth status` names the tenant's last token failure, with its AADSTS code.
+    let auth = xdrsync(&["auth", "status", "--output", "json"], dir).await;
+    assert_eq!(auth.status.code(), Some(1), "{}", text(&auth));
+    let doc: Value = serde_json::from_slice(&auth.stdout).unwrap();
+    let revoked_row = doc["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant_id"] == revoked.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        revoked_row["last_token_failure"]["aadsts"], "700016",
+        "{doc:#}"
+    );
+    let table = xdrsync(
+        &["auth", "status", "--tenant", &config.tenants[1].name],
+        dir,
+    )
+    .await;
+    assert!(
+        text(&table).contains("token refused at") && text(&table).contains("AADSTS700016"),
+        "{}",
+        text(&table)
+    );
 
     let bad = xdrsync(&["backfill", "--since", "soon"], dir).await;
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
