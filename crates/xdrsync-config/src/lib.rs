@@ -914,20 +914,7 @@ impl Config {
     /// lists select everything enabled. A named tenant that is disabled in the file, a value
     /// that names nothing, or a selection with no (tenant, stream) left is a usage error.
     pub fn select(&self, tenants: &[String], streams: &[String]) -> Result<Config, ConfigError> {
-        let mut wanted_streams = Vec::new();
-        for s in streams {
-            let kind =
-                StreamKind::parse(&s.to_ascii_lowercase()).ok_or_else(|| ConfigError::Usage {
-                    flag: "--stream".into(),
-                    message: format!(
-                        "unknown stream `{s}`; streams are {}",
-                        StreamKind::ALL.map(|k| k.as_str()).join(", ")
-                    ),
-                })?;
-            if !wanted_streams.contains(&kind) {
-                wanted_streams.push(kind);
-            }
-        }
+        let wanted_streams = parse_streams(streams)?;
         let mut config = self.clone();
         if !tenants.is_empty() {
             let mut chosen = Vec::new();
@@ -966,6 +953,26 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// Command-line `--stream` values as stream kinds (each once, any case); an unknown one is a
+/// usage error listing the streams.
+pub fn parse_streams(streams: &[String]) -> Result<Vec<StreamKind>, ConfigError> {
+    let mut kinds = Vec::new();
+    for s in streams {
+        let kind =
+            StreamKind::parse(&s.to_ascii_lowercase()).ok_or_else(|| ConfigError::Usage {
+                flag: "--stream".into(),
+                message: format!(
+                    "unknown stream `{s}`; streams are {}",
+                    StreamKind::ALL.map(|k| k.as_str()).join(", ")
+                ),
+            })?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    Ok(kinds)
 }
 
 impl Tenant {

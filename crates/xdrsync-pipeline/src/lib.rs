@@ -1014,6 +1014,7 @@ impl Pipeline {
 type CredentialCell = tokio::sync::OnceCell<Result<Credential, String>>;
 
 /// Runs store work off the async threads.
+/// Runs `f` (store work) off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use xdrsync_model::Timestamp;
 use xdrsync_store::{SqliteStore, StoreError};
 
+use crate::blocking;
+
 /// `seq` values examined per step (one transaction).
 const SPAN: i64 = 1_000;
 /// The shortest pause between steps, for the writer of a running pass.
@@ -113,14 +115,5 @@ impl Retention {
         }
         report.elapsed = started.elapsed();
         Ok(report)
-    }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }

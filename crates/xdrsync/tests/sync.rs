@@ -2,8 +2,8 @@
 //! SIGTERM, and a crash test that SIGKILLs `xdrsync pull` at random points.
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -12,30 +12,8 @@ use xdrsync_model::{ApiKind, StreamKind};
 use xdrsync_store::SqliteStore;
 use xdrsync_test_utils as tu;
 
-fn command(args: &[&str], cwd: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xdrsync"));
-    c.args(args)
-        .current_dir(cwd)
-        .env_remove("XDRSYNC_CONFIG")
-        .env_remove("XDRSYNC_LOG");
-    c
-}
-
-/// Runs xdrsync off the async threads, so the in-process emulator keeps serving.
-async fn xdrsync(args: &[&str], cwd: &Path) -> Output {
-    let mut c = command(args, cwd);
-    tokio::task::spawn_blocking(move || c.output().expect("run xdrsync"))
-        .await
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{command, text, xdrsync};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reconcile_and_backfill() {

@@ -15,7 +15,6 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use xdrsync_model::StreamKind;
 use xdrsync_sinks::{NdjsonSink, Sink};
 use xdrsync_store::SqliteStore;
 
@@ -33,14 +32,7 @@ pub(crate) async fn run(args: ReplayArgs, config_path: &Path) -> anyhow::Result<
     } else {
         tenants
     };
-    let mut streams = Vec::new();
-    for s in &args.select.streams {
-        streams.push(StreamKind::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
-            UsageError(format!(
-                "--stream: unknown stream `{s}`; streams are incidents, alerts, detections"
-            ))
-        })?);
-    }
+    let streams = xdrsync_config::parse_streams(&args.select.streams)?;
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
     let temp = format!(
         "replay:{}:{}",
