@@ -401,5 +401,24 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     let pg_set: BTreeSet<String> = in_pg.iter().cloned().collect();
     assert_eq!(pg_set.len(), in_pg.len(), "a row twice in PostgreSQL");
     assert_eq!(pg_set, stored_events);
+    // Every row names its customer as configured.
+    let rows = tu::receivers::postgres::client()
+        .await
+        .query(
+            &format!("SELECT DISTINCT tenant_id, tenant_name FROM {pg_schema}.xdrsync_incidents"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), config.tenants.len());
+    for row in rows {
+        let (id, name): (String, Option<String>) = (row.get(0), row.get(1));
+        let t = config
+            .tenants
+            .iter()
+            .find(|t| t.tenant_id.as_str() == id)
+            .unwrap();
+        assert_eq!(name.as_deref(), Some(t.name.as_str()), "{id}");
+    }
     tu::receivers::postgres::drop_schema(&pg_schema).await;
 }

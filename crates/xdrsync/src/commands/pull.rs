@@ -139,7 +139,10 @@ pub(crate) fn report_deliveries(
                 let m = sink.metrics();
                 let mut extra = String::new();
                 if m.send_retries > 0 {
-                    extra.push_str(&format!(", {} retried sends", m.send_retries));
+                    extra.push_str(&format!(
+                        ", {} retried",
+                        crate::text::plural(m.send_retries, "send")
+                    ));
                 }
                 if m.events_dropped > 0 {
                     extra.push_str(&format!(
@@ -148,8 +151,8 @@ pub(crate) fn report_deliveries(
                     ));
                 }
                 eprintln!(
-                    "Delivered {} events to sink {} (position {}{extra}).",
-                    d.events,
+                    "Delivered {} to sink {} (position {}{extra}).",
+                    crate::text::plural(d.events, "event"),
                     sink.name(),
                     d.position
                 );
