@@ -395,3 +395,49 @@ fn national_clouds_pick_authority_hosts_and_audiences_together() {
         );
     }
 }
+
+#[test]
+fn tenants_are_found_by_name_id_or_verified_domain_and_selected() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config/xdrsync.toml");
+    let config = Config::load(&path).unwrap();
+    // By name, by the tenant id as configured, by another verified domain; any case.
+    for key in [
+        "CONTOSO",
+        "Contoso.OnMicrosoft.com",
+        "CONTOSO.COM",
+        " contoso ",
+    ] {
+        assert_eq!(
+            config.tenant(key).map(|t| t.name.as_str()),
+            Some("contoso"),
+            "{key}"
+        );
+    }
+    let e = config.require_tenant("nobody.example").unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, ConfigError::Usage { .. }), "{e:?}");
+    assert!(
+        text.starts_with("--tenant: no tenant named `nobody.example`"),
+        "{text}"
+    );
+    assert!(text.contains("contoso (contoso.onmicrosoft.com)"), "{text}");
+    assert!(!text.contains("invalid config file"), "{text}");
+
+    // A selection disables the others and narrows the streams.
+    let one = config
+        .select(&["contoso.com".into()], &["Incidents".into()])
+        .unwrap();
+    let enabled: Vec<_> = one.tenants.iter().filter(|t| t.enabled).collect();
+    assert_eq!(enabled.len(), 1);
+    assert_eq!(enabled[0].streams, [StreamKind::Incidents]);
+    assert!(matches!(
+        config.select(&[], &["tickets".into()]),
+        Err(ConfigError::Usage { .. })
+    ));
+    // Nothing selected: everything enabled stays as it is.
+    let all = config.select(&[], &[]).unwrap();
+    assert_eq!(
+        all.tenants.iter().filter(|t| t.enabled).count(),
+        config.tenants.iter().filter(|t| t.enabled).count()
+    );
+}
