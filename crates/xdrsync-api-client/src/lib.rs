@@ -423,6 +423,26 @@ impl ApiClient {
                 {
                     return Err(failure);
                 }
+                RetryAction::Transient { after: Some(after) } if after > self.retry.max_wait => {
+                    // Sleeping longer than `retry_max_secs` would stall every stream behind
+                    // this one: the budget pauses for it, and this request fails now (the
+                    // stream is read again next pass).
+                    if let Some(q) = quota {
+                        self.budgets.pause(app, tenant, q, after).await;
+                    }
+                    return Err(ApiError::Exhausted {
+                        attempts: attempt,
+                        elapsed: started.elapsed(),
+                        last: Box::new(ApiError::Transport {
+                            url: safe.clone(),
+                            message: format!(
+                                "the service asked to wait {}s (Retry-After), longer than retry_max_secs ({}s): {failure}",
+                                after.as_secs(),
+                                self.retry.max_wait.as_secs()
+                            ),
+                        }),
+                    });
+                }
                 RetryAction::Transient { after } if attempt < self.retry.max_attempts => {
                     let wait = match after {
                         Some(after) => {

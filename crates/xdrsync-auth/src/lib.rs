@@ -751,8 +751,10 @@ impl TokenCache {
                 .as_u64()
                 .or_else(|| body[k].as_str().and_then(|s| s.parse().ok()))
         };
-        let mut interval = Duration::from_secs(num("interval").unwrap_or(5));
-        let deadline = Instant::now() + Duration::from_secs(num("expires_in").unwrap_or(900));
+        // Bounded: a server's numbers must not overflow the clock or poll once a year.
+        let mut interval = Duration::from_secs(num("interval").unwrap_or(5).clamp(1, 60));
+        let deadline =
+            Instant::now() + Duration::from_secs(num("expires_in").unwrap_or(900).min(3600));
         prompt(
             body["message"]
                 .as_str()
@@ -849,10 +851,11 @@ fn parse_success(body: &[u8], sent_at: Instant, url: &SafeUrl) -> Result<AccessT
             .expires_on
             .as_ref()
             .and_then(NumOrString::value)
-            .map(|on| on - chrono::Utc::now().timestamp())
+            .map(|on| on.saturating_sub(chrono::Utc::now().timestamp()))
             .unwrap_or(600),
     };
-    let lifetime = Duration::from_secs(lifetime.max(0) as u64);
+    let lifetime =
+        Duration::from_secs(u64::try_from(lifetime).unwrap_or(0)).min(MAX_TOKEN_LIFETIME);
     // Measured from when the request was sent, so a slow response cannot stretch the lifetime.
     let margin = REFRESH_MARGIN.min(lifetime / 2);
     Ok(AccessToken {
@@ -897,23 +900,72 @@ pub fn jittered_backoff(base: Duration, max: Duration, attempt: u32) -> Duration
 }
 
 /// `Retry-After` in seconds (the form Microsoft sends); an HTTP date is read too.
+/// The longest `Retry-After` taken from any server: one hour. Microsoft's APIs ask for
+/// seconds to a minute; a larger value is a broken or hostile server, and callers cap it
+/// further at their own `retry_max_secs` (a wait longer than that fails the request instead
+/// of sleeping).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` in seconds or as an HTTP date, at most [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let secs = (at.timestamp() - chrono::Utc::now().timestamp()).max(0);
-    Some(Duration::from_secs(secs as u64))
+    let secs = if let Ok(secs) = v.parse::<u64>() {
+        secs
+    } else {
+        let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+        u64::try_from(
+            at.timestamp()
+                .saturating_sub(chrono::Utc::now().timestamp()),
+        )
+        .unwrap_or(0)
+    };
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
+
+/// The longest token lifetime taken from a token endpoint: 24 hours (Entra issues 60–90
+/// minutes; a larger or absurd `expires_in` must not overflow the clock or keep a token
+/// forever).
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_expires_in_does_not_overflow_the_clock() {
+        let url = SafeUrl::new("https://login.microsoftonline.com/t".parse().unwrap());
+        let now = Instant::now();
+        for body in [
+            &br#"{"access_token":"a","expires_in":9223372036854775807}"#[..],
+            br#"{"access_token":"a","expires_in":"-9223372036854775808"}"#,
+            br#"{"access_token":"a","expires_on":-9223372036854775808}"#,
+            br#"{"access_token":"a","expires_on":9223372036854775807}"#,
+        ] {
+            let t = parse_success(body, now, &url).unwrap();
+            assert!(t.expires_at <= now + MAX_TOKEN_LIFETIME);
+        }
+    }
+
+    #[test]
+    fn huge_retry_after_is_capped() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "18446744073709551615".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "Fri, 31 Dec 9999 23:59:59 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+        h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+    }
 
     #[test]
     fn token_url_for_both_versions() {

@@ -205,7 +205,9 @@ impl Common {
         error: &str,
         m: &SinkMetrics,
     ) -> Duration {
-        let wait = after.unwrap_or_else(|| {
+        // A receiver's `Retry-After` is honoured up to the sink's `retry_max_secs`: a 503
+        // asking for a year must not stall the pass (or a SIGTERM's drain).
+        let wait = after.map(|a| a.min(self.retry_max)).unwrap_or_else(|| {
             xdrsync_auth::jittered_backoff(self.retry_base, self.retry_max, attempt)
         });
         metrics::SendRetrying {

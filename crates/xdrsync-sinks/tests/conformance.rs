@@ -758,3 +758,30 @@ async fn postgres_conforms() {
         .await
         .unwrap();
 }
+
+/// A receiver answering 503 with `Retry-After` of a year is waited for at most the sink's
+/// `retry_max_secs`, so a pass (or a SIGTERM's drain) never stalls for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_retry_after_of_a_year_waits_at_most_retry_max() {
+    let hook = Webhook::start(HOOK_SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(fixtures::store_with(&fixtures::many(10, 1)));
+    hook.throttle_next(2, 31_536_000);
+    let sink = build_sink(
+        &format!(
+            "name = \"s\"\nretry_base_ms = 10\nretry_max_secs = 1\n[webhook]\nurl = \"{}\"\nsecret = {{ value = \"{HOOK_SECRET}\" }}",
+            hook.url("all"),
+        ),
+        dir.path(),
+    );
+    let started = std::time::Instant::now();
+    let delivered = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        conformance::deliver(&sink, &store),
+    )
+    .await
+    .expect("the delivery does not sleep for the receiver's year");
+    assert_eq!(delivered.unwrap().events, 10);
+    assert_eq!(sink.metrics().send_retries, 2);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}

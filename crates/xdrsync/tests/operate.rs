@@ -1197,3 +1197,53 @@ async fn processes_on_one_store_pace_inside_one_quota() {
         text(&b)
     );
 }
+
+/// An API answering 429 with `Retry-After` of a year: the stream fails at once with the
+/// reason (longer than `retry_max_secs`), nothing sleeps for a year, nothing panics, and the
+/// other tenants are pulled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_retry_after_of_a_year_fails_the_stream_not_the_pass() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let config = tu::write_config(&dir, &emu, &[ApiKind::Graph, ApiKind::Xdr], "");
+    // Only the legacy tenant's listing is throttled.
+    emu.state().add_fault(xdrsync_emulator::faults::FaultRule {
+        route: "GET /api/incidents".into(),
+        sequence: vec![],
+        fault: Some(xdrsync_emulator::faults::Fault::Status {
+            status: 429,
+            retry_after_secs: Some(31_536_000),
+        }),
+        probability: Some(1.0),
+    });
+    let started = std::time::Instant::now();
+    let pull = xdrsync(&["pull"], &dir).await;
+    let out = text(&pull);
+    assert!(started.elapsed() < Duration::from_secs(30), "{out}");
+    assert_eq!(pull.status.code(), Some(1), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+    assert!(out.contains("longer than retry_max_secs"), "{out}");
+    let status = xdrsync(&["status", "--output", "json"], &dir).await;
+    let doc: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let states: Vec<(String, String)> = doc["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["tenant"].as_str().unwrap().to_owned(),
+                s["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states.iter().filter(|(_, s)| s == "degraded").count(),
+        1,
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&(config.tenants[1].name.clone(), "degraded".into())),
+        "{states:?}"
+    );
+}

@@ -22,6 +22,8 @@ use super::Restartable;
 struct HookState {
     secret: Vec<u8>,
     fail_next: super::FailNext,
+    throttle_next: super::FailNext,
+    throttle_secs: std::sync::atomic::AtomicU64,
     /// Events kept (repeats dropped), with the path they were posted to.
     events: Mutex<Vec<(String, Value)>>,
     seen: Mutex<HashSet<String>>,
@@ -72,6 +74,15 @@ async fn hook(
     if s.fail_next.take() {
         return (StatusCode::INTERNAL_SERVER_ERROR, "injected failure").into_response();
     }
+    if s.throttle_next.take() {
+        let after = s.throttle_secs.load(Ordering::SeqCst).to_string();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, after)],
+            "injected throttling",
+        )
+            .into_response();
+    }
     if let Err(why) = verify(&s.secret, &headers, &body) {
         s.refused.fetch_add(1, Ordering::SeqCst);
         return (StatusCode::UNAUTHORIZED, why).into_response();
@@ -105,6 +116,8 @@ impl Webhook {
         let state = Arc::new(HookState {
             secret: secret.as_bytes().to_vec(),
             fail_next: super::FailNext::default(),
+            throttle_next: super::FailNext::default(),
+            throttle_secs: std::sync::atomic::AtomicU64::new(0),
             events: Mutex::new(Vec::new()),
             seen: Mutex::new(HashSet::new()),
             repeats: AtomicUsize::new(0),
@@ -143,6 +156,12 @@ impl Webhook {
     /// The next `n` requests answer 500.
     pub fn fail_next(&self, n: usize) {
         self.state.fail_next.set(n);
+    }
+
+    /// The next `n` requests answer 503 with `Retry-After: secs`.
+    pub fn throttle_next(&self, n: usize, secs: u64) {
+        self.state.throttle_secs.store(secs, Ordering::SeqCst);
+        self.state.throttle_next.set(n);
     }
 
     /// Stops (connections dropped; events kept).
