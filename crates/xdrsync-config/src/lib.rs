@@ -324,7 +324,7 @@ pub struct CloudSection {
 }
 
 /// Where a secret comes from: exactly one of `env`, `file`, `command`, `value`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSource {
     /// Name of an environment variable holding the secret.
@@ -336,6 +336,9 @@ pub struct SecretSource {
     pub command: Option<Vec<String>>,
     /// The secret itself; refused unless `allow_inline_secrets = true`.
     pub value: Option<String>,
+    /// Seconds a secret `command` may take before it is stopped and the secret counts as
+    /// unreadable (default 30): a hung vault CLI must not hang a pass.
+    pub timeout_secs: Option<u64>,
     /// When the secret expires (as shown in the app registration); `xdrsync auth status`
     /// warns 30 days ahead.
     pub expires: Option<xdrsync_model::Timestamp>,
@@ -496,7 +499,11 @@ impl SecretSource {
                 .map_err(|e| err(format!("cannot read secret file: {e}")))?;
             text.trim_end_matches(['\r', '\n']).to_owned()
         } else if let Some(command) = &self.command {
-            run_secret_command(command).map_err(err)?
+            let timeout = std::time::Duration::from_secs(
+                self.timeout_secs
+                    .unwrap_or(DEFAULT_SECRET_COMMAND_TIMEOUT_SECS),
+            );
+            run_secret_command(command, timeout).map_err(err)?
         } else if let Some(value) = &self.value {
             value.clone()
         } else {
@@ -651,19 +658,75 @@ impl Config {
     }
 }
 
-/// Runs a secret command; its trimmed standard output is the secret. Its standard error is not
-/// repeated in errors (a vault CLI may print sensitive context there).
-fn run_secret_command(command: &[String]) -> Result<String, String> {
+/// How long a secret command may run by default.
+pub const DEFAULT_SECRET_COMMAND_TIMEOUT_SECS: u64 = 30;
+
+/// A secret never shows in `Debug`: only which source it comes from.
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSource")
+            .field("env", &self.env)
+            .field("file", &self.file)
+            .field("command", &self.command)
+            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
+            .field("timeout_secs", &self.timeout_secs)
+            .field("expires", &self.expires)
+            .field("method", &self.method)
+            .finish()
+    }
+}
+
+/// Runs a secret command; its trimmed standard output (at most 64 KiB) is the secret. It is
+/// stopped after `timeout`. Its standard error is not repeated in errors (a vault CLI may print
+/// sensitive context there).
+fn run_secret_command(command: &[String], timeout: std::time::Duration) -> Result<String, String> {
+    use std::io::Read as _;
+    const MAX_OUTPUT: u64 = 64 * 1024;
     let (program, args) = command.split_first().ok_or("`command` is empty")?;
-    let out = std::process::Command::new(program)
+    let mut child = std::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("`{program}` failed with {}", out.status));
+    let stdout = child.stdout.take().ok_or("no standard output")?;
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        stdout
+            .take(MAX_OUTPUT + 1)
+            .read_to_end(&mut out)
+            .map(|_| out)
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "`{program}` did not finish within {}s (timeout_secs); it was stopped",
+                    timeout.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("waiting for `{program}`: {e}")),
+        }
+    };
+    let out = reader
+        .join()
+        .map_err(|_| format!("reading `{program}`'s output stopped"))?
+        .map_err(|e| format!("reading `{program}`'s output: {e}"))?;
+    if !status.success() {
+        return Err(format!("`{program}` failed with {status}"));
     }
-    let text = String::from_utf8(out.stdout)
+    if out.len() as u64 > MAX_OUTPUT {
+        return Err(format!("`{program}` printed more than 64 KiB"));
+    }
+    let text = String::from_utf8(out)
         .map_err(|_| format!("`{program}` printed something that is not UTF-8"))?;
     Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }

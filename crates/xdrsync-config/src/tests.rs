@@ -441,3 +441,39 @@ fn tenants_are_found_by_name_id_or_verified_domain_and_selected() {
         config.tenants.iter().filter(|t| t.enabled).count()
     );
 }
+
+#[test]
+fn secret_command_without_timeout_is_stopped() {
+    let source = SecretSource {
+        command: Some(vec!["sleep".into(), "30".into()]),
+        timeout_secs: Some(1),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let e = source
+        .resolve("tenants[0].client_secret")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{e}"
+    );
+    assert!(e.contains("did not finish within 1s"), "{e}");
+    // A command that answers in time still works.
+    let ok = SecretSource {
+        command: Some(vec!["echo".into(), "s3cr3t".into()]),
+        ..Default::default()
+    };
+    assert_eq!(ok.resolve("x").unwrap().expose(), "s3cr3t");
+}
+
+#[test]
+fn secret_source_debug_never_shows_the_secret() {
+    let s = SecretSource {
+        value: Some("hunter2-inline-secret".into()),
+        ..Default::default()
+    };
+    let shown = format!("{s:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+}
