@@ -51,6 +51,11 @@ pub struct Reply {
     pub payload: Vec<u8>,
 }
 
+/// The longest protocol line read (an `INFO` with its cluster URLs fits many times over).
+const MAX_LINE: u64 = 64 * 1024;
+/// The largest message read or accepted as `max_payload` (NATS's own ceiling is 64 MiB).
+const MAX_MESSAGE: usize = 64 << 20;
+
 /// One open connection with its reply subscription.
 #[derive(Debug)]
 pub struct Connection {
@@ -113,7 +118,7 @@ impl Connection {
         let info: serde_json::Value =
             serde_json::from_str(info).map_err(|e| c.protocol(format!("INFO: {e}")))?;
         if let Some(m) = info["max_payload"].as_u64() {
-            c.max_payload = m as usize;
+            c.max_payload = usize::try_from(m).unwrap_or(MAX_MESSAGE).min(MAX_MESSAGE);
         }
         if info["headers"].as_bool() == Some(false) {
             return Err(
@@ -142,7 +147,9 @@ impl Connection {
                 l if l.starts_with("-ERR") => {
                     return Err(NatsError::Server {
                         address: c.address.clone(),
-                        message: l[4..].trim().to_owned(),
+                        message: xdrsync_model::printable(
+                            l.strip_prefix("-ERR").unwrap_or(l).trim(),
+                        ),
                     });
                 }
                 _ => {}
@@ -152,10 +159,21 @@ impl Connection {
     }
 
     async fn read_line(&mut self) -> Result<String, NatsError> {
+        use tokio::io::AsyncReadExt as _;
         let mut line = String::new();
-        let n = self.rd.read_line(&mut line).await.map_err(|e| self.io(e))?;
+        let n = (&mut self.rd)
+            .take(MAX_LINE)
+            .read_line(&mut line)
+            .await
+            .map_err(|e| self.io(e))?;
         if n == 0 {
             return Err(self.io("the server closed the connection"));
+        }
+        if !line.ends_with('\n') {
+            return Err(self.protocol(format!(
+                "a protocol line longer than {} KiB",
+                MAX_LINE / 1024
+            )));
         }
         Ok(line.trim_end_matches(['\r', '\n']).to_owned())
     }
@@ -267,6 +285,14 @@ impl Connection {
                     if hlen > total {
                         return Err(self.protocol(format!("bad message line {line:?}")));
                     }
+                    // The server says how much follows; a reply to us (a JetStream ack) is
+                    // small, and no claim makes us allocate more than a message may hold.
+                    if total > MAX_MESSAGE {
+                        return Err(self.protocol(format!(
+                            "a message of {total} bytes announced, more than the {} MiB a reply may have",
+                            MAX_MESSAGE >> 20
+                        )));
+                    }
                     let mut data = vec![0u8; total + 2];
                     self.rd
                         .read_exact(&mut data)
@@ -300,11 +326,71 @@ impl Connection {
                 Some("-ERR") => {
                     return Err(NatsError::Server {
                         address: self.address.clone(),
-                        message: line[4..].trim().to_owned(),
+                        message: xdrsync_model::printable(
+                            line.strip_prefix("-ERR").unwrap_or(&line).trim(),
+                        ),
                     });
                 }
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// A fake server: `INFO`, `PONG` to the client's `PING`, then `reply` to its first
+    /// message.
+    async fn hostile_server(reply: &'static [u8]) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            s.write_all(b"INFO {\"max_payload\":18446744073709551615,\"headers\":true}\r\n")
+                .await
+                .unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            s.write_all(b"PONG\r\n").await.unwrap();
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(reply).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn nats_message_length_from_the_server_is_bounded() {
+        for reply in [
+            &b"MSG _INBOX.x.0 1 18446744073709551615\r\n"[..],
+            b"HMSG _INBOX.x.0 1 9999999999 99999999999\r\n",
+            b"MSG _INBOX.x.0 1 999999999\r\n",
+        ] {
+            let addr = hostile_server(reply).await;
+            let mut c = Connection::connect(&addr, &Auth::default()).await.unwrap();
+            assert_eq!(c.max_payload, MAX_MESSAGE, "INFO's max_payload is capped");
+            let e = c
+                .request_all(&[("s".into(), vec![], &b"x"[..])], Duration::from_secs(3))
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("bytes announced"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn nats_endless_line_is_refused() {
+        static LONG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let line = LONG.get_or_init(|| vec![b'A'; 200 * 1024]);
+        let addr = hostile_server(line).await;
+        let mut c = Connection::connect(&addr, &Auth::default()).await.unwrap();
+        let e = c
+            .request_all(&[("s".into(), vec![], &b"x"[..])], Duration::from_secs(3))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("longer than 64 KiB"), "{e}");
     }
 }
