@@ -219,8 +219,10 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// First wait; it doubles per attempt.
     pub base: Duration,
-    /// Longest single backoff wait (a longer `Retry-After` is still honoured).
+    /// Longest single backoff wait (a longer `Retry-After` fails the request instead).
     pub max_wait: Duration,
+    /// The largest response body read; a larger page fails (`[sync] max_response_mib`).
+    pub max_body: usize,
 }
 
 impl Default for RetryPolicy {
@@ -229,6 +231,7 @@ impl Default for RetryPolicy {
             max_attempts: 6,
             base: Duration::from_millis(500),
             max_wait: Duration::from_secs(120),
+            max_body: xdrsync_auth::DEFAULT_MAX_BODY,
         }
     }
 }
@@ -374,7 +377,21 @@ impl ApiClient {
                                 "206 Partial Content without a Warning header".to_owned()
                             })
                     });
-                    match resp.bytes().await {
+                    match xdrsync_auth::read_body(resp, self.retry.max_body).await {
+                        Err(xdrsync_auth::BodyError::TooLarge(max)) => {
+                            // Not retried: the same page would be as large again.
+                            return Err(ApiError::Decode {
+                                url: safe.clone(),
+                                message: format!(
+                                    "the answer is larger than {} ([sync] max_response_mib); this page fails, the stream is read again next pass",
+                                    if max >= 1 << 20 {
+                                        format!("{:.1} MiB", max as f64 / f64::from(1u32 << 20))
+                                    } else {
+                                        format!("{} KiB", max / 1024)
+                                    }
+                                ),
+                            });
+                        }
                         Ok(body) if action == RetryAction::Success => {
                             // Only checked here (a cut-off body is retried); the caller parses it.
                             match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
@@ -383,7 +400,7 @@ impl ApiClient {
                                         tracing::warn!(url = %safe, warning = %w, "The API answered with partial results (206).");
                                     }
                                     return Ok(bytes_like::Body {
-                                        bytes: body.to_vec(),
+                                        bytes: body,
                                         warning,
                                     });
                                 }
@@ -397,7 +414,7 @@ impl ApiClient {
                             }
                         }
                         Ok(body) => (action, status_error(&safe, status, &body)),
-                        Err(e) => (
+                        Err(xdrsync_auth::BodyError::Transport(e)) => (
                             RetryAction::Transient { after: None },
                             ApiError::Transport {
                                 url: safe.clone(),

@@ -497,14 +497,20 @@ impl TokenCache {
             };
             let status = resp.status().as_u16();
             let after = retry_after(resp.headers());
-            let body = match resp.bytes().await {
-                Ok(b) => b.to_vec(),
-                Err(e) if attempt < MAX_ATTEMPTS => {
+            let body = match read_body(resp, MAX_TOKEN_BODY).await {
+                Ok(b) => b,
+                Err(BodyError::TooLarge(max)) => {
+                    return Err(AuthError::Malformed {
+                        url: safe.clone(),
+                        message: format!("the answer is larger than {} KiB", max / 1024),
+                    });
+                }
+                Err(BodyError::Transport(e)) if attempt < MAX_ATTEMPTS => {
                     tracing::warn!(url = %safe, attempt, error = %without_url(&e), "{what} answer was cut off; retrying.");
                     tokio::time::sleep(backoff(attempt, None)).await;
                     continue;
                 }
-                Err(e) => return Err(transport(e)),
+                Err(BodyError::Transport(e)) => return Err(transport(e)),
             };
             if (status == 429 || status >= 500) && attempt < MAX_ATTEMPTS {
                 tracing::warn!(url = %safe, status, attempt, "{what} is throttling or failing; retrying.");
@@ -691,8 +697,14 @@ impl TokenCache {
             .await
             .map_err(transport)?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(transport)?;
-        Ok((status, body.to_vec()))
+        let body = read_body(resp, MAX_TOKEN_BODY).await.map_err(|e| match e {
+            BodyError::Transport(e) => transport(e),
+            BodyError::TooLarge(max) => AuthError::Malformed {
+                url: SafeUrl::new(url.clone()),
+                message: format!("the answer is larger than {} KiB", max / 1024),
+            },
+        })?;
+        Ok((status, body))
     }
 
     /// Redeems an authorization code (with its PKCE verifier) on the v2 endpoint and returns
@@ -900,6 +912,39 @@ pub fn jittered_backoff(base: Duration, max: Duration, attempt: u32) -> Duration
 }
 
 /// `Retry-After` in seconds (the form Microsoft sends); an HTTP date is read too.
+/// The largest response body read from a server by default (`[sync] max_response_mib`).
+pub const DEFAULT_MAX_BODY: usize = 64 << 20;
+/// The largest body a token endpoint may send (a token response is a few KiB).
+const MAX_TOKEN_BODY: usize = 1 << 20;
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// It was larger than the limit (bytes).
+    TooLarge(usize),
+    /// The connection failed while reading it.
+    Transport(reqwest::Error),
+}
+
+/// Reads a response body, chunk by chunk, refusing one larger than `max` bytes before it is
+/// in memory (a `Content-Length` over the limit is refused before reading anything).
+pub async fn read_body(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, BodyError> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX))
+    {
+        return Err(BodyError::TooLarge(max));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > max {
+            return Err(BodyError::TooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// The longest `Retry-After` taken from any server: one hour. Microsoft's APIs ask for
 /// seconds to a minute; a larger value is a broken or hostile server, and callers cap it
 /// further at their own `retry_max_secs` (a wait longer than that fails the request instead

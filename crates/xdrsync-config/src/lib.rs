@@ -206,6 +206,10 @@ pub struct SyncSection {
     /// `xdrsync run`: seconds between passes.
     #[serde(default = "default_interval_secs")]
     pub interval_secs: u64,
+    /// The largest API response body read, in MiB (default 64): a larger page fails with a
+    /// clear message instead of taking the memory it claims.
+    #[serde(default = "default_max_response_mib")]
+    pub max_response_mib: f64,
 }
 
 impl Default for SyncSection {
@@ -223,6 +227,7 @@ impl Default for SyncSection {
             quota_time_scale: default_quota_time_scale(),
             concurrent_tenants: default_concurrent_tenants(),
             interval_secs: default_interval_secs(),
+            max_response_mib: default_max_response_mib(),
         }
     }
 }
@@ -244,6 +249,9 @@ fn default_quota_time_scale() -> f64 {
 }
 fn default_concurrent_tenants() -> u32 {
     16
+}
+fn default_max_response_mib() -> f64 {
+    64.0
 }
 fn default_interval_secs() -> u64 {
     300
@@ -888,6 +896,8 @@ pub struct SyncSettings {
     pub concurrent_tenants: usize,
     /// `xdrsync run`: time between passes.
     pub interval: std::time::Duration,
+    /// The largest API response body read, in bytes.
+    pub max_response_bytes: usize,
 }
 
 /// A validated tenant.
@@ -1133,6 +1143,16 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
         return Err(invalid(
             "sync.interval_secs".into(),
             "must be at least 1".into(),
+        ));
+    }
+    if !(s.max_response_mib.is_finite() && s.max_response_mib > 0.0 && s.max_response_mib <= 4096.0)
+    {
+        return Err(invalid(
+            "sync.max_response_mib".into(),
+            format!(
+                "must be more than 0 and at most 4096, got {}",
+                s.max_response_mib
+            ),
         ));
     }
     if s.initial_lookback_hours == 0 || s.initial_lookback_hours > 180 * 24 {
@@ -1432,6 +1452,7 @@ fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigError> {
             quota_time_scale: s.quota_time_scale,
             concurrent_tenants: s.concurrent_tenants as usize,
             interval: std::time::Duration::from_secs(s.interval_secs),
+            max_response_bytes: (s.max_response_mib * f64::from(1u32 << 20)) as usize,
         },
         tenants,
         ca_file: file.cloud.ca_file.as_deref().map(resolve),

@@ -417,6 +417,7 @@ pub fn api_client(config: &Config) -> Result<ApiClient, ConfigError> {
         max_attempts: config.sync.retry_attempts,
         base: config.sync.retry_base,
         max_wait: config.sync.retry_max,
+        max_body: config.sync.max_response_bytes,
     };
     let mut budgets = RateBudgets::new(config.sync.rate_budget, config.sync.quota_time_scale);
     if let Some(ledger) = StoreLedger::open(config) {

@@ -36,6 +36,9 @@ pub(crate) fn client(
     })
 }
 
+/// The largest receiver answer read.
+const MAX_ANSWER: usize = 1 << 20;
+
 /// Sends `req` and reads the whole answer: `(status, headers, body)`. A request that gets no
 /// answer is a transient [`SendError`] whose message starts with `what` (`POST <url>`, the
 /// URL already redacted by the caller).
@@ -49,6 +52,20 @@ pub(crate) async fn exchange(
         .map_err(|e| SendError::reqwest(e).context(what))?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let text = resp.text().await.unwrap_or_default();
+    // A receiver's answer is a status and a little JSON: at most 1 MiB is read, and what it
+    // says is made printable (it reaches logs and `status`).
+    let body = match xdrsync_auth::read_body(resp, MAX_ANSWER).await {
+        Ok(b) => b,
+        Err(xdrsync_auth::BodyError::TooLarge(_)) => {
+            return Err(SendError::transient(format!(
+                "{what}: the receiver's answer is larger than {} KiB",
+                MAX_ANSWER / 1024
+            )));
+        }
+        Err(xdrsync_auth::BodyError::Transport(e)) => {
+            return Err(SendError::reqwest(e).context(what));
+        }
+    };
+    let text = xdrsync_model::printable(&String::from_utf8_lossy(&body));
     Ok((status, headers, text))
 }

@@ -1247,3 +1247,35 @@ async fn api_retry_after_of_a_year_fails_the_stream_not_the_pass() {
         "{states:?}"
     );
 }
+
+/// A page larger than `[sync] max_response_mib` fails that stream with a clear message; it is
+/// not read into memory whole, not retried, and nothing panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_page_fails_with_a_clear_message() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    // 20 KiB: a Graph page of 50 incidents with their alerts is larger.
+    tu::write_config(
+        &dir,
+        &emu,
+        &[ApiKind::Graph],
+        "[sync]\nmax_response_mib = 0.02\n",
+    );
+    let before = emu.state().stats().pages_served;
+    let pull = xdrsync(&["pull", "--stream", "incidents"], &dir).await;
+    let out = text(&pull);
+    assert_eq!(pull.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("larger than 20 KiB ([sync] max_response_mib)"),
+        "{out}"
+    );
+    assert!(!out.contains("panicked"), "{out}");
+    // One request per stream: the oversized page is not asked for again.
+    let pages = emu.state().stats().pages_served - before;
+    assert!(pages <= 3, "{pages} pages served");
+    // With the default limit the same pull works.
+    tu::write_config(&dir, &emu, &[ApiKind::Graph], "");
+    let pull = xdrsync(&["pull", "--stream", "incidents"], &dir).await;
+    assert_eq!(pull.status.code(), Some(0), "{}", text(&pull));
+}
