@@ -245,7 +245,18 @@ impl Fixture {
                 let cert_path = folder.join(format!("{client_id}-{name}.pem"));
                 let key_path = folder.join(format!("{client_id}-{name}-key.pem"));
                 fs_err::write(&cert_path, &generated.cert_pem).map_err(|e| err(e.to_string()))?;
-                fs_err::write(&key_path, &generated.key_pem).map_err(|e| err(e.to_string()))?;
+                {
+                    // The app's private key: 0600 from the first byte.
+                    use std::io::Write as _;
+                    let mut options = std::fs::OpenOptions::new();
+                    options.write(true).create(true).truncate(true);
+                    #[cfg(unix)]
+                    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                    options
+                        .open(&key_path)
+                        .and_then(|mut f| f.write_all(generated.key_pem.as_bytes()))
+                        .map_err(|e| err(e.to_string()))?;
+                }
                 cert_paths.entry(client_id.clone()).or_default().push((
                     name.clone(),
                     cert_path,

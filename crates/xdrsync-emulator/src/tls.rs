@@ -51,11 +51,20 @@ pub fn ensure(dir: &Path) -> Result<TlsFiles, TlsError> {
     if files.ca_cert.exists() && files.server_cert.exists() && files.server_key.exists() {
         return Ok(files);
     }
+    // Private from the first byte (the key especially): 0600 files.
     let write = |path: &Path, text: &str| {
-        fs_err::write(path, text).map_err(|e| TlsError::File {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+        use std::io::Write as _;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| TlsError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })
     };
     fs_err::create_dir_all(dir).map_err(|e| TlsError::File {
         path: dir.to_owned(),

@@ -42,7 +42,8 @@ pub mod webhook;
 
 pub use config::{ValidatedSink, build, build_all, names as tenant_names, validate};
 pub use file::{
-    NdjsonSink, json_array, latest_incidents_file_name, ndjson_line, write_atomic, write_json_array,
+    NdjsonSink, json_array, latest_incidents_file_name, ndjson_line, private_dir, write_atomic,
+    write_json_array,
 };
 pub use metrics::MetricsSnapshot;
 pub use outbox::{Common, WhenFull};

@@ -42,6 +42,7 @@ impl BudgetLedger {
             path: path.to_owned(),
             source,
         };
+        crate::create_private(path);
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;

@@ -250,9 +250,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            let _ = fs_err::create_dir_all(parent);
-        }
+        create_private(path);
         let err = |source| StoreError::Sqlite {
             path: path.to_owned(),
             source,
@@ -1121,6 +1119,24 @@ fn record_poison_in(
         ])?;
     }
     Ok(())
+}
+
+/// Creates `path`'s folder (0700) and an empty `path` (0600) when they do not exist, so the
+/// store, and the WAL and shared-memory files SQLite gives the same mode, are private from
+/// their first byte. An existing file keeps its mode.
+pub(crate) fn create_private(path: &Path) {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        let _ = b.create(parent);
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let _ = options.open(path);
 }
 
 /// How long a statement waits for another connection's (or process's) write lock before it

@@ -1279,3 +1279,82 @@ async fn oversized_page_fails_with_a_clear_message() {
     let pull = xdrsync(&["pull", "--stream", "incidents"], &dir).await;
     assert_eq!(pull.status.code(), Some(0), "{}", text(&pull));
 }
+
+/// The store (and its WAL), the budget ledger, NDJSON and `Latest Incidents` files, secret
+/// files and the emulator's contract and TLS key are created readable by their owner only.
+#[test]
+fn files_are_private_from_the_first_byte() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let demo = command(&["demo", "--dir", dir.to_str().unwrap()], tmp.path())
+        .output()
+        .unwrap();
+    assert!(demo.status.success(), "{}", text(&demo));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "the demo folder");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("xdrsync.db")
+            || name.ends_with(".ndjson")
+            || name.starts_with("Latest Incidents")
+        {
+            assert_eq!(mode(&p), 0o600, "{name}");
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 5,
+        "db, wal, shm, ledger, events, latest: {checked}"
+    );
+
+    // `emulator serve`: its folder, its contract (it holds app secrets) and its TLS key.
+    let state = tmp.path().join("emu");
+    let mut serve = command(
+        &[
+            "emulator",
+            "serve",
+            "--tls",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        tmp.path(),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let contract = state.join("emulator.json");
+    for _ in 0..200 {
+        if contract.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&contract), 0o600);
+    assert_eq!(mode(&state.join("tls/server-key.pem")), 0o600);
+    // `init`'s secret files.
+    let init = command(
+        &[
+            "init",
+            "--emulator",
+            contract.to_str().unwrap(),
+            "--out",
+            tmp.path().join("x.toml").to_str().unwrap(),
+        ],
+        tmp.path(),
+    )
+    .output()
+    .unwrap();
+    assert!(init.status.success(), "{}", text(&init));
+    let secrets = tmp.path().join("secrets");
+    assert_eq!(mode(&secrets), 0o700);
+    for entry in std::fs::read_dir(&secrets).unwrap() {
+        assert_eq!(mode(&entry.unwrap().path()), 0o600);
+    }
+}

@@ -14,8 +14,8 @@ mod sink;
 
 pub use config::{FileConfig, FileMode, Validated};
 pub use sink::{
-    FileSink, NdjsonSink, json_array, latest_incidents_file_name, ndjson_line, write_atomic,
-    write_json_array,
+    FileSink, NdjsonSink, json_array, latest_incidents_file_name, ndjson_line, private_dir,
+    write_atomic, write_json_array,
 };
 
 #[cfg(test)]

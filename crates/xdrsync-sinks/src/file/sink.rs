@@ -292,11 +292,14 @@ impl FileSink {
 
     fn open_ndjson(&self) -> Result<fs_err::File, SinkError> {
         let path = &self.settings.path;
-        fs_err::OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).append(true).create(true);
+        // Incidents are sensitive: a new file is readable by its owner only.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
             .open(path)
+            .map(|f| fs_err::File::from_parts(f, path))
             .map_err(|e| self.io_at(path, e))
     }
 
@@ -309,7 +312,7 @@ impl FileSink {
             }
             FileMode::JsonArray => {
                 let dir = &self.settings.path;
-                fs_err::create_dir_all(dir).map_err(|e| self.io_at(dir, e))?;
+                private_dir(dir).map_err(|e| self.io_at(dir, e))?;
                 Target::Arrays
             }
         })
@@ -537,15 +540,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f = fs_err::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs_err::rename(&tmp, path)?;
+    // A fresh, unpredictable name created exclusively (no symlink followed) and private
+    // (0600) from its first byte; the rename keeps that mode.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     sync_dir(path);
     Ok(())
+}
+
+/// Creates `dir` (and its parents) readable by its owner only (0700).
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
 }
 
 /// Makes a rename in `path`'s folder durable (best effort: not every filesystem allows it).

@@ -24,7 +24,7 @@ const SECRET_FILE: &str = "demo-client-secret";
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let dir = &args.dir;
-    fs_err::create_dir_all(dir)?;
+    xdrsync_sinks::private_dir(dir)?;
     let emulator = Emulator::start(EmulatorConfig::default(), "127.0.0.1:0".parse()?)
         .await
         .context("starting the emulator")?;

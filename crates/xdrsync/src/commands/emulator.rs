@@ -19,7 +19,8 @@ pub(crate) async fn run(
 }
 
 async fn serve(args: ServeArgs, fixture: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    fs_err::create_dir_all(&args.state_dir)?;
+    // It holds app secrets (emulator.json) and TLS keys: private (0700).
+    xdrsync_sinks::private_dir(&args.state_dir)?;
     // Absolute, so the paths in emulator.json work from any folder.
     let state_dir = fs_err::canonicalize(&args.state_dir)?;
     let (fixture, fixture_path) = match &fixture {

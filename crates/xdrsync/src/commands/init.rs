@@ -29,7 +29,7 @@ pub(crate) fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or(Path::new("."))
         .to_owned();
     let secrets = folder.join("secrets");
-    fs_err::create_dir_all(&secrets)?;
+    xdrsync_sinks::private_dir(&secrets)?;
     let base = &contract.base_url;
     let mut toml = format!(
         "# Written by `xdrsync init` for the emulator at {base}.\n\n[store]\npath = \"xdrsync.db\"\n\n\
