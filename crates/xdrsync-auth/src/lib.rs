@@ -363,6 +363,9 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 #[derive(Debug)]
 pub struct TokenCache {
     http: reqwest::Client,
+    /// For the instance metadata endpoint: never through a proxy (`[cloud] proxy` or
+    /// `HTTP_PROXY`), which would send the identity's token over someone else's wire.
+    imds: reqwest::Client,
     /// One slot per key; the slot's async mutex is held while its token is fetched, so
     /// concurrent callers for the same key wait for one request (single flight).
     slots: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<Option<AccessToken>>>>>,
@@ -372,8 +375,15 @@ pub struct TokenCache {
 impl TokenCache {
     /// A cache that fetches with `http` (which must not follow redirects).
     pub fn new(http: reqwest::Client) -> Self {
+        let imds = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_else(|_| http.clone());
         TokenCache {
             http,
+            imds,
             slots: Mutex::new(HashMap::new()),
             requests: Default::default(),
         }
@@ -540,7 +550,7 @@ impl TokenCache {
         let safe = SafeUrl::new(url.clone());
         let (status, body, sent_at) = self
             .send_retrying(&safe, "Managed identity endpoint", || {
-                self.http.get(url.clone()).header("Metadata", "true")
+                self.imds.get(url.clone()).header("Metadata", "true")
             })
             .await?;
         if status == 200 {

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rsa::pkcs1v15;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::pss;
-use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer, Verifier};
+use rsa::signature::{RandomizedSigner, SignatureEncoding, Verifier};
 use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
@@ -212,8 +212,10 @@ impl SigningKey {
             b64url(claims.to_string().as_bytes())
         );
         let signature = match alg {
+            // Blinded (`sign_with_rng`): the unblinded path is the timing side channel of
+            // RUSTSEC-2023-0071 (docs/security.md). PKCS#1 v1.5 signatures stay deterministic.
             Algorithm::RS256 => pkcs1v15::SigningKey::<Sha256>::new(self.key.clone())
-                .sign(signing_input.as_bytes())
+                .sign_with_rng(&mut rand::rngs::OsRng, signing_input.as_bytes())
                 .to_vec(),
             Algorithm::PS256 => pss::BlindedSigningKey::<Sha256>::new(self.key.clone())
                 .sign_with_rng(&mut rand::rngs::OsRng, signing_input.as_bytes())
@@ -390,6 +392,23 @@ mod tests {
             assert_eq!(d.claims["aud"], "x");
             assert_eq!(d.kid(), Some(k.kid()));
         }
+    }
+
+    /// RS256 signs through the blinded path (RUSTSEC-2023-0071) and stays deterministic:
+    /// the same input gives the same signature as the unblinded computation.
+    #[test]
+    fn rs256_signing_is_blinded_and_deterministic() {
+        use rsa::signature::Signer as _;
+        let k = key();
+        let claims = json!({"aud": "x"});
+        let a = k.sign(Algorithm::RS256, serde_json::Map::new(), &claims);
+        let b = k.sign(Algorithm::RS256, serde_json::Map::new(), &claims);
+        assert_eq!(a, b);
+        let (input, sig) = a.rsplit_once('.').unwrap();
+        let unblinded = pkcs1v15::SigningKey::<Sha256>::new(k.key.clone())
+            .sign(input.as_bytes())
+            .to_vec();
+        assert_eq!(sig, b64url(&unblinded));
     }
 
     #[test]

@@ -191,6 +191,45 @@ async fn managed_identity_pulls() {
     assert_eq!(resp.status().as_u16(), 400);
 }
 
+/// The instance metadata endpoint is never reached through a proxy: with `[cloud] proxy`
+/// pointing at nothing, the managed identity still gets its token (the API calls, which do go
+/// through the proxy, then fail).
+#[tokio::test]
+async fn managed_identity_is_never_proxied() {
+    let mut directory = tu::one_tenant("Contoso", 2.0, tu::ALL_READ_ROLES);
+    directory.apps[0].managed_identity = true;
+    let emu = tu::start(directory).await;
+    let c = emu.contract();
+    let base = emu.base_url();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = dead.local_addr().unwrap();
+    drop(dead);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mi.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[sync]\nretry_attempts = 1\n[cloud]\nproxy = \"http://{proxy}\"\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
+             [[tenants]]\nname = \"contoso\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\napi = \"xdr\"\n\
+             managed_identity = {{ endpoint = \"{base}/metadata/identity/oauth2/token\" }}\n",
+            c.tenants[0].id, c.apps[0].client_id
+        ),
+    )
+    .unwrap();
+    let config = xdrsync_config::Config::load(&path).unwrap();
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let before = emu.state().stats().tokens_issued;
+    let reports = Pipeline::new(config, store).unwrap().pull_all().await;
+    assert_eq!(
+        emu.state().stats().tokens_issued,
+        before + 1,
+        "the identity's token came straight from the endpoint: {:?}",
+        reports[0].error
+    );
+    let error = reports[0].error.clone().unwrap_or_default();
+    assert!(!error.contains("Managed identity"), "{error}");
+}
+
 /// A minimal HTTP forward proxy on loopback that demands `Proxy-Authorization` and counts what
 /// it forwards (absolute-form requests to plain-HTTP targets, as the loopback emulator is).
 async fn start_proxy(

@@ -332,6 +332,10 @@ pub(crate) struct ServeArgs {
     /// Run the emulator's clock this many times faster than real time.
     #[arg(long)]
     pub(crate) time_scale: Option<f64>,
+    /// Allow a non-loopback `--bind`. The emulator serves its apps' secrets on
+    /// `/_emulator/…`: anyone who can reach it can read them.
+    #[arg(long)]
+    pub(crate) allow_remote: bool,
 }
 
 #[cfg(test)]

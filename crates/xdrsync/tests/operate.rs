@@ -1358,3 +1358,24 @@ fn files_are_private_from_the_first_byte() {
         assert_eq!(mode(&entry.unwrap().path()), 0o600);
     }
 }
+
+#[test]
+fn emulator_refuses_a_non_loopback_bind_without_allow_remote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = command(
+        &[
+            "emulator",
+            "serve",
+            "--bind",
+            "0.0.0.0:0",
+            "--state-dir",
+            tmp.path().join("emu").to_str().unwrap(),
+        ],
+        tmp.path(),
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--allow-remote"), "{}", text(&out));
+    assert!(!tmp.path().join("emu/emulator.json").exists());
+}

@@ -19,6 +19,18 @@ pub(crate) async fn run(
 }
 
 async fn serve(args: ServeArgs, fixture: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    if !args.bind.ip().is_loopback() {
+        if !args.allow_remote {
+            anyhow::bail!(crate::cli::UsageError(format!(
+                "--bind {}: the emulator serves its apps' secrets on /_emulator/…, so it listens on loopback only; add --allow-remote to serve it to other hosts anyway",
+                args.bind
+            )));
+        }
+        eprintln!(
+            "warning: the emulator listens on {} (--allow-remote): anyone who can reach it can read its apps' secrets at /_emulator/…",
+            args.bind
+        );
+    }
     // It holds app secrets (emulator.json) and TLS keys: private (0700).
     xdrsync_sinks::private_dir(&args.state_dir)?;
     // Absolute, so the paths in emulator.json work from any folder.
