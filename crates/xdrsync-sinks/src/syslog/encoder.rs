@@ -48,21 +48,30 @@ pub fn syslog_severity(s: &Severity) -> u8 {
     }
 }
 
-/// Escapes a CEF or LEEF header field.
+/// Whether `c` could end a record or start a new one in some receiver: every control
+/// character (C0 with NUL, DEL, C1 with NEL U+0085) and the Unicode line and paragraph
+/// separators.
+fn breaks_lines(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// Escapes a CEF header field (`|` and `\`); anything that could break the record becomes a
+/// space.
 pub fn escape_header(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '|' => out.push_str("\\|"),
-            '\r' | '\n' => out.push(' '),
+            c if breaks_lines(c) => out.push(' '),
             c => out.push(c),
         }
     }
     out
 }
 
-/// Escapes a CEF extension value.
+/// Escapes a CEF extension value: `\`, `=`, and CR/LF as CEF's `\r`/`\n`; other characters
+/// that could break the record become a space.
 pub fn escape_cef_value(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -71,13 +80,15 @@ pub fn escape_cef_value(s: &str) -> String {
             '=' => out.push_str("\\="),
             '\r' => out.push_str("\\r"),
             '\n' => out.push_str("\\n"),
+            c if breaks_lines(c) => out.push(' '),
             c => out.push(c),
         }
     }
     out
 }
 
-/// Escapes a LEEF attribute value (delimiter `^`).
+/// Escapes a LEEF attribute value (delimiter `^`): `\`, `^`, CR/LF as `\r`/`\n`; other
+/// characters that could break the record (the tab included) become a space.
 pub fn escape_leef_value(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -86,7 +97,7 @@ pub fn escape_leef_value(s: &str) -> String {
             '^' => out.push_str("\\^"),
             '\r' => out.push_str("\\r"),
             '\n' => out.push_str("\\n"),
-            '\t' => out.push(' '),
+            c if breaks_lines(c) => out.push(' '),
             c => out.push(c),
         }
     }
@@ -306,6 +317,10 @@ pub struct Header {
 fn sd_value(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
+        if breaks_lines(c) {
+            out.push(' ');
+            continue;
+        }
         if matches!(c, '"' | '\\' | ']') {
             out.push('\\');
         }

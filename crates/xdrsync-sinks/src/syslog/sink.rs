@@ -104,7 +104,11 @@ impl Syslog {
         let body = match self.message {
             Message::Cef => cef(&e.v),
             Message::Leef => leef(&e.v),
-            Message::Json => String::from_utf8_lossy(&e.doc).into_owned(),
+            // serde_json escapes C0 controls but writes U+2028/U+2029 raw; some receivers
+            // split records on them. JSON's own escapes keep the document the same.
+            Message::Json => String::from_utf8_lossy(&e.doc)
+                .replace('\u{2028}', "\\u2028")
+                .replace('\u{2029}', "\\u2029"),
         };
         self.header.message(&e.v, &body)
     }

@@ -75,3 +75,124 @@ fn syslog_headers_and_framing_are_pinned() {
     assert!(m5424.starts_with("<130>"));
     assert!(m3164.starts_with("<133>"));
 }
+
+mod injection {
+    //! No incident title can produce a second record or a new CEF/LEEF field.
+
+    use proptest::prelude::*;
+    use xdrsync_model::Record;
+
+    use super::super::encoder::*;
+    use crate::fixtures;
+
+    /// Characters that end a record somewhere.
+    fn breaks(c: char) -> bool {
+        c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+    }
+
+    /// Splits `s` at the unescaped occurrences of `sep` (a backslash escapes the next char).
+    fn split_unescaped(s: &str, sep: char) -> Vec<String> {
+        let mut parts = vec![String::new()];
+        let mut escaped = false;
+        for c in s.chars() {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == sep {
+                parts.push(String::new());
+                continue;
+            }
+            if let Some(last) = parts.last_mut() {
+                last.push(c);
+            }
+        }
+        parts
+    }
+
+    /// A CEF message's first seven header fields and its extension.
+    fn cef_parts(m: &str) -> (Vec<String>, String) {
+        let mut fields = Vec::new();
+        let mut current = String::new();
+        let mut escaped = false;
+        let mut chars = m.chars();
+        while fields.len() < 7 {
+            let Some(c) = chars.next() else { break };
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '|' {
+                fields.push(std::mem::take(&mut current));
+                continue;
+            }
+            current.push(c);
+        }
+        (fields, chars.collect())
+    }
+
+    /// Titles mixing the characters that matter with arbitrary Unicode.
+    fn hostile() -> impl Strategy<Value = String> {
+        let special = prop::sample::select(vec![
+            '\0', '\n', '\r', '\t', '\u{7}', '\u{1b}', '\u{7f}', '\u{85}', '\u{9b}', '\u{2028}',
+            '\u{2029}', '|', '=', '^', '\\', '"', ']', ' ', 'a',
+        ]);
+        prop::collection::vec(prop_oneof![special, any::<char>()], 0..40)
+            .prop_map(|v| v.into_iter().collect())
+    }
+
+    fn with_title(v: &xdrsync_store::StoredVersion, title: &str) -> xdrsync_store::StoredVersion {
+        let mut v = v.clone();
+        match &mut v.record {
+            Record::Incident(i) => i.title = title.to_owned(),
+            Record::Alert(a) => {
+                a.title = title.to_owned();
+                a.description = Some(title.to_owned());
+            }
+        }
+        v
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn escaped_values_keep_their_field(s in hostile()) {
+            for e in [escape_header(&s), escape_cef_value(&s), escape_leef_value(&s)] {
+                prop_assert!(!e.chars().any(breaks), "{e:?}");
+            }
+            prop_assert_eq!(split_unescaped(&escape_header(&s), '|').len(), 1);
+            prop_assert_eq!(split_unescaped(&escape_cef_value(&s), '=').len(), 1);
+            prop_assert_eq!(split_unescaped(&escape_leef_value(&s), '^').len(), 1);
+        }
+
+        #[test]
+        fn no_title_makes_a_second_record_or_a_new_field(s in hostile()) {
+            for v in fixtures::stored() {
+                let plain = cef(&v);
+                let hostile = cef(&with_title(&v, &s));
+                prop_assert!(!hostile.chars().any(breaks), "{hostile:?}");
+                // CEF: the seven header fields are the same but the name, and the extension
+                // (after the seventh unescaped `|`; pipes need no escape there) has as many
+                // `key=` as without the title.
+                let (hh, hx) = cef_parts(&hostile);
+                let (ph, px) = cef_parts(&plain);
+                prop_assert_eq!(hh.len(), 7);
+                for i in [0, 1, 2, 3, 4, 6] {
+                    prop_assert_eq!(&hh[i], &ph[i], "{}", hostile);
+                }
+                prop_assert_eq!(
+                    split_unescaped(&hx, '=').len(),
+                    split_unescaped(&px, '=').len(),
+                    "{}",
+                    hostile
+                );
+                // LEEF: the same attributes.
+                let lp = leef(&v);
+                let lh = leef(&with_title(&v, &s));
+                prop_assert!(!lh.chars().any(breaks), "{lh:?}");
+                prop_assert_eq!(split_unescaped(&lh, '^').len(), split_unescaped(&lp, '^').len());
+            }
+        }
+    }
+}
