@@ -110,7 +110,7 @@ impl CertificateCredential {
         let cert = contents
             .certs
             .iter()
-            .find(|c| c.windows(public.len()).any(|w| w == public.as_slice()))
+            .find(|c| certificate_has_key(c, &public))
             .ok_or("the PKCS#12 file holds no certificate for its private key")?;
         Ok(CertificateCredential {
             key,
@@ -574,60 +574,30 @@ impl TokenCache {
     }
 }
 
-/// The `notAfter` of an X.509 certificate (DER), read with a minimal DER walk:
-/// Certificate → tbsCertificate → validity → notAfter (UTCTime or GeneralizedTime).
+/// The `notAfter` of an X.509 certificate (DER), parsed with RustCrypto's `x509-cert`
+/// (UTCTime or GeneralizedTime); `None` for anything that is not a certificate.
 pub fn certificate_not_after(der: &[u8]) -> Option<xdrsync_model::Timestamp> {
-    // Returns (tag, content, rest) of the TLV at the start of `b`.
-    fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, b) = b.split_first()?;
-        let (&first, b) = b.split_first()?;
-        let (len, b) = if first < 0x80 {
-            (first as usize, b)
-        } else {
-            let n = (first & 0x7f) as usize;
-            if n == 0 || n > 4 || b.len() < n {
-                return None;
-            }
-            (
-                b[..n].iter().fold(0usize, |acc, x| acc << 8 | *x as usize),
-                &b[n..],
-            )
-        };
-        (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
-    }
-    let (_, cert, _) = tlv(der)?;
-    let (_, tbs, _) = tlv(cert)?;
-    let mut rest = tbs;
-    // [0] version (optional), serial, signature algorithm, issuer, then validity.
-    let (tag, _, r) = tlv(rest)?;
-    if tag == 0xa0 {
-        rest = r;
-    }
-    for _ in 0..3 {
-        rest = tlv(rest)?.2;
-    }
-    let (_, validity, _) = tlv(rest)?;
-    let (_, _, after_not_before) = tlv(validity)?;
-    let (tag, time, _) = tlv(after_not_before)?;
-    let text = std::str::from_utf8(time).ok()?;
-    let full = match tag {
-        0x17 if text.len() >= 13 => {
-            let yy: u32 = text[..2].parse().ok()?;
-            format!("{}{}", if yy >= 50 { "19" } else { "20" }, text)
-        }
-        0x18 => text.to_owned(),
-        _ => return None,
-    };
-    let iso = format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &full[0..4],
-        &full[4..6],
-        &full[6..8],
-        &full[8..10],
-        &full[10..12],
-        &full[12..14]
-    );
-    iso.parse().ok()
+    use x509_cert::der::Decode as _;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let secs = cert
+        .tbs_certificate
+        .validity
+        .not_after
+        .to_unix_duration()
+        .as_secs();
+    Some(xdrsync_model::Timestamp::from_ticks(
+        i64::try_from(secs).ok()?.checked_mul(10_000_000)?,
+    ))
+}
+
+/// Whether the certificate (DER) carries `public` (a SubjectPublicKeyInfo, DER): the
+/// certificate's own subject key is compared, never a byte search through the certificate.
+fn certificate_has_key(der: &[u8], public: &[u8]) -> bool {
+    use x509_cert::der::{Decode as _, Encode as _};
+    x509_cert::Certificate::from_der(der)
+        .ok()
+        .and_then(|c| c.tbs_certificate.subject_public_key_info.to_der().ok())
+        .is_some_and(|spki| spki == public)
 }
 
 /// A PKCE pair: a 64-character verifier and its S256 challenge.
@@ -1068,6 +1038,40 @@ mod x509_tests {
         let t = super::certificate_not_after(&cert).expect("parsed");
         assert!(t.to_string().starts_with("4096-01-01"), "{t}");
         assert!(super::certificate_not_after(b"not a certificate").is_none());
+    }
+
+    /// The input that panicked the old hand-written parser: a GeneralizedTime `notAfter`
+    /// shorter than 14 characters. Now: not a certificate, no panic; and no mutation or
+    /// truncation of a real certificate panics either.
+    #[test]
+    fn short_generalized_time_does_not_panic() {
+        let mut validity = vec![0x17, 13];
+        validity.extend_from_slice(b"250101000000Z");
+        validity.extend_from_slice(&[0x18, 5]);
+        validity.extend_from_slice(b"2024Z");
+        let mut tbs = vec![
+            0x02,
+            0x01,
+            0x01,
+            0x30,
+            0x00,
+            0x30,
+            0x00,
+            0x30,
+            validity.len() as u8,
+        ];
+        tbs.extend_from_slice(&validity);
+        let mut cert = vec![0x30, tbs.len() as u8 + 2, 0x30, tbs.len() as u8];
+        cert.extend_from_slice(&tbs);
+        assert!(super::certificate_not_after(&cert).is_none());
+
+        let real = rcgen_free_cert();
+        for n in 0..real.len() {
+            let _ = super::certificate_not_after(&real[..n]);
+            let mut m = real.clone();
+            m[n] ^= 0xff;
+            let _ = super::certificate_not_after(&m);
+        }
     }
 
     /// A self-signed certificate (rcgen defaults: notAfter 4096-01-01T00:00:00Z), DER.
