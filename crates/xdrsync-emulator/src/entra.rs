@@ -372,7 +372,9 @@ impl<'a> Req<'a> {
         let now = self.now.as_datetime().timestamp();
         let exp = num("exp").ok_or((700024, "Client assertion has no expiry (exp).".to_owned()))?;
         let nbf = num("nbf");
-        if exp + SKEW_SECS < now || nbf.is_some_and(|n| n - SKEW_SECS > now) {
+        if exp.saturating_add(SKEW_SECS) < now
+            || nbf.is_some_and(|n| n.saturating_sub(SKEW_SECS) > now)
+        {
             let fmt = |t: i64| {
                 chrono::DateTime::from_timestamp(t, 0)
                     .map(|d| d.to_string())
