@@ -101,7 +101,8 @@ async fn client_assertion_checks_refuse_what_entra_refuses() {
     assert_eq!(status, 200, "{body}");
 
     let now = chrono::Utc::now().timestamp();
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+    type Change = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(&str, Change, &str)> = vec![
         (
             "wrong iss",
             Box::new(|c| c["iss"] = json!("00000000-0000-0000-0000-000000000bad")),
