@@ -1160,27 +1160,36 @@ fn migrate(path: &Path, conn: &mut Connection) -> Result<(), StoreError> {
     };
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)", [])
         .map_err(err)?;
-    let current: i64 = conn
-        .query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(err)?;
     let known = MIGRATIONS.len() as i64;
-    if current > known {
-        return Err(StoreError::TooNew {
-            path: path.to_owned(),
-            found: current,
-            known,
-        });
-    }
-    for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    // Each migration reads the version and applies the next step under the write lock, so two
+    // processes opening a new store at once (a `backfill` beside a `pull`) apply each step
+    // once: the second waits, then finds it done.
+    loop {
         let tx = write_transaction(conn).map_err(err)?;
+        let current: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if current > known {
+            return Err(StoreError::TooNew {
+                path: path.to_owned(),
+                found: current,
+                known,
+            });
+        }
+        let Some((name, sql)) = usize::try_from(current)
+            .ok()
+            .and_then(|c| MIGRATIONS.get(c))
+        else {
+            break;
+        };
         tx.execute_batch(sql).map_err(err)?;
         tx.execute(
             "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
-            params![i as i64 + 1, Timestamp::now().to_string()],
+            params![current + 1, Timestamp::now().to_string()],
         )
         .map_err(err)?;
         tx.commit().map_err(err)?;

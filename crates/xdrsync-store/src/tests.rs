@@ -487,3 +487,26 @@ fn prune_keeps_the_newest_version_and_everything_undelivered() {
     // A new store gives freed pages back.
     assert_eq!(store.vacuum_step(1_000).unwrap(), 0);
 }
+
+/// Two processes opening a new store at once apply every migration once (the second waits
+/// for the first, then finds the schema current) instead of failing with "table already
+/// exists".
+#[test]
+fn concurrent_opens_of_a_new_store_migrate_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.db");
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (path, barrier) = (path.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                SqliteStore::open(&path).map(|s| s.schema_version().unwrap())
+            })
+        })
+        .collect();
+    for h in handles {
+        let version = h.join().unwrap().expect("every open succeeds");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+}
