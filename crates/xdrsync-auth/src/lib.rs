@@ -1154,6 +1154,49 @@ mod pkcs12_tests {
             assert!(!err(&whole[..n], "correct-horse").is_empty());
         }
     }
+
+    /// The file's MAC is verified: a wrong password is refused by the integrity check, and a
+    /// changed byte anywhere in the authenticated content is refused even with the right
+    /// password (OpenSSL's SHA-256 MAC and the legacy SHA-1 one alike).
+    #[test]
+    fn pkcs12_mac_is_verified() {
+        let err = |file: &[u8], password: &str| {
+            CertificateCredential::from_pkcs12(file, password, Algorithm::RS256)
+                .err()
+                .unwrap_or_default()
+        };
+        for (file, password) in [
+            (
+                &include_bytes!("../tests/data/cert.pfx")[..],
+                "correct-horse",
+            ),
+            (
+                &include_bytes!("../tests/data/cert-3des.pfx")[..],
+                "correct-horse",
+            ),
+        ] {
+            let wrong = err(file, "wrong");
+            assert!(wrong.contains("integrity check (MAC) failed"), "{wrong}");
+            // Flip bytes inside the authenticated content (past the outer headers, before the
+            // MAC at the end): every change is refused, none panics.
+            let mut refused = 0;
+            for at in (40..file.len() - 80).step_by(97) {
+                let mut changed = file.to_vec();
+                changed[at] ^= 0x01;
+                let e = err(&changed, password);
+                assert!(!e.is_empty(), "byte {at} changed and accepted");
+                refused += usize::from(e.contains("integrity check"));
+            }
+            assert!(refused > 0);
+        }
+    }
+
+    #[test]
+    fn pkcs12_iteration_count_is_capped() {
+        assert!(super::pkcs12::check_iterations(2_048).is_ok());
+        let e = super::pkcs12::check_iterations(u32::MAX).unwrap_err();
+        assert!(e.contains("iterations"), "{e}");
+    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,11 @@
 //! (PBKDF2 + AES-CBC), the default of OpenSSL 3 and of current Windows "AES256-SHA256" exports;
 //! the legacy PKCS#12 PBE with SHA-1 and 3DES or RC2-40 (Windows "TripleDES-SHA1" exports, older
 //! OpenSSL, `-legacy`), through the RFC 7292 appendix B key derivation; or none (Key Vault
-//! downloads). The file's MAC is not checked; a wrong password fails the decryption instead,
-//! which is reported as such. Which certificate is the key's is decided by its public key, not
-//! by bag order.
+//! downloads). The file's MAC (HMAC-SHA-1 or HMAC-SHA-256 with the RFC 7292 key derivation)
+//! is verified when present, so a tampered file or a wrong password is refused before anything
+//! is decrypted; iteration counts taken from the file are capped ([`MAX_ITERATIONS`]) so a
+//! hostile file cannot keep a pass busy for hours. Which certificate is the key's is decided
+//! by its public key, not by bag order.
 
 use pkcs8::der::asn1::{AnyRef, ObjectIdentifier, OctetStringRef};
 use pkcs8::der::{Decode as _, Reader as _, SliceReader};
@@ -24,6 +26,21 @@ const PBE_SHA1_3DES: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.11
 const PBE_SHA1_RC2_40: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.12.1.6");
 
 const WRONG_PASSWORD: &str = "cannot decrypt the PKCS#12 file: wrong password?";
+const SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
+const SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+
+/// The most key-derivation iterations taken from a file (OpenSSL writes 2,048, Windows 2,000,
+/// the most careful exports some 600,000): more is a hostile file, refused.
+pub(crate) const MAX_ITERATIONS: u32 = 2_000_000;
+
+pub(crate) fn check_iterations(n: u32) -> Result<u32, String> {
+    if n > MAX_ITERATIONS {
+        return Err(format!(
+            "the PKCS#12 file asks for {n} key-derivation iterations, more than the {MAX_ITERATIONS} accepted"
+        ));
+    }
+    Ok(n)
+}
 
 /// The key (PKCS#8 DER) and every certificate (DER) of a PKCS#12 file.
 pub(crate) struct Contents {
@@ -46,15 +63,19 @@ fn octets(any: AnyRef<'_>) -> Result<&[u8], String> {
 
 pub(crate) fn parse(der: &[u8], password: &str) -> Result<Contents, String> {
     let pfx = AnyRef::from_der(der).map_err(malformed)?;
-    let auth_safe = pfx
+    let (auth_safe, mac) = pfx
         .sequence(|r: &mut SliceReader<'_>| {
             let _version: u8 = r.decode()?;
             let content: AnyRef<'_> = r.decode()?;
-            // macData, when present, follows; it is not checked (see the module docs).
+            let mac: Option<AnyRef<'_>> = if r.is_finished() {
+                None
+            } else {
+                Some(r.decode()?)
+            };
             while !r.is_finished() {
                 let _: AnyRef<'_> = r.decode()?;
             }
-            Ok(content)
+            Ok((content, mac))
         })
         .map_err(malformed)?;
     let (oid, content) = content_info(auth_safe)?;
@@ -62,6 +83,9 @@ pub(crate) fn parse(der: &[u8], password: &str) -> Result<Contents, String> {
         return Err(malformed("the authenticated safe is not plain data"));
     }
     let safe_der = octets(content)?;
+    if let Some(mac) = mac {
+        verify_mac(mac, safe_der, password)?;
+    }
     let infos: Vec<AnyRef<'_>> = AnyRef::from_der(safe_der)
         .and_then(|a| a.sequence(|r: &mut SliceReader<'_>| all(r)))
         .map_err(malformed)?;
@@ -130,6 +154,11 @@ fn decrypt_data(content: AnyRef<'_>, password: &str) -> Result<Vec<u8>, String> 
 fn decrypt(alg_der: &[u8], ciphertext: &[u8], password: &str) -> Result<Vec<u8>, String> {
     let wrong = || WRONG_PASSWORD.to_owned();
     if let Ok(scheme) = pkcs8::pkcs5::EncryptionScheme::from_der(alg_der) {
+        if let pkcs8::pkcs5::EncryptionScheme::Pbes2(p) = &scheme
+            && let pkcs8::pkcs5::pbes2::Kdf::Pbkdf2(k) = &p.kdf
+        {
+            check_iterations(k.iteration_count)?;
+        }
         return scheme.decrypt(password, ciphertext).map_err(|_| wrong());
     }
     // `AlgorithmIdentifier { oid, pkcs-12PbeParams ::= SEQUENCE { salt OCTET STRING, iterations INTEGER } }`.
@@ -146,6 +175,7 @@ fn decrypt(alg_der: &[u8], ciphertext: &[u8], password: &str) -> Result<Vec<u8>,
             })
         })
         .map_err(|_| "the PKCS#12 file uses an unsupported encryption".to_owned())?;
+    let iterations = check_iterations(iterations)?;
     use cbc::cipher::{
         BlockDecryptMut as _, InnerIvInit as _, KeyIvInit as _, block_padding::Pkcs7,
     };
@@ -171,14 +201,85 @@ fn decrypt(alg_der: &[u8], ciphertext: &[u8], password: &str) -> Result<Vec<u8>,
     }
 }
 
-/// RFC 7292 appendix B.2 with SHA-1: `id` 1 derives the key, 2 the IV. The password is the
-/// BMPString (UTF-16 big-endian) with its two-byte terminator.
+/// `MacData ::= SEQUENCE { mac DigestInfo { digestAlgorithm, digest OCTET STRING },
+/// macSalt OCTET STRING, iterations INTEGER DEFAULT 1 }`: the HMAC of the authenticated
+/// safe's content with a key derived from the password (RFC 7292 B.2, ID 3).
+fn verify_mac(mac: AnyRef<'_>, content: &[u8], password: &str) -> Result<(), String> {
+    use hmac::Mac as _;
+    let (alg, digest, salt, iterations) = mac
+        .sequence(|r: &mut SliceReader<'_>| {
+            let (alg, digest) = r.sequence(|r| {
+                let alg: ObjectIdentifier = r.sequence(|r| {
+                    let oid: ObjectIdentifier = r.decode()?;
+                    while !r.is_finished() {
+                        let _: AnyRef<'_> = r.decode()?;
+                    }
+                    Ok(oid)
+                })?;
+                let digest: OctetStringRef<'_> = r.decode()?;
+                Ok((alg, digest.as_bytes()))
+            })?;
+            let salt: OctetStringRef<'_> = r.decode()?;
+            let iterations: u32 = if r.is_finished() { 1 } else { r.decode()? };
+            Ok((alg, digest, salt.as_bytes(), iterations))
+        })
+        .map_err(malformed)?;
+    let iterations = check_iterations(iterations)?;
+    // An empty password is written either as an empty BMPString or as none at all; OpenSSL
+    // accepts both, so do we.
+    let passwords: &[Option<&str>] = if password.is_empty() {
+        &[Some(""), None]
+    } else {
+        &[Some(password)]
+    };
+    for p in passwords {
+        let ok = if alg == SHA1 {
+            let key = pkcs12_kdf::<sha1::Sha1>(*p, salt, iterations, 3, 20);
+            hmac::Hmac::<sha1::Sha1>::new_from_slice(&key)
+                .map(|m| m.chain_update(content).verify_slice(digest).is_ok())
+                .unwrap_or(false)
+        } else if alg == SHA256 {
+            let key = pkcs12_kdf::<sha2::Sha256>(*p, salt, iterations, 3, 32);
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(&key)
+                .map(|m| m.chain_update(content).verify_slice(digest).is_ok())
+                .unwrap_or(false)
+        } else {
+            return Err(format!(
+                "the PKCS#12 file's integrity check uses an unsupported digest ({alg})"
+            ));
+        };
+        if ok {
+            return Ok(());
+        }
+    }
+    Err(
+        "the PKCS#12 file's integrity check (MAC) failed: wrong password, or the file was changed"
+            .into(),
+    )
+}
+
+/// RFC 7292 appendix B.2 with SHA-1: `id` 1 derives the key, 2 the IV.
 fn legacy_kdf(password: &str, salt: &[u8], iterations: u32, id: u8, len: usize) -> Vec<u8> {
-    use sha1::{Digest as _, Sha1};
-    const U: usize = 20;
+    pkcs12_kdf::<sha1::Sha1>(Some(password), salt, iterations, id, len)
+}
+
+/// RFC 7292 appendix B.2 for a digest with a 64-byte block (SHA-1, SHA-256): `id` 1 derives
+/// a key, 2 an IV, 3 a MAC key. The password is the BMPString (UTF-16 big-endian) with its
+/// two-byte terminator (`None`: no password at all).
+fn pkcs12_kdf<D: sha2::Digest>(
+    password: Option<&str>,
+    salt: &[u8],
+    iterations: u32,
+    id: u8,
+    len: usize,
+) -> Vec<u8> {
     const V: usize = 64;
-    let mut pass: Vec<u8> = password.encode_utf16().flat_map(u16::to_be_bytes).collect();
-    pass.extend([0, 0]);
+    let u = <D as sha2::Digest>::output_size();
+    let mut pass: Vec<u8> = Vec::new();
+    if let Some(password) = password {
+        pass = password.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        pass.extend([0, 0]);
+    }
     let fill = |x: &[u8]| -> Vec<u8> {
         if x.is_empty() {
             return Vec::new();
@@ -188,15 +289,15 @@ fn legacy_kdf(password: &str, salt: &[u8], iterations: u32, id: u8, len: usize) 
     };
     let mut i: Vec<u8> = fill(salt);
     i.extend(fill(&pass));
-    let mut out = Vec::with_capacity(len + U);
+    let mut out = Vec::with_capacity(len + u);
     while out.len() < len {
-        let mut a = Sha1::new()
+        let mut a = D::new()
             .chain_update([id; V])
             .chain_update(&i)
             .finalize()
             .to_vec();
         for _ in 1..iterations.max(1) {
-            a = Sha1::digest(&a).to_vec();
+            a = D::digest(&a).to_vec();
         }
         out.extend_from_slice(&a);
         // I_j = (I_j + B + 1) mod 2^(8v), B = A repeated to v bytes.
