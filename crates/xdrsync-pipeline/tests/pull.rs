@@ -156,6 +156,35 @@ async fn certificate_credentials_pull() {
     assert!(!err.contains("PRIVATE KEY"), "{err}");
 }
 
+/// A config for the emulator's first tenant authenticated by its managed identity; `cloud`
+/// is `[sync]` and the start of `[cloud]` (its last section header must be `[cloud]`, or be
+/// empty).
+fn managed_identity_config(
+    dir: &std::path::Path,
+    emu: &xdrsync_emulator::Emulator,
+    cloud: &str,
+) -> xdrsync_config::Config {
+    let c = emu.contract();
+    let base = emu.base_url();
+    let cloud = if cloud.contains("[cloud]") {
+        cloud.to_owned()
+    } else {
+        format!("{cloud}[cloud]\n")
+    };
+    let path = dir.join("mi.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{cloud}authority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
+             [[tenants]]\nname = \"contoso\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\napi = \"xdr\"\n\
+             managed_identity = {{ endpoint = \"{base}/metadata/identity/oauth2/token\" }}\n",
+            c.tenants[0].id, c.apps[0].client_id
+        ),
+    )
+    .unwrap();
+    xdrsync_config::Config::load(&path).unwrap()
+}
+
 /// A collector in Azure: tokens from the instance metadata endpoint (the emulator serves its
 /// shape), no secret at all.
 #[tokio::test]
@@ -163,21 +192,9 @@ async fn managed_identity_pulls() {
     let mut directory = tu::one_tenant("Contoso", 2.0, tu::ALL_READ_ROLES);
     directory.apps[0].managed_identity = true;
     let emu = tu::start(directory).await;
-    let c = emu.contract();
     let base = emu.base_url();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mi.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[cloud]\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
-             [[tenants]]\nname = \"contoso\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\napi = \"xdr\"\n\
-             managed_identity = {{ endpoint = \"{base}/metadata/identity/oauth2/token\" }}\n",
-            c.tenants[0].id, c.apps[0].client_id
-        ),
-    )
-    .unwrap();
-    let config = xdrsync_config::Config::load(&path).unwrap();
+    let config = managed_identity_config(dir.path(), &emu, "");
     let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let reports = Pipeline::new(config, store).unwrap().pull_all().await;
     assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
@@ -199,24 +216,15 @@ async fn managed_identity_is_never_proxied() {
     let mut directory = tu::one_tenant("Contoso", 2.0, tu::ALL_READ_ROLES);
     directory.apps[0].managed_identity = true;
     let emu = tu::start(directory).await;
-    let c = emu.contract();
-    let base = emu.base_url();
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let proxy = dead.local_addr().unwrap();
     drop(dead);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mi.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[sync]\nretry_attempts = 1\n[cloud]\nproxy = \"http://{proxy}\"\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\n\
-             [[tenants]]\nname = \"contoso\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\napi = \"xdr\"\n\
-             managed_identity = {{ endpoint = \"{base}/metadata/identity/oauth2/token\" }}\n",
-            c.tenants[0].id, c.apps[0].client_id
-        ),
-    )
-    .unwrap();
-    let config = xdrsync_config::Config::load(&path).unwrap();
+    let config = managed_identity_config(
+        dir.path(),
+        &emu,
+        &format!("[sync]\nretry_attempts = 1\n[cloud]\nproxy = \"http://{proxy}\"\n"),
+    );
     let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let before = emu.state().stats().tokens_issued;
     let reports = Pipeline::new(config, store).unwrap().pull_all().await;

@@ -437,18 +437,34 @@ async fn backfill_beside_the_daemon_fails_no_pass() {
         );
     }
     // Nothing invented, nothing twice, every version the backfill's window could see.
-    let store = SqliteStore::open(&config.store_path).unwrap();
     let week = backfill_started.sub(chrono::Duration::days(7));
+    incidents_match_truth(
+        &emu,
+        &config,
+        week.add(chrono::Duration::minutes(1)),
+        (backfill_started, backfill_ended),
+    );
+}
+
+/// Every tenant's stored incidents against the emulator's ground truth: nothing invented,
+/// nothing twice, every version updated since `from` that was current during `poll`.
+fn incidents_match_truth(
+    emu: &xdrsync_emulator::Emulator,
+    config: &xdrsync_config::Config,
+    from: xdrsync_model::Timestamp,
+    poll: tu::truth::Poll,
+) {
+    let store = SqliteStore::open(&config.store_path).unwrap();
     for t in &config.tenants {
         let tenant = t.tenant_id.as_str();
-        let truth = tu::truth::incidents(&emu, tenant);
-        let due = tu::truth::since(&truth, week.add(chrono::Duration::minutes(1)));
+        let truth = tu::truth::incidents(emu, tenant);
+        let due = tu::truth::since(&truth, from);
         let seen = tu::truth::check(
             &store,
             tenant,
             StreamKind::Incidents,
             (&truth, &due),
-            &[(backfill_started, backfill_ended)],
+            &[poll],
             0,
         );
         assert!(seen > 0, "{}: nothing was due", t.name);
@@ -1421,20 +1437,11 @@ async fn a_multi_tenant_pull_through_enforced_quotas_meets_no_429_and_the_truth(
     let calls = after.pages_served - before.pages_served;
     assert!(calls > 150, "{calls} calls: too few to meet a quota");
     assert_eq!(after.throttled - before.throttled, 0, "{calls} calls");
-    let store = SqliteStore::open(&config.store_path).unwrap();
     let since = start.sub(chrono::Duration::days(3));
-    for t in &config.tenants {
-        let tenant = t.tenant_id.as_str();
-        let truth = tu::truth::incidents(&emu, tenant);
-        let due = tu::truth::since(&truth, since.add(chrono::Duration::hours(1)));
-        let seen = tu::truth::check(
-            &store,
-            tenant,
-            StreamKind::Incidents,
-            (&truth, &due),
-            &[(start, end)],
-            0,
-        );
-        assert!(seen > 0, "{}", t.name);
-    }
+    incidents_match_truth(
+        &emu,
+        &config,
+        since.add(chrono::Duration::hours(1)),
+        (start, end),
+    );
 }
