@@ -394,17 +394,8 @@ async fn json_logs_are_one_object_per_line() {
 /// "database is locked" anywhere, and the store matches the emulator's ground truth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_beside_the_daemon_fails_no_pass() {
-    let mut directory = tu::demo_directory();
     // Five customer tenants consented to the MSSP app.
-    let app = directory.apps[0].clone();
-    for i in 0..2 {
-        let t = xdrsync_emulator::TenantSpec::named(&format!("extra{i}"), 20.0);
-        directory.apps[0]
-            .consents
-            .insert(t.id.clone(), app.consents.values().next().unwrap().clone());
-        directory.tenants.push(t);
-    }
-    let emu = tu::start(directory).await;
+    let emu = tu::start(demo_with_extra_tenants(2, 20.0)).await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     let config = tu::write_config(&dir, &emu, &[ApiKind::Graph, ApiKind::Xdr], "");
@@ -469,6 +460,31 @@ fn incidents_match_truth(
         );
         assert!(seen > 0, "{}: nothing was due", t.name);
     }
+}
+
+/// The demo directory with `n` more customer tenants consented to the MSSP app.
+fn demo_with_extra_tenants(n: usize, per_hour: f64) -> xdrsync_emulator::Directory {
+    let mut directory = tu::demo_directory();
+    let consent = directory.apps[0].consents.values().next().unwrap().clone();
+    for i in 0..n {
+        let t = xdrsync_emulator::TenantSpec::named(&format!("extra{i}"), per_hour);
+        directory.apps[0]
+            .consents
+            .insert(t.id.clone(), consent.clone());
+        directory.tenants.push(t);
+    }
+    directory
+}
+
+/// An emulator of `config` on loopback, its quotas enforced or not.
+async fn emulator(
+    mut config: xdrsync_emulator::EmulatorConfig,
+    rate_limits: bool,
+) -> xdrsync_emulator::Emulator {
+    config.behaviour.rate_limits = rate_limits;
+    xdrsync_emulator::Emulator::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
 }
 
 /// A running daemon: its child process, the lines it printed on stderr so far, and the
@@ -922,15 +938,12 @@ async fn a_backfill_on_a_terminal_draws_progress_bars() {
 /// Defender still holds (180 days) finds the store equal to the API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_shrinks_200_days_to_the_window_and_still_reconciles() {
-    let mut emulator = xdrsync_emulator::EmulatorConfig {
+    let ec = xdrsync_emulator::EmulatorConfig {
         directory: tu::one_tenant("contoso", 1.0, tu::ALL_READ_ROLES),
         history: chrono::Duration::days(210),
         ..Default::default()
     };
-    emulator.behaviour.rate_limits = false;
-    let emu = xdrsync_emulator::Emulator::start(emulator, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let emu = emulator(ec, false).await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     let config = tu::write_config(
@@ -1176,15 +1189,12 @@ async fn each_ndjson_path_is_its_own_sink_and_an_upgrade_writes_nothing_twice() 
 /// each counts the calls the other recorded in the store's budget ledger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_on_one_store_pace_inside_one_quota() {
-    let mut ec = xdrsync_emulator::EmulatorConfig {
+    let ec = xdrsync_emulator::EmulatorConfig {
         directory: tu::one_tenant("contoso", 30.0, tu::ALL_READ_ROLES),
         time_scale: 60.0,
         ..Default::default()
     };
-    ec.behaviour.rate_limits = true;
-    let emu = xdrsync_emulator::Emulator::start(ec, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let emu = emulator(ec, true).await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     // The legacy API's list quota (50 calls a minute) at 60×: 50 a second for both together.
@@ -1400,22 +1410,12 @@ fn emulator_refuses_a_non_loopback_bind_without_allow_remote() {
 /// pull of several tenants through them gets 0 × 429 and stores exactly what the API held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_tenant_pull_through_enforced_quotas_meets_no_429_and_the_truth() {
-    let mut directory = tu::demo_directory();
-    let app = directory.apps[0].clone();
-    let t = xdrsync_emulator::TenantSpec::named("extra", 40.0);
-    directory.apps[0]
-        .consents
-        .insert(t.id.clone(), app.consents.values().next().unwrap().clone());
-    directory.tenants.push(t);
-    let mut ec = xdrsync_emulator::EmulatorConfig {
-        directory,
+    let ec = xdrsync_emulator::EmulatorConfig {
+        directory: demo_with_extra_tenants(1, 40.0),
         time_scale: 60.0,
         ..Default::default()
     };
-    ec.behaviour.rate_limits = true;
-    let emu = xdrsync_emulator::Emulator::start(ec, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let emu = emulator(ec, true).await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     let config = tu::write_config(
