@@ -914,6 +914,18 @@ impl SqliteStore {
             .map_err(self.err())
     }
 
+    /// The store's size on disk: the database file and its WAL, in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut p = self.path.clone().into_os_string();
+                p.push(suffix);
+                std::fs::metadata(p).ok().map(|m| m.len())
+            })
+            .sum()
+    }
+
     /// Whether the store can take a write now: takes the write lock (waiting for another
     /// writer as a commit would) and releases it without writing.
     pub fn check_writable(&self) -> Result<(), StoreError> {

@@ -228,11 +228,14 @@ impl ServerState {
     fn scrape(&self) -> anyhow::Result<String> {
         let started = Instant::now();
         let sinks = self.sink_rows()?;
+        let counters: Vec<(String, xdrsync_sinks::MetricsSnapshot)> = read(&self.daemon)
+            .sinks
+            .iter()
+            .map(|s| (s.name().to_owned(), s.metrics()))
+            .collect();
         for row in &sinks {
             let name = row.health.sink.clone();
-            let d = read(&self.daemon);
-            if let Some(sink) = d.sinks.iter().find(|s| s.name() == name) {
-                let m = sink.metrics();
+            if let Some((_, m)) = counters.iter().find(|(n, _)| *n == name) {
                 metrics::counter!("xdrsync_sink_events_delivered_total", "sink" => name.clone())
                     .absolute(m.events_sent);
                 metrics::counter!("xdrsync_sink_delivery_failures_total", "sink" => name.clone())
@@ -240,7 +243,6 @@ impl ServerState {
                 metrics::counter!("xdrsync_sink_send_retries_total", "sink" => name.clone())
                     .absolute(m.send_retries);
             }
-            drop(d);
             metrics::gauge!("xdrsync_sink_backlog_events", "sink" => name.clone())
                 .set(row.health.backlog as f64);
             metrics::gauge!("xdrsync_sink_oldest_undelivered_age_seconds", "sink" => name.clone())
@@ -256,16 +258,7 @@ impl ServerState {
             )
             .set(crate::text::age_secs(*at).max(0) as f64);
         }
-        let path = self.store.path().to_owned();
-        let bytes: u64 = ["", "-wal"]
-            .iter()
-            .filter_map(|suffix| {
-                let mut p = path.clone().into_os_string();
-                p.push(suffix);
-                std::fs::metadata(p).ok().map(|m| m.len())
-            })
-            .sum();
-        metrics::gauge!("xdrsync_store_bytes").set(bytes as f64);
+        metrics::gauge!("xdrsync_store_bytes").set(self.store.size_bytes() as f64);
         let Some(p) = &self.prometheus else {
             anyhow::bail!("no metrics recorder (internal error: the server runs without one)");
         };
@@ -283,30 +276,15 @@ impl ServerState {
 
     /// Every configured sink's health (and those only in the store).
     fn sink_rows(&self) -> anyhow::Result<Vec<SinkRow>> {
-        let validated: Vec<ValidatedSink> = read(&self.daemon).validated.clone();
-        let mut rows = Vec::new();
-        for v in validated.iter().filter(|v| v.enabled) {
-            rows.push(SinkRow {
-                health: self.store.sink_health(&v.common.name)?,
-                stall_after: Some(v.common.stall_after),
-                enabled: v.enabled,
-            });
-        }
-        // `--ndjson`'s sink is not in the config but delivers like one.
-        let extra: Vec<String> = read(&self.daemon)
-            .sinks
-            .iter()
-            .map(|s| s.name().to_owned())
-            .filter(|n| !rows.iter().any(|r| r.health.sink == *n))
-            .collect();
-        for name in extra {
-            rows.push(SinkRow {
-                health: self.store.sink_health(&name)?,
-                stall_after: Some(xdrsync_sinks::Common::named(&name).stall_after),
-                enabled: true,
-            });
-        }
-        Ok(rows)
+        let (validated, live) = self.sinks_known();
+        SinkRow::collect(&self.store, &validated, &live)
+    }
+
+    /// The configured sinks and the names of those delivering now (`--ndjson`'s too).
+    fn sinks_known(&self) -> (Vec<ValidatedSink>, Vec<String>) {
+        let d = read(&self.daemon);
+        let live = d.sinks.iter().map(|s| s.name().to_owned()).collect();
+        (d.validated.clone(), live)
     }
 
     /// Why the daemon is not ready (empty: ready).
@@ -357,10 +335,12 @@ impl ServerState {
 
     /// The status page.
     fn page(&self) -> anyhow::Result<String> {
-        let d = read(&self.daemon);
-        let report = Report::read(&d.config, &d.validated, &self.store)?;
-        let interval = d.interval;
-        drop(d);
+        let (validated, live) = self.sinks_known();
+        let (config, interval) = {
+            let d = read(&self.daemon);
+            (d.config.clone(), d.interval)
+        };
+        let report = Report::read(&config, &validated, &live, &self.store)?;
         let reasons = self.not_ready();
         let mut h = String::with_capacity(16 * 1024);
         let _ = write!(
@@ -423,15 +403,7 @@ impl ServerState {
         h.push_str("</tbody></table>");
         h.push_str("<h2>Sinks</h2><table id=\"sinks\"><thead><tr><th>Sink</th><th>Health</th><th>Backlog</th><th>Oldest waiting</th><th>Last delivery</th><th>Last error</th></tr></thead><tbody>");
         for s in &report.sinks {
-            let state = if s.stalled().is_some() {
-                "stalled"
-            } else if s.health.last_error.is_some() {
-                "failing"
-            } else if s.stall_after.is_none() {
-                "not-configured"
-            } else {
-                "ok"
-            };
+            let state = s.state();
             let _ = write!(
                 h,
                 "<tr data-sink=\"{n}\" class=\"{state}\"><td>{n}</td><td class=\"health\">{state}</td><td class=\"backlog\">{}</td><td>{}</td><td>{}</td><td class=\"error\" title=\"{}\">{}</td></tr>",

@@ -16,7 +16,7 @@ use crate::text::{out, outln};
 pub(crate) fn run(args: StatusArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     let (config, configured_sinks) = super::load_selected(config_path, &args.select)?;
     let store = SqliteStore::open(&config.store_path)?;
-    let report = Report::read(&config, &configured_sinks, &store)?;
+    let report = Report::read(&config, &configured_sinks, &[], &store)?;
     match args.output {
         OutputFormat::Json => outln!("{:#}", report.json()),
         OutputFormat::Table => out!("{}", report.table()),
@@ -111,14 +111,69 @@ impl SinkRow {
     pub(crate) fn oldest_age_secs(&self) -> Option<i64> {
         self.health.oldest_undelivered.map(crate::text::age_secs)
     }
+
+    /// `stalled`, `failing`, `disabled`, `not-configured` or `ok`.
+    pub(crate) fn state(&self) -> &'static str {
+        if self.stalled().is_some() {
+            "stalled"
+        } else if self.health.last_error.is_some() {
+            "failing"
+        } else if !self.enabled {
+            "disabled"
+        } else if self.stall_after.is_none() {
+            "not-configured"
+        } else {
+            "ok"
+        }
+    }
+
+    /// Every sink the store or the process knows: the configured ones (`validated`), the ones
+    /// delivering in this process without a config entry (`live`, e.g. `--ndjson`'s, judged
+    /// with the default stall bound), and the ones that only have a position in the store
+    /// (a past `--ndjson` file: shown, not judged).
+    pub(crate) fn collect(
+        store: &SqliteStore,
+        validated: &[xdrsync_sinks::ValidatedSink],
+        live: &[String],
+    ) -> anyhow::Result<Vec<SinkRow>> {
+        let mut rows = Vec::new();
+        for v in validated {
+            rows.push(SinkRow {
+                health: store.sink_health(&v.common.name)?,
+                stall_after: Some(v.common.stall_after),
+                enabled: v.enabled,
+            });
+        }
+        let known = |rows: &[SinkRow], n: &str| rows.iter().any(|r| r.health.sink == n);
+        for name in live {
+            if !known(&rows, name) {
+                rows.push(SinkRow {
+                    health: store.sink_health(name)?,
+                    stall_after: Some(xdrsync_sinks::Common::named(name.as_str()).stall_after),
+                    enabled: true,
+                });
+            }
+        }
+        for (name, _, _) in store.sink_positions()? {
+            if !known(&rows, &name) {
+                rows.push(SinkRow {
+                    health: store.sink_health(&name)?,
+                    stall_after: None,
+                    enabled: true,
+                });
+            }
+        }
+        Ok(rows)
+    }
 }
 
 impl Report {
     /// Reads the store's view of `config`'s enabled tenants and streams and of every sink
-    /// (configured or with a position in the store).
+    /// ([`SinkRow::collect`]; `live`: sinks delivering in this process).
     pub(crate) fn read(
         config: &xdrsync_config::Config,
         configured_sinks: &[xdrsync_sinks::ValidatedSink],
+        live: &[String],
         store: &SqliteStore,
     ) -> anyhow::Result<Report> {
         let health = store.health()?;
@@ -137,35 +192,10 @@ impl Report {
                 });
             }
         }
-        let mut sinks = Vec::new();
-        for v in configured_sinks {
-            sinks.push(SinkRow {
-                health: store.sink_health(&v.common.name)?,
-                stall_after: Some(v.common.stall_after),
-                enabled: v.enabled,
-            });
-        }
-        for (name, _, _) in store.sink_positions()? {
-            if !sinks.iter().any(|s| s.health.sink == name) {
-                sinks.push(SinkRow {
-                    health: store.sink_health(&name)?,
-                    stall_after: None,
-                    enabled: true,
-                });
-            }
-        }
-        let store_bytes = ["", "-wal"]
-            .iter()
-            .filter_map(|suffix| {
-                let mut p = config.store_path.clone().into_os_string();
-                p.push(suffix);
-                std::fs::metadata(p).ok().map(|m| m.len())
-            })
-            .sum();
         Ok(Report {
             streams,
-            sinks,
-            store_bytes,
+            sinks: SinkRow::collect(store, configured_sinks, live)?,
+            store_bytes: store.size_bytes(),
             store_path: config.store_path.clone(),
         })
     }
@@ -248,23 +278,18 @@ impl Report {
                 .iter()
                 .map(|s| {
                     let h = &s.health;
-                    let status = if let Some(why) = s.stalled() {
-                        match &h.last_error {
-                            Some(e) => format!("STALLED: {why}; last error: {}", short_error(e)),
-                            None => format!("STALLED: {why}"),
+                    let status = match (s.state(), s.stalled(), &h.last_error) {
+                        (_, Some(why), Some(e)) => {
+                            format!("STALLED: {why}; last error: {}", short_error(e))
                         }
-                    } else if let Some(e) = &h.last_error {
-                        format!(
+                        (_, Some(why), None) => format!("STALLED: {why}"),
+                        ("failing", _, Some(e)) => format!(
                             "failing ({}): {}",
                             crate::text::plural(u64::from(h.failures), "failure"),
                             short_error(e)
-                        )
-                    } else if !s.enabled {
-                        "disabled".into()
-                    } else if s.stall_after.is_none() {
-                        "not configured".into()
-                    } else {
-                        "ok".into()
+                        ),
+                        ("not-configured", _, _) => "not configured".into(),
+                        (state, _, _) => state.into(),
                     };
                     vec![
                         h.sink.clone(),
