@@ -50,18 +50,7 @@ pub(crate) use {out, outln};
 /// for a terminal or a log line: control characters (ESC, CR, BEL, …) are written as
 /// `\u{1b}`-style escapes, so nobody can rewrite the operator's screen or forge a log line.
 pub(crate) fn escape(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_owned();
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    xdrsync_model::printable(s)
 }
 
 /// [`escape`], but line breaks and tabs stay: for a multi-line message meant for a person
