@@ -280,7 +280,8 @@ impl RateBudgets {
             }
             // It fits by what this process knows: reserve it in the ledger, then check the
             // calls written before the reservation; one that no longer fits is given back.
-            if let (Some(ledger), Some(key)) = (&self.ledger, &key) {
+            // Without pacing nothing counts calls, so there is nothing to reserve.
+            if let (true, Some(ledger), Some(key)) = (self.enabled, &self.ledger, &key) {
                 let now_ms = wall_ms();
                 if let Some(row) = ledger.reserve(key, now_ms) {
                     let since = now_ms - i64::try_from(longest.as_millis()).unwrap_or(i64::MAX);
@@ -295,17 +296,16 @@ impl RateBudgets {
                             .unwrap_or(now)
                         })
                         .collect();
-                    let fits = !self.enabled
-                        || windows.iter().all(|&(window, limit)| {
-                            let window = self.scaled(window);
-                            let inside = w
-                                .sent
-                                .iter()
-                                .chain(&earlier)
-                                .filter(|t| now.saturating_duration_since(**t) < window)
-                                .count();
-                            inside < limit
-                        });
+                    let fits = windows.iter().all(|&(window, limit)| {
+                        let window = self.scaled(window);
+                        let inside = w
+                            .sent
+                            .iter()
+                            .chain(&earlier)
+                            .filter(|t| now.saturating_duration_since(**t) < window)
+                            .count();
+                        inside < limit
+                    });
                     if !fits {
                         ledger.withdraw(row);
                         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -14,22 +14,44 @@ use xdrsync_store::SqliteStore;
 /// One delivery of `sink`, off the async threads (file and store I/O block). How it went is
 /// recorded in the store (`sink_health`) for `status`, `/metrics` and `/readyz`.
 pub async fn once(sink: &Arc<dyn Sink>, store: &Arc<SqliteStore>) -> Result<Delivered, SinkError> {
+    let result = unrecorded(sink, store).await;
+    record(sink, store, &result).await;
+    result
+}
+
+/// [`once`] without recording the outcome: [`follow`] delivers after every commit of a pull
+/// and records once, at its end, instead of a store write per commit.
+async fn unrecorded(
+    sink: &Arc<dyn Sink>,
+    store: &Arc<SqliteStore>,
+) -> Result<Delivered, SinkError> {
     let (s, st) = (sink.clone(), store.clone());
-    match tokio::task::spawn_blocking(move || {
-        let result = s.deliver(&st);
-        let outcome = match &result {
-            Ok(d) => Ok(d.events),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = st.record_sink_outcome(s.name(), outcome.as_ref().map(|n| *n).map_err(String::as_str)) {
-            tracing::warn!(sink = s.name(), error = %e, "Cannot record the sink's delivery outcome for `status`.");
-        }
-        result
-    })
-    .await
-    {
+    match tokio::task::spawn_blocking(move || s.deliver(&st)).await {
         Ok(r) => r,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// Records a delivery's outcome (events moved, or the error) in the store.
+async fn record(
+    sink: &Arc<dyn Sink>,
+    store: &Arc<SqliteStore>,
+    result: &Result<Delivered, SinkError>,
+) {
+    let outcome = match result {
+        Ok(d) => Ok(d.events),
+        Err(e) => Err(e.to_string()),
+    };
+    let (s, st) = (sink.clone(), store.clone());
+    let recorded = tokio::task::spawn_blocking(move || {
+        st.record_sink_outcome(
+            s.name(),
+            outcome.as_ref().map(|n| *n).map_err(String::as_str),
+        )
+    })
+    .await;
+    if let Ok(Err(e)) = recorded {
+        tracing::warn!(sink = sink.name(), error = %e, "Cannot record the sink's delivery outcome for `status`.");
     }
 }
 
@@ -56,11 +78,20 @@ pub async fn follow(
         // Read before delivering: a pull that finishes during this delivery gets one more.
         let last = *finished.borrow_and_update() || finished.has_changed().is_err();
         commits.borrow_and_update();
-        let d = once(&sink, &store).await?;
+        let d = match unrecorded(&sink, &store).await {
+            Ok(d) => d,
+            Err(e) => {
+                let failed = Err(e);
+                record(&sink, &store, &failed).await;
+                return failed;
+            }
+        };
         total.events += d.events;
         total.position = d.position;
         if last {
-            return Ok(total);
+            let done = Ok(total);
+            record(&sink, &store, &done).await;
+            return done;
         }
         tokio::select! {
             changed = commits.changed() => {
