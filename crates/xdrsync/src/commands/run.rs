@@ -33,9 +33,19 @@ struct Loaded {
     daemon: Daemon,
 }
 
-/// Loads the config at `path` into a pipeline and sinks over `store`.
+/// Loads the config at `path` (again, on SIGHUP) into a pipeline and sinks over `store`.
 fn load(path: &Path, args: &RunArgs, store: &Arc<SqliteStore>) -> anyhow::Result<Loaded> {
     let (config, validated) = super::load_config_and_sinks(path)?;
+    build(config, validated, args, store)
+}
+
+/// A loaded config as a pipeline and sinks over `store`.
+fn build(
+    config: xdrsync_config::Config,
+    validated: Vec<xdrsync_sinks::ValidatedSink>,
+    args: &RunArgs,
+    store: &Arc<SqliteStore>,
+) -> anyhow::Result<Loaded> {
     if config.store_path.as_path() != store.path() {
         anyhow::bail!(xdrsync_config::ConfigError::Invalid {
             path: config.path.clone(),
@@ -65,8 +75,9 @@ fn load(path: &Path, args: &RunArgs, store: &Arc<SqliteStore>) -> anyhow::Result
 }
 
 pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
-    let (config, _) = super::load_config_and_sinks(config_path)?;
+    let (config, validated) = super::load_config_and_sinks(config_path)?;
     let store = Arc::new(SqliteStore::open(&config.store_path)?);
+    let retention_days = config.retention_days;
     let listen = match &args.listen {
         Some(l) if l.trim().is_empty() => None,
         Some(l) => Some(l.parse::<std::net::SocketAddr>().map_err(|e| {
@@ -80,7 +91,7 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
         mut pipeline,
         mut sinks,
         daemon,
-    } = load(config_path, &args, &store)?;
+    } = build(config, validated, &args, &store)?;
     let mut interval = daemon.interval;
     // Metrics are recorded only when something serves them.
     let recorder = match listen {
@@ -94,8 +105,8 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
             "xdrsync run: status page http://{bound}/ (metrics /metrics, health /healthz, readiness /readyz)"
         );
     }
-    let retention = Arc::new(tokio::sync::Mutex::new(
-        xdrsync_pipeline::retention::Retention::new(config.retention_days),
+    let mut retention = Arc::new(tokio::sync::Mutex::new(
+        xdrsync_pipeline::retention::Retention::new(retention_days),
     ));
     let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
     let mut stop = Box::pin(shutdown_signal());
@@ -186,6 +197,13 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
                     pipeline = loaded.pipeline;
                     sinks = loaded.sinks;
                     interval = loaded.daemon.interval;
+                    // A changed `retention_days` applies from the next prune.
+                    // (a prune in flight finishes with the old one).
+                    retention = Arc::new(tokio::sync::Mutex::new(
+                        xdrsync_pipeline::retention::Retention::new(
+                            loaded.daemon.config.retention_days,
+                        ),
+                    ));
                     eprintln!(
                         "xdrsync run: reloaded {}: {} ({}), {} every {}s.",
                         config_path.display(),
