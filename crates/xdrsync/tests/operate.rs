@@ -1445,3 +1445,39 @@ async fn a_multi_tenant_pull_through_enforced_quotas_meets_no_429_and_the_truth(
         (start, end),
     );
 }
+
+/// Logs are coloured on a terminal, and never with `NO_COLOR` set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_colour_only_on_a_terminal_and_never_with_no_color() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    tu::write_config(&dir, &emu, &[ApiKind::Graph], "");
+    let exe = env!("CARGO_BIN_EXE_xdrsync");
+    let on_terminal = |no_color: bool| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = Command::new("script");
+            c.args([
+                "-qfec",
+                &format!("{exe} --log-level info pull --stream incidents"),
+                "/dev/null",
+            ])
+            .current_dir(&dir)
+            .env_remove("XDRSYNC_CONFIG")
+            .env_remove("NO_COLOR");
+            if no_color {
+                c.env("NO_COLOR", "1");
+            }
+            let out = c.output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    // tracing-subscriber colours the level: INFO is green (ESC [32m).
+    let coloured = on_terminal(false).await.unwrap();
+    assert!(coloured.contains("\u{1b}[32m"), "{coloured:?}");
+    let plain = on_terminal(true).await.unwrap();
+    assert!(plain.contains("INFO"), "{plain:?}");
+    assert!(!plain.contains("\u{1b}[32m"), "{plain:?}");
+}
