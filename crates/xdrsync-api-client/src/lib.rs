@@ -651,7 +651,7 @@ impl ApiClient {
             if count < n {
                 break;
             }
-            let descending = times.windows(2).all(|w| w[0] >= w[1]);
+            let descending = times.iter().zip(times.iter().skip(1)).all(|(a, b)| a >= b);
             let Some(&oldest) = times.last() else {
                 if siem {
                     return Err(ApiError::Decode {
@@ -927,19 +927,20 @@ fn read_item(target: &Target, source: &Source, raw: &RawValue) -> Result<Fetched
 /// `{"error":{"code","message","innerError":{"request-id"}}}`.
 fn status_error(url: &SafeUrl, status: u16, body: &[u8]) -> ApiError {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let e = &v["error"];
+    let field = |path: &str| v.pointer(path).unwrap_or(&Value::Null);
     // Everything the server wrote is made printable: it ends up in logs, tables and `status`.
     let text = |v: &Value| v.as_str().map(xdrsync_model::printable);
     ApiError::Status {
         url: url.clone(),
         status,
-        code: text(&e["code"]).unwrap_or_default(),
-        message: text(&e["message"]).unwrap_or_else(|| {
+        code: text(field("/error/code")).unwrap_or_default(),
+        message: text(field("/error/message")).unwrap_or_else(|| {
             xdrsync_model::printable(&String::from_utf8_lossy(
                 body.get(..body.len().min(200)).unwrap_or_default(),
             ))
         }),
-        request_id: text(&e["target"]).or_else(|| text(&e["innerError"]["request-id"])),
+        request_id: text(field("/error/target"))
+            .or_else(|| text(field("/error/innerError/request-id"))),
     }
 }
 

@@ -1,5 +1,13 @@
 //! The API client against the real emulator over loopback HTTP.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

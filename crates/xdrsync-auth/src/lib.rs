@@ -560,12 +560,18 @@ impl TokenCache {
         Err(AuthError::Entra {
             tenant: req.tenant.clone(),
             status,
-            error: xdrsync_model::printable(v["error"].as_str().unwrap_or("unknown_error")),
+            error: xdrsync_model::printable(
+                v.get("error")
+                    .and_then(|e| e.as_str())
+                    .unwrap_or("unknown_error"),
+            ),
             code: 0,
             guidance: format!(
                 "the managed identity endpoint refused: {} (is this running in Azure with identity {} assigned?)",
                 xdrsync_model::printable(
-                    v["error_description"].as_str().unwrap_or("no description")
+                    v.get("error_description")
+                        .and_then(|e| e.as_str())
+                        .unwrap_or("no description")
                 ),
                 req.client_id
             ),
@@ -735,20 +741,21 @@ impl TokenCache {
         ];
         let (status, bytes) = self.post_once(&code_url, &form, None).await?;
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let Some(device_code) = body["device_code"].as_str().map(str::to_owned) else {
+        let field = |k: &str| body.get(k).unwrap_or(&serde_json::Value::Null);
+        let Some(device_code) = field("device_code").as_str().map(str::to_owned) else {
             return Err(entra_error(req, status, &bytes));
         };
         let num = |k: &str| {
-            body[k]
+            field(k)
                 .as_u64()
-                .or_else(|| body[k].as_str().and_then(|s| s.parse().ok()))
+                .or_else(|| field(k).as_str().and_then(|s| s.parse().ok()))
         };
         // Bounded: a server's numbers must not overflow the clock or poll once a year.
         let mut interval = Duration::from_secs(num("interval").unwrap_or(5).clamp(1, 60));
         let deadline =
             Instant::now() + Duration::from_secs(num("expires_in").unwrap_or(900).min(3600));
         prompt(
-            body["message"]
+            field("message")
                 .as_str()
                 .unwrap_or("Sign in with the code shown by your administrator."),
         );

@@ -304,9 +304,9 @@ fn pkcs12_kdf<D: sha2::Digest>(
         let b: Vec<u8> = a.iter().copied().cycle().take(V).collect();
         for block in i.chunks_mut(V) {
             let mut carry = 1u16;
-            for k in (0..V).rev() {
-                let sum = u16::from(block[k]) + u16::from(b[k]) + carry;
-                block[k] = sum as u8;
+            for (x, y) in block.iter_mut().zip(&b).rev() {
+                let sum = u16::from(*x) + u16::from(*y) + carry;
+                *x = sum as u8;
                 carry = sum >> 8;
             }
         }

@@ -267,7 +267,11 @@ mod tests {
         );
         let mut text = std::fs::read_to_string(&path).unwrap();
         let i = text.find("ciphertext").unwrap() + 14;
-        let flipped = if &text[i..=i] == "A" { "B" } else { "A" };
+        let flipped = if text.get(i..=i).unwrap() == "A" {
+            "B"
+        } else {
+            "A"
+        };
         text.replace_range(i..=i, flipped);
         std::fs::write(&path, text).unwrap();
         assert!(matches!(

@@ -5,6 +5,13 @@
 //! Rate limits are off (they would measure the quotas, not the emulator). Each phase runs
 //! `CONCURRENCY` client tasks for `SECONDS` seconds over keep-alive connections.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 #![allow(clippy::print_stdout)]
 
 use std::sync::Arc;

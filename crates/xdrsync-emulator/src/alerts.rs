@@ -321,10 +321,17 @@ fn machine_tags(device_id: &str) -> (&'static str, &'static str) {
     let h = device_id
         .bytes()
         .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-    (
-        ["Finance", "Datacenter", "Workstations"][(h % 3) as usize],
-        ["VIP", "Kiosk", "Standard"][(h / 3 % 3) as usize],
-    )
+    let group = match h % 3 {
+        0 => "Finance",
+        1 => "Datacenter",
+        _ => "Workstations",
+    };
+    let tag = match h / 3 % 3 {
+        0 => "VIP",
+        1 => "Kiosk",
+        _ => "Standard",
+    };
+    (group, tag)
 }
 
 /// `GET /alertexporter/api/alerts`: the SIEM detections export (defender-api.md §3.1): a bare

@@ -103,7 +103,7 @@ impl TenantSpec {
             .collect::<String>()
             .to_lowercase();
         let id = name_guid("tenant", &slug);
-        let seed = u64::from_str_radix(&id[..8], 16).unwrap_or(7);
+        let seed = u64::from_str_radix(id.get(..8).unwrap_or_default(), 16).unwrap_or(7);
         TenantSpec {
             id,
             name: name.to_owned(),
@@ -260,7 +260,7 @@ pub fn generate_secret(seed: u64) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789~._-";
     let mut rng = Rng::derive(seed, 0x5EC);
     let mut s: String = (0..3)
-        .map(|_| char::from(*rng.pick(&ALPHABET[..62])))
+        .map(|_| char::from(*rng.pick(ALPHABET.get(..62).unwrap_or(ALPHABET))))
         .collect();
     s.push_str("8Q~");
     s.extend((0..34).map(|_| char::from(*rng.pick(ALPHABET))));

@@ -89,9 +89,11 @@ pub(crate) fn parse_scopes(
             "openid" | "profile" | "email" => openid = true,
             "offline_access" => offline = true,
             _ => {
-                let (res_id, name) = match s.rfind('/') {
-                    Some(i) if s.starts_with("http") || s.contains("://") || i > 0 => {
-                        (&s[..i], &s[i + 1..])
+                let (res_id, name) = match s.rsplit_once('/') {
+                    Some((res, name))
+                        if s.starts_with("http") || s.contains("://") || !res.is_empty() =>
+                    {
+                        (res, name)
                     }
                     _ => ("https://graph.microsoft.com", s),
                 };
@@ -357,7 +359,10 @@ impl<'a> Req<'a> {
                     || t.eq_ignore_ascii_case(self.tenant_key)
             });
             tenant_ok
-                && (segs[1..] == ["oauth2", "token"] || segs[1..] == ["oauth2", "v2.0", "token"])
+                && matches!(
+                    segs.get(1..),
+                    Some(["oauth2", "token"] | ["oauth2", "v2.0", "token"])
+                )
         });
         if !path_ok {
             return Err((
@@ -433,11 +438,15 @@ impl<'a> Req<'a> {
                     return Err(self.bad(StatusCode::BAD_REQUEST, "invalid_scope", 700022,
                         "The provided value for the input parameter scope is not valid because it contains more than one resource."));
                 }
-                if scopes.len() != 1 || !scopes[0].ends_with("/.default") {
+                let [only] = scopes.as_slice() else {
+                    return Err(self.bad(StatusCode::BAD_REQUEST, "invalid_scope", 1002012, &format!(
+                        "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).")));
+                };
+                if !only.ends_with("/.default") {
                     return Err(self.bad(StatusCode::BAD_REQUEST, "invalid_scope", 1002012, &format!(
                         "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).")));
                 }
-                scopes[0].trim_end_matches("/.default").to_owned()
+                only.trim_end_matches("/.default").to_owned()
             }
         };
         let resource =

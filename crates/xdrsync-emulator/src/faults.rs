@@ -98,10 +98,10 @@ fn glob(pattern: &str, text: &str) -> bool {
         } else if i == parts.len() - 1 {
             return rest.ends_with(part);
         } else {
-            let Some(at) = rest.find(part) else {
+            let Some((_, after)) = rest.split_once(part) else {
                 return false;
             };
-            rest = &rest[at + part.len()..];
+            rest = after;
         }
     }
     true
@@ -143,7 +143,7 @@ impl Faults {
     fn decide(&self, method: &str, path: &str) -> Option<Fault> {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         let i = rules.iter().position(|(r, _)| r.matches(method, path))?;
-        let (rule, used) = &mut rules[i];
+        let (rule, used) = rules.get_mut(i)?;
         if !rule.sequence.is_empty() {
             let fault = rule.sequence.get(*used).cloned();
             *used += 1;

@@ -183,10 +183,11 @@ enum Tok {
 
 fn lex(q: &str) -> Result<Vec<Tok>, String> {
     let c: Vec<char> = q.chars().collect();
+    let at = |i: usize| c.get(i).copied();
+    let take = |a: usize, b: usize| -> String { c.get(a..b).unwrap_or_default().iter().collect() };
     let mut i = 0;
     let mut out = Vec::new();
-    while i < c.len() {
-        let ch = c[i];
+    while let Some(ch) = at(i) {
         if ch.is_whitespace() {
             i += 1;
         } else if ch == '|' {
@@ -202,37 +203,37 @@ fn lex(q: &str) -> Result<Vec<Tok>, String> {
             out.push(Tok::Close);
             i += 1;
         } else if ch == '"' || ch == '\'' {
-            let end = c[i + 1..]
+            let end = c
+                .get(i + 1..)
+                .unwrap_or_default()
                 .iter()
                 .position(|x| *x == ch)
                 .ok_or("unterminated string literal")?;
-            out.push(Tok::Str(c[i + 1..i + 1 + end].iter().collect()));
+            out.push(Tok::Str(take(i + 1, i + 1 + end)));
             i += end + 2;
         } else if "=!<>~".contains(ch) {
             let mut op = String::from(ch);
-            while i + op.len() < c.len() && "=~".contains(c[i + op.len()]) {
-                op.push(c[i + op.len()]);
+            while let Some(next) = at(i + op.len()).filter(|n| "=~".contains(*n)) {
+                op.push(next);
             }
             i += op.len();
             out.push(Tok::Op(op));
         } else if ch.is_ascii_digit() {
             let start = i;
-            while i < c.len()
-                && (c[i].is_ascii_alphanumeric() || c[i] == '.' || c[i] == ':' || c[i] == '-')
-            {
+            while at(i).is_some_and(|x| x.is_ascii_alphanumeric() || matches!(x, '.' | ':' | '-')) {
                 i += 1;
             }
-            let text: String = c[start..i].iter().collect();
+            let text = take(start, i);
             match text.parse::<f64>() {
                 Ok(n) => out.push(Tok::Num(n)),
                 Err(_) => out.push(Tok::Ident(text)),
             }
         } else if ch.is_alphanumeric() || ch == '_' {
             let start = i;
-            while i < c.len() && (c[i].is_alphanumeric() || c[i] == '_' || c[i] == '.') {
+            while at(i).is_some_and(|x| x.is_alphanumeric() || x == '_' || x == '.') {
                 i += 1;
             }
-            out.push(Tok::Ident(c[start..i].iter().collect()));
+            out.push(Tok::Ident(take(start, i)));
         } else {
             return Err(format!("unexpected character '{ch}'"));
         }
@@ -242,7 +243,7 @@ fn lex(q: &str) -> Result<Vec<Tok>, String> {
 
 fn span(text: &str) -> Option<chrono::Duration> {
     let unit = text.chars().last()?;
-    let n: i64 = text[..text.len() - 1].parse().ok()?;
+    let n: i64 = text.strip_suffix(unit)?.parse().ok()?;
     Some(match unit {
         'd' => chrono::Duration::days(n),
         'h' => chrono::Duration::hours(n),

@@ -228,7 +228,11 @@ impl EmulatorState {
 
     /// The key that signs new tokens.
     pub(crate) fn signing_key(&self) -> SigningKey {
-        self.0.keys.read().unwrap_or_else(|e| e.into_inner())[0].clone()
+        let keys = self.0.keys.read().unwrap_or_else(|e| e.into_inner());
+        // Never empty: built with one key, and rotation inserts the new one before it
+        // truncates to two.
+        #[allow(clippy::indexing_slicing)]
+        keys[0].clone()
     }
 
     /// The public key with id `kid`, if it still verifies tokens.

@@ -78,7 +78,9 @@ impl Limiter {
             let in_window: Vec<&Timestamp> = calls.iter().filter(|t| **t > start).collect();
             if in_window.len() >= limit {
                 // The call that frees a slot is the oldest one still counted.
-                let oldest = in_window[in_window.len() - limit];
+                let Some(oldest) = in_window.get(in_window.len() - limit).copied() else {
+                    continue;
+                };
                 let frees_at = oldest.add(chrono::Duration::seconds(window));
                 let wait = (frees_at.ticks() - now.ticks() + 9_999_999) / 10_000_000;
                 verdict = Err(Exceeded {

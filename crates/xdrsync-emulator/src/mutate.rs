@@ -335,9 +335,7 @@ pub(crate) async fn graph_alert_patch(
         if let Some(v) = text(&o, "assignedTo")? {
             a.assigned_to = (!v.is_empty()).then_some(v);
         }
-        let (mut c, mut d) = a
-            .verdict
-            .unwrap_or((world::CLASSIFICATIONS[0], world::DETERMINATIONS[0]));
+        let (mut c, mut d) = a.verdict.unwrap_or((world::CLASS_UNKNOWN, world::DET_NA));
         if let Some(v) = text(&o, "classification")? {
             c = world::find(world::CLASSIFICATIONS, &v, true)
                 .ok_or(format!("`{v}` is not a valid value of `classification`"))?;

@@ -76,8 +76,8 @@ pub fn parse_filter(input: &str, props: &[(&str, PropType)]) -> Result<Vec<Compa
     let mut i = 0;
     let mut depth = 0usize;
     let mut expect_clause = true;
-    while i < tokens.len() {
-        match (&tokens[i], expect_clause) {
+    while let Some(tok) = tokens.get(i) {
+        match (tok, expect_clause) {
             (Tok::Open, true) => {
                 depth += 1;
                 i += 1;
@@ -202,8 +202,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
     let mut out = Vec::new();
     let chars: Vec<char> = s.chars().collect();
     let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
+    while let Some(&c) = chars.get(i) {
         if c.is_whitespace() {
             i += 1;
         } else if c == '(' {
@@ -235,11 +234,15 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
             out.push(Tok::Lit(Literal::Str(text)));
         } else {
             let start = i;
-            while i < chars.len() && !chars[i].is_whitespace() && chars[i] != '(' && chars[i] != ')'
+            while chars
+                .get(i)
+                .is_some_and(|c| !c.is_whitespace() && *c != '(' && *c != ')')
             {
                 i += 1;
             }
-            out.push(Tok::Word(chars[start..i].iter().collect()));
+            out.push(Tok::Word(
+                chars.get(start..i).unwrap_or_default().iter().collect(),
+            ));
         }
     }
     Ok(out)

@@ -41,8 +41,12 @@ impl Rng {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 1.0 < p
     }
 
+    /// One of `items` (which must not be empty: every caller passes a constant list).
     pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
+        let i = self.below(items.len() as u64) as usize;
+        // In range by construction (`below(n) < n`); an empty list is a programming error.
+        #[allow(clippy::indexing_slicing)]
+        &items[i]
     }
 
     pub(crate) fn hex(&mut self, len: usize) -> String {
@@ -53,14 +57,13 @@ impl Rng {
 
     /// A GUID-shaped string.
     pub(crate) fn guid(&mut self) -> String {
-        let h = self.hex(32);
         format!(
             "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
+            self.hex(8),
+            self.hex(4),
+            self.hex(4),
+            self.hex(4),
+            self.hex(12)
         )
     }
 }

@@ -64,10 +64,10 @@ const SEVERITIES: [Member; 4] = [
     m("Medium", "medium"),
     m("High", "high"),
 ];
-const CLASS_UNKNOWN: Member = m("Unknown", "unknown");
+pub(crate) const CLASS_UNKNOWN: Member = m("Unknown", "unknown");
 const CLASS_TP: Member = m("TruePositive", "truePositive");
 const CLASS_FP: Member = m("FalsePositive", "falsePositive");
-const DET_NA: Member = m("NotAvailable", "unknown");
+pub(crate) const DET_NA: Member = m("NotAvailable", "unknown");
 const DET_TP: [Member; 4] = [
     m("Malware", "malware"),
     m("Phishing", "phishing"),
@@ -674,8 +674,8 @@ impl TenantData {
                 created: at,
             }),
             Update::RaiseSeverity => {
-                let rank = (sev_rank(inc.severity) + 1).min(3);
-                inc.severity = SEVERITIES[rank];
+                let rank = (sev_rank(inc.severity) + 1).min(SEVERITIES.len() - 1);
+                inc.severity = SEVERITIES.get(rank).copied().unwrap_or(inc.severity);
                 if !inc.tags.iter().any(|t| t == "Escalated") {
                     inc.tags.push("Escalated".into());
                 }
@@ -779,8 +779,8 @@ fn incident_name(alerts: &[EmuAlert]) -> String {
         1 => "on one endpoint".to_owned(),
         n => format!("on {n} endpoints"),
     };
-    if alerts.len() == 1 {
-        format!("{} {scope}", alerts[0].template.title)
+    if let [only] = alerts {
+        format!("{} {scope}", only.template.title)
     } else {
         let mut cats: Vec<&str> = alerts.iter().map(|a| a.template.category_display).collect();
         cats.dedup();

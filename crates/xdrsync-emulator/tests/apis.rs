@@ -1,5 +1,13 @@
 //! Write-back, alerts, the MDE and SIEM APIs and advanced hunting over loopback HTTP.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 use serde_json::{Value, json};
 use xdrsync_emulator::{Behaviour, Directory, Emulator, EmulatorConfig, Resource};
 

@@ -2,6 +2,14 @@
 //! issuer, subject not the issuer, wrong audience, expired, not yet valid; absurd numbers are
 //! refused or accepted, never a panic.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 use serde_json::{Value, json};
 use xdrsync_emulator::{Emulator, EmulatorConfig};
 use xdrsync_jwt::{Algorithm, SigningKey};

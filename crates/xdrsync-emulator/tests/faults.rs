@@ -1,5 +1,13 @@
 //! Every fault and limit of the emulator, triggered over loopback HTTP.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 use serde_json::{Value, json};
 use xdrsync_emulator::{Directory, Emulator, EmulatorConfig};
 

@@ -2,6 +2,14 @@
 //! the MSSP guide's v1 flow, refresh-token rotation and inactivity expiry, admin consent,
 //! device code, signing-key rotation.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 use base64::Engine as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -1,5 +1,13 @@
 //! The emulator over real loopback HTTP, as any client (not only xdrsync's) sees it.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 use serde_json::Value;
 use xdrsync_emulator::{Directory, Emulator, EmulatorConfig};
 

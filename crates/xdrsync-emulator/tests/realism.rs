@@ -1,6 +1,14 @@
 //! The realism switches: ingestion lag, timestamp ties, merges, retention, enum drift,
 //! `$expand=alerts` failures on big incidents.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 use serde_json::Value;
 use xdrsync_emulator::{Behaviour, Directory, Emulator, EmulatorConfig};
 

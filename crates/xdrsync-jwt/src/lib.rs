@@ -75,12 +75,9 @@ pub fn b64_any(s: &str) -> Option<Vec<u8>> {
 pub fn pem_block(pem: &str, label: &str) -> Option<Vec<u8>> {
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
-    let start = pem.find(&begin)? + begin.len();
-    let stop = start + pem[start..].find(&end)?;
-    let body: String = pem[start..stop]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    let (_, after) = pem.split_once(&begin)?;
+    let (inner, _) = after.split_once(&end)?;
+    let body: String = inner.chars().filter(|c| !c.is_whitespace()).collect();
     STANDARD.decode(body).ok()
 }
 

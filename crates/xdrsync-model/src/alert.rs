@@ -206,8 +206,9 @@ fn incident_of(r: &Reader<'_>, field: &'static str) -> Result<Option<IncidentId>
 }
 
 fn text(obj: &Map<String, Value>, path: &[&str]) -> Option<String> {
-    let mut v = obj.get(*path.first()?)?;
-    for k in &path[1..] {
+    let (first, rest) = path.split_first()?;
+    let mut v = obj.get(*first)?;
+    for k in rest {
         v = v.get(k)?;
     }
     v.as_str().filter(|s| !s.is_empty()).map(str::to_owned)

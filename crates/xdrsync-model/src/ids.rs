@@ -120,8 +120,7 @@ impl VersionKey {
         h.update([0]);
         h.update(self.last_update.to_string().as_bytes());
         let digest = h.finalize();
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        EventId(hex)
+        EventId(hex16(&digest))
     }
 }
 
@@ -137,8 +136,13 @@ impl EventId {
         }
         h.update(last_update.to_string().as_bytes());
         let digest = h.finalize();
-        EventId(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
+        EventId(hex16(&digest))
     }
+}
+
+/// The first 16 bytes of a SHA-256 digest, in hex (32 digits).
+fn hex16(digest: &[u8]) -> String {
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 string_id!(

@@ -25,6 +25,13 @@
 //! incident), then a backfill pass of 4 tenants into the same store, alone and while
 //! retention prunes all of them; the pass's duration both ways.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 #![allow(clippy::print_stdout)]
 
 use std::sync::Arc;

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use xdrsync_sinks::{Delivered, Sink, SinkError};
 use xdrsync_store::SqliteStore;
 
-/// One delivery of `sink`, off the async threads (file and store I/O block). How it went is
+/// One delivery of `sink` (its blocking parts run off the async threads). How it went is
 /// recorded in the store (`sink_health`) for `status`, `/metrics` and `/readyz`.
 pub async fn once(sink: &Arc<dyn Sink>, store: &Arc<SqliteStore>) -> Result<Delivered, SinkError> {
     let result = unrecorded(sink, store).await;
@@ -25,11 +25,7 @@ async fn unrecorded(
     sink: &Arc<dyn Sink>,
     store: &Arc<SqliteStore>,
 ) -> Result<Delivered, SinkError> {
-    let (s, st) = (sink.clone(), store.clone());
-    match tokio::task::spawn_blocking(move || s.deliver(&st)).await {
-        Ok(r) => r,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
+    sink.clone().deliver(store.clone()).await
 }
 
 /// Records a delivery's outcome (events moved, or the error) in the store.

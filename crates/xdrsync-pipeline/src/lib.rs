@@ -706,7 +706,9 @@ impl Pipeline {
                 None => break,
                 Some(Ok((i, report))) => {
                     done(&report);
-                    reports[i] = Some(report);
+                    if let Some(slot) = reports.get_mut(i) {
+                        *slot = Some(report);
+                    }
                 }
                 Some(Err(e)) => tracing::error!(error = %e, "A tenant task panicked."),
             }

@@ -7,6 +7,14 @@
 //! visible (ingestion lag applies to the incident) until the alert's next version is: the same
 //! "current for a whole poll" rule as the incident scenarios in `sync.rs`.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 mod common;
 
 use std::collections::BTreeSet;

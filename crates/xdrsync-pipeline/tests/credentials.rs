@@ -1,6 +1,14 @@
 //! Credential life cycles over TLS against the emulator: certificate rotation, an expired
 //! secret, consent revoked between runs.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 use std::path::Path;
 use std::sync::Arc;
 

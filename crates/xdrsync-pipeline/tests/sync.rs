@@ -8,6 +8,14 @@
 //! (nothing lost), and every stored version is in the ground truth (nothing invented), once
 //! (the store's identity is unique; the test counts rows against distinct keys).
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

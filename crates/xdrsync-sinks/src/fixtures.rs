@@ -3,6 +3,10 @@
 //! normalized by the real normalizers and stored in a real store, so `seq`, event ids and
 //! change kinds are what a pull would produce.
 
+// Test support (compiled for tests and the `fixtures` feature only): a broken fixture is a
+// failed test, so it panics with what broke.
+#![allow(clippy::expect_used, clippy::indexing_slicing)]
+
 use serde_json::{Value, json};
 use xdrsync_model::{
     Record, TenantId, normalize_graph_alert, normalize_graph_incident, normalize_mde_alert,
@@ -303,4 +307,17 @@ pub fn many(n: usize, tenants: usize) -> Vec<NewVersion> {
             v
         })
         .collect()
+}
+
+/// One delivery from a synchronous test, on a runtime of its own (the pipeline awaits
+/// [`Sink::deliver`] on its own runtime).
+pub fn deliver_now<S: crate::Sink + ?Sized>(
+    sink: &std::sync::Arc<S>,
+    store: &std::sync::Arc<SqliteStore>,
+) -> crate::DeliveryResult {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(crate::Sink::deliver(sink.clone(), store.clone()))
 }

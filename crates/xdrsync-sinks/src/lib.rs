@@ -20,6 +20,7 @@
 //!   [`nats`], [`postgres`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use xdrsync_store::{SqliteStore, StoreError};
 
@@ -94,6 +95,26 @@ pub enum SinkError {
     },
 }
 
+/// A boxed, sendable future (sinks are trait objects).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// How one delivery went.
+pub type DeliveryResult = Result<Delivered, SinkError>;
+
+/// Runs `f` on the store on a blocking thread (SQLite calls block), returning its result; a
+/// panic in `f` is resumed in the caller.
+pub(crate) async fn on_store<R, F>(store: &Arc<SqliteStore>, f: F) -> R
+where
+    R: Send + 'static,
+    F: FnOnce(&SqliteStore) -> R + Send + 'static,
+{
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || f(&store)).await {
+        Ok(r) => r,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// What one delivery did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Delivered {
@@ -109,11 +130,17 @@ pub struct Delivered {
 /// and records the new position only once the receiver accepted them; it may be called again at
 /// any time (after each commit of a running pull, on the next run) and resumes where it stopped.
 /// One instance delivers one call at a time.
+///
+/// Delivery is async end to end: network transports await their receivers on the caller's
+/// runtime, and the blocking parts (SQLite reads and position writes, file I/O) run on tokio's
+/// blocking threads, so a delivery never stalls the threads a pull's requests run on. The
+/// future owns what it uses (`Arc`s), so a caller can bound it with a timeout (`run`'s drain)
+/// or drop it.
 pub trait Sink: Send + Sync + std::fmt::Debug + 'static {
     /// The sink's name: its key in the store's delivery positions.
     fn name(&self) -> &str;
     /// Delivers every stored version past the sink's position.
-    fn deliver(&self, store: &SqliteStore) -> Result<Delivered, SinkError>;
+    fn deliver(self: Arc<Self>, store: Arc<SqliteStore>) -> BoxFuture<'static, DeliveryResult>;
     /// Its counters since it was built.
     fn metrics(&self) -> MetricsSnapshot;
     /// Whether it delivers after every commit of a running pull (the default), or once the

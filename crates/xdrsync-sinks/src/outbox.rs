@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xdrsync_api_client::retry::{RetryAction, classify};
@@ -24,7 +24,7 @@ use xdrsync_store::{SqliteStore, StoredVersion};
 use crate::metrics::{self, SinkMetrics};
 use crate::route::Route;
 use crate::schema::Format;
-use crate::{Delivered, SinkError};
+use crate::{Delivered, SinkError, on_store};
 
 /// A boxed future borrowed for `'a` (transports are trait objects).
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -294,24 +294,20 @@ impl Common {
 /// A sink over a transport: the loop of the module doc.
 #[derive(Debug)]
 pub(crate) struct OutboxSink<T: Transport> {
-    pub(crate) common: Common,
+    pub(crate) common: Arc<Common>,
     pub(crate) transport: T,
-    pub(crate) metrics: SinkMetrics,
+    pub(crate) metrics: Arc<SinkMetrics>,
     /// One delivery at a time: two at once would both send what lies past the same position.
-    delivering: Mutex<()>,
-    /// The runtime deliveries run on when the caller has none (kept: connection pools belong
-    /// to the runtime that opened them).
-    own_runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
+    delivering: tokio::sync::Mutex<()>,
 }
 
 impl<T: Transport> OutboxSink<T> {
     pub(crate) fn new(common: Common, transport: T) -> Self {
         OutboxSink {
-            common,
+            common: Arc::new(common),
             transport,
-            metrics: SinkMetrics::default(),
-            delivering: Mutex::new(()),
-            own_runtime: std::sync::OnceLock::new(),
+            metrics: Arc::default(),
+            delivering: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -340,28 +336,40 @@ impl<T: Transport> OutboxSink<T> {
         }
     }
 
-    async fn deliver_async(&self, store: &SqliteStore) -> Result<Delivered, SinkError> {
-        let c = &self.common;
-        let stored = store.sink_position(&c.name)?;
-        let mut position = c.check_backlog(store, stored, &self.metrics)?;
+    async fn deliver_async(&self, store: &Arc<SqliteStore>) -> Result<Delivered, SinkError> {
+        let name = self.common.name.clone();
+        let set_position = |to: i64| {
+            let name = name.clone();
+            on_store(store, move |s| s.set_sink_position(&name, to))
+        };
+        let (c, m) = (self.common.clone(), self.metrics.clone());
+        let mut position = on_store(store, move |s| {
+            let stored = s.sink_position(&c.name)?;
+            c.check_backlog(s, stored, &m)
+        })
+        .await?;
         let mut sent = 0u64;
-        let read = c.batch_max_events.max(1) * 4;
-        while let Some((events, end, filtered)) =
-            c.next_batch(store, position, read, self.transport.uses_documents())?
-        {
+        let read = self.common.batch_max_events.max(1) * 4;
+        let encode = self.transport.uses_documents();
+        loop {
+            // Reading and encoding a batch is SQLite and CPU work: off the async threads.
+            let c = self.common.clone();
+            let next = on_store(store, move |s| c.next_batch(s, position, read, encode)).await?;
+            let Some((events, end, filtered)) = next else {
+                break;
+            };
             let mut rest = &events[..];
             while !rest.is_empty() {
                 let n = self.chunk_len(rest);
                 let (chunk, tail) = rest.split_at(n);
                 let bytes = self.send_with_retry(chunk).await?;
-                let last = if tail.is_empty() {
-                    end
-                } else {
-                    chunk[n - 1].v.seq
+                let last = match chunk.last() {
+                    Some(e) if !tail.is_empty() => e.v.seq,
+                    _ => end,
                 };
-                store.set_sink_position(&c.name, last)?;
+                set_position(last).await?;
                 metrics::BatchSent {
-                    sink: &c.name,
+                    sink: &self.common.name,
                     events: n as u64,
                     bytes,
                     position: last,
@@ -373,11 +381,11 @@ impl<T: Transport> OutboxSink<T> {
             }
             if position < end {
                 // Nothing routed past `position` in this batch.
-                store.set_sink_position(&c.name, end)?;
+                set_position(end).await?;
                 position = end;
             }
             metrics::EventsFiltered {
-                sink: &c.name,
+                sink: &self.common.name,
                 events: filtered,
                 position,
             }
@@ -392,7 +400,9 @@ impl<T: Transport> OutboxSink<T> {
     /// How many of `events` go in the next chunk: up to the count and byte bounds, one
     /// destination.
     fn chunk_len(&self, events: &[Event]) -> usize {
-        let dest = self.transport.destination(&events[0]);
+        let Some(dest) = events.first().map(|e| self.transport.destination(e)) else {
+            return 0;
+        };
         let mut bytes = 0usize;
         let mut n = 0usize;
         for e in events {
@@ -415,44 +425,25 @@ impl<T: Transport> crate::Sink for OutboxSink<T> {
         &self.common.name
     }
 
-    fn deliver(&self, store: &SqliteStore) -> Result<Delivered, SinkError> {
-        let _one = self.delivering.lock().unwrap_or_else(|e| e.into_inner());
-        let r = block_on(&self.own_runtime, self.deliver_async(store));
-        if let Err(e) = &r {
-            metrics::DeliveryFailed {
-                sink: &self.common.name,
-                error: e,
+    fn deliver(
+        self: Arc<Self>,
+        store: Arc<SqliteStore>,
+    ) -> crate::BoxFuture<'static, crate::DeliveryResult> {
+        Box::pin(async move {
+            let _one = self.delivering.lock().await;
+            let r = self.deliver_async(&store).await;
+            if let Err(e) = &r {
+                metrics::DeliveryFailed {
+                    sink: &self.common.name,
+                    error: e,
+                }
+                .emit(&self.metrics);
             }
-            .emit(&self.metrics);
-        }
-        r
+            r
+        })
     }
 
     fn metrics(&self) -> crate::MetricsSnapshot {
         self.metrics.snapshot()
-    }
-}
-
-/// Runs `fut` to completion from a blocking context: on the caller's runtime when there is
-/// one (sinks deliver from `spawn_blocking` threads; on a multi-threaded runtime a direct call
-/// from a task works too), else on `own`, built on first use.
-pub(crate) fn block_on<F: Future>(
-    own: &std::sync::OnceLock<tokio::runtime::Runtime>,
-    fut: F,
-) -> F::Output {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| h.block_on(fut))
-        }
-        Ok(h) => h.block_on(fut),
-        Err(_) => own
-            .get_or_init(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a current-thread runtime can always be built")
-            })
-            .block_on(fut),
     }
 }

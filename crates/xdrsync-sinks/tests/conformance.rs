@@ -3,6 +3,14 @@
 //! an HEC receiver (with and without indexer acknowledgement), a webhook receiver, a private
 //! nats-server, and the machine's PostgreSQL behind a fault proxy.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -149,10 +157,10 @@ fn a_closed_pipe_fails_the_delivery_without_moving_the_position() {
             Ok(())
         }
     }
-    let store = fixtures::store_with(&fixtures::new_versions());
+    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
     let sink =
         xdrsync_sinks::stdout::sink_to(xdrsync_sinks::Common::named("out"), Box::new(Closed));
-    let e = sink.deliver(&store).unwrap_err();
+    let e = fixtures::deliver_now(&sink, &store).unwrap_err();
     assert!(e.to_string().contains("not retriable"), "{e}");
     assert_eq!(store.sink_position("out").unwrap(), 0);
     let _ = std::io::stderr().flush();

@@ -461,7 +461,7 @@ fn prune_keeps_the_newest_version_and_everything_undelivered() {
     let keys = store.version_keys(&t, StreamKind::Incidents).unwrap();
     let keys: Vec<(String, String)> = keys
         .into_iter()
-        .map(|(id, at)| (id, at.to_string()[..10].to_owned()))
+        .map(|(id, at)| (id, at.to_string().get(..10).unwrap().to_owned()))
         .collect();
     assert_eq!(
         keys,

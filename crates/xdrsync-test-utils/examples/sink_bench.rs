@@ -11,6 +11,13 @@
 //! suite's: files in a temp folder, a private rsyslogd, the HEC and webhook receivers
 //! in-process, a private nats-server, the machine's PostgreSQL.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 #![allow(clippy::print_stdout, missing_docs)]
 
 use std::sync::Arc;

@@ -69,15 +69,12 @@ pub fn event_id_of(doc: &Value) -> Option<String> {
     .find_map(|v| v.as_str().map(str::to_owned))
 }
 
-/// One delivery off the async threads, as the pipeline does it.
+/// One delivery, as the pipeline does it.
 pub async fn deliver(
     sink: &Arc<dyn Sink>,
     store: &Arc<SqliteStore>,
 ) -> Result<xdrsync_sinks::Delivered, SinkError> {
-    let (s, st) = (sink.clone(), store.clone());
-    tokio::task::spawn_blocking(move || s.deliver(&st))
-        .await
-        .expect("delivery does not panic")
+    sink.clone().deliver(store.clone()).await
 }
 
 fn counts(ids: &[String]) -> HashMap<&str, usize> {

@@ -5,6 +5,14 @@
 //! real (or protocol-faithful) receivers the sinks are tested against, and [`conformance`] the
 //! one suite every sink runs.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 use std::path::Path;
 
 pub mod conformance;

@@ -105,7 +105,7 @@ pub(crate) fn short_error(full: &str) -> String {
     // An error that says what to run keeps the instruction whole: it is the key fact.
     let instruction = full.find("run `").and_then(|at| {
         let len = full.get(at + 5..)?.find('`')?;
-        Some((at, &full[at..at + 5 + len + 1]))
+        Some((at, full.get(at..at + 5 + len + 1)?))
     });
     if let Some(code) = aadsts_code(&full) {
         let what = match code {
@@ -126,7 +126,9 @@ pub(crate) fn short_error(full: &str) -> String {
         };
     }
     if let Some((at, command)) = instruction {
-        let what = full[..at]
+        let what = full
+            .get(..at)
+            .unwrap_or_default()
             .trim_end_matches([' ', ':', ';', ','])
             .rsplit(": ")
             .next()
@@ -135,7 +137,7 @@ pub(crate) fn short_error(full: &str) -> String {
     }
     if let Some(p) = lower.find("missing") {
         // `missing application permission X` / `missing SecurityAlert.Read.All`
-        let rest = &full[p..];
+        let rest = full.get(p..).unwrap_or_default();
         if let Some(perm) = rest
             .split(|c: char| c.is_whitespace() || c == ':' || c == ',' || c == ';')
             .find(|w| w.ends_with(".All"))

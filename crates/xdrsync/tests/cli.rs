@@ -1,5 +1,13 @@
 //! The `xdrsync` binary end to end: real processes, the real emulator over loopback, real files.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 

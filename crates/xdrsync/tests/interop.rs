@@ -2,6 +2,14 @@
 //! serve --tls`, from PyPI in a virtualenv this test creates. It fails, never skips, when Python
 //! or PyPI is unavailable: the emulator's claim is that these libraries work unchanged.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -3,6 +3,14 @@
 //! sink), output for scripts (`--output json`), a closed standard output, `check-config`'s
 //! offline checks, JSON logs, and one-off commands beside the `run` daemon.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 use std::io::Read as _;
 use std::path::Path;
 use std::process::{Command, Stdio};

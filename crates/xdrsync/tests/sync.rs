@@ -1,6 +1,14 @@
 //! The sync commands end to end: `status`, `reconcile`, `backfill`, the `run` daemon's drain on
 //! SIGTERM, and a crash test that SIGKILLs `xdrsync pull` at random points.
 
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 use std::collections::BTreeSet;
 
 use std::process::{Command, Stdio};

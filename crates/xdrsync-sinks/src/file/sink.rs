@@ -134,7 +134,11 @@ impl FileSink {
         position: i64,
         state: &State,
     ) -> Result<(), SinkError> {
-        let text = serde_json::to_string(state).expect("the state serializes");
+        let text = serde_json::to_string(state).map_err(|e| SinkError::Encode {
+            sink: self.common.name.clone(),
+            seq: position,
+            message: format!("the file sink's state: {e}"),
+        })?;
         store.set_sink_state(&self.common.name, position, Some(&text))?;
         Ok(())
     }
@@ -228,13 +232,14 @@ impl FileSink {
     fn rotated_name(&self) -> PathBuf {
         let (dir, stem, ext) = self.name_parts();
         let at = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-        (0..)
-            .map(|n| match n {
-                0 => dir.join(format!("{stem}-{at}{ext}")),
-                n => dir.join(format!("{stem}-{at}-{n}{ext}")),
-            })
-            .find(|p| !p.exists())
-            .expect("some name is free")
+        let mut path = dir.join(format!("{stem}-{at}{ext}"));
+        for n in 1u32.. {
+            if !path.exists() {
+                break;
+            }
+            path = dir.join(format!("{stem}-{at}-{n}{ext}"));
+        }
+        path
     }
 
     /// Rotated files of this sink, oldest first.
@@ -267,7 +272,7 @@ impl FileSink {
         if self.settings.keep_rotated > 0 {
             let files = self.rotated_files();
             let extra = files.len().saturating_sub(self.settings.keep_rotated);
-            for old in &files[..extra] {
+            for old in files.iter().take(extra) {
                 if let Err(e) = std::fs::remove_file(old) {
                     tracing::warn!(sink = %self.common.name, path = %old.display(), error = %e, "Cannot remove an old rotated file.");
                 }
@@ -436,10 +441,14 @@ fn unique(path: PathBuf) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    (2..)
-        .map(|n| dir.join(format!("{stem} ({n}).json")))
-        .find(|p| !p.exists())
-        .expect("some name is free")
+    let mut candidate = path;
+    for n in 2u32.. {
+        if !candidate.exists() {
+            break;
+        }
+        candidate = dir.join(format!("{stem} ({n}).json"));
+    }
+    candidate
 }
 
 impl Sink for FileSink {
@@ -447,7 +456,32 @@ impl Sink for FileSink {
         &self.common.name
     }
 
-    fn deliver(&self, store: &SqliteStore) -> Result<Delivered, SinkError> {
+    /// File I/O and the store's reads block: the whole delivery runs on a blocking thread.
+    fn deliver(
+        self: std::sync::Arc<Self>,
+        store: std::sync::Arc<SqliteStore>,
+    ) -> crate::BoxFuture<'static, crate::DeliveryResult> {
+        Box::pin(async move {
+            match tokio::task::spawn_blocking(move || self.deliver_blocking(&store)).await {
+                Ok(r) => r,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        })
+    }
+
+    fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// `Latest Incidents <time>.json` is one file per run, as the Hello World script writes.
+    fn follows_commits(&self) -> bool {
+        self.settings.mode == FileMode::Ndjson
+    }
+}
+
+impl FileSink {
+    /// One delivery, on the calling (blocking) thread.
+    fn deliver_blocking(&self, store: &SqliteStore) -> Result<Delivered, SinkError> {
         let _one = self.delivering.lock().unwrap_or_else(|e| e.into_inner());
         let once = || {
             let (position, mut state) = self.load_state(store)?;
@@ -481,15 +515,6 @@ impl Sink for FileSink {
             .emit(&self.metrics);
         }
         r
-    }
-
-    fn metrics(&self) -> MetricsSnapshot {
-        self.metrics.snapshot()
-    }
-
-    /// `Latest Incidents <time>.json` is one file per run, as the Hello World script writes.
-    fn follows_commits(&self) -> bool {
-        self.settings.mode == FileMode::Ndjson
     }
 }
 

@@ -1,11 +1,13 @@
 use std::io::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 
 use xdrsync_model::{ApiKind, Incident, IncidentId, Record, Severity, TenantId, Timestamp};
 use xdrsync_store::{NewVersion, SqliteStore};
 
 use super::*;
 use crate::config::validate_toml;
+use crate::fixtures::deliver_now;
 use crate::{Delivered, Sink};
 
 fn sink_from(toml: &str, dir: &Path) -> std::sync::Arc<dyn Sink> {
@@ -51,26 +53,26 @@ fn seqs(path: &Path) -> Vec<i64> {
 #[test]
 fn delivers_each_version_once_across_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open_in_memory().unwrap();
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     let t = TenantId::canonical("t");
     store.commit(&t, &[version(1), version(2)], None).unwrap();
-    let sink = NdjsonSink::new("ndjson", dir.path().join("out.ndjson"));
+    let sink = Arc::new(NdjsonSink::new("ndjson", dir.path().join("out.ndjson")));
     assert_eq!(
-        sink.deliver(&store).unwrap(),
+        deliver_now(&sink, &store).unwrap(),
         Delivered {
             events: 2,
             position: 2
         }
     );
     assert_eq!(
-        sink.deliver(&store).unwrap(),
+        deliver_now(&sink, &store).unwrap(),
         Delivered {
             events: 0,
             position: 2
         }
     );
     store.commit(&t, &[version(3)], None).unwrap();
-    assert_eq!(sink.deliver(&store).unwrap().events, 1);
+    assert_eq!(deliver_now(&sink, &store).unwrap().events, 1);
     assert_eq!(seqs(&dir.path().join("out.ndjson")), [1, 2, 3]);
 }
 
@@ -80,13 +82,13 @@ fn delivers_each_version_once_across_runs() {
 fn a_torn_last_line_is_cut_before_appending() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.ndjson");
-    let store = SqliteStore::open_in_memory().unwrap();
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     let t = TenantId::canonical("t");
     store.commit(&t, &[version(1)], None).unwrap();
     std::fs::write(&path, "{\"seq\":0}\n{\"half").unwrap();
-    let sink = NdjsonSink::new("ndjson", &path);
+    let sink = Arc::new(NdjsonSink::new("ndjson", &path));
     assert_eq!(
-        sink.deliver(&store).unwrap(),
+        deliver_now(&sink, &store).unwrap(),
         Delivered {
             events: 1,
             position: 1
@@ -121,7 +123,7 @@ fn json_array_keeps_raw_bytes_and_is_valid() {
 /// The envelope of an NDJSON line, pinned: key order and names are a wire format.
 #[test]
 fn ndjson_line_envelope_is_stable() {
-    let store = SqliteStore::open_in_memory().unwrap();
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     store
         .commit(&TenantId::canonical("t"), &[version(7)], None)
         .unwrap();
@@ -140,7 +142,7 @@ fn ndjson_line_envelope_is_stable() {
 #[test]
 fn a_partly_written_batch_is_cut_and_written_again_in_any_format() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open_in_memory().unwrap();
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     let t = TenantId::canonical("t");
     store
         .commit(&t, &[version(1), version(2), version(3)], None)
@@ -155,7 +157,11 @@ fn a_partly_written_batch_is_cut_and_written_again_in_any_format() {
     // Line 1 was delivered; the batch of 2 and 3 was recorded as pending and half written.
     let first = format!("{}\n", docs[0]);
     let batch = format!("{}\n{}\n", docs[1], docs[2]);
-    std::fs::write(&path, format!("{first}{}", &batch[..batch.len() / 2])).unwrap();
+    std::fs::write(
+        &path,
+        format!("{first}{}", batch.get(..batch.len() / 2).unwrap()),
+    )
+    .unwrap();
     let pending = serde_json::json!({ "pending": {
         "file": path, "offset": first.len(), "end_len": first.len() + batch.len(), "end_seq": 3 } });
     store
@@ -168,7 +174,7 @@ format = "ocsf"
 path = "out.ndjson""#,
         dir.path(),
     );
-    assert_eq!(sink.deliver(&store).unwrap().events, 2);
+    assert_eq!(deliver_now(&sink, &store).unwrap().events, 2);
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),
         format!("{first}{batch}")
@@ -191,7 +197,7 @@ path = "out.ndjson""#,
         .set_sink_state("f", 3, Some(&pending.to_string()))
         .unwrap();
     assert_eq!(
-        sink.deliver(&store).unwrap(),
+        deliver_now(&sink, &store).unwrap(),
         Delivered {
             events: 0,
             position: 4
@@ -203,7 +209,7 @@ path = "out.ndjson""#,
 #[test]
 fn ndjson_rotates_by_size_and_keeps_the_newest_files() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open_in_memory().unwrap();
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     let t = TenantId::canonical("t");
     let sink = sink_from(
         r#"name = "f"
@@ -216,7 +222,7 @@ keep_rotated = 2"#,
     );
     for i in 1..=12 {
         store.commit(&t, &[version(i)], None).unwrap();
-        sink.deliver(&store).unwrap();
+        deliver_now(&sink, &store).unwrap();
     }
     let mut all: Vec<i64> = Vec::new();
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
@@ -240,7 +246,7 @@ keep_rotated = 2"#,
 #[test]
 fn ndjson_rotates_by_age() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open_in_memory().unwrap();
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     let t = TenantId::canonical("t");
     let sink = sink_from(
         r#"name = "f"
@@ -250,10 +256,10 @@ rotate_max_age_secs = 1"#,
         dir.path(),
     );
     store.commit(&t, &[version(1)], None).unwrap();
-    sink.deliver(&store).unwrap();
+    deliver_now(&sink, &store).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1100));
     store.commit(&t, &[version(2)], None).unwrap();
-    sink.deliver(&store).unwrap();
+    deliver_now(&sink, &store).unwrap();
     assert_eq!(seqs(&dir.path().join("events.ndjson")), [2]);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 }
@@ -263,7 +269,7 @@ rotate_max_age_secs = 1"#,
 #[test]
 fn json_array_mode_writes_latest_incidents_files() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open_in_memory().unwrap();
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     let t = TenantId::canonical("t");
     let sink = sink_from(
         r#"name = "hello"
@@ -274,10 +280,10 @@ dir = "out""#,
         dir.path(),
     );
     store.commit(&t, &[version(1), version(2)], None).unwrap();
-    assert_eq!(sink.deliver(&store).unwrap().events, 2);
-    assert_eq!(sink.deliver(&store).unwrap().events, 0);
+    assert_eq!(deliver_now(&sink, &store).unwrap().events, 2);
+    assert_eq!(deliver_now(&sink, &store).unwrap().events, 0);
     store.commit(&t, &[version(3)], None).unwrap();
-    assert_eq!(sink.deliver(&store).unwrap().events, 1);
+    assert_eq!(deliver_now(&sink, &store).unwrap().events, 1);
     let mut files: Vec<_> = std::fs::read_dir(dir.path().join("out"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -306,7 +312,7 @@ dir = "out""#,
 #[test]
 fn routing_passes_over_what_the_sink_does_not_take() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open_in_memory().unwrap();
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     let sink = sink_from(
         r#"name = "f"
 streams = ["alerts"]
@@ -317,7 +323,7 @@ path = "a.ndjson""#,
     );
     crate::fixtures::commit(&store, &crate::fixtures::new_versions());
     // Five fixtures: two incidents, a medium Graph alert, a low MDE alert, a detection.
-    let d = sink.deliver(&store).unwrap();
+    let d = deliver_now(&sink, &store).unwrap();
     assert_eq!(
         d,
         Delivered {
@@ -337,7 +343,7 @@ path = "a.ndjson""#,
 #[test]
 fn routing_by_tenant_and_change_kind() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open_in_memory().unwrap();
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     crate::fixtures::commit(&store, &crate::fixtures::many(30, 3));
     let t1 = "00000000-0000-4000-8000-000000000001";
     // Every fixture version is a first version: `created`.
@@ -349,7 +355,7 @@ path = "u.ndjson""#,
         dir.path(),
     );
     assert_eq!(
-        none.deliver(&store).unwrap(),
+        deliver_now(&none, &store).unwrap(),
         Delivered {
             events: 0,
             position: 30
@@ -366,7 +372,7 @@ path = "t.ndjson""#
         ),
         dir.path(),
     );
-    assert_eq!(one.deliver(&store).unwrap().events, 10);
+    assert_eq!(deliver_now(&one, &store).unwrap().events, 10);
     let text = std::fs::read_to_string(dir.path().join("t.ndjson")).unwrap();
     assert!(
         text.lines()
@@ -377,7 +383,7 @@ path = "t.ndjson""#
 #[test]
 fn a_backlog_over_its_bound_is_kept_or_its_oldest_skipped() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open_in_memory().unwrap();
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     crate::fixtures::commit(&store, &crate::fixtures::many(10, 1));
     let keep = sink_from(
         r#"name = "keep"
@@ -387,7 +393,7 @@ path = "keep.ndjson""#,
         dir.path(),
     );
     // Over the bound but kept: all ten, nothing dropped (and an ERROR logged).
-    assert_eq!(keep.deliver(&store).unwrap().events, 10);
+    assert_eq!(deliver_now(&keep, &store).unwrap().events, 10);
     assert_eq!(keep.metrics().events_dropped, 0);
     assert_eq!(keep.metrics().backlog, 10);
     let drop = sink_from(
@@ -399,7 +405,7 @@ path = "drop.ndjson""#,
         dir.path(),
     );
     assert_eq!(
-        drop.deliver(&store).unwrap(),
+        deliver_now(&drop, &store).unwrap(),
         Delivered {
             events: 4,
             position: 10
@@ -409,6 +415,6 @@ path = "drop.ndjson""#,
     assert_eq!(seqs(&dir.path().join("drop.ndjson")), [7, 8, 9, 10]);
     // Under the bound again: nothing more is dropped.
     crate::fixtures::commit(&store, &crate::fixtures::many(12, 1)[10..]);
-    assert_eq!(drop.deliver(&store).unwrap().events, 2);
+    assert_eq!(deliver_now(&drop, &store).unwrap().events, 2);
     assert_eq!(drop.metrics().events_dropped, 6);
 }

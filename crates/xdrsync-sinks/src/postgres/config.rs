@@ -55,7 +55,7 @@ fn ident_ok(s: &str) -> bool {
         && s.len() <= 48
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && !s.as_bytes()[0].is_ascii_digit()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
 impl PostgresConfig {

@@ -216,10 +216,10 @@ impl Transport for Postgres {
         Box::pin(async move {
             let mut slot = self.client.lock().await;
             let run = async {
-                if slot.is_none() {
-                    *slot = Some(self.open().await?);
-                }
-                let client = slot.as_mut().expect("opened above");
+                let client = match slot.take() {
+                    Some(c) => slot.insert(c),
+                    None => slot.insert(self.open().await?),
+                };
                 self.upsert(client, events).await
             };
             let r = match tokio::time::timeout(self.timeout, run).await {

@@ -26,6 +26,7 @@
 //! `event.id` follows Elastic (the item id, shared by every version); the version's own id is
 //! `xdrsync.event_id`, which is what to use as the document `_id`.
 
+use super::set;
 use serde_json::{Value, json};
 use xdrsync_model::{Alert, Incident, Record, Severity};
 use xdrsync_store::StoredVersion;
@@ -42,11 +43,11 @@ pub fn document(v: &StoredVersion) -> Value {
     // The customer, for routing: `cloud.account.name` and `organization.name` (ECS's field
     // for the tenant of a multi-tenant source).
     if let Some(name) = &v.tenant_name {
-        doc["cloud"]["account"]["name"] = json!(name);
-        doc["organization"] = json!({ "name": name });
+        set(&mut doc, &["cloud", "account", "name"], json!(name));
+        set(&mut doc, &["organization"], json!({ "name": name }));
     }
     if v.replay {
-        doc["tags"] = json!(["replay"]);
+        set(&mut doc, &["tags"], json!(["replay"]));
     }
     doc
 }
@@ -99,12 +100,12 @@ fn threat(tactics: Vec<String>, ids: (Vec<String>, Vec<String>)) -> Option<Value
     }
     let mut t = json!({});
     if !tactics.is_empty() {
-        t["tactic"] = json!({ "name": tactics });
+        set(&mut t, &["tactic"], json!({ "name": tactics }));
     }
     if !tech.is_empty() {
-        t["technique"] = json!({ "id": tech });
+        set(&mut t, &["technique"], json!({ "id": tech }));
         if !sub.is_empty() {
-            t["technique"]["subtechnique"] = json!({ "id": sub });
+            set(&mut t, &["technique", "subtechnique"], json!({ "id": sub }));
         }
     }
     Some(t)
@@ -125,13 +126,13 @@ fn incident(v: &StoredVersion, i: &Incident) -> Value {
         "module": "m365_defender",
     });
     if let Some(p) = i.alerts.first().map(|a| &a.service_source) {
-        event["provider"] = json!(p);
+        set(&mut event, &["provider"], json!(p));
     }
     if let Some(s) = severity(&i.severity) {
-        event["severity"] = json!(s);
+        set(&mut event, &["severity"], json!(s));
     }
     if let Some(u) = &i.web_url {
-        event["url"] = json!(u);
+        set(&mut event, &["url"], json!(u));
     }
     let mut tactics: Vec<String> = Vec::new();
     for c in i.alerts.iter().filter_map(|a| a.category.as_ref()) {
@@ -185,11 +186,11 @@ fn incident(v: &StoredVersion, i: &Incident) -> Value {
         "xdrsync": envelope(v),
     });
     if let Some(a) = &i.assigned_to {
-        doc["user"] = json!({ "name": a });
-        doc["related"] = json!({ "user": [a] });
+        set(&mut doc, &["user"], json!({ "name": a }));
+        set(&mut doc, &["related"], json!({ "user": [a] }));
     }
     if let Some(t) = threat(tactics, ids) {
-        doc["threat"] = t;
+        set(&mut doc, &["threat"], t);
     }
     doc
 }
@@ -206,10 +207,10 @@ fn alert(v: &StoredVersion, a: &Alert) -> Value {
         "module": "m365_defender",
     });
     if let Some(s) = severity(&a.severity) {
-        event["severity"] = json!(s);
+        set(&mut event, &["severity"], json!(s));
     }
     if let Some(u) = &a.web_url {
-        event["url"] = json!(u);
+        set(&mut event, &["url"], json!(u));
     }
     let mut doc = json!({
         "@timestamp": a.last_update.to_string(),
@@ -254,14 +255,18 @@ fn alert(v: &StoredVersion, a: &Alert) -> Value {
         match e.kind.as_str() {
             "device" => {
                 if doc.get("host").is_none() {
-                    doc["host"] = json!({ "hostname": val });
+                    set(&mut doc, &["host"], json!({ "hostname": val }));
                 }
                 hosts.push(val);
             }
             "user" | "mailbox" => users.push(val),
             "ip" => ips.push(val),
-            "url" => doc["url"] = json!({ "original": val }),
-            "process" => doc["process"] = json!({ "command_line": val }),
+            "url" => {
+                set(&mut doc, &["url"], json!({ "original": val }));
+            }
+            "process" => {
+                set(&mut doc, &["process"], json!({ "command_line": val }));
+            }
             "file" => {
                 let alg = match val.len() {
                     64 => "sha256",
@@ -270,9 +275,9 @@ fn alert(v: &StoredVersion, a: &Alert) -> Value {
                     _ => "",
                 };
                 if alg.is_empty() || !val.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    doc["file"] = json!({ "name": val });
+                    set(&mut doc, &["file"], json!({ "name": val }));
                 } else {
-                    doc["file"] = json!({ "hash": { alg: val } });
+                    set(&mut doc, &["file"], json!({ "hash": { alg: val } }));
                     hashes.push(val);
                 }
             }
@@ -280,7 +285,7 @@ fn alert(v: &StoredVersion, a: &Alert) -> Value {
         }
     }
     if let Some(o) = &a.assigned_to {
-        doc["user"] = json!({ "name": o });
+        set(&mut doc, &["user"], json!({ "name": o }));
     }
     let mut related = serde_json::Map::new();
     for (k, list) in [
@@ -294,11 +299,11 @@ fn alert(v: &StoredVersion, a: &Alert) -> Value {
         }
     }
     if !related.is_empty() {
-        doc["related"] = Value::Object(related);
+        set(&mut doc, &["related"], Value::Object(related));
     }
     let tactics = a.category.iter().cloned().collect();
     if let Some(t) = threat(tactics, techniques(a.mitre_techniques.iter())) {
-        doc["threat"] = t;
+        set(&mut doc, &["threat"], t);
     }
     doc
 }

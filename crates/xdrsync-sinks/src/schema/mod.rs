@@ -139,3 +139,38 @@ pub(crate) fn epoch_millis(t: xdrsync_model::Timestamp) -> i64 {
 
 #[cfg(test)]
 mod tests;
+
+/// Sets `path` in the JSON object `doc` to `value`, creating the objects on the way.
+///
+/// The documents are built with `json!` and filled in with this instead of `doc["a"]["b"] = …`,
+/// whose `IndexMut` panics when a value on the way is not an object; here a non-object on the
+/// way is replaced by an object (it cannot happen with the builders' own literals).
+pub(crate) fn set(doc: &mut serde_json::Value, path: &[&str], value: serde_json::Value) {
+    use serde_json::{Map, Value};
+    let Some((last, parents)) = path.split_last() else {
+        *doc = value;
+        return;
+    };
+    let mut cur = doc;
+    for key in parents {
+        if !cur.is_object() {
+            *cur = Value::Object(Map::new());
+        }
+        let Value::Object(map) = cur else { return };
+        cur = map.entry(*key).or_insert_with(|| Value::Object(Map::new()));
+    }
+    if !cur.is_object() {
+        *cur = Value::Object(Map::new());
+    }
+    if let Value::Object(map) = cur {
+        map.insert((*last).to_owned(), value);
+    }
+}
+
+/// `s` as a JSON string literal, quotes included.
+pub(crate) fn quote(s: &str) -> String {
+    // Serializing a `str` to JSON has no failure case (serde_json fails only on maps with
+    // non-string keys and on a writer's I/O error; a `String` writer has none).
+    #[allow(clippy::expect_used)]
+    serde_json::to_string(s).expect("a string serializes")
+}

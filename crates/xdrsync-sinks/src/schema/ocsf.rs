@@ -28,7 +28,7 @@ use serde_json::{Map, Value, json};
 use xdrsync_model::{Alert, ChangeKind, Evidence, Incident, Record, Severity};
 use xdrsync_store::StoredVersion;
 
-use super::epoch_millis;
+use super::{epoch_millis, set};
 
 /// The OCSF schema version the documents follow.
 pub const OCSF_VERSION: &str = "1.5.0";
@@ -41,10 +41,10 @@ pub fn document(v: &StoredVersion) -> Value {
     };
     // The customer, for routing: the cloud account's name.
     if let Some(name) = &v.tenant_name {
-        doc["cloud"]["account"]["name"] = json!(name);
+        set(&mut doc, &["cloud", "account", "name"], json!(name));
     }
     if v.replay {
-        doc["metadata"]["labels"] = json!(["replay"]);
+        set(&mut doc, &["metadata", "labels"], json!(["replay"]));
     }
     doc
 }
@@ -82,10 +82,10 @@ fn metadata(v: &StoredVersion, api: &str, correlation: Option<&str>, profiles: &
         "original_time": v.record.last_update().to_string(),
     });
     if let Some(c) = correlation {
-        m["correlation_uid"] = json!(c);
+        set(&mut m, &["correlation_uid"], json!(c));
     }
     if !profiles.is_empty() {
-        m["profiles"] = json!(profiles);
+        set(&mut m, &["profiles"], json!(profiles));
     }
     m
 }
@@ -159,16 +159,16 @@ fn incident(v: &StoredVersion, i: &Incident) -> Value {
         .map(|a| {
             let mut f = json!({ "uid": a.id, "title": a.title });
             if let Some(t) = a.created {
-                f["created_time"] = json!(epoch_millis(t));
+                set(&mut f, &["created_time"], json!(epoch_millis(t)));
             }
             if let Some(t) = a.last_update {
-                f["modified_time"] = json!(epoch_millis(t));
+                set(&mut f, &["modified_time"], json!(epoch_millis(t)));
             }
             if let Some(c) = &a.category {
-                f["types"] = json!([c]);
+                set(&mut f, &["types"], json!([c]));
             }
             if !a.mitre_techniques.is_empty() {
-                f["attacks"] = attacks(&a.mitre_techniques);
+                set(&mut f, &["attacks"], attacks(&a.mitre_techniques));
             }
             f
         })
@@ -241,22 +241,22 @@ fn alert(v: &StoredVersion, a: &Alert) -> Value {
         "modified_time": epoch_millis(a.last_update),
     });
     if let Some(d) = &a.description {
-        info["desc"] = json!(d);
+        set(&mut info, &["desc"], json!(d));
     }
     if let Some(t) = a.first_activity {
-        info["first_seen_time"] = json!(epoch_millis(t));
+        set(&mut info, &["first_seen_time"], json!(epoch_millis(t)));
     }
     if let Some(t) = a.last_activity {
-        info["last_seen_time"] = json!(epoch_millis(t));
+        set(&mut info, &["last_seen_time"], json!(epoch_millis(t)));
     }
     if let Some(c) = &a.category {
-        info["types"] = json!([c]);
+        set(&mut info, &["types"], json!([c]));
     }
     if let Some(u) = &a.web_url {
-        info["src_url"] = json!(u);
+        set(&mut info, &["src_url"], json!(u));
     }
     if !a.mitre_techniques.is_empty() {
-        info["attacks"] = attacks(&a.mitre_techniques);
+        set(&mut info, &["attacks"], attacks(&a.mitre_techniques));
     }
     m.insert("finding_info".into(), info);
     if !a.evidence.is_empty() {

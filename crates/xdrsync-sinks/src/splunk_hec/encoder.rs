@@ -25,7 +25,7 @@ pub fn encode_event(
     index: Option<&str>,
 ) {
     let ms = crate::schema::epoch_millis(v.record.last_update());
-    let q = |s: &str| serde_json::to_string(s).expect("a string serializes");
+    let q = crate::schema::quote;
     out.extend_from_slice(
         format!(
             r#"{{"time":{}.{:03},"host":{},"source":{},"sourcetype":{},"#,

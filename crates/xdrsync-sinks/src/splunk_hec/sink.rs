@@ -196,7 +196,11 @@ impl Hec {
                 Err(e) => return Err(e),
             };
             let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            if v["acks"][ack_id.to_string()].as_bool() == Some(true) {
+            let acked = v
+                .get("acks")
+                .and_then(|a| a.get(ack_id.to_string().as_str()))
+                .and_then(serde_json::Value::as_bool);
+            if acked == Some(true) {
                 return Ok(());
             }
             if start.elapsed() >= self.ack_timeout {

@@ -1,14 +1,15 @@
 //! Writing lines to a stream.
 
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::outbox::{BoxFuture, Event, SendError, Transport};
 
 /// Writes each event as a line to a stream (standard output in production; any writer in
 /// tests).
 pub struct StdoutTransport {
-    out: Mutex<Box<dyn Write + Send>>,
+    /// Shared with the blocking thread each write runs on (a pipe's reader may be slow).
+    out: Arc<Mutex<Box<dyn Write + Send>>>,
 }
 
 impl std::fmt::Debug for StdoutTransport {
@@ -33,7 +34,7 @@ impl StdoutTransport {
     /// Lines to `out`.
     pub fn new(out: Box<dyn Write + Send>) -> Self {
         StdoutTransport {
-            out: Mutex::new(out),
+            out: Arc::new(Mutex::new(out)),
         }
     }
 }
@@ -46,12 +47,16 @@ impl Transport for StdoutTransport {
                 buf.extend_from_slice(&e.doc);
                 buf.push(b'\n');
             }
-            let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+            let out = self.out.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+                out.write_all(&buf).and_then(|()| out.flush())?;
+                Ok::<_, std::io::Error>(buf.len() as u64)
+            })
+            .await
+            .map_err(|e| SendError::permanent(format!("cannot write to stdout: {e}")))?;
             // A closed pipe (`| head`) is permanent: nobody will read what follows.
-            out.write_all(&buf)
-                .and_then(|()| out.flush())
-                .map_err(|e| SendError::permanent(format!("cannot write to stdout: {e}")))?;
-            Ok(buf.len() as u64)
+            written.map_err(|e| SendError::permanent(format!("cannot write to stdout: {e}")))
         })
     }
 }

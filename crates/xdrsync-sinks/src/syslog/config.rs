@@ -154,8 +154,10 @@ fn facility(name: &str) -> Option<u8> {
         "audit" => 13,
         "alert" => 14,
         "clock" => 15,
-        l if l.starts_with("local") => 16 + l[5..].parse::<u8>().ok().filter(|n| *n <= 7)?,
-        _ => return None,
+        l => {
+            let n = l.strip_prefix("local")?.parse::<u8>().ok();
+            16 + n.filter(|n| *n <= 7)?
+        }
     })
 }
 

@@ -19,6 +19,8 @@ pub const TIMESTAMP_HEADER: &str = "x-xdrsync-timestamp";
 
 /// `sha256=<hex>` of `timestamp.body` under `secret`.
 pub fn sign(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
+    // HMAC is defined for keys of every length (a long one is hashed first): this cannot fail.
+    #[allow(clippy::expect_used)]
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
@@ -33,7 +35,8 @@ pub fn batch_id<'a>(event_ids: impl Iterator<Item = &'a str>) -> String {
         h.update(id.as_bytes());
         h.update(b"\n");
     }
-    hex::encode(&h.finalize()[..16])
+    let digest = h.finalize();
+    hex::encode(digest.get(..16).unwrap_or(&digest))
 }
 
 struct Webhook {
@@ -100,14 +103,17 @@ impl Transport for Webhook {
 
     fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<u64, SendError>> {
         Box::pin(async move {
-            let url = &self.urls[self.destination(&events[0])];
+            let dest = events.first().map_or(0, |e| self.destination(e));
+            let url = self.urls.get(dest).ok_or_else(|| {
+                SendError::permanent(format!("webhook: no URL for destination {dest}"))
+            })?;
             let id = batch_id(events.iter().map(|e| e.v.event_id.as_str()));
             let mut body =
                 Vec::with_capacity(events.iter().map(|e| e.doc.len() + 1).sum::<usize>() + 128);
             body.extend_from_slice(
                 format!(
                     r#"{{"sink":{},"batch_id":"{id}","count":{},"events":["#,
-                    serde_json::to_string(&self.sink).expect("a string serializes"),
+                    crate::schema::quote(&self.sink),
                     events.len()
                 )
                 .as_bytes(),

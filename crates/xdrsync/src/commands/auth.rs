@@ -376,7 +376,7 @@ async fn login(args: LoginArgs, config_path: &Path) -> anyhow::Result<ExitCode> 
             let (mut sock, _) = listener.accept().await?;
             let mut buf = vec![0u8; 16 * 1024];
             let n = sock.read(&mut buf).await?;
-            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let head = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned();
             let target = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
             let params: std::collections::HashMap<String, String> =
                 url::Url::parse(&format!("http://localhost{target}"))
