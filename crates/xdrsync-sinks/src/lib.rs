@@ -32,6 +32,8 @@ pub mod metrics;
 mod outbox;
 pub mod route;
 pub mod schema;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub mod file;
 pub mod nats;

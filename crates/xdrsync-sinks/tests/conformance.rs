@@ -793,3 +793,159 @@ async fn receiver_retry_after_of_a_year_waits_at_most_retry_max() {
     assert_eq!(sink.metrics().send_retries, 2);
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// A PostgreSQL sink over TLS to `url` with `tls` and `ca_file`; what one delivery of the
+/// fixtures did, and whether the sink's session (named `app`) was encrypted.
+async fn pg_tls_delivery(
+    url: &str,
+    app: &str,
+    tls: &str,
+    ca: &Path,
+) -> (
+    Result<xdrsync_sinks::Delivered, xdrsync_sinks::SinkError>,
+    bool,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = pg::fresh_schema("xdrsync_tls");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let sink = build_sink(
+        &format!(
+            "name = \"pg\"\nretry_attempts = 1\n[postgres]\nurl = {{ value = \"{url}{sep}application_name={app}\" }}\nschema = \"{schema}\"\ntls = \"{tls}\"\nca_file = \"{}\"",
+            ca.display()
+        ),
+        dir.path(),
+    );
+    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
+    let d = conformance::deliver(&sink, &store).await;
+    let (encrypted, sessions) = pg::sessions_encrypted(app).await;
+    if d.is_ok() {
+        assert_eq!(pg::event_ids(&schema).await.len(), 5);
+        assert!(sessions >= 1, "the sink's session is open");
+        pg::drop_schema(&schema).await;
+    }
+    (d, encrypted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls_verify_full_delivers_encrypted_to_the_named_server() {
+    let app = format!("xdrsync_full_{}", uuid::Uuid::new_v4().simple());
+    let (d, encrypted) = pg_tls_delivery(
+        "postgres://postgres@localhost/test?hostaddr=127.0.0.1",
+        &app,
+        "verify-full",
+        &pg::tls_ca(),
+    )
+    .await;
+    assert_eq!(d.unwrap().events, 5);
+    assert!(encrypted, "the sink's session is TLS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls_verify_ca_checks_the_chain_and_verify_full_the_name() {
+    let url = pg::url(&pg::address());
+    // The certificate names `localhost`, not 127.0.0.1: the chain is good, the name is not.
+    let app = format!("xdrsync_ca_{}", uuid::Uuid::new_v4().simple());
+    let (d, encrypted) = pg_tls_delivery(&url, &app, "verify-ca", &pg::tls_ca()).await;
+    assert_eq!(d.unwrap().events, 5);
+    assert!(encrypted);
+    let app = format!("xdrsync_name_{}", uuid::Uuid::new_v4().simple());
+    let (d, _) = pg_tls_delivery(&url, &app, "verify-full", &pg::tls_ca()).await;
+    let e = d.unwrap_err().to_string();
+    assert!(e.contains("certificate"), "{e}");
+    // Another CA's trust: refused by both levels.
+    let other = tempfile::tempdir().unwrap();
+    let other = xdrsync_emulator::tls::ensure(other.path()).unwrap().ca_cert;
+    for level in ["verify-ca", "require"] {
+        let app = format!("xdrsync_other_{}", uuid::Uuid::new_v4().simple());
+        let (d, _) = pg_tls_delivery(&url, &app, level, &other).await;
+        let e = d.unwrap_err().to_string();
+        assert!(e.contains("certificate"), "{level}: {e}");
+    }
+}
+
+/// A server (or a fake one) that answers the TLS request with "no" gets nothing more: the
+/// password is never sent in clear (a fake server captured it before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls_required_never_sends_the_password_to_a_server_without_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let captured = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut first = [0u8; 8];
+        sock.read_exact(&mut first).await.unwrap();
+        seen.extend_from_slice(&first);
+        sock.write_all(b"N").await.unwrap();
+        let mut rest = [0u8; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(500), sock.read(&mut rest)).await
+        {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&rest[..n]);
+        }
+        seen
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sink = build_sink(
+        &format!(
+            "name = \"pg\"\nretry_attempts = 1\n[postgres]\nurl = {{ value = \"postgres://u:SeCrEt-pw@{addr}/test\" }}\ntls = \"require\""
+        ),
+        dir.path(),
+    );
+    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
+    let e = conformance::deliver(&sink, &store).await.unwrap_err();
+    let seen = captured.await.unwrap();
+    // Only the 8-byte SSLRequest (length 8, code 80877103) crossed the wire.
+    assert_eq!(seen, [0, 0, 0, 8, 4, 210, 22, 47], "{e}");
+    assert!(!e.to_string().contains("SeCrEt-pw"), "{e}");
+    assert_eq!(store.sink_position("pg").unwrap(), 0);
+}
+
+/// Plaintext to a server that is not on this machine is refused unless the config says so;
+/// libpq's silent fallback (`sslmode=prefer`) is refused everywhere.
+#[test]
+fn postgres_plaintext_to_a_remote_server_needs_tls_disable() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = |url: &str, extra: &str| {
+        let toml = format!("name = \"pg\"\n[postgres]\nurl = {{ value = \"{url}\" }}\n{extra}");
+        let v = xdrsync_sinks::config::validate_toml(
+            &toml,
+            &dir.path().join("xdrsync.toml"),
+            &[],
+            true,
+        )
+        .unwrap();
+        xdrsync_sinks::build(&v)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let remote = "postgres://u:pw@db.example.com/siem";
+    let e = build(&format!("{remote}?sslmode=disable"), "").unwrap_err();
+    assert!(e.contains("tls = \"disable\""), "{e}");
+    assert!(
+        !e.contains("pw@"),
+        "the password stays out of the message: {e}"
+    );
+    let e = build(&format!("{remote}?sslmode=prefer"), "").unwrap_err();
+    assert!(e.contains("prefer"), "{e}");
+    let e = build("postgres://u:pw@127.0.0.1/test?sslmode=prefer", "").unwrap_err();
+    assert!(e.contains("prefer"), "{e}");
+    let e = build(remote, "tls = \"disable\"\nca_file = \"/etc/hosts\"").unwrap_err();
+    assert!(e.contains("ca_file"), "{e}");
+    let e = build(
+        &format!("{remote}?sslmode=verify-full"),
+        "tls = \"require\"",
+    )
+    .unwrap_err();
+    assert!(e.contains("disagree"), "{e}");
+    // Accepted: explicit plaintext, TLS (checked at connect), loopback without TLS.
+    build(remote, "tls = \"disable\"").unwrap();
+    build(remote, "").unwrap();
+    build(&format!("{remote}?sslmode=verify-ca"), "").unwrap();
+    build("postgres://u:pw@127.0.0.1/test", "").unwrap();
+    build("postgres://u:pw@localhost/test?sslmode=disable", "").unwrap();
+    build("host=/run/postgresql user=u dbname=test", "").unwrap();
+}

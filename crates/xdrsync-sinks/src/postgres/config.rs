@@ -24,6 +24,29 @@ pub struct PostgresConfig {
     /// Connect and statement timeout.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
+    /// TLS to the server: `disable`, `require`, `verify-ca` or `verify-full` (libpq's
+    /// `sslmode` levels). Unset: the URL's `sslmode` if it has one, else `verify-full` for a
+    /// remote server and no TLS over loopback or a Unix socket. Plaintext to a remote server
+    /// needs `tls = "disable"` here, and `prefer` (which falls back to plaintext silently) is
+    /// not offered.
+    pub tls: Option<PgTls>,
+    /// The CA certificate(s), PEM, that signed the server's certificate (default: the
+    /// system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// `postgres.tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PgTls {
+    /// No TLS.
+    Disable,
+    /// TLS, the server's certificate not checked.
+    Require,
+    /// TLS, the certificate's chain checked (not its name).
+    VerifyCa,
+    /// TLS, the certificate's chain and name checked.
+    VerifyFull,
 }
 
 fn default_schema() -> String {
@@ -47,6 +70,8 @@ pub struct Validated {
     pub(crate) table_prefix: String,
     pub(crate) create_tables: bool,
     pub(crate) timeout_secs: u64,
+    pub(crate) tls: Option<PgTls>,
+    pub(crate) ca_file: Option<std::path::PathBuf>,
 }
 
 /// An unquoted SQL identifier we are willing to splice into statements.
@@ -75,6 +100,8 @@ impl PostgresConfig {
             table_prefix: self.table_prefix,
             create_tables: self.create_tables,
             timeout_secs: self.timeout_secs,
+            tls: self.tls,
+            ca_file: self.ca_file.as_deref().map(|p| ctx.resolve(p)),
         })
     }
 }

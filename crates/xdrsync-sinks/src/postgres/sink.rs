@@ -6,12 +6,15 @@ use std::time::Duration;
 use xdrsync_config::ConfigError;
 use xdrsync_model::{Record, SecretString, StreamKind};
 
-use super::config::Validated;
+use super::config::{PgTls, Validated};
 use crate::Sink;
 use crate::outbox::{BoxFuture, Common, Event, OutboxSink, SendError, Transport};
 
 struct Postgres {
     config: tokio_postgres::Config,
+    /// TLS to the server (`None`: plaintext, which [`decide_tls`] allows only over loopback
+    /// or when the config says `tls = "disable"`).
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     schema: String,
     prefix: String,
     create_tables: bool,
@@ -37,24 +40,48 @@ pub(crate) fn build(common: Common, v: &Validated) -> Result<Arc<dyn Sink>, Conf
         field: field.clone(),
         message,
     };
-    let mut config: tokio_postgres::Config = url
-        .expose()
+    let (text, url_mode) = take_sslmode(url.expose()).map_err(err)?;
+    let mut config: tokio_postgres::Config = text
         .parse()
         // The parser's message never repeats the password.
         .map_err(|e: tokio_postgres::Error| {
             err(format!("not a PostgreSQL connection string: {e}"))
         })?;
-    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(err(
-            "sslmode=require: TLS to PostgreSQL is not built in yet; connect over loopback or a Unix socket, or through a TLS-terminating proxy".into(),
-        ));
-    }
+    let loopback = is_loopback(&config);
+    let mode = decide_tls(v.tls, url_mode, loopback).map_err(err)?;
+    let tls = match mode {
+        PgTls::Disable => {
+            if v.ca_file.is_some() {
+                return Err(err("ca_file is set but TLS is disabled".into()));
+            }
+            if !loopback {
+                tracing::warn!(sink = %common.name, "PostgreSQL without TLS to a server that is not on this machine (tls = \"disable\"): its password and the events cross the network in clear.");
+            }
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            None
+        }
+        level => {
+            let verify = match level {
+                PgTls::VerifyFull => crate::tls::Verify::Full,
+                PgTls::VerifyCa => crate::tls::Verify::Ca,
+                // libpq: `require` with a CA file checks the chain, as `verify-ca` does.
+                _ if v.ca_file.is_some() => crate::tls::Verify::Ca,
+                _ => crate::tls::Verify::Nothing,
+            };
+            let tls = crate::tls::client_config(v.ca_file.as_deref(), verify).map_err(err)?;
+            // Require: a server that answers the TLS request with "no" gets nothing more (no
+            // silent fallback to plaintext, so no password in clear).
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+        }
+    };
     config.connect_timeout(Duration::from_secs(v.timeout_secs));
     if config.get_application_name().is_none() {
         config.application_name("xdrsync");
     }
     let t = Postgres {
         config,
+        tls,
         schema: v.schema.clone(),
         prefix: v.table_prefix.clone(),
         create_tables: v.create_tables,
@@ -64,12 +91,114 @@ pub(crate) fn build(common: Common, v: &Validated) -> Result<Arc<dyn Sink>, Conf
     Ok(Arc::new(OutboxSink::new(common, t)))
 }
 
+/// libpq's `sslmode` as the URL gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UrlMode {
+    /// `disable`.
+    Disable,
+    /// `allow` or `prefer`: TLS if the server offers it, else plaintext, silently.
+    Fallback,
+    /// `require`, `verify-ca` or `verify-full`.
+    Tls(PgTls),
+}
+
+/// The connection string without its `sslmode` (tokio-postgres knows only `disable`, `prefer`
+/// and `require`; the sink applies libpq's five itself), and that `sslmode`.
+fn take_sslmode(text: &str) -> Result<(String, Option<UrlMode>), String> {
+    let parse = |m: &str| match m {
+        "disable" => Ok(UrlMode::Disable),
+        "allow" | "prefer" => Ok(UrlMode::Fallback),
+        "require" => Ok(UrlMode::Tls(PgTls::Require)),
+        "verify-ca" => Ok(UrlMode::Tls(PgTls::VerifyCa)),
+        "verify-full" => Ok(UrlMode::Tls(PgTls::VerifyFull)),
+        other => Err(format!(
+            "sslmode={other}: expected disable, require, verify-ca or verify-full"
+        )),
+    };
+    let mut mode = None;
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        let Ok(mut url) = url::Url::parse(text) else {
+            // Left to tokio-postgres, whose message is clearer about its own syntax.
+            return Ok((text.to_owned(), None));
+        };
+        let mut kept: Vec<(String, String)> = Vec::new();
+        for (k, v) in url.query_pairs() {
+            if k == "sslmode" {
+                mode = Some(parse(&v)?);
+            } else {
+                kept.push((k.into_owned(), v.into_owned()));
+            }
+        }
+        if kept.is_empty() {
+            url.set_query(None);
+        } else {
+            url.query_pairs_mut().clear().extend_pairs(kept);
+        }
+        return Ok((url.to_string(), mode));
+    }
+    // `key=value` pairs.
+    let mut kept = Vec::new();
+    for pair in text.split_whitespace() {
+        match pair.strip_prefix("sslmode=") {
+            Some(m) => mode = Some(parse(m.trim_matches('\''))?),
+            None => kept.push(pair),
+        }
+    }
+    Ok((kept.join(" "), mode))
+}
+
+/// Whether every host of `config` is this machine (a Unix socket, `localhost`, a loopback
+/// address); no host means the default, a local socket.
+fn is_loopback(config: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    let ip_loopback = |s: &str| {
+        s.trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    };
+    let hosts_local = config.get_hosts().iter().all(|h| match h {
+        Host::Tcp(name) => name.eq_ignore_ascii_case("localhost") || ip_loopback(name),
+        Host::Unix(_) => true,
+    });
+    let addrs_local = config.get_hostaddrs().iter().all(|a| a.is_loopback());
+    hosts_local && addrs_local
+}
+
+/// The TLS level from the config's `tls`, the URL's `sslmode` and where the server is.
+fn decide_tls(key: Option<PgTls>, url: Option<UrlMode>, loopback: bool) -> Result<PgTls, String> {
+    const NO_PLAINTEXT: &str = "the server is not on this machine and TLS is off: the password and the events would cross the network in clear. Use sslmode=verify-full (or require/verify-ca), or set `tls = \"disable\"` in [sinks.postgres] to accept plaintext";
+    match (key, url) {
+        (Some(k), Some(UrlMode::Tls(u))) if k != u => Err(format!(
+            "tls = {k:?} and the URL's sslmode disagree; give one of them"
+        )),
+        (Some(PgTls::Disable), Some(UrlMode::Tls(_))) => {
+            Err("tls = \"disable\" and the URL's sslmode asks for TLS; give one of them".into())
+        }
+        (Some(k), _) => Ok(k),
+        (None, Some(UrlMode::Fallback)) => Err(
+            "sslmode=prefer/allow falls back to plaintext without a word; use require, verify-ca or verify-full (or disable, over loopback)".into(),
+        ),
+        (None, Some(UrlMode::Tls(u))) => Ok(u),
+        (None, Some(UrlMode::Disable)) | (None, None) if loopback => Ok(PgTls::Disable),
+        (None, Some(UrlMode::Disable)) => Err(NO_PLAINTEXT.into()),
+        (None, None) => Ok(PgTls::VerifyFull),
+    }
+}
+
 /// Connection-level failures (the server is down, restarting, or cut us off) are transient;
 /// a refused statement (a constraint, a permission, bad JSON) is permanent.
 fn pg_error(e: tokio_postgres::Error) -> SendError {
     let Some(db) = e.as_db_error() else {
-        // No answer from the server: it is down, restarting or cut the connection.
-        return SendError::transient(format!("postgres: {e}"));
+        // No answer from the server: it is down, restarting or cut the connection (or the TLS
+        // handshake failed: the causes say why, e.g. the certificate's name).
+        let mut msg = format!("postgres: {e}");
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        return SendError::transient(msg);
     };
     let msg = format!("postgres: {} ({})", db.message(), db.code().code());
     let c = db.code().code();
@@ -88,16 +217,30 @@ impl Postgres {
     }
 
     async fn open(&self) -> Result<tokio_postgres::Client, SendError> {
-        let (client, conn) = self
-            .config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(pg_error)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "PostgreSQL connection ended.");
+        let client = match &self.tls {
+            None => {
+                let (client, conn) = self
+                    .config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(pg_error)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "PostgreSQL connection ended.");
+                    }
+                });
+                client
             }
-        });
+            Some(tls) => {
+                let (client, conn) = self.config.connect(tls.clone()).await.map_err(pg_error)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "PostgreSQL connection ended.");
+                    }
+                });
+                client
+            }
+        };
         if self.create_tables {
             let mut ddl = format!("CREATE SCHEMA IF NOT EXISTS {};", self.schema);
             for s in [

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls_pki_types::pem::PemObject as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use xdrsync_config::ConfigError;
@@ -53,27 +52,8 @@ pub(crate) fn build(common: Common, v: &Validated) -> Result<Arc<dyn Sink>, Conf
             field: format!("sink {} syslog", common.name),
             message,
         };
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(ca) = &v.ca_file {
-            let pem = fs_err::read(ca).map_err(|e| err(e.to_string()))?;
-            let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| err(format!("ca_file: {e}")))?;
-            for c in certs {
-                roots.add(c).map_err(|e| err(format!("ca_file: {e}")))?;
-            }
-        } else {
-            for c in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(c);
-            }
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| err(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = crate::tls::client_config(v.ca_file.as_deref(), crate::tls::Verify::Full)
+            .map_err(err)?;
         let name = rustls_pki_types::ServerName::try_from(v.server_name.clone())
             .map_err(|e| err(format!("server_name `{}`: {e}", v.server_name)))?;
         Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))

@@ -54,3 +54,33 @@ pub async fn drop_schema(schema: &str) {
         .await
         .unwrap();
 }
+
+/// The CA that signed the machine's PostgreSQL server certificate (`scripts/services` makes
+/// it: the certificate names `localhost` only); a missing file fails the test.
+pub fn tls_ca() -> std::path::PathBuf {
+    let dir = std::env::var("XDRSYNC_TEST_POSTGRES_TLS_DIR")
+        .unwrap_or_else(|_| "/var/lib/xdrsync-test/postgres-tls".into());
+    let ca = std::path::Path::new(&dir).join("ca.pem");
+    assert!(
+        ca.exists(),
+        "{} is missing: scripts/services turns on TLS for the test PostgreSQL",
+        ca.display()
+    );
+    ca
+}
+
+/// Whether the server's sessions named `application_name` are all encrypted, and how many
+/// there are.
+pub async fn sessions_encrypted(application_name: &str) -> (bool, i64) {
+    let row = client()
+        .await
+        .query_one(
+            "SELECT coalesce(bool_and(s.ssl), false), count(*)
+             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = $1",
+            &[&application_name],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
