@@ -119,3 +119,41 @@ fn secrets_never_reach_debug_or_errors() {
     let e = build(&v).unwrap_err().to_string();
     assert!(!e.contains(secret), "{e}");
 }
+
+/// NATS: TLS is required for a server not on this machine unless `tls = false` says
+/// otherwise; `tls://` always requires it; one way of authenticating at a time.
+#[test]
+fn nats_tls_is_required_off_this_machine() {
+    let tls = |url: &str, extra: &str| match check(&format!(
+        "name = \"n\"\n[nats]\nurl = \"{url}\"\n{extra}"
+    ))
+    .map(|v| v.kind)
+    {
+        Ok(Kind::Nats(n)) => Ok(n.require_tls),
+        Ok(_) => Err("not nats".to_owned()),
+        Err(e) => Err(e.to_string()),
+    };
+    assert_eq!(tls("nats://bus.example.com:4222", ""), Ok(true));
+    assert_eq!(tls("nats://bus.example.com:4222", "tls = false"), Ok(false));
+    assert_eq!(tls("nats://127.0.0.1:4222", ""), Ok(false));
+    assert_eq!(tls("nats://localhost:4222", ""), Ok(false));
+    assert_eq!(tls("tls://127.0.0.1:4222", ""), Ok(true));
+    assert!(
+        tls("tls://127.0.0.1:4222", "tls = false")
+            .unwrap_err()
+            .contains("tls://")
+    );
+    assert!(
+        tls("ws://127.0.0.1:4222", "")
+            .unwrap_err()
+            .contains("nats:// or tls://")
+    );
+    let both = tls(
+        "nats://127.0.0.1:4222",
+        "token = { value = \"a\" }\nnkey = { value = \"SUAB\" }",
+    )
+    .unwrap_err();
+    assert!(both.contains("one of"), "{both}");
+    let e = tls("nats://u:p@127.0.0.1:4222", "").unwrap_err();
+    assert!(e.contains("not in the URL") && !e.contains("u:p@"), "{e}");
+}

@@ -19,7 +19,7 @@ use std::time::Duration;
 use xdrsync_sinks::{Sink, fixtures};
 use xdrsync_test_utils::conformance::{self, Capabilities, Receiver, event_id_of};
 use xdrsync_test_utils::receivers::hec::{Hec, HecOptions};
-use xdrsync_test_utils::receivers::nats::{NatsServer, read_stream};
+use xdrsync_test_utils::receivers::nats::{Access, NatsServer, read_stream};
 use xdrsync_test_utils::receivers::postgres as pg;
 use xdrsync_test_utils::receivers::proxy::Proxy;
 use xdrsync_test_utils::receivers::rsyslog::Rsyslog;
@@ -692,15 +692,7 @@ async fn nats_on_the_shared_server_drops_repeats() {
     let msgs = read_stream(&address, &stream).await;
     assert_eq!(msgs.len(), 5, "the second sink's five were duplicates");
     // Clean up the shared server.
-    let mut c = xdrsync_sinks::nats::Connection::connect(&address, &Default::default())
-        .await
-        .unwrap();
-    c.request_all(
-        &[(format!("$JS.API.STREAM.DELETE.{stream}"), vec![], b"")],
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    xdrsync_test_utils::receivers::nats::delete_stream(&address, &stream).await;
 }
 
 // ---- PostgreSQL ----
@@ -948,4 +940,132 @@ fn postgres_plaintext_to_a_remote_server_needs_tls_disable() {
     build("postgres://u:pw@127.0.0.1/test", "").unwrap();
     build("postgres://u:pw@localhost/test?sslmode=disable", "").unwrap();
     build("host=/run/postgresql user=u dbname=test", "").unwrap();
+}
+
+/// TLS with each way of proving who the sink is: token, user/password, NKey, `.creds`
+/// (operator mode, JWTs). Every event arrives once, with its `Nats-Msg-Id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_tls_with_token_user_nkey_and_creds_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let accesses = [
+        Access::Token("t0ken-s3cret".into()),
+        Access::User("xdrsync".into(), "pa55-s3cret".into()),
+        Access::new_nkey(),
+        Access::new_creds(dir.path()),
+    ];
+    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
+    for (i, access) in accesses.into_iter().enumerate() {
+        let what = format!("{access:?}");
+        let server = NatsServer::start_with(access, true).await;
+        let sink = build_sink(
+            &format!(
+                "name = \"bus{i}\"\nretry_attempts = 2\n[nats]\nurl = \"tls://localhost:{}\"\nca_file = \"{}\"\n{}",
+                server.port,
+                server.tls_ca.as_ref().unwrap().display(),
+                server.access.sink_conf()
+            ),
+            dir.path(),
+        );
+        let d = conformance::deliver(&sink, &store).await;
+        assert_eq!(d.unwrap_or_else(|e| panic!("{what}: {e}")).events, 5);
+        let msgs = server.read_stream("XDRSYNC").await;
+        let mut ids: Vec<String> = msgs.iter().filter_map(|m| m.msg_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!((msgs.len(), ids.len()), (5, 5), "{what}");
+        server.stop().await;
+    }
+}
+
+/// Wrong credentials fail at once, not retried, and the message names no secret; a server
+/// whose certificate the sink does not trust gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_wrong_credentials_or_an_untrusted_server_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
+    let server = NatsServer::start_with(Access::Token("right-t0ken".into()), true).await;
+    let ca = server.tls_ca.clone().unwrap();
+    let sink = build_sink(
+        &format!(
+            "name = \"bus\"\n[nats]\nurl = \"tls://localhost:{}\"\nca_file = \"{}\"\ntoken = {{ value = \"wr0ng-t0ken\" }}",
+            server.port,
+            ca.display()
+        ),
+        dir.path(),
+    );
+    let e = conformance::deliver(&sink, &store)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("not retriable") && e.contains("authorization"),
+        "{e}"
+    );
+    assert!(!e.contains("wr0ng-t0ken"), "{e}");
+    // The system's roots do not know the emulator's CA.
+    let sink = build_sink(
+        &format!(
+            "name = \"bus2\"\n[nats]\nurl = \"tls://localhost:{}\"\ntoken = {{ value = \"right-t0ken\" }}",
+            server.port
+        ),
+        dir.path(),
+    );
+    let e = conformance::deliver(&sink, &store)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.to_lowercase().contains("certificate") || e.contains("tls"),
+        "{e}"
+    );
+    assert!(server.read_stream("XDRSYNC").await.is_empty());
+    assert_eq!(store.sink_position("bus").unwrap(), 0);
+}
+
+/// With TLS required, a server that offers no TLS never sees the token: what reaches it is a
+/// TLS handshake, never a `CONNECT` with credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_credentials_never_cross_in_clear_when_tls_is_required() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let captured = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let (mut sock, _) = listener.accept().await.unwrap();
+        sock.write_all(
+            format!(
+                "INFO {{\"server_id\":\"fake\",\"version\":\"2.10.0\",\"proto\":1,\"host\":\"127.0.0.1\",\"port\":{},\"max_payload\":1048576,\"headers\":true}}\r\n",
+                addr.port()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(500), sock.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        seen
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sink = build_sink(
+        &format!(
+            "name = \"bus\"\nretry_attempts = 1\n[nats]\nurl = \"nats://{addr}\"\ntls = true\ntoken = {{ value = \"cl3ar-t0ken\" }}"
+        ),
+        dir.path(),
+    );
+    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
+    let e = conformance::deliver(&sink, &store).await.unwrap_err();
+    let seen = captured.await.unwrap();
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        !text.contains("cl3ar-t0ken") && !text.contains("CONNECT"),
+        "{text}"
+    );
+    assert_eq!(seen.first(), Some(&0x16), "a TLS handshake record: {e}");
 }

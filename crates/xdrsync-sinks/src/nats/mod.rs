@@ -5,16 +5,15 @@
 //! when JetStream acknowledges it. A repeat within the stream's duplicate window is dropped by
 //! the broker (`"duplicate": true`), so a re-sent chunk after a crash stores nothing twice.
 //!
-//! The client is a small implementation of the NATS text protocol (`INFO`, `CONNECT`,
-//! `HPUB`, `SUB`, `MSG`/`HMSG`, `PING`/`PONG`) over one TCP connection with publishes
-//! pipelined per chunk: all the sink needs, without a full client's dependencies.
+//! The client is the NATS project's own `async-nats`: TLS (rustls), token, user/password,
+//! NKey and `.creds` authentication, reconnects, JetStream publish acknowledgements.
+//! Credentials never cross the network in clear: TLS is required for any server not on this
+//! machine unless the config says `tls = false`.
 
-mod client;
 mod config;
 #[cfg(feature = "sink-nats")]
 mod sink;
 
-pub use client::{Auth, Connection, NatsError, Reply, Request};
 pub use config::{NatsConfig, Validated};
 
 #[cfg(feature = "sink-nats")]

@@ -1,73 +1,103 @@
-// Replaced by `async-nats` (issue 14); its indexing is bounded by the parser above each use.
-#![allow(clippy::indexing_slicing, clippy::expect_used, clippy::string_slice)]
-
-//! Publishing to JetStream.
+//! Publishing to JetStream with `async-nats`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::{self, context::PublishErrorKind};
 use xdrsync_config::ConfigError;
+use xdrsync_model::SecretString;
 
-use super::client::{Auth, Connection, NatsError};
-use super::config::Validated;
+use super::config::{NatsAuth, Validated};
 use crate::Sink;
 use crate::outbox::{BoxFuture, Common, Event, OutboxSink, SendError, Transport};
 
-#[derive(Debug)]
+/// The resolved credentials (secrets read once, at build).
+enum Auth {
+    None,
+    User(String, SecretString),
+    Token(SecretString),
+    NKey(SecretString),
+    Credentials(std::path::PathBuf),
+}
+
 struct Nats {
+    /// `host:port`, for messages.
     address: String,
+    /// `nats://…` or `tls://…`.
+    server: String,
+    require_tls: bool,
+    tls: Option<async_nats::rustls::ClientConfig>,
     auth: Auth,
     prefix: String,
     stream: String,
     create_stream: bool,
     duplicate_window: Duration,
     timeout: Duration,
-    /// The open connection, reopened after any failure (deliveries are one at a time).
-    conn: tokio::sync::Mutex<Option<Connection>>,
+    /// The JetStream context of the open client (async-nats reconnects it by itself); made
+    /// on the first delivery, again after a failed connect.
+    js: tokio::sync::Mutex<Option<jetstream::Context>>,
+}
+
+impl std::fmt::Debug for Nats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `auth` holds secrets.
+        f.debug_struct("Nats")
+            .field("server", &self.server)
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
 }
 
 pub(crate) fn build(common: Common, v: &Validated) -> Result<Arc<dyn Sink>, ConfigError> {
     let field = |f: &str| format!("sink {} nats.{f}", common.name);
-    let auth = Auth {
-        user: match (&v.user, &v.password) {
-            (Some(u), Some(p)) => Some((u.clone(), p.resolve(&field("password"))?)),
-            _ => None,
-        },
-        token: v
-            .token
-            .as_ref()
-            .map(|t| t.resolve(&field("token")))
-            .transpose()?,
+    let auth = match &v.auth {
+        NatsAuth::None => Auth::None,
+        NatsAuth::User(u, p) => Auth::User(u.clone(), p.resolve(&field("password"))?),
+        NatsAuth::Token(t) => Auth::Token(t.resolve(&field("token"))?),
+        NatsAuth::NKey(k) => Auth::NKey(k.resolve(&field("nkey"))?),
+        NatsAuth::Credentials(p) => Auth::Credentials(p.clone()),
+    };
+    let tls = if v.require_tls || v.ca_file.is_some() {
+        Some(
+            crate::tls::client_config(v.ca_file.as_deref(), crate::tls::Verify::Full).map_err(
+                |message| ConfigError::Secret {
+                    field: field("ca_file"),
+                    message,
+                },
+            )?,
+        )
+    } else {
+        None
     };
     let t = Nats {
         address: v.address.clone(),
+        server: v.server.clone(),
+        require_tls: v.require_tls,
+        tls,
         auth,
         prefix: v.prefix.clone(),
         stream: v.stream.clone(),
         create_stream: v.create_stream,
         duplicate_window: Duration::from_secs(v.duplicate_window_secs),
         timeout: Duration::from_secs(v.timeout_secs),
-        conn: tokio::sync::Mutex::new(None),
+        js: tokio::sync::Mutex::new(None),
     };
     Ok(Arc::new(OutboxSink::new(common, t)))
 }
 
-fn send_error(e: NatsError) -> SendError {
-    match e {
-        NatsError::Server { .. } => SendError::permanent(e.to_string()),
-        NatsError::Io { .. } | NatsError::Protocol { .. } => SendError::transient(e.to_string()),
+/// `e` with its causes (async-nats puts the server's words in the source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let s_text = s.to_string();
+        if !msg.contains(&s_text) {
+            msg.push_str(": ");
+            msg.push_str(&s_text);
+        }
+        src = s.source();
     }
-}
-
-/// A JetStream API error in a reply payload: `(code, err_code, description)`.
-fn js_error(payload: &[u8]) -> Option<(u64, u64, String)> {
-    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    let e = v.get("error")?;
-    Some((
-        e["code"].as_u64().unwrap_or(0),
-        e["err_code"].as_u64().unwrap_or(0),
-        e["description"].as_str().unwrap_or("").to_owned(),
-    ))
+    xdrsync_model::printable(&msg)
 }
 
 impl Nats {
@@ -82,124 +112,135 @@ impl Nats {
         )
     }
 
-    async fn open(&self) -> Result<Connection, SendError> {
-        let mut c =
-            tokio::time::timeout(self.timeout, Connection::connect(&self.address, &self.auth))
-                .await
-                .map_err(|_| {
-                    SendError::transient(format!("nats {}: connect timed out", self.address))
-                })?
-                .map_err(send_error)?;
-        if self.create_stream {
-            self.ensure_stream(&mut c).await?;
+    async fn connect(&self) -> Result<jetstream::Context, SendError> {
+        let mut o = async_nats::ConnectOptions::new()
+            .name(concat!("xdrsync/", env!("CARGO_PKG_VERSION")))
+            .connection_timeout(self.timeout)
+            .request_timeout(Some(self.timeout))
+            .require_tls(self.require_tls);
+        if let Some(tls) = &self.tls {
+            o = o.tls_client_config(tls.clone());
         }
-        Ok(c)
+        o = match &self.auth {
+            Auth::None => o,
+            Auth::User(u, p) => o.user_and_password(u.clone(), p.expose().to_owned()),
+            Auth::Token(t) => o.token(t.expose().to_owned()),
+            Auth::NKey(k) => o.nkey(k.expose().to_owned()),
+            Auth::Credentials(path) => o.credentials_file(path).await.map_err(|e| {
+                SendError::permanent(format!("nats: credentials_file {}: {e}", path.display()))
+            })?,
+        };
+        let client = o.connect(self.server.as_str()).await.map_err(|e| {
+            use async_nats::ConnectErrorKind as K;
+            let msg = format!("nats {}: {}", self.address, chain(&e));
+            match e.kind() {
+                K::Authentication | K::AuthorizationViolation | K::Tls | K::ServerParse => {
+                    SendError::permanent(msg)
+                }
+                _ => SendError::transient(msg),
+            }
+        })?;
+        let mut js = jetstream::new(client);
+        js.set_timeout(self.timeout);
+        if self.create_stream {
+            self.ensure_stream(&js).await?;
+        }
+        Ok(js)
     }
 
     /// Creates the stream if it does not exist.
-    async fn ensure_stream(&self, c: &mut Connection) -> Result<(), SendError> {
-        let info = c
-            .request_all(
-                &[(format!("$JS.API.STREAM.INFO.{}", self.stream), vec![], b"")],
-                self.timeout,
-            )
-            .await
-            .map_err(send_error)?;
-        let reply = &info[0];
-        if reply.status == Some(503) {
-            return Err(SendError::transient(format!(
-                "nats {}: JetStream is not enabled on the server (no responders to $JS.API)",
-                self.address
-            )));
+    async fn ensure_stream(&self, js: &jetstream::Context) -> Result<(), SendError> {
+        use async_nats::jetstream::context::GetStreamErrorKind as G;
+        match js.get_stream(&self.stream).await {
+            Ok(_) => return Ok(()),
+            Err(e) => match e.kind() {
+                G::JetStream(j) if j.code() == 404 => {}
+                G::Request => {
+                    return Err(SendError::transient(format!(
+                        "nats {}: JetStream does not answer (is it enabled on the server?): {}",
+                        self.address,
+                        chain(&e)
+                    )));
+                }
+                _ => {
+                    return Err(SendError::permanent(format!(
+                        "nats: stream {} info: {}",
+                        self.stream,
+                        chain(&e)
+                    )));
+                }
+            },
         }
-        match js_error(&reply.payload) {
-            None => return Ok(()),
-            Some((404, _, _)) => {}
-            Some((code, err, d)) => {
-                return Err(SendError::permanent(format!(
-                    "nats: stream {} info: {d} (code {code}, err_code {err})",
-                    self.stream
-                )));
-            }
-        }
-        let config = serde_json::json!({
-            "name": self.stream,
-            "subjects": [format!("{}.>", self.prefix)],
-            "retention": "limits",
-            "storage": "file",
-            "num_replicas": 1,
-            "duplicate_window": self.duplicate_window.as_nanos() as u64,
-        })
-        .to_string();
-        let created = c
-            .request_all(
-                &[(
-                    format!("$JS.API.STREAM.CREATE.{}", self.stream),
-                    vec![],
-                    config.as_bytes(),
-                )],
-                self.timeout,
-            )
-            .await
-            .map_err(send_error)?;
-        match js_error(&created[0].payload) {
-            None => {
+        let config = jetstream::stream::Config {
+            name: self.stream.clone(),
+            subjects: vec![format!("{}.>", self.prefix)],
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: 1,
+            duplicate_window: self.duplicate_window,
+            ..Default::default()
+        };
+        match js.create_stream(config).await {
+            Ok(_) => {
                 tracing::info!(stream = %self.stream, subjects = %format!("{}.>", self.prefix), "Created the JetStream stream.");
                 Ok(())
             }
-            Some((code, err, d)) => Err(SendError::permanent(format!(
-                "nats: cannot create stream {}: {d} (code {code}, err_code {err})",
-                self.stream
+            Err(e) => Err(SendError::permanent(format!(
+                "nats: cannot create stream {}: {}",
+                self.stream,
+                chain(&e)
             ))),
         }
     }
 
-    async fn publish(&self, c: &mut Connection, events: &[Event]) -> Result<(), SendError> {
-        let subjects: Vec<String> = events.iter().map(|e| self.subject(e)).collect();
-        let requests: Vec<super::client::Request<'_>> = events
-            .iter()
-            .zip(subjects)
-            .map(|(e, s)| {
-                (
-                    s,
-                    vec![("Nats-Msg-Id", e.v.event_id.as_str())],
-                    e.doc.as_slice(),
-                )
-            })
-            .collect();
-        let replies = c
-            .request_all(&requests, self.timeout)
-            .await
-            .map_err(send_error)?;
-        for (e, r) in events.iter().zip(&replies) {
-            if r.status == Some(503) {
-                return Err(SendError::transient(format!(
-                    "nats: no stream captures {} (seq {}): create one for `{}.>` or set create_stream = true",
-                    self.subject(e),
+    fn publish_error(&self, e: &Event, err: &jetstream::context::PublishError) -> SendError {
+        let msg = match err.kind() {
+            PublishErrorKind::StreamNotFound => format!(
+                "nats: no stream captures {} (seq {}): create one for `{}.>` or set create_stream = true",
+                self.subject(e),
+                e.v.seq,
+                self.prefix
+            ),
+            _ => format!(
+                "nats: JetStream did not take seq {}: {}",
+                e.v.seq,
+                chain(err)
+            ),
+        };
+        match err.kind() {
+            // The message can never be taken as it is.
+            PublishErrorKind::MaxPayloadExceeded
+            | PublishErrorKind::WrongLastMessageId
+            | PublishErrorKind::WrongLastSequence => SendError::permanent(msg),
+            // No ack in time, a broken connection (async-nats reconnects), a missing stream
+            // (one may be created), the server's own refusal (storage full, leader election):
+            // the chunk is sent again, and `Nats-Msg-Id` drops what already arrived.
+            _ => SendError::transient(msg),
+        }
+    }
+
+    /// Publishes every event with `Nats-Msg-Id: <event id>` (pipelined: all are sent, then
+    /// every acknowledgement awaited); `Ok` once JetStream acknowledged them all.
+    async fn publish(&self, js: &jetstream::Context, events: &[Event]) -> Result<(), SendError> {
+        let mut acks = Vec::with_capacity(events.len());
+        for e in events {
+            let message = jetstream::message::PublishMessage::build()
+                .payload(bytes::Bytes::copy_from_slice(&e.doc))
+                .message_id(e.v.event_id.as_str());
+            let ack = js
+                .send_publish(self.subject(e), message)
+                .await
+                .map_err(|err| self.publish_error(e, &err))?;
+            acks.push((e, ack));
+        }
+        for (e, ack) in acks {
+            let ack = ack.await.map_err(|err| self.publish_error(e, &err))?;
+            if ack.stream != self.stream {
+                return Err(SendError::permanent(format!(
+                    "nats: seq {} went to stream {}, not {}: another stream captures `{}`",
                     e.v.seq,
-                    self.prefix
-                )));
-            }
-            if let Some((code, err, d)) = js_error(&r.payload) {
-                let msg = format!(
-                    "nats: JetStream refused seq {}: {d} (code {code}, err_code {err})",
-                    e.v.seq
-                );
-                return Err(if code == 503 || code == 0 {
-                    SendError::transient(msg)
-                } else {
-                    SendError::permanent(msg)
-                });
-            }
-            let ack: serde_json::Value = serde_json::from_slice(&r.payload).unwrap_or_default();
-            if ack["stream"].as_str().is_none() {
-                return Err(SendError::transient(format!(
-                    "nats: seq {}: not a JetStream acknowledgement: {}",
-                    e.v.seq,
-                    String::from_utf8_lossy(&r.payload)
-                        .chars()
-                        .take(200)
-                        .collect::<String>()
+                    ack.stream,
+                    self.stream,
+                    self.subject(e)
                 )));
             }
         }
@@ -210,17 +251,23 @@ impl Nats {
 impl Transport for Nats {
     fn send<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<u64, SendError>> {
         Box::pin(async move {
-            let mut slot = self.conn.lock().await;
-            if slot.is_none() {
-                *slot = Some(self.open().await?);
+            let mut slot = self.js.lock().await;
+            let js = match slot.take() {
+                Some(js) => slot.insert(js),
+                None => slot.insert(self.connect().await?),
+            };
+            // async-nats reconnects by itself and would hold the publishes meanwhile; a chunk
+            // sent while it is away fails as a counted, logged retry instead of waiting
+            // silently for the acknowledgement timeout.
+            let state = js.client().connection_state();
+            if state != async_nats::connection::State::Connected {
+                return Err(SendError::transient(format!(
+                    "nats {}: not connected ({state:?}); the client is reconnecting",
+                    self.address
+                )));
             }
-            let c = slot.as_mut().expect("opened above");
-            let r = self.publish(c, events).await;
-            if r.is_err() {
-                // Start clean: late replies of a failed chunk must not be taken for the next.
-                *slot = None;
-            }
-            r.map(|()| events.iter().map(|e| e.doc.len() as u64).sum())
+            self.publish(js, events).await?;
+            Ok(events.iter().map(|e| e.doc.len() as u64).sum())
         })
     }
 }

@@ -6,13 +6,13 @@
 //! `XDRSYNC_TEST_NATS` (default `127.0.0.1:4222`) names the machine's shared server, for tests
 //! that need no restart.
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine as _;
-use serde_json::Value;
-use xdrsync_sinks::nats::{Auth, Connection};
+use serde_json::{Value, json};
 
 /// The env var naming the nats-server binary.
 pub const NATS_SERVER_ENV: &str = "XDRSYNC_NATS_SERVER";
@@ -24,12 +24,147 @@ pub fn shared_address() -> String {
     std::env::var(TEST_NATS_ENV).unwrap_or_else(|_| "127.0.0.1:4222".into())
 }
 
+/// Who may connect to a private server.
+#[derive(Debug, Clone, Default)]
+pub enum Access {
+    /// Anyone.
+    #[default]
+    Open,
+    /// `authorization { token }`.
+    Token(String),
+    /// `authorization { user, password }`.
+    User(String, String),
+    /// An NKey user; the seed is the client's.
+    NKey {
+        /// The user's seed (`SU…`).
+        seed: String,
+    },
+    /// Operator mode (JWTs, a memory resolver); the `.creds` file is the client's.
+    Creds {
+        /// The user's `.creds` file.
+        file: PathBuf,
+        /// The server's `operator`/`resolver` settings.
+        server_conf: String,
+    },
+}
+
+impl Access {
+    /// A fresh NKey user.
+    pub fn new_nkey() -> Access {
+        Access::NKey {
+            seed: nkeys::KeyPair::new_user().seed().unwrap(),
+        }
+    }
+
+    /// A fresh operator, account (JetStream on) and user; the user's `.creds` file in `dir`.
+    pub fn new_creds(dir: &std::path::Path) -> Access {
+        let operator = nkeys::KeyPair::new_operator();
+        let account = nkeys::KeyPair::new_account();
+        // JetStream in operator mode needs a system account.
+        let system = nkeys::KeyPair::new_account();
+        let sys_jwt = jwt(
+            &operator,
+            &system.public_key(),
+            json!({ "type": "account", "version": 2 }),
+        );
+        let user = nkeys::KeyPair::new_user();
+        let op_jwt = jwt(
+            &operator,
+            &operator.public_key(),
+            json!({ "type": "operator", "version": 2 }),
+        );
+        let acct_jwt = jwt(
+            &operator,
+            &account.public_key(),
+            json!({ "type": "account", "version": 2, "limits": {
+                "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                "wildcards": true, "conn": -1, "leaf": -1,
+                "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+            }}),
+        );
+        let user_jwt = jwt(
+            &account,
+            &user.public_key(),
+            json!({ "type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1 }),
+        );
+        let file = dir.join("user.creds");
+        std::fs::write(
+            &file,
+            format!(
+                "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+                 ************************* IMPORTANT *************************\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+                user.seed().unwrap()
+            ),
+        )
+        .unwrap();
+        let server_conf = format!(
+            "operator: \"{op_jwt}\"\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload: {{\n  {}: \"{acct_jwt}\"\n  {sys}: \"{sys_jwt}\"\n}}\n",
+            account.public_key(),
+            sys = system.public_key()
+        );
+        Access::Creds { file, server_conf }
+    }
+
+    /// The server's `authorization` (or operator) settings.
+    fn server_conf(&self) -> String {
+        match self {
+            Access::Open => String::new(),
+            Access::Token(t) => format!("authorization {{ token: \"{t}\" }}\n"),
+            Access::User(u, p) => {
+                format!("authorization {{ user: \"{u}\", password: \"{p}\" }}\n")
+            }
+            Access::NKey { seed } => {
+                let public = nkeys::KeyPair::from_seed(seed).unwrap().public_key();
+                format!("authorization {{ users: [ {{ nkey: \"{public}\" }} ] }}\n")
+            }
+            Access::Creds { server_conf, .. } => server_conf.clone(),
+        }
+    }
+
+    /// What the sink's `[nats]` table says for this access.
+    pub fn sink_conf(&self) -> String {
+        match self {
+            Access::Open => String::new(),
+            Access::Token(t) => format!("token = {{ value = \"{t}\" }}\n"),
+            Access::User(u, p) => format!("user = \"{u}\"\npassword = {{ value = \"{p}\" }}\n"),
+            Access::NKey { seed } => format!("nkey = {{ value = \"{seed}\" }}\n"),
+            Access::Creds { file, .. } => format!("credentials_file = \"{}\"\n", file.display()),
+        }
+    }
+}
+
+/// A NATS JWT (`ed25519-nkey`) for `subject`, signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, nats: Value) -> String {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let header = json!({ "typ": "JWT", "alg": "ed25519-nkey" });
+    let claims = json!({
+        "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
+        "iat": chrono::Utc::now().timestamp(),
+        "iss": issuer.public_key(),
+        "name": "xdrsync-test",
+        "sub": subject,
+        "nats": nats,
+    });
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = issuer.sign(input.as_bytes()).unwrap();
+    format!("{input}.{}", b64(&sig))
+}
+
 /// One private nats-server.
 #[derive(Debug)]
 pub struct NatsServer {
     dir: tempfile::TempDir,
     /// Its client port.
     pub port: u16,
+    /// Who may connect.
+    pub access: Access,
+    /// Its CA when it speaks TLS.
+    pub tls_ca: Option<PathBuf>,
     child: Mutex<Option<tokio::process::Child>>,
 }
 
@@ -45,11 +180,38 @@ pub struct StoredMessage {
 }
 
 impl NatsServer {
-    /// Starts a JetStream server on a free port.
+    /// Starts a JetStream server on a free port, open to anyone, without TLS.
     pub async fn start() -> NatsServer {
+        Self::start_with(Access::Open, false).await
+    }
+
+    /// Starts a JetStream server with `access`, TLS-only when `tls` (a certificate from the
+    /// emulator's local CA, for 127.0.0.1 and localhost).
+    pub async fn start_with(access: Access, tls: bool) -> NatsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::free_port();
+        let mut conf = format!(
+            "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\" }}\n",
+            dir.path().join("js").display()
+        );
+        conf.push_str(&access.server_conf());
+        let tls_ca = if tls {
+            let files = xdrsync_emulator::tls::ensure(&dir.path().join("tls")).unwrap();
+            conf.push_str(&format!(
+                "tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
+                files.server_cert.display(),
+                files.server_key.display()
+            ));
+            Some(files.ca_cert)
+        } else {
+            None
+        };
+        std::fs::write(dir.path().join("nats.conf"), conf).unwrap();
         let s = NatsServer {
-            dir: tempfile::tempdir().unwrap(),
-            port: super::free_port(),
+            dir,
+            port,
+            access,
+            tls_ca,
             child: Mutex::new(None),
         };
         s.restart().await;
@@ -61,6 +223,22 @@ impl NatsServer {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// A client of this server, with its access and TLS.
+    pub async fn client(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
+        let mut o = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(2));
+        if let Some(ca) = &self.tls_ca {
+            o = o.require_tls(true).add_root_certificates(ca.clone());
+        }
+        o = match &self.access {
+            Access::Open => o,
+            Access::Token(t) => o.token(t.clone()),
+            Access::User(u, p) => o.user_and_password(u.clone(), p.clone()),
+            Access::NKey { seed } => o.nkey(seed.clone()),
+            Access::Creds { file, .. } => o.credentials_file(file).await.unwrap(),
+        };
+        o.connect(self.address()).await
+    }
+
     /// Starts the server (again, with the same store).
     pub async fn restart(&self) {
         let bin = std::env::var(NATS_SERVER_ENV).unwrap_or_else(|_| "/usr/sbin/nats-server".into());
@@ -68,16 +246,12 @@ impl NatsServer {
             std::path::Path::new(&bin).exists(),
             "nats-server not found at {bin}: install Debian's nats-server or set {NATS_SERVER_ENV}"
         );
+        let log = self.dir.path().join("nats.log");
         let child = tokio::process::Command::new(&bin)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path())
+            .arg("-c")
+            .arg(self.dir.path().join("nats.conf"))
+            .arg("-l")
+            .arg(&log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -86,21 +260,23 @@ impl NatsServer {
             .expect("start nats-server");
         *self.child.lock().unwrap() = Some(child);
         for _ in 0..200 {
-            if let Ok(mut c) = Connection::connect(&self.address(), &Auth::default()).await {
+            if let Ok(c) = self.client().await {
                 // JetStream answers once it has recovered its store.
-                let r = c
-                    .request_all(
-                        &[("$JS.API.INFO".into(), vec![], b"")],
-                        Duration::from_secs(2),
-                    )
-                    .await;
-                if r.is_ok_and(|r| r[0].status.is_none()) {
+                // (`$JS.API.INFO` raw: async-nats's account model is newer than Debian's
+                // nats-server 2.9.)
+                if c.request("$JS.API.INFO", "".into()).await.is_ok() {
                     return;
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("nats-server did not start on {}", self.address());
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        panic!(
+            "nats-server did not start on {}; its log ends:\n{}",
+            self.address(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
 
     /// Stops the server (SIGTERM; JetStream flushes its store).
@@ -108,60 +284,51 @@ impl NatsServer {
         let child = self.child.lock().unwrap().take();
         super::terminate(child).await;
     }
+
+    /// Every message of `stream` on this server, in stream order.
+    pub async fn read_stream(&self, stream: &str) -> Vec<StoredMessage> {
+        read_messages(
+            self.client().await.expect("connect to read the stream"),
+            stream,
+        )
+        .await
+    }
 }
 
-/// Every message of `stream` on the server at `address`, in stream order.
+/// Every message of `stream` on the (open, plaintext) server at `address`, in stream order.
 pub async fn read_stream(address: &str, stream: &str) -> Vec<StoredMessage> {
-    let mut c = Connection::connect(address, &Auth::default())
+    let c = async_nats::connect(address)
         .await
         .expect("connect to read the stream");
-    let t = Duration::from_secs(5);
-    let info = c
-        .request_all(&[(format!("$JS.API.STREAM.INFO.{stream}"), vec![], b"")], t)
-        .await
-        .unwrap();
-    let info: Value = serde_json::from_slice(&info[0].payload).unwrap();
-    if info.get("error").is_some() {
+    read_messages(c, stream).await
+}
+
+async fn read_messages(client: async_nats::Client, stream: &str) -> Vec<StoredMessage> {
+    let js = async_nats::jetstream::new(client);
+    let Ok(mut s) = js.get_stream(stream).await else {
         return Vec::new();
-    }
-    let (first, last) = (
-        info["state"]["first_seq"].as_u64().unwrap_or(0),
-        info["state"]["last_seq"].as_u64().unwrap_or(0),
-    );
+    };
+    let info = s.info().await.unwrap();
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
     let mut out = Vec::new();
     for seq in first.max(1)..=last {
-        let body = serde_json::json!({ "seq": seq }).to_string();
-        let r = c
-            .request_all(
-                &[(
-                    format!("$JS.API.STREAM.MSG.GET.{stream}"),
-                    vec![],
-                    body.as_bytes(),
-                )],
-                t,
-            )
-            .await
-            .unwrap();
-        let v: Value = serde_json::from_slice(&r[0].payload).unwrap();
-        let m = &v["message"];
-        if m.is_null() {
+        let Ok(m) = s.get_raw_message(seq).await else {
             continue; // deleted
-        }
-        let b64 = |k: &str| {
-            m[k].as_str()
-                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-                .unwrap_or_default()
         };
-        let hdrs = String::from_utf8_lossy(&b64("hdrs")).into_owned();
-        let msg_id = hdrs
-            .lines()
-            .find_map(|l| l.strip_prefix("Nats-Msg-Id:"))
-            .map(|v| v.trim().to_owned());
         out.push(StoredMessage {
-            subject: m["subject"].as_str().unwrap_or("").to_owned(),
-            msg_id,
-            data: serde_json::from_slice(&b64("data")).unwrap_or(Value::Null),
+            subject: m.subject.to_string(),
+            msg_id: m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()),
+            data: serde_json::from_slice(&m.payload).unwrap_or(Value::Null),
         });
     }
     out
+}
+
+/// Deletes `stream` on the (open) server at `address`.
+pub async fn delete_stream(address: &str, stream: &str) {
+    let c = async_nats::connect(address).await.unwrap();
+    async_nats::jetstream::new(c)
+        .delete_stream(stream)
+        .await
+        .unwrap();
 }
