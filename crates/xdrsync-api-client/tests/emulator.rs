@@ -140,8 +140,9 @@ async fn the_same_incident_has_one_identity_through_both_apis() {
 }
 
 /// Offset paging loses an incident whenever one above it is updated mid-listing (peers.md
-/// §10.1). Here the emulator's clock races ahead while the client pages in threes, so incidents
-/// keep jumping to the top. An incident updated after the listing began moves above the paging
+/// §10.1). Here the emulator's clock moves nine minutes before every page the client reads in
+/// threes (an `advance` fault: deterministic, no race with a timer), so incidents keep jumping
+/// to the top. An incident updated after the listing began moves above the paging
 /// boundary and is read by the next pass, which starts at the newest time the first pass saw;
 /// together the two passes must have read every incident that existed at the start.
 #[tokio::test]
@@ -149,16 +150,15 @@ async fn updates_during_paging_lose_nothing() {
     let emu = tu::start(tu::one_tenant("Contoso", 12.0, tu::ALL_READ_ROLES)).await;
     let since = Timestamp::now().sub(chrono::Duration::hours(24));
     let before: BTreeSet<String> = truth(&emu, since).into_iter().map(|(id, _)| id).collect();
-    let state = emu.state().clone();
-    let racer = tokio::spawn(async move {
-        for _ in 0..400 {
-            state.clock().advance(chrono::Duration::minutes(9));
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
+    emu.state().add_fault(xdrsync_emulator::faults::FaultRule {
+        route: "GET /api/incidents".into(),
+        sequence: Vec::new(),
+        fault: Some(xdrsync_emulator::faults::Fault::Advance { secs: 540 }),
+        probability: None,
     });
     let t = target(&emu, ApiKind::Xdr, 3, TokenVersion::V2);
     let first = client().list_incidents(&t, since, None).await.unwrap();
-    racer.abort();
+    emu.state().clear_faults();
     let cursor = first
         .records
         .iter()

@@ -48,7 +48,20 @@ pub enum Fault {
     Truncate,
     /// Graph's federated partial answer: 206 and `Warning: 199 - "…"`, with the real body.
     Partial,
+    /// Hold the request until `POST /_emulator/faults/release` (at most ten minutes), then
+    /// answer normally: a test knows a request is in flight (`Stats::requests_held`) and
+    /// decides when it ends, with no timing guess.
+    Hold,
+    /// Move the emulator's clock this many seconds forward, then answer normally: incidents
+    /// change between two pages, deterministically.
+    Advance {
+        /// Seconds (emulator time).
+        secs: i64,
+    },
 }
+
+/// The longest a held request waits for its release.
+const MAX_HOLD: Duration = Duration::from_secs(600);
 
 /// A rule: which requests, and what happens to them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -72,6 +85,10 @@ pub struct FaultRule {
 pub(crate) struct Faults {
     rules: Mutex<Vec<(FaultRule, usize)>>,
     rng: Mutex<Rng>,
+    /// Bumped by a release; held requests wait for a change.
+    release: tokio::sync::watch::Sender<u64>,
+    /// Requests held now.
+    held: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Faults {
@@ -79,6 +96,8 @@ impl Default for Faults {
         Faults {
             rules: Mutex::new(Vec::new()),
             rng: Mutex::new(Rng::new(0xFA17)),
+            release: tokio::sync::watch::Sender::new(0),
+            held: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -122,6 +141,25 @@ impl Faults {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         rules.push((rule, 0));
         rules.len()
+    }
+
+    /// Lets every held request go on.
+    pub(crate) fn release(&self) {
+        self.release.send_modify(|g| *g += 1);
+    }
+
+    /// Requests held now.
+    pub(crate) fn held(&self) -> u64 {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits for the next release (or [`MAX_HOLD`]).
+    async fn hold(&self) {
+        let mut rx = self.release.subscribe();
+        rx.borrow_and_update();
+        self.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = tokio::time::timeout(MAX_HOLD, rx.changed()).await;
+        self.held.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Removes every rule.
@@ -243,6 +281,14 @@ pub(crate) async fn layer(
         }
         Fault::Latency { ms } => {
             tokio::time::sleep(state.clock().real(Duration::from_millis(ms))).await;
+            next.run(req).await
+        }
+        Fault::Advance { secs } => {
+            state.clock().advance(chrono::Duration::seconds(secs));
+            next.run(req).await
+        }
+        Fault::Hold => {
+            state.faults().hold().await;
             next.run(req).await
         }
         Fault::Reset => (

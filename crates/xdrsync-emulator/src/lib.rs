@@ -175,6 +175,8 @@ pub struct Stats {
     pub basic_client_secrets: u64,
     /// Calls refused with 429 because a quota was spent.
     pub throttled: u64,
+    /// Requests held now by a `hold` fault.
+    pub requests_held: u64,
 }
 
 impl EmulatorState {
@@ -333,6 +335,16 @@ impl EmulatorState {
         &self.0.faults
     }
 
+    /// Lets every request held by a `hold` fault go on (as `POST /_emulator/faults/release`).
+    pub fn release_held(&self) {
+        self.0.faults.release();
+    }
+
+    /// Removes every fault rule (as `DELETE /_emulator/faults` does).
+    pub fn clear_faults(&self) {
+        self.0.faults.clear();
+    }
+
     /// Adds a fault rule (as `POST /_emulator/faults` does).
     pub fn add_fault(&self, rule: faults::FaultRule) {
         self.0.faults.add(rule);
@@ -350,6 +362,7 @@ impl EmulatorState {
             faults_injected: self.0.faults_injected.load(Ordering::Relaxed),
             basic_client_secrets: self.0.basic_client_secrets.load(Ordering::Relaxed),
             throttled: self.0.throttled.load(Ordering::Relaxed),
+            requests_held: self.0.faults.held(),
         }
     }
 
@@ -620,6 +633,15 @@ pub fn router(state: EmulatorState) -> Router {
             post(admin::add_fault)
                 .get(admin::list_faults)
                 .delete(admin::clear_faults),
+        )
+        .route(
+            "/_emulator/faults/release",
+            post(
+                |axum::extract::State(state): axum::extract::State<EmulatorState>| async move {
+                    state.release_held();
+                    StatusCode::NO_CONTENT
+                },
+            ),
         )
         .route("/_emulator/clock/advance", post(admin::advance_clock))
         .route("/_emulator/keys/rotate", post(admin::rotate_keys))

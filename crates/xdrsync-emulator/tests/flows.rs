@@ -574,7 +574,11 @@ async fn device_code_pending_slow_down_then_token() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // The interval passes on the emulator's clock (what it checks), not the test's.
+    e.emu
+        .state()
+        .clock()
+        .advance(chrono::Duration::milliseconds(1100));
     let (status, body) = e.token(&path, &poll).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(

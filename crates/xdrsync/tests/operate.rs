@@ -22,7 +22,7 @@ use xdrsync_store::SqliteStore;
 use xdrsync_test_utils as tu;
 
 mod common;
-use common::{command, text, xdrsync};
+use common::{Daemon, command, text, xdrsync};
 
 /// (tenant id, stream) pairs that have versions in the store.
 fn stored_pairs(store: &Path) -> Vec<(String, String)> {
@@ -414,8 +414,14 @@ async fn backfill_beside_the_daemon_fails_no_pass() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    // Let the first pass begin, then backfill a week of every tenant beside it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the first pass is reading pages, backfill a week of every tenant beside it.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while emu.state().stats().pages_served == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the first pass reads a page");
     let backfill_started = emu.state().clock().now();
     let backfill = xdrsync(&["backfill", "--since", "7d"], &dir).await;
     let backfill_ended = emu.state().clock().now();
@@ -493,98 +499,6 @@ async fn emulator(
     xdrsync_emulator::Emulator::start(config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap()
-}
-
-/// A running daemon: its child process, the lines it printed on stderr so far, and the
-/// address of its status server.
-struct Daemon {
-    child: std::process::Child,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-    base: String,
-}
-
-impl Daemon {
-    /// Starts `xdrsync run ARGS` in `dir` and waits for its status server's address.
-    fn start(dir: &Path, args: &[&str]) -> Daemon {
-        let mut all = vec!["run"];
-        all.extend_from_slice(args);
-        let mut child = command(&all, dir)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let mut pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut d = Daemon {
-            child,
-            stderr,
-            base: String::new(),
-        };
-        let line = d.wait_for("status page http://");
-        let addr = line
-            .split("status page http://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .unwrap()
-            .to_owned();
-        d.base = format!("http://{addr}");
-        d
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Waits (at most 60 s) until stderr has a line containing `what`; returns that line.
-    fn wait_for(&mut self, what: &str) -> String {
-        self.wait_for_count(what, 1)
-    }
-
-    /// Waits until `what` occurs `n` times on stderr; returns the last line with it.
-    fn wait_for_count(&mut self, what: &str, n: usize) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let err = self.stderr();
-            if err.matches(what).count() >= n {
-                return err.lines().rfind(|l| l.contains(what)).unwrap().to_owned();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the daemon exited with {status} before `{what}`: {err}");
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no `{what}` ×{n} in: {err}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    fn stop(mut self) -> (Option<i32>, String) {
-        self.signal("-TERM");
-        let status = self.child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-        (status.code(), self.stderr())
-    }
 }
 
 async fn get(url: &str) -> (u16, String) {

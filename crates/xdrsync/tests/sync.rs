@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -21,7 +21,7 @@ use xdrsync_store::SqliteStore;
 use xdrsync_test_utils as tu;
 
 mod common;
-use common::{command, text, xdrsync};
+use common::{Daemon, command, text, xdrsync};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reconcile_and_backfill() {
@@ -184,29 +184,17 @@ async fn run_daemon_drains_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     tu::write_config(&dir, &emu, &[ApiKind::Graph], "");
-    let child = command(&["run", "--interval", "1", "--ndjson", "out.ndjson"], &dir)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait for two passes to have delivered.
+    let d = dir.clone();
+    // Two passes done (the daemon says so on stderr), then SIGTERM between passes.
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        let mut daemon = Daemon::start(&d, &["--interval", "1", "--ndjson", "out.ndjson"]);
+        daemon.wait_for("pass 2:");
+        daemon.stop()
+    })
+    .await
+    .unwrap();
     let ndjson = dir.join("out.ndjson");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !ndjson.exists() || std::fs::metadata(&ndjson).unwrap().len() == 0 {
-        assert!(std::time::Instant::now() < deadline, "no delivery");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(code, Some(0), "{err}");
     assert!(
         err.contains("pass 1:") && err.contains("stopped after"),
         "{err}"
@@ -223,6 +211,149 @@ async fn run_daemon_drains_on_sigterm() {
         })
         .collect();
     assert_eq!(ids.len(), lines.lines().count(), "a repeated event");
+}
+
+/// Waits until the emulator holds `n` requests (a `hold` fault): the pass is in flight.
+async fn held(emu: &xdrsync_emulator::Emulator, n: u64) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while emu.state().stats().requests_held < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a request reaches the emulator");
+}
+
+/// SIGTERM while a pass is in flight (a page request held by the emulator): the daemon lets
+/// the pass finish once the page comes, delivers it, and exits 0 with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_sigterm_mid_pass_lets_the_pass_in_flight_finish() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    tu::write_config(&dir, &emu, &[ApiKind::Graph], "");
+    emu.state().add_fault(FaultRule {
+        route: "GET /v1.0/security/incidents".into(),
+        sequence: vec![Fault::Hold],
+        fault: None,
+        probability: None,
+    });
+    let d = dir.clone();
+    let mut daemon = tokio::task::spawn_blocking(move || {
+        Daemon::start(
+            &d,
+            &[
+                "--interval",
+                "60",
+                "--drain-timeout",
+                "60",
+                "--ndjson",
+                "out.ndjson",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    held(&emu, 1).await;
+    daemon.signal("-TERM");
+    let daemon = tokio::task::spawn_blocking(move || {
+        daemon.wait_for("letting the pass in flight finish");
+        daemon
+    })
+    .await
+    .unwrap();
+    emu.state().release_held();
+    let (code, err) = tokio::task::spawn_blocking(move || daemon.wait())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("pass 1:")
+            && err.contains("stopped after 1 pass")
+            && !err.contains("did not finish"),
+        "{err}"
+    );
+    // Everything the pass stored was delivered, once.
+    let store = SqliteStore::open(&dir.join("xdrsync.db")).unwrap();
+    let stored = store.count_after(0).unwrap();
+    assert!(stored > 0);
+    assert_eq!(ndjson_ids(&dir.join("out.ndjson")), stored, "{err}");
+}
+
+/// SIGTERM while a pass hangs past `--drain-timeout`: the daemon stops anyway within the
+/// bound, says what it did, delivers what was stored, and the next run completes the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_sigterm_stops_within_the_drain_timeout_when_the_pass_hangs() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    tu::write_config(&dir, &emu, &[ApiKind::Graph], "");
+    emu.state().add_fault(FaultRule {
+        route: "GET /v1.0/security/incidents".into(),
+        sequence: vec![Fault::Hold],
+        fault: None,
+        probability: None,
+    });
+    let d = dir.clone();
+    let daemon = tokio::task::spawn_blocking(move || {
+        Daemon::start(
+            &d,
+            &[
+                "--interval",
+                "60",
+                "--drain-timeout",
+                "1",
+                "--ndjson",
+                "out.ndjson",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    held(&emu, 1).await;
+    let signalled = std::time::Instant::now();
+    let (code, err) = tokio::task::spawn_blocking(move || daemon.stop())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("did not finish in 1s; stopping anyway"),
+        "{err}"
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "bounded by the drain timeout: {:?}",
+        signalled.elapsed()
+    );
+    // The held request never answered; the next pull reads everything.
+    emu.state().release_held();
+    let pull = xdrsync(&["pull", "--ndjson", "out.ndjson"], &dir).await;
+    assert_eq!(pull.status.code(), Some(0), "{}", text(&pull));
+    let store = SqliteStore::open(&dir.join("xdrsync.db")).unwrap();
+    let stored = store.count_after(0).unwrap();
+    assert!(stored > 0);
+    assert_eq!(ndjson_ids(&dir.join("out.ndjson")), stored, "{err}");
+}
+
+/// How many distinct event ids an NDJSON file holds; a repeated one fails the test.
+fn ndjson_ids(path: &std::path::Path) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let ids: BTreeSet<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        ids.len(),
+        text.lines().count(),
+        "a repeated event in {}",
+        path.display()
+    );
+    ids.len() as u64
 }
 
 /// One completed pull: the emulator clock when it started and ended.

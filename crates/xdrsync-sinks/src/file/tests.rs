@@ -257,7 +257,15 @@ rotate_max_age_secs = 1"#,
     );
     store.commit(&t, &[version(1)], None).unwrap();
     deliver_now(&sink, &store).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The file was opened two seconds ago: the sink's recorded state says when, so the test
+    // moves that instead of sleeping past the age.
+    let (position, state) = store.sink_state("f").unwrap();
+    let mut state: serde_json::Value = serde_json::from_str(&state.unwrap()).unwrap();
+    let opened: Timestamp = serde_json::from_value(state["opened_at"].clone()).unwrap();
+    state["opened_at"] = serde_json::to_value(opened.sub(chrono::Duration::seconds(2))).unwrap();
+    store
+        .set_sink_state("f", position, Some(&state.to_string()))
+        .unwrap();
     store.commit(&t, &[version(2)], None).unwrap();
     deliver_now(&sink, &store).unwrap();
     assert_eq!(seqs(&dir.path().join("events.ndjson")), [2]);

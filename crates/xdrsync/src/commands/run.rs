@@ -127,26 +127,40 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
         let stopping = {
             let work = super::pull::pass(&pipeline, PullMode::Incremental, &sinks);
             tokio::pin!(work);
-            tokio::select! {
-                (reports, _) = &mut work => {
-                    let failed = reports.iter().filter(|r| r.error.is_some()).count();
-                    let stored: u64 = reports.iter().map(|r| r.stats.created + r.stats.updated).sum();
-                    let seconds = started.elapsed().as_secs_f64();
-                    eprintln!("pass {passes}: {} tenants, {failed} degraded, {stored} versions stored in {seconds:.1}s",
-                        pipeline.enabled_tenants());
-                    state.pass_finished(PassSummary {
+            // The pass's line on stderr and its summary for the status page and `/metrics`.
+            let finished = |reports: &[xdrsync_pipeline::TenantReport]| {
+                let failed = reports.iter().filter(|r| r.error.is_some()).count();
+                let stored: u64 = reports
+                    .iter()
+                    .map(|r| r.stats.created + r.stats.updated)
+                    .sum();
+                let seconds = started.elapsed().as_secs_f64();
+                eprintln!(
+                    "pass {passes}: {} tenants, {failed} degraded, {stored} versions stored in {seconds:.1}s",
+                    pipeline.enabled_tenants()
+                );
+                state.pass_finished(
+                    PassSummary {
                         number: passes,
                         started: started_at,
                         seconds,
                         streams: reports.len(),
                         degraded: failed,
                         stored,
-                    }, &reports);
+                    },
+                    reports,
+                );
+            };
+            tokio::select! {
+                (reports, _) = &mut work => {
+                    finished(&reports);
                     false
                 }
                 _ = &mut stop => {
                     eprintln!("Stopping: letting the pass in flight finish (at most {}s).", drain.as_secs());
-                    if tokio::time::timeout(drain, &mut work).await.is_err() {
+                    if let Ok((reports, _)) = tokio::time::timeout(drain, &mut work).await {
+                        finished(&reports);
+                    } else {
                         eprintln!("The pass did not finish in {}s; stopping anyway (interrupted tenants are re-read next run).", drain.as_secs());
                         // What the interrupted pass stored is delivered before exiting, within
                         // the same bound.

@@ -2,8 +2,10 @@
 
 #![allow(dead_code)]
 
+use std::io::Read as _;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 /// `xdrsync ARGS` in `cwd`, with no config or log level from the environment.
 pub(crate) fn command(args: &[&str], cwd: &Path) -> Command {
@@ -30,4 +32,110 @@ pub(crate) fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// A `run` daemon, its stderr read as it comes so a test waits for what it says.
+/// A running daemon: its child process, the lines it printed on stderr so far, and the
+/// address of its status server.
+pub(crate) struct Daemon {
+    child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The thread reading stderr; joined at exit, so nothing it read is missed.
+    reader: Option<std::thread::JoinHandle<()>>,
+    /// The status server's `http://host:port`.
+    pub(crate) base: String,
+}
+
+impl Daemon {
+    /// Starts `xdrsync run ARGS` in `dir` and waits for its status server's address.
+    pub(crate) fn start(dir: &Path, args: &[&str]) -> Daemon {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        let mut child = command(&all, dir)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut pipe = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut d = Daemon {
+            child,
+            stderr,
+            reader: Some(reader),
+            base: String::new(),
+        };
+        let line = d.wait_for("status page http://");
+        let addr = line
+            .split("status page http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap()
+            .to_owned();
+        d.base = format!("http://{addr}");
+        d
+    }
+
+    pub(crate) fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (at most 60 s) until stderr has a line containing `what`; returns that line.
+    pub(crate) fn wait_for(&mut self, what: &str) -> String {
+        self.wait_for_count(what, 1)
+    }
+
+    /// Waits until `what` occurs `n` times on stderr; returns the last line with it.
+    pub(crate) fn wait_for_count(&mut self, what: &str, n: usize) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let err = self.stderr();
+            if err.matches(what).count() >= n {
+                return err.lines().rfind(|l| l.contains(what)).unwrap().to_owned();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the daemon exited with {status} before `{what}`: {err}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no `{what}` ×{n} in: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub(crate) fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// SIGTERM, then [`Daemon::wait`].
+    pub(crate) fn stop(self) -> (Option<i32>, String) {
+        self.signal("-TERM");
+        self.wait()
+    }
+
+    /// Waits for the exit: its code and all it wrote to stderr (the reader joined, so nothing
+    /// is missed).
+    pub(crate) fn wait(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().unwrap();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        (status.code(), self.stderr())
+    }
 }
