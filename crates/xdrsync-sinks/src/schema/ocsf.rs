@@ -14,14 +14,14 @@
 //! | `severity_id` / `severity` | 1 Informational, 2 Low, 3 Medium, 4 High, 0 Unknown, 99 Other | same |
 //! | `status_id` / `status` | active 1 New, inProgress 2 In Progress, awaitingAction 3 On Hold, resolved 4 Resolved, else 99 Other | new 1, inProgress 2, resolved 4, else 99 |
 //! | `verdict_id` / `verdict` | truePositive 2, falsePositive 1, informationalExpectedActivity 5 Benign, unknown 0 | — |
-//! | `assignee.name` | `assignedTo` | — (in `unmapped`) |
+//! | `assignee.name` | `assignedTo` (unassigned: `assignee_group.name` `Unassigned`, as OCSF requires one of them) | — (in `unmapped`) |
 //! | `src_url` | `incidentWebUrl` | `finding_info.src_url` ← `alertWebUrl` |
 //! | `finding_info_list[]` / `finding_info` | one per alert: `uid`, `title`, `created_time`, `modified_time`, `types` (category), `attacks[].technique.uid` | `uid` (item id), `title`, `desc`, `created_time`, `modified_time`, `first_seen_time`, `last_seen_time`, `types`, `src_url`, `attacks` |
-//! | `evidences[]` | — | `device.hostname`, `file.hashes`/`file.name`, `process.cmd_line`, `user.name`/`email_addr`, `src_endpoint.ip`, `url.url_string`, `email.subject` |
+//! | `evidences[]` | — | `device.hostname`, `file.hashes`/`file.name`, `process.cmd_line` (with `uid` a hash of it: OCSF needs an id), `user.name`/`email_addr`, `src_endpoint.ip`, `url.url_string`, `email.subject` |
 //! | `malware[]` | — | `threatDisplayName` as `name` |
 //! | `is_alert` | — | `true` |
 //! | `cloud.provider`, `cloud.account.uid` | `Microsoft`, the tenant id | same |
-//! | `metadata` | `version` 1.5.0, `product` (Microsoft Defender XDR; `feature.name` = the API), `uid` = event id, `correlation_uid` = incident id, `tenant_uid`, `log_name` = stream, `original_time`, `profiles` `["incident"]` | same (no profile) |
+//! | `metadata` | `version` 1.5.0, `product` (Microsoft Defender XDR; `feature.name` = the API), `uid` = event id, `correlation_uid` = incident id, `tenant_uid`, `log_name` = stream, `original_time`, `profiles` `["cloud", "incident"]` | same, `profiles` `["cloud"]` |
 //! | `unmapped` | classification, determination, tags, redirect id, the change and what changed | alert id, part, incident id, classification, determination, sources, owner, change |
 
 use serde_json::{Map, Value, json};
@@ -146,8 +146,14 @@ fn incident(v: &StoredVersion, i: &Incident) -> Value {
     };
     m.insert("verdict_id".into(), json!(verdict_id));
     m.insert("verdict".into(), json!(verdict));
-    if let Some(a) = &i.assigned_to {
-        m.insert("assignee".into(), json!({ "name": a }));
+    match &i.assigned_to {
+        Some(a) => {
+            m.insert("assignee".into(), json!({ "name": a }));
+        }
+        // OCSF requires an assignee or an assignee group; Defender's own word for none.
+        None => {
+            m.insert("assignee_group".into(), json!({ "name": "Unassigned" }));
+        }
     }
     if let Some(u) = &i.web_url {
         m.insert("src_url".into(), json!(u));
@@ -190,7 +196,7 @@ fn incident(v: &StoredVersion, i: &Incident) -> Value {
             v,
             i.api.as_str(),
             Some(i.incident_id.as_str()),
-            &["incident"],
+            &["cloud", "incident"],
         ),
     );
     m.insert(
@@ -281,7 +287,7 @@ fn alert(v: &StoredVersion, a: &Alert) -> Value {
             v,
             a.api.as_str(),
             a.incident_id.as_ref().map(|i| i.as_str()),
-            &[],
+            &["cloud"],
         ),
     );
     m.insert(
@@ -315,6 +321,16 @@ fn hash_algorithm(v: &str) -> Option<u8> {
     }
 }
 
+/// The first 16 bytes of SHA-256 of a command line, in hex.
+fn process_uid(cmd_line: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(cmd_line.as_bytes())
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn evidence(e: &Evidence) -> Value {
     let v = &e.value;
     match e.kind.as_str() {
@@ -325,7 +341,9 @@ fn evidence(e: &Evidence) -> Value {
             }
             None => json!({ "file": { "name": v, "type_id": 1 } }),
         },
-        "process" => json!({ "process": { "cmd_line": v } }),
+        // OCSF needs a process id; the normalized evidence keeps the command line only, so
+        // the uid is the producer's: a hash of it (the same process line, the same uid).
+        "process" => json!({ "process": { "cmd_line": v, "uid": process_uid(v) } }),
         "user" if v.contains('@') => json!({ "user": { "name": v, "email_addr": v } }),
         "user" => json!({ "user": { "name": v } }),
         "ip" => json!({ "src_endpoint": { "ip": v } }),
