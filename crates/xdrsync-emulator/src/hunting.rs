@@ -582,4 +582,96 @@ mod tests {
         assert!(t.contains(&Tok::Num(5.0)));
         assert!(lex("AlertInfo | where x == \"open").is_err());
     }
+
+    /// Property test: any query built from KQL's tokens, and any text, runs or is refused
+    /// with a message — never a panic — against a real tenant's tables.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const TOKENS: &[&str] = &[
+            "AlertInfo",
+            "AlertEvidence",
+            "Nope",
+            "|",
+            "where",
+            "take",
+            "limit",
+            "project",
+            "summarize",
+            "count",
+            "by",
+            "order",
+            "sort",
+            "top",
+            "extend",
+            "distinct",
+            "and",
+            "or",
+            "==",
+            "!=",
+            "=~",
+            "<",
+            ">",
+            "<=",
+            ">=",
+            "contains",
+            "has",
+            "in",
+            "(",
+            ")",
+            ",",
+            "ago(7d)",
+            "7d",
+            "0",
+            "-1",
+            "18446744073709551616",
+            "1e308",
+            "'High'",
+            "\"x\"",
+            "'",
+            "Severity",
+            "Timestamp",
+            "Title",
+            "AlertId",
+            "Category",
+            "asc",
+            "desc",
+        ];
+
+        fn state() -> &'static (EmulatorState, String) {
+            static STATE: std::sync::OnceLock<(EmulatorState, String)> = std::sync::OnceLock::new();
+            STATE.get_or_init(|| {
+                let config = crate::EmulatorConfig {
+                    directory: crate::directory::Directory::demo(1),
+                    ..Default::default()
+                };
+                let state = EmulatorState::new(config);
+                let tenant = state.directory().tenants.first().unwrap().id.clone();
+                (state, tenant)
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 120, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_token_query_runs_or_is_refused(
+                words in proptest::collection::vec(proptest::sample::select(TOKENS), 0..14)
+            ) {
+                let (state, tenant) = state();
+                let _ = run(state, tenant, &words.join(" "));
+                // Past the table name, into the operators.
+                let _ = run(state, tenant, &format!("AlertInfo | {}", words.join(" ")));
+                let _ = run(state, tenant, &format!("AlertEvidence | where {}", words.join(" ")));
+            }
+
+            #[test]
+            fn any_text_lexes_or_is_refused(text in ".{0,120}") {
+                let _ = lex(&text);
+                let (state, tenant) = state();
+                let _ = run(state, tenant, &text);
+            }
+        }
+    }
 }

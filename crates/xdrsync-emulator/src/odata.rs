@@ -359,4 +359,60 @@ mod tests {
         assert!(matches(&f, get("Active")));
         assert!(!matches(&f, get("Resolved")));
     }
+
+    /// Property test: any sequence of the grammar's tokens (and any text at all) parses or is
+    /// refused with Graph's message — never a panic.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const TOKENS: &[&str] = &[
+            "lastUpdateTime",
+            "createdTime",
+            "status",
+            "assignedTo",
+            "severity",
+            "eq",
+            "ne",
+            "gt",
+            "ge",
+            "lt",
+            "le",
+            "and",
+            "or",
+            "not",
+            "in",
+            "(",
+            ")",
+            "'Active'",
+            "'o''b'",
+            "'",
+            "null",
+            "true",
+            "2020-06-03T18:04:29.4633333Z",
+            "2020-13-45T00:00:00Z",
+            "12",
+            "contains(",
+            ",",
+            "'",
+            "\u{2028}",
+        ];
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_token_soup_parses_or_is_refused(
+                words in proptest::collection::vec(proptest::sample::select(TOKENS), 0..16)
+            ) {
+                let _ = parse_filter(&words.join(" "), PROPS);
+                let _ = parse_filter(&words.concat(), PROPS);
+            }
+
+            #[test]
+            fn any_text_parses_or_is_refused(text in ".{0,120}") {
+                let _ = parse_filter(&text, PROPS);
+            }
+        }
+    }
 }
