@@ -231,7 +231,7 @@ impl RateBudgets {
                 if let Some(until) = pause.filter(|u| *u > now_ms) {
                     let until = now
                         + Duration::from_millis(u64::try_from(until - now_ms).unwrap_or(0))
-                            .min(xdrsync_auth::MAX_RETRY_AFTER);
+                            .min(xdrsync_http::MAX_RETRY_AFTER);
                     w.paused_until = Some(w.paused_until.map_or(until, |u| u.max(until)));
                 }
             }
@@ -352,7 +352,7 @@ impl RateBudgets {
     pub async fn pause(&self, app: &str, tenant: &str, quota: Quota, after: Duration) {
         let budget = self.budget(app, tenant, quota);
         let mut w = budget.lock().await;
-        let after = after.min(xdrsync_auth::MAX_RETRY_AFTER);
+        let after = after.min(xdrsync_http::MAX_RETRY_AFTER);
         let until = Instant::now() + after;
         w.paused_until = Some(w.paused_until.map_or(until, |u| u.max(until)));
         if let Some(ledger) = &self.ledger {

@@ -19,7 +19,7 @@
 //! `limit` is read as one instant without a limit.
 //!
 //! # Failures
-//! Every response goes through [`retry::classify`]: 429 and 5xx are retried with backoff (honouring
+//! Every response goes through [`xdrsync_http::classify`]: 429 and 5xx are retried with backoff (honouring
 //! `Retry-After`), a 401 refreshes the token once, other 4xx fail at once with the service's own
 //! error code and message. A body that is not JSON is retried (it may have been cut off) and then
 //! reported. An incident that cannot be normalized is returned as a [`Poison`] item with the
@@ -43,11 +43,10 @@ use xdrsync_model::{
 };
 
 pub mod budget;
-pub mod retry;
 
 pub use budget::{Quota, RateBudgets};
 
-use retry::{RetryAction, classify};
+use xdrsync_http::{RetryAction, classify};
 
 /// One tenant's API access: where to call and how to get a token.
 #[derive(Clone, Debug)]
@@ -231,7 +230,7 @@ impl Default for RetryPolicy {
             max_attempts: 6,
             base: Duration::from_millis(500),
             max_wait: Duration::from_secs(120),
-            max_body: xdrsync_auth::DEFAULT_MAX_BODY,
+            max_body: xdrsync_http::DEFAULT_MAX_BODY,
         }
     }
 }
@@ -240,7 +239,7 @@ impl RetryPolicy {
     /// The wait before attempt `attempt + 1`: exponential with "equal jitter" (half fixed,
     /// half random), so many tenants failing at once do not retry in lockstep.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        xdrsync_auth::jittered_backoff(self.base, self.max_wait, attempt)
+        xdrsync_http::jittered_backoff(self.base, self.max_wait, attempt)
     }
 }
 
@@ -377,8 +376,8 @@ impl ApiClient {
                                 "206 Partial Content without a Warning header".to_owned()
                             })
                     });
-                    match xdrsync_auth::read_body(resp, self.retry.max_body).await {
-                        Err(xdrsync_auth::BodyError::TooLarge(max)) => {
+                    match xdrsync_http::read_body(resp, self.retry.max_body).await {
+                        Err(xdrsync_http::BodyError::TooLarge(max)) => {
                             // Not retried: the same page would be as large again.
                             return Err(ApiError::Decode {
                                 url: safe.clone(),
@@ -414,7 +413,7 @@ impl ApiClient {
                             }
                         }
                         Ok(body) => (action, status_error(&safe, status, &body)),
-                        Err(xdrsync_auth::BodyError::Transport(e)) => (
+                        Err(xdrsync_http::BodyError::Transport(e)) => (
                             RetryAction::Transient { after: None },
                             ApiError::Transport {
                                 url: safe.clone(),

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use url::Url;
+use xdrsync_http::{BodyError, jittered_backoff, read_body, retry_after};
 use xdrsync_model::{SafeUrl, SecretString, TenantId, TokenVersion};
 
 /// How a client proves who it is.
@@ -888,75 +889,8 @@ pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
     })
 }
 
-/// `base · 2^(attempt−1)`, capped at `max`, with "equal jitter" (half fixed, half random), so
-/// many clients failing at once do not retry in lockstep.
-pub fn jittered_backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let exp = base
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(max);
-    let half = exp / 2;
-    half + half.mul_f64(rand::random::<f64>())
-}
-
-/// `Retry-After` in seconds (the form Microsoft sends); an HTTP date is read too.
-/// The largest response body read from a server by default (`[sync] max_response_mib`).
-pub const DEFAULT_MAX_BODY: usize = 64 << 20;
 /// The largest body a token endpoint may send (a token response is a few KiB).
 const MAX_TOKEN_BODY: usize = 1 << 20;
-
-/// Why a body could not be read.
-#[derive(Debug)]
-pub enum BodyError {
-    /// It was larger than the limit (bytes).
-    TooLarge(usize),
-    /// The connection failed while reading it.
-    Transport(reqwest::Error),
-}
-
-/// Reads a response body, chunk by chunk, refusing one larger than `max` bytes before it is
-/// in memory (a `Content-Length` over the limit is refused before reading anything).
-pub async fn read_body(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, BodyError> {
-    if resp
-        .content_length()
-        .is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX))
-    {
-        return Err(BodyError::TooLarge(max));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
-        if body.len() + chunk.len() > max {
-            return Err(BodyError::TooLarge(max));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// The longest `Retry-After` taken from any server: one hour. Microsoft's APIs ask for
-/// seconds to a minute; a larger value is a broken or hostile server, and callers cap it
-/// further at their own `retry_max_secs` (a wait longer than that fails the request instead
-/// of sleeping).
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// `Retry-After` in seconds or as an HTTP date, at most [`MAX_RETRY_AFTER`].
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    let secs = if let Ok(secs) = v.parse::<u64>() {
-        secs
-    } else {
-        let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-        u64::try_from(
-            at.timestamp()
-                .saturating_sub(chrono::Utc::now().timestamp()),
-        )
-        .unwrap_or(0)
-    };
-    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
-}
 
 /// The longest token lifetime taken from a token endpoint: 24 hours (Entra issues 60–90
 /// minutes; a larger or absurd `expires_in` must not overflow the clock or keep a token
@@ -980,23 +914,6 @@ mod tests {
             let t = parse_success(body, now, &url).unwrap();
             assert!(t.expires_at <= now + MAX_TOKEN_LIFETIME);
         }
-    }
-
-    #[test]
-    fn huge_retry_after_is_capped() {
-        let mut h = reqwest::header::HeaderMap::new();
-        h.insert(
-            reqwest::header::RETRY_AFTER,
-            "18446744073709551615".parse().unwrap(),
-        );
-        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
-        h.insert(
-            reqwest::header::RETRY_AFTER,
-            "Fri, 31 Dec 9999 23:59:59 GMT".parse().unwrap(),
-        );
-        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
-        h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
     }
 
     #[test]

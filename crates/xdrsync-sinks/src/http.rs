@@ -54,15 +54,15 @@ pub(crate) async fn exchange(
     let headers = resp.headers().clone();
     // A receiver's answer is a status and a little JSON: at most 1 MiB is read, and what it
     // says is made printable (it reaches logs and `status`).
-    let body = match xdrsync_auth::read_body(resp, MAX_ANSWER).await {
+    let body = match xdrsync_http::read_body(resp, MAX_ANSWER).await {
         Ok(b) => b,
-        Err(xdrsync_auth::BodyError::TooLarge(_)) => {
+        Err(xdrsync_http::BodyError::TooLarge(_)) => {
             return Err(SendError::transient(format!(
                 "{what}: the receiver's answer is larger than {} KiB",
                 MAX_ANSWER / 1024
             )));
         }
-        Err(xdrsync_auth::BodyError::Transport(e)) => {
+        Err(xdrsync_http::BodyError::Transport(e)) => {
             return Err(SendError::reqwest(e).context(what));
         }
     };

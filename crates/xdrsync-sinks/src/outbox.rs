@@ -8,7 +8,7 @@
 //!
 //! The position moves only past what the receiver accepted (or what the route passed over),
 //! chunk by chunk, so a failure mid-batch re-sends only the chunk that failed. Retries follow
-//! the shared classification (`xdrsync_api_client::retry::classify` for HTTP status codes; a
+//! the shared classification (`xdrsync_http::classify` for HTTP status codes; a
 //! connection that fails or is cut is transient; anything else permanent), with the jittered
 //! backoff the API client uses, or the receiver's `Retry-After`.
 
@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xdrsync_api_client::retry::{RetryAction, classify};
+use xdrsync_http::{RetryAction, classify};
 use xdrsync_store::{SqliteStore, StoredVersion};
 
 use crate::metrics::{self, SinkMetrics};
@@ -208,7 +208,7 @@ impl Common {
         // A receiver's `Retry-After` is honoured up to the sink's `retry_max_secs`: a 503
         // asking for a year must not stall the pass (or a SIGTERM's drain).
         let wait = after.map(|a| a.min(self.retry_max)).unwrap_or_else(|| {
-            xdrsync_auth::jittered_backoff(self.retry_base, self.retry_max, attempt)
+            xdrsync_http::jittered_backoff(self.retry_base, self.retry_max, attempt)
         });
         metrics::SendRetrying {
             sink: &self.name,
