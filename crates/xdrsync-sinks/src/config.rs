@@ -79,21 +79,41 @@ pub struct SinkSection {
     /// undelivered event was stored longer ago than this.
     #[serde(default = "default_stall_after_secs")]
     pub stall_after_secs: u64,
-    /// Files: NDJSON with rotation, or `Latest Incidents <timestamp>.json`.
-    pub file: Option<FileConfig>,
-    /// Standard output, one document per line.
-    pub stdout: Option<StdoutConfig>,
-    /// Syslog (RFC 5424/3164) over UDP, TCP or TLS, with CEF, LEEF or JSON messages.
-    pub syslog: Option<crate::syslog::SyslogConfig>,
-    /// Splunk HTTP Event Collector.
-    pub splunk_hec: Option<crate::splunk_hec::HecConfig>,
-    /// JSON batches POSTed to a URL, signed with HMAC-SHA256.
-    pub webhook: Option<crate::webhook::WebhookConfig>,
-    /// NATS JetStream.
-    pub nats: Option<crate::nats::NatsConfig>,
-    /// PostgreSQL tables, upserted by event id.
-    pub postgres: Option<crate::postgres::PostgresConfig>,
 }
+
+/// What a sink is, as its one sub-table names it (`[sinks.file]`, `[sinks.nats]`, …).
+///
+/// Deserialized from that one entry (see `validate_table`), so the section's own keys keep
+/// `deny_unknown_fields` (serde cannot combine it with a flattened enum).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KindConfig {
+    /// Files: NDJSON with rotation, or `Latest Incidents <timestamp>.json`.
+    File(FileConfig),
+    /// Standard output, one document per line.
+    Stdout(StdoutConfig),
+    /// Syslog (RFC 5424/3164) over UDP, TCP or TLS, with CEF, LEEF or JSON messages.
+    Syslog(crate::syslog::SyslogConfig),
+    /// Splunk HTTP Event Collector.
+    SplunkHec(crate::splunk_hec::HecConfig),
+    /// JSON batches POSTed to a URL, signed with HMAC-SHA256.
+    Webhook(crate::webhook::WebhookConfig),
+    /// NATS JetStream.
+    Nats(crate::nats::NatsConfig),
+    /// PostgreSQL tables, upserted by event id.
+    Postgres(crate::postgres::PostgresConfig),
+}
+
+/// The sub-table names of [`KindConfig`].
+const KINDS: &[&str] = &[
+    "file",
+    "stdout",
+    "syslog",
+    "splunk_hec",
+    "webhook",
+    "nats",
+    "postgres",
+];
 
 fn default_true() -> bool {
     true
@@ -379,15 +399,37 @@ fn parse_list<T: PartialEq>(
     Ok(out)
 }
 
-/// One `[[sinks]]` table: its keys (an unknown one is named), then its values.
-fn validate_table(table: toml::Table, ctx: &Ctx<'_>) -> Result<ValidatedSink, ConfigError> {
+/// One `[[sinks]]` table: its one kind sub-table, its keys (an unknown one is named), then
+/// its values.
+fn validate_table(mut table: toml::Table, ctx: &Ctx<'_>) -> Result<ValidatedSink, ConfigError> {
+    let present: Vec<&str> = KINDS
+        .iter()
+        .copied()
+        .filter(|k| table.contains_key(*k))
+        .collect();
+    let (Some(name), Some(value)) = (
+        present.first().filter(|_| present.len() == 1),
+        present.first().and_then(|k| table.remove(*k)),
+    ) else {
+        return Err(ctx.invalid(
+            "",
+            "give exactly one of [sinks.file], [sinks.stdout], [sinks.syslog], [sinks.splunk_hec], [sinks.webhook], [sinks.nats], [sinks.postgres]",
+        ));
+    };
+    let kind: KindConfig = toml::Table::from_iter([(name.to_string(), value)])
+        .try_into()
+        .map_err(|e: toml::de::Error| ctx.invalid(name, e.message().trim_end().to_owned()))?;
     let section: SinkSection = table
         .try_into()
         .map_err(|e: toml::de::Error| ctx.invalid("", e.message().trim_end().to_owned()))?;
-    validate_one(section, ctx)
+    validate_one(section, kind, ctx)
 }
 
-fn validate_one(s: SinkSection, ctx: &Ctx<'_>) -> Result<ValidatedSink, ConfigError> {
+fn validate_one(
+    s: SinkSection,
+    kind: KindConfig,
+    ctx: &Ctx<'_>,
+) -> Result<ValidatedSink, ConfigError> {
     if s.name.is_empty()
         || !s
             .name
@@ -433,21 +475,6 @@ fn validate_one(s: SinkSection, ctx: &Ctx<'_>) -> Result<ValidatedSink, ConfigEr
             }
         });
     }
-    let kinds = [
-        s.file.is_some(),
-        s.stdout.is_some(),
-        s.syslog.is_some(),
-        s.splunk_hec.is_some(),
-        s.webhook.is_some(),
-        s.nats.is_some(),
-        s.postgres.is_some(),
-    ];
-    if kinds.iter().filter(|k| **k).count() != 1 {
-        return Err(ctx.invalid(
-            "",
-            "give exactly one of [sinks.file], [sinks.stdout], [sinks.syslog], [sinks.splunk_hec], [sinks.webhook], [sinks.nats], [sinks.postgres]",
-        ));
-    }
     let mut common = Common::named(&s.name);
     common.route = route;
     common.retry_attempts = s.retry_attempts.max(1);
@@ -465,34 +492,38 @@ fn validate_one(s: SinkSection, ctx: &Ctx<'_>) -> Result<ValidatedSink, ConfigEr
     }
     let mut default_batch = 500;
     let mut default_format = Format::Xdrsync;
-    let kind = if let Some(f) = s.file {
-        let f = f.validate(ctx)?;
-        default_batch = 1000;
-        if f.mode == FileMode::JsonArray {
-            default_format = Format::Raw;
-            // One file per run holds the run's events (the Hello World output).
-            default_batch = 100_000;
+    let kind = match kind {
+        KindConfig::File(f) => {
+            let f = f.validate(ctx)?;
+            default_batch = 1000;
+            if f.mode == FileMode::JsonArray {
+                default_format = Format::Raw;
+                // One file per run holds the run's events (the Hello World output).
+                default_batch = 100_000;
+            }
+            Kind::File(f)
         }
-        Kind::File(f)
-    } else if s.stdout.is_some() {
-        Kind::Stdout
-    } else if let Some(c) = s.syslog {
-        default_batch = 200;
-        Kind::Syslog(c.validate(ctx)?)
-    } else if let Some(c) = s.splunk_hec {
-        common.batch_max_bytes = 1 << 20;
-        Kind::SplunkHec(c.validate(ctx)?)
-    } else if let Some(c) = s.webhook {
-        default_batch = 100;
-        Kind::Webhook(c.validate(ctx)?)
-    } else if let Some(c) = s.nats {
-        default_batch = 256;
-        Kind::Nats(c.validate(ctx)?)
-    } else if let Some(c) = s.postgres {
-        default_batch = 500;
-        Kind::Postgres(c.validate(ctx)?)
-    } else {
-        unreachable!("exactly one kind was checked above")
+        KindConfig::Stdout(_) => Kind::Stdout,
+        KindConfig::Syslog(c) => {
+            default_batch = 200;
+            Kind::Syslog(c.validate(ctx)?)
+        }
+        KindConfig::SplunkHec(c) => {
+            common.batch_max_bytes = 1 << 20;
+            Kind::SplunkHec(c.validate(ctx)?)
+        }
+        KindConfig::Webhook(c) => {
+            default_batch = 100;
+            Kind::Webhook(c.validate(ctx)?)
+        }
+        KindConfig::Nats(c) => {
+            default_batch = 256;
+            Kind::Nats(c.validate(ctx)?)
+        }
+        KindConfig::Postgres(c) => {
+            default_batch = 500;
+            Kind::Postgres(c.validate(ctx)?)
+        }
     };
     common.format = s.format.unwrap_or(default_format);
     common.batch_max_events = s.batch_max_events.unwrap_or(default_batch);

@@ -52,7 +52,7 @@ fn shipped_example_validates() {
 #[test]
 fn refusals_name_the_field_and_the_problem() {
     let e = |t: &str| err(t).replace("invalid config file /etc/xdrsync/xdrsync.toml: ", "");
-    insta::assert_snapshot!(e("name = \"a\"\n[file]\npath = \"x\"\nrotate = 3"), @"`sinks[0]`: unknown field `rotate`, expected one of `mode`, `path`, `dir`, `rotate_max_bytes`, `rotate_max_age_secs`, `keep_rotated`");
+    insta::assert_snapshot!(e("name = \"a\"\n[file]\npath = \"x\"\nrotate = 3"), @"`sinks[0].file`: unknown field `rotate`, expected one of `mode`, `path`, `dir`, `rotate_max_bytes`, `rotate_max_age_secs`, `keep_rotated`");
     insta::assert_snapshot!(e("name = \"a\""), @"`sinks[0]`: give exactly one of [sinks.file], [sinks.stdout], [sinks.syslog], [sinks.splunk_hec], [sinks.webhook], [sinks.nats], [sinks.postgres]");
     insta::assert_snapshot!(e("name = \"a\"\n[stdout]\n[file]\npath = \"x\""), @"`sinks[0]`: give exactly one of [sinks.file], [sinks.stdout], [sinks.syslog], [sinks.splunk_hec], [sinks.webhook], [sinks.nats], [sinks.postgres]");
     insta::assert_snapshot!(e("name = \"a b\"\n[stdout]"), @"`sinks[0].name`: `a b`: use letters, digits, `-`, `_` and `.`");
