@@ -290,20 +290,6 @@ pub enum AuthError {
     },
 }
 
-impl AuthError {
-    /// Whether retrying later may help (throttling, outages), as opposed to a wrong credential.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            AuthError::Entra { status, .. } => *status == 429 || *status >= 500,
-            AuthError::Transport { .. } => true,
-            AuthError::Malformed { .. }
-            | AuthError::Config(_)
-            | AuthError::Vault(_)
-            | AuthError::NotSignedIn { .. } => false,
-        }
-    }
-}
-
 /// Plain guidance for an AADSTS code (entra-oauth.md §1.6).
 pub fn guidance(code: u32, client_id: &str, tenant: &TenantId) -> String {
     match code {

@@ -270,10 +270,6 @@ impl Jwk {
             .map_err(|err| JwtError::Key(err.to_string()))
     }
 
-    /// The DER of the first `x5c` certificate, if any.
-    pub fn first_cert_der(&self) -> Option<Vec<u8>> {
-        self.x5c.first().and_then(|c| STANDARD.decode(c).ok())
-    }
 }
 
 /// A JWK set: `{"keys": [...]}`.

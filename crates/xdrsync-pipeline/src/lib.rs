@@ -854,16 +854,6 @@ impl Pipeline {
 
     /// Pulls one stream of one tenant: reads from `cursor − overlap` (or the initial lookback,
     /// or the backfill start) and commits the versions with the advanced cursor.
-    pub async fn pull_stream(
-        &self,
-        tenant: &Tenant,
-        stream: StreamKind,
-        mode: PullMode,
-    ) -> Result<TenantReport, PullError> {
-        self.pull_stream_with(tenant, stream, mode, credential(tenant)?)
-            .await
-    }
-
     async fn pull_stream_with(
         &self,
         tenant: &Tenant,
