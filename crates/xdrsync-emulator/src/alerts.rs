@@ -11,7 +11,7 @@ use xdrsync_model::Timestamp;
 
 use crate::EmulatorState;
 use crate::api::{
-    Family, GraphErrors, Needs, admit, get, next_link, odata_json, prefers_unknown, query_pairs,
+    Admitted, Family, GraphErrors, Needs, get, next_link, odata_json, prefers_unknown, query_pairs,
 };
 use crate::errors;
 use crate::limits::Quota;
@@ -27,6 +27,21 @@ const MDE_READ: &Needs = &Needs {
     roles: &["Alert.Read.All", "Alert.ReadWrite.All"],
     scopes: &["Alert.Read", "Alert.ReadWrite"],
 };
+
+gate!(
+    GraphAlertReadGraph,
+    Family::Graph,
+    GRAPH_ALERT_READ,
+    Some(Quota::Graph)
+);
+gate!(
+    GraphAlertReadUnmetered,
+    Family::Graph,
+    GRAPH_ALERT_READ,
+    None
+);
+gate!(SiemMdeReadMde, Family::Siem, MDE_READ, Some(Quota::Mde));
+gate!(XdrMdeReadMde, Family::Xdr, MDE_READ, Some(Quota::Mde));
 
 const ALERTS_V2_PROPS: &[(&str, PropType)] = &[
     ("assignedTo", PropType::Text),
@@ -68,20 +83,11 @@ fn all_alerts(state: &EmulatorState, tenant: &str) -> Vec<(EmuAlert, Arc<EmuInci
 
 /// `GET /v1.0/security/alerts_v2`.
 pub(crate) async fn alerts_v2(
+    Admitted(caller, _): Admitted<GraphAlertReadGraph>,
     State(state): State<EmulatorState>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let caller = match admit(
-        &state,
-        &headers,
-        Family::Graph,
-        GRAPH_ALERT_READ,
-        Some(Quota::Graph),
-    ) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let g = GraphErrors::new(&state, &headers);
     let bad = |m: String| g.answer(StatusCode::BAD_REQUEST, "BadRequest", &m);
     let pairs = query_pairs(q.as_deref());
@@ -148,14 +154,11 @@ pub(crate) async fn alerts_v2(
 
 /// `GET /v1.0/security/alerts_v2/{id}`.
 pub(crate) async fn alert_v2(
+    Admitted(caller, _): Admitted<GraphAlertReadUnmetered>,
     State(state): State<EmulatorState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let caller = match admit(&state, &headers, Family::Graph, GRAPH_ALERT_READ, None) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let g = GraphErrors::new(&state, &headers);
     match all_alerts(&state, &caller.tenant)
         .into_iter()
@@ -226,14 +229,10 @@ fn mde_alert(a: &EmuAlert, i: &EmuIncident, tenant: &str, evidence: bool) -> Val
 
 /// `GET /api/alerts` (MDE): no `@odata.nextLink`; page with `$skip`.
 pub(crate) async fn mde_alerts(
+    Admitted(caller, _): Admitted<XdrMdeReadMde>,
     State(state): State<EmulatorState>,
-    headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let caller = match admit(&state, &headers, Family::Xdr, MDE_READ, Some(Quota::Mde)) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let bad = |m: String| {
         errors::xdr(
             StatusCode::BAD_REQUEST,
@@ -337,14 +336,10 @@ fn machine_tags(device_id: &str) -> (&'static str, &'static str) {
 /// `GET /alertexporter/api/alerts`: the SIEM detections export (defender-api.md §3.1): a bare
 /// JSON array, one detection per alert entity, filtered on `LastProcessedTimeUtc`.
 pub(crate) async fn siem_alerts(
+    Admitted(caller, _): Admitted<SiemMdeReadMde>,
     State(state): State<EmulatorState>,
-    headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let caller = match admit(&state, &headers, Family::Siem, MDE_READ, Some(Quota::Mde)) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let bad = |m: String| {
         errors::xdr(
             StatusCode::BAD_REQUEST,

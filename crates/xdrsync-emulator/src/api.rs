@@ -315,6 +315,41 @@ const GRAPH_READ: &Needs = &Needs {
     ],
 };
 
+gate!(
+    GraphReadGraph,
+    Family::Graph,
+    GRAPH_READ,
+    Some(Quota::Graph)
+);
+gate!(XdrReadXdrGet, Family::Xdr, XDR_READ, Some(Quota::XdrGet));
+gate!(XdrReadXdrList, Family::Xdr, XDR_READ, Some(Quota::XdrList));
+
+/// What an endpoint admits: the API family that answers (error shapes, audiences), the roles
+/// or scopes it needs, the quota a call counts against. Declared with `gate!`.
+pub(crate) trait Gate {
+    const FAMILY: Family;
+    const NEEDS: &'static Needs;
+    const QUOTA: Option<Quota>;
+}
+
+/// The caller of an endpoint guarded by `G`, as an extractor: every handler's opening (check
+/// the bearer token, count the call against its quota) in one place. The handler runs only for
+/// an admitted caller; otherwise the answer is the 401/403/429 in the family's shape, before
+/// any other part of the request is looked at (as the services check the token first).
+pub(crate) struct Admitted<G>(pub(crate) Caller, pub(crate) std::marker::PhantomData<G>);
+
+impl<G: Gate> axum::extract::FromRequestParts<EmulatorState> for Admitted<G> {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &EmulatorState,
+    ) -> Result<Self, Response> {
+        admit(state, &parts.headers, G::FAMILY, G::NEEDS, G::QUOTA)
+            .map(|c| Admitted(c, std::marker::PhantomData))
+    }
+}
+
 /// Checks the bearer token and counts the call against its quota (when it has one): the caller,
 /// or the 401/403/429 answer in the family's shape.
 pub(crate) fn admit(
@@ -403,20 +438,10 @@ const GRAPH_MAX_TOP: usize = 50;
 
 /// `GET /api/incidents`.
 pub(crate) async fn xdr_list(
+    Admitted(caller, _): Admitted<XdrReadXdrList>,
     State(state): State<EmulatorState>,
-    headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let caller = match admit(
-        &state,
-        &headers,
-        Family::Xdr,
-        XDR_READ,
-        Some(Quota::XdrList),
-    ) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let bad = |msg: String| {
         errors::xdr(
             StatusCode::BAD_REQUEST,
@@ -490,14 +515,10 @@ pub(crate) async fn xdr_list(
 
 /// `GET /api/incidents/{id}`.
 pub(crate) async fn xdr_get(
+    Admitted(caller, _): Admitted<XdrReadXdrGet>,
     State(state): State<EmulatorState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let caller = match admit(&state, &headers, Family::Xdr, XDR_READ, Some(Quota::XdrGet)) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let found = id
         .parse::<u64>()
         .ok()
@@ -526,20 +547,11 @@ pub(crate) async fn xdr_get(
 
 /// `GET /v1.0/security/incidents`.
 pub(crate) async fn graph_list(
+    Admitted(caller, _): Admitted<GraphReadGraph>,
     State(state): State<EmulatorState>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let caller = match admit(
-        &state,
-        &headers,
-        Family::Graph,
-        GRAPH_READ,
-        Some(Quota::Graph),
-    ) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let g = GraphErrors::new(&state, &headers);
     let bad = |code: &str, msg: String| g.answer(StatusCode::BAD_REQUEST, code, &msg);
     let pairs = query_pairs(q.as_deref());
@@ -672,21 +684,12 @@ pub(crate) async fn graph_list(
 
 /// `GET /v1.0/security/incidents/{id}`.
 pub(crate) async fn graph_get(
+    Admitted(caller, _): Admitted<GraphReadGraph>,
     State(state): State<EmulatorState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let caller = match admit(
-        &state,
-        &headers,
-        Family::Graph,
-        GRAPH_READ,
-        Some(Quota::Graph),
-    ) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let pairs = query_pairs(q.as_deref());
     let expand = get(&pairs, "$expand").is_some_and(|e| e.eq_ignore_ascii_case("alerts"));
     let found = id

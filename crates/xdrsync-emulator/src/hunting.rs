@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use xdrsync_model::Timestamp;
 
 use crate::EmulatorState;
-use crate::api::{Family, GraphErrors, Needs, admit, odata_json};
+use crate::api::{Admitted, Family, GraphErrors, Needs, odata_json};
 use crate::errors;
 use crate::limits::Quota;
 
@@ -32,6 +32,14 @@ const GRAPH_HUNT: &Needs = &Needs {
     roles: &["ThreatHunting.Read.All"],
     scopes: &["ThreatHunting.Read.All"],
 };
+
+gate!(
+    GraphHuntHunting,
+    Family::Graph,
+    GRAPH_HUNT,
+    Some(Quota::Hunting)
+);
+gate!(XdrHuntHunting, Family::Xdr, XDR_HUNT, Some(Quota::Hunting));
 const MAX_ROWS: usize = 100_000;
 
 /// A column type in the result schema.
@@ -508,20 +516,10 @@ fn query_of(body: &str) -> Result<String, String> {
 
 /// `POST /api/advancedhunting/run`.
 pub(crate) async fn xdr_run(
+    Admitted(caller, _): Admitted<XdrHuntHunting>,
     State(state): State<EmulatorState>,
-    headers: HeaderMap,
     body: String,
 ) -> Response {
-    let caller = match admit(
-        &state,
-        &headers,
-        Family::Xdr,
-        XDR_HUNT,
-        Some(Quota::Hunting),
-    ) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let started = std::time::Instant::now();
     match query_of(&body).and_then(|q| run(&state, &caller.tenant, &q)) {
         Err(e) => errors::xdr(
@@ -539,20 +537,11 @@ pub(crate) async fn xdr_run(
 
 /// `POST /v1.0/security/runHuntingQuery`.
 pub(crate) async fn graph_run(
+    Admitted(caller, _): Admitted<GraphHuntHunting>,
     State(state): State<EmulatorState>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let caller = match admit(
-        &state,
-        &headers,
-        Family::Graph,
-        GRAPH_HUNT,
-        Some(Quota::Hunting),
-    ) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let g = GraphErrors::new(&state, &headers);
     match query_of(&body).and_then(|q| run(&state, &caller.tenant, &q)) {
         Err(e) => g.answer(

@@ -32,6 +32,19 @@ use serde::Serialize;
 use xdrsync_jwt::SigningKey;
 use xdrsync_model::Timestamp;
 
+/// Declares an endpoint's gate (see [`api::Admitted`]): `gate!(Name, family, needs, quota)`.
+macro_rules! gate {
+    ($name:ident, $family:expr, $needs:expr, $quota:expr) => {
+        /// An endpoint gate (family, roles or scopes, quota).
+        pub(crate) struct $name;
+        impl $crate::api::Gate for $name {
+            const FAMILY: $crate::api::Family = $family;
+            const NEEDS: &'static $crate::api::Needs = $needs;
+            const QUOTA: Option<$crate::limits::Quota> = $quota;
+        }
+    };
+}
+
 mod admin;
 mod alerts;
 mod api;

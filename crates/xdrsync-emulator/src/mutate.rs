@@ -8,7 +8,7 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use crate::EmulatorState;
-use crate::api::{Family, GraphErrors, Needs, admit, odata_json, prefers_unknown};
+use crate::api::{Admitted, Family, GraphErrors, Needs, odata_json, prefers_unknown};
 use crate::errors;
 use crate::limits::Quota;
 use crate::render;
@@ -26,6 +26,31 @@ const GRAPH_ALERT_WRITE: &Needs = &Needs {
     roles: &["SecurityAlert.ReadWrite.All"],
     scopes: &["SecurityAlert.ReadWrite.All"],
 };
+
+gate!(
+    GraphAlertWriteUnmetered,
+    Family::Graph,
+    GRAPH_ALERT_WRITE,
+    None
+);
+gate!(
+    GraphIncidentWriteGraph,
+    Family::Graph,
+    GRAPH_INCIDENT_WRITE,
+    Some(Quota::Graph)
+);
+gate!(
+    GraphIncidentWriteUnmetered,
+    Family::Graph,
+    GRAPH_INCIDENT_WRITE,
+    None
+);
+gate!(
+    XdrWriteXdrUpdate,
+    Family::Xdr,
+    XDR_WRITE,
+    Some(Quota::XdrUpdate)
+);
 
 fn body_object(body: &str) -> Result<Map<String, Value>, String> {
     match serde_json::from_str::<Value>(body) {
@@ -133,21 +158,11 @@ fn id_of(s: &str) -> Option<u64> {
 
 /// `PATCH /api/incidents/{id}`.
 pub(crate) async fn xdr_patch(
+    Admitted(caller, _): Admitted<XdrWriteXdrUpdate>,
     State(state): State<EmulatorState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: String,
 ) -> Response {
-    let caller = match admit(
-        &state,
-        &headers,
-        Family::Xdr,
-        XDR_WRITE,
-        Some(Quota::XdrUpdate),
-    ) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let bad = |m: String| errors::xdr(StatusCode::BAD_REQUEST, "InvalidRequestBody", &m);
     let o = match body_object(&body) {
         Ok(o) => o,
@@ -182,21 +197,12 @@ pub(crate) async fn xdr_patch(
 
 /// `PATCH /v1.0/security/incidents/{id}`.
 pub(crate) async fn graph_patch(
+    Admitted(caller, _): Admitted<GraphIncidentWriteGraph>,
     State(state): State<EmulatorState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: String,
 ) -> Response {
-    let caller = match admit(
-        &state,
-        &headers,
-        Family::Graph,
-        GRAPH_INCIDENT_WRITE,
-        Some(Quota::Graph),
-    ) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let g = GraphErrors::new(&state, &headers);
     let bad = |m: String| g.answer(StatusCode::BAD_REQUEST, "BadRequest", &m);
     let o = match body_object(&body) {
@@ -240,15 +246,12 @@ fn graph_comments(comments: &[Comment]) -> Value {
 
 /// `POST /v1.0/security/incidents/{id}/comments`: returns every comment of the incident.
 pub(crate) async fn graph_incident_comment(
+    Admitted(caller, _): Admitted<GraphIncidentWriteUnmetered>,
     State(state): State<EmulatorState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: String,
 ) -> Response {
-    let caller = match admit(&state, &headers, Family::Graph, GRAPH_INCIDENT_WRITE, None) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let g = GraphErrors::new(&state, &headers);
     let comment = match comment_text(&body) {
         Ok(c) => c,
@@ -287,15 +290,12 @@ fn incident_of_alert(state: &EmulatorState, tenant: &str, alert_id: &str) -> Opt
 
 /// `PATCH /v1.0/security/alerts_v2/{id}` (status, classification, determination, assignedTo).
 pub(crate) async fn graph_alert_patch(
+    Admitted(caller, _): Admitted<GraphAlertWriteUnmetered>,
     State(state): State<EmulatorState>,
     headers: HeaderMap,
     Path(alert_id): Path<String>,
     body: String,
 ) -> Response {
-    let caller = match admit(&state, &headers, Family::Graph, GRAPH_ALERT_WRITE, None) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let g = GraphErrors::new(&state, &headers);
     let bad = |m: String| g.answer(StatusCode::BAD_REQUEST, "BadRequest", &m);
     let o = match body_object(&body) {
@@ -369,15 +369,12 @@ pub(crate) async fn graph_alert_patch(
 
 /// `POST /v1.0/security/alerts_v2/{id}/comments`.
 pub(crate) async fn graph_alert_comment(
+    Admitted(caller, _): Admitted<GraphAlertWriteUnmetered>,
     State(state): State<EmulatorState>,
     headers: HeaderMap,
     Path(alert_id): Path<String>,
     body: String,
 ) -> Response {
-    let caller = match admit(&state, &headers, Family::Graph, GRAPH_ALERT_WRITE, None) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let g = GraphErrors::new(&state, &headers);
     let comment = match comment_text(&body) {
         Ok(c) => c,

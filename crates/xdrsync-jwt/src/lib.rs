@@ -269,7 +269,6 @@ impl Jwk {
         RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e))
             .map_err(|err| JwtError::Key(err.to_string()))
     }
-
 }
 
 /// A JWK set: `{"keys": [...]}`.
