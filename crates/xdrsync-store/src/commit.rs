@@ -1,0 +1,244 @@
+//! Writing a pull: versions, cursors and poison records, group-committed.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use xdrsync_model::{ChangeKind, Record, StreamKind, TenantId, Timestamp};
+
+use crate::{
+    CommitRequest, CommitStats, NewVersion, PoisonRecord, SqliteStore, StoreError, fxhash,
+    write_transaction,
+};
+
+impl SqliteStore {
+    /// The cursor of `(tenant, stream)`, if any pull has committed one.
+    pub fn cursor(
+        &self,
+        tenant: &TenantId,
+        stream: StreamKind,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let text: Option<String> = self
+            .read_conn()
+            .query_row(
+                "SELECT high_water FROM cursors WHERE tenant_id = ?1 AND stream = ?2",
+                params![tenant.as_str(), stream.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        text.map(|t| {
+            t.parse().map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("cursor {tenant}/{}", stream.as_str()),
+                message: format!("{e}"),
+            })
+        })
+        .transpose()
+    }
+
+    /// Stores new versions and, in the same transaction, moves the cursor forward to `cursor`
+    /// (never backward). Versions already stored are counted, not stored again.
+    pub fn commit(
+        &self,
+        tenant: &TenantId,
+        versions: &[NewVersion],
+        cursor: Option<(StreamKind, Timestamp)>,
+    ) -> Result<CommitStats, StoreError> {
+        self.commit_alone(&mut self.conn(), tenant, versions, &[], cursor)
+    }
+
+    /// One request's writes in a transaction of their own.
+    fn commit_alone(
+        &self,
+        conn: &mut Connection,
+        tenant: &TenantId,
+        versions: &[NewVersion],
+        poison: &[PoisonRecord],
+        cursor: Option<(StreamKind, Timestamp)>,
+    ) -> Result<CommitStats, StoreError> {
+        let tx = write_transaction(conn).map_err(self.err())?;
+        let stats = self.apply(&tx, tenant, versions, poison, cursor)?;
+        tx.commit().map_err(self.err())?;
+        Ok(stats)
+    }
+
+    /// Commits several requests (of any tenants and streams) in **one** transaction, in order:
+    /// one lock hold and one WAL sync for all of them. If the transaction fails, each request
+    /// is retried in a transaction of its own, so one bad request fails alone. The results are
+    /// in the order of `group`.
+    pub fn commit_group(&self, group: &[CommitRequest]) -> Vec<Result<CommitStats, StoreError>> {
+        let mut conn = self.conn();
+        let together = (|| {
+            let tx = write_transaction(&mut conn).map_err(self.err())?;
+            let mut stats = Vec::with_capacity(group.len());
+            for r in group {
+                stats.push(self.apply(&tx, &r.tenant, &r.versions, &r.poison, r.cursor)?);
+            }
+            tx.commit().map_err(self.err())?;
+            Ok::<_, StoreError>(stats)
+        })();
+        match together {
+            Ok(stats) => stats.into_iter().map(Ok).collect(),
+            Err(e) if group.len() == 1 => vec![Err(e)],
+            Err(e) => {
+                tracing::warn!(error = %e, requests = group.len(), "A group commit failed; committing its requests one by one.");
+                group
+                    .iter()
+                    .map(|r| {
+                        self.commit_alone(&mut conn, &r.tenant, &r.versions, &r.poison, r.cursor)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// One request's writes inside `tx`.
+    fn apply(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        tenant: &TenantId,
+        versions: &[NewVersion],
+        poison: &[PoisonRecord],
+        cursor: Option<(StreamKind, Timestamp)>,
+    ) -> Result<CommitStats, StoreError> {
+        let err = self.err();
+        let now = Timestamp::now().to_string();
+        if !poison.is_empty() {
+            record_poison_in(tx, tenant, poison, &now).map_err(&err)?;
+        }
+        let mut stats = CommitStats::default();
+        {
+            let mut previous = tx
+                .prepare_cached(
+                    "SELECT seq, normalized FROM versions
+                     WHERE tenant_id = ?1 AND stream = ?2 AND item_id = ?3 AND last_update < ?4
+                     ORDER BY last_update DESC LIMIT 1",
+                )
+                .map_err(&err)?;
+            let mut insert = tx
+                .prepare_cached(
+                    // A version already stored (re-read through the overlap) is left alone.
+                    "INSERT INTO versions
+                     (tenant_id, stream, item_id, last_update, event_id, change, changes, api, normalized, raw, fetched_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT (tenant_id, stream, item_id, last_update) DO NOTHING",
+                )
+                .map_err(&err)?;
+            for v in versions {
+                let r = &v.record;
+                debug_assert_eq!(r.tenant(), tenant);
+                let stream = r.stream();
+                let item = r.item_id();
+                let last_update = r.last_update().to_string();
+                let key = params![tenant.as_str(), stream.as_str(), item, last_update];
+                let prev: Option<(i64, String)> = previous
+                    .query_row(key, |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+                    .map_err(&err)?;
+                let prev = match prev {
+                    Some((seq, json)) => {
+                        Some(
+                            Record::from_json(stream, &json).map_err(|e| StoreError::Corrupt {
+                                path: self.path.clone(),
+                                what: format!("seq {seq}"),
+                                message: e.to_string(),
+                            })?,
+                        )
+                    }
+                    None => None,
+                };
+                let (kind, changes) = r.classify(prev.as_ref());
+                let changes_json = serde_json::to_string(&changes).unwrap_or_default();
+                let inserted = insert
+                    .execute(params![
+                        tenant.as_str(),
+                        stream.as_str(),
+                        item,
+                        last_update,
+                        r.event_id().as_str(),
+                        kind.as_str(),
+                        changes_json,
+                        r.api(),
+                        r.to_json(),
+                        v.raw,
+                        now,
+                    ])
+                    .map_err(&err)?;
+                if inserted == 0 {
+                    stats.unchanged += 1;
+                    continue;
+                }
+                match kind {
+                    ChangeKind::Created => stats.created += 1,
+                    ChangeKind::Updated => stats.updated += 1,
+                    ChangeKind::AlertAdded => {
+                        stats.updated += 1;
+                        stats.alert_added += 1;
+                    }
+                    ChangeKind::Redirected => {
+                        stats.updated += 1;
+                        stats.redirected += 1;
+                    }
+                }
+            }
+        }
+        if let Some((stream, high_water)) = cursor {
+            tx.execute(
+                "INSERT INTO cursors (tenant_id, stream, high_water, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant_id, stream) DO UPDATE SET
+                    high_water = MAX(high_water, excluded.high_water), updated_at = excluded.updated_at",
+                params![tenant.as_str(), stream.as_str(), high_water.to_string(), now],
+            )
+            .map_err(&err)?;
+        }
+        Ok(stats)
+    }
+
+    /// Records items that could not be read (counted again when seen again).
+    pub fn record_poison(
+        &self,
+        tenant: &TenantId,
+        items: &[PoisonRecord],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let err = self.err();
+        let tx = write_transaction(&mut conn).map_err(&err)?;
+        record_poison_in(&tx, tenant, items, &Timestamp::now().to_string()).map_err(&err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Number of distinct poison items recorded for `tenant`.
+    pub fn poison_count(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        self.read_conn()
+            .query_row(
+                "SELECT COUNT(*) FROM poison WHERE tenant_id = ?1",
+                [tenant.as_str()],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
+}
+
+fn record_poison_in(
+    tx: &rusqlite::Transaction<'_>,
+    tenant: &TenantId,
+    items: &[PoisonRecord],
+    now: &str,
+) -> rusqlite::Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO poison (tenant_id, raw_hash, incident_id, reason, raw, first_seen, last_seen, times_seen, stream)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1, ?7)
+         ON CONFLICT (tenant_id, raw_hash) DO UPDATE SET last_seen = excluded.last_seen, times_seen = times_seen + 1",
+    )?;
+    for p in items {
+        let hash = format!("{:x}", fxhash(p.raw.as_bytes()));
+        insert.execute(params![
+            tenant.as_str(),
+            hash,
+            p.item_id,
+            p.reason,
+            p.raw,
+            now,
+            p.stream.as_str()
+        ])?;
+    }
+    Ok(())
+}
