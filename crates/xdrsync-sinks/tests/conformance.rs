@@ -859,41 +859,60 @@ async fn postgres_tls_verify_ca_checks_the_chain_and_verify_full_the_name() {
 /// password is never sent in clear (a fake server captured it before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_tls_required_never_sends_the_password_to_a_server_without_tls() {
+    // The server answers the 8-byte SSLRequest with `N` (no TLS here).
+    let (addr, captured) = fake_server(|_| Vec::new(), Some((8, b"N"))).await;
+    let (e, store) = fail_once(&format!(
+        "name = \"pg\"\nretry_attempts = 1\n[postgres]\nurl = {{ value = \"postgres://u:SeCrEt-pw@{addr}/test\" }}\ntls = \"require\""
+    ))
+    .await;
+    let seen = captured.await.unwrap();
+    // Only the 8-byte SSLRequest (length 8, code 80877103) crossed the wire.
+    assert_eq!(seen, [0, 0, 0, 8, 4, 210, 22, 47], "{e}");
+    assert!(!e.to_string().contains("SeCrEt-pw"), "{e}");
+    assert_eq!(store.sink_position("pg").unwrap(), 0);
+}
+
+/// A fake server for one connection on loopback: writes `greeting(its address)`, answers the
+/// first `answer.0` bytes it reads with `answer.1`, and records every byte it received until
+/// the client is quiet for half a second or closes. Its address, and what it recorded.
+async fn fake_server(
+    greeting: impl FnOnce(std::net::SocketAddr) -> Vec<u8> + Send + 'static,
+    answer: Option<(usize, &'static [u8])>,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let captured = tokio::spawn(async move {
         let mut seen = Vec::new();
         let (mut sock, _) = listener.accept().await.unwrap();
-        let mut first = [0u8; 8];
-        sock.read_exact(&mut first).await.unwrap();
-        seen.extend_from_slice(&first);
-        sock.write_all(b"N").await.unwrap();
-        let mut rest = [0u8; 4096];
+        sock.write_all(&greeting(addr)).await.unwrap();
+        if let Some((n, reply)) = answer {
+            let mut first = vec![0u8; n];
+            sock.read_exact(&mut first).await.unwrap();
+            seen.extend_from_slice(&first);
+            sock.write_all(reply).await.unwrap();
+        }
+        let mut buf = [0u8; 4096];
         while let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_millis(500), sock.read(&mut rest)).await
+            tokio::time::timeout(Duration::from_millis(500), sock.read(&mut buf)).await
         {
             if n == 0 {
                 break;
             }
-            seen.extend_from_slice(&rest[..n]);
+            seen.extend_from_slice(&buf[..n]);
         }
         seen
     });
+    (addr, captured)
+}
+
+/// One delivery of the fixtures by the sink of `toml`, which must fail: the error and the store.
+async fn fail_once(toml: &str) -> (xdrsync_sinks::SinkError, Arc<xdrsync_store::SqliteStore>) {
     let dir = tempfile::tempdir().unwrap();
-    let sink = build_sink(
-        &format!(
-            "name = \"pg\"\nretry_attempts = 1\n[postgres]\nurl = {{ value = \"postgres://u:SeCrEt-pw@{addr}/test\" }}\ntls = \"require\""
-        ),
-        dir.path(),
-    );
+    let sink = build_sink(toml, dir.path());
     let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
     let e = conformance::deliver(&sink, &store).await.unwrap_err();
-    let seen = captured.await.unwrap();
-    // Only the 8-byte SSLRequest (length 8, code 80877103) crossed the wire.
-    assert_eq!(seen, [0, 0, 0, 8, 4, 210, 22, 47], "{e}");
-    assert!(!e.to_string().contains("SeCrEt-pw"), "{e}");
-    assert_eq!(store.sink_position("pg").unwrap(), 0);
+    (e, store)
 }
 
 /// Plaintext to a server that is not on this machine is refused unless the config says so;
@@ -1026,41 +1045,18 @@ async fn nats_wrong_credentials_or_an_untrusted_server_fail_clearly() {
 /// TLS handshake, never a `CONNECT` with credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_credentials_never_cross_in_clear_when_tls_is_required() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let captured = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        let (mut sock, _) = listener.accept().await.unwrap();
-        sock.write_all(
-            format!(
-                "INFO {{\"server_id\":\"fake\",\"version\":\"2.10.0\",\"proto\":1,\"host\":\"127.0.0.1\",\"port\":{},\"max_payload\":1048576,\"headers\":true}}\r\n",
-                addr.port()
-            )
-            .as_bytes(),
+    let info = |addr: std::net::SocketAddr| {
+        format!(
+            "INFO {{\"server_id\":\"fake\",\"version\":\"2.10.0\",\"proto\":1,\"host\":\"127.0.0.1\",\"port\":{},\"max_payload\":1048576,\"headers\":true}}\r\n",
+            addr.port()
         )
-        .await
-        .unwrap();
-        let mut buf = [0u8; 4096];
-        while let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_millis(500), sock.read(&mut buf)).await
-        {
-            if n == 0 {
-                break;
-            }
-            seen.extend_from_slice(&buf[..n]);
-        }
-        seen
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let sink = build_sink(
-        &format!(
-            "name = \"bus\"\nretry_attempts = 1\n[nats]\nurl = \"nats://{addr}\"\ntls = true\ntoken = {{ value = \"cl3ar-t0ken\" }}"
-        ),
-        dir.path(),
-    );
-    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
-    let e = conformance::deliver(&sink, &store).await.unwrap_err();
+        .into_bytes()
+    };
+    let (addr, captured) = fake_server(info, None).await;
+    let (e, _) = fail_once(&format!(
+        "name = \"bus\"\nretry_attempts = 1\n[nats]\nurl = \"nats://{addr}\"\ntls = true\ntoken = {{ value = \"cl3ar-t0ken\" }}"
+    ))
+    .await;
     let seen = captured.await.unwrap();
     let text = String::from_utf8_lossy(&seen);
     assert!(

@@ -213,6 +213,46 @@ async fn run_daemon_drains_on_sigterm() {
     assert_eq!(ids.len(), lines.lines().count(), "a repeated event");
 }
 
+/// A `run` daemon (`--interval 60 --drain-timeout <drain> --ndjson out.ndjson`) whose first
+/// incident page the emulator holds; returns once that request is held (the pass is in flight).
+async fn daemon_with_a_held_page(
+    drain: &'static str,
+) -> (
+    xdrsync_emulator::Emulator,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Daemon,
+) {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    tu::write_config(&dir, &emu, &[ApiKind::Graph], "");
+    emu.state().add_fault(FaultRule {
+        route: "GET /v1.0/security/incidents".into(),
+        sequence: vec![Fault::Hold],
+        fault: None,
+        probability: None,
+    });
+    let d = dir.clone();
+    let daemon = tokio::task::spawn_blocking(move || {
+        Daemon::start(
+            &d,
+            &[
+                "--interval",
+                "60",
+                "--drain-timeout",
+                drain,
+                "--ndjson",
+                "out.ndjson",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    held(&emu, 1).await;
+    (emu, tmp, dir, daemon)
+}
+
 /// Waits until the emulator holds `n` requests (a `hold` fault): the pass is in flight.
 async fn held(emu: &xdrsync_emulator::Emulator, n: u64) {
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -228,33 +268,7 @@ async fn held(emu: &xdrsync_emulator::Emulator, n: u64) {
 /// the pass finish once the page comes, delivers it, and exits 0 with nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_sigterm_mid_pass_lets_the_pass_in_flight_finish() {
-    let emu = tu::start(tu::demo_directory()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_owned();
-    tu::write_config(&dir, &emu, &[ApiKind::Graph], "");
-    emu.state().add_fault(FaultRule {
-        route: "GET /v1.0/security/incidents".into(),
-        sequence: vec![Fault::Hold],
-        fault: None,
-        probability: None,
-    });
-    let d = dir.clone();
-    let mut daemon = tokio::task::spawn_blocking(move || {
-        Daemon::start(
-            &d,
-            &[
-                "--interval",
-                "60",
-                "--drain-timeout",
-                "60",
-                "--ndjson",
-                "out.ndjson",
-            ],
-        )
-    })
-    .await
-    .unwrap();
-    held(&emu, 1).await;
+    let (emu, _tmp, dir, mut daemon) = daemon_with_a_held_page("60").await;
     daemon.signal("-TERM");
     let daemon = tokio::task::spawn_blocking(move || {
         daemon.wait_for("letting the pass in flight finish");
@@ -284,33 +298,7 @@ async fn run_sigterm_mid_pass_lets_the_pass_in_flight_finish() {
 /// bound, says what it did, delivers what was stored, and the next run completes the data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_sigterm_stops_within_the_drain_timeout_when_the_pass_hangs() {
-    let emu = tu::start(tu::demo_directory()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_owned();
-    tu::write_config(&dir, &emu, &[ApiKind::Graph], "");
-    emu.state().add_fault(FaultRule {
-        route: "GET /v1.0/security/incidents".into(),
-        sequence: vec![Fault::Hold],
-        fault: None,
-        probability: None,
-    });
-    let d = dir.clone();
-    let daemon = tokio::task::spawn_blocking(move || {
-        Daemon::start(
-            &d,
-            &[
-                "--interval",
-                "60",
-                "--drain-timeout",
-                "1",
-                "--ndjson",
-                "out.ndjson",
-            ],
-        )
-    })
-    .await
-    .unwrap();
-    held(&emu, 1).await;
+    let (emu, _tmp, dir, daemon) = daemon_with_a_held_page("1").await;
     let signalled = std::time::Instant::now();
     let (code, err) = tokio::task::spawn_blocking(move || daemon.stop())
         .await
