@@ -144,7 +144,7 @@ pub(crate) async fn alerts_v2(
     if get(&pairs, "$count").is_some_and(|c| c.eq_ignore_ascii_case("true")) {
         body.insert("@odata.count".into(), json!(total));
     }
-    if let Some(link) = next_link(&base, "/v1.0/security/alerts_v2", &pairs, skip, top, total) {
+    if let Some(link) = next_link(&state, "/v1.0/security/alerts_v2", &pairs, skip, top, total) {
         body.insert("@odata.nextLink".into(), json!(link));
     }
     body.insert("value".into(), Value::Array(page));

@@ -206,7 +206,7 @@ impl GraphErrors {
 /// The `@odata.nextLink` of a Graph page: the same query with `$skip` moved past it, when more
 /// items remain.
 pub(crate) fn next_link(
-    base: &str,
+    state: &EmulatorState,
     path: &str,
     pairs: &[(String, String)],
     skip: usize,
@@ -223,9 +223,40 @@ pub(crate) fn next_link(
         .collect();
     next.push(("$skip".into(), (skip + top).to_string()));
     Some(format!(
-        "{base}{path}?{}",
-        serde_urlencoded::to_string(&next).unwrap_or_default()
+        "{}{path}?{}",
+        state.base_url(),
+        odata_query(&next, state.behaviour().next_link_encoded_dollar)
     ))
+}
+
+/// A query string as the service writes its nextLinks: option names with `$` literal
+/// (`$skip=50`, R47), values percent-encoded (a space as `%20`); `$` as `%24` when
+/// `encoded_dollar`.
+pub(crate) fn odata_query(pairs: &[(String, String)], encoded_dollar: bool) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const VALUE: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~')
+        .remove(b'\'')
+        .remove(b':')
+        .remove(b',')
+        .remove(b'(')
+        .remove(b')');
+    const NAME: &AsciiSet = &VALUE.remove(b'$');
+    let name_set = if encoded_dollar { VALUE } else { NAME };
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, name_set),
+                utf8_percent_encode(v, VALUE)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// `Prefer: include-unknown-enum-members` (possibly among other preferences).
@@ -675,7 +706,7 @@ pub(crate) async fn graph_list(
     if count {
         body.insert("@odata.count".into(), json!(total));
     }
-    if let Some(link) = next_link(&base, "/v1.0/security/incidents", &pairs, skip, top, total) {
+    if let Some(link) = next_link(&state, "/v1.0/security/incidents", &pairs, skip, top, total) {
         body.insert("@odata.nextLink".into(), json!(link));
     }
     state.count_page_served();

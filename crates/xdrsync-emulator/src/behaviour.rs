@@ -31,6 +31,9 @@ pub struct Behaviour {
     pub enum_drift: bool,
     /// The legacy list API also returns `@odata.nextLink` (undocumented; off by default).
     pub xdr_next_link: bool,
+    /// `@odata.nextLink` percent-encodes `$` in option names (`%24skip=`), as some proxies and
+    /// SDK-rewritten links do. The service itself writes `$skip=` literally (off by default).
+    pub next_link_encoded_dollar: bool,
     /// Sign-in and consent pages approve at once, without a browser (for tests).
     pub auto_approve: bool,
     /// Device-code polling interval, in seconds.
@@ -52,6 +55,7 @@ impl Default for Behaviour {
             retention_days: 180,
             enum_drift: false,
             xdr_next_link: false,
+            next_link_encoded_dollar: false,
             auto_approve: false,
             device_code_interval_secs: 5,
             expand_fail_min_alerts: None,

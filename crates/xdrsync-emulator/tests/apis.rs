@@ -255,15 +255,11 @@ async fn alerts_v2_lists_typed_evidence_and_refuses_unfilterable_props() {
         )
         .await;
     assert_eq!(status, 200);
+    // As the service writes it: `$skip=` literally (R47), never `%24skip=`.
+    let link = body["@odata.nextLink"].as_str().unwrap();
     assert!(
-        body["@odata.nextLink"]
-            .as_str()
-            .unwrap()
-            .contains("%24skip=3")
-            || body["@odata.nextLink"]
-                .as_str()
-                .unwrap()
-                .contains("$skip=3")
+        link.ends_with("/v1.0/security/alerts_v2?$top=3&$skip=3"),
+        "{link}"
     );
     let id = alerts[0]["id"].as_str().unwrap();
     let (status, one) = e
