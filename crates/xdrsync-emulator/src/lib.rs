@@ -658,18 +658,84 @@ pub fn router(state: EmulatorState) -> Router {
         )
         .route("/_emulator/clock/advance", post(admin::advance_clock))
         .route("/_emulator/keys/rotate", post(admin::rotate_keys))
-        .fallback(|| async {
-            errors::xdr(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                "The requested resource was not found.",
-            )
-        })
+        .fallback(unknown_route)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             faults::layer,
         ))
+        .layer(axum::middleware::from_fn(service_headers))
         .with_state(state)
+}
+
+/// A route the emulator does not serve, answered in the shape of the service the path belongs
+/// to: Graph's `BadRequest` naming the segment for `/v1.0/…` and `/beta/…`, the XDR shape
+/// otherwise.
+async fn unknown_route(
+    axum::extract::State(state): axum::extract::State<EmulatorState>,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    let path = uri.path();
+    if path.starts_with("/v1.0/") || path.starts_with("/beta/") {
+        let segment = path.rsplit('/').find(|s| !s.is_empty()).unwrap_or_default();
+        return errors::graph(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("Resource not found for the segment '{segment}'."),
+            state.clock().now(),
+            None,
+        );
+    }
+    errors::xdr(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "The requested resource was not found.",
+    )
+}
+
+/// The headers Graph and Entra put on every answer: Graph's `request-id`, `client-request-id`
+/// (the caller's, echoed, else the request id) and `x-ms-ags-diagnostic`; Entra's
+/// `x-ms-request-id` and the caller's `client-request-id` echoed (MSAL.NET checks the
+/// correlation id it sent comes back).
+async fn service_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::HeaderValue;
+    let path = req.uri().path().to_owned();
+    let sent = req.headers().get("client-request-id").cloned();
+    let mut resp = next.run(req).await;
+    let graph = path.starts_with("/v1.0/") || path.starts_with("/beta/");
+    let entra = path.contains("/oauth2/");
+    if !graph && !entra {
+        return resp;
+    }
+    let fresh = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).ok();
+    let h = resp.headers_mut();
+    if graph {
+        if !h.contains_key("request-id")
+            && let Some(v) = fresh.clone()
+        {
+            h.insert("request-id", v);
+        }
+        let echo = sent.clone().or_else(|| h.get("request-id").cloned());
+        if let Some(v) = echo {
+            h.insert("client-request-id", v);
+        }
+        h.insert(
+            "x-ms-ags-diagnostic",
+            HeaderValue::from_static(
+                r#"{"ServerInfo":{"DataCenter":"West Europe","Slice":"E","Ring":"5","ScaleUnit":"003","RoleInstance":"AM1PEPF00000000"}}"#,
+            ),
+        );
+    } else {
+        if let Some(v) = fresh {
+            h.insert("x-ms-request-id", v);
+        }
+        if let Some(v) = sent {
+            h.insert("client-request-id", v);
+        }
+    }
+    resp
 }
 
 /// The contract other tools read (`emulator.json`).

@@ -466,3 +466,77 @@ fn b64url_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+/// Graph and Entra answers carry the service's ids: Graph's `request-id`, the caller's
+/// `client-request-id` echoed and `x-ms-ags-diagnostic`; Entra's `x-ms-request-id` and the
+/// echoed `client-request-id`. An unknown Graph route answers in Graph's shape.
+#[tokio::test]
+async fn graph_and_entra_answers_carry_request_ids_and_echo_the_callers() {
+    let (emu, tenant, id, secret) = start().await;
+    let http = reqwest::Client::new();
+    let guid = |v: Option<&reqwest::header::HeaderValue>| {
+        let s = v
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(uuid::Uuid::parse_str(&s).is_ok(), "not a GUID: {s:?}");
+        s
+    };
+    let sent = "2f1e6b0c-7d4a-4b8e-9c3d-0a1b2c3d4e5f";
+    let resp = http
+        .post(format!("{}/{tenant}/oauth2/v2.0/token", emu.base_url()))
+        .header("client-request-id", sent)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", id.as_str()),
+            ("client_secret", secret.as_str()),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["client-request-id"], sent);
+    guid(resp.headers().get("x-ms-request-id"));
+    let token = resp.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let get = |path: &str, client_id: Option<&str>| {
+        let mut r = http
+            .get(format!("{}{path}", emu.base_url()))
+            .bearer_auth(&token);
+        if let Some(c) = client_id {
+            r = r.header("client-request-id", c);
+        }
+        r.send()
+    };
+    let resp = get("/v1.0/security/incidents?$top=1", Some(sent))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["client-request-id"], sent);
+    let request_id = guid(resp.headers().get("request-id"));
+    assert_ne!(request_id, sent);
+    let diagnostic: Value =
+        serde_json::from_str(resp.headers()["x-ms-ags-diagnostic"].to_str().unwrap()).unwrap();
+    assert!(diagnostic["ServerInfo"]["DataCenter"].is_string());
+    // Without one sent, the request id stands in.
+    let resp = get("/v1.0/security/incidents?$top=1", None).await.unwrap();
+    assert_eq!(
+        resp.headers()["client-request-id"],
+        resp.headers()["request-id"]
+    );
+    // Unknown routes under /v1.0 answer as Graph does.
+    let resp = get("/v1.0/security/nonsense", Some(sent)).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["client-request-id"], sent);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "BadRequest", "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "Resource not found for the segment 'nonsense'."
+    );
+    assert!(body["error"]["innerError"]["date"].is_string(), "{body}");
+}
