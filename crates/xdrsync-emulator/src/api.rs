@@ -576,6 +576,62 @@ pub(crate) async fn xdr_get(
     }
 }
 
+/// Whether a Graph incident passes a parsed `$filter`.
+fn graph_incident_matches(filter: &[odata::Comparison], i: &EmuIncident) -> bool {
+    odata::matches(filter, |p| match p {
+        "lastUpdateDateTime" => odata::Value::DateTime(i.last_update),
+        "createdDateTime" => odata::Value::DateTime(i.created),
+        "status" => odata::Value::Text(Some(i.status.graph)),
+        "severity" => odata::Value::Text(Some(i.severity.graph)),
+        "classification" => odata::Value::Text(Some(i.classification.graph)),
+        "determination" => odata::Value::Text(Some(i.determination.graph)),
+        _ => odata::Value::Text(i.assigned_to.as_deref()),
+    })
+}
+
+/// `GET /v1.0/security/incidents/$count`: the number of incidents (after `$filter`) as
+/// `text/plain`, as OData's `$count` segment answers.
+pub(crate) async fn graph_count(
+    Admitted(caller, _): Admitted<GraphReadGraph>,
+    State(state): State<EmulatorState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let g = GraphErrors::new(&state, &headers);
+    let pairs = query_pairs(q.as_deref());
+    let filter = match get(&pairs, "$filter").map(|f| odata::parse_filter(f, GRAPH_PROPS)) {
+        None => Vec::new(),
+        Some(Ok(f)) => f,
+        Some(Err(e)) => {
+            return g.answer(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("Invalid filter clause: {e}"),
+            );
+        }
+    };
+    let n = state
+        .incidents(&caller.tenant, |i| graph_incident_matches(&filter, i))
+        .len();
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        n.to_string(),
+    )
+        .into_response()
+}
+
+/// `body` with the `@odata.context` of `fragment` (`security/incidents/$entity`), as Graph
+/// puts on entity answers, PATCH ones included.
+pub(crate) fn with_context(state: &EmulatorState, mut body: Value, fragment: &str) -> Value {
+    if let Some(o) = body.as_object_mut() {
+        o.insert(
+            "@odata.context".into(),
+            json!(format!("{}/v1.0/$metadata#{fragment}", state.base_url())),
+        );
+    }
+    body
+}
+
 /// `GET /v1.0/security/incidents`.
 pub(crate) async fn graph_list(
     Admitted(caller, _): Admitted<GraphReadGraph>,
@@ -646,17 +702,7 @@ pub(crate) async fn graph_list(
         Some(Ok(f)) => f,
         Some(Err(e)) => return bad("BadRequest", format!("Invalid filter clause: {e}")),
     };
-    let pred = |i: &EmuIncident| {
-        odata::matches(&filter, |p| match p {
-            "lastUpdateDateTime" => odata::Value::DateTime(i.last_update),
-            "createdDateTime" => odata::Value::DateTime(i.created),
-            "status" => odata::Value::Text(Some(i.status.graph)),
-            "severity" => odata::Value::Text(Some(i.severity.graph)),
-            "classification" => odata::Value::Text(Some(i.classification.graph)),
-            "determination" => odata::Value::Text(Some(i.determination.graph)),
-            _ => odata::Value::Text(i.assigned_to.as_deref()),
-        })
-    };
+    let pred = |i: &EmuIncident| graph_incident_matches(&filter, i);
     let prefer = prefers_unknown(&headers);
     let fail_at = state.behaviour().expand_fail_min_alerts.filter(|_| expand);
     let range = odata::time_range(&filter, "lastUpdateDateTime");

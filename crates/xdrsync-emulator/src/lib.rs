@@ -619,6 +619,7 @@ pub fn router(state: EmulatorState) -> Router {
             post(mutate::graph_incident_comment),
         )
         .route("/v1.0/security/incidents", get(api::graph_list))
+        .route("/v1.0/security/incidents/$count", get(api::graph_count))
         .route(
             "/v1.0/security/incidents/{id}",
             get(api::graph_get).patch(mutate::graph_patch),

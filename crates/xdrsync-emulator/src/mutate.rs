@@ -8,7 +8,7 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use crate::EmulatorState;
-use crate::api::{Admitted, Family, GraphErrors, Needs, odata_json, prefers_unknown};
+use crate::api::{Admitted, Family, GraphErrors, Needs, odata_json, prefers_unknown, with_context};
 use crate::errors;
 use crate::limits::Quota;
 use crate::render;
@@ -221,11 +221,10 @@ pub(crate) async fn graph_patch(
             &format!("Incident {id} not found."),
         ),
         Some(Err(e)) => bad(e),
-        Some(Ok(inc)) => odata_json(render::graph_incident(
-            &inc,
-            &caller.tenant,
-            false,
-            prefers_unknown(&headers),
+        Some(Ok(inc)) => odata_json(with_context(
+            &state,
+            render::graph_incident(&inc, &caller.tenant, false, prefers_unknown(&headers)),
+            "security/incidents/$entity",
         )),
     }
 }
@@ -350,11 +349,10 @@ pub(crate) async fn graph_alert_patch(
     });
     match result {
         Some(Ok(inc)) => match inc.alerts.iter().find(|a| a.id == alert_id) {
-            Some(a) => odata_json(render::graph_alert(
-                a,
-                &inc,
-                &caller.tenant,
-                prefers_unknown(&headers),
+            Some(a) => odata_json(with_context(
+                &state,
+                render::graph_alert(a, &inc, &caller.tenant, prefers_unknown(&headers)),
+                "security/alerts_v2/$entity",
             )),
             None => bad("alert moved".into()),
         },

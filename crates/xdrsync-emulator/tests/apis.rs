@@ -197,6 +197,14 @@ async fn graph_patch_and_comments() {
         (body["status"].as_str(), body["customTags"][0].as_str()),
         (Some("inProgress"), Some("Demo"))
     );
+    // As on GET: the entity's context.
+    assert_eq!(
+        body["@odata.context"],
+        format!(
+            "{}/v1.0/$metadata#security/incidents/$entity",
+            e.emu.base_url()
+        )
+    );
     let (status, body) = e.call(reqwest::Method::POST, &format!("/v1.0/security/incidents/{id}/comments"), &token, Some(json!({"@odata.type": "microsoft.graph.security.alertComment", "comment": "looking"}))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -273,6 +281,13 @@ async fn alerts_v2_lists_typed_evidence_and_refuses_unfilterable_props() {
     assert_eq!((status, one["id"].as_str()), (200, Some(id)));
     let (status, patched) = e.call(reqwest::Method::PATCH, &format!("/v1.0/security/alerts_v2/{id}"), &token, Some(json!({"status": "resolved", "classification": "falsePositive", "determination": "clean"}))).await;
     assert_eq!(status, 200, "{patched}");
+    assert_eq!(
+        patched["@odata.context"],
+        format!(
+            "{}/v1.0/$metadata#security/alerts_v2/$entity",
+            e.emu.base_url()
+        )
+    );
     assert_eq!(
         (
             patched["status"].as_str(),

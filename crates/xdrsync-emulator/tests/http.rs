@@ -540,3 +540,42 @@ async fn graph_and_entra_answers_carry_request_ids_and_echo_the_callers() {
     );
     assert!(body["error"]["innerError"]["date"].is_string(), "{body}");
 }
+
+/// `/security/incidents/$count` answers the (filtered) count as text.
+#[tokio::test]
+async fn incidents_count_is_served_as_text() {
+    let (emu, tenant, id, secret) = start().await;
+    let token = token(&emu, &tenant, &id, &secret, "https://graph.microsoft.com").await;
+    let http = reqwest::Client::new();
+    let base = emu.base_url();
+    let count = |query: &'static str| {
+        http.get(format!("{base}/v1.0/security/incidents/$count{query}"))
+            .bearer_auth(&token)
+            .send()
+    };
+    let all = count("").await.unwrap();
+    assert_eq!(all.status(), 200);
+    assert!(
+        all.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let all: usize = all.text().await.unwrap().parse().unwrap();
+    assert_eq!(all, emu.state().incidents(&tenant, |_| true).len());
+    let active: usize = count("?$filter=status+eq+'active'")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    let truth = emu
+        .state()
+        .incidents(&tenant, |i| i.status.graph == "active")
+        .len();
+    assert!(active == truth && active < all, "{active} of {all}");
+    let bad = count("?$filter=nope+eq+1").await.unwrap();
+    assert_eq!(bad.status(), 400);
+}
