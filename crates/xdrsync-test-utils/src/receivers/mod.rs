@@ -34,7 +34,15 @@ pub(crate) async fn terminate(child: Option<tokio::process::Child>) {
             .status()
             .await;
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), c.wait()).await;
+    // A receiver slow to stop (a loaded CI machine) is killed after ten seconds, and waited
+    // for: a restart must never race the old process for its ports.
+    if tokio::time::timeout(std::time::Duration::from_secs(10), c.wait())
+        .await
+        .is_err()
+    {
+        let _ = c.kill().await;
+        let _ = c.wait().await;
+    }
 }
 
 /// Failures to inject: the next `n` requests are refused.

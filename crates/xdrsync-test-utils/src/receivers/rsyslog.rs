@@ -104,6 +104,17 @@ input(type="imudp" port="{udp_port}" address="127.0.0.1" ruleset="out")
         for _ in 0..200 {
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.tcp_port)).await;
             let tls = tokio::net::TcpStream::connect(("127.0.0.1", self.tls_port)).await;
+            // Open ports are ours only while our child runs (an older rsyslogd still holding
+            // them would make this new one fail to bind and exit).
+            let exited = self
+                .child
+                .lock()
+                .unwrap()
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if exited {
+                break;
+            }
             if tcp.is_ok() && tls.is_ok() {
                 return;
             }
