@@ -284,12 +284,14 @@ pub fn https_or_loopback(value: &str) -> Result<Url, String> {
     }
 }
 
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
+/// Whether `host` (a name, an address, a bracketed IPv6 address) is this machine:
+/// `localhost` or a loopback address.
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
         || host
+            .trim_matches(['[', ']'])
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-        || host == "[::1]"
 }
 
 #[cfg(test)]

@@ -576,6 +576,16 @@ pub(crate) async fn xdr_get(
     }
 }
 
+/// The parsed `$filter` of a Graph incidents query (none: every incident), or Graph's message.
+fn graph_filter(pairs: &[(String, String)]) -> Result<Vec<odata::Comparison>, String> {
+    match get(pairs, "$filter") {
+        None => Ok(Vec::new()),
+        Some(f) => {
+            odata::parse_filter(f, GRAPH_PROPS).map_err(|e| format!("Invalid filter clause: {e}"))
+        }
+    }
+}
+
 /// Whether a Graph incident passes a parsed `$filter`.
 fn graph_incident_matches(filter: &[odata::Comparison], i: &EmuIncident) -> bool {
     odata::matches(filter, |p| match p {
@@ -599,16 +609,9 @@ pub(crate) async fn graph_count(
 ) -> Response {
     let g = GraphErrors::new(&state, &headers);
     let pairs = query_pairs(q.as_deref());
-    let filter = match get(&pairs, "$filter").map(|f| odata::parse_filter(f, GRAPH_PROPS)) {
-        None => Vec::new(),
-        Some(Ok(f)) => f,
-        Some(Err(e)) => {
-            return g.answer(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &format!("Invalid filter clause: {e}"),
-            );
-        }
+    let filter = match graph_filter(&pairs) {
+        Ok(f) => f,
+        Err(m) => return g.answer(StatusCode::BAD_REQUEST, "BadRequest", &m),
     };
     let n = state
         .incidents(&caller.tenant, |i| graph_incident_matches(&filter, i))
@@ -697,10 +700,9 @@ pub(crate) async fn graph_list(
         }
     };
     let count = get(&pairs, "$count").is_some_and(|c| c.eq_ignore_ascii_case("true"));
-    let filter = match get(&pairs, "$filter").map(|f| odata::parse_filter(f, GRAPH_PROPS)) {
-        None => Vec::new(),
-        Some(Ok(f)) => f,
-        Some(Err(e)) => return bad("BadRequest", format!("Invalid filter clause: {e}")),
+    let filter = match graph_filter(&pairs) {
+        Ok(f) => f,
+        Err(m) => return bad("BadRequest", m),
     };
     let pred = |i: &EmuIncident| graph_incident_matches(&filter, i);
     let prefer = prefers_unknown(&headers);

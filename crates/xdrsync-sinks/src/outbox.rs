@@ -101,15 +101,28 @@ impl SendError {
         } else {
             "request failed"
         };
-        let mut msg = what.to_owned();
-        let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        SendError::transient(msg)
+        SendError::transient(with_causes(what, std::error::Error::source(&e)))
     }
+}
+
+/// `head` followed by `: cause` for each error in the chain from `source` (a cause whose text
+/// is already there is not repeated), made printable: client libraries put the server's words
+/// and the TLS reason in the causes, and they reach logs and `status`.
+pub(crate) fn with_causes(
+    head: &str,
+    source: Option<&(dyn std::error::Error + 'static)>,
+) -> String {
+    let mut msg = head.to_owned();
+    let mut src = source;
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        src = s.source();
+    }
+    xdrsync_model::printable(&msg)
 }
 
 /// A receiver: sends a chunk of events and says whether it accepted all of them.

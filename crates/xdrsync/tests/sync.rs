@@ -199,18 +199,8 @@ async fn run_daemon_drains_on_sigterm() {
         err.contains("pass 1:") && err.contains("stopped after"),
         "{err}"
     );
-    let lines = std::fs::read_to_string(&ndjson).unwrap();
-    let ids: BTreeSet<&str> = lines
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["event_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-                .leak() as &str
-        })
-        .collect();
-    assert_eq!(ids.len(), lines.lines().count(), "a repeated event");
+    // Every line a distinct event (ndjson_ids fails on a repeat).
+    assert!(ndjson_ids(&ndjson) > 0);
 }
 
 /// A `run` daemon (`--interval 60 --drain-timeout <drain> --ndjson out.ndjson`) whose first

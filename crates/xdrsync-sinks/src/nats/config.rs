@@ -123,11 +123,7 @@ impl NatsConfig {
             .host_str()
             .ok_or_else(|| ctx.invalid("nats.url", "no host"))?;
         let address = format!("{host}:{}", url.port().unwrap_or(4222));
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || host
-                .trim_matches(['[', ']'])
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
+        let loopback = xdrsync_config::is_loopback(host);
         let require_tls = match self.tls {
             Some(false) if tls_scheme => {
                 return Err(ctx.invalid("nats.tls", "false, but the URL is tls://"));

@@ -87,17 +87,7 @@ pub(crate) fn build(common: Common, v: &Validated) -> Result<Arc<dyn Sink>, Conf
 
 /// `e` with its causes (async-nats puts the server's words in the source).
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let s_text = s.to_string();
-        if !msg.contains(&s_text) {
-            msg.push_str(": ");
-            msg.push_str(&s_text);
-        }
-        src = s.source();
-    }
-    xdrsync_model::printable(&msg)
+    crate::outbox::with_causes(&e.to_string(), e.source())
 }
 
 impl Nats {

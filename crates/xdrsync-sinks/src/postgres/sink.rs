@@ -151,13 +151,8 @@ fn take_sslmode(text: &str) -> Result<(String, Option<UrlMode>), String> {
 /// address); no host means the default, a local socket.
 fn is_loopback(config: &tokio_postgres::Config) -> bool {
     use tokio_postgres::config::Host;
-    let ip_loopback = |s: &str| {
-        s.trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-    };
     let hosts_local = config.get_hosts().iter().all(|h| match h {
-        Host::Tcp(name) => name.eq_ignore_ascii_case("localhost") || ip_loopback(name),
+        Host::Tcp(name) => xdrsync_config::is_loopback(name),
         Host::Unix(_) => true,
     });
     let addrs_local = config.get_hostaddrs().iter().all(|a| a.is_loopback());
@@ -191,13 +186,8 @@ fn pg_error(e: tokio_postgres::Error) -> SendError {
     let Some(db) = e.as_db_error() else {
         // No answer from the server: it is down, restarting or cut the connection (or the TLS
         // handshake failed: the causes say why, e.g. the certificate's name).
-        let mut msg = format!("postgres: {e}");
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
+        let msg =
+            crate::outbox::with_causes(&format!("postgres: {e}"), std::error::Error::source(&e));
         return SendError::transient(msg);
     };
     let msg = format!("postgres: {} ({})", db.message(), db.code().code());
