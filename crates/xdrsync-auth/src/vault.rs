@@ -253,6 +253,52 @@ mod tests {
         assert!(v.get("t2").unwrap().is_none());
     }
 
+    /// The vault's temporary file has an unpredictable name, is created exclusively and is
+    /// renamed over the vault: a symlink planted at a predictable name, or at the vault's own
+    /// path, is never followed (the file it points to is left alone), and nothing is left
+    /// behind.
+    #[cfg(unix)]
+    #[test]
+    fn vault_temp_file_never_follows_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let path = dir.path().join("tokens.vault");
+        for planted in ["tokens.vault.tmp", ".tokens.vault.tmp", "tokens.tmp"] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(planted)).unwrap();
+        }
+        let v = Vault::new(&path, key(3));
+        v.put("t", &SecretString::new("rt"), Timestamp::now(), false)
+            .unwrap();
+        v.put("t2", &SecretString::new("rt2"), Timestamp::now(), false)
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_file());
+        for planted in ["tokens.vault.tmp", ".tokens.vault.tmp", "tokens.tmp"] {
+            let link = std::fs::symlink_metadata(dir.path().join(planted)).unwrap();
+            assert!(link.file_type().is_symlink(), "{planted} was replaced");
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".tokens.") && n != ".tokens.vault.tmp")
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert_eq!(v.get("t").unwrap().unwrap().0.expose(), "rt");
+
+        // A vault path that is itself a link to a file that is not a vault is a clear
+        // error, and the file it points to is never overwritten.
+        let linked = dir.path().join("linked.vault");
+        std::os::unix::fs::symlink(&victim, &linked).unwrap();
+        let err = Vault::new(&linked, key(3))
+            .put("t", &SecretString::new("rt"), Timestamp::now(), false)
+            .unwrap_err();
+        assert!(matches!(err, VaultError::Decrypt { .. }), "{err:?}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    }
+
     #[test]
     fn wrong_key_and_tampering_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
