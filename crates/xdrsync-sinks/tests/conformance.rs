@@ -14,6 +14,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use xdrsync_sinks::{Sink, fixtures};
@@ -1064,4 +1065,96 @@ async fn nats_credentials_never_cross_in_clear_when_tls_is_required() {
         "{text}"
     );
     assert_eq!(seen.first(), Some(&0x16), "a TLS handshake record: {e}");
+}
+
+/// A NATS server that speaks the protocol up to the first publish, then answers its
+/// acknowledgement inbox with a `MSG` whose declared length is `length` and never sends the
+/// payload. Returns its address and how many connections it accepted.
+async fn hostile_nats(length: &'static str) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (read, mut write) = sock.into_split();
+                let info = format!(
+                    "INFO {{\"server_id\":\"hostile\",\"version\":\"2.10.0\",\"proto\":1,\"host\":\"127.0.0.1\",\"port\":{},\"max_payload\":1048576,\"headers\":true,\"jetstream\":true}}\r\n",
+                    addr.port()
+                );
+                if write.write_all(info.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut lines = BufReader::new(read).lines();
+                let mut inbox_sid = None;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    let reply = match words.as_slice() {
+                        ["PING"] => "PONG\r\n".to_owned(),
+                        ["SUB", _subject, sid] => {
+                            inbox_sid = Some(sid.to_string());
+                            continue;
+                        }
+                        ["HPUB", _, reply, _, _] | ["PUB", _, reply, _] => {
+                            // The headers and payload follow on the next line.
+                            let _ = lines.next_line().await;
+                            let sid = inbox_sid.clone().unwrap_or_else(|| "1".into());
+                            format!("MSG {reply} {sid} {length}\r\nonly a few bytes")
+                        }
+                        _ => continue,
+                    };
+                    if write.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A hostile server that announces a message of absurd size on the acknowledgement inbox
+/// (one that would take terabytes, one past what a length can hold, garbage) gets no memory
+/// and no hang from the sink, whether it answers the stream lookup or the publish: the
+/// delivery fails with a message naming the server, within its timeout and retries, nothing
+/// is acknowledged, and the next delivery connects afresh instead of reusing a dead client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_a_hostile_message_length_fails_cleanly() {
+    for create_stream in [true, false] {
+        for length in ["1099511627776", "18446744073709551615", "-1", "12x"] {
+            let what = format!("{length} create_stream={create_stream}");
+            let (addr, accepted) = hostile_nats(length).await;
+            let dir = tempfile::tempdir().unwrap();
+            let sink = build_sink(
+                &format!(
+                    "name = \"bus\"\nretry_attempts = 2\nretry_base_ms = 10\n[nats]\nurl = \"nats://{addr}\"\ntimeout_secs = 1\ncreate_stream = {create_stream}"
+                ),
+                dir.path(),
+            );
+            let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
+            let started = std::time::Instant::now();
+            let e = conformance::deliver(&sink, &store)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("nats"), "{what}: {e}");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{what}: took {:?}",
+                started.elapsed()
+            );
+            assert_eq!(store.sink_position("bus").unwrap(), 0, "{what}");
+            let first = accepted.load(Ordering::SeqCst);
+            assert!(first >= 1, "{what}");
+            conformance::deliver(&sink, &store).await.unwrap_err();
+            assert!(
+                accepted.load(Ordering::SeqCst) > first,
+                "{what}: the second delivery reused the first connection"
+            );
+            assert_eq!(store.sink_position("bus").unwrap(), 0, "{what}");
+        }
+    }
 }

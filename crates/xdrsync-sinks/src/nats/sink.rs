@@ -256,7 +256,13 @@ impl Transport for Nats {
                     self.address
                 )));
             }
-            self.publish(js, events).await?;
+            if let Err(e) = self.publish(js, events).await {
+                // A fresh connection for the next attempt: async-nats' own task may be gone
+                // (it panics on a `MSG` length near `usize::MAX` from a hostile server, and a
+                // dead client would fail every later publish with "channel closed").
+                *slot = None;
+                return Err(e);
+            }
             Ok(events.iter().map(|e| e.doc.len() as u64).sum())
         })
     }
