@@ -11,12 +11,13 @@ use xdrsync_model::Timestamp;
 
 use crate::EmulatorState;
 use crate::api::{
-    Admitted, Family, GraphErrors, Needs, get, next_link, odata_json, prefers_unknown, query_pairs,
+    ALERT_PROPERTIES, ALERT_TYPE, Admitted, Family, GraphErrors, Needs, get, next_link, odata_json,
+    query_pairs,
 };
 use crate::errors;
 use crate::limits::Quota;
 use crate::odata::{self, PropType};
-use crate::render;
+use crate::render::{self, GraphView};
 use crate::world::{EmuAlert, EmuIncident};
 
 const GRAPH_ALERT_READ: &Needs = &Needs {
@@ -43,16 +44,32 @@ gate!(
 gate!(SiemMdeReadMde, Family::Siem, MDE_READ, Some(Quota::Mde));
 gate!(XdrMdeReadMde, Family::Xdr, MDE_READ, Some(Quota::Mde));
 
-const ALERTS_V2_PROPS: &[(&str, PropType)] = &[
-    ("assignedTo", PropType::Text),
-    ("classification", PropType::Text),
-    ("determination", PropType::Text),
-    ("createdDateTime", PropType::DateTime),
-    ("lastUpdateDateTime", PropType::DateTime),
-    ("severity", PropType::Text),
-    ("serviceSource", PropType::Text),
-    ("status", PropType::Text),
-];
+/// The filterable properties of a Graph alert, their enum types as the SDK models declare
+/// them, with the determination spellings of `view`.
+fn alerts_v2_props(view: GraphView) -> &'static [(&'static str, PropType)] {
+    use crate::world::graph_enums as e;
+    const SDK: &[(&str, PropType)] = &[
+        ("assignedTo", PropType::Text),
+        ("classification", PropType::Enum(e::CLASSIFICATION)),
+        ("determination", PropType::Enum(e::DETERMINATION)),
+        ("createdDateTime", PropType::DateTime),
+        ("lastUpdateDateTime", PropType::DateTime),
+        ("severity", PropType::Enum(e::SEVERITY)),
+        ("serviceSource", PropType::Enum(e::SERVICE_SOURCE)),
+        ("status", PropType::Enum(e::ALERT_STATUS)),
+    ];
+    const DOC: &[(&str, PropType)] = &[
+        ("assignedTo", PropType::Text),
+        ("classification", PropType::Enum(e::CLASSIFICATION)),
+        ("determination", PropType::Enum(e::DETERMINATION_DOC)),
+        ("createdDateTime", PropType::DateTime),
+        ("lastUpdateDateTime", PropType::DateTime),
+        ("severity", PropType::Enum(e::SEVERITY)),
+        ("serviceSource", PropType::Enum(e::SERVICE_SOURCE)),
+        ("status", PropType::Enum(e::ALERT_STATUS)),
+    ];
+    if view.doc_determination { DOC } else { SDK }
+}
 /// Observed: `$top` above 1000 is clamped, not refused (defender-api.md §8.13).
 const ALERTS_V2_MAX_TOP: usize = 1000;
 const MDE_MAX_TOP: usize = 10_000;
@@ -91,6 +108,22 @@ pub(crate) async fn alerts_v2(
     let g = GraphErrors::new(&state, &headers);
     let bad = |m: String| g.answer(StatusCode::BAD_REQUEST, "BadRequest", &m);
     let pairs = query_pairs(q.as_deref());
+    for (k, _) in &pairs {
+        if k.starts_with('$')
+            && !["$filter", "$top", "$skip", "$count", "$select"]
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(k))
+        {
+            return bad(format!("Query option '{k}' is not allowed."));
+        }
+    }
+    let select = match get(&pairs, "$select")
+        .map(|s| odata::parse_select(s, ALERT_PROPERTIES, ALERT_TYPE))
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(m) => return bad(m),
+    };
     let top = match get(&pairs, "$top").map(str::parse::<usize>) {
         None => ALERTS_V2_MAX_TOP,
         Some(Ok(n)) => n.min(ALERTS_V2_MAX_TOP),
@@ -99,12 +132,14 @@ pub(crate) async fn alerts_v2(
     let Ok(skip) = get(&pairs, "$skip").unwrap_or("0").parse::<usize>() else {
         return bad("Invalid value for $skip query option.".into());
     };
-    let filter = match get(&pairs, "$filter").map(|f| odata::parse_filter(f, ALERTS_V2_PROPS)) {
-        None => Vec::new(),
+    let view = GraphView::of(&state, &headers);
+    let filter = match get(&pairs, "$filter")
+        .map(|f| odata::parse_filter(f, alerts_v2_props(view), odata::Dialect::Graph))
+    {
+        None => odata::Filter::All,
         Some(Ok(f)) => f,
         Some(Err(e)) => return bad(format!("Invalid filter clause: {e}")),
     };
-    let prefer = prefers_unknown(&headers);
     let matching: Vec<(EmuAlert, Arc<EmuIncident>)> = all_alerts(&state, &caller.tenant)
         .into_iter()
         .filter(|(a, i)| {
@@ -112,7 +147,7 @@ pub(crate) async fn alerts_v2(
                 .service_override
                 .unwrap_or(a.template.service_source)
                 .graph;
-            odata::matches(&filter, |p| match p {
+            odata::matches(&filter, &|p| match p {
                 "createdDateTime" => odata::Value::DateTime(a.created),
                 "lastUpdateDateTime" => odata::Value::DateTime(a.last_updated),
                 "severity" => odata::Value::Text(Some(a.severity.graph)),
@@ -121,9 +156,9 @@ pub(crate) async fn alerts_v2(
                 "classification" => {
                     odata::Value::Text(Some(a.verdict.map_or("unknown", |v| v.0.graph)))
                 }
-                "determination" => {
-                    odata::Value::Text(Some(a.verdict.map_or("unknown", |v| v.1.graph)))
-                }
+                "determination" => odata::Value::Text(Some(
+                    a.verdict.map_or("unknown", |v| view.determination(v.1)),
+                )),
                 _ => odata::Value::Text(a.assigned_to.as_deref().or(i.assigned_to.as_deref())),
             })
         })
@@ -133,13 +168,25 @@ pub(crate) async fn alerts_v2(
         .iter()
         .skip(skip)
         .take(top)
-        .map(|(a, i)| render::graph_alert(a, i, &caller.tenant, prefer))
+        .map(|(a, i)| {
+            let mut v = render::graph_alert(a, i, &caller.tenant, view);
+            if let Some(s) = &select {
+                s.project(&mut v, None);
+            }
+            v
+        })
         .collect();
     let base = state.base_url();
     let mut body = Map::new();
     body.insert(
         "@odata.context".into(),
-        json!(format!("{base}/v1.0/$metadata#security/alerts_v2")),
+        json!(format!(
+            "{base}/v1.0/$metadata#security/alerts_v2{}",
+            select
+                .as_ref()
+                .map(|s| format!("({})", s.names().join(",")))
+                .unwrap_or_default()
+        )),
     );
     if get(&pairs, "$count").is_some_and(|c| c.eq_ignore_ascii_case("true")) {
         body.insert("@odata.count".into(), json!(total));
@@ -168,7 +215,7 @@ pub(crate) async fn alert_v2(
             &a,
             &i,
             &caller.tenant,
-            prefers_unknown(&headers),
+            GraphView::of(&state, &headers),
         )),
         None => g.answer(
             StatusCode::NOT_FOUND,
@@ -259,8 +306,10 @@ pub(crate) async fn mde_alerts(
         Some(e) if e.eq_ignore_ascii_case("evidence") => true,
         Some(e) => return bad(format!("cannot expand '{e}'")),
     };
-    let filter = match get(&pairs, "$filter").map(|f| odata::parse_filter(f, MDE_PROPS)) {
-        None => Vec::new(),
+    let filter = match get(&pairs, "$filter")
+        .map(|f| odata::parse_filter(f, MDE_PROPS, odata::Dialect::Legacy))
+    {
+        None => odata::Filter::All,
         Some(Ok(f)) => f,
         Some(Err(e)) => return bad(e),
     };
@@ -269,7 +318,7 @@ pub(crate) async fn mde_alerts(
         .filter(|(a, _)| a.is_mde())
         .filter(|(a, i)| {
             let incident = i.id.to_string();
-            odata::matches(&filter, |p| match p {
+            odata::matches(&filter, &|p| match p {
                 "alertCreationTime" => odata::Value::DateTime(a.created),
                 "lastUpdateTime" => odata::Value::DateTime(a.last_updated),
                 "lastEventTime" => odata::Value::DateTime(a.activity.1),

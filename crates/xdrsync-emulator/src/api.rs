@@ -15,7 +15,7 @@ use crate::directory::Resource;
 use crate::errors;
 use crate::limits::Quota;
 use crate::odata::{self, PropType};
-use crate::render;
+use crate::render::{self, GraphView};
 use crate::world::EmuIncident;
 use crate::{EmulatorState, RenderKind};
 
@@ -455,15 +455,160 @@ const XDR_PROPS: &[(&str, PropType)] = &[
     ("status", PropType::Text),
     ("assignedTo", PropType::Text),
 ];
-const GRAPH_PROPS: &[(&str, PropType)] = &[
-    ("assignedTo", PropType::Text),
-    ("classification", PropType::Text),
-    ("createdDateTime", PropType::DateTime),
-    ("determination", PropType::Text),
-    ("lastUpdateDateTime", PropType::DateTime),
-    ("severity", PropType::Text),
-    ("status", PropType::Text),
+/// The filterable properties of a Graph incident, their enum types as the SDK models declare
+/// them, with the determination spellings of `view`.
+fn graph_props(view: GraphView) -> &'static [(&'static str, PropType)] {
+    use crate::world::graph_enums as e;
+    const SDK: &[(&str, PropType)] = &[
+        ("assignedTo", PropType::Text),
+        ("classification", PropType::Enum(e::CLASSIFICATION)),
+        ("createdDateTime", PropType::DateTime),
+        ("determination", PropType::Enum(e::DETERMINATION)),
+        ("lastUpdateDateTime", PropType::DateTime),
+        ("severity", PropType::Enum(e::SEVERITY)),
+        ("status", PropType::Enum(e::INCIDENT_STATUS)),
+    ];
+    const DOC: &[(&str, PropType)] = &[
+        ("assignedTo", PropType::Text),
+        ("classification", PropType::Enum(e::CLASSIFICATION)),
+        ("createdDateTime", PropType::DateTime),
+        ("determination", PropType::Enum(e::DETERMINATION_DOC)),
+        ("lastUpdateDateTime", PropType::DateTime),
+        ("severity", PropType::Enum(e::SEVERITY)),
+        ("status", PropType::Enum(e::INCIDENT_STATUS)),
+    ];
+    if view.doc_determination { DOC } else { SDK }
+}
+
+/// The structural properties of a Graph incident (`$select`), as rendered.
+pub(crate) const INCIDENT_PROPERTIES: &[&str] = &[
+    "id",
+    "tenantId",
+    "status",
+    "incidentWebUrl",
+    "redirectIncidentId",
+    "displayName",
+    "createdDateTime",
+    "lastUpdateDateTime",
+    "assignedTo",
+    "classification",
+    "determination",
+    "severity",
+    "customTags",
+    "systemTags",
+    "description",
+    "lastModifiedBy",
+    "resolvingComment",
+    "summary",
+    "priorityScore",
+    "comments",
 ];
+/// The structural properties of a Graph alert (`$select`, `$expand=alerts($select=…)`).
+pub(crate) const ALERT_PROPERTIES: &[&str] = &[
+    "id",
+    "providerAlertId",
+    "incidentId",
+    "status",
+    "severity",
+    "classification",
+    "determination",
+    "serviceSource",
+    "detectionSource",
+    "detectorId",
+    "tenantId",
+    "title",
+    "description",
+    "recommendedActions",
+    "category",
+    "assignedTo",
+    "alertWebUrl",
+    "incidentWebUrl",
+    "actorDisplayName",
+    "threatDisplayName",
+    "threatFamilyName",
+    "mitreTechniques",
+    "createdDateTime",
+    "lastUpdateDateTime",
+    "resolvedDateTime",
+    "firstActivityDateTime",
+    "lastActivityDateTime",
+    "comments",
+    "evidence",
+    "systemTags",
+];
+const INCIDENT_TYPE: &str = "microsoft.graph.security.incident";
+pub(crate) const ALERT_TYPE: &str = "microsoft.graph.security.alert";
+
+/// `$select` and `$expand=alerts[($select=…)]` of a Graph incident request.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Shape {
+    select: Option<odata::Select>,
+    /// `Some` with `$expand=alerts`, holding its nested `$select`.
+    expand: Option<Option<odata::Select>>,
+}
+
+impl Shape {
+    fn parse(pairs: &[(String, String)]) -> Result<Self, String> {
+        let select = get(pairs, "$select")
+            .map(|s| odata::parse_select(s, INCIDENT_PROPERTIES, INCIDENT_TYPE))
+            .transpose()?;
+        let expand = match get(pairs, "$expand") {
+            None => None,
+            Some(e) => match odata::parse_expand(e, "alerts", ALERT_PROPERTIES, ALERT_TYPE)? {
+                Some(nested) => Some(nested),
+                None => {
+                    return Err(format!(
+                        "Could not find a property named '{e}' on type '{INCIDENT_TYPE}'."
+                    ));
+                }
+            },
+        };
+        Ok(Shape { select, expand })
+    }
+
+    fn expands(&self) -> bool {
+        self.expand.is_some()
+    }
+
+    /// Whether the cached full rendering can be served as it is.
+    fn is_plain(&self) -> bool {
+        self.select.is_none() && !matches!(self.expand, Some(Some(_)))
+    }
+
+    /// Cuts a full rendering down to the selected properties.
+    fn project(&self, mut v: Value) -> Value {
+        if let Some(Some(nested)) = &self.expand
+            && let Some(alerts) = v.get_mut("alerts").and_then(Value::as_array_mut)
+        {
+            for a in alerts {
+                nested.project(a, None);
+            }
+        }
+        if let Some(select) = &self.select {
+            select.project(&mut v, self.expand.as_ref().map(|_| "alerts"));
+        }
+        v
+    }
+
+    /// The `@odata.context` suffix: `(displayName,id,alerts(title,id))`.
+    fn context(&self) -> String {
+        let mut parts: Vec<String> = self
+            .select
+            .as_ref()
+            .map(|s| s.names().iter().map(|n| (*n).to_owned()).collect())
+            .unwrap_or_default();
+        match &self.expand {
+            None => {}
+            Some(None) => parts.push("alerts()".into()),
+            Some(Some(nested)) => parts.push(format!("alerts({})", nested.names().join(","))),
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("({})", parts.join(","))
+        }
+    }
+}
 const XDR_MAX_TOP: usize = 100;
 const GRAPH_MAX_TOP: usize = 50;
 
@@ -503,14 +648,16 @@ pub(crate) async fn xdr_list(
     let Ok(skip) = get(&pairs, "$skip").unwrap_or("0").parse::<usize>() else {
         return bad("$skip must be a non-negative integer".into());
     };
-    let filter = match get(&pairs, "$filter").map(|f| odata::parse_filter(f, XDR_PROPS)) {
-        None => Vec::new(),
+    let filter = match get(&pairs, "$filter")
+        .map(|f| odata::parse_filter(f, XDR_PROPS, odata::Dialect::Legacy))
+    {
+        None => odata::Filter::All,
         Some(Ok(f)) => f,
         Some(Err(e)) => return bad(e),
     };
     let style = state.body_style();
     let pred = |i: &EmuIncident| {
-        odata::matches(&filter, |p| match p {
+        odata::matches(&filter, &|p| match p {
             "lastUpdateTime" => odata::Value::DateTime(i.last_update),
             "createdTime" => odata::Value::DateTime(i.created),
             "status" => odata::Value::Text(Some(i.status.legacy)),
@@ -577,24 +724,23 @@ pub(crate) async fn xdr_get(
 }
 
 /// The parsed `$filter` of a Graph incidents query (none: every incident), or Graph's message.
-fn graph_filter(pairs: &[(String, String)]) -> Result<Vec<odata::Comparison>, String> {
+fn graph_filter(pairs: &[(String, String)], view: GraphView) -> Result<odata::Filter, String> {
     match get(pairs, "$filter") {
-        None => Ok(Vec::new()),
-        Some(f) => {
-            odata::parse_filter(f, GRAPH_PROPS).map_err(|e| format!("Invalid filter clause: {e}"))
-        }
+        None => Ok(odata::Filter::All),
+        Some(f) => odata::parse_filter(f, graph_props(view), odata::Dialect::Graph)
+            .map_err(|e| format!("Invalid filter clause: {e}")),
     }
 }
 
 /// Whether a Graph incident passes a parsed `$filter`.
-fn graph_incident_matches(filter: &[odata::Comparison], i: &EmuIncident) -> bool {
-    odata::matches(filter, |p| match p {
+fn graph_incident_matches(filter: &odata::Filter, i: &EmuIncident, view: GraphView) -> bool {
+    odata::matches(filter, &|p| match p {
         "lastUpdateDateTime" => odata::Value::DateTime(i.last_update),
         "createdDateTime" => odata::Value::DateTime(i.created),
         "status" => odata::Value::Text(Some(i.status.graph)),
         "severity" => odata::Value::Text(Some(i.severity.graph)),
         "classification" => odata::Value::Text(Some(i.classification.graph)),
-        "determination" => odata::Value::Text(Some(i.determination.graph)),
+        "determination" => odata::Value::Text(Some(view.determination(i.determination))),
         _ => odata::Value::Text(i.assigned_to.as_deref()),
     })
 }
@@ -609,12 +755,13 @@ pub(crate) async fn graph_count(
 ) -> Response {
     let g = GraphErrors::new(&state, &headers);
     let pairs = query_pairs(q.as_deref());
-    let filter = match graph_filter(&pairs) {
+    let view = GraphView::of(&state, &headers);
+    let filter = match graph_filter(&pairs, view) {
         Ok(f) => f,
         Err(m) => return g.answer(StatusCode::BAD_REQUEST, "BadRequest", &m),
     };
     let n = state
-        .incidents(&caller.tenant, |i| graph_incident_matches(&filter, i))
+        .incidents(&caller.tenant, |i| graph_incident_matches(&filter, i, view))
         .len();
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -647,9 +794,11 @@ pub(crate) async fn graph_list(
     let pairs = query_pairs(q.as_deref());
     for (k, _) in &pairs {
         if k.starts_with('$')
-            && !["$filter", "$top", "$skip", "$expand", "$count", "$orderby"]
-                .iter()
-                .any(|o| o.eq_ignore_ascii_case(k))
+            && ![
+                "$filter", "$top", "$skip", "$expand", "$count", "$orderby", "$select",
+            ]
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(k))
         {
             return bad("BadRequest", format!("Query option '{k}' is not allowed."));
         }
@@ -671,18 +820,11 @@ pub(crate) async fn graph_list(
     let Ok(skip) = get(&pairs, "$skip").unwrap_or("0").parse::<usize>() else {
         return bad("BadRequest", "Invalid value for $skip query option.".into());
     };
-    let expand = match get(&pairs, "$expand") {
-        None => false,
-        Some(e) if e.eq_ignore_ascii_case("alerts") => true,
-        Some(e) => {
-            return bad(
-                "BadRequest",
-                format!(
-                    "Could not find a property named '{e}' on type 'microsoft.graph.security.incident'."
-                ),
-            );
-        }
+    let shape = match Shape::parse(&pairs) {
+        Ok(s) => s,
+        Err(m) => return bad("BadRequest", m),
     };
+    let expand = shape.expands();
     let ascending = match get(&pairs, "$orderby").map(str::trim) {
         None => false,
         Some(o) if o.eq_ignore_ascii_case("lastUpdateDateTime asc") => true,
@@ -700,15 +842,16 @@ pub(crate) async fn graph_list(
         }
     };
     let count = get(&pairs, "$count").is_some_and(|c| c.eq_ignore_ascii_case("true"));
-    let filter = match graph_filter(&pairs) {
+    let view = GraphView::of(&state, &headers);
+    let filter = match graph_filter(&pairs, view) {
         Ok(f) => f,
         Err(m) => return bad("BadRequest", m),
     };
-    let pred = |i: &EmuIncident| graph_incident_matches(&filter, i);
-    let prefer = prefers_unknown(&headers);
+    let pred = |i: &EmuIncident| graph_incident_matches(&filter, i, view);
     let fail_at = state.behaviour().expand_fail_min_alerts.filter(|_| expand);
     let range = odata::time_range(&filter, "lastUpdateDateTime");
-    let kind = RenderKind::Graph { expand, prefer };
+    let kind = RenderKind::Graph { expand, view };
+    let plain = shape.is_plain();
     let (total, page) = state
         .page(
             &caller.tenant,
@@ -724,16 +867,36 @@ pub(crate) async fn graph_list(
                 }
                 Some(
                     page.iter()
-                        .map(|i| state.cached(&caller.tenant, i, kind))
+                        .map(|i| {
+                            if plain {
+                                state.cached(&caller.tenant, i, kind)
+                            } else {
+                                crate::Cached::Miss(Box::new((*i).clone()))
+                            }
+                        })
                         .collect::<Vec<_>>(),
                 )
             },
         )
         .unwrap_or((0, Some(Vec::new())));
     let page = page.map(|p| {
-        state.render_misses(&caller.tenant, p, kind, |i| {
-            render::graph_incident(i, &caller.tenant, expand, prefer)
-        })
+        if plain {
+            state.render_misses(&caller.tenant, p, kind, |i| {
+                render::graph_incident(i, &caller.tenant, expand, view)
+            })
+        } else {
+            // A `$select` is cut from the full rendering, never cached.
+            p.into_iter()
+                .map(|c| match c {
+                    crate::Cached::Hit(text) => text,
+                    crate::Cached::Miss(i) => std::sync::Arc::from(
+                        shape
+                            .project(render::graph_incident(&i, &caller.tenant, expand, view))
+                            .to_string(),
+                    ),
+                })
+                .collect()
+        }
     });
     let Some(page) = page else {
         return g.answer(
@@ -748,7 +911,7 @@ pub(crate) async fn graph_list(
         "@odata.context".into(),
         json!(format!(
             "{base}/v1.0/$metadata#security/incidents{}",
-            if expand { "(alerts())" } else { "" }
+            shape.context()
         )),
     );
     if count {
@@ -770,22 +933,31 @@ pub(crate) async fn graph_get(
     RawQuery(q): RawQuery,
 ) -> Response {
     let pairs = query_pairs(q.as_deref());
-    let expand = get(&pairs, "$expand").is_some_and(|e| e.eq_ignore_ascii_case("alerts"));
+    let g = GraphErrors::new(&state, &headers);
+    let shape = match Shape::parse(&pairs) {
+        Ok(s) => s,
+        Err(m) => return g.answer(StatusCode::BAD_REQUEST, "BadRequest", &m),
+    };
     let found = id
         .parse::<u64>()
         .ok()
         .and_then(|n| state.incidents(&caller.tenant, |i| i.id == n).pop());
-    let g = GraphErrors::new(&state, &headers);
     match found {
         Some(i) => {
-            let mut body =
-                render::graph_incident(&i, &caller.tenant, expand, prefers_unknown(&headers));
+            let view = GraphView::of(&state, &headers);
+            let mut body = shape.project(render::graph_incident(
+                &i,
+                &caller.tenant,
+                shape.expands(),
+                view,
+            ));
             if let Some(o) = body.as_object_mut() {
                 o.insert(
                     "@odata.context".into(),
                     json!(format!(
-                        "{}/v1.0/$metadata#security/incidents/$entity",
-                        state.base_url()
+                        "{}/v1.0/$metadata#security/incidents{}/$entity",
+                        state.base_url(),
+                        shape.context()
                     )),
                 );
             }

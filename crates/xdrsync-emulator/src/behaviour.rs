@@ -38,6 +38,11 @@ pub struct Behaviour {
     pub auto_approve: bool,
     /// Device-code polling interval, in seconds.
     pub device_code_interval_secs: u64,
+    /// Graph `determination` uses the spellings of the one v1.0 doc page that lists
+    /// `compromisedUser`, `clean` and `insufficientData`, instead of the SDK models'
+    /// `compromisedAccount`, `notMalicious` and `notEnoughDataToValidate` (off by default:
+    /// the SDK models are generated from the service's schema).
+    pub determination_doc_spelling: bool,
     /// Graph `$expand=alerts` answers 500 when a page holds an incident with at least this
     /// many alerts (observed on large tenants; off by default).
     pub expand_fail_min_alerts: Option<usize>,
@@ -59,6 +64,7 @@ impl Default for Behaviour {
             auto_approve: false,
             device_code_interval_secs: 5,
             expand_fail_min_alerts: None,
+            determination_doc_spelling: false,
         }
     }
 }

@@ -169,8 +169,8 @@ pub(crate) enum RenderKind {
     Graph {
         /// `$expand=alerts`.
         expand: bool,
-        /// `Prefer: include-unknown-enum-members`.
-        prefer: bool,
+        /// How the caller sees enum members.
+        view: crate::render::GraphView,
     },
 }
 

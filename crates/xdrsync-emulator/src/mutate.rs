@@ -8,10 +8,11 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use crate::EmulatorState;
-use crate::api::{Admitted, Family, GraphErrors, Needs, odata_json, prefers_unknown, with_context};
+use crate::api::{Admitted, Family, GraphErrors, Needs, odata_json, with_context};
 use crate::errors;
 use crate::limits::Quota;
 use crate::render;
+use crate::render::GraphView;
 use crate::world::{self, Comment, EmuIncident};
 
 const XDR_WRITE: &Needs = &Needs {
@@ -88,11 +89,11 @@ fn strings(o: &Map<String, Value>, k: &str) -> Result<Option<Vec<String>>, Strin
 fn apply(
     inc: &mut EmuIncident,
     o: &Map<String, Value>,
-    graph: bool,
+    graph: Option<GraphView>,
     author: &str,
     now: xdrsync_model::Timestamp,
 ) -> Result<(), String> {
-    let allowed: &[&str] = if graph {
+    let allowed: &[&str] = if graph.is_some() {
         &[
             "assignedTo",
             "classification",
@@ -117,7 +118,7 @@ fn apply(
     let pick = |list: &[world::Member], k: &str| -> Result<Option<world::Member>, String> {
         match text(o, k)? {
             None => Ok(None),
-            Some(v) => world::find(list, &v, graph)
+            Some(v) => world::find(list, &v, graph.is_some())
                 .map(Some)
                 .ok_or(format!("`{v}` is not a valid value of `{k}`")),
         }
@@ -131,15 +132,30 @@ fn apply(
     if let Some(c) = pick(world::CLASSIFICATIONS, "classification")? {
         inc.classification = c;
     }
-    if let Some(d) = pick(world::DETERMINATIONS, "determination")? {
+    let determination = match (text(o, "determination")?, graph) {
+        (None, _) => None,
+        (Some(v), Some(view)) => Some(
+            world::find_graph_determination(&v, view.doc_determination)
+                .ok_or(format!("`{v}` is not a valid value of `determination`"))?,
+        ),
+        (Some(_), None) => pick(world::DETERMINATIONS, "determination")?,
+    };
+    if let Some(d) = determination {
         // "You can set the determination property only if classification is set to
         // TruePositive" (legacy PATCH documentation).
-        if !graph && inc.classification.legacy != "TruePositive" {
+        if graph.is_none() && inc.classification.legacy != "TruePositive" {
             return Err("determination can be set only when classification is TruePositive".into());
         }
         inc.determination = d;
     }
-    if let Some(t) = strings(o, if graph { "customTags" } else { "tags" })? {
+    if let Some(t) = strings(
+        o,
+        if graph.is_some() {
+            "customTags"
+        } else {
+            "tags"
+        },
+    )? {
         inc.tags = t;
     }
     if let Some(c) = text(o, "comment")?.filter(|c| !c.is_empty()) {
@@ -171,7 +187,7 @@ pub(crate) async fn xdr_patch(
     let now = state.clock().now();
     let author = format!("API-App:{}", caller.app);
     let result = id_of(&id).and_then(|n| {
-        state.patch_incident(&caller.tenant, n, |inc| apply(inc, &o, false, &author, now))
+        state.patch_incident(&caller.tenant, n, |inc| apply(inc, &o, None, &author, now))
     });
     match result {
         None => errors::xdr(
@@ -210,9 +226,10 @@ pub(crate) async fn graph_patch(
         Err(e) => return bad(e),
     };
     let author = format!("API-App:{}", caller.app);
+    let view = GraphView::of(&state, &headers);
     match id_of(&id).and_then(|n| {
         state.patch_incident(&caller.tenant, n, |inc| {
-            apply(inc, &o, true, &author, g.now)
+            apply(inc, &o, Some(view), &author, g.now)
         })
     }) {
         None => g.answer(
@@ -223,7 +240,7 @@ pub(crate) async fn graph_patch(
         Some(Err(e)) => bad(e),
         Some(Ok(inc)) => odata_json(with_context(
             &state,
-            render::graph_incident(&inc, &caller.tenant, false, prefers_unknown(&headers)),
+            render::graph_incident(&inc, &caller.tenant, false, view),
             "security/incidents/$entity",
         )),
     }
@@ -301,6 +318,7 @@ pub(crate) async fn graph_alert_patch(
         Ok(o) => o,
         Err(e) => return bad(e),
     };
+    let view = GraphView::of(&state, &headers);
     let Some(incident) = incident_of_alert(&state, &caller.tenant, &alert_id) else {
         return g.answer(
             StatusCode::NOT_FOUND,
@@ -340,7 +358,7 @@ pub(crate) async fn graph_alert_patch(
                 .ok_or(format!("`{v}` is not a valid value of `classification`"))?;
         }
         if let Some(v) = text(&o, "determination")? {
-            d = world::find(world::DETERMINATIONS, &v, true)
+            d = world::find_graph_determination(&v, view.doc_determination)
                 .ok_or(format!("`{v}` is not a valid value of `determination`"))?;
         }
         a.verdict = Some((c, d));
@@ -351,7 +369,7 @@ pub(crate) async fn graph_alert_patch(
         Some(Ok(inc)) => match inc.alerts.iter().find(|a| a.id == alert_id) {
             Some(a) => odata_json(with_context(
                 &state,
-                render::graph_alert(a, &inc, &caller.tenant, prefers_unknown(&headers)),
+                render::graph_alert(a, &inc, &caller.tenant, view),
                 "security/alerts_v2/$entity",
             )),
             None => bad("alert moved".into()),

@@ -197,32 +197,57 @@ fn live_entity_type(kind: &str) -> &str {
     if kind == "MailBox" { "Mailbox" } else { kind }
 }
 
-/// The Graph `/security/incidents` shape of an incident (with `alerts` when expanded).
-/// Graph hides enum members added after v1.0 shipped unless the client sends
-/// `Prefer: include-unknown-enum-members`; it answers `unknownFutureValue` instead.
-fn evolvable(member: crate::world::Member, prefer: bool) -> &'static str {
-    const EVOLVABLE: &[&str] = &[
-        "awaitingAction",
-        "microsoftSentinel",
-        "microsoftDefenderForCloud",
-    ];
-    if !prefer && EVOLVABLE.contains(&member.graph) {
-        "unknownFutureValue"
-    } else {
-        member.graph
+/// How a Graph caller sees enum members: Graph hides members added after v1.0 shipped unless
+/// the client sends `Prefer: include-unknown-enum-members` (it answers `unknownFutureValue`
+/// instead), and `[behaviour] determination_doc_spelling` picks the determination spellings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct GraphView {
+    /// `Prefer: include-unknown-enum-members`.
+    pub(crate) prefer: bool,
+    /// The doc page's determination spellings.
+    pub(crate) doc_determination: bool,
+}
+
+impl GraphView {
+    /// The view of a request.
+    pub(crate) fn of(state: &crate::EmulatorState, headers: &axum::http::HeaderMap) -> Self {
+        GraphView {
+            prefer: crate::api::prefers_unknown(headers),
+            doc_determination: state.behaviour().determination_doc_spelling,
+        }
+    }
+
+    /// An evolvable member as this caller sees it.
+    pub(crate) fn evolvable(self, member: crate::world::Member) -> &'static str {
+        const EVOLVABLE: &[&str] = &[
+            "awaitingAction",
+            "microsoftSentinel",
+            "microsoftDefenderForCloud",
+        ];
+        if !self.prefer && EVOLVABLE.contains(&member.graph) {
+            "unknownFutureValue"
+        } else {
+            member.graph
+        }
+    }
+
+    /// A determination as this caller sees it.
+    pub(crate) fn determination(self, member: crate::world::Member) -> &'static str {
+        crate::world::graph_determination(member, self.doc_determination)
     }
 }
 
+/// The Graph `/security/incidents` shape of an incident (with `alerts` when expanded).
 pub(crate) fn graph_incident(
     inc: &EmuIncident,
     tenant: &str,
     expand_alerts: bool,
-    prefer: bool,
+    view: GraphView,
 ) -> Value {
     let mut o = Map::new();
     o.insert("id".into(), json!(inc.id.to_string()));
     o.insert("tenantId".into(), json!(tenant));
-    o.insert("status".into(), json!(evolvable(inc.status, prefer)));
+    o.insert("status".into(), json!(view.evolvable(inc.status)));
     o.insert("incidentWebUrl".into(), json!(portal_url(inc.id, tenant)));
     o.insert(
         "redirectIncidentId".into(),
@@ -233,7 +258,10 @@ pub(crate) fn graph_incident(
     o.insert("lastUpdateDateTime".into(), trimmed(&inc.last_update));
     o.insert("assignedTo".into(), json!(inc.assigned_to));
     o.insert("classification".into(), json!(inc.classification.graph));
-    o.insert("determination".into(), json!(inc.determination.graph));
+    o.insert(
+        "determination".into(),
+        json!(view.determination(inc.determination)),
+    );
     o.insert("severity".into(), json!(inc.severity.graph));
     o.insert("customTags".into(), json!(inc.tags));
     o.insert("systemTags".into(), json!([]));
@@ -257,7 +285,7 @@ pub(crate) fn graph_incident(
             "alerts".into(),
             inc.alerts
                 .iter()
-                .map(|a| graph_alert(a, inc, tenant, prefer))
+                .map(|a| graph_alert(a, inc, tenant, view))
                 .collect(),
         );
     }
@@ -274,7 +302,7 @@ fn priority(inc: &EmuIncident) -> u64 {
     (base + inc.alerts.len() as u64 * 5).min(100)
 }
 
-pub(crate) fn graph_alert(a: &EmuAlert, inc: &EmuIncident, tenant: &str, prefer: bool) -> Value {
+pub(crate) fn graph_alert(a: &EmuAlert, inc: &EmuIncident, tenant: &str, view: GraphView) -> Value {
     let t = a.template;
     json!({
         "@odata.type": "#microsoft.graph.security.alert",
@@ -284,8 +312,8 @@ pub(crate) fn graph_alert(a: &EmuAlert, inc: &EmuIncident, tenant: &str, prefer:
         "status": a.status.graph,
         "severity": a.severity.graph,
         "classification": a.verdict.map_or("unknown", |v| v.0.graph),
-        "determination": a.verdict.map_or("unknown", |v| v.1.graph),
-        "serviceSource": evolvable(a.service_override.unwrap_or(t.service_source), prefer),
+        "determination": a.verdict.map_or("unknown", |v| view.determination(v.1)),
+        "serviceSource": view.evolvable(a.service_override.unwrap_or(t.service_source)),
         "detectionSource": t.detection_source.graph,
         "detectorId": format!("{:x}", t.title.len() * 7919),
         "tenantId": tenant,

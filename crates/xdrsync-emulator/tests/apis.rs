@@ -279,7 +279,7 @@ async fn alerts_v2_lists_typed_evidence_and_refuses_unfilterable_props() {
         )
         .await;
     assert_eq!((status, one["id"].as_str()), (200, Some(id)));
-    let (status, patched) = e.call(reqwest::Method::PATCH, &format!("/v1.0/security/alerts_v2/{id}"), &token, Some(json!({"status": "resolved", "classification": "falsePositive", "determination": "clean"}))).await;
+    let (status, patched) = e.call(reqwest::Method::PATCH, &format!("/v1.0/security/alerts_v2/{id}"), &token, Some(json!({"status": "resolved", "classification": "falsePositive", "determination": "notMalicious"}))).await;
     assert_eq!(status, 200, "{patched}");
     assert_eq!(
         patched["@odata.context"],

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::normalize::{
     ALERT_STATUS_MAP, CLASSIFICATION_MAP, DETECTION_SOURCE_MAP, DETERMINATION_MAP, Reader,
-    enum_value, read_id, reader, type_name,
+    enum_value, graph_determination, read_id, reader, type_name,
 };
 use crate::sparse::{Fields, Keep};
 use crate::{IncidentId, NormalizeError, Severity, TenantId, Timestamp};
@@ -301,7 +301,7 @@ pub fn normalize_graph_alert(tenant: &TenantId, raw: &Value) -> Result<Alert, No
         severity: Severity::parse(&r.str_opt("severity")?.unwrap_or_default()),
         status: r.str_or("status", "unknown")?,
         classification: r.str_or("classification", "unknown")?,
-        determination: r.str_or("determination", "unknown")?,
+        determination: graph_determination(r.str_or("determination", "unknown")?),
         category: r.str_opt("category")?,
         service_source: r.str_or("serviceSource", "unknown")?,
         detection_source: r.str_or("detectionSource", "unknown")?,

@@ -223,13 +223,29 @@ pub(crate) fn enum_value(legacy: Option<String>, map: &[(&str, &str)]) -> String
 
 const STATUS_MAP: &[(&str, &str)] = &[("InProgress", "inProgress")];
 pub(crate) const CLASSIFICATION_MAP: &[(&str, &str)] = &[("Unknown", "unknown")];
-/// Legacy determinations with a different Graph name (see defender-api.md §1.11, §2.5).
+/// Legacy determinations with a different Graph name (see defender-api.md §1.11, §2.5): the
+/// Graph names are those of Microsoft's generated SDK models (`alertDetermination`).
 pub(crate) const DETERMINATION_MAP: &[(&str, &str)] = &[
     ("NotAvailable", "unknown"),
-    ("CompromisedAccount", "compromisedUser"),
+    ("CompromisedUser", "compromisedAccount"),
+    ("CompromisedAccount", "compromisedAccount"),
+    ("Clean", "notMalicious"),
+    ("InsufficientData", "notEnoughDataToValidate"),
+    ("NoEnoughDataToValidate", "notEnoughDataToValidate"),
     ("ConfirmedUserActivity", "confirmedActivity"),
-    ("NoEnoughDataToValidate", "insufficientData"),
 ];
+
+/// A Graph determination in the SDK models' spelling: one v1.0 doc page spells three members
+/// differently (`compromisedUser`, `clean`, `insufficientData`), and a tenant answering in
+/// that spelling must not look like a change of verdict.
+pub(crate) fn graph_determination(v: String) -> String {
+    match v.as_str() {
+        "compromisedUser" => "compromisedAccount".into(),
+        "clean" => "notMalicious".into(),
+        "insufficientData" => "notEnoughDataToValidate".into(),
+        _ => v,
+    }
+}
 pub(crate) const ALERT_STATUS_MAP: &[(&str, &str)] =
     &[("Active", "inProgress"), ("Unknown", "unknown")];
 /// Legacy `serviceSource` → Graph `serviceSource`.
@@ -392,7 +408,7 @@ pub fn normalize_graph_incident(
         status: r.str_or("status", "unknown")?,
         severity: Severity::parse(&r.str_opt("severity")?.unwrap_or_default()),
         classification: r.str_or("classification", "unknown")?,
-        determination: r.str_or("determination", "unknown")?,
+        determination: graph_determination(r.str_or("determination", "unknown")?),
         assigned_to: r.str_opt("assignedTo")?,
         redirect_incident_id: redirect.map(IncidentId::new),
         web_url: r.str_opt("incidentWebUrl")?,
@@ -560,5 +576,50 @@ mod tests {
         let i = normalize_xdr_incident(&tenant(), &raw).unwrap();
         assert_eq!(i.status, "awaitingAction");
         assert_eq!(i.severity, Severity::Other("Critical".into()));
+    }
+
+    /// Legacy determinations and both Graph spellings land on the SDK models' member, so a
+    /// verdict reads the same whichever API or spelling a tenant answers with.
+    #[test]
+    fn determinations_normalize_to_the_sdk_members() {
+        for (legacy, graph, sdk) in [
+            ("CompromisedUser", "compromisedUser", "compromisedAccount"),
+            (
+                "CompromisedAccount",
+                "compromisedAccount",
+                "compromisedAccount",
+            ),
+            ("Clean", "clean", "notMalicious"),
+            (
+                "InsufficientData",
+                "insufficientData",
+                "notEnoughDataToValidate",
+            ),
+            (
+                "NoEnoughDataToValidate",
+                "notEnoughDataToValidate",
+                "notEnoughDataToValidate",
+            ),
+            (
+                "ConfirmedUserActivity",
+                "confirmedActivity",
+                "confirmedActivity",
+            ),
+            ("NotAvailable", "unknown", "unknown"),
+            (
+                "MultiStagedAttack",
+                "multiStagedAttack",
+                "multiStagedAttack",
+            ),
+        ] {
+            let mut raw = doc_xdr();
+            raw["determination"] = json!(legacy);
+            let i = normalize_xdr_incident(&tenant(), &raw).unwrap();
+            assert_eq!(i.determination, sdk, "{legacy}");
+            let raw = json!({"id": "1", "createdDateTime": "2020-01-01T00:00:00Z",
+                "lastUpdateDateTime": "2020-01-01T00:00:00Z", "determination": graph});
+            let i = normalize_graph_incident(&tenant(), &raw).unwrap();
+            assert_eq!(i.determination, sdk, "{graph}");
+        }
     }
 }

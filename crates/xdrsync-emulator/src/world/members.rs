@@ -41,11 +41,11 @@ pub(super) const DET_TP: [Member; 4] = [
     m("Malware", "malware"),
     m("Phishing", "phishing"),
     m("MultiStagedAttack", "multiStagedAttack"),
-    m("CompromisedUser", "compromisedUser"),
+    m("CompromisedUser", "compromisedAccount"),
 ];
 pub(super) const DET_FP: [Member; 2] = [
-    m("Clean", "clean"),
-    m("InsufficientData", "insufficientData"),
+    m("Clean", "notMalicious"),
+    m("InsufficientData", "notEnoughDataToValidate"),
 ];
 
 /// Incident statuses a PATCH may set.
@@ -66,7 +66,8 @@ pub const CLASSIFICATIONS: &[Member] = &[
         "informationalExpectedActivity",
     ),
 ];
-/// Determinations, with the legacy PATCH page's alternative spellings accepted too.
+/// Determinations, with the legacy PATCH page's alternative spellings accepted too. The Graph
+/// spellings are those of Microsoft's generated SDK models (`alertDetermination`).
 pub const DETERMINATIONS: &[Member] = &[
     DET_NA,
     m("Apt", "apt"),
@@ -76,13 +77,13 @@ pub const DETERMINATIONS: &[Member] = &[
     m("UnwantedSoftware", "unwantedSoftware"),
     m("Other", "other"),
     m("MultiStagedAttack", "multiStagedAttack"),
-    m("CompromisedUser", "compromisedUser"),
-    m("CompromisedAccount", "compromisedUser"),
+    m("CompromisedUser", "compromisedAccount"),
+    m("CompromisedAccount", "compromisedAccount"),
     m("Phishing", "phishing"),
     m("MaliciousUserActivity", "maliciousUserActivity"),
-    m("Clean", "clean"),
-    m("InsufficientData", "insufficientData"),
-    m("NoEnoughDataToValidate", "insufficientData"),
+    m("Clean", "notMalicious"),
+    m("InsufficientData", "notEnoughDataToValidate"),
+    m("NoEnoughDataToValidate", "notEnoughDataToValidate"),
     m("ConfirmedUserActivity", "confirmedActivity"),
     m("ConfirmedActivity", "confirmedActivity"),
     m("LineOfBusinessApplication", "lineOfBusinessApplication"),
@@ -109,3 +110,199 @@ pub fn find(list: &[Member], text: &str, graph: bool) -> Option<Member> {
 pub const AWAITING_ACTION: Member = m("AwaitingAction", "awaitingAction");
 /// An evolvable `serviceSource`.
 pub const SENTINEL: Member = m("MicrosoftSentinel", "microsoftSentinel");
+
+/// The Graph spelling of a determination: the SDK models' (`compromisedAccount`,
+/// `notMalicious`, `notEnoughDataToValidate`), or with `doc` the one v1.0 page's
+/// (`compromisedUser`, `clean`, `insufficientData`; `[behaviour] determination_doc_spelling`).
+pub fn graph_determination(member: Member, doc: bool) -> &'static str {
+    match (doc, member.graph) {
+        (true, "compromisedAccount") => "compromisedUser",
+        (true, "notMalicious") => "clean",
+        (true, "notEnoughDataToValidate") => "insufficientData",
+        (_, g) => g,
+    }
+}
+
+/// The determination a Graph PATCH names, in the spelling the service speaks (`doc` as in
+/// [`graph_determination`]); the other spelling is no member, as on the real service.
+pub fn find_graph_determination(text: &str, doc: bool) -> Option<Member> {
+    DETERMINATIONS
+        .iter()
+        .copied()
+        .find(|m| graph_determination(*m, doc).eq_ignore_ascii_case(text))
+}
+
+/// Graph enum types as Microsoft's generated SDK models declare them (member order is the
+/// order `gt`/`ge`/`lt`/`le` compare by).
+pub mod graph_enums {
+    /// `microsoft.graph.security.incidentStatus`.
+    pub const INCIDENT_STATUS: &[&str] = &[
+        "active",
+        "resolved",
+        "inProgress",
+        "redirected",
+        "unknownFutureValue",
+        "awaitingAction",
+    ];
+    /// `microsoft.graph.security.alertStatus`.
+    pub const ALERT_STATUS: &[&str] = &[
+        "unknown",
+        "new",
+        "inProgress",
+        "resolved",
+        "unknownFutureValue",
+    ];
+    /// `microsoft.graph.security.alertSeverity`.
+    pub const SEVERITY: &[&str] = &[
+        "unknown",
+        "informational",
+        "low",
+        "medium",
+        "high",
+        "unknownFutureValue",
+    ];
+    /// `microsoft.graph.security.alertClassification`.
+    pub const CLASSIFICATION: &[&str] = &[
+        "unknown",
+        "falsePositive",
+        "truePositive",
+        "informationalExpectedActivity",
+        "unknownFutureValue",
+    ];
+    /// `microsoft.graph.security.alertDetermination`.
+    pub const DETERMINATION: &[&str] = &[
+        "unknown",
+        "apt",
+        "malware",
+        "securityPersonnel",
+        "securityTesting",
+        "unwantedSoftware",
+        "other",
+        "multiStagedAttack",
+        "compromisedAccount",
+        "phishing",
+        "maliciousUserActivity",
+        "notMalicious",
+        "notEnoughDataToValidate",
+        "confirmedActivity",
+        "lineOfBusinessApplication",
+        "unknownFutureValue",
+    ];
+    /// [`DETERMINATION`] as the one v1.0 doc page spells it.
+    pub const DETERMINATION_DOC: &[&str] = &[
+        "unknown",
+        "apt",
+        "malware",
+        "securityPersonnel",
+        "securityTesting",
+        "unwantedSoftware",
+        "other",
+        "multiStagedAttack",
+        "compromisedUser",
+        "phishing",
+        "maliciousUserActivity",
+        "clean",
+        "insufficientData",
+        "confirmedActivity",
+        "lineOfBusinessApplication",
+        "unknownFutureValue",
+    ];
+    /// `microsoft.graph.security.serviceSource`.
+    pub const SERVICE_SOURCE: &[&str] = &[
+        "unknown",
+        "microsoftDefenderForEndpoint",
+        "microsoftDefenderForIdentity",
+        "microsoftDefenderForCloudApps",
+        "microsoftDefenderForOffice365",
+        "microsoft365Defender",
+        "azureAdIdentityProtection",
+        "microsoftAppGovernance",
+        "dataLossPrevention",
+        "unknownFutureValue",
+        "microsoftDefenderForCloud",
+        "microsoftSentinel",
+        "microsoftInsiderRiskManagement",
+    ];
+    /// `microsoft.graph.security.detectionSource`.
+    pub const DETECTION_SOURCE: &[&str] = &[
+        "unknown",
+        "microsoftDefenderForEndpoint",
+        "antivirus",
+        "smartScreen",
+        "customTi",
+        "microsoftDefenderForOffice365",
+        "automatedInvestigation",
+        "microsoftThreatExperts",
+        "customDetection",
+        "microsoftDefenderForIdentity",
+        "cloudAppSecurity",
+        "microsoft365Defender",
+        "azureAdIdentityProtection",
+        "manual",
+        "microsoftDataLossPrevention",
+        "appGovernancePolicy",
+        "appGovernanceDetection",
+        "unknownFutureValue",
+        "microsoftDefenderForCloud",
+        "microsoftDefenderForIoT",
+        "microsoftDefenderForServers",
+        "microsoftDefenderForStorage",
+        "microsoftDefenderForDNS",
+        "microsoftDefenderForDatabases",
+        "microsoftDefenderForContainers",
+        "microsoftDefenderForNetwork",
+        "microsoftDefenderForAppService",
+        "microsoftDefenderForKeyVault",
+        "microsoftDefenderForResourceManager",
+        "microsoftDefenderForApiManagement",
+        "nrtAlerts",
+        "scheduledAlerts",
+        "microsoftDefenderThreatIntelligenceAnalytics",
+        "builtInMl",
+        "microsoftInsiderRiskManagement",
+        "microsoftThreatIntelligence",
+        "microsoftSentinel",
+    ];
+    /// `microsoft.graph.security.evidenceVerdict`.
+    pub const EVIDENCE_VERDICT: &[&str] = &[
+        "unknown",
+        "suspicious",
+        "malicious",
+        "noThreatsFound",
+        "unknownFutureValue",
+    ];
+    /// `microsoft.graph.security.evidenceRemediationStatus`.
+    pub const EVIDENCE_REMEDIATION_STATUS: &[&str] = &[
+        "none",
+        "remediated",
+        "prevented",
+        "blocked",
+        "notFound",
+        "unknownFutureValue",
+        "active",
+        "pendingApproval",
+        "declined",
+        "unremediated",
+        "running",
+        "partiallyRemediated",
+    ];
+    /// `microsoft.graph.security.evidenceRole`.
+    pub const EVIDENCE_ROLE: &[&str] = &[
+        "unknown",
+        "contextual",
+        "scanned",
+        "source",
+        "destination",
+        "created",
+        "added",
+        "compromised",
+        "edited",
+        "attacked",
+        "attacker",
+        "commandAndControl",
+        "loaded",
+        "suspicious",
+        "policyViolator",
+        "unknownFutureValue",
+    ];
+}

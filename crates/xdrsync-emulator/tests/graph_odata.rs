@@ -1,0 +1,434 @@
+//! Graph fidelity over loopback HTTP: enum members as Microsoft's generated SDK models declare
+//! them (emitted and accepted), `$filter` with `or`/`in`/`not`/parentheses and enums compared by
+//! member order, `$select` on incidents and alerts_v2, `$expand=alerts($select=…)`.
+
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
+use serde_json::{Value, json};
+use xdrsync_emulator::world::graph_enums as sdk;
+use xdrsync_emulator::{Behaviour, Directory, Emulator, EmulatorConfig, Resource};
+
+struct Env {
+    emu: Emulator,
+    http: reqwest::Client,
+    tenant: String,
+    token: String,
+}
+
+async fn env(behaviour: Behaviour) -> Env {
+    let config = EmulatorConfig {
+        directory: Directory::demo(33),
+        behaviour: Behaviour {
+            rate_limits: false,
+            ..behaviour
+        },
+        ..Default::default()
+    };
+    let emu = Emulator::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    // Contoso: the busiest demo tenant.
+    let tenant = emu.contract().tenants[1].id.clone();
+    let t = tenant.clone();
+    emu.state().update_directory(|d| {
+        let g = d.apps[0]
+            .consents
+            .get_mut(&t)
+            .unwrap()
+            .get_mut(&Resource::Graph)
+            .unwrap();
+        g.push("SecurityIncident.ReadWrite.All".into());
+        g.push("SecurityAlert.ReadWrite.All".into());
+    });
+    let http = reqwest::Client::new();
+    let c = emu.contract();
+    let v: Value = http
+        .post(format!("{}/{tenant}/oauth2/v2.0/token", emu.base_url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", c.apps[0].client_id.as_str()),
+            ("client_secret", c.apps[0].secret.as_str()),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = v["access_token"].as_str().unwrap().to_owned();
+    Env {
+        emu,
+        http,
+        tenant,
+        token,
+    }
+}
+
+impl Env {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.emu.base_url()))
+            .header("Prefer", "include-unknown-enum-members")
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// Every page of a Graph collection.
+    async fn all(&self, path: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut next = Some(format!("{}{path}", self.emu.base_url()));
+        while let Some(url) = next {
+            let path = url
+                .strip_prefix(self.emu.base_url().as_str())
+                .unwrap()
+                .to_owned();
+            let (status, body) = self.get(&path).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            out.extend(body["value"].as_array().unwrap().iter().cloned());
+            next = body["@odata.nextLink"].as_str().map(str::to_owned);
+        }
+        out
+    }
+
+    fn first_incident(&self) -> u64 {
+        self.emu.state().incidents(&self.tenant, |_| true)[0].id
+    }
+}
+
+fn member(list: &[&str], v: &Value, what: &str) {
+    let s = v.as_str().unwrap_or_else(|| panic!("{what}: {v}"));
+    assert!(list.contains(&s), "{what}: `{s}` is not an SDK member");
+}
+
+/// Every enum value the emulator emits on Graph — incident and alert status, severity,
+/// classification, determination, service and detection source, evidence verdict,
+/// remediation status and roles — is a member of the SDK models' enum, in a world with
+/// drift, merges and resolved incidents.
+#[tokio::test]
+async fn every_emitted_graph_enum_value_is_an_sdk_member() {
+    let e = env(Behaviour {
+        enum_drift: true,
+        merge_probability: 0.2,
+        ..Default::default()
+    })
+    .await;
+    let incidents = e.all("/v1.0/security/incidents?$expand=alerts").await;
+    assert!(incidents.len() > 100, "{}", incidents.len());
+    let mut determinations = std::collections::BTreeSet::new();
+    for i in &incidents {
+        member(sdk::INCIDENT_STATUS, &i["status"], "incident status");
+        member(sdk::SEVERITY, &i["severity"], "incident severity");
+        member(sdk::CLASSIFICATION, &i["classification"], "classification");
+        member(sdk::DETERMINATION, &i["determination"], "determination");
+        determinations.insert(i["determination"].as_str().unwrap().to_owned());
+    }
+    // Resolved incidents carry real determinations, in the SDK's spelling.
+    assert!(
+        determinations.len() >= 3,
+        "only {determinations:?}: the world resolves nothing"
+    );
+    let alerts = e.all("/v1.0/security/alerts_v2").await;
+    assert!(!alerts.is_empty());
+    for a in &alerts {
+        member(sdk::ALERT_STATUS, &a["status"], "alert status");
+        member(sdk::SEVERITY, &a["severity"], "alert severity");
+        member(
+            sdk::CLASSIFICATION,
+            &a["classification"],
+            "alert classification",
+        );
+        member(
+            sdk::DETERMINATION,
+            &a["determination"],
+            "alert determination",
+        );
+        member(sdk::SERVICE_SOURCE, &a["serviceSource"], "serviceSource");
+        member(
+            sdk::DETECTION_SOURCE,
+            &a["detectionSource"],
+            "detectionSource",
+        );
+        for ev in a["evidence"].as_array().unwrap() {
+            member(sdk::EVIDENCE_VERDICT, &ev["verdict"], "verdict");
+            member(
+                sdk::EVIDENCE_REMEDIATION_STATUS,
+                &ev["remediationStatus"],
+                "remediationStatus",
+            );
+            for r in ev["roles"].as_array().unwrap() {
+                member(sdk::EVIDENCE_ROLE, r, "evidence role");
+            }
+        }
+    }
+}
+
+/// A PATCH takes every determination the SDK's `alertDetermination` has, on incidents and on
+/// alerts; the doc page's spellings (`compromisedUser`, `clean`, `insufficientData`) are
+/// refused with 400 — and the other way round under `determination_doc_spelling`.
+#[tokio::test]
+async fn patch_takes_every_sdk_determination_and_the_switch_flips_the_spelling() {
+    const DOC_ONLY: [&str; 3] = ["compromisedUser", "clean", "insufficientData"];
+    const SDK_ONLY: [&str; 3] = [
+        "compromisedAccount",
+        "notMalicious",
+        "notEnoughDataToValidate",
+    ];
+    for doc in [false, true] {
+        let e = env(Behaviour {
+            determination_doc_spelling: doc,
+            ..Default::default()
+        })
+        .await;
+        let id = e.first_incident();
+        let alert = e.emu.state().incidents(&e.tenant, |i| i.id == id)[0].alerts[0]
+            .id
+            .clone();
+        let spellings: Vec<&str> = if doc {
+            sdk::DETERMINATION_DOC.to_vec()
+        } else {
+            sdk::DETERMINATION.to_vec()
+        };
+        for d in spellings.iter().filter(|d| **d != "unknownFutureValue") {
+            let (status, body) = e
+                .call(
+                    reqwest::Method::PATCH,
+                    &format!("/v1.0/security/incidents/{id}"),
+                    Some(json!({"classification": "truePositive", "determination": d})),
+                )
+                .await;
+            assert_eq!(
+                (status, body["determination"].as_str()),
+                (200, Some(*d)),
+                "{body}"
+            );
+            let (status, body) = e
+                .call(
+                    reqwest::Method::PATCH,
+                    &format!("/v1.0/security/alerts_v2/{alert}"),
+                    Some(json!({"classification": "truePositive", "determination": d})),
+                )
+                .await;
+            assert_eq!(
+                (status, body["determination"].as_str()),
+                (200, Some(*d)),
+                "{body}"
+            );
+            // What was written reads back in the same spelling, and filters by it.
+            let (status, body) = e
+                .get(&format!(
+                    "/v1.0/security/incidents?$filter=determination+eq+'{d}'&$top=50"
+                ))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            assert!(
+                body["value"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|i| i["id"] == id.to_string()),
+                "{d}"
+            );
+        }
+        let refused = if doc { SDK_ONLY } else { DOC_ONLY };
+        for d in refused {
+            let (status, body) = e
+                .call(
+                    reqwest::Method::PATCH,
+                    &format!("/v1.0/security/incidents/{id}"),
+                    Some(json!({"determination": d})),
+                )
+                .await;
+            assert_eq!(status, 400, "{d}: {body}");
+            assert!(
+                body["error"]["message"].as_str().unwrap().contains(d),
+                "{body}"
+            );
+            let (status, _) = e
+                .get(&format!(
+                    "/v1.0/security/incidents?$filter=determination+eq+'{d}'"
+                ))
+                .await;
+            assert_eq!(status, 400, "{d}: not a member, so not filterable");
+        }
+    }
+}
+
+/// `or`, `in`, `not` and parentheses select what OData says they do; enums compare by member
+/// order (`severity ge 'medium'` is medium and high), never alphabetically.
+#[tokio::test]
+async fn filter_logic_and_enum_order_over_http() {
+    let e = env(Behaviour::default()).await;
+    let all = e.all("/v1.0/security/incidents").await;
+    let count = |pred: &dyn Fn(&Value) -> bool| all.iter().filter(|i| pred(i)).count();
+    let sev = |i: &Value, s: &[&str]| s.contains(&i["severity"].as_str().unwrap());
+    let cases: Vec<(&str, usize)> = vec![
+        (
+            "severity ge 'medium'",
+            count(&|i| sev(i, &["medium", "high"])),
+        ),
+        (
+            "severity lt 'medium'",
+            count(&|i| sev(i, &["unknown", "informational", "low"])),
+        ),
+        (
+            "severity eq 'high' or severity eq 'low'",
+            count(&|i| sev(i, &["high", "low"])),
+        ),
+        (
+            "severity in ('high','low')",
+            count(&|i| sev(i, &["high", "low"])),
+        ),
+        ("not (severity eq 'high')", count(&|i| !sev(i, &["high"]))),
+        (
+            "(severity eq 'high' or severity eq 'informational') and status eq 'active'",
+            count(&|i| sev(i, &["high", "informational"]) && i["status"] == "active"),
+        ),
+    ];
+    assert!(cases.iter().all(|(_, n)| *n > 0), "{cases:?}");
+    for (filter, expected) in cases {
+        let got = e
+            .all(&format!(
+                "/v1.0/security/incidents?$filter={}",
+                urlencode(filter)
+            ))
+            .await;
+        assert_eq!(got.len(), expected, "{filter}");
+        let (status, body) = e
+            .get(&format!(
+                "/v1.0/security/incidents/$count?$filter={}",
+                urlencode(filter)
+            ))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Alerts take the same grammar.
+    let alerts = e.all("/v1.0/security/alerts_v2").await;
+    let want = alerts
+        .iter()
+        .filter(|a| ["high", "medium"].contains(&a["severity"].as_str().unwrap()))
+        .count();
+    let got = e
+        .all(&format!(
+            "/v1.0/security/alerts_v2?$filter={}",
+            urlencode(
+                "severity ge 'medium' and status in ('new','inProgress','resolved','unknown')"
+            )
+        ))
+        .await;
+    assert_eq!(got.len(), want);
+    for bad in [
+        "severity ge 'severe'",
+        "severity in ()",
+        "(severity eq 'high'",
+        "serviceSource eq 'notAProduct'",
+    ] {
+        for list in ["incidents", "alerts_v2"] {
+            let (status, body) = e
+                .get(&format!("/v1.0/security/{list}?$filter={}", urlencode(bad)))
+                .await;
+            if list == "incidents" && bad.starts_with("serviceSource") {
+                continue;
+            }
+            assert_eq!(status, 400, "{list} {bad}: {body}");
+            assert_eq!(body["error"]["code"], "BadRequest", "{body}");
+        }
+    }
+}
+
+/// `$select` returns only the selected properties plus `id`, on incidents (list and item) and
+/// alerts_v2; `$expand=alerts($select=…)` cuts the expanded alerts; unknown names are 400.
+#[tokio::test]
+async fn select_and_nested_select() {
+    let e = env(Behaviour::default()).await;
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let (status, body) = e
+        .get("/v1.0/security/incidents?$select=displayName,severity&$top=5")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for i in body["value"].as_array().unwrap() {
+        assert_eq!(keys(i), ["displayName", "id", "severity"], "{i}");
+    }
+    assert!(
+        body["@odata.context"]
+            .as_str()
+            .unwrap()
+            .ends_with("$metadata#security/incidents(displayName,severity,id)"),
+        "{body}"
+    );
+    let (status, body) = e
+        .get("/v1.0/security/incidents?$select=displayName&$expand=alerts($select=title,severity)&$top=5")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for i in body["value"].as_array().unwrap() {
+        assert_eq!(keys(i), ["alerts", "displayName", "id"], "{i}");
+        for a in i["alerts"].as_array().unwrap() {
+            assert_eq!(keys(a), ["@odata.type", "id", "severity", "title"], "{a}");
+        }
+    }
+    // A nested select alone keeps every incident property.
+    let (status, body) = e
+        .get("/v1.0/security/incidents?$expand=alerts($select=id)&$top=2")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let i = &body["value"][0];
+    assert!(
+        i.get("lastUpdateDateTime").is_some() && i.get("alerts").is_some(),
+        "{i}"
+    );
+    assert_eq!(keys(&i["alerts"][0]), ["@odata.type", "id"]);
+    let id = e.first_incident();
+    let (status, one) = e
+        .get(&format!("/v1.0/security/incidents/{id}?$select=status"))
+        .await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(keys(&one), ["@odata.context", "id", "status"]);
+    let (status, body) = e
+        .get("/v1.0/security/alerts_v2?$select=title,serviceSource&$top=3")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for a in body["value"].as_array().unwrap() {
+        assert_eq!(
+            keys(a),
+            ["@odata.type", "id", "serviceSource", "title"],
+            "{a}"
+        );
+    }
+    for bad in [
+        "/v1.0/security/incidents?$select=nope",
+        "/v1.0/security/incidents?$expand=alerts($select=nope)",
+        "/v1.0/security/incidents?$expand=alerts($top=1)",
+        "/v1.0/security/incidents?$expand=comments",
+        "/v1.0/security/alerts_v2?$select=displayName",
+        "/v1.0/security/alerts_v2?$orderby=severity",
+    ] {
+        let (status, body) = e.get(bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
