@@ -57,16 +57,32 @@ pub(crate) fn graph(
     now: Timestamp,
     client_request_id: Option<&str>,
 ) -> Response {
+    graph_with_inner_code(status, code, message, None, now, client_request_id)
+}
+
+/// [`graph`] with an `innerError.code` (`throttledRequest` under `activityLimitReached`).
+pub(crate) fn graph_with_inner_code(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    inner_code: Option<&str>,
+    now: Timestamp,
+    client_request_id: Option<&str>,
+) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let client_request_id = client_request_id.map_or_else(|| request_id.clone(), str::to_owned);
+    let mut inner = json!({
+        "date": now.as_datetime().format("%Y-%m-%dT%H:%M:%S").to_string(),
+        "request-id": request_id,
+        "client-request-id": client_request_id,
+    });
+    if let (Some(c), Some(o)) = (inner_code, inner.as_object_mut()) {
+        o.insert("code".into(), json!(c));
+    }
     let body = json!({"error": {
         "code": code,
         "message": message,
-        "innerError": {
-            "date": now.as_datetime().format("%Y-%m-%dT%H:%M:%S").to_string(),
-            "request-id": request_id,
-            "client-request-id": client_request_id,
-        }
+        "innerError": inner,
     }});
     let mut resp = (status, axum::Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&request_id) {

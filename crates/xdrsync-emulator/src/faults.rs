@@ -6,6 +6,8 @@
 //! `fault` with a `probability` drawn from a seeded generator, so runs are reproducible.
 //!
 //! Faults: an error `status` in the service's own error shape (with `Retry-After` for 429/503),
+//! a `throttle` in each shape Graph's 429s come in (`TooManyRequests`, `activityLimitReached`
+//! with a nested `throttledRequest`, `UnknownError` with an empty message),
 //! `latency`, a connection `reset` (headers, then the connection drops), a `truncate`d body, and
 //! Graph's federated `partial` answer (206 with a `Warning` header).
 
@@ -29,6 +31,16 @@ use crate::rng::Rng;
 pub enum Fault {
     /// Let the request through (in a sequence).
     Ok,
+    /// A 429 in one of the shapes Graph throttles with (the service's own shape elsewhere),
+    /// with `Retry-After` when given (values above 300 s have been seen).
+    Throttle {
+        /// Which body.
+        #[serde(default)]
+        shape: ThrottleShape,
+        /// `Retry-After` seconds.
+        #[serde(default)]
+        retry_after_secs: Option<u64>,
+    },
     /// Answer with this status and the service's error body.
     Status {
         /// HTTP status, e.g. 500, 503, 429.
@@ -58,6 +70,19 @@ pub enum Fault {
         /// Seconds (emulator time).
         secs: i64,
     },
+}
+
+/// The bodies Graph's 429s have been seen with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThrottleShape {
+    /// `{"error":{"code":"TooManyRequests","message":"Too many requests.",…}}`.
+    #[default]
+    TooManyRequests,
+    /// `{"error":{"code":"activityLimitReached",…,"innerError":{"code":"throttledRequest",…}}}`.
+    ActivityLimitReached,
+    /// `{"error":{"code":"UnknownError","message":"",…}}`.
+    UnknownError,
 }
 
 /// The longest a held request waits for its release.
@@ -272,6 +297,39 @@ pub(crate) async fn layer(
         } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut resp = error_for(&path, status, &state);
+            if let Some(v) =
+                retry_after_secs.and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+            {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            resp
+        }
+        Fault::Throttle {
+            shape,
+            retry_after_secs,
+        } => {
+            let status = StatusCode::TOO_MANY_REQUESTS;
+            let mut resp = if path.starts_with("/v1.0/") || path.starts_with("/beta/") {
+                let now = state.clock().now();
+                let (code, message, inner) = match shape {
+                    ThrottleShape::TooManyRequests => {
+                        ("TooManyRequests", "Too many requests.", None)
+                    }
+                    ThrottleShape::ActivityLimitReached => (
+                        "activityLimitReached",
+                        "The application or user has been throttled.",
+                        Some("throttledRequest"),
+                    ),
+                    ThrottleShape::UnknownError => ("UnknownError", "", None),
+                };
+                let caller_id = req
+                    .headers()
+                    .get("client-request-id")
+                    .and_then(|v| v.to_str().ok());
+                errors::graph_with_inner_code(status, code, message, inner, now, caller_id)
+            } else {
+                error_for(&path, status, &state)
+            };
             if let Some(v) =
                 retry_after_secs.and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
             {

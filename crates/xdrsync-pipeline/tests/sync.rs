@@ -289,3 +289,63 @@ async fn partial_answers_are_reported_and_recorded() {
     assert_eq!(recorded.len(), 1, "{health:?}");
     assert!(recorded[0].starts_with("199 "), "{recorded:?}");
 }
+
+/// Graph's 429s come in three bodies — `TooManyRequests`, `activityLimitReached` with a nested
+/// `throttledRequest`, `UnknownError` with an empty message — with or without `Retry-After`:
+/// each is waited out mid-paging and the store equals the ground truth. A `Retry-After` above
+/// `retry_max_secs` (400 s has been seen) fails the stream at once with the wait and the
+/// service's code named, instead of stalling every stream behind it.
+#[tokio::test]
+async fn every_graph_429_shape_is_waited_out_and_a_long_wait_is_named() {
+    use xdrsync_emulator::faults::ThrottleShape;
+    for shape in [
+        ThrottleShape::TooManyRequests,
+        ThrottleShape::ActivityLimitReached,
+        ThrottleShape::UnknownError,
+    ] {
+        let emu = tu::start(tu::demo_directory()).await;
+        let throttle = |retry_after_secs| Fault::Throttle {
+            shape,
+            retry_after_secs,
+        };
+        // The first page, then a throttled second page (twice), then the rest.
+        emu.state().add_fault(FaultRule {
+            route: "GET /v1.0/security/incidents".into(),
+            sequence: vec![Fault::Ok, throttle(Some(1)), throttle(None), Fault::Ok],
+            fault: None,
+            probability: None,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph], &sync_extra((10, 10)));
+        let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+        let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
+        let polls = run(&emu, &pipeline, 2, chrono::Duration::minutes(20)).await;
+        for t in &config.tenants {
+            let n = check(&store, &emu, t.tenant_id.as_str(), &polls, 0);
+            assert!(n > 10, "{shape:?} {}: {n}", t.name);
+        }
+        assert_eq!(emu.state().stats().faults_injected, 2, "{shape:?}");
+
+        // A wait longer than retry_max_secs: named, not slept.
+        emu.state().add_fault(FaultRule {
+            route: "GET /v1.0/security/incidents".into(),
+            sequence: vec![throttle(Some(400))],
+            fault: None,
+            probability: None,
+        });
+        emu.state().clock().advance(chrono::Duration::minutes(20));
+        let started = std::time::Instant::now();
+        let reports = pipeline.pull_all().await;
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        let errors: Vec<String> = reports.iter().filter_map(|r| r.error.clone()).collect();
+        assert_eq!(errors.len(), 1, "{shape:?}: {errors:?}");
+        let e = &errors[0];
+        assert!(e.contains("asked to wait 400s") && e.contains("429"), "{e}");
+        let code = match shape {
+            ThrottleShape::TooManyRequests => "TooManyRequests",
+            ThrottleShape::ActivityLimitReached => "activityLimitReached",
+            ThrottleShape::UnknownError => "UnknownError",
+        };
+        assert!(e.contains(code), "{shape:?}: {e}");
+    }
+}
