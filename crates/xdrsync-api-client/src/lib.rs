@@ -35,6 +35,10 @@ use url::Url;
 use xdrsync_auth::TokenCache;
 use xdrsync_model::SafeUrl;
 
+/// Graph's security API answers 400 for `$skip` above this (defender-api.md §2.3): listings
+/// page by time boundary and use an offset only inside one instant.
+pub const GRAPH_MAX_SKIP: usize = 500;
+
 pub mod budget;
 mod paging;
 mod types;

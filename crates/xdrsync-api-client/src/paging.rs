@@ -84,6 +84,19 @@ impl ApiClient {
             let mut alert_failures: HashMap<String, String> = HashMap::new();
             let mut listed_times: HashMap<String, Timestamp> = HashMap::new();
             let url = list_url(target, source, &page, true)?;
+            if target.api == ApiKind::Graph && page.skip > crate::GRAPH_MAX_SKIP {
+                // Only a tie group (or an unordered answer) larger than 500 items gets here:
+                // the time boundary cannot split one instant, and Graph refuses the offset.
+                return Err(ApiError::Unpageable {
+                    url: SafeUrl::new(url),
+                    message: format!(
+                        "more than {} items share one lastUpdateDateTime ({}) or the list was not ordered, and Graph refuses $skip above {}; the stream stays at its cursor (nothing is skipped)",
+                        crate::GRAPH_MAX_SKIP,
+                        page.upper.map_or_else(|| "?".to_owned(), |t| t.to_string()),
+                        crate::GRAPH_MAX_SKIP
+                    ),
+                });
+            }
             let body = if target.api == ApiKind::Graph && *source == Source::Incidents {
                 match self.get_with(target, &url, 2).await {
                     Err(e) if e.status().is_some_and(|s| (500..=599).contains(&s)) => {

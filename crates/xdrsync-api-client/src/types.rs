@@ -61,6 +61,15 @@ pub enum ApiError {
         /// What is wrong.
         message: String,
     },
+    /// The listing cannot go on within what the API allows (Graph refuses `$skip` above
+    /// [`crate::GRAPH_MAX_SKIP`]).
+    #[error("{url}: {message}")]
+    Unpageable {
+        /// The request that would have been sent (redacted).
+        url: SafeUrl,
+        /// Why, and what to do.
+        message: String,
+    },
     /// The receiver of a paged listing went away (its caller failed), so the listing stopped.
     #[error("the listing was abandoned by its receiver")]
     Abandoned,

@@ -132,6 +132,9 @@ pub(crate) async fn alerts_v2(
     let Ok(skip) = get(&pairs, "$skip").unwrap_or("0").parse::<usize>() else {
         return bad("Invalid value for $skip query option.".into());
     };
+    if let Err(m) = crate::api::check_skip(&state, skip) {
+        return bad(m);
+    }
     let view = GraphView::of(&state, &headers);
     let filter = match get(&pairs, "$filter")
         .map(|f| odata::parse_filter(f, alerts_v2_props(view), odata::Dialect::Graph))

@@ -539,6 +539,18 @@ pub(crate) const ALERT_PROPERTIES: &[&str] = &[
 const INCIDENT_TYPE: &str = "microsoft.graph.security.incident";
 pub(crate) const ALERT_TYPE: &str = "microsoft.graph.security.alert";
 
+/// Graph's security API refuses `$skip` above 500 (`$skip=500` answers, `$skip=501` is a 400;
+/// defender-api.md §2.3, R41): a client paging a backlog by a growing `$skip` stalls there.
+/// `[behaviour] graph_max_skip` sets the ceiling (`None`: none).
+pub(crate) fn check_skip(state: &EmulatorState, skip: usize) -> Result<(), String> {
+    match state.behaviour().graph_max_skip {
+        Some(max) if skip > max => Err(format!(
+            "The value of $skip ({skip}) exceeds the maximum of {max}. Narrow the $filter (for example by lastUpdateDateTime) instead of skipping further."
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `$select` and `$expand=alerts[($select=…)]` of a Graph incident request.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Shape {
@@ -820,6 +832,9 @@ pub(crate) async fn graph_list(
     let Ok(skip) = get(&pairs, "$skip").unwrap_or("0").parse::<usize>() else {
         return bad("BadRequest", "Invalid value for $skip query option.".into());
     };
+    if let Err(m) = check_skip(&state, skip) {
+        return bad("BadRequest", m);
+    }
     let shape = match Shape::parse(&pairs) {
         Ok(s) => s,
         Err(m) => return bad("BadRequest", m),

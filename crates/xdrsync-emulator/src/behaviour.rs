@@ -38,6 +38,9 @@ pub struct Behaviour {
     pub auto_approve: bool,
     /// Device-code polling interval, in seconds.
     pub device_code_interval_secs: u64,
+    /// Graph lists refuse `$skip` above this with 400, as the security API does (500);
+    /// `None` lifts the ceiling.
+    pub graph_max_skip: Option<usize>,
     /// Graph `determination` uses the spellings of the one v1.0 doc page that lists
     /// `compromisedUser`, `clean` and `insufficientData`, instead of the SDK models'
     /// `compromisedAccount`, `notMalicious` and `notEnoughDataToValidate` (off by default:
@@ -65,6 +68,46 @@ impl Default for Behaviour {
             device_code_interval_secs: 5,
             expand_fail_min_alerts: None,
             determination_doc_spelling: false,
+            graph_max_skip: Some(500),
+        }
+    }
+}
+
+impl Behaviour {
+    /// Refuses settings the world cannot be built with: probabilities outside `[0, 1)` (a tie
+    /// probability of 1 would make every new incident share the first one's instant, forever).
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, p) in [
+            ("tie_probability", self.tie_probability),
+            ("merge_probability", self.merge_probability),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!(
+                    "behaviour.{name} must be at least 0 and below 1, not {p}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Behaviour;
+
+    /// A tie probability of 1 would generate incidents at one instant forever: refused with
+    /// the field's name, as is anything outside [0, 1).
+    #[test]
+    fn probabilities_outside_zero_to_one_are_refused() {
+        assert!(Behaviour::default().validate().is_ok());
+        for (tie, merge) in [(1.0, 0.0), (0.0, 1.5), (-0.1, 0.0), (f64::NAN, 0.0)] {
+            let b = Behaviour {
+                tie_probability: tie,
+                merge_probability: merge,
+                ..Behaviour::default()
+            };
+            let e = b.validate().unwrap_err();
+            assert!(e.contains("probability"), "{e}");
         }
     }
 }

@@ -158,6 +158,7 @@ impl Fixture {
             path: path.to_owned(),
             message,
         };
+        self.behaviour.validate().map_err(err)?;
         let seed = self.seed.unwrap_or(1);
         let mut config = EmulatorConfig {
             behaviour: self.behaviour,

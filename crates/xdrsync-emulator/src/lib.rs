@@ -540,6 +540,27 @@ impl EmulatorState {
         self.with_tenant(tenant, |d| d.patch(id, now, f)).flatten()
     }
 
+    /// A portal bulk action: the `count` most recently updated incidents of `tenant` are
+    /// assigned to `who` at one instant, so they share one last-update time (a tie group no
+    /// time boundary can split). Returns their ids (`None` if there is no such tenant).
+    pub fn bulk_assign(&self, tenant: &str, count: usize, who: &str) -> Option<Vec<u64>> {
+        let now = self.clock().now();
+        let ids: Vec<u64> = {
+            let mut all = self.incidents(tenant, |i| i.redirect.is_none());
+            all.sort_by_key(|i| std::cmp::Reverse(i.last_update));
+            all.iter().take(count).map(|i| i.id).collect()
+        };
+        self.with_tenant(tenant, |d| {
+            for id in &ids {
+                d.patch(*id, now, |i| {
+                    i.assigned_to = Some(who.to_owned());
+                    Ok(())
+                });
+            }
+        })?;
+        Some(ids)
+    }
+
     /// Creates `count` new incidents in `tenant` now (`None` if there is no such tenant).
     pub fn create_incidents(&self, tenant: &str, count: u32) -> Option<Vec<u64>> {
         let now = self.clock().now();
@@ -810,6 +831,9 @@ pub enum StartError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The behaviour switches cannot be served.
+    #[error("{0}")]
+    Behaviour(String),
 }
 
 /// A running emulator on a loopback port.
@@ -839,6 +863,7 @@ impl Emulator {
         bind: SocketAddr,
         tls: Option<tls::TlsFiles>,
     ) -> Result<Self, StartError> {
+        config.behaviour.validate().map_err(StartError::Behaviour)?;
         let acceptor = tls.as_ref().map(tls::acceptor).transpose()?;
         let state = EmulatorState::new(config);
         let listener = tokio::net::TcpListener::bind(bind)

@@ -349,3 +349,74 @@ async fn every_graph_429_shape_is_waited_out_and_a_long_wait_is_named() {
         assert!(e.contains(code), "{shape:?}: {e}");
     }
 }
+
+/// Graph refuses `$skip` above 500 (the emulator enforces it by default): a backfill of
+/// thousands of incidents pages by time boundary and never asks past it, so the store equals
+/// the truth. A tie group larger than 500 (which no time boundary can split) fails the stream
+/// with the reason, and the cursor stays where it was: nothing is skipped.
+#[tokio::test]
+async fn graph_backlogs_page_past_500_by_time_and_a_giant_tie_is_named() {
+    let emu = tu::start(tu::demo_directory()).await;
+    assert_eq!(emu.state().behaviour().graph_max_skip, Some(500));
+    let dir = tempfile::tempdir().unwrap();
+    let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph], &sync_extra((50, 50)));
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
+    let polls = run(&emu, &pipeline, 1, chrono::Duration::minutes(10)).await;
+    let mut biggest = 0;
+    for t in &config.tenants {
+        biggest = biggest.max(check(&store, &emu, t.tenant_id.as_str(), &polls, 0));
+    }
+    assert!(
+        biggest > 600,
+        "the backlog is too small to need $skip past 500: {biggest}"
+    );
+
+    // A portal bulk action stamps 600 incidents with one instant.
+    let busiest = config
+        .tenants
+        .iter()
+        .max_by_key(|t| emu.state().incidents(t.tenant_id.as_str(), |_| true).len())
+        .unwrap();
+    let cursor = |store: &SqliteStore| store.last_seq().unwrap();
+    let ids = emu
+        .state()
+        .bulk_assign(busiest.tenant_id.as_str(), 600, "soc@contoso.com")
+        .unwrap();
+    assert_eq!(ids.len(), 600);
+    let before = cursor(&store);
+    let reports = pipeline.pull_all().await;
+    let errors: Vec<(&str, &String)> = reports
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| (r.name.as_str(), e)))
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let (name, e) = errors[0];
+    assert_eq!(name, busiest.name);
+    assert!(
+        e.contains("share one lastUpdateDateTime") && e.contains("$skip above 500"),
+        "{e}"
+    );
+    // The pages before the wall were stored (each is committed as it is read), but the
+    // tenant's cursor did not pass the tie: the next pass meets it again, skipping nothing.
+    assert!(cursor(&store) - before <= 600);
+    let again = pipeline.pull_all().await;
+    assert!(
+        again.iter().any(|r| r.name == busiest.name
+            && r.error
+                .as_ref()
+                .is_some_and(|e| e.contains("$skip above 500"))),
+        "{again:?}"
+    );
+    // Once 150 of them change again the tie is 450 wide: the pass completes and the store
+    // equals the truth, the whole tie included.
+    emu.state().clock().advance(chrono::Duration::seconds(5));
+    emu.state()
+        .bulk_assign(busiest.tenant_id.as_str(), 150, "tier2@contoso.com")
+        .unwrap();
+    emu.state().clock().advance(chrono::Duration::seconds(5));
+    let polls = run(&emu, &pipeline, 1, chrono::Duration::minutes(1)).await;
+    for t in &config.tenants {
+        check(&store, &emu, t.tenant_id.as_str(), &polls, 0);
+    }
+}
