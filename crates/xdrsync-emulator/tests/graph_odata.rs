@@ -246,7 +246,7 @@ async fn patch_takes_every_sdk_determination_and_the_switch_flips_the_spelling()
                     .as_array()
                     .unwrap()
                     .iter()
-                    .any(|i| i["id"] == id.to_string()),
+                    .any(|i| i["id"].as_str() == Some(id.to_string().as_str())),
                 "{d}"
             );
         }
