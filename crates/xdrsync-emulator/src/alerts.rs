@@ -77,7 +77,8 @@ const MDE_PROPS: &[(&str, PropType)] = &[
     ("alertCreationTime", PropType::DateTime),
     ("lastUpdateTime", PropType::DateTime),
     ("lastEventTime", PropType::DateTime),
-    ("incidentId", PropType::Text),
+    ("incidentId", PropType::Long),
+    ("investigationId", PropType::Long),
     ("id", PropType::Text),
     ("status", PropType::Text),
     ("severity", PropType::Text),
@@ -229,7 +230,44 @@ pub(crate) async fn alert_v2(
 }
 
 /// The MDE alert shape (defender-api.md §3.2).
-fn mde_alert(a: &EmuAlert, i: &EmuIncident, tenant: &str, evidence: bool) -> Value {
+/// The evidence keys the MDE alert documentation lists (R18): with the `doc` body style each
+/// item carries every one (null where it has no value) and nothing else; with `live`, as
+/// captures show, null keys are omitted and the device's `deviceId` is added.
+const MDE_EVIDENCE_KEYS: &[&str] = &[
+    "entityType",
+    "evidenceCreationTime",
+    "sha1",
+    "sha256",
+    "fileName",
+    "filePath",
+    "processId",
+    "processCommandLine",
+    "processCreationTime",
+    "parentProcessId",
+    "parentProcessCreationTime",
+    "parentProcessFileName",
+    "parentProcessFilePath",
+    "ipAddress",
+    "url",
+    "registryKey",
+    "registryHive",
+    "registryValueType",
+    "registryValue",
+    "accountName",
+    "domainName",
+    "userSid",
+    "aadUserId",
+    "userPrincipalName",
+    "detectionStatus",
+];
+
+fn mde_alert(
+    a: &EmuAlert,
+    i: &EmuIncident,
+    tenant: &str,
+    evidence: bool,
+    style: render::BodyStyle,
+) -> Value {
     let t = a.template;
     let device = a.devices.first();
     let user = a.entities.iter().find(|e| e.kind == "User");
@@ -268,6 +306,15 @@ fn mde_alert(a: &EmuAlert, i: &EmuIncident, tenant: &str, evidence: bool) -> Val
                         m.insert((*k).into(), v.clone());
                     }
                     m.insert("detectionStatus".into(), json!("Detected"));
+                    match style {
+                        render::BodyStyle::Doc => {
+                            m.retain(|k, _| MDE_EVIDENCE_KEYS.contains(&k.as_str()));
+                            for k in MDE_EVIDENCE_KEYS {
+                                m.entry(*k).or_insert(Value::Null);
+                            }
+                        }
+                        render::BodyStyle::Live => m.retain(|_, v| !v.is_null()),
+                    }
                     Value::Object(m)
                 })
                 .collect();
@@ -277,7 +324,8 @@ fn mde_alert(a: &EmuAlert, i: &EmuIncident, tenant: &str, evidence: bool) -> Val
     o
 }
 
-/// `GET /api/alerts` (MDE): no `@odata.nextLink`; page with `$skip`.
+/// `GET /api/alerts` and `/api/v1.0/alerts` (MDE; no version is the latest): no
+/// `@odata.nextLink`; page with `$skip`.
 pub(crate) async fn mde_alerts(
     Admitted(caller, _): Admitted<XdrMdeReadMde>,
     State(state): State<EmulatorState>,
@@ -320,12 +368,12 @@ pub(crate) async fn mde_alerts(
         .into_iter()
         .filter(|(a, _)| a.is_mde())
         .filter(|(a, i)| {
-            let incident = i.id.to_string();
             odata::matches(&filter, &|p| match p {
                 "alertCreationTime" => odata::Value::DateTime(a.created),
                 "lastUpdateTime" => odata::Value::DateTime(a.last_updated),
                 "lastEventTime" => odata::Value::DateTime(a.activity.1),
-                "incidentId" => odata::Value::Text(Some(incident.as_str())),
+                "incidentId" => odata::Value::Number(i64::try_from(i.id).ok()),
+                "investigationId" => odata::Value::Number(a.investigation_id.map(i64::from)),
                 "id" => odata::Value::Text(Some(a.id.as_str())),
                 "status" => odata::Value::Text(Some(a.status.legacy)),
                 "severity" => odata::Value::Text(Some(a.severity.legacy)),
@@ -336,7 +384,7 @@ pub(crate) async fn mde_alerts(
         })
         .skip(skip)
         .take(top)
-        .map(|(a, i)| mde_alert(&a, &i, &caller.tenant, evidence))
+        .map(|(a, i)| mde_alert(&a, &i, &caller.tenant, evidence, state.body_style()))
         .collect();
     state.count_page_served();
     odata_json(

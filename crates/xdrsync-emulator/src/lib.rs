@@ -56,6 +56,7 @@ pub mod directory;
 mod discovery;
 mod entra;
 mod errors;
+pub mod evidence_types;
 pub mod faults;
 pub mod fixture;
 mod hunting;
@@ -623,6 +624,7 @@ pub fn router(state: EmulatorState) -> Router {
             get(api::xdr_get).patch(mutate::xdr_patch),
         )
         .route("/api/alerts", get(alerts::mde_alerts))
+        .route("/api/v1.0/alerts", get(alerts::mde_alerts))
         .route("/alertexporter/api/alerts", get(alerts::siem_alerts))
         .route("/api/advancedhunting/run", post(hunting::xdr_run))
         .route("/v1.0/security/runHuntingQuery", post(hunting::graph_run))

@@ -91,6 +91,8 @@ pub enum PropType {
     Text,
     /// A Graph enum type: its members in declaration order.
     Enum(&'static [&'static str]),
+    /// `Edm.Int64` (`investigationId`).
+    Long,
 }
 
 /// A property value of an entity being filtered.
@@ -100,6 +102,8 @@ pub enum Value<'a> {
     DateTime(Timestamp),
     /// Text (or an enum member), or absent.
     Text(Option<&'a str>),
+    /// A number, or absent.
+    Number(Option<i64>),
 }
 
 /// How deep parentheses and `not` may nest: a hostile filter of ten thousand `(` is a clear
@@ -213,7 +217,13 @@ impl Parser<'_, '_> {
         let Some(Tok::Word(prop)) = self.tokens.get(self.at) else {
             return Err("expected a property".into());
         };
-        let Some((name, ty)) = self.props.iter().find(|(p, _)| p == prop) else {
+        // Property names are matched without regard to case, as the services do (the MDE
+        // documentation itself writes `InvestigationId`).
+        let Some((name, ty)) = self
+            .props
+            .iter()
+            .find(|(p, _)| p.eq_ignore_ascii_case(prop))
+        else {
             if self.tokens.get(self.at + 1) == Some(&Tok::Open) {
                 return Err(format!("unknown function '{prop}'"));
             }
@@ -301,6 +311,14 @@ fn comparison(name: &str, ty: PropType, op: Op, value: Literal) -> Result<Compar
             Some(members)
         }
         (PropType::Enum(members), Literal::Null) => Some(members),
+        (PropType::Long, Literal::Number(n)) if n.fract() == 0.0 => None,
+        (PropType::Long, Literal::Null) => None,
+        (PropType::Long, other) => {
+            return Err(format!(
+                "A binary operator with incompatible types was detected. Found operand types 'Edm.Int64' and '{}' for '{name}'",
+                lit_type(other)
+            ));
+        }
         (PropType::Text | PropType::Enum(_), other) => {
             return Err(format!(
                 "A binary operator with incompatible types was detected. Found operand types 'Edm.String' and '{}' for '{name}'",
@@ -462,6 +480,8 @@ fn compare<'a>(c: &Comparison, get: &impl Fn(&str) -> Value<'a>) -> bool {
             },
             None => Some(v.to_ascii_lowercase().cmp(&l.to_ascii_lowercase())),
         },
+        (Value::Number(Some(v)), Literal::Number(l)) => (v as f64).partial_cmp(l),
+        (Value::Number(None), Literal::Null) => Some(std::cmp::Ordering::Equal),
         (Value::Text(None), Literal::Null) => Some(std::cmp::Ordering::Equal),
         (Value::Text(Some(_)), Literal::Null) | (Value::Text(None), Literal::Str(_)) => None,
         _ => None,

@@ -455,5 +455,12 @@ fn graph_evidence(a: &EmuAlert) -> Vec<Value> {
         };
         out.push(Value::Object(o));
     }
+    // One of the SDK's other evidence types, so clients meet types they do not know.
+    let (kind, props) = crate::evidence_types::extra_for(&a.id);
+    let mut o = base(kind, vec!["contextual"]);
+    if let Value::Object(p) = props {
+        o.extend(p);
+    }
+    out.push(Value::Object(o));
     out
 }

@@ -462,3 +462,99 @@ async fn advanced_hunting_kql_subset() {
         );
     }
 }
+
+/// `/api/v1.0/alerts` is the same list as `/api/alerts` (no version is the latest);
+/// `InvestigationId` (as the documentation writes it) and `incidentId` filter as numbers; doc
+/// bodies carry every documented evidence key (null where empty) and nothing else, live
+/// bodies omit null keys and add the device's `deviceId`.
+#[tokio::test]
+async fn mde_v1_route_investigation_filter_and_evidence_shapes() {
+    let e = env().await;
+    let token = e.token("https://api.securitycenter.microsoft.com").await;
+    let get = |path: String| {
+        let e = &e;
+        let token = &token;
+        async move { e.call(reqwest::Method::GET, &path, token, None).await }
+    };
+    let (s1, latest) = get("/api/alerts?$top=20&$expand=evidence".into()).await;
+    let (s2, v1) = get("/api/v1.0/alerts?$top=20&$expand=evidence".into()).await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(latest["value"], v1["value"]);
+    let alerts = latest["value"].as_array().unwrap();
+    let with_investigation = alerts
+        .iter()
+        .find(|a| a["investigationId"].is_u64())
+        .expect("an alert with an investigation");
+    let inv = with_investigation["investigationId"].as_u64().unwrap();
+    let (status, body) = get(format!("/api/alerts?$filter=InvestigationId+eq+{inv}")).await;
+    assert_eq!(status, 200, "{body}");
+    let found = body["value"].as_array().unwrap();
+    assert!(!found.is_empty());
+    assert!(found.iter().all(|a| a["investigationId"] == inv));
+    let incident = with_investigation["incidentId"].as_u64().unwrap();
+    let (status, body) = get(format!("/api/alerts?$filter=incidentId+eq+{incident}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["incidentId"] == incident)
+    );
+    let (status, _) = get("/api/alerts?$filter=InvestigationId+eq+'x'".into()).await;
+    assert_eq!(status, 400);
+    // Doc style (the default): exactly the documented keys.
+    const DOCUMENTED: usize = 25;
+    for a in alerts {
+        for ev in a["evidence"].as_array().unwrap() {
+            let o = ev.as_object().unwrap();
+            assert_eq!(o.len(), DOCUMENTED, "{ev}");
+            assert!(o.get("deviceId").is_none());
+        }
+    }
+}
+
+/// The live body style: MDE evidence omits null keys and carries `deviceId` where the
+/// evidence is on a device.
+#[tokio::test]
+async fn mde_live_evidence_omits_nulls_and_adds_device_id() {
+    let config = EmulatorConfig {
+        directory: Directory::demo(21),
+        behaviour: Behaviour {
+            rate_limits: false,
+            body_style: xdrsync_emulator::BodyStyle::Live,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let emu = Emulator::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let e = Env {
+        tenant: emu.contract().tenants[1].id.clone(),
+        emu,
+        http: reqwest::Client::new(),
+    };
+    let token = e.token("https://api.securitycenter.microsoft.com").await;
+    let (status, body) = e
+        .call(
+            reqwest::Method::GET,
+            "/api/alerts?$top=50&$expand=evidence",
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut with_device = 0;
+    for a in body["value"].as_array().unwrap() {
+        for ev in a["evidence"].as_array().unwrap() {
+            let o = ev.as_object().unwrap();
+            assert!(o.values().all(|v| !v.is_null()), "{ev}");
+            if o.contains_key("deviceId") {
+                assert_eq!(o["deviceId"], a["machineId"], "{ev}");
+                with_device += 1;
+            }
+        }
+    }
+    assert!(with_device > 0);
+}

@@ -472,3 +472,37 @@ async fn skip_ceiling_is_500_and_switchable() {
         }
     }
 }
+
+/// Across the world's alerts every v1.0 evidence type of the SDK models appears, each with
+/// the base `alertEvidence` properties, so clients meet the types they do not know.
+#[tokio::test]
+async fn every_sdk_evidence_type_is_emitted() {
+    let e = env(Behaviour {
+        graph_max_skip: None,
+        ..Default::default()
+    })
+    .await;
+    let mut seen = std::collections::BTreeSet::new();
+    for a in e.all("/v1.0/security/alerts_v2").await {
+        for ev in a["evidence"].as_array().unwrap() {
+            let t = ev["@odata.type"].as_str().unwrap();
+            let name = t.strip_prefix("#microsoft.graph.security.").unwrap();
+            for base in [
+                "createdDateTime",
+                "verdict",
+                "remediationStatus",
+                "roles",
+                "tags",
+            ] {
+                assert!(ev.get(base).is_some(), "{name} lacks {base}");
+            }
+            seen.insert(name.to_owned());
+        }
+    }
+    let all: std::collections::BTreeSet<String> = xdrsync_emulator::evidence_types::ALL
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    assert_eq!(all.len(), 45);
+    assert_eq!(seen, all);
+}

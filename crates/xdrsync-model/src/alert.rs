@@ -59,6 +59,36 @@ static GRAPH_EVIDENCE_FIELDS: Fields = Fields(&[
     ("primaryAddress", Keep::Value),
     ("subject", Keep::Value),
     ("networkMessageId", Keep::Value),
+    // What `identifying_value` reads, for the types without their own rule.
+    ("registryKey", Keep::Value),
+    ("fullResourceName", Keep::Value),
+    ("amazonResourceId", Keep::Value),
+    ("resourceId", Keep::Value),
+    ("baseUrl", Keep::Value),
+    ("webUrl", Keep::Value),
+    ("domainName", Keep::Value),
+    ("imageId", Keep::Value),
+    ("containerId", Keep::Value),
+    ("displayName", Keep::Value),
+    ("servicePrincipalName", Keep::Value),
+    ("name", Keep::Value),
+    ("login", Keep::Value),
+    ("value", Keep::Value),
+    ("appId", Keep::Value),
+    ("deviceName", Keep::Value),
+    ("host", Keep::Value),
+    ("deviceId", Keep::Value),
+    ("registry", Keep::Value),
+    ("requestId", Keep::Value),
+    ("sessionId", Keep::Value),
+    ("configurationId", Keep::Value),
+    ("destinationAddress", Keep::Value),
+    ("macAddress", Keep::Value),
+    ("signatureHash", Keep::Value),
+    ("cloudResource", Keep::Value),
+    ("clusterByValue", Keep::Value),
+    ("query", Keep::Value),
+    ("clusterBy", Keep::Value),
 ]);
 
 /// The fields [`normalize_mde_alert`] reads; a field read there must be listed here.
@@ -234,6 +264,50 @@ fn user_name(domain: Option<String>, account: Option<String>) -> Option<String> 
     }
 }
 
+/// What names an evidence item of a type without its own rule (a Kubernetes pod, a SAS token,
+/// a GitHub repository, a type added after this release): the first of the properties such
+/// types are known by, so a new type still says what it points at.
+fn identifying_value(o: &Map<String, Value>) -> Option<String> {
+    IDENTIFYING.iter().find_map(|k| text(o, k))
+}
+
+/// [`identifying_value`]'s properties, most telling first (each top-level name is listed in
+/// [`GRAPH_EVIDENCE_FIELDS`], which the sparse parse keeps).
+const IDENTIFYING: &[&[&str]] = &[
+    &["registryKey"],
+    &["fullResourceName"],
+    &["amazonResourceId"],
+    &["resourceId"],
+    &["url"],
+    &["baseUrl"],
+    &["webUrl"],
+    &["domainName"],
+    &["imageId"],
+    &["containerId"],
+    &["networkMessageId"],
+    &["displayName"],
+    &["servicePrincipalName"],
+    &["name"],
+    &["login"],
+    &["value"],
+    &["appId"],
+    &["deviceName"],
+    &["host", "deviceDnsName"],
+    &["deviceId"],
+    &["registry"],
+    &["requestId"],
+    &["sessionId"],
+    &["configurationId"],
+    &["destinationAddress", "ipAddress"],
+    &["ipAddress", "ipAddress"],
+    &["macAddress"],
+    &["signatureHash"],
+    &["cloudResource", "resourceId"],
+    &["clusterByValue"],
+    &["query"],
+    &["clusterBy"],
+];
+
 /// Graph `evidence[]` (typed by `@odata.type`) → [`Evidence`].
 fn graph_evidence(items: &[Value]) -> Vec<Evidence> {
     let mut out = Vec::new();
@@ -280,7 +354,11 @@ fn graph_evidence(items: &[Value]) -> Vec<Evidence> {
                 "message",
                 text(o, &["subject"]).or_else(|| text(o, &["networkMessageId"])),
             ),
-            other if !other.is_empty() => push(&mut out, other, Some(String::new())),
+            other if !other.is_empty() => push(
+                &mut out,
+                other,
+                Some(identifying_value(o).unwrap_or_default()),
+            ),
             _ => {}
         }
     }
@@ -471,6 +549,19 @@ pub fn normalize_siem_detection(tenant: &TenantId, raw: &Value) -> Result<Alert,
 
 #[cfg(test)]
 mod tests {
+
+    /// The sparse parse keeps what `identifying_value` reads.
+    #[test]
+    fn identifying_properties_survive_the_sparse_parse() {
+        for path in IDENTIFYING {
+            let top = path.first().unwrap();
+            assert!(
+                GRAPH_EVIDENCE_FIELDS.0.iter().any(|(k, _)| k == top),
+                "{top} is read but not kept"
+            );
+        }
+    }
+
     use serde_json::json;
 
     use super::*;
