@@ -74,6 +74,23 @@ impl Default for Behaviour {
 }
 
 impl Behaviour {
+    /// The real world's mess, which `demo` and `emulator serve` show by default: each change
+    /// becomes visible after its own share of up to two minutes of ingestion lag (so out of
+    /// order), one new incident in twenty shares the previous one's exact timestamp, one in
+    /// thirty is later merged into another (`Redirected`), and newer enum members appear now
+    /// and then. Tests start from [`Behaviour::default`] (the documented, idealised service)
+    /// and switch on what they test.
+    pub fn realistic() -> Self {
+        Behaviour {
+            ingestion_lag_secs: 120,
+            ingestion_lag_varies: true,
+            tie_probability: 0.05,
+            merge_probability: 0.03,
+            enum_drift: true,
+            ..Behaviour::default()
+        }
+    }
+
     /// Refuses settings the world cannot be built with: probabilities outside `[0, 1)` (a tie
     /// probability of 1 would make every new incident share the first one's instant, forever).
     pub fn validate(&self) -> Result<(), String> {

@@ -4,9 +4,14 @@
 //! generated certificates, redirect URIs), the roles each tenant granted, data volumes and
 //! behaviours. Every field has a default, so no file is needed for the demo set-up.
 //!
+//! The world is realistic unless the fixture says `world = "ideal"`: `[behaviour]` overrides
+//! [`Behaviour::realistic`] (ingestion lag that varies per change, ties, merges, enum drift),
+//! or, with `world = "ideal"`, the documented service's [`Behaviour::default`].
+//!
 //! ```toml
 //! seed = 7
 //! time_scale = 60.0
+//! world = "realistic"
 //!
 //! [behaviour]
 //! ingestion_lag_secs = 120
@@ -48,10 +53,24 @@ pub struct FixtureError {
     pub message: String,
 }
 
+/// Which world `[behaviour]` starts from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum World {
+    /// [`Behaviour::realistic`]: lag, ties, merges, enum drift.
+    #[default]
+    Realistic,
+    /// [`Behaviour::default`]: the documented service, none of the mess.
+    Ideal,
+}
+
 /// The fixture file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fixture {
+    /// The world `[behaviour]` starts from (realistic unless `"ideal"`).
+    #[serde(default)]
+    pub world: World,
     /// Seed for generated secrets; incident data is seeded per tenant.
     pub seed: Option<u64>,
     /// Emulator seconds per real second.
@@ -60,9 +79,9 @@ pub struct Fixture {
     pub history_days: Option<u32>,
     /// Access-token lifetime in seconds (default 3599).
     pub token_lifetime_secs: Option<i64>,
-    /// Realism switches and protocol alternatives.
+    /// Realism switches and protocol alternatives, over the defaults of `world`.
     #[serde(default)]
-    pub behaviour: Behaviour,
+    pub behaviour: toml::Table,
     /// Tenants; none means the demo set-up (an MSSP tenant and three customers).
     #[serde(default)]
     pub tenants: Vec<FixtureTenant>,
@@ -137,6 +156,23 @@ pub struct FixtureSecret {
 pub type CertPaths = BTreeMap<String, Vec<(String, PathBuf, PathBuf)>>;
 
 impl Fixture {
+    /// `[behaviour]` over the defaults of `world`, checked.
+    pub fn resolved_behaviour(&self) -> Result<Behaviour, String> {
+        let base = match self.world {
+            World::Realistic => Behaviour::realistic(),
+            World::Ideal => Behaviour::default(),
+        };
+        let mut table = toml::Table::try_from(&base).map_err(|e| format!("behaviour: {e}"))?;
+        for (k, v) in &self.behaviour {
+            table.insert(k.clone(), v.clone());
+        }
+        let b: Behaviour = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("behaviour: {}", e.to_string().trim_end()))?;
+        b.validate()?;
+        Ok(b)
+    }
+
     /// Reads a fixture file.
     pub fn load(path: &Path) -> Result<Fixture, FixtureError> {
         let err = |message: String| FixtureError {
@@ -158,10 +194,10 @@ impl Fixture {
             path: path.to_owned(),
             message,
         };
-        self.behaviour.validate().map_err(err)?;
+        let behaviour = self.resolved_behaviour().map_err(err)?;
         let seed = self.seed.unwrap_or(1);
         let mut config = EmulatorConfig {
-            behaviour: self.behaviour,
+            behaviour,
             time_scale: self.time_scale.unwrap_or(1.0),
             ..EmulatorConfig::default()
         };
@@ -291,6 +327,38 @@ impl Fixture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No fixture, or one without `world`, is the realistic world; `[behaviour]` overrides it
+    /// field by field; `world = "ideal"` starts from the documented service; a wrong field or
+    /// value is an error naming it.
+    #[test]
+    fn the_world_is_realistic_unless_the_fixture_says_ideal() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolve = |text: &str| {
+            let f: Fixture = toml::from_str(text).map_err(|e| e.to_string())?;
+            f.build(Path::new("f.toml"), dir.path())
+                .map(|(c, _)| c.behaviour)
+                .map_err(|e| e.to_string())
+        };
+        let real = Behaviour::realistic();
+        let b = Fixture::default().resolved_behaviour().unwrap();
+        assert_eq!(b.ingestion_lag_secs, real.ingestion_lag_secs);
+        assert!(b.ingestion_lag_varies && b.enum_drift);
+        assert!(b.tie_probability > 0.0 && b.merge_probability > 0.0);
+        let b = resolve("[behaviour]\nrate_limits = false\n").unwrap();
+        assert!(!b.rate_limits && b.ingestion_lag_varies && b.tie_probability > 0.0);
+        let b = resolve("world = \"ideal\"\n[behaviour]\ntie_probability = 0.2\n").unwrap();
+        assert_eq!(
+            (b.ingestion_lag_secs, b.enum_drift, b.tie_probability),
+            (0, false, 0.2)
+        );
+        let e = resolve("[behaviour]\nlag = 3\n").unwrap_err();
+        assert!(e.contains("lag"), "{e}");
+        let e = resolve("[behaviour]\ntie_probability = 1.0\n").unwrap_err();
+        assert!(e.contains("tie_probability"), "{e}");
+        let e = resolve("world = \"perfect\"\n").unwrap_err();
+        assert!(e.contains("perfect") || e.contains("world"), "{e}");
+    }
 
     #[test]
     fn fixture_declares_tenants_apps_secrets_certificates_and_consents() {

@@ -51,8 +51,9 @@ fn ndjson_lines(path: &Path) -> Vec<Value> {
 fn demo_twice_adds_no_duplicates() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
-    // The emulator's world is deterministic but alive: what changes between the runs is real.
-    let began = Timestamp::now().sub(chrono::Duration::seconds(2));
+    // The emulator's world is deterministic but alive (and realistic: a change becomes
+    // visible up to 120 s after its time): what changes between the runs is real.
+    let began = Timestamp::now().sub(chrono::Duration::seconds(122));
     let first = xdrsync(&["demo", "--dir", dir.to_str().unwrap()], tmp.path());
     assert!(
         first.status.success(),
@@ -104,12 +105,17 @@ fn demo_twice_adds_no_duplicates() {
         out.contains("STREAM") && out.contains("detections"),
         "{out}"
     );
+    // The realistic world, and what the pull did about it, are explained.
+    assert!(
+        out.contains("realistic world") && out.contains("merged into others"),
+        "{out}"
+    );
 
     let second = xdrsync(&["demo", "--dir", dir.to_str().unwrap()], tmp.path());
     assert!(second.status.success(), "{}", text(&second.stderr));
     let again = ndjson_lines(&dir.join("events.ndjson"));
-    // Only versions that came to be after the first run began may appear (the demo world has
-    // no ingestion lag): nothing of the first run comes again, however long the runs took.
+    // Only versions that came to be after the first run began (less the lag) may appear:
+    // nothing of the first run comes again, however long the runs took.
     let new_lines = again.get(lines.len()..).unwrap_or_default();
     for line in new_lines {
         let at: Timestamp = line["last_update"].as_str().unwrap().parse().unwrap();

@@ -25,9 +25,16 @@ const SECRET_FILE: &str = "demo-client-secret";
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let dir = &args.dir;
     xdrsync_sinks::private_dir(dir)?;
-    let emulator = Emulator::start(EmulatorConfig::default(), "127.0.0.1:0".parse()?)
-        .await
-        .context("starting the emulator")?;
+    // The real world's mess: lag that varies per change, ties, merges, enum drift.
+    let emulator = Emulator::start(
+        EmulatorConfig {
+            behaviour: xdrsync_emulator::Behaviour::realistic(),
+            ..EmulatorConfig::default()
+        },
+        "127.0.0.1:0".parse()?,
+    )
+    .await
+    .context("starting the emulator")?;
     let config = write_config(dir, &emulator)?;
     crate::text::outln!(
         "Emulator running at {} with {} customer tenants.",
@@ -56,6 +63,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .await??
     };
     let latest_path = dir.join(xdrsync_sinks::latest_incidents_file_name(now));
+    let mess = Mess::of(&latest);
     let raws: Vec<String> = latest.into_iter().map(|v| v.raw).collect();
     xdrsync_sinks::write_json_array(&latest_path, &raws)?;
     emulator.stop().await;
@@ -78,7 +86,47 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "Config:     {} (for `xdrsync --config … incidents list` against `xdrsync emulator serve`)",
         dir.join("xdrsync.toml").display()
     );
+    crate::text::outln!();
+    crate::text::out!("{}", mess.explain());
     Ok(super::pull::exit_code(&reports))
+}
+
+/// What of the real world's mess the demo's emulator served, and how the pull answered it.
+#[derive(Debug, Default)]
+struct Mess {
+    redirected: usize,
+    unknown_members: usize,
+    incidents: usize,
+}
+
+impl Mess {
+    fn of(latest: &[xdrsync_store::StoredVersion]) -> Self {
+        let mut m = Mess::default();
+        for i in latest.iter().filter_map(|v| v.record.incident()) {
+            m.incidents += 1;
+            match i.status.as_str() {
+                "redirected" => m.redirected += 1,
+                "active" | "inProgress" | "resolved" => {}
+                _ => m.unknown_members += 1,
+            }
+        }
+        m
+    }
+
+    fn explain(&self) -> String {
+        format!(
+            "The emulator served a realistic world, as Defender does:\n\
+             - changes arrive up to 2 minutes late and out of order: each pull re-reads an overlap\n\
+             \x20 window and stores a version once, so late changes are caught without duplicates;\n\
+             - incidents share exact timestamps: paging by time boundary re-reads the boundary\n\
+             \x20 instant instead of skipping past it;\n\
+             - {} of {} incidents were merged into others (status `redirected`, with\n\
+             \x20 `redirect_incident_id`): kept, and delivered as changes of their own;\n\
+             - {} carry an enum member newer than this release: kept as the API sent it.\n\
+             (`xdrsync emulator serve` runs the same world; a fixture with `world = \"ideal\"` turns it off.)\n",
+            self.redirected, self.incidents, self.unknown_members
+        )
+    }
 }
 
 /// Writes `DIR/xdrsync.toml` and the secret file for the running emulator and loads it back,
