@@ -93,6 +93,13 @@ pub(crate) fn entra_error(req: &TokenRequest, status: u16, body: &[u8]) -> AuthE
         _ if code == 0 && (status == 429 || status >= 500) => {
             "the token endpoint kept failing; try again later".to_owned()
         }
+        // Which resource was asked for matters here: a tenant in another national cloud has
+        // no principal for this cloud's App ID URI.
+        _ if code == 500011 => format!(
+            "{}; the resource asked for was {}: if the tenant is in a national cloud (GCC, GCC High, DoD), set `[cloud] name` to it",
+            guidance(code, &req.client_id, &req.tenant),
+            req.resource
+        ),
         _ => guidance(code, &req.client_id, &req.tenant),
     };
     AuthError::Entra {

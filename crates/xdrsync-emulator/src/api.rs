@@ -90,15 +90,21 @@ pub(crate) fn authorize(
             "Lifetime validation failed, the token is not yet valid.",
         ));
     }
-    let audiences: &[&str] = match family {
-        Family::Graph => &[
-            "https://graph.microsoft.com",
+    // The audiences of the token's tenant's cloud (`https://graph.microsoft.us` in GCC High).
+    let cloud = c
+        .get("tid")
+        .and_then(Value::as_str)
+        .and_then(|tid| state.directory().tenant(tid).map(|t| t.cloud))
+        .unwrap_or_default();
+    let audiences: Vec<&str> = match family {
+        Family::Graph => vec![
+            Resource::Graph.uri_in(cloud),
             "00000003-0000-0000-c000-000000000000",
         ],
         // The XDR and MDE hosts share a back end and both audiences are seen in Microsoft's
         // samples (defender-api.md §1.3), so both are accepted.
-        Family::Xdr => &[Resource::Xdr.uri(), Resource::Mde.uri()],
-        Family::Siem => &[Resource::Siem.uri(), Resource::Mde.uri()],
+        Family::Xdr => vec![Resource::Xdr.uri_in(cloud), Resource::Mde.uri_in(cloud)],
+        Family::Siem => vec![Resource::Siem.uri_in(cloud), Resource::Mde.uri_in(cloud)],
     };
     let aud = c.get("aud").and_then(Value::as_str).unwrap_or_default();
     if !audiences

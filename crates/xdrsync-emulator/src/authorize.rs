@@ -390,7 +390,7 @@ fn decide(
                     .get("resource")
                     .cloned()
                     .unwrap_or_else(|| "https://graph.microsoft.com".into());
-                match Resource::from_identifier(&id) {
+                match Resource::from_identifier(&id).filter(|r| r.named_in(&id, tenant.cloud)) {
                     Some(r) => Ok((r, id, delegated_scopes(r), true, true)),
                     None => Err(format!(
                         "AADSTS500011: The resource principal named {id} was not found in the tenant named {}.",
@@ -400,6 +400,18 @@ fn decide(
             } else {
                 parse_scopes(p.get("scope").map(String::as_str).unwrap_or("openid"))
                     .map_err(|e| format!("AADSTS70011: {e}"))
+                    .and_then(|v| {
+                        let scope = p.get("scope").map(String::as_str).unwrap_or("");
+                        // Unqualified scopes (`openid`, `User.Read`) mean the cloud's own Graph.
+                        if !scope.contains(v.1.as_str()) || v.0.named_in(&v.1, tenant.cloud) {
+                            Ok(v)
+                        } else {
+                            Err(format!(
+                                "AADSTS500011: The resource principal named {} was not found in the tenant named {}.",
+                                v.1, tenant.name
+                            ))
+                        }
+                    })
             };
             let (resource, resource_id, scopes, openid, offline) = match parsed {
                 Ok(v) => v,

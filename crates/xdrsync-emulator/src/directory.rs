@@ -12,6 +12,22 @@ use xdrsync_model::Timestamp;
 use crate::certs::AppCertificate;
 use crate::rng::{Rng, name_guid};
 
+/// Microsoft's national clouds. The emulator serves them all on one base URL; a tenant's cloud
+/// decides the audiences its tokens carry and accept (`https://graph.microsoft.us` in GCC High).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cloud {
+    /// Commercial.
+    #[default]
+    Public,
+    /// US Government Community Cloud (commercial Entra and Graph, US-government Defender).
+    Gcc,
+    /// US GCC High.
+    GccHigh,
+    /// US Department of Defense.
+    Dod,
+}
+
 /// A resource (API) that tokens can be issued for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -35,7 +51,38 @@ impl Resource {
         Resource::Siem,
     ];
 
-    /// The canonical App ID URI, which is also the `aud` of its tokens.
+    /// The App ID URI in `cloud`, which is also the `aud` of its tokens there.
+    pub fn uri_in(&self, cloud: Cloud) -> &'static str {
+        match (self, cloud) {
+            (Resource::Graph, Cloud::GccHigh) => "https://graph.microsoft.us",
+            (Resource::Graph, Cloud::Dod) => "https://dod-graph.microsoft.us",
+            (Resource::Xdr, Cloud::Gcc) => "https://api-gcc.security.microsoft.us",
+            (Resource::Xdr, Cloud::GccHigh | Cloud::Dod) => "https://api-gov.security.microsoft.us",
+            (Resource::Mde, Cloud::Gcc) => "https://api-gcc.securitycenter.microsoft.us",
+            (Resource::Mde, Cloud::GccHigh | Cloud::Dod) => {
+                "https://api-gov.securitycenter.microsoft.us"
+            }
+            (r, _) => r.uri(),
+        }
+    }
+
+    /// Whether `id` names this resource in `cloud`: its App ID URI there, or an alias that
+    /// holds in every cloud (the first-party application id). A commercial URI asked of a
+    /// GCC High tenant names nothing there (AADSTS500011), as in Entra.
+    pub fn named_in(&self, id: &str, cloud: Cloud) -> bool {
+        let id = id.trim().trim_end_matches('/');
+        if cloud == Cloud::Public {
+            return self.aliases().iter().any(|a| a.eq_ignore_ascii_case(id));
+        }
+        self.uri_in(cloud).eq_ignore_ascii_case(id)
+            || self
+                .aliases()
+                .iter()
+                .filter(|a| !a.starts_with("https://"))
+                .any(|a| a.eq_ignore_ascii_case(id))
+    }
+
+    /// The canonical (commercial) App ID URI, which is also the `aud` of its tokens.
     pub fn uri(&self) -> &'static str {
         match self {
             Resource::Graph => "https://graph.microsoft.com",
@@ -69,12 +116,13 @@ impl Resource {
         }
     }
 
-    /// Finds the resource named by a v1 `resource` or the prefix of a v2 `/.default` scope.
+    /// Finds the resource named by a v1 `resource` or the prefix of a v2 `/.default` scope,
+    /// in any cloud ([`Resource::named_in`] then says whether the tenant's cloud has it).
     pub fn from_identifier(id: &str) -> Option<Resource> {
-        let id = id.trim().trim_end_matches('/');
+        const CLOUDS: [Cloud; 4] = [Cloud::Public, Cloud::Gcc, Cloud::GccHigh, Cloud::Dod];
         Resource::ALL
             .into_iter()
-            .find(|r| r.aliases().iter().any(|a| a.eq_ignore_ascii_case(id)))
+            .find(|r| CLOUDS.iter().any(|c| r.named_in(id, *c)))
     }
 }
 
@@ -92,6 +140,9 @@ pub struct TenantSpec {
     pub seed: u64,
     /// Mean number of new incidents per hour.
     pub incidents_per_hour: f64,
+    /// The national cloud the tenant lives in.
+    #[serde(default)]
+    pub cloud: Cloud,
 }
 
 impl TenantSpec {
@@ -110,6 +161,7 @@ impl TenantSpec {
             domain: format!("{slug}.onmicrosoft.com"),
             seed,
             incidents_per_hour,
+            cloud: Cloud::Public,
         }
     }
 }
@@ -265,4 +317,31 @@ pub fn generate_secret(seed: u64) -> String {
     s.push_str("8Q~");
     s.extend((0..34).map(|_| char::from(*rng.pick(ALPHABET))));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Cloud, Resource};
+
+    /// Each cloud names its resources by its own App ID URIs (and the first-party ids that hold
+    /// everywhere); another cloud's URI names nothing.
+    #[test]
+    fn resources_are_named_per_cloud() {
+        assert!(Resource::Graph.named_in("https://graph.microsoft.us/", Cloud::GccHigh));
+        assert!(!Resource::Graph.named_in("https://graph.microsoft.com", Cloud::GccHigh));
+        assert!(Resource::Graph.named_in("https://graph.microsoft.com", Cloud::Gcc));
+        assert!(Resource::Graph.named_in("https://dod-graph.microsoft.us", Cloud::Dod));
+        assert!(Resource::Graph.named_in("00000003-0000-0000-c000-000000000000", Cloud::Dod));
+        assert!(Resource::Xdr.named_in("https://api-gcc.security.microsoft.us", Cloud::Gcc));
+        assert!(!Resource::Xdr.named_in("https://api.security.microsoft.com", Cloud::Gcc));
+        assert!(!Resource::Graph.named_in("https://graph.microsoft.us", Cloud::Public));
+        assert_eq!(
+            Resource::from_identifier("https://api-gov.securitycenter.microsoft.us"),
+            Some(Resource::Mde)
+        );
+        assert_eq!(
+            Resource::Mde.uri_in(Cloud::GccHigh),
+            "https://api-gov.securitycenter.microsoft.us"
+        );
+    }
 }

@@ -20,6 +20,7 @@
 //! [[tenants]]
 //! name = "Contoso"
 //! incidents_per_hour = 4.0
+//! cloud = "public"
 //!
 //! [[apps]]
 //! name = "SIEM connector"
@@ -104,6 +105,10 @@ pub struct FixtureTenant {
     pub incidents_per_hour: Option<f64>,
     /// Seed of its incidents.
     pub seed: Option<u64>,
+    /// The national cloud it lives in: `public` (default), `gcc`, `gcc-high`, `dod` (its
+    /// tokens carry and need that cloud's audiences, e.g. `https://graph.microsoft.us`).
+    #[serde(default)]
+    pub cloud: crate::directory::Cloud,
 }
 
 /// `[[apps]]`
@@ -223,6 +228,7 @@ impl Fixture {
             if let Some(s) = t.seed {
                 spec.seed = s;
             }
+            spec.cloud = t.cloud;
             if dir.tenant(&spec.id).is_some() || dir.tenant(&spec.domain).is_some() {
                 return Err(err(format!("tenants[{i}]: `{}` is declared twice", t.name)));
             }

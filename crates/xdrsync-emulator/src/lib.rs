@@ -71,7 +71,7 @@ pub mod world;
 
 pub use behaviour::Behaviour;
 pub use clock::Clock;
-pub use directory::{AppSecret, AppSpec, Directory, Resource, TenantSpec};
+pub use directory::{AppSecret, AppSpec, Cloud, Directory, Resource, TenantSpec};
 pub use render::BodyStyle;
 use world::{EmuIncident, TenantData};
 

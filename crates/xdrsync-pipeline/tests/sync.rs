@@ -420,3 +420,59 @@ async fn graph_backlogs_page_past_500_by_time_and_a_giant_tie_is_named() {
         check(&store, &emu, t.tenant_id.as_str(), &polls, 0);
     }
 }
+
+/// National clouds end to end. With every tenant in GCC, GCC High or DoD, the emulator issues
+/// and accepts only that cloud's audiences (`https://graph.microsoft.us`,
+/// `https://api-gov.security.microsoft.us`, …); `[cloud] name` makes the client ask for them,
+/// and a pull over Graph and the legacy API stores exactly the truth. A commercial config
+/// against GCC High tenants is refused by Entra with AADSTS500011 naming the resource, and
+/// nothing is stored.
+#[tokio::test]
+async fn national_clouds_end_to_end_and_a_cloud_mismatch_is_named() {
+    use xdrsync_emulator::Cloud;
+    for (cloud, name) in [
+        (Cloud::Gcc, "gcc"),
+        (Cloud::GccHigh, "gcc-high"),
+        (Cloud::Dod, "dod"),
+    ] {
+        let mut directory = tu::demo_directory();
+        for t in &mut directory.tenants {
+            t.cloud = cloud;
+        }
+        let emu = tu::start(directory).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = tu::write_config_in_cloud(
+            dir.path(),
+            &emu,
+            &[ApiKind::Graph, ApiKind::Xdr],
+            &sync_extra((50, 50)),
+            name,
+        );
+        let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+        let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
+        let polls = run(&emu, &pipeline, 2, chrono::Duration::minutes(10)).await;
+        for t in &config.tenants {
+            let n = check(&store, &emu, t.tenant_id.as_str(), &polls, 0);
+            assert!(n > 10, "{name} {}: {n}", t.name);
+        }
+        if cloud != Cloud::GccHigh {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph], &sync_extra((50, 50)));
+        let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+        let reports = Pipeline::new(config.clone(), store.clone())
+            .unwrap()
+            .pull_all()
+            .await;
+        for r in &reports {
+            let e = r.error.as_deref().unwrap_or_default();
+            assert!(
+                e.contains("AADSTS500011") && e.contains("https://graph.microsoft.com"),
+                "{}: {e}",
+                r.name
+            );
+        }
+        assert_eq!(store.last_seq().unwrap(), 0);
+    }
+}

@@ -91,6 +91,18 @@ pub const ALL_READ_ROLES: &[&str] = &[
 /// Like [`start`], it turns the client's rate budget off and shortens retry waits, unless
 /// `extra`'s `[sync]` sets them.
 pub fn write_config(dir: &Path, emulator: &Emulator, apis: &[ApiKind], extra: &str) -> Config {
+    write_config_in_cloud(dir, emulator, apis, extra, "public")
+}
+
+/// [`write_config`] with `[cloud] name = cloud` (`gcc`, `gcc-high`, `dod`): the hosts stay the
+/// emulator's, the token audiences become the cloud's.
+pub fn write_config_in_cloud(
+    dir: &Path,
+    emulator: &Emulator,
+    apis: &[ApiKind],
+    extra: &str,
+    cloud: &str,
+) -> Config {
     let mut fast = String::new();
     if !extra.contains("rate_budget") {
         fast.push_str("rate_budget = false\n");
@@ -119,7 +131,7 @@ pub fn write_config(dir: &Path, emulator: &Emulator, apis: &[ApiKind], extra: &s
         .map(|p| format!("ca_file = \"{}\"\n", p.display()))
         .unwrap_or_default();
     let mut toml = format!(
-        "{extra}{server}\n[store]\npath = \"xdrsync.db\"\n[cloud]\n{ca}authority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\nmde_url = \"{base}\"\nsiem_url = \"{base}/alertexporter\"\n\
+        "{extra}{server}\n[store]\npath = \"xdrsync.db\"\n[cloud]\nname = \"{cloud}\"\n{ca}authority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\nmde_url = \"{base}\"\nsiem_url = \"{base}/alertexporter\"\n\
          [[apps]]\nname = \"app\"\nclient_id = \"{}\"\nclient_secret = {{ file = \"secret\" }}\n",
         app.client_id
     );

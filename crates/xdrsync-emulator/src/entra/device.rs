@@ -66,11 +66,20 @@ pub(super) fn devicecode(
             Version::V1 => {
                 let id = req.require("resource")?.to_owned();
                 let r = Resource::from_identifier(&id)
+                    .filter(|r| r.named_in(&id, tenant.cloud))
                     .ok_or_else(|| req.unknown_resource(&id, &tenant))?;
                 (r, id, delegated_scopes(r), true, true)
             }
-            Version::V2 => parse_scopes(req.require("scope")?)
-                .map_err(|m| req.bad(StatusCode::BAD_REQUEST, "invalid_scope", 70011, &m))?,
+            Version::V2 => {
+                let scope = req.require("scope")?;
+                let v = parse_scopes(scope)
+                    .map_err(|m| req.bad(StatusCode::BAD_REQUEST, "invalid_scope", 70011, &m))?;
+                // Unqualified scopes (`openid`, `User.Read`) mean the cloud's own Graph.
+                if scope.contains(v.1.as_str()) && !v.0.named_in(&v.1, tenant.cloud) {
+                    return Err(req.unknown_resource(&v.1, &tenant));
+                }
+                v
+            }
         };
         let user_code: String = opaque(12)
             .chars()

@@ -47,7 +47,8 @@ pub(crate) async fn imds(
     let oid = name_guid(&tid, &app.client_id);
     let roles = app.roles(&tid, resource).unwrap_or_default();
     let mut c = Map::new();
-    c.insert("aud".into(), json!(resource.uri()));
+    let cloud = dir.tenant(&tid).map(|t| t.cloud).unwrap_or_default();
+    c.insert("aud".into(), json!(resource.uri_in(cloud)));
     c.insert(
         "iss".into(),
         json!(format!("https://sts.windows.net/{tid}/")),

@@ -184,7 +184,13 @@ fn token(
 fn base_claims(req: &Req<'_>, resource: Resource, tid: &str) -> Map<String, Value> {
     let now = req.now.as_datetime().timestamp();
     let mut c = Map::new();
-    c.insert("aud".into(), json!(resource.uri()));
+    let cloud = req
+        .state
+        .directory()
+        .tenant(tid)
+        .map(|t| t.cloud)
+        .unwrap_or_default();
+    c.insert("aud".into(), json!(resource.uri_in(cloud)));
     c.insert(
         "iss".into(),
         json!(format!("https://sts.windows.net/{tid}/")),

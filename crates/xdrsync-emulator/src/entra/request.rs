@@ -337,8 +337,9 @@ impl<'a> Req<'a> {
                 only.trim_end_matches("/.default").to_owned()
             }
         };
-        let resource =
-            Resource::from_identifier(&id).ok_or_else(|| self.unknown_resource(&id, tenant))?;
+        let resource = Resource::from_identifier(&id)
+            .filter(|r| r.named_in(&id, tenant.cloud))
+            .ok_or_else(|| self.unknown_resource(&id, tenant))?;
         Ok((resource, id))
     }
 
@@ -357,6 +358,7 @@ impl<'a> Req<'a> {
                 None => Ok(None),
                 Some(id) => {
                     let r = Resource::from_identifier(id)
+                        .filter(|r| r.named_in(id, tenant.cloud))
                         .ok_or_else(|| self.unknown_resource(id, tenant))?;
                     Ok(Some((r, id.to_owned(), delegated_scopes(r))))
                 }
@@ -367,6 +369,10 @@ impl<'a> Req<'a> {
                     let (r, id, scopes, _, _) = parse_scopes(scope).map_err(|m| {
                         self.bad(StatusCode::BAD_REQUEST, "invalid_scope", 70011, &m)
                     })?;
+                    // Unqualified scopes (`openid`, `User.Read`) mean the cloud's own Graph.
+                    if scope.contains(id.as_str()) && !r.named_in(&id, tenant.cloud) {
+                        return Err(self.unknown_resource(&id, tenant));
+                    }
                     if scopes.is_empty() {
                         Ok(None)
                     } else {
