@@ -105,20 +105,41 @@ impl ApiClient {
         url: &Url,
         server_error_attempts: u32,
     ) -> Result<bytes_like::Body, ApiError> {
+        let call = Call {
+            url,
+            json: None,
+            quota: Quota::of(url),
+            cost: 1,
+        };
+        self.send(target, &call, server_error_attempts).await
+    }
+
+    /// Sends `call` with the tenant's token, retrying per [`classify`]; returns the body.
+    async fn send(
+        &self,
+        target: &Target,
+        call: &Call<'_>,
+        server_error_attempts: u32,
+    ) -> Result<bytes_like::Body, ApiError> {
+        let url = call.url;
         let safe = SafeUrl::new(url.clone());
         let started = Instant::now();
         let mut attempt = 0;
         let mut refreshed = false;
-        let quota = Quota::of(url);
+        let quota = call.quota;
         let app = target.token.client_id.as_str();
         let tenant = target.tenant.as_str();
         loop {
             attempt += 1;
             let token = self.tokens.token(&target.token).await?;
-            let ticket = match quota {
+            let tickets = match quota {
                 Some(q) => {
                     let waiting = Instant::now();
-                    let ticket = self.budgets.acquire(app, tenant, q).await;
+                    // A batch costs one call per request in it (Graph throttles each).
+                    let mut tickets = Vec::with_capacity(call.cost);
+                    for _ in 0..call.cost.max(1) {
+                        tickets.push(self.budgets.acquire(app, tenant, q).await);
+                    }
                     // Milliseconds in a counter per (tenant, stream), not a histogram: with
                     // 1,000s of tenants a histogram's buckets per label set would be most of
                     // the exposition. The distribution is kept per quota family.
@@ -131,18 +152,24 @@ impl ApiClient {
                     .increment(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
                     metrics::histogram!("xdrsync_rate_budget_wait_seconds", "quota" => q.as_str())
                         .record(waited.as_secs_f64());
-                    Some(ticket)
+                    tickets
                 }
-                None => None,
+                None => Vec::new(),
             };
-            let result = self
-                .http
-                .get(url.clone())
+            let request = match call.json {
+                Some(body) => self
+                    .http
+                    .post(url.clone())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.to_vec()),
+                None => self.http.get(url.clone()),
+            };
+            let result = request
                 .bearer_auth(token.expose())
                 .header(reqwest::header::ACCEPT, "application/json")
                 .send()
                 .await;
-            if let Some(t) = ticket {
+            for t in tickets {
                 self.budgets.answered(t).await;
             }
             let class = match &result {
@@ -292,6 +319,15 @@ impl ApiClient {
             }
         }
     }
+}
+
+/// One request for [`ApiClient::send`]: a GET, or a POST of `json`, paced as `cost` calls of
+/// `quota`.
+struct Call<'a> {
+    url: &'a Url,
+    json: Option<&'a [u8]>,
+    quota: Option<Quota>,
+    cost: usize,
 }
 
 /// Reads the service's error body: XDR `{"error":{"code","message","target"}}` or Graph

@@ -139,6 +139,9 @@ pub struct Paging {
     /// Pages whose `$expand=alerts` failed: read without it, each incident then read on its own
     /// with its alerts.
     pub expand_fallbacks: u32,
+    /// Of the incidents those pages held, how many were read in a Graph `$batch` (the rest
+    /// were read with a request of their own).
+    pub batched_reads: u32,
 }
 
 /// What a list call read.

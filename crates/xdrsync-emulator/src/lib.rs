@@ -49,6 +49,7 @@ mod admin;
 mod alerts;
 mod api;
 mod authorize;
+mod batch;
 pub mod behaviour;
 pub mod certs;
 pub mod clock;
@@ -138,6 +139,7 @@ struct Inner {
     faults_injected: AtomicU64,
     basic_client_secrets: AtomicU64,
     throttled: AtomicU64,
+    batches: AtomicU64,
     /// Rendered JSON per incident version and shape: a version never changes, so it is
     /// rendered once however many pages carry it (the emulator must not be the bottleneck).
     rendered: Mutex<HashMap<RenderKey, Arc<str>>>,
@@ -191,6 +193,8 @@ pub struct Stats {
     pub throttled: u64,
     /// Requests held now by a `hold` fault.
     pub requests_held: u64,
+    /// Graph `$batch` requests answered (each request inside is counted as itself too).
+    pub batches: u64,
 }
 
 impl EmulatorState {
@@ -215,6 +219,7 @@ impl EmulatorState {
             tokens_issued: AtomicU64::new(0),
             basic_client_secrets: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
             pages_served: AtomicU64::new(0),
             faults_injected: AtomicU64::new(0),
             rendered: Mutex::new(HashMap::new()),
@@ -377,7 +382,12 @@ impl EmulatorState {
             basic_client_secrets: self.0.basic_client_secrets.load(Ordering::Relaxed),
             throttled: self.0.throttled.load(Ordering::Relaxed),
             requests_held: self.0.faults.held(),
+            batches: self.0.batches.load(Ordering::Relaxed),
         }
+    }
+
+    pub(crate) fn count_batch(&self) {
+        self.0.batches.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_throttled(&self) {
@@ -641,6 +651,7 @@ pub fn router(state: EmulatorState) -> Router {
             "/v1.0/security/incidents/{id}/comments",
             post(mutate::graph_incident_comment),
         )
+        .route("/v1.0/$batch", post(batch::graph_batch))
         .route("/v1.0/security/incidents", get(api::graph_list))
         .route("/v1.0/security/incidents/$count", get(api::graph_count))
         .route(

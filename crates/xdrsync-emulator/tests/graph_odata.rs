@@ -1,6 +1,7 @@
 //! Graph fidelity over loopback HTTP: enum members as Microsoft's generated SDK models declare
 //! them (emitted and accepted), `$filter` with `or`/`in`/`not`/parentheses and enums compared by
-//! member order, `$select` on incidents and alerts_v2, `$expand=alerts($select=…)`.
+//! member order, `$select` on incidents and alerts_v2, `$expand=alerts($select=…)`, JSON
+//! batching (`$batch`).
 
 // Test code: a failed unwrap or an index out of range is a failed test, with its message.
 #![allow(
@@ -22,12 +23,18 @@ struct Env {
 }
 
 async fn env(behaviour: Behaviour) -> Env {
+    env_as_is(Behaviour {
+        rate_limits: false,
+        ..behaviour
+    })
+    .await
+}
+
+/// [`env`] with the behaviour exactly as given (quotas included).
+async fn env_as_is(behaviour: Behaviour) -> Env {
     let config = EmulatorConfig {
         directory: Directory::demo(33),
-        behaviour: Behaviour {
-            rate_limits: false,
-            ..behaviour
-        },
+        behaviour,
         ..Default::default()
     };
     let emu = Emulator::start(config, "127.0.0.1:0".parse().unwrap())
@@ -505,4 +512,203 @@ async fn every_sdk_evidence_type_is_emitted() {
         .collect();
     assert_eq!(all.len(), 45);
     assert_eq!(seen, all);
+}
+
+impl Env {
+    async fn batch(&self, requests: Value) -> (u16, Value) {
+        self.call(
+            reqwest::Method::POST,
+            "/v1.0/$batch",
+            Some(json!({ "requests": requests })),
+        )
+        .await
+    }
+}
+
+/// The answer to request `id` of a batch answer.
+fn answer<'a>(body: &'a Value, id: &str) -> &'a Value {
+    body["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no answer for {id}: {body}"))
+}
+
+/// `POST /v1.0/$batch`: each request is answered on its own (200s beside a 404), the answers
+/// are matched by id (not in request order), a PATCH with its `Content-Type` applies, and
+/// `dependsOn` orders a read after it.
+#[tokio::test]
+async fn a_batch_answers_each_request_on_its_own() {
+    let e = env(Behaviour::default()).await;
+    let ids: Vec<u64> = e
+        .emu
+        .state()
+        .incidents(&e.tenant, |_| true)
+        .iter()
+        .take(17)
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids.len(), 17);
+    let mut requests: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            json!({"id": n.to_string(), "method": "GET",
+                   "url": format!("/security/incidents/{id}?$expand=alerts")})
+        })
+        .collect();
+    requests.push(json!({"id": "missing", "method": "GET", "url": "security/incidents/999999999"}));
+    requests.push(json!({"id": "close", "method": "PATCH",
+        "url": format!("/security/incidents/{}", ids[0]),
+        "headers": {"Content-Type": "application/json"},
+        "body": {"status": "resolved", "classification": "truePositive", "determination": "compromisedAccount"}}));
+    requests.push(
+        json!({"id": "after", "method": "GET", "dependsOn": ["close"],
+        "url": format!("/security/incidents/{}", ids[0])}),
+    );
+    let (status, body) = e.batch(Value::Array(requests)).await;
+    assert_eq!(status, 200, "{body}");
+    let responses = body["responses"].as_array().unwrap();
+    assert_eq!(responses.len(), 20);
+    assert_ne!(responses[0]["id"], "0", "answers came in request order");
+    for (n, id) in ids.iter().enumerate() {
+        let a = answer(&body, &n.to_string());
+        assert_eq!(a["status"], 200, "{a}");
+        assert_eq!(a["body"]["id"], id.to_string());
+        assert!(a["body"]["alerts"].is_array(), "{a}");
+        assert!(
+            a["headers"]["Content-Type"]
+                .as_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{a}"
+        );
+    }
+    let missing = answer(&body, "missing");
+    assert_eq!(missing["status"], 404, "{missing}");
+    assert!(missing["body"]["error"]["code"].is_string(), "{missing}");
+    assert_eq!(answer(&body, "close")["status"], 200);
+    let after = answer(&body, "after");
+    assert_eq!(after["body"]["status"], "resolved", "{after}");
+    assert_eq!(after["body"]["determination"], "compromisedAccount");
+    assert_eq!(e.emu.state().stats().batches, 1);
+}
+
+/// What Graph refuses as a whole batch (400 naming the problem) and what it fails per request:
+/// 424 after a failed dependency, 400 for a nested `$batch` or an absolute URL, 401 without a
+/// token.
+#[tokio::test]
+async fn a_bad_batch_is_refused_by_name() {
+    let e = env(Behaviour::default()).await;
+    let get = |id: &str| json!({"id": id, "method": "GET", "url": "/security/incidents?$top=1"});
+    let too_many: Vec<Value> = (0..21).map(|n| get(&n.to_string())).collect();
+    for (requests, says) in [
+        (Value::Array(too_many), "exceeds the limit of 20"),
+        (json!([get("a"), get("a")]), "duplicated"),
+        (
+            json!([{"id": "w", "method": "PATCH", "url": "/security/incidents/1", "body": {"status": "active"}}]),
+            "does not contain Content-Type",
+        ),
+        (
+            json!([{"id": "x", "method": "GET", "url": "/security/incidents", "dependsOn": ["nope"]}]),
+            "not in the batch",
+        ),
+        (json!("not a list"), "Invalid batch payload"),
+    ] {
+        let (status, body) = e.batch(requests).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "BadRequest");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+    }
+    let (status, body) = e
+        .batch(json!([
+            {"id": "bad", "method": "GET", "url": "/security/incidents/999999999"},
+            {"id": "then", "method": "GET", "url": "/security/incidents?$top=1", "dependsOn": ["bad"]},
+            {"id": "nested", "method": "POST", "url": "/$batch", "headers": {"Content-Type": "application/json"}, "body": {"requests": []}},
+            {"id": "abs", "method": "GET", "url": "https://graph.microsoft.com/v1.0/security/incidents"},
+        ]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(answer(&body, "bad")["status"], 404);
+    assert_eq!(answer(&body, "then")["status"], 424);
+    assert_eq!(answer(&body, "nested")["status"], 400);
+    assert_eq!(answer(&body, "abs")["status"], 400);
+    let resp = e
+        .http
+        .post(format!("{}/v1.0/$batch", e.emu.base_url()))
+        .json(&json!({"requests": [get("1")]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+/// Throttling is per request inside a batch: an injected 429 and a spent quota each answer
+/// 429 with `Retry-After` for the requests they hit, 200 for the others, and the batch itself
+/// 200.
+#[tokio::test]
+async fn requests_in_a_batch_are_throttled_each_on_their_own() {
+    use xdrsync_emulator::faults::{Fault, FaultRule, ThrottleShape};
+    let e = env(Behaviour::default()).await;
+    e.emu.state().add_fault(FaultRule {
+        route: "GET /v1.0/security/incidents/*".into(),
+        sequence: vec![
+            Fault::Ok,
+            Fault::Throttle {
+                shape: ThrottleShape::ActivityLimitReached,
+                retry_after_secs: Some(7),
+            },
+        ],
+        fault: None,
+        probability: None,
+    });
+    let ids: Vec<u64> = e
+        .emu
+        .state()
+        .incidents(&e.tenant, |_| true)
+        .iter()
+        .take(5)
+        .map(|i| i.id)
+        .collect();
+    let requests: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| json!({"id": n.to_string(), "method": "GET", "url": format!("/security/incidents/{id}")}))
+        .collect();
+    let (status, body) = e.batch(Value::Array(requests)).await;
+    assert_eq!(status, 200, "{body}");
+    let throttled = answer(&body, "1");
+    assert_eq!(throttled["status"], 429, "{throttled}");
+    assert_eq!(throttled["headers"]["Retry-After"], "7", "{throttled}");
+    assert_eq!(throttled["body"]["error"]["code"], "activityLimitReached");
+    for n in ["0", "2", "3", "4"] {
+        assert_eq!(answer(&body, n)["status"], 200, "{n}: {body}");
+    }
+
+    // The Graph quota (150 calls a minute per app and tenant) counts each request of a batch.
+    let e = env_as_is(Behaviour {
+        rate_limits: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let id = e.first_incident();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let requests: Vec<Value> = (0..20)
+            .map(|n| json!({"id": n.to_string(), "method": "GET", "url": format!("/security/incidents/{id}")}))
+            .collect();
+        let (status, body) = e.batch(Value::Array(requests)).await;
+        assert_eq!(status, 200, "{body}");
+        for r in body["responses"].as_array().unwrap() {
+            if r["status"] == 429 {
+                assert!(r["headers"]["Retry-After"].is_string(), "{r}");
+            }
+            statuses.push(r["status"].as_u64().unwrap());
+        }
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((ok, throttled), (150, 10), "{statuses:?}");
 }

@@ -111,7 +111,10 @@ async fn ties_share_one_timestamp() {
     let tied: usize = groups.values().filter(|n| **n > 1).sum();
     eprintln!("largest {largest}, tied {tied} of {total}");
     assert!(largest >= 4, "largest tie group {largest}");
-    assert!(tied * 10 >= total, "only {tied} of {total} incidents share a time");
+    assert!(
+        tied * 10 >= total,
+        "only {tied} of {total} incidents share a time"
+    );
     // The API returns a tie group intact under an `eq` filter.
     let (at, n) = groups.iter().find(|(_, n)| **n == largest).unwrap();
     let (_, body) = get(

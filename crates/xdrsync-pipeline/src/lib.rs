@@ -489,6 +489,7 @@ impl Pipeline {
             error: None,
             partial: paging.partial,
             expand_fallbacks: paging.expand_fallbacks,
+            batched_reads: paging.batched_reads,
             since: Some(since),
         })
     }

@@ -54,6 +54,8 @@ pub struct TenantReport {
     pub partial: Vec<String>,
     /// Pages read without `$expand=alerts` (it failed), each incident then read on its own.
     pub expand_fallbacks: u32,
+    /// Of the incidents read on their own, those read in a Graph `$batch` (20 per call).
+    pub batched_reads: u32,
     /// Where the pull started reading (last-update time).
     pub since: Option<Timestamp>,
 }
@@ -77,6 +79,7 @@ impl TenantReport {
             error: Some(error),
             partial: Vec::new(),
             expand_fallbacks: 0,
+            batched_reads: 0,
             since: None,
         }
     }

@@ -201,14 +201,88 @@ async fn switching_a_tenant_from_legacy_to_graph_has_no_duplicate_or_gap() {
 }
 
 /// Big incidents make Graph's `$expand=alerts` fail for good (peers.md §10.2): the page is read
-/// without it and each incident read on its own with its alerts, the cursor keeps moving, and every stored
-/// incident carries exactly the alerts the emulator holds.
+/// without it and each incident read on its own with its alerts (20 to a Graph `$batch`), the
+/// cursor keeps moving, and every stored incident carries exactly the alerts the emulator holds.
 #[tokio::test]
 async fn failing_expand_falls_back_to_single_reads() {
+    let (stats, batched, fallbacks) = expand_fallback_matches_the_truth(Vec::new()).await;
+    let tenants = tu::demo_directory().tenants.len() as u32;
+    assert!(
+        stats.batches > 0,
+        "the single reads were not batched: {stats:?}"
+    );
+    // Pages of 10: every incident of a full fallback page came from its page's batch (a
+    // tenant's last page may be short).
+    assert!(
+        batched <= fallbacks * 10 && batched + tenants * 9 >= fallbacks * 10,
+        "{batched} in batches for {fallbacks} pages: {stats:?}"
+    );
+}
+
+/// The batched single reads survive what batching adds: requests throttled inside a batch
+/// (each shape, `Retry-After: 0`), failed ones (503), and whole batches failing (500) are read
+/// again on their own, and the store still equals the truth.
+#[tokio::test]
+async fn batched_single_reads_survive_throttled_requests_and_failed_batches() {
+    use xdrsync_emulator::faults::ThrottleShape;
+    let faults = vec![
+        FaultRule {
+            route: "GET /v1.0/security/incidents/*".into(),
+            sequence: vec![],
+            fault: Some(Fault::Throttle {
+                shape: ThrottleShape::ActivityLimitReached,
+                retry_after_secs: Some(0),
+            }),
+            probability: Some(0.15),
+        },
+        FaultRule {
+            route: "GET /v1.0/security/incidents/*".into(),
+            sequence: vec![],
+            fault: Some(Fault::Status {
+                status: 503,
+                retry_after_secs: None,
+            }),
+            probability: Some(0.1),
+        },
+        FaultRule {
+            route: "POST /v1.0/$batch".into(),
+            sequence: [
+                Fault::Ok,
+                Fault::Status {
+                    status: 500,
+                    retry_after_secs: None,
+                },
+            ]
+            .into_iter()
+            .cycle()
+            .take(40)
+            .collect(),
+            fault: None,
+            probability: None,
+        },
+    ];
+    let (stats, batched, fallbacks) = expand_fallback_matches_the_truth(faults).await;
+    assert!(stats.batches > 0, "{stats:?}");
+    assert!(
+        batched > 0 && batched < fallbacks * 10,
+        "{batched} of {fallbacks} pages"
+    );
+    assert!(stats.faults_injected > 20, "{stats:?}");
+}
+
+/// Pulls with `$expand=alerts` failing on big incidents and `faults` injected, checks the store
+/// against the truth; the emulator's stats, and the incidents read in a batch and the fallback
+/// pages of the first pull.
+async fn expand_fallback_matches_the_truth(
+    faults: Vec<FaultRule>,
+) -> (xdrsync_emulator::Stats, u32, u32) {
     let emu = tu::start_with(tu::demo_directory(), |b: &mut Behaviour| {
         b.expand_fail_min_alerts = Some(3);
     })
     .await;
+    for f in faults {
+        emu.state().add_fault(f);
+    }
     let dir = tempfile::tempdir().unwrap();
     let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph], &sync_extra((10, 10)));
     let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
@@ -222,6 +296,8 @@ async fn failing_expand_falls_back_to_single_reads() {
             r.name
         );
     }
+    let batched: u32 = reports.iter().map(|r| r.batched_reads).sum();
+    let fallbacks: u32 = reports.iter().map(|r| r.expand_fallbacks).sum();
     let polls = run(&emu, &pipeline, 3, chrono::Duration::minutes(20)).await;
     let mut checked = 0;
     for t in &config.tenants {
@@ -261,6 +337,7 @@ async fn failing_expand_falls_back_to_single_reads() {
         }
     }
     assert!(checked > 100, "{checked}");
+    (emu.state().stats(), batched, fallbacks)
 }
 
 /// Graph's 206 partial answer is surfaced in the tenant's report and its recorded health (what

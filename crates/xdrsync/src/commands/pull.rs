@@ -179,8 +179,8 @@ pub(crate) fn summary(reports: &[TenantReport]) -> String {
             }
             if r.expand_fallbacks > 0 {
                 notes.push(format!(
-                    "{} pages read without $expand=alerts (incidents read one by one)",
-                    r.expand_fallbacks
+                    "{} pages read without $expand=alerts (incidents read one by one, {} of them in $batch)",
+                    r.expand_fallbacks, r.batched_reads
                 ));
             }
             if let Some(w) = r.partial.last() {
