@@ -11,8 +11,9 @@
 //! Refused as a whole with Graph's 400 (defender-api.md, Graph JSON batching): a payload that is
 //! not `{"requests":[…]}`, more than 20 requests, an id used twice, a `dependsOn` naming no
 //! request of the batch, a request with a body but no `Content-Type`. A request whose
-//! `dependsOn` failed answers 424 Failed Dependency. A nested `$batch` or an absolute URL is a
-//! 400 for that request.
+//! `dependsOn` failed answers 424 Failed Dependency. A nested `$batch`, or an absolute URL on
+//! another host or version, is a 400 for that request (an absolute URL on this service's
+//! `/v1.0`, as msgraph-sdk for Python sends them, is taken).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -191,12 +192,18 @@ async fn run(
             json!({"id": r.id, "status": 400, "headers": {"Content-Type": "application/json"}, "body": body}),
         )
     };
-    if r.url.contains("://") {
-        return bad(
-            "Batch request URLs must be relative to the version (e.g. /security/incidents).",
-        );
-    }
-    let relative = r.url.trim_start_matches('/');
+    let relative = if r.url.contains("://") {
+        match absolute_on_this_service(state, &r.url) {
+            Some(rel) => rel,
+            None => {
+                return bad(
+                    "Batch request URLs must be relative to the version (e.g. /security/incidents) or point at this service's /v1.0.",
+                );
+            }
+        }
+    } else {
+        r.url.trim_start_matches('/').to_owned()
+    };
     if relative.starts_with("$batch") {
         return bad("A batch request cannot contain another batch.");
     }
@@ -245,6 +252,30 @@ async fn run(
         o.insert("body".into(), body);
     }
     (status, entry)
+}
+
+/// The part after `/v1.0/` of an absolute URL on this service (msgraph-sdk for Python sends
+/// its batch requests' full URLs, and the service takes them when they point at itself and the
+/// batch's version); `None` for another host or version.
+fn absolute_on_this_service(state: &EmulatorState, raw: &str) -> Option<String> {
+    let u = url::Url::parse(raw).ok()?;
+    let base = url::Url::parse(&state.base_url()).ok()?;
+    let graph_hosts = [
+        "graph.microsoft.com",
+        "graph.microsoft.us",
+        "dod-graph.microsoft.us",
+    ];
+    let ours = (u.scheme(), u.host_str(), u.port_or_known_default())
+        == (base.scheme(), base.host_str(), base.port_or_known_default())
+        || u.host_str().is_some_and(|h| graph_hosts.contains(&h));
+    let rest = u.path().strip_prefix("/v1.0/")?;
+    if !ours {
+        return None;
+    }
+    Some(match u.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_owned(),
+    })
 }
 
 /// `Retry-After`, `Content-Type`, …: the casing Graph's batch answers use.

@@ -596,8 +596,8 @@ async fn a_batch_answers_each_request_on_its_own() {
 }
 
 /// What Graph refuses as a whole batch (400 naming the problem) and what it fails per request:
-/// 424 after a failed dependency, 400 for a nested `$batch` or an absolute URL, 401 without a
-/// token.
+/// 424 after a failed dependency, 400 for a nested `$batch` or an absolute URL elsewhere (one on
+/// this service's `/v1.0` is taken), 401 without a token.
 #[tokio::test]
 async fn a_bad_batch_is_refused_by_name() {
     let e = env(Behaviour::default()).await;
@@ -627,7 +627,9 @@ async fn a_bad_batch_is_refused_by_name() {
             {"id": "bad", "method": "GET", "url": "/security/incidents/999999999"},
             {"id": "then", "method": "GET", "url": "/security/incidents?$top=1", "dependsOn": ["bad"]},
             {"id": "nested", "method": "POST", "url": "/$batch", "headers": {"Content-Type": "application/json"}, "body": {"requests": []}},
-            {"id": "abs", "method": "GET", "url": "https://graph.microsoft.com/v1.0/security/incidents"},
+            {"id": "abs", "method": "GET", "url": "https://example.com/v1.0/security/incidents"},
+            {"id": "beta", "method": "GET", "url": format!("{}/beta/security/incidents", e.emu.base_url())},
+            {"id": "own", "method": "GET", "url": format!("{}/v1.0/security/incidents?$top=2", e.emu.base_url())},
         ]))
         .await;
     assert_eq!(status, 200, "{body}");
@@ -635,6 +637,11 @@ async fn a_bad_batch_is_refused_by_name() {
     assert_eq!(answer(&body, "then")["status"], 424);
     assert_eq!(answer(&body, "nested")["status"], 400);
     assert_eq!(answer(&body, "abs")["status"], 400);
+    assert_eq!(answer(&body, "beta")["status"], 400);
+    // msgraph-sdk for Python sends full URLs; one on this service's /v1.0 is taken.
+    let own = answer(&body, "own");
+    assert_eq!(own["status"], 200, "{own}");
+    assert_eq!(own["body"]["value"].as_array().unwrap().len(), 2);
     let resp = e
         .http
         .post(format!("{}/v1.0/$batch", e.emu.base_url()))
@@ -711,4 +718,38 @@ async fn requests_in_a_batch_are_throttled_each_on_their_own() {
     let ok = statuses.iter().filter(|s| **s == 200).count();
     let throttled = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!((ok, throttled), (150, 10), "{statuses:?}");
+}
+
+/// Ingestion lag delays what the service detects, not what a caller writes: a PATCH is read
+/// back at once, by id and in a list (msgraph-sdk's PATCH-then-GET met the old version).
+#[tokio::test]
+async fn a_write_is_read_back_at_once_under_ingestion_lag() {
+    let e = env(Behaviour {
+        ingestion_lag_secs: 600,
+        ingestion_lag_varies: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let id = e.first_incident();
+    let (status, body) = e
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1.0/security/incidents/{id}"),
+            Some(json!({"status": "resolved", "classification": "falsePositive", "determination": "notMalicious"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, got) = e.get(&format!("/v1.0/security/incidents/{id}")).await;
+    assert_eq!(
+        (&got["status"], &got["determination"]),
+        (&json!("resolved"), &json!("notMalicious")),
+        "{got}"
+    );
+    let listed = e
+        .all("/v1.0/security/incidents?$filter=determination+eq+'notMalicious'")
+        .await;
+    assert!(
+        listed.iter().any(|i| i["id"] == id.to_string()),
+        "the written version is not listed"
+    );
 }

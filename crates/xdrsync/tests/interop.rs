@@ -1,5 +1,5 @@
-//! Microsoft's own client libraries (MSAL Python, azure-identity) against `xdrsync emulator
-//! serve --tls`, from PyPI in a virtualenv this test creates. It fails, never skips, when Python
+//! Microsoft's own client libraries (MSAL Python, azure-identity, msgraph-sdk) against
+//! `xdrsync emulator serve --tls`, from PyPI in a virtualenv this test creates. It fails, never skips, when Python
 //! or PyPI is unavailable: the emulator's claim is that these libraries work unchanged.
 
 // Test code: a failed unwrap or an index out of range is a failed test, with its message.
@@ -64,7 +64,7 @@ impl Drop for Serve {
 }
 
 #[test]
-fn msal_and_azure_identity_work_unchanged() {
+fn msal_azure_identity_and_msgraph_sdk_work_unchanged() {
     let python = venv();
     let state = tempfile::tempdir().unwrap();
     let fixture = repo().join("tests/interop/fixture.toml");
@@ -105,5 +105,5 @@ fn msal_and_azure_identity_work_unchanged() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("8 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("14 passed, 0 failed"), "{stdout}");
 }

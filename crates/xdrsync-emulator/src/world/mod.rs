@@ -233,6 +233,10 @@ pub struct TenantData {
     last_initial: Option<(Timestamp, Timestamp)>,
     /// Every version's snapshot per incident, oldest first (only with `keep_history`).
     history: BTreeMap<u64, Vec<EmuIncident>>,
+    /// Versions a caller's write made (PATCH, comment): `(id, lastUpdate)`. Ingestion lag
+    /// models detections reaching the service; a write is applied to the incident itself, so
+    /// it is read back at once (read-your-writes).
+    written: std::collections::HashSet<(u64, Timestamp)>,
 }
 
 impl TenantData {
@@ -263,6 +267,7 @@ impl TenantData {
             realism,
             last_initial: None,
             history: BTreeMap::new(),
+            written: std::collections::HashSet::new(),
         }
     }
 
@@ -305,7 +310,11 @@ impl TenantData {
         let oldest = now.sub(retention);
         let seed = self.spec.seed;
         let varies = self.realism.lag_varies;
+        let written = &self.written;
         let shown = |v: &EmuIncident| {
+            if written.contains(&(v.id, v.last_update)) {
+                return true;
+            }
             let lag = if varies {
                 // A fixed share of the lag per version: the same answer on every call.
                 let mut rng = Rng::derive(seed ^ 0x1A6, v.id ^ (v.last_update.ticks() as u64));
@@ -615,6 +624,7 @@ impl TenantData {
         }
         changed.last_update = now.max(inc.last_update.add(chrono::Duration::milliseconds(1)));
         *inc = changed.clone();
+        self.written.insert((id, changed.last_update));
         self.record(id);
         Some(Ok(changed))
     }
