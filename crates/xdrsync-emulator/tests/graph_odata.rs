@@ -745,11 +745,12 @@ async fn a_write_is_read_back_at_once_under_ingestion_lag() {
         (&json!("resolved"), &json!("notMalicious")),
         "{got}"
     );
+    let want = id.to_string();
     let listed = e
         .all("/v1.0/security/incidents?$filter=determination+eq+'notMalicious'")
         .await;
     assert!(
-        listed.iter().any(|i| i["id"] == id.to_string()),
+        listed.iter().any(|i| i["id"] == want.as_str()),
         "the written version is not listed"
     );
 }
