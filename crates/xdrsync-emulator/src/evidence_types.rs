@@ -1,5 +1,5 @@
-//! Every v1.0 evidence type of Microsoft's generated SDK models (`alertEvidence` and its 45
-//! derived types), so a client meets, in the emulator, the types it does not know yet: a
+//! Every v1.0 evidence type of Microsoft's generated SDK models (`alertEvidence` and its 48
+//! derived types in msgraph-sdk 1.65), so a client meets, in the emulator, the types it does not know yet: a
 //! Kubernetes pod, a SAS token, a GitHub repository. Alerts carry their own evidence (device,
 //! file, process, user, IP, URL, mailbox, message, mail cluster) from the world; each Graph
 //! alert also carries one of the other types, picked from its id, so the whole world shows
@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 /// The `@odata.type` names (without `#microsoft.graph.security.`) of every derived type of
 /// `alertEvidence` in the SDK models.
 pub const ALL: &[&str] = &[
+    "activeDirectoryDomainEvidence",
+    "aiAgentEvidence",
     "amazonResourceEvidence",
     "analyzedMessageEvidence",
     "azureResourceEvidence",
@@ -53,6 +55,7 @@ pub const ALL: &[&str] = &[
     "securityGroupEvidence",
     "servicePrincipalEvidence",
     "submissionMailEvidence",
+    "teamsMessageEvidence",
     "urlEvidence",
     "userEvidence",
 ];
@@ -94,6 +97,19 @@ pub(crate) fn extra_for(alert_id: &str) -> (&'static str, Value) {
 fn properties(kind: &str, n: u64) -> Value {
     let sub = "3f2504e0-4f89-11d3-9a0c-0305e82c3301";
     match kind {
+        "activeDirectoryDomainEvidence" => json!({
+            "activeDirectoryDomainName": format!("corp{n}.contoso.com"), "trustedDomains": []}),
+        "aiAgentEvidence" => json!({
+            "agentId": format!("{n:08x}-7777-4000-8000-000000000000"), "agentName": format!("Invoice helper {n}"),
+            "hostingPlatformType": "copilotStudio", "instructions": "Answer billing questions."}),
+        "teamsMessageEvidence" => json!({
+            "campaignId": null, "channelId": format!("19:{n:x}@thread.tacv2"), "deliveryAction": "delivered", "deliveryLocation": "teams",
+            "files": [], "groupId": format!("{n:08x}-8888-4000-8000-000000000000"), "isExternal": true, "isOwned": false,
+            "lastModifiedDateTime": "2026-11-30T09:30:00Z", "messageDirection": "inbound", "messageId": format!("{}", 1_700_000_000_000_u64 + n),
+            "owningTenantId": sub, "parentMessageId": null, "receivedDateTime": "2026-11-30T09:30:00Z", "recipients": ["ana@contoso.com"],
+            "senderFromAddress": "helpdesk@example.net", "senderIP": "198.51.100.23", "sourceAppName": "Microsoft Teams", "sourceId": null,
+            "subject": "Password expires today", "suspiciousRecipients": ["ana@contoso.com"], "threadId": format!("19:{n:x}@thread.v2"),
+            "threadType": "chat", "urls": []}),
         "amazonResourceEvidence" => json!({
             "amazonAccountId": format!("1234567{n:05}"), "amazonResourceId": format!("arn:aws:ec2:eu-west-1:123456789012:instance/i-0{n:016x}"),
             "resourceName": format!("i-0{n:016x}"), "resourceType": "AWS::EC2::Instance"}),

@@ -510,7 +510,7 @@ async fn every_sdk_evidence_type_is_emitted() {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-    assert_eq!(all.len(), 45);
+    assert_eq!(all.len(), 48);
     assert_eq!(seen, all);
 }
 

@@ -61,6 +61,9 @@ static GRAPH_EVIDENCE_FIELDS: Fields = Fields(&[
     ("networkMessageId", Keep::Value),
     // What `identifying_value` reads, for the types without their own rule.
     ("registryKey", Keep::Value),
+    ("activeDirectoryDomainName", Keep::Value),
+    ("agentName", Keep::Value),
+    ("messageId", Keep::Value),
     ("fullResourceName", Keep::Value),
     ("amazonResourceId", Keep::Value),
     ("resourceId", Keep::Value),
@@ -128,6 +131,14 @@ static MDE_EVIDENCE_FIELDS: Fields = Fields(&[
     ("ipAddress", Keep::Value),
     ("url", Keep::Value),
     ("mailboxAddress", Keep::Value),
+    ("registryKey", Keep::Value),
+    ("registryValue", Keep::Value),
+    ("registryValueName", Keep::Value),
+    ("securityGroupName", Keep::Value),
+    ("securityGroupId", Keep::Value),
+    ("subject", Keep::Value),
+    ("clusterBy", Keep::Value),
+    ("clusterByValue", Keep::Value),
 ]);
 
 /// Which API an alert version was read from.
@@ -275,6 +286,8 @@ fn identifying_value(o: &Map<String, Value>) -> Option<String> {
 /// [`GRAPH_EVIDENCE_FIELDS`], which the sparse parse keeps).
 const IDENTIFYING: &[&[&str]] = &[
     &["registryKey"],
+    &["activeDirectoryDomainName"],
+    &["agentName"],
     &["fullResourceName"],
     &["amazonResourceId"],
     &["resourceId"],
@@ -285,6 +298,7 @@ const IDENTIFYING: &[&[&str]] = &[
     &["imageId"],
     &["containerId"],
     &["networkMessageId"],
+    &["messageId"],
     &["displayName"],
     &["servicePrincipalName"],
     &["name"],
@@ -474,7 +488,29 @@ fn legacy_entity(out: &mut Vec<Evidence>, kind: &str, f: impl Fn(&str) -> Option
         ),
         "Ip" => push(out, "ip", f("ipAddress")),
         "Url" => push(out, "url", f("url")),
-        "MailBox" => push(out, "mailbox", f("mailboxAddress")),
+        "MailBox" | "Mailbox" => push(out, "mailbox", f("mailboxAddress")),
+        // As Graph names them (registryKeyEvidence / registryValueEvidence, identified by
+        // the key), so an alert read from either API has the same evidence.
+        "Registry" => push(
+            out,
+            if f("registryValue").is_some() || f("registryValueName").is_some() {
+                "registryValue"
+            } else {
+                "registryKey"
+            },
+            f("registryKey"),
+        ),
+        "SecurityGroup" => push(
+            out,
+            "securityGroup",
+            f("securityGroupName").or_else(|| f("securityGroupId")),
+        ),
+        "MailMessage" => push(out, "message", f("subject")),
+        "MailCluster" => push(
+            out,
+            "mailCluster",
+            f("clusterByValue").or_else(|| f("clusterBy")),
+        ),
         _ => {}
     }
 }

@@ -201,13 +201,24 @@ pub(crate) fn read_id(v: Option<&Value>) -> Result<Option<String>, String> {
     }
 }
 
-/// Lower-cases the first letter: Graph's spelling of a legacy PascalCase enum member.
+/// Graph's spelling of a legacy enum member not in a map: PascalCase with the first letter
+/// lower-cased (`InProgress` → `inProgress`), a display name's words joined so
+/// (`Windows Defender ATP` → `windowsDefenderATP`): one token either way, never a value with
+/// spaces that no Graph reader would match.
 fn camel(s: &str) -> String {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
+    let mut out = String::with_capacity(s.len());
+    for (i, word) in s.split_whitespace().enumerate() {
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            if i == 0 {
+                out.extend(first.to_lowercase());
+            } else {
+                out.extend(first.to_uppercase());
+            }
+            out.extend(chars);
+        }
     }
+    out
 }
 
 pub(crate) fn enum_value(legacy: Option<String>, map: &[(&str, &str)]) -> String {
@@ -286,6 +297,22 @@ pub(crate) const DETECTION_SOURCE_MAP: &[(&str, &str)] = &[
     ("AzureATP", "microsoftDefenderForIdentity"),
     ("ThreatExperts", "microsoftThreatExperts"),
     ("Manual", "manual"),
+    // The SIEM API's `Source` is a display name (its documentation's example: "Windows
+    // Defender ATP").
+    ("Windows Defender ATP", "microsoftDefenderForEndpoint"),
+    ("Microsoft Defender ATP", "microsoftDefenderForEndpoint"),
+    (
+        "Microsoft Defender for Endpoint",
+        "microsoftDefenderForEndpoint",
+    ),
+    ("Windows Defender AV", "antivirus"),
+    ("Antivirus", "antivirus"),
+    ("Windows Defender SmartScreen", "smartScreen"),
+    ("SmartScreen", "smartScreen"),
+    ("Custom TI", "customTi"),
+    ("Automated investigation", "automatedInvestigation"),
+    ("Microsoft Threat Experts", "microsoftThreatExperts"),
+    ("Custom detection", "customDetection"),
 ];
 
 /// The object `raw` as `what` (`an incident`, `an alert`, `a detection`) with its id from

@@ -105,5 +105,5 @@ fn msal_azure_identity_and_msgraph_sdk_work_unchanged() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("14 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("15 passed, 0 failed"), "{stdout}");
 }
