@@ -795,6 +795,9 @@ pub struct ContractTenant {
     pub name: String,
     /// Domain.
     pub domain: String,
+    /// The Microsoft cloud the tenant lives in (`init` writes it as `[cloud] name`).
+    #[serde(default)]
+    pub cloud: Cloud,
 }
 
 /// An app in the contract.
@@ -972,6 +975,7 @@ impl Emulator {
                     id: t.id.clone(),
                     name: t.name.clone(),
                     domain: t.domain.clone(),
+                    cloud: t.cloud,
                 })
                 .collect(),
             apps: dir

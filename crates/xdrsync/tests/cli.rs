@@ -350,6 +350,77 @@ fn serve_then_init_then_pull_over_tls() {
     );
 }
 
+/// A fixture whose tenants live in GCC High (and one in the commercial cloud): `init` writes
+/// `[cloud] name = "gcc-high"`, leaves the other cloud's tenant out by name, and the config
+/// pulls end to end with GCC High audiences.
+#[test]
+fn init_writes_the_cloud_its_tenants_live_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let fixture = tmp.path().join("fixture.toml");
+    std::fs::write(
+        &fixture,
+        r#"seed = 5
+[[tenants]]
+name = "Army"
+cloud = "gcc-high"
+incidents_per_hour = 3.0
+[[tenants]]
+name = "Navy"
+cloud = "gcc-high"
+incidents_per_hour = 2.0
+[[tenants]]
+name = "Contoso"
+incidents_per_hour = 2.0
+[[apps]]
+name = "Gov connector"
+home_tenant = "Army"
+multi_tenant = true
+[apps.consents.Army]
+graph = ["SecurityIncident.Read.All", "SecurityAlert.Read.All"]
+[apps.consents.Navy]
+graph = ["SecurityIncident.Read.All", "SecurityAlert.Read.All"]
+[apps.consents.Contoso]
+graph = ["SecurityIncident.Read.All", "SecurityAlert.Read.All"]
+"#,
+    )
+    .unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_xdrsync"))
+        .arg("--config")
+        .arg(&fixture)
+        .args(["emulator", "serve", "--bind", "127.0.0.1:0", "--state-dir"])
+        .arg(&state)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let contract = state.join("emulator.json");
+    let started = std::time::Instant::now();
+    while !contract.exists() && started.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let run = |args: &[&str]| xdrsync(args, tmp.path());
+    let init = run(&["init", "--emulator", contract.to_str().unwrap()]);
+    let pull = run(&["pull", "--ndjson", "out.ndjson"]);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let out = text(&init.stdout);
+    assert!(init.status.success(), "{out}{}", text(&init.stderr));
+    assert!(out.contains("2 tenants"), "{out}");
+    assert!(
+        out.contains("Left out 1 tenants of another cloud than gcc-high: Contoso (public)"),
+        "{out}"
+    );
+    let config = std::fs::read_to_string(tmp.path().join("xdrsync.toml")).unwrap();
+    assert!(config.contains("name = \"gcc-high\""), "{config}");
+    assert!(
+        pull.status.success(),
+        "{}{}",
+        text(&pull.stdout),
+        text(&pull.stderr)
+    );
+    assert!(ndjson_lines(&tmp.path().join("out.ndjson")).len() > 20);
+}
+
 /// The partner guide's "validate the token" step: signature, claims, permissions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_token_validates_and_names_missing_permissions() {

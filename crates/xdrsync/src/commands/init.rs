@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use xdrsync_emulator::Contract;
+use xdrsync_emulator::{Cloud, Contract};
 
 use crate::cli::InitArgs;
 
@@ -31,10 +31,38 @@ pub(crate) fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     let secrets = folder.join("secrets");
     xdrsync_sinks::private_dir(&secrets)?;
     let base = &contract.base_url;
+    // One config serves one cloud (`[cloud] name` sets the audiences every token asks for):
+    // the cloud most consented tenants live in; tenants of another are left out, by name.
+    let consented: BTreeSet<&str> = contract
+        .apps
+        .iter()
+        .flat_map(|a| a.consented_tenants.keys().map(String::as_str))
+        .collect();
+    let cloud = {
+        let mut counts: Vec<(Cloud, usize)> = Vec::new();
+        for t in contract
+            .tenants
+            .iter()
+            .filter(|t| consented.contains(t.id.as_str()))
+        {
+            match counts.iter_mut().find(|(c, _)| *c == t.cloud) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((t.cloud, 1)),
+            }
+        }
+        // Most tenants first; on a tie, the commercial cloud.
+        counts.sort_by_key(|(c, n)| (std::cmp::Reverse(*n), *c != Cloud::Public));
+        counts.first().map_or(Cloud::Public, |(c, _)| *c)
+    };
     let mut toml = format!(
         "# Written by `xdrsync init` for the emulator at {base}.\n\n[store]\npath = \"xdrsync.db\"\n\n\
-         [cloud]\nauthority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\nmde_url = \"{base}\"\nsiem_url = \"{base}/alertexporter\"\n"
+         [cloud]\n{}authority_url = \"{base}\"\ngraph_url = \"{base}\"\nxdr_url = \"{base}\"\nmde_url = \"{base}\"\nsiem_url = \"{base}/alertexporter\"\n",
+        match cloud_name(cloud) {
+            "public" => String::new(),
+            name => format!("name = \"{name}\"\n"),
+        }
     );
+    let mut skipped: Vec<String> = Vec::new();
     if let Some(ca) = &contract.ca_cert {
         let ca = fs_err::canonicalize(ca)?;
         toml.push_str(&format!(
@@ -57,6 +85,10 @@ pub(crate) fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
             let Some(t) = contract.tenants.iter().find(|t| &t.id == tenant_id) else {
                 continue;
             };
+            if t.cloud != cloud {
+                skipped.push(format!("{} ({})", t.name, cloud_name(t.cloud)));
+                continue;
+            }
             let base_name = t.domain.split('.').next().unwrap_or("tenant").to_owned();
             let mut name = base_name.clone();
             let mut n = 2;
@@ -80,6 +112,14 @@ pub(crate) fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         contract.apps.len(),
         secrets.display()
     );
+    if !skipped.is_empty() {
+        crate::text::outln!(
+            "Left out {} tenants of another cloud than {}: {} (one config serves one cloud; write a second config for them).",
+            skipped.len(),
+            cloud_name(cloud),
+            skipped.join(", ")
+        );
+    }
     if let Some(first) = config.tenants.first() {
         crate::text::outln!(
             "Next: xdrsync --config {} incidents list --tenant {} --since 48h",
@@ -88,6 +128,16 @@ pub(crate) fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `[cloud] name` of a cloud.
+fn cloud_name(c: Cloud) -> &'static str {
+    match c {
+        Cloud::Public => "public",
+        Cloud::Gcc => "gcc",
+        Cloud::GccHigh => "gcc-high",
+        Cloud::Dod => "dod",
+    }
 }
 
 fn toml_string(s: &str) -> String {
