@@ -267,6 +267,13 @@ pub struct CloudSection {
     /// SIEM API host override (default: `https://wdatp-alertexporter-{region}.windows.com` for
     /// `region` us (default), eu or uk).
     pub siem_url: Option<String>,
+    /// Connect to this `address:port` for every Microsoft host the config names (login, Graph,
+    /// Defender, MDE, SIEM), keeping the host name in TLS and `Host`, as curl's
+    /// `--connect-to` does: a fixed egress address, or the emulator answering as Microsoft's
+    /// own hosts (`emulator serve --tls` certifies them; trust its CA with `ca_file`). Not with
+    /// `proxy` (a proxy resolves the names itself). Never applied to the managed-identity
+    /// endpoint.
+    pub connect_to: Option<String>,
 }
 
 /// `[[apps]]`: an app registration.

@@ -53,6 +53,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// The HTTP proxy, if configured.
     pub proxy: Option<xdrsync_model::SafeUrl>,
+    /// `[cloud] connect_to`: the address every Microsoft host of the config is reached at.
+    pub connect_to: Option<std::net::SocketAddr>,
     /// The `[[sinks]]` sections as written; `xdrsync_sinks::config::validate` checks them.
     pub sinks: Vec<toml::Table>,
     /// Whether inline secrets (`{ value = "…" }`) are allowed.

@@ -131,6 +131,18 @@ invalid!(
     "must be 1..=50"
 );
 invalid!(
+    connect_to_is_an_address_and_port,
+    "[cloud]\nconnect_to = \"emulator\"\n",
+    "cloud.connect_to",
+    "is not an address:port"
+);
+invalid!(
+    connect_to_is_not_used_with_a_proxy,
+    "[cloud]\nconnect_to = \"127.0.0.1:8443\"\nproxy = \"http://proxy.corp:3128\"\n",
+    "cloud.connect_to",
+    "cannot be used with `proxy`"
+);
+invalid!(
     plain_http_only_on_loopback,
     "[cloud]\ngraph_url = \"http://graph.example.com\"\n",
     "cloud.graph_url",

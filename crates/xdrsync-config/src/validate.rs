@@ -38,6 +38,7 @@ pub(crate) fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigEr
     let endpoints =
         cloud::endpoints(&file.cloud).map_err(|(field, message)| c.invalid(field, message))?;
     let proxy = c.proxy(&file.cloud)?;
+    let connect_to = c.connect_to(&file.cloud)?;
     c.apps(&file.apps)?;
     let mut names = BTreeSet::new();
     let mut tenants = Vec::with_capacity(file.tenants.len());
@@ -63,6 +64,7 @@ pub(crate) fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigEr
         vault_key_file: file.auth.vault_key_file.as_deref().map(|p| c.resolve(p)),
         warnings: c.warnings.into_inner(),
         proxy,
+        connect_to,
         sinks: file.sinks,
         allow_inline_secrets: file.allow_inline_secrets,
     })
@@ -196,6 +198,28 @@ impl Check<'_> {
                 }
                 Some(xdrsync_model::SafeUrl::new(url))
             }
+        })
+    }
+
+    /// `[cloud] connect_to`: `address:port`, and not beside a proxy.
+    fn connect_to(
+        &self,
+        cloud: &CloudSection,
+    ) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let Some(raw) = &cloud.connect_to else {
+            return Ok(None);
+        };
+        if cloud.proxy.is_some() {
+            return Err(self.invalid(
+                "cloud.connect_to",
+                "cannot be used with `proxy`: the proxy resolves the host names itself",
+            ));
+        }
+        raw.parse().map(Some).map_err(|_| {
+            self.invalid(
+                "cloud.connect_to",
+                format!("`{raw}` is not an address:port (e.g. 127.0.0.1:8443)"),
+            )
         })
     }
 

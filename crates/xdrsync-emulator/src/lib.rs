@@ -140,6 +140,7 @@ struct Inner {
     basic_client_secrets: AtomicU64,
     throttled: AtomicU64,
     batches: AtomicU64,
+    hosts: Mutex<BTreeMap<String, u64>>,
     /// Rendered JSON per incident version and shape: a version never changes, so it is
     /// rendered once however many pages carry it (the emulator must not be the bottleneck).
     rendered: Mutex<HashMap<RenderKey, Arc<str>>>,
@@ -220,6 +221,7 @@ impl EmulatorState {
             basic_client_secrets: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            hosts: Mutex::new(BTreeMap::new()),
             pages_served: AtomicU64::new(0),
             faults_injected: AtomicU64::new(0),
             rendered: Mutex::new(HashMap::new()),
@@ -384,6 +386,24 @@ impl EmulatorState {
             requests_held: self.0.faults.held(),
             batches: self.0.batches.load(Ordering::Relaxed),
         }
+    }
+
+    pub(crate) fn count_host(&self, host: String) {
+        let mut hosts = self.0.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: a client sending random names cannot grow it without end.
+        if hosts.len() < 1000 || hosts.contains_key(&host) {
+            *hosts.entry(host).or_insert(0) += 1;
+        }
+    }
+
+    /// Requests received per `Host` name (without port): which names clients called the
+    /// emulator by (`graph.microsoft.com` through `[cloud] connect_to`, else `127.0.0.1`).
+    pub fn hosts_seen(&self) -> BTreeMap<String, u64> {
+        self.0
+            .hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn count_batch(&self) {
@@ -698,8 +718,39 @@ pub fn router(state: EmulatorState) -> Router {
             state.clone(),
             faults::layer,
         ))
-        .layer(axum::middleware::from_fn(service_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            service_headers,
+        ))
         .with_state(state)
+}
+
+/// The name of a `Host` header, without its port (`[::1]:8443` → `[::1]`).
+fn host_name(host: &str) -> String {
+    match host.strip_prefix('[') {
+        Some(rest) => format!("[{}]", rest.split(']').next().unwrap_or_default()),
+        None => host.split(':').next().unwrap_or_default().to_owned(),
+    }
+}
+
+/// A request to a `wdatp-alertexporter-*` host (reached through `[cloud] connect_to`) is the SIEM
+/// API: its `/api/alerts` is routed to the emulator's `/alertexporter/api/alerts`.
+fn siem_by_host<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
+    let siem = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h.starts_with("wdatp-alertexporter-"));
+    if siem && req.uri().path().starts_with("/api/") {
+        let rewritten = match req.uri().query() {
+            Some(q) => format!("/alertexporter{}?{q}", req.uri().path()),
+            None => format!("/alertexporter{}", req.uri().path()),
+        };
+        if let Ok(uri) = rewritten.parse() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
 }
 
 /// A route the emulator does not serve, answered in the shape of the service the path belongs
@@ -732,11 +783,19 @@ async fn unknown_route(
 /// `x-ms-request-id` and the caller's `client-request-id` echoed (MSAL.NET checks the
 /// correlation id it sent comes back).
 async fn service_headers(
+    axum::extract::State(state): axum::extract::State<EmulatorState>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::http::HeaderValue;
     let path = req.uri().path().to_owned();
+    if let Some(host) = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        state.count_host(host_name(host));
+    }
     let sent = req.headers().get("client-request-id").cloned();
     let mut resp = next.run(req).await;
     let graph = path.starts_with("/v1.0/") || path.starts_with("/beta/");
@@ -890,7 +949,12 @@ impl Emulator {
             .map_err(|source| StartError::Bind { addr: bind, source })?;
         let scheme = if acceptor.is_some() { "https" } else { "http" };
         state.set_base_url(format!("{scheme}://{addr}"));
-        let app = router(state.clone());
+        // The SIEM exporter's path is `/api/alerts` on its own host, which the router serves
+        // at `/alertexporter/api/alerts` (`/api/alerts` is MDE's): chosen by `Host`.
+        let app = tower::ServiceExt::map_request(
+            router(state.clone()),
+            siem_by_host::<hyper::body::Incoming>,
+        );
         let (tx, mut rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             loop {

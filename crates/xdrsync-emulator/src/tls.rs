@@ -1,4 +1,8 @@
-//! TLS for the emulator: a local CA and a server certificate for `localhost`/`127.0.0.1`/`::1`.
+//! TLS for the emulator: a local CA and a server certificate for `localhost`/`127.0.0.1`/`::1`
+//! and for Microsoft's own host names ([`MICROSOFT_HOSTS`]), so a client told to connect there
+//! (`[cloud] connect_to`) reaches the emulator as `graph.microsoft.com`,
+//! `eu.api.security.microsoft.com` or `wdatp-alertexporter-uk.windows.com`. The CA is trusted
+//! only where a client is given it (`ca_file`); it could sign any name anyway.
 //!
 //! Microsoft's client libraries (MSAL, azure-identity, the Rust `azure_identity`) refuse plain
 //! HTTP authorities, so the emulator serves HTTPS with a CA the tests trust. The files are kept
@@ -10,6 +14,44 @@ use std::sync::Arc;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The first line of a server certificate file that certifies [`MICROSOFT_HOSTS`] (PEM readers
+/// skip text outside the armour).
+const SAN_MARKER: &str = "# xdrsync emulator: localhost and Microsoft host names";
+
+/// Every host a client of the Microsoft clouds calls (defender-api.md §1.2, §3.1, §7): login,
+/// Graph, the Defender XDR API and its regional hosts (current and older names), the MDE API
+/// and its regional hosts, the SIEM exporters, each national cloud's.
+pub const MICROSOFT_HOSTS: &[&str] = &[
+    "login.microsoftonline.com",
+    "login.microsoftonline.us",
+    "graph.microsoft.com",
+    "graph.microsoft.us",
+    "dod-graph.microsoft.us",
+    "api.security.microsoft.com",
+    "us.api.security.microsoft.com",
+    "eu.api.security.microsoft.com",
+    "uk.api.security.microsoft.com",
+    "au.api.security.microsoft.com",
+    "swa.api.security.microsoft.com",
+    "ina.api.security.microsoft.com",
+    "aea.api.security.microsoft.com",
+    "api-us.security.microsoft.com",
+    "api-eu.security.microsoft.com",
+    "api-uk.security.microsoft.com",
+    "api.securitycenter.microsoft.com",
+    "api-us.securitycenter.microsoft.com",
+    "api-eu.securitycenter.microsoft.com",
+    "api-uk.securitycenter.microsoft.com",
+    "api-au.securitycenter.microsoft.com",
+    "api-gcc.security.microsoft.us",
+    "api-gov.security.microsoft.us",
+    "api-gcc.securitycenter.microsoft.us",
+    "api-gov.securitycenter.microsoft.us",
+    "wdatp-alertexporter-us.windows.com",
+    "wdatp-alertexporter-eu.windows.com",
+    "wdatp-alertexporter-uk.windows.com",
+];
 
 /// The PEM files of the emulator's TLS identity.
 #[derive(Clone, Debug)]
@@ -48,7 +90,11 @@ pub fn ensure(dir: &Path) -> Result<TlsFiles, TlsError> {
         server_cert: dir.join("server.pem"),
         server_key: dir.join("server-key.pem"),
     };
-    if files.ca_cert.exists() && files.server_cert.exists() && files.server_key.exists() {
+    // A server certificate from before the Microsoft names were added is made again (the CA,
+    // which clients may already trust, is kept only with the certificate: both are renewed).
+    let current =
+        fs_err::read_to_string(&files.server_cert).is_ok_and(|pem| pem.contains(SAN_MARKER));
+    if files.ca_cert.exists() && current && files.server_key.exists() {
         return Ok(files);
     }
     // Private from the first byte (the key especially): 0600 files.
@@ -83,11 +129,13 @@ pub fn ensure(dir: &Path) -> Result<TlsFiles, TlsError> {
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, ca_key);
     let server_key = KeyPair::generate()?;
-    let mut server = CertificateParams::new(vec![
+    let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
-    ])?;
+    ];
+    names.extend(MICROSOFT_HOSTS.iter().map(|h| (*h).to_owned()));
+    let mut server = CertificateParams::new(names)?;
     server
         .distinguished_name
         .push(DnType::CommonName, "xdrsync emulator");
@@ -95,7 +143,7 @@ pub fn ensure(dir: &Path) -> Result<TlsFiles, TlsError> {
     write(&files.ca_cert, &ca_cert.pem())?;
     write(
         &files.server_cert,
-        &format!("{}{}", server_cert.pem(), ca_cert.pem()),
+        &format!("{SAN_MARKER}\n{}{}", server_cert.pem(), ca_cert.pem()),
     )?;
     write(&files.server_key, &server_key.serialize_pem())?;
     restrict(&files.server_key);

@@ -79,6 +79,25 @@ pub fn http_client(config: &Config) -> Result<reqwest::Client, ConfigError> {
         })?;
         builder = builder.proxy(p);
     }
+    if let Some(addr) = config.connect_to {
+        // Every Microsoft host the tenants use, reached at one address (curl's --connect-to).
+        // The managed-identity endpoint is not among them: it is never redirected.
+        let mut hosts = std::collections::BTreeSet::new();
+        for t in &config.tenants {
+            let e = &t.endpoints;
+            for url in [&e.authority, &e.graph, &e.xdr, &e.mde]
+                .into_iter()
+                .chain(e.siem.as_ref())
+            {
+                if let Some(h) = url.host_str() {
+                    hosts.insert(h.to_owned());
+                }
+            }
+        }
+        for h in hosts {
+            builder = builder.resolve(&h, addr);
+        }
+    }
     if let Some(path) = &config.ca_file {
         let invalid = |message: String| ConfigError::Invalid {
             path: config.path.clone(),

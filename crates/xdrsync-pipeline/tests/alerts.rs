@@ -237,3 +237,74 @@ async fn switching_alerts_from_mde_to_graph_has_no_duplicate_or_gap() {
         "only {after_switch} versions after the switch"
     );
 }
+
+/// The emulator answers as Microsoft's own hosts: with `[cloud] region = "eu"` and
+/// `connect_to` its address (no URL overrides), every call goes to the EU regional names —
+/// `eu.api.security.microsoft.com`, `api-eu.securitycenter.microsoft.com`,
+/// `wdatp-alertexporter-eu.windows.com` — plus login and Graph, over TLS certified for those
+/// names, and the alerts and detections equal the truth.
+#[tokio::test]
+async fn regional_hosts_by_name_through_connect_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = tu::start_tls(tu::demo_directory(), dir.path(), |_| {}).await;
+    let config = tu::write_config(
+        dir.path(),
+        &emu,
+        &[ApiKind::Graph, ApiKind::Xdr, ApiKind::Graph],
+        "[sync]\ninitial_lookback_hours = 48\nalert_page_size = 50\n",
+    );
+    let text = std::fs::read_to_string(&config.path).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        if [
+            "authority_url",
+            "graph_url",
+            "xdr_url",
+            "mde_url",
+            "siem_url",
+        ]
+        .iter()
+        .any(|k| line.starts_with(k))
+        {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        if line == "[cloud]" {
+            out.push_str(&format!(
+                "region = \"eu\"\nconnect_to = \"{}\"\n",
+                emu.addr()
+            ));
+        }
+    }
+    std::fs::write(&config.path, out).unwrap();
+    let config = tu::set_streams(
+        &Config::load(&config.path).unwrap(),
+        &[
+            r#"["incidents", "alerts"]"#,
+            r#"["incidents", "alerts", "detections"]"#,
+            r#"["alerts"]"#,
+        ],
+    );
+    assert_eq!(
+        config.tenants[1].endpoints.xdr.as_str(),
+        "https://eu.api.security.microsoft.com/"
+    );
+    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
+    let polls = run(&emu, &pipeline, 2, chrono::Duration::minutes(10)).await;
+    let n = check_all(&emu, &store, &config, &polls, 0);
+    assert!(n > 50, "{n}");
+    let hosts: BTreeSet<String> = emu.state().hosts_seen().into_keys().collect();
+    let want: BTreeSet<String> = [
+        "login.microsoftonline.com",
+        "graph.microsoft.com",
+        "eu.api.security.microsoft.com",
+        "api-eu.securitycenter.microsoft.com",
+        "wdatp-alertexporter-eu.windows.com",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(hosts, want);
+}
