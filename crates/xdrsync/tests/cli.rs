@@ -297,22 +297,19 @@ fn help_lists_every_command() {
     insta::assert_snapshot!(text(&out.stdout));
 }
 
-/// From emulator to first pull in two commands: `emulator serve --tls`, `init --emulator`,
-/// then the generated config (which trusts the emulator's CA) pulls over HTTPS.
-#[test]
-fn serve_then_init_then_pull_over_tls() {
-    let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("state");
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_xdrsync"))
-        .args([
-            "emulator",
-            "serve",
-            "--tls",
-            "--bind",
-            "127.0.0.1:0",
-            "--state-dir",
-        ])
-        .arg(&state)
+/// `xdrsync [global] emulator serve [serve] --bind 127.0.0.1:0 --state-dir state`, started and
+/// waited for: the process and its contract (`emulator.json`).
+fn serve_emulator(
+    global: &[&str],
+    serve: &[&str],
+    state: &Path,
+) -> (std::process::Child, std::path::PathBuf) {
+    let child = Command::new(env!("CARGO_BIN_EXE_xdrsync"))
+        .args(global)
+        .args(["emulator", "serve"])
+        .args(serve)
+        .args(["--bind", "127.0.0.1:0", "--state-dir"])
+        .arg(state)
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -321,6 +318,16 @@ fn serve_then_init_then_pull_over_tls() {
     while !contract.exists() && started.elapsed() < std::time::Duration::from_secs(30) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    (child, contract)
+}
+
+/// From emulator to first pull in two commands: `emulator serve --tls`, `init --emulator`,
+/// then the generated config (which trusts the emulator's CA) pulls over HTTPS.
+#[test]
+fn serve_then_init_then_pull_over_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let (mut serve, contract) = serve_emulator(&[], &["--tls"], &state);
     let run = |args: &[&str]| xdrsync(args, tmp.path());
     let init = run(&["init", "--emulator", contract.to_str().unwrap()]);
     let out = text(&init.stdout);
@@ -385,19 +392,8 @@ graph = ["SecurityIncident.Read.All", "SecurityAlert.Read.All"]
 "#,
     )
     .unwrap();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_xdrsync"))
-        .arg("--config")
-        .arg(&fixture)
-        .args(["emulator", "serve", "--bind", "127.0.0.1:0", "--state-dir"])
-        .arg(&state)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let contract = state.join("emulator.json");
-    let started = std::time::Instant::now();
-    while !contract.exists() && started.elapsed() < std::time::Duration::from_secs(30) {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let (mut serve, contract) =
+        serve_emulator(&["--config", fixture.to_str().unwrap()], &[], &state);
     let run = |args: &[&str]| xdrsync(args, tmp.path());
     let init = run(&["init", "--emulator", contract.to_str().unwrap()]);
     let pull = run(&["pull", "--ndjson", "out.ndjson"]);
