@@ -11,7 +11,8 @@
 //! Refused as a whole with Graph's 400 (defender-api.md, Graph JSON batching): a payload that is
 //! not `{"requests":[…]}`, more than 20 requests, an id used twice, a `dependsOn` naming no
 //! request of the batch, a request with a body but no `Content-Type`. A request whose
-//! `dependsOn` failed answers 424 Failed Dependency. A nested `$batch`, or an absolute URL on
+//! `dependsOn` failed answers 424 Failed Dependency. Independent requests run concurrently (as in
+//! the service); a batch with `dependsOn` runs in listed order. A nested `$batch`, or an absolute URL on
 //! another host or version, is a 400 for that request (an absolute URL on this service's
 //! `/v1.0`, as msgraph-sdk for Python sends them, is taken).
 
@@ -67,21 +68,31 @@ pub(crate) async fn graph_batch(
     };
     state.count_batch();
     let mut responses: Vec<Value> = Vec::with_capacity(requests.len());
-    let mut statuses: std::collections::HashMap<String, u16> = Default::default();
-    for r in &requests {
-        // `dependsOn` orders requests; one whose dependency failed is not run. Independent
-        // requests run in the listed order too (the service may run them in parallel; the
-        // answers are unordered either way, below).
-        let failed = r
-            .depends_on
-            .iter()
-            .find(|d| !statuses.get(*d).is_some_and(|s| (200..300).contains(s)));
-        let (status, answer) = match failed {
-            Some(d) => failed_dependency(&g, &r.id, d),
-            None => run(&state, &auth, &headers, r).await,
-        };
-        statuses.insert(r.id.clone(), status);
-        responses.push(answer);
+    if requests.iter().all(|r| r.depends_on.is_empty()) {
+        // Independent requests run side by side, as the service runs them.
+        let runs = requests.iter().map(|r| run(&state, &auth, &headers, r));
+        responses.extend(
+            futures_util::future::join_all(runs)
+                .await
+                .into_iter()
+                .map(|(_, answer)| answer),
+        );
+    } else {
+        // `dependsOn` orders requests (the whole batch in listed order); one whose dependency
+        // failed is not run.
+        let mut statuses: std::collections::HashMap<String, u16> = Default::default();
+        for r in &requests {
+            let failed = r
+                .depends_on
+                .iter()
+                .find(|d| !statuses.get(*d).is_some_and(|s| (200..300).contains(s)));
+            let (status, answer) = match failed {
+                Some(d) => failed_dependency(&g, &r.id, d),
+                None => run(&state, &auth, &headers, r).await,
+            };
+            statuses.insert(r.id.clone(), status);
+            responses.push(answer);
+        }
     }
     // Graph documents that answers may come in any order: the emulator rotates them by one so a
     // client that matches answers to requests by position fails its tests here, not in production.

@@ -686,13 +686,20 @@ async fn requests_in_a_batch_are_throttled_each_on_their_own() {
         .collect();
     let (status, body) = e.batch(Value::Array(requests)).await;
     assert_eq!(status, 200, "{body}");
-    let throttled = answer(&body, "1");
-    assert_eq!(throttled["status"], 429, "{throttled}");
-    assert_eq!(throttled["headers"]["Retry-After"], "7", "{throttled}");
-    assert_eq!(throttled["body"]["error"]["code"], "activityLimitReached");
-    for n in ["0", "2", "3", "4"] {
-        assert_eq!(answer(&body, n)["status"], 200, "{n}: {body}");
-    }
+    // The requests run side by side: which one meets the scripted 429 is not fixed.
+    let answers = body["responses"].as_array().unwrap();
+    let throttled: Vec<&Value> = answers.iter().filter(|r| r["status"] == 429).collect();
+    assert_eq!(throttled.len(), 1, "{body}");
+    assert_eq!(throttled[0]["headers"]["Retry-After"], "7", "{body}");
+    assert_eq!(
+        throttled[0]["body"]["error"]["code"],
+        "activityLimitReached"
+    );
+    assert_eq!(
+        answers.iter().filter(|r| r["status"] == 200).count(),
+        4,
+        "{body}"
+    );
 
     // The Graph quota (150 calls a minute per app and tenant) counts each request of a batch.
     let e = env_as_is(Behaviour {
