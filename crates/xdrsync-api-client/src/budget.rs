@@ -74,8 +74,10 @@ fn ledger_key(app: &str, tenant: &str, quota: Quota) -> String {
 pub enum Quota {
     /// `GET /api/incidents`.
     XdrList,
-    /// `GET /api/incidents/{id}` (and updates).
+    /// `GET /api/incidents/{id}`.
     XdrGet,
+    /// `PATCH /api/incidents/{id}` (the update API's own quota).
+    XdrUpdate,
     /// `GET /api/alerts` (MDE).
     Mde,
     /// Advanced hunting (`/api/advancedhunting/run`, Graph `runHuntingQuery`).
@@ -108,7 +110,7 @@ impl Quota {
         const MIN: Duration = Duration::from_secs(60);
         const HOUR: Duration = Duration::from_secs(3600);
         match self {
-            Quota::XdrList => &[(MIN, 50), (HOUR, 1500)],
+            Quota::XdrList | Quota::XdrUpdate => &[(MIN, 50), (HOUR, 1500)],
             Quota::XdrGet | Quota::Mde => &[(MIN, 100), (HOUR, 1500)],
             Quota::Hunting => &[(MIN, 45), (HOUR, 1500)],
             Quota::Graph => &[(MIN, 150)],
@@ -120,6 +122,7 @@ impl Quota {
         match self {
             Quota::XdrList => "xdr-list",
             Quota::XdrGet => "xdr-get",
+            Quota::XdrUpdate => "xdr-update",
             Quota::Mde => "mde",
             Quota::Hunting => "hunting",
             Quota::Graph => "graph",

@@ -43,10 +43,12 @@ pub mod budget;
 mod paging;
 mod types;
 mod urls;
+mod writes;
 
 pub use types::*;
 
 pub use budget::{Quota, RateBudgets};
+pub use writes::Written;
 
 use xdrsync_http::{RetryAction, classify};
 
@@ -107,11 +109,34 @@ impl ApiClient {
     ) -> Result<bytes_like::Body, ApiError> {
         let call = Call {
             url,
+            method: reqwest::Method::GET,
             json: None,
             quota: Quota::of(url),
             cost: 1,
         };
         self.send(target, &call, server_error_attempts).await
+    }
+
+    /// Sends `body` with `method` (PATCH or POST) to `url`, paced on `quota`; the answer's
+    /// body (empty for 204). Not retried on 5xx past the policy's attempts; a 4xx is the
+    /// service's error with its code and message.
+    pub async fn write(
+        &self,
+        target: &Target,
+        method: reqwest::Method,
+        url: &Url,
+        body: &serde_json::Value,
+        quota: Quota,
+    ) -> Result<bytes_like::Body, ApiError> {
+        let payload = body.to_string();
+        let call = Call {
+            url,
+            method,
+            json: Some(payload.as_bytes()),
+            quota: Some(quota),
+            cost: 1,
+        };
+        self.send(target, &call, self.retry.max_attempts).await
     }
 
     /// Sends `call` with the tenant's token, retrying per [`classify`]; returns the body.
@@ -159,10 +184,10 @@ impl ApiClient {
             let request = match call.json {
                 Some(body) => self
                     .http
-                    .post(url.clone())
+                    .request(call.method.clone(), url.clone())
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body.to_vec()),
-                None => self.http.get(url.clone()),
+                None => self.http.request(call.method.clone(), url.clone()),
             };
             let result = request
                 .bearer_auth(token.expose())
@@ -223,6 +248,13 @@ impl ApiClient {
                                         format!("{} KiB", max / 1024)
                                     }
                                 ),
+                            });
+                        }
+                        Ok(body) if action == RetryAction::Success && body.is_empty() => {
+                            // 204 No Content (a comment or a PATCH answered without a body).
+                            return Ok(bytes_like::Body {
+                                bytes: body,
+                                warning,
                             });
                         }
                         Ok(body) if action == RetryAction::Success => {
@@ -325,6 +357,7 @@ impl ApiClient {
 /// `quota`.
 struct Call<'a> {
     url: &'a Url,
+    method: reqwest::Method,
     json: Option<&'a [u8]>,
     quota: Option<Quota>,
     cost: usize,

@@ -399,6 +399,7 @@ impl ApiClient {
         url.set_query(None);
         let call = crate::Call {
             url: &url,
+            method: reqwest::Method::POST,
             json: Some(payload.as_bytes()),
             quota: Some(crate::Quota::Graph),
             cost: chunk.len(),

@@ -100,6 +100,7 @@ fn apply(
             "determination",
             "status",
             "customTags",
+            "resolvingComment",
             "@odata.type",
         ]
     } else {
@@ -125,6 +126,9 @@ fn apply(
     };
     if let Some(s) = pick(world::STATUSES, "status")? {
         inc.status = s;
+    }
+    if let Some(r) = text(o, "resolvingComment")? {
+        inc.resolving_comment = (!r.is_empty()).then_some(r);
     }
     if let Some(a) = text(o, "assignedTo")? {
         inc.assigned_to = (!a.is_empty()).then_some(a);

@@ -270,7 +270,12 @@ pub(crate) fn graph_incident(
         "lastModifiedBy".into(),
         json!(inc.assigned_to.as_deref().map(|a| format!("API-App:{a}"))),
     );
-    o.insert("resolvingComment".into(), Value::Null);
+    o.insert(
+        "resolvingComment".into(),
+        inc.resolving_comment
+            .as_deref()
+            .map_or(Value::Null, |r| Value::String(r.to_owned())),
+    );
     o.insert("summary".into(), Value::Null);
     o.insert("priorityScore".into(), json!(priority(inc)));
     o.insert(

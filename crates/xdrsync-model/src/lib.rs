@@ -13,6 +13,7 @@
 //! - redacting wrappers for secrets and URLs ([`redact`]), so a secret cannot reach a log by
 //!   accident: `Debug` and `Display` print `**REDACTED**`.
 
+pub mod action;
 pub mod alert;
 pub mod change;
 pub mod duration;

@@ -22,6 +22,7 @@ use xdrsync_store::{
     CommitRequest, CommitStats, NewVersion, PoisonRecord, PullOutcome, SqliteStore, StoreError,
 };
 
+pub mod actions;
 pub mod deliver;
 mod ledger;
 mod progress;

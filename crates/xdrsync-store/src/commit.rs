@@ -91,7 +91,7 @@ impl SqliteStore {
     }
 
     /// One request's writes inside `tx`.
-    fn apply(
+    pub(crate) fn apply(
         &self,
         tx: &rusqlite::Transaction<'_>,
         tenant: &TenantId,

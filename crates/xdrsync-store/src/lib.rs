@@ -10,6 +10,7 @@
 //! survives a process kill and a power cut. Migrations are forward-only and each runs in its own
 //! transaction; a database written by a newer xdrsync is refused rather than misread.
 
+mod actions;
 mod commit;
 mod health;
 pub mod ledger;
@@ -17,6 +18,7 @@ mod positions;
 mod read;
 mod retention;
 
+pub use actions::{ActionOutcome, ActionRecord};
 pub use ledger::BudgetLedger;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +48,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0005_sink_health",
         include_str!("../migrations/sqlite/0005_sink_health.sql"),
+    ),
+    (
+        "0006_actions",
+        include_str!("../migrations/sqlite/0006_actions.sql"),
     ),
 ];
 
@@ -158,6 +164,9 @@ pub struct StoredVersion {
     pub tenant_name: Option<String>,
     /// Sent again by `xdrsync replay` (the documents say so); false as stored.
     pub replay: bool,
+    /// The action of ours whose write produced this version (`None`: pulled from Defender):
+    /// sinks put it in the event so a mirroring SOAR can drop its own echoes.
+    pub origin_action: Option<String>,
 }
 
 /// An item the API returned that could not be read.

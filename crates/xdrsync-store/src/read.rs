@@ -38,7 +38,7 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<Vec<StoredVersion>, StoreError> {
         self.read_versions(
-            "SELECT seq, event_id, stream, change, changes, normalized, raw FROM versions
+            "SELECT seq, event_id, stream, change, changes, normalized, raw, origin FROM versions
              WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             params![after, limit as i64],
         )
@@ -52,14 +52,14 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<Vec<StoredVersion>, StoreError> {
         self.read_versions(
-            "SELECT seq, event_id, stream, change, changes, normalized, '' FROM versions
+            "SELECT seq, event_id, stream, change, changes, normalized, '', origin FROM versions
              WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             params![after, limit as i64],
         )
     }
 
     /// Runs `sql` (one of ours, selecting `seq, event_id, stream, change, changes, normalized,
-    /// raw`) and decodes its rows.
+    /// raw, origin`) and decodes its rows.
     pub(crate) fn read_versions(
         &self,
         sql: &str,
@@ -77,12 +77,13 @@ impl SqliteStore {
                     r.get::<_, String>(4)?,
                     r.get::<_, String>(5)?,
                     r.get::<_, String>(6)?,
+                    r.get::<_, Option<String>>(7)?,
                 ))
             })
             .map_err(self.err())?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, event_id, stream, change, changes, normalized, raw) =
+            let (seq, event_id, stream, change, changes, normalized, raw, origin) =
                 row.map_err(self.err())?;
             let corrupt = |message: String| StoreError::Corrupt {
                 path: self.path.clone(),
@@ -106,6 +107,7 @@ impl SqliteStore {
                 raw,
                 tenant_name: None,
                 replay: false,
+                origin_action: origin,
             });
         }
         Ok(out)
@@ -125,7 +127,7 @@ impl SqliteStore {
     pub fn latest_since(&self, since: Timestamp) -> Result<Vec<StoredVersion>, StoreError> {
         // One query, not one per incident.
         self.read_versions(
-            "SELECT v.seq, v.event_id, v.stream, v.change, v.changes, v.normalized, v.raw
+            "SELECT v.seq, v.event_id, v.stream, v.change, v.changes, v.normalized, v.raw, v.origin
              FROM versions v
              WHERE v.stream = 'incidents' AND v.last_update >= ?1
                AND v.last_update = (SELECT MAX(w.last_update) FROM versions w

@@ -40,9 +40,15 @@ pub(crate) enum Command {
     /// Start the built-in emulator with three demo customer tenants, sync their incidents into
     /// SQLite and write the files; no Microsoft account needed.
     Demo(DemoArgs),
-    /// Work with a tenant's incidents directly (no store).
+    /// Work with a tenant's incidents: list them (no store), or change one in Defender.
     #[command(subcommand)]
     Incidents(IncidentsCommand),
+    /// Change an alert in Defender (Graph alerts_v2), or comment on it.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+    /// Bulk write-back from a file of actions, and the log of every write.
+    #[command(subcommand)]
+    Actions(ActionsCommand),
     /// Pull every enabled tenant once into the store and deliver to the sinks.
     Pull(PullArgs),
     /// Pull every enabled tenant from a point in the past (e.g. `--since 30d`), whatever the
@@ -210,6 +216,105 @@ pub(crate) struct DemoArgs {
 pub(crate) enum IncidentsCommand {
     /// List a tenant's incidents updated within a period, as the Hello World script does.
     List(ListArgs),
+    /// Change an incident in Defender (Graph PATCH, or the legacy API for `api = "xdr"`):
+    /// status, owner, classification, determination, tags, comments. The version it produces
+    /// is stored and delivered as an `updated` event whose `origin` names the action.
+    Update(UpdateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AlertsCommand {
+    /// Change an alert (Graph `PATCH /security/alerts_v2/{id}`).
+    Update(UpdateArgs),
+    /// Add a comment to an alert.
+    Comment(CommentArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ActionsCommand {
+    /// Apply a file of actions, one JSON object per line: {"tenant","id","target"?,"status"?,
+    /// "assign"?,"classification"?,"determination"?,"tags_add"?,"tags_remove"?,"comment"?,
+    /// "resolving_comment"?}. An action the latest stored version already shows is skipped, so
+    /// re-applying a file is idempotent.
+    Apply(ApplyArgs),
+    /// Every write sent (or refused): when, who, what, Microsoft's answer, the version made.
+    Log(LogArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpdateArgs {
+    /// The tenant: name, tenant id or domain.
+    #[arg(long, value_name = "T")]
+    pub(crate) tenant: String,
+    /// The incident or alert id.
+    #[arg(long)]
+    pub(crate) id: String,
+    /// `active`, `inProgress`, `resolved`, `redirected` (alerts: `new`, `inProgress`,
+    /// `resolved`).
+    #[arg(long)]
+    pub(crate) status: Option<String>,
+    /// Assign to this user (UPN).
+    #[arg(long, value_name = "UPN", conflicts_with = "unassign")]
+    pub(crate) assign: Option<String>,
+    /// Remove the owner.
+    #[arg(long)]
+    pub(crate) unassign: bool,
+    /// `truePositive`, `falsePositive`, `informationalExpectedActivity`, `unknown`.
+    #[arg(long)]
+    pub(crate) classification: Option<String>,
+    /// A determination that fits the classification, e.g. `malware`, `notMalicious`.
+    #[arg(long)]
+    pub(crate) determination: Option<String>,
+    /// `+tag` adds, `-tag` removes (repeatable; incidents only).
+    #[arg(long = "tag", value_name = "+T|-T", allow_hyphen_values = true)]
+    pub(crate) tags: Vec<String>,
+    /// Add a comment.
+    #[arg(long)]
+    pub(crate) comment: Option<String>,
+    /// Why it was resolved (Graph `resolvingComment`; incidents only).
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) resolving_comment: Option<String>,
+    /// Who is recorded in the audit (default: the app or signed-in identity of the tenant).
+    #[arg(long)]
+    pub(crate) actor: Option<String>,
+    /// Show the change against the latest stored version; send nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CommentArgs {
+    /// The tenant: name, tenant id or domain.
+    #[arg(long, value_name = "T")]
+    pub(crate) tenant: String,
+    /// The alert id.
+    #[arg(long)]
+    pub(crate) id: String,
+    /// The comment.
+    #[arg(long)]
+    pub(crate) comment: String,
+    /// Who is recorded in the audit.
+    #[arg(long)]
+    pub(crate) actor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApplyArgs {
+    /// The actions file (NDJSON; `-` reads standard input).
+    pub(crate) file: PathBuf,
+    /// Show each action's change against the latest stored version; send nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Who is recorded in the audit.
+    #[arg(long)]
+    pub(crate) actor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogArgs {
+    /// Only this tenant (name, tenant id or domain).
+    #[arg(long, value_name = "T")]
+    pub(crate) tenant: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -146,6 +146,8 @@ pub struct EmuIncident {
     pub tags: Vec<String>,
     /// Comments.
     pub comments: Vec<Comment>,
+    /// Why it was resolved (Graph `resolvingComment`, set by a PATCH).
+    pub resolving_comment: Option<String>,
     /// Merged into.
     pub redirect: Option<u64>,
     /// Alerts.
@@ -492,6 +494,7 @@ impl TenantData {
             assigned_to: None,
             tags: Vec::new(),
             comments: Vec::new(),
+            resolving_comment: None,
             redirect: None,
             alerts,
         };

@@ -112,7 +112,12 @@ fn threat(tactics: Vec<String>, ids: (Vec<String>, Vec<String>)) -> Option<Value
 }
 
 fn envelope(v: &StoredVersion) -> Value {
-    json!({ "event_id": v.event_id, "seq": v.seq, "stream": v.stream, "change": v.change })
+    let mut e =
+        json!({ "event_id": v.event_id, "seq": v.seq, "stream": v.stream, "change": v.change });
+    if let (Some(a), Some(o)) = (&v.origin_action, e.as_object_mut()) {
+        o.insert("origin".into(), super::origin(a));
+    }
+    e
 }
 
 fn incident(v: &StoredVersion, i: &Incident) -> Value {

@@ -126,10 +126,19 @@ fn write_xdrsync(v: &StoredVersion, out: &mut Vec<u8>) -> Result<(), serde_json:
     if v.replay {
         m.serialize_entry("replay", &true)?;
     }
+    if let Some(action) = &v.origin_action {
+        m.serialize_entry("origin", &origin(action))?;
+    }
     m.serialize_entry(id_key, &v.record.item_id())?;
     m.serialize_entry("last_update", &v.record.last_update())?;
     m.serialize_entry(body_key, &v.record)?;
     m.end()
+}
+
+/// `{"source": "xdrsync", "action_id": …}`: the version was produced by a write of ours, so a
+/// SOAR mirroring changes can drop its own echo.
+pub(crate) fn origin(action: &str) -> serde_json::Value {
+    serde_json::json!({"source": "xdrsync", "action_id": action})
 }
 
 /// Milliseconds since the Unix epoch (OCSF `timestamp_t`, HEC `time` × 1000).

@@ -209,6 +209,7 @@ fn incident(v: &StoredVersion, i: &Incident) -> Value {
             "redirect_incident_id": i.redirect_incident_id,
             "change": v.change,
             "changes": v.changes,
+            "origin": v.origin_action.as_deref().map(super::origin),
         }),
     );
     Value::Object(m)

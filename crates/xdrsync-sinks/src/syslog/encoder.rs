@@ -176,6 +176,12 @@ fn fields(
         // CEF's `reason` ("why the event was generated"); LEEF's own key.
         f.push(("reason", "reason", "replay".into()));
     }
+    if let Some(a) = &v.origin_action {
+        // A write of ours produced this version (cs1–cs8 are taken, as cs7/cs8 already
+        // extend CEF's six); LEEF's own key.
+        f.push(("cs9Label", "", "xdrsyncAction".into()));
+        f.push(("cs9", "xdrsyncAction", a.clone()));
+    }
     let (title, sev) = match &v.record {
         Record::Incident(i) => {
             let cat = "incident".to_owned();

@@ -10,6 +10,10 @@ use crate::cli::{IncidentsCommand, ListArgs};
 pub(crate) async fn run(cmd: IncidentsCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
     match cmd {
         IncidentsCommand::List(args) => list(args, config_path).await,
+        IncidentsCommand::Update(args) => {
+            super::actions::update(args, xdrsync_model::action::Target::Incident, config_path)
+                .await
+        }
     }
 }
 

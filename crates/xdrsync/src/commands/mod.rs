@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod actions;
 pub(crate) mod auth;
 pub(crate) mod check_config;
 pub(crate) mod demo;
