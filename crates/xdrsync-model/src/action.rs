@@ -289,9 +289,10 @@ impl Action {
             return false;
         }
         self.status.as_ref().is_none_or(|s| *s == incident.status)
-            && self.assign.as_ref().is_none_or(|a| {
-                incident.assigned_to.as_deref().unwrap_or("") == a.as_str()
-            })
+            && self
+                .assign
+                .as_ref()
+                .is_none_or(|a| incident.assigned_to.as_deref().unwrap_or("") == a.as_str())
             && self
                 .classification
                 .as_ref()
@@ -385,19 +386,66 @@ mod tests {
 
     #[test]
     fn values_are_checked_before_sending() {
-        let ok = a(r#"{"tenant":"t","id":"1","status":"resolved","classification":"truePositive","determination":"malware"}"#);
+        let ok = a(
+            r#"{"tenant":"t","id":"1","status":"resolved","classification":"truePositive","determination":"malware"}"#,
+        );
         assert_eq!(ok.validate(None, false), Ok(()));
         assert_eq!(ok.validate(None, true), Ok(()));
         for (json, current, legacy, says) in [
-            (r#"{"tenant":"t","id":"1"}"#, None, false, "nothing to change"),
-            (r#"{"tenant":"t","id":"1","status":"closed"}"#, None, false, "not a incident status"),
-            (r#"{"tenant":"t","id":"1","target":"alert","status":"active"}"#, None, false, "not a alert status"),
-            (r#"{"tenant":"t","id":"1","classification":"benign"}"#, None, false, "not a classification"),
-            (r#"{"tenant":"t","id":"1","determination":"malware"}"#, None, false, "needs a classification"),
-            (r#"{"tenant":"t","id":"1","determination":"malware"}"#, Some("falsePositive"), false, "does not go with classification `falsePositive`"),
-            (r#"{"tenant":"t","id":"1","classification":"falsePositive","determination":"notMalicious"}"#, None, true, "only with classification truePositive"),
-            (r#"{"tenant":"t","id":"1","tags_add":["x"],"tags_remove":["x"]}"#, None, false, "both added and removed"),
-            (r#"{"tenant":"t","id":"1","target":"alert","tags_add":["x"]}"#, None, false, "no tags"),
+            (
+                r#"{"tenant":"t","id":"1"}"#,
+                None,
+                false,
+                "nothing to change",
+            ),
+            (
+                r#"{"tenant":"t","id":"1","status":"closed"}"#,
+                None,
+                false,
+                "not a incident status",
+            ),
+            (
+                r#"{"tenant":"t","id":"1","target":"alert","status":"active"}"#,
+                None,
+                false,
+                "not a alert status",
+            ),
+            (
+                r#"{"tenant":"t","id":"1","classification":"benign"}"#,
+                None,
+                false,
+                "not a classification",
+            ),
+            (
+                r#"{"tenant":"t","id":"1","determination":"malware"}"#,
+                None,
+                false,
+                "needs a classification",
+            ),
+            (
+                r#"{"tenant":"t","id":"1","determination":"malware"}"#,
+                Some("falsePositive"),
+                false,
+                "does not go with classification `falsePositive`",
+            ),
+            (
+                r#"{"tenant":"t","id":"1","classification":"falsePositive","determination":"notMalicious"}"#,
+                None,
+                true,
+                "only with classification truePositive",
+            ),
+            (
+                r#"{"tenant":"t","id":"1","tags_add":["x"],"tags_remove":["x"]}"#,
+                None,
+                false,
+                "both added and removed",
+            ),
+            (
+                r#"{"tenant":"t","id":"1","target":"alert","tags_add":["x"]}"#,
+                None,
+                false,
+                "no tags",
+            ),
         ] {
             let e = a(json).validate(current, legacy).unwrap_err();
             assert!(e.0.contains(says), "{json}: {e}");
@@ -408,12 +456,16 @@ mod tests {
                 .validate(Some("truePositive"), false),
             Ok(())
         );
-        assert!(serde_json::from_str::<Action>(r#"{"tenant":"t","id":"1","colour":"red"}"#).is_err());
+        assert!(
+            serde_json::from_str::<Action>(r#"{"tenant":"t","id":"1","colour":"red"}"#).is_err()
+        );
     }
 
     #[test]
     fn bodies_in_each_apis_spelling() {
-        let act = a(r#"{"tenant":"t","id":"1","status":"inProgress","assign":"ana@contoso.com","classification":"falsePositive","determination":"notMalicious","tags_add":["b"],"tags_remove":["a"],"comment":"seen"}"#);
+        let act = a(
+            r#"{"tenant":"t","id":"1","status":"inProgress","assign":"ana@contoso.com","classification":"falsePositive","determination":"notMalicious","tags_add":["b"],"tags_remove":["a"],"comment":"seen"}"#,
+        );
         assert_eq!(
             act.graph_patch(&["a".into(), "c".into()]).unwrap(),
             json!({"status":"inProgress","assignedTo":"ana@contoso.com","classification":"falsePositive","determination":"notMalicious","customTags":["c","b"]})
@@ -422,6 +474,9 @@ mod tests {
             act.legacy_patch(&["a".into()]),
             json!({"status":"InProgress","assignedTo":"ana@contoso.com","classification":"FalsePositive","determination":"Clean","tags":["b"],"comment":"seen"})
         );
-        assert_eq!(a(r#"{"tenant":"t","id":"1","comment":"x"}"#).graph_patch(&[]), None);
+        assert_eq!(
+            a(r#"{"tenant":"t","id":"1","comment":"x"}"#).graph_patch(&[]),
+            None
+        );
     }
 }

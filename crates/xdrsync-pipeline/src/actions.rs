@@ -17,8 +17,8 @@ use xdrsync_auth::vault::Vault;
 use xdrsync_config::{Config, Tenant};
 use xdrsync_model::action::{Action, Target as ItemKind};
 use xdrsync_model::{
-    ApiKind, Record, StreamKind, Timestamp, normalize_graph_alert,
-    normalize_graph_incident, normalize_xdr_incident,
+    ApiKind, Record, StreamKind, Timestamp, normalize_graph_alert, normalize_graph_incident,
+    normalize_xdr_incident,
 };
 use xdrsync_store::{ActionOutcome, ActionRecord, NewVersion, SqliteStore};
 
@@ -65,7 +65,10 @@ pub async fn apply_actions(
     let runs = by_tenant.into_values().map(|list| async move {
         let mut out = Vec::with_capacity(list.len());
         for (i, a) in list {
-            out.push((i, apply_one(config, store, client, vault, a, actor, dry_run).await));
+            out.push((
+                i,
+                apply_one(config, store, client, vault, a, actor, dry_run).await,
+            ));
         }
         out
     });
@@ -170,7 +173,10 @@ async fn apply_one(
         } else {
             "dry run: nothing sent".into()
         };
-        if already && !dry_run && let Err(e) = record(&report, None) {
+        if already
+            && !dry_run
+            && let Err(e) = record(&report, None)
+        {
             report.message.push_str(&format!(" (not recorded: {e})"));
         }
         return report;
@@ -203,7 +209,9 @@ async fn apply_one(
             (ApiKind::Graph, ItemKind::Alert) => {
                 normalize_graph_alert(&tenant.tenant_id, &v).map(Record::Alert)
             }
-            (ApiKind::Xdr, _) => normalize_xdr_incident(&tenant.tenant_id, &v).map(Record::Incident),
+            (ApiKind::Xdr, _) => {
+                normalize_xdr_incident(&tenant.tenant_id, &v).map(Record::Incident)
+            }
         }
         .map_err(|e| e.to_string())
     };
@@ -218,23 +226,23 @@ async fn apply_one(
     };
     // Ours is the version the PATCH made. If the item changed again before the read-back,
     // ours is rebuilt from the PATCH answer (with the alerts read back) and the later one is
-    // stored as pulled.
-    let ours = match (produced.patched, &produced.patch_answer) {
-        (Some(t), Some(answer)) if t < after.last_update() => {
-            let later = NewVersion {
-                record: after.clone(),
-                raw: produced.after.clone(),
-            };
-            if let Err(e) = store.commit(&tenant.tenant_id, &[later], None) {
-                tracing::warn!(error = %e, "Storing the version read back after a write failed; the next pull stores it.");
-            }
+    // stored after it, as pulled: both are events, in last-update order.
+    let (ours, later) = match (produced.patched, &produced.patch_answer) {
+        (Some(t), Some(answer)) if t < after.last_update() => (
             with_alerts_of(answer, &produced.after)
-                .and_then(|raw| normalize(&raw).ok().map(|r| NewVersion { record: r, raw }))
-        }
-        _ => Some(NewVersion {
-            record: after,
-            raw: produced.after.clone(),
-        }),
+                .and_then(|raw| normalize(&raw).ok().map(|r| NewVersion { record: r, raw })),
+            Some(NewVersion {
+                record: after,
+                raw: produced.after.clone(),
+            }),
+        ),
+        _ => (
+            Some(NewVersion {
+                record: after,
+                raw: produced.after.clone(),
+            }),
+            None,
+        ),
     };
     report.outcome = ActionOutcome::Applied;
     report.produced = ours.as_ref().map(|v| v.record.last_update());
@@ -244,6 +252,15 @@ async fn apply_one(
     };
     if let Err(e) = record(&report, ours.as_ref()) {
         report.message.push_str(&format!(" (not recorded: {e})"));
+    }
+    if let Some(later) = later {
+        report.message.push_str(&format!(
+            "; Defender changed it again since (version {})",
+            later.record.last_update()
+        ));
+        if let Err(e) = store.commit(&tenant.tenant_id, &[later], None) {
+            tracing::warn!(error = %e, "Storing the version read back after a write failed; the next pull stores it.");
+        }
     }
     report
 }
@@ -330,7 +347,9 @@ fn show(s: &str) -> String {
 fn explain(e: &ApiError, tenant: &Tenant, kind: ItemKind) -> String {
     if e.status() == Some(403) {
         let role = match (tenant.api, kind) {
-            (ApiKind::Graph, ItemKind::Incident) => "SecurityIncident.ReadWrite.All (Microsoft Graph)",
+            (ApiKind::Graph, ItemKind::Incident) => {
+                "SecurityIncident.ReadWrite.All (Microsoft Graph)"
+            }
             (ApiKind::Graph, ItemKind::Alert) => "SecurityAlert.ReadWrite.All (Microsoft Graph)",
             (ApiKind::Xdr, _) => "Incident.ReadWrite.All (Microsoft Threat Protection)",
         };

@@ -141,8 +141,19 @@ impl SqliteStore {
             .map_err(self.err())?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, created, actor, tenant_id, tenant_name, target, item_id, request, outcome, answer, produced) =
-                row.map_err(self.err())?;
+            let (
+                id,
+                created,
+                actor,
+                tenant_id,
+                tenant_name,
+                target,
+                item_id,
+                request,
+                outcome,
+                answer,
+                produced,
+            ) = row.map_err(self.err())?;
             let corrupt = |message: String| StoreError::Corrupt {
                 path: self.path.clone(),
                 what: format!("action {id}"),

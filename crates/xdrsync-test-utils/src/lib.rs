@@ -46,21 +46,37 @@ pub fn demo_directory() -> Directory {
 /// A single-tenant directory whose app has `roles` on every resource (none: a token without
 /// `roles`), with `incidents_per_hour` synthetic incidents.
 pub fn one_tenant(name: &str, incidents_per_hour: f64, roles: &[&str]) -> Directory {
-    let tenant = TenantSpec::named(name, incidents_per_hour);
-    let consents = [(
-        tenant.id.clone(),
-        Resource::ALL
-            .into_iter()
-            .map(|r| (r, roles.iter().map(|s| (*s).to_owned()).collect()))
-            .collect(),
-    )]
-    .into_iter()
-    .collect();
+    many_tenants(&[name], incidents_per_hour, roles)
+}
+
+/// [`one_tenant`] with several tenants (the first is the app's home), the one app consented
+/// in each with `roles` on every resource.
+pub fn many_tenants(names: &[&str], incidents_per_hour: f64, roles: &[&str]) -> Directory {
+    let tenants: Vec<TenantSpec> = names
+        .iter()
+        .map(|n| TenantSpec::named(n, incidents_per_hour))
+        .collect();
+    let consents = tenants
+        .iter()
+        .map(|t| {
+            (
+                t.id.clone(),
+                Resource::ALL
+                    .into_iter()
+                    .map(|r| (r, roles.iter().map(|s| (*s).to_owned()).collect()))
+                    .collect(),
+            )
+        })
+        .collect();
+    let Some(tenant) = tenants.first().cloned() else {
+        panic!("many_tenants needs a name");
+    };
+    let name = names.first().copied().unwrap_or("tenant");
     let app = AppSpec {
         client_id: "00000000-0000-4000-8000-0000000000a1".into(),
         name: format!("{name} connector"),
         home_tenant: tenant.id.clone(),
-        multi_tenant: false,
+        multi_tenant: tenants.len() > 1,
         secrets: vec![AppSecret {
             value: "test~secret.value-1".into(),
             expires: None,
@@ -72,7 +88,7 @@ pub fn one_tenant(name: &str, incidents_per_hour: f64, roles: &[&str]) -> Direct
         managed_identity: false,
     };
     Directory {
-        tenants: vec![tenant],
+        tenants,
         apps: vec![app],
     }
 }
@@ -83,6 +99,17 @@ pub const ALL_READ_ROLES: &[&str] = &[
     "SecurityAlert.Read.All",
     "Incident.Read.All",
     "Alert.Read.All",
+];
+
+/// [`ALL_READ_ROLES`] and the roles write-back needs.
+pub const ALL_WRITE_ROLES: &[&str] = &[
+    "SecurityIncident.Read.All",
+    "SecurityAlert.Read.All",
+    "Incident.Read.All",
+    "Alert.Read.All",
+    "SecurityIncident.ReadWrite.All",
+    "SecurityAlert.ReadWrite.All",
+    "Incident.ReadWrite.All",
 ];
 
 /// Writes `DIR/xdrsync.toml` (and the secret file) for every tenant the emulator's first app is

@@ -153,7 +153,10 @@ fn print(reports: &[ActionReport], dry_run: bool) -> anyhow::Result<()> {
                 r.tenant.clone(),
                 r.target.as_str().to_owned(),
                 crate::text::escape(&r.item),
-                if dry_run && r.outcome == ActionOutcome::Skipped && !r.message.starts_with("already") {
+                if dry_run
+                    && r.outcome == ActionOutcome::Skipped
+                    && !r.message.starts_with("already")
+                {
                     "dry-run".to_owned()
                 } else {
                     r.outcome.as_str().to_owned()

@@ -11,8 +11,7 @@ pub(crate) async fn run(cmd: IncidentsCommand, config_path: &Path) -> anyhow::Re
     match cmd {
         IncidentsCommand::List(args) => list(args, config_path).await,
         IncidentsCommand::Update(args) => {
-            super::actions::update(args, xdrsync_model::action::Target::Incident, config_path)
-                .await
+            super::actions::update(args, xdrsync_model::action::Target::Incident, config_path).await
         }
     }
 }
