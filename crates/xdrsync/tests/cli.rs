@@ -933,3 +933,128 @@ async fn sinks_from_the_config_one_down_the_others_unaffected() {
     assert!(lines.iter().all(|d| d["metadata"]["version"] == "1.5.0"));
     assert!(text(&third.stderr).contains("TENANT"));
 }
+
+/// Write-back through the binary: `incidents update` changes the incident in Defender, the
+/// next `pull --ndjson` delivers the version it made with `origin` naming the action;
+/// `actions apply --dry-run` shows the change and sends nothing, `actions apply` applies,
+/// re-applying skips, a bad line is refused by line number, `actions log` lists every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_from_the_command_line() {
+    let emu = tu::start(tu::many_tenants(&["Contoso"], 6.0, tu::ALL_WRITE_ROLES)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tu::write_config(tmp.path(), &emu, &[ApiKind::Graph], "");
+    let cwd = tmp.path().to_owned();
+    let run =
+        |args: &[&str]| xdrsync_async(args.iter().map(|s| (*s).to_owned()).collect(), cwd.clone());
+    let first = run(&["pull", "--ndjson", "out.ndjson"]).await;
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let tenant = config.tenants[0].tenant_id.as_str().to_owned();
+    let mut ids: Vec<u64> = emu
+        .state()
+        .incidents(&tenant, |i| i.redirect.is_none())
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    ids.sort_unstable();
+    let (a, b) = (ids[ids.len() - 1], ids[ids.len() - 2]);
+    let update = run(&[
+        "incidents",
+        "update",
+        "--tenant",
+        "contoso",
+        "--id",
+        &a.to_string(),
+        "--status",
+        "inProgress",
+        "--assign",
+        "ana@contoso.com",
+        "--tag",
+        "+escalated",
+        "--comment",
+        "taking it",
+        "--actor",
+        "ana",
+    ])
+    .await;
+    let out = text(&update.stdout);
+    assert!(update.status.success(), "{out}{}", text(&update.stderr));
+    assert!(out.contains("applied"), "{out}");
+    let inc = emu.state().incidents(&tenant, |i| i.id == a).pop().unwrap();
+    assert_eq!(inc.status.graph, "inProgress");
+    assert_eq!(inc.assigned_to.as_deref(), Some("ana@contoso.com"));
+    assert!(inc.tags.contains(&"escalated".to_owned()));
+    // Delivered with its origin.
+    let second = run(&["pull", "--ndjson", "out.ndjson"]).await;
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    let lines = ndjson_lines(&tmp.path().join("out.ndjson"));
+    let marked: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["origin"]["source"] == "xdrsync")
+        .collect();
+    assert_eq!(marked.len(), 1, "{marked:?}");
+    assert_eq!(marked[0]["incident_id"], a.to_string());
+    assert_eq!(marked[0]["change"], "updated");
+    // A file of actions: a dry run, the run, a re-run.
+    std::fs::write(
+        tmp.path().join("actions.ndjson"),
+        format!(
+            "{{\"tenant\":\"contoso\",\"id\":\"{b}\",\"classification\":\"falsePositive\",\"determination\":\"notMalicious\",\"status\":\"resolved\"}}\n\n{{\"tenant\":\"contoso\",\"id\":\"{a}\",\"status\":\"inProgress\"}}\n"
+        ),
+    )
+    .unwrap();
+    let dry = run(&["actions", "apply", "actions.ndjson", "--dry-run"]).await;
+    let dry_out = text(&dry.stdout);
+    assert!(dry.status.success(), "{dry_out}{}", text(&dry.stderr));
+    assert!(
+        dry_out.contains("dry-run") && dry_out.contains("classification:"),
+        "{dry_out}"
+    );
+    assert!(dry_out.contains("already so"), "{dry_out}");
+    assert_ne!(
+        emu.state()
+            .incidents(&tenant, |i| i.id == b)
+            .pop()
+            .unwrap()
+            .status
+            .graph,
+        "resolved",
+        "a dry run sent nothing"
+    );
+    let apply = run(&["actions", "apply", "actions.ndjson"]).await;
+    assert!(apply.status.success(), "{}", text(&apply.stderr));
+    assert!(
+        text(&apply.stderr).contains("1 applied, 1 skipped, 0 failed"),
+        "{}",
+        text(&apply.stderr)
+    );
+    let again = run(&["actions", "apply", "actions.ndjson"]).await;
+    assert!(
+        text(&again.stderr).contains("0 applied, 2 skipped, 0 failed"),
+        "{}",
+        text(&again.stderr)
+    );
+    std::fs::write(
+        tmp.path().join("bad.ndjson"),
+        "{\"tenant\":\"contoso\",\"id\":\"1\"}\n{\"tenant\":\"contoso\",\"colour\":\"red\"}\n",
+    )
+    .unwrap();
+    let bad = run(&["actions", "apply", "bad.ndjson"]).await;
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("line 2"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let log = run(&["actions", "log", "--tenant", "contoso"]).await;
+    let log_out = text(&log.stdout);
+    assert!(log.status.success(), "{log_out}");
+    for want in [
+        "ana",
+        "applied",
+        "skipped",
+        "status: inProgress",
+        "assignedTo: ana@contoso.com",
+    ] {
+        assert!(log_out.contains(want), "{want}: {log_out}");
+    }
+}
