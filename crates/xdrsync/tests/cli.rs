@@ -439,6 +439,11 @@ async fn auth_token_validates_and_names_missing_permissions() {
         !stdout.contains("eyJ"),
         "the raw token is printed only with --raw"
     );
+    // Read roles only: write-back is named as not possible, with the role it needs.
+    assert!(
+        stdout.contains("write-back: incidents no (needs SecurityIncident.ReadWrite.All)"),
+        "{stdout}"
+    );
     let raw = run(&[
         "auth",
         "token",
@@ -957,6 +962,14 @@ async fn write_back_from_the_command_line() {
         .collect();
     ids.sort_unstable();
     let (a, b) = (ids[ids.len() - 1], ids[ids.len() - 2]);
+    let token = run(&["auth", "token", "--tenant", "contoso"]).await;
+    assert!(
+        text(&token.stdout).contains(
+            "write-back: incidents yes (SecurityIncident.ReadWrite.All), alerts yes (SecurityAlert.ReadWrite.All)"
+        ),
+        "{}",
+        text(&token.stdout)
+    );
     let update = run(&[
         "incidents",
         "update",

@@ -101,6 +101,7 @@ async fn token_report(
     let mut problems = Vec::new();
     let mut verified: Vec<(String, String)> = Vec::new();
     let mut streams_ok = Vec::new();
+    let mut granted: Vec<String> = Vec::new();
     for &stream in &tenant.streams {
         let target = xdrsync_pipeline::stream_target(tenant, config, vault, stream)?;
         let token = match cache.token(&target.token).await {
@@ -191,6 +192,8 @@ async fn token_report(
             }
             verified.push((resource.clone(), signature));
         }
+        granted.extend(roles.iter().map(|r| (*r).to_owned()));
+        granted.extend(scp.iter().map(|s| (*s).to_owned()));
         let (permissions, api_name) = needed(tenant.api, stream);
         if permissions.iter().any(|p| {
             roles.contains(p)
@@ -208,6 +211,26 @@ async fn token_report(
             ));
         }
     }
+    // Write-back (`incidents update`, `alerts update`): which writes the roles allow. Not a
+    // problem when missing — reading is what the tenant is configured for.
+    let writes: &[(&str, &str)] = match tenant.api {
+        xdrsync_model::ApiKind::Graph => &[
+            ("incidents", "SecurityIncident.ReadWrite.All"),
+            ("alerts", "SecurityAlert.ReadWrite.All"),
+        ],
+        xdrsync_model::ApiKind::Xdr => &[("incidents", "Incident.ReadWrite.All")],
+    };
+    let can: Vec<String> = writes
+        .iter()
+        .map(|(what, role)| {
+            if granted.iter().any(|g| g.eq_ignore_ascii_case(role)) {
+                format!("{what} yes ({role})")
+            } else {
+                format!("{what} no (needs {role})")
+            }
+        })
+        .collect();
+    crate::text::outln!("  write-back: {}", can.join(", "));
     if problems.is_empty() {
         crate::text::outln!(
             "OK: the tokens can read {} through the {} API.",
