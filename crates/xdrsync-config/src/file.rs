@@ -79,6 +79,20 @@ pub struct ServerSection {
     /// (`host:port`; `""` turns the server off). Default `127.0.0.1:9464`.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Turns on `POST /actions` (write-back from a SOAR), signed like the webhook sink:
+    /// `X-Xdrsync-Timestamp` and `X-Xdrsync-Signature: sha256=<hex HMAC-SHA256(secret,
+    /// "<timestamp>.<body>")>`. Without it and `actions_token`, `/actions` is off.
+    pub actions_hmac_secret: Option<crate::SecretSource>,
+    /// Or a bearer token the SOAR sends as `Authorization: Bearer <token>`.
+    pub actions_token: Option<crate::SecretSource>,
+    /// How old (or early) a signed request may be, in seconds (default 300); within it, a
+    /// signature is accepted once (a replay is refused).
+    #[serde(default = "default_replay_secs")]
+    pub actions_replay_secs: u64,
+}
+
+fn default_replay_secs() -> u64 {
+    300
 }
 
 fn default_listen() -> String {
@@ -92,6 +106,9 @@ impl Default for ServerSection {
     fn default() -> Self {
         ServerSection {
             listen: default_listen(),
+            actions_hmac_secret: None,
+            actions_token: None,
+            actions_replay_secs: default_replay_secs(),
         }
     }
 }

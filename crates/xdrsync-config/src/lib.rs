@@ -35,6 +35,8 @@ pub struct Config {
     pub retention_days: u32,
     /// `[server] listen` (`None`: no server).
     pub server_listen: Option<std::net::SocketAddr>,
+    /// `[server] actions_*`: how `POST /actions` is authenticated (`None`: it is off).
+    pub inbound_actions: Option<InboundActions>,
     /// The file it was read from.
     pub path: PathBuf,
     /// The SQLite store file (absolute or relative to the working directory).
@@ -59,6 +61,17 @@ pub struct Config {
     pub sinks: Vec<toml::Table>,
     /// Whether inline secrets (`{ value = "…" }`) are allowed.
     pub allow_inline_secrets: bool,
+}
+
+/// How a SOAR's `POST /actions` is authenticated.
+#[derive(Debug, Clone)]
+pub struct InboundActions {
+    /// The HMAC key of signed requests.
+    pub hmac_secret: Option<SecretSource>,
+    /// The bearer token.
+    pub token: Option<SecretSource>,
+    /// The replay window.
+    pub replay_window: std::time::Duration,
 }
 
 /// Validated `[sync]`.

@@ -52,11 +52,26 @@ pub(crate) fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigEr
         tenants.push(c.tenant(i, t, &file.apps, &endpoints)?);
     }
     let server_listen = c.listen(&file.server)?;
+    let inbound_actions = match (&file.server.actions_hmac_secret, &file.server.actions_token) {
+        (None, None) => None,
+        (hmac, token) => Some(crate::InboundActions {
+            hmac_secret: hmac
+                .as_ref()
+                .map(|s| c.secret("server.actions_hmac_secret", s))
+                .transpose()?,
+            token: token
+                .as_ref()
+                .map(|s| c.secret("server.actions_token", s))
+                .transpose()?,
+            replay_window: std::time::Duration::from_secs(file.server.actions_replay_secs.max(1)),
+        }),
+    };
     Ok(Config {
         path: path.to_owned(),
         store_path: c.resolve(&file.store.path),
         retention_days: file.store.retention_days,
         server_listen,
+        inbound_actions,
         sync,
         tenants,
         ca_file: file.cloud.ca_file.as_deref().map(|p| c.resolve(p)),

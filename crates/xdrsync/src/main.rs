@@ -13,6 +13,7 @@ use clap::Parser;
 
 mod cli;
 mod commands;
+mod inbound;
 mod progress;
 mod server;
 mod table;

@@ -164,6 +164,8 @@ pub(crate) struct ServerState {
     running: RwLock<Option<Timestamp>>,
     /// The last success of each (tenant, stream), for `xdrsync_seconds_since_last_success`.
     last_success: RwLock<BTreeMap<(String, String), Timestamp>>,
+    /// `POST /actions`, when `[server]` turns it on.
+    actions: RwLock<Option<Arc<crate::inbound::ActionsEndpoint>>>,
 }
 
 impl ServerState {
@@ -187,7 +189,13 @@ impl ServerState {
             passes: RwLock::new(VecDeque::new()),
             running: RwLock::new(None),
             last_success: RwLock::new(last),
+            actions: RwLock::new(None),
         }))
+    }
+
+    /// Turns `POST /actions` on (or off with `None`), e.g. after a reload.
+    pub(crate) fn set_actions(&self, actions: Option<Arc<crate::inbound::ActionsEndpoint>>) {
+        *write(&self.actions) = actions;
     }
 
     pub(crate) fn pass_started(&self) {
@@ -500,6 +508,7 @@ pub(crate) async fn serve(
         .route("/healthz", axum::routing::get(healthz))
         .route("/readyz", axum::routing::get(readyz))
         .route("/", axum::routing::get(page))
+        .route("/actions", axum::routing::post(actions))
         .with_state(state);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -541,6 +550,23 @@ async fn metrics_handler(State(state): State<Arc<ServerState>>) -> Response {
         )
             .into_response(),
         Err(r) => r,
+    }
+}
+
+/// `POST /actions`: write-back from a SOAR (404 while `[server]` does not turn it on).
+async fn actions(
+    State(state): State<Arc<ServerState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let endpoint = read(&state.actions).clone();
+    match endpoint {
+        Some(e) => e.handle(&state.store, &headers, &body).await,
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            "POST /actions is off: set [server] actions_hmac_secret or actions_token\n",
+        )
+            .into_response(),
     }
 }
 

@@ -1403,3 +1403,154 @@ async fn log_colour_only_on_a_terminal_and_never_with_no_color() {
     assert!(plain.contains("INFO"), "{plain:?}");
     assert!(!plain.contains("\u{1b}[32m"), "{plain:?}");
 }
+
+/// A SOAR writes back through `run`: `POST /actions` signed like the webhook sink applies the
+/// actions (answered per action, changed in Defender, recorded in the audit with the SOAR as
+/// actor); a bad signature, a stale timestamp, a replayed request and a wrong bearer token are
+/// refused and change nothing; the bearer token works too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soar_posts_signed_actions_to_run() {
+    let emu = tu::start(tu::many_tenants(&["Contoso"], 6.0, tu::ALL_WRITE_ROLES)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    std::fs::write(dir.join("soar.key"), "s3cret-hmac-key\n").unwrap();
+    std::fs::write(dir.join("soar.token"), "bearer-token-123\n").unwrap();
+    let config = tu::write_config(
+        &dir,
+        &emu,
+        &[ApiKind::Graph],
+        "[server]\nlisten = \"127.0.0.1:0\"\nactions_hmac_secret = { file = \"soar.key\" }\nactions_token = { file = \"soar.token\" }\n",
+    );
+    let tenant = config.tenants[0].tenant_id.as_str().to_owned();
+    let mut ids: Vec<u64> = emu
+        .state()
+        .incidents(&tenant, |i| i.redirect.is_none())
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    ids.sort_unstable();
+    let (a, b) = (ids[ids.len() - 1], ids[ids.len() - 2]);
+    let daemon = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || {
+            let mut d = Daemon::start(&dir, &["--interval", "3600"]);
+            d.wait_for("pass 1:");
+            d
+        }
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/actions", daemon.base);
+    let http = reqwest::Client::new();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let body = serde_json::json!({"actor": "xsoar", "actions": [
+        {"tenant": "contoso", "id": a.to_string(), "status": "inProgress", "comment": "from the playbook"},
+        {"tenant": "contoso", "id": b.to_string(), "determination": "malware", "classification": "falsePositive"},
+    ]})
+    .to_string();
+    let post = |ts: u64, sig: String, body: String| {
+        http.post(&url)
+            .header("content-type", "application/json")
+            .header("x-xdrsync-timestamp", ts.to_string())
+            .header("x-xdrsync-signature", sig)
+            .body(body)
+            .send()
+    };
+    let key = b"s3cret-hmac-key";
+    let ts = now();
+    let sig = xdrsync_sinks::webhook::sign(key, ts, body.as_bytes());
+    let ok = post(ts, sig.clone(), body.clone()).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let answer: Value = ok.json().await.unwrap();
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results[0]["outcome"], "applied", "{answer}");
+    assert_eq!(results[1]["outcome"], "failed", "{answer}");
+    assert!(
+        results[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not go with classification"),
+        "{answer}"
+    );
+    let inc = emu.state().incidents(&tenant, |i| i.id == a).pop().unwrap();
+    assert_eq!(inc.status.graph, "inProgress");
+    assert!(
+        inc.comments
+            .iter()
+            .any(|c| c.comment == "from the playbook")
+    );
+    let changed = inc.last_update;
+    // Refused: the same request again (a replay), a stale one, a forged one, a wrong token.
+    let replay = post(ts, sig, body.clone()).await.unwrap();
+    assert_eq!(replay.status(), 409);
+    let old = now() - 3600;
+    let stale = post(
+        old,
+        xdrsync_sinks::webhook::sign(key, old, body.as_bytes()),
+        body.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stale.status(), 401);
+    assert!(stale.text().await.unwrap().contains("window"));
+    let forged = post(
+        now(),
+        xdrsync_sinks::webhook::sign(b"guess", now(), body.as_bytes()),
+        body.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(forged.status(), 401);
+    let wrong = http
+        .post(&url)
+        .bearer_auth("not-the-token")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let unsigned = http.post(&url).body(body.clone()).send().await.unwrap();
+    assert_eq!(unsigned.status(), 401);
+    assert_eq!(
+        emu.state()
+            .incidents(&tenant, |i| i.id == a)
+            .pop()
+            .unwrap()
+            .last_update,
+        changed,
+        "a refused request changed the incident"
+    );
+    // The bearer token.
+    let by_token = http
+        .post(&url)
+        .bearer_auth("bearer-token-123")
+        .body(
+            serde_json::json!({"actions": [{"tenant": "contoso", "id": a.to_string(), "comment": "second look"}]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_token.status(), 200);
+    let bad_body = http
+        .post(&url)
+        .bearer_auth("bearer-token-123")
+        .body("{\"actions\": 5}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_body.status(), 400);
+    let (code, err) = tokio::task::spawn_blocking(move || daemon.stop())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    let log = xdrsync(&["actions", "log"], &dir).await;
+    let out = text(&log);
+    assert!(out.contains("xsoar (POST /actions)"), "{out}");
+    assert!(out.contains("soar (POST /actions)"), "{out}");
+}

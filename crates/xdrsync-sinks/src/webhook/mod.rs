@@ -22,7 +22,7 @@ mod sink;
 
 pub use config::{TenantWebhook, Validated, WebhookConfig};
 #[cfg(feature = "sink-webhook")]
-pub use sink::{SIGNATURE_HEADER, TIMESTAMP_HEADER, batch_id, sign};
+pub use sink::{SIGNATURE_HEADER, TIMESTAMP_HEADER, batch_id, sign, verify};
 
 #[cfg(feature = "sink-webhook")]
 pub(crate) use sink::build;

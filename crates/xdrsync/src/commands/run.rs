@@ -98,7 +98,9 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
         Some(_) => Some(crate::server::recorder()?),
         None => None,
     };
+    let actions = crate::inbound::ActionsEndpoint::new(&daemon.config, pipeline.client().clone())?;
     let state = ServerState::new(daemon, store.clone(), recorder)?;
+    state.set_actions(actions);
     if let Some(addr) = listen {
         let bound = crate::server::serve(addr, state.clone(), config_path).await?;
         eprintln!(
@@ -226,6 +228,16 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
                         crate::text::plural(sinks.len() as u64, "sink"),
                         interval.as_secs()
                     );
+                    // `POST /actions` follows the reloaded tenants and secrets.
+                    match crate::inbound::ActionsEndpoint::new(
+                        &loaded.daemon.config,
+                        pipeline.client().clone(),
+                    ) {
+                        Ok(actions) => state.set_actions(actions),
+                        Err(e) => {
+                            tracing::error!(error = %e, "POST /actions keeps the old settings: the reloaded ones cannot be used.")
+                        }
+                    }
                     *state.daemon.write().unwrap_or_else(|e| e.into_inner()) = loaded.daemon;
                 }
                 Err(e) => {
