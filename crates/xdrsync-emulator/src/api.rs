@@ -39,6 +39,18 @@ pub(crate) enum Refusal {
 pub(crate) struct Caller {
     pub(crate) tenant: String,
     pub(crate) app: String,
+    /// The signed-in user of a delegated token (`upn`); `None` for an app-only token.
+    pub(crate) user: Option<String>,
+}
+
+impl Caller {
+    /// Who a change is recorded as: the signed-in user, or `API-App:<app id>`, as Defender's
+    /// audit and `lastModifiedBy` show them.
+    pub(crate) fn author(&self) -> String {
+        self.user
+            .clone()
+            .unwrap_or_else(|| format!("API-App:{}", self.app))
+    }
 }
 
 /// What an operation requires: one of these application roles (app-only tokens) or delegated
@@ -153,7 +165,12 @@ pub(crate) fn authorize(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    Ok(Caller { tenant: tid, app })
+    let user = c.get("upn").and_then(Value::as_str).map(str::to_owned);
+    Ok(Caller {
+        tenant: tid,
+        app,
+        user,
+    })
 }
 
 pub(crate) fn refuse(

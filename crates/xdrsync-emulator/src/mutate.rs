@@ -127,6 +127,7 @@ fn apply(
     if let Some(s) = pick(world::STATUSES, "status")? {
         inc.status = s;
     }
+    inc.last_modified_by = Some(author.to_owned());
     if let Some(r) = text(o, "resolvingComment")? {
         inc.resolving_comment = (!r.is_empty()).then_some(r);
     }
@@ -189,7 +190,7 @@ pub(crate) async fn xdr_patch(
         Err(e) => return bad(e),
     };
     let now = state.clock().now();
-    let author = format!("API-App:{}", caller.app);
+    let author = caller.author();
     let result = id_of(&id).and_then(|n| {
         state.patch_incident(&caller.tenant, n, |inc| apply(inc, &o, None, &author, now))
     });
@@ -229,7 +230,7 @@ pub(crate) async fn graph_patch(
         Ok(o) => o,
         Err(e) => return bad(e),
     };
-    let author = format!("API-App:{}", caller.app);
+    let author = caller.author();
     let view = GraphView::of(&state, &headers);
     match id_of(&id).and_then(|n| {
         state.patch_incident(&caller.tenant, n, |inc| {
@@ -279,9 +280,10 @@ pub(crate) async fn graph_incident_comment(
             return g.answer(StatusCode::BAD_REQUEST, "BadRequest", &e);
         }
     };
-    let author = format!("API-App:{}", caller.app);
+    let author = caller.author();
     let result = id_of(&id).and_then(|n| {
         state.patch_incident(&caller.tenant, n, |inc| {
+            inc.last_modified_by = Some(author.clone());
             inc.comments.push(Comment {
                 comment,
                 created_by: author,
@@ -402,7 +404,7 @@ pub(crate) async fn graph_alert_comment(
             return g.answer(StatusCode::BAD_REQUEST, "BadRequest", &e);
         }
     };
-    let author = format!("API-App:{}", caller.app);
+    let author = caller.author();
     let result = incident_of_alert(&state, &caller.tenant, &alert_id).and_then(|incident| {
         state.patch_incident(&caller.tenant, incident, |inc| {
             let a = inc

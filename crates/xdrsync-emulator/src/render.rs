@@ -268,7 +268,11 @@ pub(crate) fn graph_incident(
     o.insert("description".into(), Value::Null);
     o.insert(
         "lastModifiedBy".into(),
-        json!(inc.assigned_to.as_deref().map(|a| format!("API-App:{a}"))),
+        json!(
+            inc.last_modified_by
+                .clone()
+                .or_else(|| inc.assigned_to.as_deref().map(|a| format!("API-App:{a}")))
+        ),
     );
     o.insert(
         "resolvingComment".into(),

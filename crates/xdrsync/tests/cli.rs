@@ -627,6 +627,49 @@ async fn auth_login_then_delegated_pull() {
         vault,
         "the rotated refresh token was stored"
     );
+    // Writes go out as the signed-in analyst: Defender records a person, not the app.
+    let contoso = c.tenants[1].id.clone();
+    emu.state().update_directory(|d| {
+        for scopes in d.apps[0].consents.get_mut(&contoso).unwrap().values_mut() {
+            scopes.push("SecurityIncident.ReadWrite.All".into());
+        }
+    });
+    let newest = emu
+        .state()
+        .incidents(&contoso, |i| i.redirect.is_none())
+        .iter()
+        .map(|i| i.id)
+        .max()
+        .unwrap();
+    let out = tokio::task::spawn_blocking({
+        let mut c = cmd(&[
+            "incidents",
+            "update",
+            "--tenant",
+            "contoso",
+            "--id",
+            &newest.to_string(),
+            "--comment",
+            "looked at it",
+        ]);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let inc = emu
+        .state()
+        .incidents(&contoso, |i| i.id == newest)
+        .pop()
+        .unwrap();
+    let by = &inc.comments.last().unwrap().created_by;
+    assert!(by.contains('@') && !by.starts_with("API-App:"), "{by}");
+    assert_eq!(inc.last_modified_by.as_deref(), Some(by.as_str()));
     // 91 idle days later Entra refuses the refresh token: the tenant says to sign in again.
     emu.state().clock().advance(chrono::Duration::days(91));
     let out = tokio::task::spawn_blocking({

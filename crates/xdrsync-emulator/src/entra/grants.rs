@@ -67,7 +67,29 @@ pub(super) fn delegated(req: &Req<'_>, grant: &Grant, acr: &str, nonce: Option<&
     claims.insert("idtyp".into(), json!("user"));
     claims.insert("name".into(), json!(local));
     claims.insert("oid".into(), json!(oid));
-    claims.insert("scp".into(), json!(grant.scopes.join(" ")));
+    // A `.default` request carries the read scopes; the write ones come with the tenant's
+    // consent to them (an admin granting write access reaches the next token, as in Entra).
+    let mut scopes = grant.scopes.clone();
+    let consented: Vec<String> = app
+        .consents
+        .get(&tenant.id)
+        .and_then(|by_resource| by_resource.get(&grant.resource))
+        .cloned()
+        .unwrap_or_default();
+    for (role, scope) in [
+        (
+            "SecurityIncident.ReadWrite.All",
+            "SecurityIncident.ReadWrite.All",
+        ),
+        ("SecurityAlert.ReadWrite.All", "SecurityAlert.ReadWrite.All"),
+        ("Incident.ReadWrite.All", "Incident.ReadWrite"),
+        ("Alert.ReadWrite.All", "Alert.ReadWrite"),
+    ] {
+        if consented.iter().any(|c| c == role) && !scopes.iter().any(|s| s == scope) {
+            scopes.push(scope.to_owned());
+        }
+    }
+    claims.insert("scp".into(), json!(scopes.join(" ")));
     claims.insert("sub".into(), json!(name_guid(&app.client_id, &oid)));
     claims.insert("unique_name".into(), json!(grant.user.upn));
     claims.insert("upn".into(), json!(grant.user.upn));

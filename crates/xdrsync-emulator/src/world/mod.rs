@@ -148,6 +148,8 @@ pub struct EmuIncident {
     pub comments: Vec<Comment>,
     /// Why it was resolved (Graph `resolvingComment`, set by a PATCH).
     pub resolving_comment: Option<String>,
+    /// Who changed it through the API last (`API-App:<app id>`, or the signed-in user).
+    pub last_modified_by: Option<String>,
     /// Merged into.
     pub redirect: Option<u64>,
     /// Alerts.
@@ -495,6 +497,7 @@ impl TenantData {
             tags: Vec::new(),
             comments: Vec::new(),
             resolving_comment: None,
+            last_modified_by: None,
             redirect: None,
             alerts,
         };
