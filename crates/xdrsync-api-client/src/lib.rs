@@ -40,6 +40,7 @@ use xdrsync_model::SafeUrl;
 pub const GRAPH_MAX_SKIP: usize = 500;
 
 pub mod budget;
+mod hunting;
 mod paging;
 mod types;
 mod urls;
@@ -48,6 +49,7 @@ mod writes;
 pub use types::*;
 
 pub use budget::{Quota, RateBudgets};
+pub use hunting::{HUNTING_MAX_ROWS, HuntResult};
 pub use writes::Written;
 
 use xdrsync_http::{RetryAction, classify};

@@ -262,7 +262,12 @@ fn span(text: &str) -> Option<chrono::Duration> {
 }
 
 /// Runs `query` against the tenant's tables.
-fn run(state: &EmulatorState, tenant: &str, query: &str) -> Result<Table, String> {
+fn run(
+    state: &EmulatorState,
+    tenant: &str,
+    query: &str,
+    timespan: Option<chrono::Duration>,
+) -> Result<Table, String> {
     let toks = lex(query)?;
     let mut parts = toks.split(|t| *t == Tok::Pipe);
     let first = parts.next().unwrap_or_default();
@@ -273,6 +278,15 @@ fn run(state: &EmulatorState, tenant: &str, query: &str) -> Result<Table, String
         "'{name}' is not a table this emulator knows (AlertInfo, AlertEvidence)"
     ))?;
     let now = state.clock().now();
+    // Graph's `Timespan`: rows older than it are not searched.
+    if let Some(span) = timespan {
+        let oldest = now.sub(span).to_string();
+        t.rows.retain(|r| {
+            r.get("Timestamp")
+                .and_then(Value::as_str)
+                .is_none_or(|ts| ts >= oldest.as_str())
+        });
+    }
     for op in parts {
         let word = |i: usize| match op.get(i) {
             Some(Tok::Ident(s)) => Some(s.to_ascii_lowercase()),
@@ -507,11 +521,57 @@ fn test(cell: &Value, op: &str, v: &Value) -> bool {
 }
 
 fn query_of(body: &str) -> Result<String, String> {
+    Ok(request_of(body)?.0)
+}
+
+/// The `Query` and (Graph) `Timespan` of a hunting request.
+fn request_of(body: &str) -> Result<(String, Option<chrono::Duration>), String> {
     let v: Value = serde_json::from_str(body).map_err(|_| "the body is not JSON".to_owned())?;
-    v.get("Query")
+    let query = v
+        .get("Query")
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .ok_or("the body needs a \"Query\" string".into())
+        .ok_or("the body needs a \"Query\" string")?;
+    let span = match v.get("Timespan") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(iso_duration(s).ok_or(format!(
+            "Timespan '{s}' is not an ISO 8601 duration such as P7D"
+        ))?),
+        Some(_) => return Err("Timespan must be a string such as P7D".into()),
+    };
+    Ok((query, span))
+}
+
+/// `P7D`, `PT12H`, `P1DT6H30M`, `P2W`: an ISO 8601 duration (no years or months).
+fn iso_duration(s: &str) -> Option<chrono::Duration> {
+    let rest = s.strip_prefix('P')?;
+    let (date, time) = rest.split_once('T').unwrap_or((rest, ""));
+    let mut total = chrono::Duration::zero();
+    for (part, units) in [(date, "WD"), (time, "HMS")] {
+        let mut num = String::new();
+        for c in part.chars() {
+            if c.is_ascii_digit() {
+                num.push(c);
+                continue;
+            }
+            if !units.contains(c) || num.is_empty() {
+                return None;
+            }
+            let n: i64 = num.parse().ok()?;
+            num.clear();
+            total += match c {
+                'W' => chrono::Duration::try_weeks(n)?,
+                'D' => chrono::Duration::try_days(n)?,
+                'H' => chrono::Duration::try_hours(n)?,
+                'M' => chrono::Duration::try_minutes(n)?,
+                _ => chrono::Duration::try_seconds(n)?,
+            };
+        }
+        if !num.is_empty() {
+            return None;
+        }
+    }
+    (total > chrono::Duration::zero()).then_some(total)
 }
 
 /// `POST /api/advancedhunting/run`.
@@ -521,7 +581,7 @@ pub(crate) async fn xdr_run(
     body: String,
 ) -> Response {
     let started = std::time::Instant::now();
-    match query_of(&body).and_then(|q| run(&state, &caller.tenant, &q)) {
+    match query_of(&body).and_then(|q| run(&state, &caller.tenant, &q, None)) {
         Err(e) => errors::xdr(
             StatusCode::BAD_REQUEST,
             "BadRequest",
@@ -543,7 +603,7 @@ pub(crate) async fn graph_run(
     body: String,
 ) -> Response {
     let g = GraphErrors::new(&state, &headers);
-    match query_of(&body).and_then(|q| run(&state, &caller.tenant, &q)) {
+    match request_of(&body).and_then(|(q, span)| run(&state, &caller.tenant, &q, span)) {
         Err(e) => g.answer(
             StatusCode::BAD_REQUEST,
             "BadRequest",
@@ -649,17 +709,17 @@ mod tests {
                 words in proptest::collection::vec(proptest::sample::select(TOKENS), 0..14)
             ) {
                 let (state, tenant) = state();
-                let _ = run(state, tenant, &words.join(" "));
+                let _ = run(state, tenant, &words.join(" "), None);
                 // Past the table name, into the operators.
-                let _ = run(state, tenant, &format!("AlertInfo | {}", words.join(" ")));
-                let _ = run(state, tenant, &format!("AlertEvidence | where {}", words.join(" ")));
+                let _ = run(state, tenant, &format!("AlertInfo | {}", words.join(" ")), None);
+                let _ = run(state, tenant, &format!("AlertEvidence | where {}", words.join(" ")), None);
             }
 
             #[test]
             fn any_text_lexes_or_is_refused(text in ".{0,120}") {
                 let _ = lex(&text);
                 let (state, tenant) = state();
-                let _ = run(state, tenant, &text);
+                let _ = run(state, tenant, &text, None);
             }
         }
     }

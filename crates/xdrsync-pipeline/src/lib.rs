@@ -24,6 +24,7 @@ use xdrsync_store::{
 
 pub mod actions;
 pub mod deliver;
+pub mod hunt;
 mod ledger;
 mod progress;
 mod report;

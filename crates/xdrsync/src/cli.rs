@@ -49,6 +49,9 @@ pub(crate) enum Command {
     /// Bulk write-back from a file of actions, and the log of every write.
     #[command(subcommand)]
     Actions(ActionsCommand),
+    /// Run an advanced-hunting KQL query in every chosen tenant at once (Graph
+    /// runHuntingQuery; the legacy API for `api = "xdr"`), rows tagged with their tenant.
+    Hunt(HuntArgs),
     /// Pull every enabled tenant once into the store and deliver to the sinks.
     Pull(PullArgs),
     /// Pull every enabled tenant from a point in the past (e.g. `--since 30d`), whatever the
@@ -239,6 +242,34 @@ pub(crate) enum ActionsCommand {
     Apply(ApplyArgs),
     /// Every write sent (or refused): when, who, what, Microsoft's answer, the version made.
     Log(LogArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HuntArgs {
+    /// The KQL query, e.g. `AlertInfo | where Severity == "High" | summarize count() by Title`.
+    pub(crate) query: String,
+    /// A tenant (name, tenant id or domain); repeat for several.
+    #[arg(long = "tenant", value_name = "T", conflicts_with = "all")]
+    pub(crate) tenants: Vec<String>,
+    /// Every enabled tenant.
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// How far back to search (Graph `Timespan`), e.g. `7d`, `24h`; the legacy API takes the
+    /// range from the query itself.
+    #[arg(long)]
+    pub(crate) timespan: Option<String>,
+    /// `table` (default), `ndjson` or `csv`.
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) output: HuntOutput,
+}
+
+/// `hunt --output`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum HuntOutput {
+    #[default]
+    Table,
+    Ndjson,
+    Csv,
 }
 
 #[derive(Debug, Args)]

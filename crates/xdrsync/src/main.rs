@@ -71,6 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Incidents(cmd) => commands::incidents::run(cmd, &config_path).await,
         Command::Alerts(cmd) => commands::actions::alerts(cmd, &config_path).await,
         Command::Actions(cmd) => commands::actions::run(cmd, &config_path).await,
+        Command::Hunt(args) => commands::hunt::run(args, &config_path).await,
         Command::Pull(args) => commands::pull::run(args, &config_path).await,
         Command::Backfill(args) => commands::pull::backfill(args, &config_path).await,
         Command::Run(args) => commands::run::run(args, &config_path).await,

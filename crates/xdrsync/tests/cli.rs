@@ -1114,3 +1114,103 @@ async fn write_back_from_the_command_line() {
         assert!(log_out.contains(want), "{want}: {log_out}");
     }
 }
+
+/// Hunting across 20 customers: every row tagged with its tenant, Graph and the legacy API
+/// alike; one tenant without the hunting role and one throttled for an hour fail by name while
+/// the others' rows are kept (exit 1); CSV and NDJSON; `--timespan` narrows Graph's search.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hunt_across_customers() {
+    let names: Vec<String> = (0..20).map(|i| format!("Customer {i:02}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut roles = tu::ALL_READ_ROLES.to_vec();
+    roles.extend(["ThreatHunting.Read.All", "AdvancedHunting.Read.All"]);
+    let emu = tu::start(tu::many_tenants(&names, 6.0, &roles)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tu::write_config(tmp.path(), &emu, &[ApiKind::Graph, ApiKind::Xdr], "");
+    let last = config.tenants[19].tenant_id.as_str().to_owned();
+    emu.state().update_directory(|d| {
+        for roles in d.apps[0].consents.get_mut(&last).unwrap().values_mut() {
+            roles.retain(|r| !r.contains("Hunting"));
+        }
+    });
+    emu.state().add_fault(xdrsync_emulator::faults::FaultRule {
+        route: "POST /api/advancedhunting/run".into(),
+        sequence: vec![xdrsync_emulator::faults::Fault::Status {
+            status: 429,
+            retry_after_secs: Some(3600),
+        }],
+        fault: None,
+        probability: None,
+    });
+    let cwd = tmp.path().to_owned();
+    let run =
+        |args: &[&str]| xdrsync_async(args.iter().map(|s| (*s).to_owned()).collect(), cwd.clone());
+    let q = "AlertInfo | summarize count() by Severity";
+    let out = run(&["hunt", q, "--all", "--output", "ndjson"]).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let rows: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let tenants: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r["TenantName"].as_str().unwrap())
+        .collect();
+    assert_eq!(tenants.len(), 18, "{tenants:?}\n{stderr}");
+    assert!(
+        rows.iter()
+            .all(|r| r["TenantId"].is_string() && r["count_"].is_number()),
+        "{stdout}"
+    );
+    let failed: Vec<&str> = stderr.lines().filter(|l| l.contains("FAILED")).collect();
+    assert_eq!(failed.len(), 2, "{stderr}");
+    assert!(
+        stderr.contains("customer19: FAILED") && stderr.contains("AdvancedHunting.Read.All"),
+        "the tenant without the role is named with it: {stderr}"
+    );
+    assert!(
+        stderr.contains("3600"),
+        "the throttled tenant names the wait: {stderr}"
+    );
+    assert!(
+        stderr.contains("from 18 of 20 tenants (2 failed"),
+        "{stderr}"
+    );
+    // CSV, two tenants, and Graph's timespan.
+    let a = config.tenants[0].name.clone();
+    let csv = run(&[
+        "hunt",
+        "AlertInfo | project AlertId, Severity",
+        "--tenant",
+        &a,
+        "--output",
+        "csv",
+    ])
+    .await;
+    let csv_out = text(&csv.stdout);
+    assert!(csv.status.success(), "{}", text(&csv.stderr));
+    assert!(
+        csv_out.starts_with("TenantName,TenantId,AlertId,Severity\n"),
+        "{csv_out}"
+    );
+    let all_rows = csv_out.lines().count() - 1;
+    let recent = run(&[
+        "hunt",
+        "AlertInfo | project AlertId, Severity",
+        "--tenant",
+        &a,
+        "--output",
+        "csv",
+        "--timespan",
+        "1d",
+    ])
+    .await;
+    let recent_rows = text(&recent.stdout).lines().count() - 1;
+    assert!(
+        recent_rows > 0 && recent_rows < all_rows,
+        "{recent_rows} of {all_rows}"
+    );
+    let none = run(&["hunt", q]).await;
+    assert_eq!(none.status.code(), Some(2), "{}", text(&none.stderr));
+}

@@ -6,6 +6,7 @@ pub(crate) mod check_config;
 pub(crate) mod demo;
 pub(crate) mod emulator;
 pub(crate) mod generate;
+pub(crate) mod hunt;
 pub(crate) mod incidents;
 pub(crate) mod init;
 pub(crate) mod pull;
