@@ -62,6 +62,9 @@ impl Ty {
 
 type Row = Map<String, Value>;
 
+/// How `extend` computes its column from a row.
+type Cell = Box<dyn Fn(&Row) -> Value>;
+
 struct Table {
     schema: Vec<(String, Ty)>,
     rows: Vec<Row>,
@@ -173,7 +176,166 @@ fn table(state: &EmulatorState, tenant: &str, name: &str) -> Option<Table> {
                 })
                 .collect(),
         }),
+        "DeviceProcessEvents" | "DeviceNetworkEvents" | "DeviceEvents" | "EmailEvents"
+        | "IdentityLogonEvents" => Some(activity_table(name, &alerts)),
         _ => None,
+    }
+}
+
+/// The activity tables SOC queries use most, made from the same alerts' entities, so a
+/// device, user, file or address in an alert's evidence is the one in the events: a join on
+/// `DeviceId`, `SHA1` or `AccountUpn` finds them together.
+fn activity_table(name: &str, alerts: &[crate::world::EmuAlert]) -> Table {
+    let cols: &[(&str, Ty)] = match name {
+        "DeviceProcessEvents" => &[
+            ("Timestamp", Ty::DateTime),
+            ("DeviceId", Ty::Str),
+            ("DeviceName", Ty::Str),
+            ("ActionType", Ty::Str),
+            ("FileName", Ty::Str),
+            ("FolderPath", Ty::Str),
+            ("SHA1", Ty::Str),
+            ("ProcessCommandLine", Ty::Str),
+            ("AccountName", Ty::Str),
+            ("ReportId", Ty::Long),
+        ],
+        "DeviceNetworkEvents" => &[
+            ("Timestamp", Ty::DateTime),
+            ("DeviceId", Ty::Str),
+            ("DeviceName", Ty::Str),
+            ("ActionType", Ty::Str),
+            ("RemoteIP", Ty::Str),
+            ("RemoteUrl", Ty::Str),
+            ("RemotePort", Ty::Long),
+            ("InitiatingProcessFileName", Ty::Str),
+            ("ReportId", Ty::Long),
+        ],
+        "DeviceEvents" => &[
+            ("Timestamp", Ty::DateTime),
+            ("DeviceId", Ty::Str),
+            ("DeviceName", Ty::Str),
+            ("ActionType", Ty::Str),
+            ("FileName", Ty::Str),
+            ("FolderPath", Ty::Str),
+            ("SHA1", Ty::Str),
+            ("SHA256", Ty::Str),
+            ("ReportId", Ty::Long),
+        ],
+        "EmailEvents" => &[
+            ("Timestamp", Ty::DateTime),
+            ("NetworkMessageId", Ty::Str),
+            ("SenderFromAddress", Ty::Str),
+            ("RecipientEmailAddress", Ty::Str),
+            ("Subject", Ty::Str),
+            ("DeliveryAction", Ty::Str),
+            ("ThreatTypes", Ty::Str),
+        ],
+        _ => &[
+            ("Timestamp", Ty::DateTime),
+            ("AccountUpn", Ty::Str),
+            ("AccountName", Ty::Str),
+            ("AccountDomain", Ty::Str),
+            ("ActionType", Ty::Str),
+            ("LogonType", Ty::Str),
+            ("DeviceName", Ty::Str),
+            ("IPAddress", Ty::Str),
+        ],
+    };
+    let mut rows = Vec::new();
+    let mut report = 0i64;
+    for a in alerts {
+        let device = a.devices.first();
+        let ts = a.activity.0.to_string();
+        let ip = a
+            .entities
+            .iter()
+            .find_map(|e| e.fields.get("ipAddress").cloned())
+            .unwrap_or(Value::Null);
+        let process = a
+            .entities
+            .iter()
+            .find(|e| e.kind == "Process")
+            .and_then(|e| e.fields.get("fileName").cloned())
+            .unwrap_or(Value::Null);
+        for e in &a.entities {
+            let f = |k: &str| e.fields.get(k).cloned().unwrap_or(Value::Null);
+            report += 1;
+            let dev = |v: &mut Map<String, Value>| {
+                v.insert("DeviceId".into(), json!(device.map(|d| d.id.clone())));
+                v.insert(
+                    "DeviceName".into(),
+                    json!(device.map(|d| d.dns_name.clone())),
+                );
+            };
+            let mut v = Map::new();
+            v.insert("Timestamp".into(), json!(ts));
+            match (name, e.kind) {
+                ("DeviceProcessEvents", "Process") if device.is_some() => {
+                    dev(&mut v);
+                    v.insert("ActionType".into(), json!("ProcessCreated"));
+                    v.insert("FileName".into(), f("fileName"));
+                    v.insert("FolderPath".into(), f("filePath"));
+                    v.insert("SHA1".into(), f("sha1"));
+                    v.insert("ProcessCommandLine".into(), f("processCommandLine"));
+                    v.insert("AccountName".into(), json!("system"));
+                    v.insert("ReportId".into(), json!(report));
+                }
+                ("DeviceNetworkEvents", "Ip" | "Url") if device.is_some() => {
+                    dev(&mut v);
+                    v.insert("ActionType".into(), json!("ConnectionSuccess"));
+                    v.insert(
+                        "RemoteIP".into(),
+                        if e.kind == "Ip" {
+                            f("ipAddress")
+                        } else {
+                            ip.clone()
+                        },
+                    );
+                    v.insert("RemoteUrl".into(), f("url"));
+                    v.insert("RemotePort".into(), json!(443));
+                    v.insert("InitiatingProcessFileName".into(), process.clone());
+                    v.insert("ReportId".into(), json!(report));
+                }
+                ("DeviceEvents", "File") if device.is_some() => {
+                    dev(&mut v);
+                    v.insert("ActionType".into(), json!("AntivirusDetection"));
+                    v.insert("FileName".into(), f("fileName"));
+                    v.insert("FolderPath".into(), f("filePath"));
+                    v.insert("SHA1".into(), f("sha1"));
+                    v.insert("SHA256".into(), f("sha256"));
+                    v.insert("ReportId".into(), json!(report));
+                }
+                ("EmailEvents", "MailMessage") => {
+                    v.insert(
+                        "NetworkMessageId".into(),
+                        json!(format!("{}-{report}", a.id)),
+                    );
+                    v.insert("SenderFromAddress".into(), f("sender"));
+                    v.insert("RecipientEmailAddress".into(), f("recipient"));
+                    v.insert("Subject".into(), f("subject"));
+                    v.insert("DeliveryAction".into(), f("deliveryAction"));
+                    v.insert("ThreatTypes".into(), json!("Phish"));
+                }
+                ("IdentityLogonEvents", "User") => {
+                    v.insert("AccountUpn".into(), f("userPrincipalName"));
+                    v.insert("AccountName".into(), f("accountName"));
+                    v.insert("AccountDomain".into(), f("domainName"));
+                    v.insert("ActionType".into(), json!("LogonSuccess"));
+                    v.insert("LogonType".into(), json!("Interactive"));
+                    v.insert(
+                        "DeviceName".into(),
+                        json!(device.map(|d| d.dns_name.clone())),
+                    );
+                    v.insert("IPAddress".into(), ip.clone());
+                }
+                _ => continue,
+            }
+            rows.push(v);
+        }
+    }
+    Table {
+        schema: cols.iter().map(|(n, t)| ((*n).to_owned(), *t)).collect(),
+        rows,
     }
 }
 
@@ -269,13 +431,81 @@ fn run(
     timespan: Option<chrono::Duration>,
 ) -> Result<Table, String> {
     let toks = lex(query)?;
-    let mut parts = toks.split(|t| *t == Tok::Pipe);
+    run_tokens(state, tenant, &toks, timespan, 0)
+}
+
+/// The pipe-separated parts of `toks`, pipes inside parentheses (a `join`'s right side) kept.
+fn split_pipes(toks: &[Tok]) -> Vec<&[Tok]> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Tok::Open => depth += 1,
+            Tok::Close => depth = depth.saturating_sub(1),
+            Tok::Pipe if depth == 0 => {
+                out.push(toks.get(start..i).unwrap_or_default());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(toks.get(start..).unwrap_or_default());
+    out
+}
+
+/// `bin(<col>, <span>)` at `op[i..]`: the column and the span, and the tokens used.
+fn bin_of(op: &[Tok], i: usize) -> Option<(String, chrono::Duration, usize)> {
+    match (
+        op.get(i),
+        op.get(i + 1),
+        op.get(i + 2),
+        op.get(i + 3),
+        op.get(i + 4),
+        op.get(i + 5),
+    ) {
+        (
+            Some(Tok::Ident(f)),
+            Some(Tok::Open),
+            Some(Tok::Ident(c)),
+            Some(Tok::Comma),
+            Some(Tok::Ident(s)),
+            Some(Tok::Close),
+        ) if f.eq_ignore_ascii_case("bin") => Some((c.clone(), span(s)?, 6)),
+        _ => None,
+    }
+}
+
+/// A time floored to a multiple of `span` (from the epoch), as `bin()` does.
+fn floor_time(v: &Value, span: chrono::Duration) -> Value {
+    let Some(t) = v.as_str().and_then(|s| s.parse::<Timestamp>().ok()) else {
+        return Value::Null;
+    };
+    let ms = span.num_milliseconds().max(1);
+    let at = t.as_datetime().timestamp_millis();
+    let floored = at - at.rem_euclid(ms);
+    chrono::DateTime::from_timestamp_millis(floored)
+        .map(|d| json!(Timestamp::from_datetime(d).to_string()))
+        .unwrap_or(Value::Null)
+}
+
+fn run_tokens(
+    state: &EmulatorState,
+    tenant: &str,
+    toks: &[Tok],
+    timespan: Option<chrono::Duration>,
+    depth: usize,
+) -> Result<Table, String> {
+    if depth > 3 {
+        return Err("joins nest too deep".into());
+    }
+    let pieces = split_pipes(toks);
+    let mut parts = pieces.into_iter();
     let first = parts.next().unwrap_or_default();
     let [Tok::Ident(name)] = first else {
         return Err("a query starts with a table name, e.g. AlertInfo".into());
     };
     let mut t = table(state, tenant, name).ok_or(format!(
-        "'{name}' is not a table this emulator knows (AlertInfo, AlertEvidence)"
+        "'{name}' is not a table this emulator knows (AlertInfo, AlertEvidence, DeviceProcessEvents, DeviceNetworkEvents, DeviceEvents, EmailEvents, IdentityLogonEvents)"
     ))?;
     let now = state.clock().now();
     // Graph's `Timespan`: rows older than it are not searched.
@@ -430,12 +660,27 @@ fn run(
                     && op.get(3) == Some(&Tok::Close)
                     && word(4).as_deref() == Some("by"))
                 {
-                    return Err("only 'summarize count() by <columns>' is supported".into());
+                    return Err(
+                        "only 'summarize count() by <columns or bin(<column>, <span>)>' is supported"
+                            .into(),
+                    );
                 }
+                // Group columns, each maybe `bin(<column>, <span>)` (floored times).
                 let mut cols = Vec::new();
+                let mut bins: Vec<Option<chrono::Duration>> = Vec::new();
                 let mut i = 5;
                 loop {
-                    cols.push(col(i, &t)?);
+                    match bin_of(op, i) {
+                        Some((c, s, used)) => {
+                            cols.push(col(i + 2, &t).map(|_| c)?);
+                            bins.push(Some(s));
+                            i += used - 1;
+                        }
+                        None => {
+                            cols.push(col(i, &t)?);
+                            bins.push(None);
+                        }
+                    }
                     match op.get(i + 1) {
                         Some(Tok::Comma) => i += 2,
                         None => break,
@@ -446,7 +691,14 @@ fn run(
                 for r in &t.rows {
                     let key: Vec<Value> = cols
                         .iter()
-                        .map(|c| r.get(c).cloned().unwrap_or(Value::Null))
+                        .zip(&bins)
+                        .map(|(c, b)| {
+                            let v = r.get(c).cloned().unwrap_or(Value::Null);
+                            match b {
+                                Some(s) => floor_time(&v, *s),
+                                None => v,
+                            }
+                        })
                         .collect();
                     match groups.iter_mut().find(|(k, _)| *k == key) {
                         Some(g) => g.1 += 1,
@@ -468,9 +720,193 @@ fn run(
                     .collect();
                 t.schema = schema;
             }
+            Some("count") if op.len() == 1 => {
+                let n = t.rows.len();
+                t.schema = vec![("Count".into(), Ty::Long)];
+                t.rows = vec![[("Count".to_owned(), json!(n))].into_iter().collect()];
+            }
+            Some("distinct") => {
+                let mut cols = Vec::new();
+                let mut i = 1;
+                loop {
+                    cols.push(col(i, &t)?);
+                    match op.get(i + 1) {
+                        Some(Tok::Comma) => i += 2,
+                        None => break,
+                        other => return Err(format!("unexpected {other:?} in distinct")),
+                    }
+                }
+                let mut seen: Vec<Vec<Value>> = Vec::new();
+                let mut rows = Vec::new();
+                for r in &t.rows {
+                    let key: Vec<Value> = cols
+                        .iter()
+                        .map(|c| r.get(c).cloned().unwrap_or(Value::Null))
+                        .collect();
+                    if !seen.contains(&key) {
+                        rows.push(cols.iter().cloned().zip(key.iter().cloned()).collect());
+                        seen.push(key);
+                    }
+                }
+                t.schema = cols
+                    .iter()
+                    .filter_map(|c| t.schema.iter().find(|(n, _)| n == c).cloned())
+                    .collect();
+                t.rows = rows;
+            }
+            Some("top") => {
+                let (Some(Tok::Num(n)), Some("by")) = (op.get(1), word(2).as_deref()) else {
+                    return Err("top needs a number and 'by <column>'".into());
+                };
+                let c = col(3, &t)?;
+                let asc = match word(4).as_deref() {
+                    None | Some("desc") => false,
+                    Some("asc") => true,
+                    Some(o) => return Err(format!("unexpected '{o}' in top")),
+                };
+                t.rows.sort_by(|a, b| {
+                    let o = cmp(
+                        a.get(&c).unwrap_or(&Value::Null),
+                        b.get(&c).unwrap_or(&Value::Null),
+                    );
+                    if asc { o } else { o.reverse() }
+                });
+                t.rows.truncate(*n as usize);
+            }
+            Some("extend") => {
+                let Some(Tok::Ident(name)) = op.get(1) else {
+                    return Err("extend needs 'Name = <column, literal or bin()>'".into());
+                };
+                if op.get(2) != Some(&Tok::Op("=".into())) {
+                    return Err("extend needs 'Name = …'".into());
+                }
+                let (ty, value): (Ty, Cell) = match (op.get(3), op.len()) {
+                    (Some(Tok::Str(s)), 4) => {
+                        let s = s.clone();
+                        (Ty::Str, Box::new(move |_| json!(s)))
+                    }
+                    (Some(Tok::Num(n)), 4) => {
+                        let n = *n;
+                        (Ty::Long, Box::new(move |_| json!(n)))
+                    }
+                    (Some(Tok::Ident(_)), 4) => {
+                        let c = col(3, &t)?;
+                        let ty = t
+                            .schema
+                            .iter()
+                            .find(|(n, _)| *n == c)
+                            .map_or(Ty::Str, |x| x.1);
+                        (
+                            ty,
+                            Box::new(move |r: &Row| r.get(&c).cloned().unwrap_or(Value::Null)),
+                        )
+                    }
+                    _ => match bin_of(op, 3) {
+                        Some((c, s, 6)) if op.len() == 9 => {
+                            let c = col(5, &t).map(|_| c)?;
+                            (
+                                Ty::DateTime,
+                                Box::new(move |r: &Row| {
+                                    floor_time(r.get(&c).unwrap_or(&Value::Null), s)
+                                }),
+                            )
+                        }
+                        _ => {
+                            return Err(
+                                "extend takes a column, a literal or bin(<column>, <span>)".into()
+                            );
+                        }
+                    },
+                };
+                for r in &mut t.rows {
+                    let v = value(r);
+                    r.insert(name.clone(), v);
+                }
+                t.schema.retain(|(n, _)| n != name);
+                t.schema.push((name.clone(), ty));
+            }
+            Some("join") => {
+                // join kind=inner (<query>) on <column>
+                let inner = matches!(
+                    (word(1).as_deref(), op.get(2), word(3).as_deref()),
+                    (Some("kind"), Some(Tok::Op(eq)), Some("inner")) if eq == "="
+                );
+                if !inner {
+                    return Err("only 'join kind=inner (<query>) on <column>' is supported".into());
+                }
+                let Some(Tok::Open) = op.get(4) else {
+                    return Err("join needs '(<query>)'".into());
+                };
+                let mut level = 0usize;
+                let mut close = None;
+                for (i, tok) in op.iter().enumerate().skip(4) {
+                    match tok {
+                        Tok::Open => level += 1,
+                        Tok::Close => {
+                            level -= 1;
+                            if level == 0 {
+                                close = Some(i);
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                let Some(close) = close else {
+                    return Err("join: unbalanced parentheses".into());
+                };
+                let right = run_tokens(
+                    state,
+                    tenant,
+                    op.get(5..close).unwrap_or_default(),
+                    timespan,
+                    depth + 1,
+                )?;
+                if word(close + 1).as_deref() != Some("on") {
+                    return Err("join needs 'on <column>'".into());
+                }
+                let key = match op.get(close + 2) {
+                    Some(Tok::Ident(k))
+                        if t.schema.iter().any(|(n, _)| n == k)
+                            && right.schema.iter().any(|(n, _)| n == k) =>
+                    {
+                        k.clone()
+                    }
+                    other => return Err(format!("join: {other:?} is not a column of both sides")),
+                };
+                // Right-side columns whose names the left has get a `1` (as Kusto names them).
+                let rename = |n: &str| {
+                    if t.schema.iter().any(|(l, _)| l == n) {
+                        format!("{n}1")
+                    } else {
+                        n.to_owned()
+                    }
+                };
+                let mut schema = t.schema.clone();
+                schema.extend(right.schema.iter().map(|(n, ty)| (rename(n), *ty)));
+                let mut rows = Vec::new();
+                for l in &t.rows {
+                    let k = l.get(&key).unwrap_or(&Value::Null);
+                    if k.is_null() {
+                        continue;
+                    }
+                    for r in right.rows.iter().filter(|r| r.get(&key) == Some(k)) {
+                        let mut row = l.clone();
+                        for (n, v) in r {
+                            row.insert(rename(n), v.clone());
+                        }
+                        rows.push(row);
+                        if rows.len() > MAX_ROWS {
+                            break;
+                        }
+                    }
+                }
+                t.schema = schema;
+                t.rows = rows;
+            }
             Some(other) => {
                 return Err(format!(
-                    "the operator '{other}' is not supported by this emulator (where, project, take, limit, order by, summarize count() by)"
+                    "the operator '{other}' is not supported by this emulator (where, project, extend, take, limit, top, order by, distinct, count, summarize count() by, join kind=inner)"
                 ));
             }
             None => return Err("empty pipe segment".into()),
@@ -632,6 +1068,100 @@ mod tests {
         assert!(lex("AlertInfo | where x == \"open").is_err());
     }
 
+    /// The activity tables come from the alerts' own entities (a join finds them together),
+    /// and the operators SOC queries use work as Kusto's do.
+    #[test]
+    fn activity_tables_and_operators() {
+        let config = crate::EmulatorConfig {
+            directory: crate::directory::Directory::demo(3),
+            ..Default::default()
+        };
+        let state = EmulatorState::new(config);
+        let tenant = state.directory().tenants[1].id.clone();
+        let q = |query: &str| {
+            run(&state, &tenant, query, None).unwrap_or_else(|e| panic!("{query}: {e}"))
+        };
+        let count = |query: &str| q(query).rows[0]["Count"].as_u64().unwrap();
+        for table in [
+            "DeviceProcessEvents",
+            "DeviceNetworkEvents",
+            "DeviceEvents",
+            "EmailEvents",
+            "IdentityLogonEvents",
+        ] {
+            assert!(count(&format!("{table} | count")) > 0, "{table} is empty");
+        }
+        let names = q("DeviceProcessEvents | distinct DeviceName");
+        let mut seen: Vec<&Value> = names.rows.iter().map(|r| &r["DeviceName"]).collect();
+        let n = seen.len();
+        seen.dedup();
+        assert_eq!(seen.len(), n);
+        let joined = q(
+            "AlertEvidence | where EntityType == 'Process' | join kind=inner (DeviceProcessEvents | project DeviceId, ProcessCommandLine) on DeviceId | take 5",
+        );
+        assert_eq!(joined.rows.len(), 5);
+        for r in &joined.rows {
+            assert!(
+                r["AlertId"].is_string() && r["ProcessCommandLine"].is_string(),
+                "{r:?}"
+            );
+            assert_eq!(r["DeviceId"], r["DeviceId1"]);
+        }
+        let by_day = q("AlertInfo | summarize count() by bin(Timestamp, 1d)");
+        let total: u64 = by_day
+            .rows
+            .iter()
+            .map(|r| r["count_"].as_u64().unwrap())
+            .sum();
+        assert_eq!(total, count("AlertInfo | count"));
+        assert!(
+            by_day
+                .rows
+                .iter()
+                .all(|r| r["Timestamp"].as_str().unwrap().contains("T00:00:00"))
+        );
+        let top = q("AlertInfo | top 3 by Timestamp desc");
+        assert_eq!(top.rows.len(), 3);
+        assert!(cmp(&top.rows[0]["Timestamp"], &top.rows[2]["Timestamp"]) != Ordering::Less);
+        let ext = q(
+            "AlertInfo | extend Day = bin(Timestamp, 1d) | extend Source = 'emulator' | project AlertId, Day, Source | take 2",
+        );
+        assert_eq!(
+            ext.schema
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>(),
+            ["AlertId", "Day", "Source"]
+        );
+        assert_eq!(ext.rows[0]["Source"], "emulator");
+        // The users who logged on are the alerts' users.
+        let evidence: Vec<Value> =
+            q("AlertEvidence | where EntityType == 'User' | distinct AccountUpn")
+                .rows
+                .into_iter()
+                .map(|r| r["AccountUpn"].clone())
+                .collect();
+        for r in q("IdentityLogonEvents | distinct AccountUpn").rows {
+            assert!(evidence.contains(&r["AccountUpn"]), "{r:?}");
+        }
+        for bad in [
+            "AlertInfo | join kind=leftouter (AlertInfo) on AlertId",
+            "AlertInfo | join kind=inner (AlertInfo on AlertId",
+            "AlertInfo | join kind=inner (AlertInfo) on Nope",
+            "AlertInfo | top x by Timestamp",
+            "AlertInfo | extend = 1",
+            "AlertInfo | summarize count() by bin(Timestamp)",
+        ] {
+            assert!(run(&state, &tenant, bad, None).is_err(), "{bad}");
+        }
+        assert_eq!(iso_duration("P7D"), Some(chrono::Duration::days(7)));
+        assert_eq!(iso_duration("PT1H30M"), Some(chrono::Duration::minutes(90)));
+        assert_eq!(iso_duration("P1W"), Some(chrono::Duration::days(7)));
+        for bad in ["7d", "P", "PT", "P1Y", "P-1D", "PT1D"] {
+            assert_eq!(iso_duration(bad), None, "{bad}");
+        }
+    }
+
     /// Property test: any query built from KQL's tokens, and any text, runs or is refused
     /// with a message — never a panic — against a real tenant's tables.
     mod properties {
@@ -686,6 +1216,19 @@ mod tests {
             "Category",
             "asc",
             "desc",
+            "join",
+            "kind=inner",
+            "kind",
+            "=",
+            "on",
+            "bin(Timestamp, 1h)",
+            "bin",
+            "DeviceProcessEvents",
+            "DeviceNetworkEvents",
+            "EmailEvents",
+            "IdentityLogonEvents",
+            "DeviceId",
+            "(AlertInfo | take 3)",
         ];
 
         fn state() -> &'static (EmulatorState, String) {
