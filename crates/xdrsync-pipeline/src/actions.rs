@@ -43,6 +43,71 @@ pub struct ActionReport {
     pub produced: Option<Timestamp>,
 }
 
+/// The audit's writer: actions finished by the tenants side by side are committed together,
+/// one transaction for as many as are waiting, each caller answered only once its row (and
+/// the version its write produced) is durable. A group that fails is retried one by one.
+struct Audit {
+    queue: tokio::sync::mpsc::UnboundedSender<AuditItem>,
+}
+
+type AuditItem = (
+    ActionRecord,
+    Option<NewVersion>,
+    tokio::sync::oneshot::Sender<Result<(), String>>,
+);
+
+impl Audit {
+    fn start(store: Arc<SqliteStore>) -> (Audit, tokio::task::JoinHandle<()>) {
+        let (queue, mut rx) = tokio::sync::mpsc::unbounded_channel::<AuditItem>();
+        let task = tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < 512 {
+                    match rx.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(_) => break,
+                    }
+                }
+                let store = store.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    let rows: Vec<(ActionRecord, Option<NewVersion>)> = batch
+                        .iter()
+                        .map(|(a, v, _)| (a.clone(), v.clone()))
+                        .collect();
+                    let results: Vec<Result<(), String>> = match store.record_actions(&rows) {
+                        Ok(()) => rows.iter().map(|_| Ok(())).collect(),
+                        Err(_) if rows.len() > 1 => rows
+                            .iter()
+                            .map(|(a, v)| {
+                                store.record_action(a, v.as_ref()).map_err(|e| e.to_string())
+                            })
+                            .collect(),
+                        Err(e) => vec![Err(e.to_string())],
+                    };
+                    (batch, results)
+                })
+                .await;
+                if let Ok((batch, results)) = done {
+                    for ((_, _, reply), r) in batch.into_iter().zip(results) {
+                        let _ = reply.send(r);
+                    }
+                }
+            }
+        });
+        (Audit { queue }, task)
+    }
+
+    async fn record(&self, row: ActionRecord, produced: Option<NewVersion>) -> Result<(), String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue
+            .send((row, produced, reply))
+            .map_err(|_| "the audit writer stopped".to_owned())?;
+        answer
+            .await
+            .map_err(|_| "the audit writer stopped".to_owned())?
+    }
+}
+
 /// Applies `actions` (or, with `dry_run`, shows what each would change). `actor` is recorded
 /// with each one.
 pub async fn apply_actions(
@@ -62,12 +127,14 @@ pub async fn apply_actions(
             .map_or_else(|| a.tenant.clone(), |t| t.name.clone());
         by_tenant.entry(key).or_default().push((i, a));
     }
+    let (audit, writer) = Audit::start(store.clone());
+    let audit = &audit;
     let runs = by_tenant.into_values().map(|list| async move {
         let mut out = Vec::with_capacity(list.len());
         for (i, a) in list {
             out.push((
                 i,
-                apply_one(config, store, client, vault, a, actor, dry_run).await,
+                apply_one(config, store, client, vault, audit, a, actor, dry_run).await,
             ));
         }
         out
@@ -77,15 +144,19 @@ pub async fn apply_actions(
         .into_iter()
         .flatten()
         .collect();
+    // Every caller had its answer; the writer ends with its queue.
+    writer.abort();
     all.sort_by_key(|(i, _)| *i);
     all.into_iter().map(|(_, r)| r).collect()
 }
 
+#[allow(clippy::too_many_arguments)] // one action's whole context, passed down once
 async fn apply_one(
     config: &Config,
     store: &Arc<SqliteStore>,
     client: &ApiClient,
     vault: Option<&Arc<Vault>>,
+    audit: &Audit,
     action: Action,
     actor: Option<&str>,
     dry_run: bool,
@@ -134,6 +205,7 @@ async fn apply_one(
         Record::Alert(a) => a.classification.clone(),
     });
     let record = |report: &ActionReport, produced: Option<&NewVersion>| {
+        let produced = produced.cloned();
         let row = ActionRecord {
             id: report.action_id.clone(),
             created_at: Timestamp::now(),
@@ -147,14 +219,14 @@ async fn apply_one(
             answer: report.message.clone(),
             produced: report.produced,
         };
-        store.record_action(&row, produced)
+        audit.record(row, produced)
     };
     if let Err(e) = action.validate(
         classification.as_deref().filter(|c| *c != "unknown"),
         tenant.api == ApiKind::Xdr,
     ) {
         report.message = e.0;
-        if !dry_run && let Err(e) = record(&report, None) {
+        if !dry_run && let Err(e) = record(&report, None).await {
             report.message.push_str(&format!(" (not recorded: {e})"));
         }
         return report;
@@ -175,7 +247,7 @@ async fn apply_one(
         };
         if already
             && !dry_run
-            && let Err(e) = record(&report, None)
+            && let Err(e) = record(&report, None).await
         {
             report.message.push_str(&format!(" (not recorded: {e})"));
         }
@@ -193,7 +265,7 @@ async fn apply_one(
     let produced = match outcome {
         Err(e) => {
             report.message = explain(&e, tenant, action.target());
-            if let Err(e) = record(&report, None) {
+            if let Err(e) = record(&report, None).await {
                 report.message.push_str(&format!(" (not recorded: {e})"));
             }
             return report;
@@ -220,7 +292,7 @@ async fn apply_one(
         Err(e) => {
             report.outcome = ActionOutcome::Applied;
             report.message = format!("applied, but the item read back is not readable: {e}");
-            let _ = record(&report, None);
+            let _ = record(&report, None).await;
             return report;
         }
     };
@@ -250,7 +322,7 @@ async fn apply_one(
         Some(t) => format!("applied; version {t}"),
         None => "applied".into(),
     };
-    if let Err(e) = record(&report, ours.as_ref()) {
+    if let Err(e) = record(&report, ours.as_ref()).await {
         report.message.push_str(&format!(" (not recorded: {e})"));
     }
     if let Some(later) = later {

@@ -73,11 +73,32 @@ impl SqliteStore {
         action: &ActionRecord,
         produced: Option<&NewVersion>,
     ) -> Result<(), StoreError> {
+        self.record_actions(&[(action.clone(), produced.cloned())])
+    }
+
+    /// [`SqliteStore::record_action`] for several actions in **one** transaction (one WAL
+    /// sync): a bulk apply's concurrent tenants share their commits.
+    pub fn record_actions(
+        &self,
+        items: &[(ActionRecord, Option<NewVersion>)],
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
+        let tx = write_transaction(&mut conn).map_err(self.err())?;
+        for (action, produced) in items {
+            self.record_in(&tx, action, produced.as_ref())?;
+        }
+        tx.commit().map_err(self.err())
+    }
+
+    fn record_in(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        action: &ActionRecord,
+        produced: Option<&NewVersion>,
+    ) -> Result<(), StoreError> {
         let err = self.err();
-        let tx = write_transaction(&mut conn).map_err(&err)?;
         if let Some(v) = produced {
-            self.apply(&tx, &action.tenant_id, std::slice::from_ref(v), &[], None)?;
+            self.apply(tx, &action.tenant_id, std::slice::from_ref(v), &[], None)?;
             let r = &v.record;
             tx.execute(
                 "UPDATE versions SET origin = ?1
@@ -110,7 +131,7 @@ impl SqliteStore {
             ],
         )
         .map_err(&err)?;
-        tx.commit().map_err(err)
+        Ok(())
     }
 
     /// The audit, oldest first; of one tenant if given.
