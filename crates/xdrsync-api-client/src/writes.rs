@@ -3,7 +3,7 @@
 //! Graph: `PATCH /security/incidents/{id}` (or `/security/alerts_v2/{id}`) with the changed
 //! fields, `POST …/comments` for a comment, then `GET` the item (incidents with
 //! `$expand=alerts`, as pulls read them). Legacy API: one `PATCH /api/incidents/{id}` (its
-//! comment is a field), then `GET /api/incidents/{id}`. Every call goes through the same rate
+//! comment is a field), whose answer is the whole incident (read again only if it is not). Every call goes through the same rate
 //! budget as the pulls: Graph's per-tenant family, and the legacy update API's own quota.
 
 use reqwest::Method;
@@ -82,9 +82,16 @@ impl ApiClient {
                     )
                     .await?;
                 let (patched, patch_answer) = answer_time(&got.bytes, "lastUpdateTime");
-                let after = self.get(target, &url).await?;
+                // The legacy API answers with the whole incident, its alerts embedded as
+                // always: that is the version the write made, no read-back needed.
+                let whole = serde_json::from_slice::<Value>(&got.bytes)
+                    .is_ok_and(|v| v.get("alerts").is_some_and(Value::is_array));
+                let after = match (&patch_answer, whole) {
+                    (Some(answer), true) => answer.clone(),
+                    _ => String::from_utf8_lossy(&self.get(target, &url).await?.bytes).into_owned(),
+                };
                 Ok(Written {
-                    after: String::from_utf8_lossy(&after.bytes).into_owned(),
+                    after,
                     patched,
                     patch_answer,
                 })

@@ -813,7 +813,7 @@ fn run_tokens(
                         }
                         _ => {
                             return Err(
-                                "extend takes a column, a literal or bin(<column>, <span>)".into()
+                                "extend takes a column, a literal or bin(<column>, <span>)".into(),
                             );
                         }
                     },

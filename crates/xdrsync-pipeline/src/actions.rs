@@ -79,7 +79,9 @@ impl Audit {
                         Err(_) if rows.len() > 1 => rows
                             .iter()
                             .map(|(a, v)| {
-                                store.record_action(a, v.as_ref()).map_err(|e| e.to_string())
+                                store
+                                    .record_action(a, v.as_ref())
+                                    .map_err(|e| e.to_string())
                             })
                             .collect(),
                         Err(e) => vec![Err(e.to_string())],
