@@ -489,3 +489,28 @@ fn secret_source_debug_never_shows_the_secret() {
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(shown.contains("<redacted>"), "{shown}");
 }
+
+/// `[server] actions_hmac_secret` / `actions_token` (the secrets a SOAR signs with) never reach
+/// `Debug` of the config, whole or in part.
+#[test]
+fn inbound_action_secrets_never_reach_debug() {
+    let config = load(
+        "allow_inline_secrets = true\n[server]\nactions_hmac_secret = { value = \"hmac-hunter2\" }\nactions_token = { value = \"token-hunter3\" }\nactions_replay_secs = 60\n",
+    )
+    .unwrap();
+    let inbound = config.inbound_actions.as_ref().unwrap();
+    assert_eq!(inbound.replay_window, std::time::Duration::from_secs(60));
+    let shown = format!("{config:?} {inbound:?}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("hunter3"),
+        "{shown}"
+    );
+    let secret = inbound
+        .token
+        .as_ref()
+        .unwrap()
+        .resolve("server.actions_token")
+        .unwrap();
+    assert_eq!(secret.expose(), "token-hunter3");
+    assert!(!format!("{secret:?} {secret}").contains("hunter3"));
+}
