@@ -235,3 +235,16 @@ pub async fn start_tls(
     .await
     .expect("the emulator binds a loopback port")
 }
+
+/// The ids of the `n` newest incidents of `tenant` (highest id first) that are not merged.
+pub fn newest_incidents(emu: &Emulator, tenant: &str, n: usize) -> Vec<u64> {
+    let mut ids: Vec<u64> = emu
+        .state()
+        .incidents(tenant, |i| i.redirect.is_none())
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids.truncate(n);
+    ids
+}

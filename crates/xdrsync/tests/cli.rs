@@ -997,14 +997,8 @@ async fn write_back_from_the_command_line() {
     let first = run(&["pull", "--ndjson", "out.ndjson"]).await;
     assert!(first.status.success(), "{}", text(&first.stderr));
     let tenant = config.tenants[0].tenant_id.as_str().to_owned();
-    let mut ids: Vec<u64> = emu
-        .state()
-        .incidents(&tenant, |i| i.redirect.is_none())
-        .iter()
-        .map(|i| i.id)
-        .collect();
-    ids.sort_unstable();
-    let (a, b) = (ids[ids.len() - 1], ids[ids.len() - 2]);
+    let ids = tu::newest_incidents(&emu, &tenant, 2);
+    let (a, b) = (ids[0], ids[1]);
     let token = run(&["auth", "token", "--tenant", "contoso"]).await;
     assert!(
         text(&token.stdout).contains(

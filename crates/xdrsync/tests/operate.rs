@@ -1422,14 +1422,8 @@ async fn a_soar_posts_signed_actions_to_run() {
         "[server]\nlisten = \"127.0.0.1:0\"\nactions_hmac_secret = { file = \"soar.key\" }\nactions_token = { file = \"soar.token\" }\n",
     );
     let tenant = config.tenants[0].tenant_id.as_str().to_owned();
-    let mut ids: Vec<u64> = emu
-        .state()
-        .incidents(&tenant, |i| i.redirect.is_none())
-        .iter()
-        .map(|i| i.id)
-        .collect();
-    ids.sort_unstable();
-    let (a, b) = (ids[ids.len() - 1], ids[ids.len() - 2]);
+    let ids = tu::newest_incidents(&emu, &tenant, 2);
+    let (a, b) = (ids[0], ids[1]);
     let daemon = tokio::task::spawn_blocking({
         let dir = dir.clone();
         move || {
