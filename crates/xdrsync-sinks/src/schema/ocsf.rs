@@ -209,9 +209,11 @@ fn incident(v: &StoredVersion, i: &Incident) -> Value {
             "redirect_incident_id": i.redirect_incident_id,
             "change": v.change,
             "changes": v.changes,
-            "origin": v.origin_action.as_deref().map(super::origin),
         }),
     );
+    if let (Some(a), Some(Value::Object(u))) = (&v.origin_action, m.get_mut("unmapped")) {
+        u.insert("origin".into(), super::origin(a));
+    }
     Value::Object(m)
 }
 
@@ -306,6 +308,9 @@ fn alert(v: &StoredVersion, a: &Alert) -> Value {
             "change": v.change,
         }),
     );
+    if let (Some(a), Some(Value::Object(u))) = (&v.origin_action, m.get_mut("unmapped")) {
+        u.insert("origin".into(), super::origin(a));
+    }
     Value::Object(m)
 }
 
