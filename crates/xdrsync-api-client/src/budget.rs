@@ -351,6 +351,23 @@ impl RateBudgets {
         }
     }
 
+    /// How much of `quota`'s shortest window `app` has used in `tenant` by this process:
+    /// `(calls in the window, calls allowed)`, e.g. `(3, 45)` for hunting.
+    pub async fn used(&self, app: &str, tenant: &str, quota: Quota) -> (usize, usize) {
+        let Some(&(window, allowed)) = quota.windows().first() else {
+            return (0, 0);
+        };
+        let budget = self.budget(app, tenant, quota);
+        let w = budget.lock().await;
+        let since = Instant::now().checked_sub(self.scaled(window));
+        let n = w
+            .sent
+            .iter()
+            .filter(|t| since.is_none_or(|s| **t >= s))
+            .count();
+        (n, allowed)
+    }
+
     /// A 429 arrived: nobody calls `quota` for `(app, tenant)` for `after`.
     pub async fn pause(&self, app: &str, tenant: &str, quota: Quota, after: Duration) {
         let budget = self.budget(app, tenant, quota);

@@ -91,6 +91,11 @@ impl ApiClient {
         }
     }
 
+    /// The budgets every call of this client waits on.
+    pub fn budgets(&self) -> &Arc<RateBudgets> {
+        &self.budgets
+    }
+
     /// The shared token cache.
     pub fn tokens(&self) -> &Arc<TokenCache> {
         &self.tokens

@@ -110,6 +110,9 @@ impl Audit {
     }
 }
 
+/// Actions of one tenant in flight at once (on different items).
+const PER_TENANT: usize = 8;
+
 /// Applies `actions` (or, with `dry_run`, shows what each would change). `actor` is recorded
 /// with each one.
 pub async fn apply_actions(
@@ -132,14 +135,41 @@ pub async fn apply_actions(
     let (audit, writer) = Audit::start(store.clone());
     let audit = &audit;
     let runs = by_tenant.into_values().map(|list| async move {
-        let mut out = Vec::with_capacity(list.len());
+        // One item's actions in file order; different items of the tenant side by side (the
+        // budget paces them all).
+        let mut chains: Vec<Vec<(usize, Action)>> = Vec::new();
+        let mut chain_of: std::collections::HashMap<(ItemKind, String), usize> =
+            std::collections::HashMap::new();
         for (i, a) in list {
-            out.push((
-                i,
-                apply_one(config, store, client, vault, audit, a, actor, dry_run).await,
-            ));
+            let key = (a.target(), a.id.clone());
+            match chain_of.get(&key) {
+                Some(&c) => {
+                    if let Some(chain) = chains.get_mut(c) {
+                        chain.push((i, a));
+                    }
+                }
+                None => {
+                    chain_of.insert(key, chains.len());
+                    chains.push(vec![(i, a)]);
+                }
+            }
         }
-        out
+        use futures_util::StreamExt as _;
+        let done: Vec<Vec<(usize, ActionReport)>> =
+            futures_util::stream::iter(chains.into_iter().map(|chain| async move {
+                let mut out = Vec::with_capacity(chain.len());
+                for (i, a) in chain {
+                    out.push((
+                        i,
+                        apply_one(config, store, client, vault, audit, a, actor, dry_run).await,
+                    ));
+                }
+                out
+            }))
+            .buffer_unordered(PER_TENANT)
+            .collect()
+            .await;
+        done.into_iter().flatten().collect::<Vec<_>>()
     });
     let mut all: Vec<(usize, ActionReport)> = futures_util::future::join_all(runs)
         .await

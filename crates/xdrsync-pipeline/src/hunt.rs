@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use xdrsync_api_client::{ApiClient, HuntResult};
+use xdrsync_api_client::{ApiClient, HuntResult, Quota};
 use xdrsync_auth::vault::Vault;
 use xdrsync_config::{Config, Tenant};
 use xdrsync_model::{StreamKind, TenantId};
@@ -18,6 +18,8 @@ pub struct TenantHunt {
     pub tenant_id: TenantId,
     /// Its rows, or why it failed.
     pub result: Result<HuntResult, String>,
+    /// The hunting quota's use after the hunt: `(calls in the last minute, allowed)`.
+    pub quota: (usize, usize),
 }
 
 /// Runs `query` in each of `tenants` at once; `timespan` is an ISO 8601 duration (Graph's
@@ -38,10 +40,15 @@ pub async fn hunt(
                 .await
                 .map_err(|e| e.to_string()),
         };
+        let quota = client
+            .budgets()
+            .used(&t.client_id, t.tenant_id.as_str(), Quota::Hunting)
+            .await;
         TenantHunt {
             name: t.name.clone(),
             tenant_id: t.tenant_id.clone(),
             result,
+            quota,
         }
     });
     futures_util::future::join_all(runs).await

@@ -61,9 +61,11 @@ pub(crate) async fn run(args: HuntArgs, config_path: &Path) -> anyhow::Result<Ex
                     rows.push(tagged);
                 }
                 eprintln!(
-                    "{}: {}{}",
+                    "{}: {}, hunting quota {} of {} calls this minute{}",
                     r.name,
                     crate::text::plural(h.rows.len() as u64, "row"),
+                    r.quota.0,
+                    r.quota.1,
                     if h.truncated {
                         " (TRUNCATED at the service's row limit: narrow the query or the timespan)"
                     } else {
@@ -73,7 +75,13 @@ pub(crate) async fn run(args: HuntArgs, config_path: &Path) -> anyhow::Result<Ex
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("{}: FAILED: {}", r.name, crate::text::escape(e));
+                eprintln!(
+                    "{}: FAILED (hunting quota {} of {} calls this minute): {}",
+                    r.name,
+                    r.quota.0,
+                    r.quota.1,
+                    crate::text::escape(e)
+                );
             }
         }
     }
