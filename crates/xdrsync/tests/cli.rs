@@ -1121,7 +1121,8 @@ async fn hunt_across_customers() {
     let emu = tu::start(tu::many_tenants(&names, 6.0, &roles)).await;
     let tmp = tempfile::tempdir().unwrap();
     let config = tu::write_config(tmp.path(), &emu, &[ApiKind::Graph, ApiKind::Xdr], "");
-    let last = config.tenants[19].tenant_id.as_str().to_owned();
+    // A Graph tenant without the hunting role (the injected 429 lands on a legacy one).
+    let last = config.tenants[18].tenant_id.as_str().to_owned();
     emu.state().update_directory(|d| {
         for roles in d.apps[0].consents.get_mut(&last).unwrap().values_mut() {
             roles.retain(|r| !r.contains("Hunting"));
@@ -1160,12 +1161,17 @@ async fn hunt_across_customers() {
     let failed: Vec<&str> = stderr.lines().filter(|l| l.contains("FAILED")).collect();
     assert_eq!(failed.len(), 2, "{stderr}");
     assert!(
-        stderr.contains("customer19: FAILED") && stderr.contains("AdvancedHunting.Read.All"),
+        stderr.contains("customer18: FAILED") && stderr.contains("ThreatHunting.Read.All"),
         "the tenant without the role is named with it: {stderr}"
     );
     assert!(
         stderr.contains("3600"),
         "the throttled tenant names the wait: {stderr}"
+    );
+    // Each tenant's line says how much of its hunting quota is used.
+    assert!(
+        stderr.contains("customer00: 4 rows, hunting quota 1 of 45 calls this minute"),
+        "{stderr}"
     );
     assert!(
         stderr.contains("from 18 of 20 tenants (2 failed"),
