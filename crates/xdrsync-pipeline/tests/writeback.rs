@@ -333,7 +333,12 @@ async fn a_write_racing_a_change_in_defender_keeps_both_versions() {
     let state = e.emu.state().clone();
     let racer = tokio::spawn(async move {
         // When the read-back is held, an analyst in the portal assigns it meanwhile.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while state.stats().requests_held == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the read-back was never held"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -345,7 +350,7 @@ async fn a_write_racing_a_change_in_defender_keeps_both_versions() {
             vec![action(
                 &t,
                 id,
-                r#"{"tenant":"","id":"","status":"inProgress"}"#,
+                r#"{"tenant":"","id":"","status":"inProgress","comment":"racing the portal"}"#,
             )],
             false,
         )

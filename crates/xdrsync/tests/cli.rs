@@ -1048,7 +1048,7 @@ async fn write_back_from_the_command_line() {
     std::fs::write(
         tmp.path().join("actions.ndjson"),
         format!(
-            "{{\"tenant\":\"contoso\",\"id\":\"{b}\",\"classification\":\"falsePositive\",\"determination\":\"notMalicious\",\"status\":\"resolved\"}}\n\n{{\"tenant\":\"contoso\",\"id\":\"{a}\",\"status\":\"inProgress\"}}\n"
+            "{{\"tenant\":\"contoso\",\"id\":\"{b}\",\"classification\":\"falsePositive\",\"determination\":\"notMalicious\",\"status\":\"resolved\",\"tags_add\":[\"bulk-1\"]}}\n\n{{\"tenant\":\"contoso\",\"id\":\"{a}\",\"status\":\"inProgress\"}}\n"
         ),
     )
     .unwrap();
