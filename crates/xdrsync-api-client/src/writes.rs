@@ -49,7 +49,7 @@ impl ApiClient {
                     let got = self
                         .write(target, Method::PATCH, &url, &body, Quota::Graph)
                         .await?;
-                    (patched, patch_answer) = answer_time(&got.bytes, "lastUpdateDateTime");
+                    (patched, patch_answer, _) = answer_time(&got.bytes, "lastUpdateDateTime");
                 }
                 if let Some(c) = &action.comment {
                     let url = item_url(target, &format!("{path}/comments"), "")?;
@@ -81,11 +81,9 @@ impl ApiClient {
                         Quota::XdrUpdate,
                     )
                     .await?;
-                let (patched, patch_answer) = answer_time(&got.bytes, "lastUpdateTime");
+                let (patched, patch_answer, whole) = answer_time(&got.bytes, "lastUpdateTime");
                 // The legacy API answers with the whole incident, its alerts embedded as
                 // always: that is the version the write made, no read-back needed.
-                let whole = serde_json::from_slice::<Value>(&got.bytes)
-                    .is_ok_and(|v| v.get("alerts").is_some_and(Value::is_array));
                 let after = match (&patch_answer, whole) {
                     (Some(answer), true) => answer.clone(),
                     _ => String::from_utf8_lossy(&self.get(target, &url).await?.bytes).into_owned(),
@@ -112,14 +110,20 @@ fn item_url(target: &Target, path: &str, query: &str) -> Result<url::Url, ApiErr
     Ok(url)
 }
 
-/// The last-update time in a PATCH answer, and the answer, when it is the item.
-fn answer_time(body: &[u8], field: &str) -> (Option<Timestamp>, Option<String>) {
+/// The last-update time in a PATCH answer, the answer when it is the item, and whether it
+/// carries the item's alerts (one parse).
+fn answer_time(body: &[u8], field: &str) -> (Option<Timestamp>, Option<String>, bool) {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return (None, None);
+        return (None, None, false);
     };
     let t = v
         .get(field)
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok());
-    (t, t.map(|_| String::from_utf8_lossy(body).into_owned()))
+    let with_alerts = v.get("alerts").is_some_and(Value::is_array);
+    (
+        t,
+        t.map(|_| String::from_utf8_lossy(body).into_owned()),
+        with_alerts,
+    )
 }

@@ -67,10 +67,14 @@ pub(crate) async fn graph_batch(
         Err(m) => return g.answer(StatusCode::BAD_REQUEST, "BadRequest", &m),
     };
     state.count_batch();
+    // One router for the batch's requests (each request takes a clone).
+    let app = crate::router(state.clone());
     let mut responses: Vec<Value> = Vec::with_capacity(requests.len());
     if requests.iter().all(|r| r.depends_on.is_empty()) {
         // Independent requests run side by side, as the service runs them.
-        let runs = requests.iter().map(|r| run(&state, &auth, &headers, r));
+        let runs = requests
+            .iter()
+            .map(|r| run(&state, &app, &auth, &headers, r));
         responses.extend(
             futures_util::future::join_all(runs)
                 .await
@@ -88,7 +92,7 @@ pub(crate) async fn graph_batch(
                 .find(|d| !statuses.get(*d).is_some_and(|s| (200..300).contains(s)));
             let (status, answer) = match failed {
                 Some(d) => failed_dependency(&g, &r.id, d),
-                None => run(&state, &auth, &headers, r).await,
+                None => run(&state, &app, &auth, &headers, r).await,
             };
             statuses.insert(r.id.clone(), status);
             responses.push(answer);
@@ -192,6 +196,7 @@ fn parse(body: &[u8]) -> Result<Vec<SubRequest>, String> {
 /// Runs one sub-request through the router; its status and its entry of `responses`.
 async fn run(
     state: &EmulatorState,
+    app: &axum::Router,
     auth: &HeaderValue,
     outer: &HeaderMap,
     r: &SubRequest,
@@ -241,7 +246,7 @@ async fn run(
     let Ok(request) = builder.body(body) else {
         return bad("The request's url or headers are not valid HTTP.");
     };
-    let Ok(resp) = crate::router(state.clone()).oneshot(request).await;
+    let Ok(resp) = app.clone().oneshot(request).await;
     let status = resp.status().as_u16();
     let mut headers = Map::new();
     for (name, value) in resp.headers() {

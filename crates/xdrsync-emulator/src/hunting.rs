@@ -70,6 +70,15 @@ struct Table {
     rows: Vec<Row>,
 }
 
+impl Table {
+    /// The schema of `cols`, in their order.
+    fn schema_of(&self, cols: &[String]) -> Vec<(String, Ty)> {
+        cols.iter()
+            .filter_map(|c| self.schema.iter().find(|(n, _)| n == c).cloned())
+            .collect()
+    }
+}
+
 fn alert_info_schema() -> Vec<(String, Ty)> {
     [
         ("Timestamp", Ty::DateTime),
@@ -529,6 +538,19 @@ fn run_tokens(
                 other => Err(format!("expected a column name, found {other:?}")),
             }
         };
+        // `c1, c2, …` from `op[start..]` to the end of the operator.
+        let col_list = |start: usize, what: &str, t: &Table| -> Result<Vec<String>, String> {
+            let mut cols = Vec::new();
+            let mut i = start;
+            loop {
+                cols.push(col(i, t)?);
+                match op.get(i + 1) {
+                    Some(Tok::Comma) => i += 2,
+                    None => return Ok(cols),
+                    other => return Err(format!("unexpected {other:?} in {what}")),
+                }
+            }
+        };
         match word(0).as_deref() {
             Some("where") => {
                 let mut i = 1;
@@ -608,20 +630,8 @@ fn run_tokens(
                 });
             }
             Some("project") => {
-                let mut cols = Vec::new();
-                let mut i = 1;
-                loop {
-                    cols.push(col(i, &t)?);
-                    match op.get(i + 1) {
-                        Some(Tok::Comma) => i += 2,
-                        None => break,
-                        other => return Err(format!("unexpected {other:?} in project")),
-                    }
-                }
-                t.schema = cols
-                    .iter()
-                    .filter_map(|c| t.schema.iter().find(|(n, _)| n == c).cloned())
-                    .collect();
+                let cols = col_list(1, "project", &t)?;
+                t.schema = t.schema_of(&cols);
                 t.rows = t
                     .rows
                     .into_iter()
@@ -705,10 +715,7 @@ fn run_tokens(
                         None => groups.push((key, 1)),
                     }
                 }
-                let mut schema: Vec<(String, Ty)> = cols
-                    .iter()
-                    .filter_map(|c| t.schema.iter().find(|(n, _)| n == c).cloned())
-                    .collect();
+                let mut schema = t.schema_of(&cols);
                 schema.push(("count_".into(), Ty::Long));
                 t.rows = groups
                     .into_iter()
@@ -726,16 +733,7 @@ fn run_tokens(
                 t.rows = vec![[("Count".to_owned(), json!(n))].into_iter().collect()];
             }
             Some("distinct") => {
-                let mut cols = Vec::new();
-                let mut i = 1;
-                loop {
-                    cols.push(col(i, &t)?);
-                    match op.get(i + 1) {
-                        Some(Tok::Comma) => i += 2,
-                        None => break,
-                        other => return Err(format!("unexpected {other:?} in distinct")),
-                    }
-                }
+                let cols = col_list(1, "distinct", &t)?;
                 let mut seen: Vec<Vec<Value>> = Vec::new();
                 let mut rows = Vec::new();
                 for r in &t.rows {
@@ -748,10 +746,7 @@ fn run_tokens(
                         seen.push(key);
                     }
                 }
-                t.schema = cols
-                    .iter()
-                    .filter_map(|c| t.schema.iter().find(|(n, _)| n == c).cloned())
-                    .collect();
+                t.schema = t.schema_of(&cols);
                 t.rows = rows;
             }
             Some("top") => {

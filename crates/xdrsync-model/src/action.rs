@@ -5,14 +5,12 @@
 //! Graph's names (the SDK models' members, as the normalized schema does) and are checked
 //! **before** anything is sent: a determination must belong to the classification it is given
 //! with, a legacy-API tenant takes a determination only with `truePositive` (its PATCH page
-//! says so). [`Action::graph_patch`] and [`Action::legacy_patch`] build the bodies;
-//! [`Action::reflected_in`] tells whether the latest stored version already shows the action,
-//! which makes re-applying a file idempotent.
+//! says so). [`Action::graph_patch`] and [`Action::legacy_patch`] build the bodies. Whether the
+//! latest stored version already shows an action (which makes re-applying a file idempotent)
+//! is the pipeline's diff against it coming out empty.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-
-use crate::{Alert, Incident};
 
 /// Which kind of item an action changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -279,50 +277,6 @@ impl Action {
             o.insert("comment".into(), json!(c));
         }
         Value::Object(o)
-    }
-
-    /// Whether `incident` (the latest stored version) already shows every field change of the
-    /// action; a comment can never be shown as done (comments are not in the schema), so an
-    /// action with a comment is never skipped.
-    pub fn reflected_in(&self, incident: &Incident) -> bool {
-        if self.comment.is_some() || self.resolving_comment.is_some() {
-            return false;
-        }
-        self.status.as_ref().is_none_or(|s| *s == incident.status)
-            && self
-                .assign
-                .as_ref()
-                .is_none_or(|a| incident.assigned_to.as_deref().unwrap_or("") == a.as_str())
-            && self
-                .classification
-                .as_ref()
-                .is_none_or(|c| *c == incident.classification)
-            && self
-                .determination
-                .as_ref()
-                .is_none_or(|d| *d == incident.determination)
-            && self.tags_add.iter().all(|t| incident.tags.contains(t))
-            && self.tags_remove.iter().all(|t| !incident.tags.contains(t))
-    }
-
-    /// [`Action::reflected_in`] for an alert.
-    pub fn reflected_in_alert(&self, alert: &Alert) -> bool {
-        if self.comment.is_some() {
-            return false;
-        }
-        self.status.as_ref().is_none_or(|s| *s == alert.status)
-            && self
-                .assign
-                .as_ref()
-                .is_none_or(|a| alert.assigned_to.as_deref().unwrap_or("") == a.as_str())
-            && self
-                .classification
-                .as_ref()
-                .is_none_or(|c| *c == alert.classification)
-            && self
-                .determination
-                .as_ref()
-                .is_none_or(|d| *d == alert.determination)
     }
 
     /// What the action changes, one `field: value` per change, for dry runs and the log.

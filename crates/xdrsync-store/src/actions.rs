@@ -1,7 +1,7 @@
 //! The write-back audit: every action sent to Defender (who, when, what, Microsoft's answer,
 //! the version it produced), and the versions our writes produced, marked with their action.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use xdrsync_model::{StreamKind, TenantId, Timestamp};
 
 use crate::{NewVersion, SqliteStore, StoreError, StoredVersion, write_transaction};
@@ -208,24 +208,12 @@ impl SqliteStore {
         stream: StreamKind,
         item: &str,
     ) -> Result<Option<StoredVersion>, StoreError> {
-        let seq: Option<i64> = self
-            .read_conn()
-            .query_row(
-                "SELECT seq FROM versions WHERE tenant_id = ?1 AND stream = ?2 AND item_id = ?3
-                 ORDER BY last_update DESC LIMIT 1",
-                params![tenant.as_str(), stream.as_str(), item],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.err())?;
-        let Some(seq) = seq else {
-            return Ok(None);
-        };
         Ok(self
             .read_versions(
                 "SELECT seq, event_id, stream, change, changes, normalized, raw, origin FROM versions
-                 WHERE seq = ?1",
-                [seq],
+                 WHERE tenant_id = ?1 AND stream = ?2 AND item_id = ?3
+                 ORDER BY last_update DESC LIMIT 1",
+                params![tenant.as_str(), stream.as_str(), item],
             )?
             .pop())
     }
