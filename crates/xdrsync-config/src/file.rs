@@ -38,6 +38,9 @@ pub struct ConfigFile {
     /// sinks crate, which owns every sink's settings (`xdrsync_sinks::config`).
     #[serde(default)]
     pub sinks: Vec<toml::Table>,
+    /// Scheduled hunts (`[[hunts]]`), run by `xdrsync run`.
+    #[serde(default)]
+    pub hunts: Vec<HuntSection>,
     /// Allow `client_secret = { value = "…" }` in this file. Off by default: a secret in a
     /// config file ends up in backups, tickets and version control.
     #[serde(default)]
@@ -307,6 +310,48 @@ pub struct AppSection {
     pub client_certificate: Option<CertificateSource>,
     /// A managed identity (instead of a secret or certificate).
     pub managed_identity: Option<ManagedIdentitySource>,
+}
+
+/// `[[hunts]]`: an advanced hunting query `xdrsync run` runs in many tenants every `interval`.
+/// Each row it returns is an event of the `hunts` stream, delivered to the sinks once (a row
+/// returned again by a later run is recognised by its content and not delivered again).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HuntSection {
+    /// A short unique name (letters, digits, `-`, `_`, `.`): it names the rows' hunt in every
+    /// event.
+    pub name: String,
+    /// The KQL query.
+    pub query: String,
+    /// The tenants (by name) to run it in; empty or absent: every enabled tenant.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// How often it runs, e.g. `15m`, `1h` (default `1h`).
+    #[serde(default = "default_hunt_interval")]
+    pub interval: String,
+    /// How far back it looks (Graph's `Timespan`), e.g. `1d` (default `1d`, at most `30d`,
+    /// the data advanced hunting keeps).
+    #[serde(default = "default_hunt_timespan")]
+    pub timespan: String,
+    /// The severity its rows carry for routes and SIEM formats: `informational`, `low`,
+    /// `medium` (default) or `high`.
+    #[serde(default = "default_hunt_severity")]
+    pub severity: String,
+    /// `false` keeps the section without running it.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_hunt_interval() -> String {
+    "1h".into()
+}
+
+fn default_hunt_timespan() -> String {
+    "1d".into()
+}
+
+fn default_hunt_severity() -> String {
+    "medium".into()
 }
 
 /// `[[tenants]]`: one tenant to pull.

@@ -61,6 +61,36 @@ pub struct Config {
     pub sinks: Vec<toml::Table>,
     /// Whether inline secrets (`{ value = "…" }`) are allowed.
     pub allow_inline_secrets: bool,
+    /// Scheduled hunts (`[[hunts]]`), enabled or not, in file order.
+    pub hunts: Vec<Hunt>,
+}
+
+/// A validated `[[hunts]]` section.
+#[derive(Debug, Clone)]
+pub struct Hunt {
+    /// Its unique name.
+    pub name: String,
+    /// The KQL query.
+    pub query: String,
+    /// The names of the tenants it runs in (empty: every enabled tenant).
+    pub tenants: Vec<String>,
+    /// Time between runs in a tenant.
+    pub interval: std::time::Duration,
+    /// How far back the query looks.
+    pub timespan: chrono::Duration,
+    /// Its rows' severity.
+    pub severity: xdrsync_model::Severity,
+    /// Whether `run` runs it.
+    pub enabled: bool,
+}
+
+impl Config {
+    /// The enabled tenants `hunt` runs in, in config order.
+    pub fn hunt_tenants<'a>(&'a self, hunt: &'a Hunt) -> impl Iterator<Item = &'a Tenant> + 'a {
+        self.tenants
+            .iter()
+            .filter(move |t| t.enabled && (hunt.tenants.is_empty() || hunt.tenants.contains(&t.name)))
+    }
 }
 
 /// How a SOAR's `POST /actions` is authenticated.
@@ -238,12 +268,13 @@ impl Config {
 pub fn parse_streams(streams: &[String]) -> Result<Vec<StreamKind>, ConfigError> {
     let mut kinds = Vec::new();
     for s in streams {
-        let kind =
-            StreamKind::parse(&s.to_ascii_lowercase()).ok_or_else(|| ConfigError::Usage {
+        let kind = StreamKind::parse(&s.to_ascii_lowercase())
+            .filter(StreamKind::is_pulled)
+            .ok_or_else(|| ConfigError::Usage {
                 flag: "--stream".into(),
                 message: format!(
-                    "unknown stream `{s}`; streams are {}",
-                    StreamKind::ALL.map(|k| k.as_str()).join(", ")
+                    "unknown stream `{s}`; streams are {} (scheduled hunts' rows are found by `[[hunts]]`, not pulled)",
+                    StreamKind::PULLED.map(|k| k.as_str()).join(", ")
                 ),
             })?;
         if !kinds.contains(&kind) {

@@ -51,6 +51,7 @@ pub(crate) fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigEr
         }
         tenants.push(c.tenant(i, t, &file.apps, &endpoints)?);
     }
+    let hunts = c.hunts(&file.hunts, &names)?;
     let server_listen = c.listen(&file.server)?;
     let inbound_actions = match (&file.server.actions_hmac_secret, &file.server.actions_token) {
         (None, None) => None,
@@ -82,6 +83,7 @@ pub(crate) fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigEr
         connect_to,
         sinks: file.sinks,
         allow_inline_secrets: file.allow_inline_secrets,
+        hunts,
     })
 }
 
@@ -438,10 +440,10 @@ impl Check<'_> {
         };
         let mut streams = Vec::new();
         for name in &t.streams {
-            let Some(k) = StreamKind::parse(name) else {
+            let Some(k) = StreamKind::parse(name).filter(StreamKind::is_pulled) else {
                 return Err(self.invalid(
                     f("streams"),
-                    format!("`{name}` is not a stream; use incidents, alerts or detections"),
+                    format!("`{name}` is not a stream a tenant pulls; use incidents, alerts or detections (scheduled hunts are `[[hunts]]` sections)"),
                 ));
             };
             if streams.contains(&k) {
@@ -480,6 +482,89 @@ impl Check<'_> {
     }
 
     /// `[server] listen`: an address and port, or "" for no server.
+    /// `[[hunts]]`: unique names that can key a row, known tenants, intervals and timespans
+    /// within what advanced hunting serves.
+    fn hunts(
+        &self,
+        hunts: &[crate::HuntSection],
+        tenants: &BTreeSet<&str>,
+    ) -> Result<Vec<crate::Hunt>, ConfigError> {
+        let mut names = BTreeSet::new();
+        let mut out = Vec::with_capacity(hunts.len());
+        for (i, h) in hunts.iter().enumerate() {
+            let f = |k: &str| format!("hunts[{i}].{k}");
+            if h.name.is_empty()
+                || h.name.len() > 64
+                || !h
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(self.invalid(
+                    f("name"),
+                    format!(
+                        "`{}` is not a hunt name: use 1 to 64 letters, digits, `-`, `_` or `.`",
+                        xdrsync_model::printable(&h.name)
+                    ),
+                ));
+            }
+            if !names.insert(h.name.as_str()) {
+                return Err(self.invalid(f("name"), format!("`{}` is used twice", h.name)));
+            }
+            if h.query.trim().is_empty() {
+                return Err(self.invalid(f("query"), "is empty"));
+            }
+            for t in &h.tenants {
+                if !tenants.contains(t.as_str()) {
+                    return Err(self.invalid(
+                        f("tenants"),
+                        format!(
+                            "`{}` is not the name of a [[tenants]] entry",
+                            xdrsync_model::printable(t)
+                        ),
+                    ));
+                }
+            }
+            let interval = xdrsync_model::parse_duration(&h.interval)
+                .map_err(|e| self.invalid(f("interval"), e.to_string()))?;
+            if interval < chrono::Duration::seconds(1) {
+                return Err(self.invalid(f("interval"), "must be at least 1s"));
+            }
+            let timespan = xdrsync_model::parse_duration(&h.timespan)
+                .map_err(|e| self.invalid(f("timespan"), e.to_string()))?;
+            if timespan < chrono::Duration::seconds(1) || timespan > chrono::Duration::days(30) {
+                return Err(self.invalid(
+                    f("timespan"),
+                    "must be between 1s and 30d (advanced hunting keeps 30 days of data)",
+                ));
+            }
+            let severity = match h.severity.as_str() {
+                "informational" | "low" | "medium" | "high" => {
+                    xdrsync_model::Severity::parse(&h.severity)
+                }
+                other => {
+                    return Err(self.invalid(
+                        f("severity"),
+                        format!(
+                            "`{}` is not a severity: use informational, low, medium or high",
+                            xdrsync_model::printable(other)
+                        ),
+                    ));
+                }
+            };
+            out.push(crate::Hunt {
+                name: h.name.clone(),
+                query: h.query.clone(),
+                tenants: h.tenants.clone(),
+                interval: interval.to_std().unwrap_or_default(),
+                timespan,
+                severity,
+                enabled: h.enabled,
+            });
+        }
+        Ok(out)
+    }
+
     fn listen(&self, server: &ServerSection) -> Result<Option<std::net::SocketAddr>, ConfigError> {
         let listen = server.listen.trim();
         Ok(if listen.is_empty() {

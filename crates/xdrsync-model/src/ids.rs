@@ -68,15 +68,31 @@ pub enum StreamKind {
     Alerts,
     /// SIEM API detections: one per alert entity.
     Detections,
+    /// Rows of scheduled hunts (`[[hunts]]`): not pulled with a cursor but found by running a
+    /// query; one version per row.
+    Hunts,
 }
 
 impl StreamKind {
     /// Every stream.
-    pub const ALL: [StreamKind; 3] = [
+    pub const ALL: [StreamKind; 4] = [
+        StreamKind::Incidents,
+        StreamKind::Alerts,
+        StreamKind::Detections,
+        StreamKind::Hunts,
+    ];
+
+    /// The streams a tenant pulls with a cursor (`streams = [...]` of a tenant).
+    pub const PULLED: [StreamKind; 3] = [
         StreamKind::Incidents,
         StreamKind::Alerts,
         StreamKind::Detections,
     ];
+
+    /// Whether a tenant pulls it (every stream but `hunts`).
+    pub fn is_pulled(&self) -> bool {
+        !matches!(self, StreamKind::Hunts)
+    }
 
     /// The stream's stable name, as stored in cursors and used in the config.
     pub fn as_str(&self) -> &'static str {
@@ -84,6 +100,7 @@ impl StreamKind {
             StreamKind::Incidents => "incidents",
             StreamKind::Alerts => "alerts",
             StreamKind::Detections => "detections",
+            StreamKind::Hunts => "hunts",
         }
     }
 

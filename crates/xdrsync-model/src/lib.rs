@@ -17,6 +17,7 @@ pub mod action;
 pub mod alert;
 pub mod change;
 pub mod duration;
+pub mod hunt;
 pub mod ids;
 pub mod incident;
 pub mod normalize;
@@ -31,6 +32,7 @@ pub use alert::{
 };
 pub use change::{ChangeKind, Changes};
 pub use duration::{DurationParseError, parse_duration};
+pub use hunt::HuntRow;
 pub use ids::{EventId, IncidentId, StreamKind, TenantId, VersionKey};
 pub use incident::{AlertSummary, ApiKind, Incident, Severity, TokenVersion};
 pub use normalize::{

@@ -1,10 +1,12 @@
-//! [`Record`]: one stored version of any stream (an incident, an alert, a SIEM detection).
+//! [`Record`]: one stored version of any stream (an incident, an alert, a SIEM detection, a
+//! scheduled hunt's row).
 //!
 //! The store is one outbox for every stream, so sinks deliver incidents and alerts in one order
 //! from one position. A record knows its stream, its item id within the stream, its version time
 //! and its event id; the stream decides how its normalized JSON is read back.
 
 use crate::change::{classify, classify_alert};
+use crate::hunt::HuntRow;
 use crate::{Alert, ChangeKind, Changes, EventId, Incident, StreamKind, TenantId, Timestamp};
 
 /// One version of one item of a stream.
@@ -14,6 +16,8 @@ pub enum Record {
     Incident(Incident),
     /// An alert version (stream `alerts`) or SIEM detection version (stream `detections`).
     Alert(Alert),
+    /// A row of a scheduled hunt (stream `hunts`).
+    HuntRow(HuntRow),
 }
 
 impl Record {
@@ -23,6 +27,7 @@ impl Record {
             Record::Incident(_) => StreamKind::Incidents,
             Record::Alert(a) if a.part.is_some() => StreamKind::Detections,
             Record::Alert(_) => StreamKind::Alerts,
+            Record::HuntRow(_) => StreamKind::Hunts,
         }
     }
 
@@ -31,6 +36,7 @@ impl Record {
         match self {
             Record::Incident(i) => &i.tenant_id,
             Record::Alert(a) => &a.tenant_id,
+            Record::HuntRow(h) => &h.tenant_id,
         }
     }
 
@@ -39,6 +45,7 @@ impl Record {
         match self {
             Record::Incident(i) => i.incident_id.to_string(),
             Record::Alert(a) => a.item_id(),
+            Record::HuntRow(h) => h.item_id(),
         }
     }
 
@@ -47,6 +54,7 @@ impl Record {
         match self {
             Record::Incident(i) => i.last_update,
             Record::Alert(a) => a.last_update,
+            Record::HuntRow(h) => h.found_at,
         }
     }
 
@@ -55,6 +63,7 @@ impl Record {
         match self {
             Record::Incident(i) => i.api.as_str(),
             Record::Alert(a) => a.api.as_str(),
+            Record::HuntRow(h) => h.api.as_str(),
         }
     }
 
@@ -65,6 +74,9 @@ impl Record {
             Record::Alert(a) => {
                 EventId::of(&a.tenant_id, self.stream(), &a.item_id(), a.last_update)
             }
+            Record::HuntRow(h) => {
+                EventId::of(&h.tenant_id, StreamKind::Hunts, &h.item_id(), h.found_at)
+            }
         }
     }
 
@@ -72,7 +84,7 @@ impl Record {
     pub fn incident(&self) -> Option<&Incident> {
         match self {
             Record::Incident(i) => Some(i),
-            Record::Alert(_) => None,
+            Record::Alert(_) | Record::HuntRow(_) => None,
         }
     }
 
@@ -80,7 +92,24 @@ impl Record {
     pub fn alert(&self) -> Option<&Alert> {
         match self {
             Record::Alert(a) => Some(a),
-            Record::Incident(_) => None,
+            Record::Incident(_) | Record::HuntRow(_) => None,
+        }
+    }
+
+    /// The hunt row, if it is one.
+    pub fn hunt_row(&self) -> Option<&HuntRow> {
+        match self {
+            Record::HuntRow(h) => Some(h),
+            Record::Incident(_) | Record::Alert(_) => None,
+        }
+    }
+
+    /// Its severity (a hunt row's is its hunt's).
+    pub fn severity(&self) -> &crate::Severity {
+        match self {
+            Record::Incident(i) => &i.severity,
+            Record::Alert(a) => &a.severity,
+            Record::HuntRow(h) => &h.severity,
         }
     }
 
@@ -89,6 +118,7 @@ impl Record {
         match self {
             Record::Incident(i) => serde_json::to_string(i),
             Record::Alert(a) => serde_json::to_string(a),
+            Record::HuntRow(h) => serde_json::to_string(h),
         }
         .unwrap_or_default()
     }
@@ -100,15 +130,18 @@ impl Record {
             StreamKind::Alerts | StreamKind::Detections => {
                 Record::Alert(serde_json::from_str(json)?)
             }
+            StreamKind::Hunts => Record::HuntRow(serde_json::from_str(json)?),
         })
     }
 
     /// The change this version makes against the previous version of the same item
-    /// (`None`: the first one seen). A previous record of the other kind counts as none.
+    /// (`None`: the first one seen). A previous record of the other kind counts as none; a
+    /// hunt row has one version, so it is always `created`.
     pub fn classify(&self, prev: Option<&Record>) -> (ChangeKind, Changes) {
         match self {
             Record::Incident(i) => classify(prev.and_then(Record::incident), i),
             Record::Alert(a) => classify_alert(prev.and_then(Record::alert), a),
+            Record::HuntRow(_) => (ChangeKind::Created, Changes::default()),
         }
     }
 }
@@ -118,6 +151,7 @@ impl serde::Serialize for Record {
         match self {
             Record::Incident(i) => i.serialize(s),
             Record::Alert(a) => a.serialize(s),
+            Record::HuntRow(h) => h.serialize(s),
         }
     }
 }

@@ -205,9 +205,11 @@ async fn apply_one(
     };
     let current = latest.as_ref().map(|v| &v.record);
     report.diff = diff(&action, current);
-    let classification = current.map(|r| match r {
-        Record::Incident(i) => i.classification.clone(),
-        Record::Alert(a) => a.classification.clone(),
+    let classification = current.and_then(|r| match r {
+        Record::Incident(i) => Some(i.classification.clone()),
+        Record::Alert(a) => Some(a.classification.clone()),
+        // Never the target of an action: actions name incidents and alerts.
+        Record::HuntRow(_) => None,
     });
     // Records `report` in the audit (with the version it produced); a failure to record is
     // said in the report's message.
@@ -381,7 +383,7 @@ fn diff(action: &Action, current: Option<&Record>) -> Vec<String> {
             a.determination.clone(),
             Vec::new(),
         ),
-        None => Default::default(),
+        Some(Record::HuntRow(_)) | None => Default::default(),
     };
     let mut out = Vec::new();
     let mut field = |name: &str, old: &str, new: &Option<String>| {

@@ -100,6 +100,15 @@ impl Pipeline {
         self.config.tenants.iter().filter(|t| t.enabled).count()
     }
 
+    /// The configured name of the tenant `id`.
+    pub fn tenant_name(&self, id: &xdrsync_model::TenantId) -> Option<&str> {
+        self.config
+            .tenants
+            .iter()
+            .find(|t| &t.tenant_id == id)
+            .map(|t| t.name.as_str())
+    }
+
     /// The API client.
     pub fn client(&self) -> &ApiClient {
         &self.client
@@ -128,10 +137,30 @@ impl Pipeline {
         mode: PullMode,
         sinks: &[Arc<dyn xdrsync_sinks::Sink>],
         done: impl FnMut(&TenantReport),
-    ) -> (
-        Vec<TenantReport>,
-        Vec<Result<xdrsync_sinks::Delivered, xdrsync_sinks::SinkError>>,
-    ) {
+    ) -> (Vec<TenantReport>, Vec<Delivery>) {
+        let (reports, _, delivered) = self.pass(mode, sinks, done, false).await;
+        (reports, delivered)
+    }
+
+    /// `run`'s pass: [`Pipeline::pull_all_delivering`] with the scheduled hunts that are due
+    /// ([`Pipeline::run_due_hunts`]) run beside the pulls, their rows delivered by the same
+    /// sinks in the same pass.
+    pub async fn pass_with_hunts(
+        &self,
+        mode: PullMode,
+        sinks: &[Arc<dyn xdrsync_sinks::Sink>],
+        done: impl FnMut(&TenantReport),
+    ) -> (Vec<TenantReport>, Vec<xdrsync_store::HuntRun>, Vec<Delivery>) {
+        self.pass(mode, sinks, done, true).await
+    }
+
+    async fn pass(
+        &self,
+        mode: PullMode,
+        sinks: &[Arc<dyn xdrsync_sinks::Sink>],
+        done: impl FnMut(&TenantReport),
+        hunts: bool,
+    ) -> (Vec<TenantReport>, Vec<xdrsync_store::HuntRun>, Vec<Delivery>) {
         let (finish, finished) = tokio::sync::watch::channel(false);
         let followers: Vec<_> = sinks
             .iter()
@@ -144,7 +173,13 @@ impl Pipeline {
                 ))
             })
             .collect();
-        let reports = self.pull_all_with(mode, done).await;
+        let (reports, hunted) = tokio::join!(self.pull_all_with(mode, done), async {
+            if hunts {
+                self.run_due_hunts().await
+            } else {
+                Vec::new()
+            }
+        });
         let _ = finish.send(true);
         let mut delivered = Vec::with_capacity(followers.len());
         for f in followers {
@@ -153,7 +188,7 @@ impl Pipeline {
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             });
         }
-        (reports, delivered)
+        (reports, hunted, delivered)
     }
 
     /// Pulls every stream of every enabled tenant once from `mode`, calling `done` as each
@@ -497,10 +532,12 @@ impl Pipeline {
     }
 }
 
+/// What one sink's delivery in a pass came to.
+pub type Delivery = Result<xdrsync_sinks::Delivered, xdrsync_sinks::SinkError>;
+
 /// A tenant's credential for one pass: read once, shared by its streams.
 type CredentialCell = tokio::sync::OnceCell<Result<Credential, String>>;
 
-/// Runs store work off the async threads.
 /// Runs `f` (store work) off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,

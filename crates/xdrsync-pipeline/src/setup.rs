@@ -29,7 +29,9 @@ pub fn api_name(tenant: &Tenant, stream: StreamKind) -> &'static str {
 /// What the API client reads for a tenant's stream.
 pub fn source(tenant: &Tenant, stream: StreamKind) -> Source {
     match stream {
-        StreamKind::Incidents => Source::Incidents,
+        // Hunt rows are never listed (a tenant cannot pull `hunts`); the hunting API lives
+        // beside the incidents.
+        StreamKind::Incidents | StreamKind::Hunts => Source::Incidents,
         StreamKind::Alerts => Source::Alerts,
         StreamKind::Detections => Source::Detections(SiemFilter {
             machine_groups: tenant.siem.machine_groups.clone(),
@@ -257,12 +259,13 @@ pub(crate) fn target_with(
         (StreamKind::Alerts, ApiKind::Graph) => (e.graph.clone(), e.graph_resource.clone(), alerts),
         // The MDE alerts API: its own host and token audience (roles on WindowsDefenderATP).
         (StreamKind::Alerts, ApiKind::Xdr) => (e.mde.clone(), e.mde_resource.clone(), alerts),
-        (StreamKind::Incidents, ApiKind::Graph) => (
+        // Advanced hunting is served beside the incidents, with the same token.
+        (StreamKind::Incidents | StreamKind::Hunts, ApiKind::Graph) => (
             e.graph.clone(),
             e.graph_resource.clone(),
             config.sync.graph_page_size,
         ),
-        (StreamKind::Incidents, ApiKind::Xdr) => (
+        (StreamKind::Incidents | StreamKind::Hunts, ApiKind::Xdr) => (
             e.xdr.clone(),
             e.xdr_resource.clone(),
             config.sync.xdr_page_size,

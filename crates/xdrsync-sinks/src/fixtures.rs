@@ -1,5 +1,6 @@
 //! The fixtures every encoder's snapshot tests and the sink conformance suite share: one item
-//! of each API shape (Graph and legacy incidents, Graph and MDE alerts, a SIEM detection),
+//! of each API shape (Graph and legacy incidents, Graph and MDE alerts, a SIEM detection, a
+//! scheduled hunt's row),
 //! normalized by the real normalizers and stored in a real store, so `seq`, event ids and
 //! change kinds are what a pull would produce.
 
@@ -9,7 +10,7 @@
 
 use serde_json::{Value, json};
 use xdrsync_model::{
-    Record, TenantId, normalize_graph_alert, normalize_graph_incident, normalize_mde_alert,
+    ApiKind, HuntRow, Record, Severity, TenantId, normalize_graph_alert, normalize_graph_incident, normalize_mde_alert,
     normalize_siem_detection, normalize_xdr_incident,
 };
 use xdrsync_store::{CommitRequest, NewVersion, SqliteStore, StoredVersion};
@@ -202,7 +203,24 @@ pub fn siem_detection() -> Value {
     .expect("fixture JSON")
 }
 
-/// The five fixtures as new versions, in a fixed order.
+/// A row of Graph `runHuntingQuery` (DeviceProcessEvents), with characters every encoder must
+/// escape.
+pub fn hunt_row() -> Value {
+    json!({
+        "Timestamp": "2026-11-30T09:58:41.1234567Z",
+        "DeviceId": "9f0e3c5a1b2d4e6f8a0b1c2d3e4f5a6b7c8d9e0f",
+        "DeviceName": "ws-fin-017.contoso.com",
+        "AccountName": "j.doe",
+        "AccountUpn": "j.doe@contoso.com",
+        "FileName": "powershell.exe",
+        "SHA256": "de96a6e69944335375dc1ac238336066889d9ffc7d73628ef4fe1b1b160ab32c",
+        "ProcessCommandLine": "powershell.exe -nop -w hidden -enc JABzAD0A | iex ; a=b \\ \"q\"",
+        "RemoteIP": "203.0.113.7",
+        "Count": 3
+    })
+}
+
+/// The six fixtures as new versions, in a fixed order.
 pub fn new_versions() -> Vec<NewVersion> {
     let t = TenantId::canonical(TENANT);
     let mk = |record: Record, raw: &Value| NewVersion {
@@ -237,10 +255,24 @@ pub fn new_versions() -> Vec<NewVersion> {
             Record::Alert(normalize_siem_detection(&t, &sd).expect("fixture")),
             &sd,
         ),
+        {
+            let row = hunt_row();
+            mk(
+                Record::HuntRow(HuntRow::new(
+                    t.clone(),
+                    "encoded-powershell",
+                    Severity::High,
+                    ApiKind::Graph,
+                    row.as_object().cloned().expect("an object"),
+                    "2026-11-30T12:00:00.0000000Z".parse().expect("a time"),
+                )),
+                &row,
+            )
+        },
     ]
 }
 
-/// The five fixtures as stored versions (`seq` 1–5 of a fresh in-memory store), as a sink
+/// The six fixtures as stored versions (`seq` 1–6 of a fresh in-memory store), as a sink
 /// reads them: with the configured tenant name (`contoso`).
 pub fn stored() -> Vec<StoredVersion> {
     let mut v = store_with(&new_versions())
@@ -279,7 +311,7 @@ pub fn store_with(versions: &[NewVersion]) -> SqliteStore {
     store
 }
 
-/// `n` distinct versions spread over `tenants` tenants and the three streams: the fixtures
+/// `n` distinct versions spread over `tenants` tenants and the four streams: the fixtures
 /// with their ids, tenants and times varied (for the conformance suite and the benchmarks).
 pub fn many(n: usize, tenants: usize) -> Vec<NewVersion> {
     let base = new_versions();
@@ -302,6 +334,12 @@ pub fn many(n: usize, tenants: usize) -> Vec<NewVersion> {
                     a.tenant_id = tenant;
                     a.alert_id = format!("{}_{i}", a.alert_id);
                     a.last_update = bump(a.last_update);
+                }
+                Record::HuntRow(h) => {
+                    h.tenant_id = tenant;
+                    h.row.insert("Count".into(), json!(i));
+                    h.row_hash = HuntRow::hash_of(&h.row);
+                    h.found_at = bump(h.found_at);
                 }
             }
             v

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use xdrsync_model::{ChangeKind, Record, Severity, StreamKind, TenantId, Timestamp};
+use xdrsync_model::{ChangeKind, Severity, StreamKind, TenantId, Timestamp};
 use xdrsync_store::StoredVersion;
 
 /// A sink's route; the default takes everything.
@@ -36,14 +36,6 @@ pub fn severity_rank(s: &Severity) -> u8 {
     }
 }
 
-/// The severity of a stored record.
-pub fn severity_of(r: &Record) -> &Severity {
-    match r {
-        Record::Incident(i) => &i.severity,
-        Record::Alert(a) => &a.severity,
-    }
-}
-
 impl Route {
     /// Whether the sink receives `v`.
     pub fn accepts(&self, v: &StoredVersion) -> bool {
@@ -54,6 +46,6 @@ impl Route {
             && self
                 .min_severity
                 .as_ref()
-                .is_none_or(|min| severity_rank(severity_of(&v.record)) >= severity_rank(min))
+                .is_none_or(|min| severity_rank(v.record.severity()) >= severity_rank(min))
     }
 }

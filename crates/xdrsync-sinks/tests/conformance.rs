@@ -26,6 +26,9 @@ use xdrsync_test_utils::receivers::proxy::Proxy;
 use xdrsync_test_utils::receivers::rsyslog::Rsyslog;
 use xdrsync_test_utils::receivers::webhook::Webhook;
 
+/// How many versions the shared fixtures hold (one of each API shape and a hunt row).
+const FIXTURES: usize = 6;
+
 /// A sink from its TOML, as the config file would build it.
 fn build_sink(toml: &str, dir: &Path) -> Arc<dyn Sink> {
     let v = xdrsync_sinks::config::validate_toml(toml, &dir.join("xdrsync.toml"), &[], true)
@@ -438,7 +441,7 @@ async fn splunk_hec_busy_is_retried_and_a_bad_token_or_index_is_not() {
         &format!("name = \"s\"\nretry_base_ms = 10\n{}", r.sink_table()),
         dir.path(),
     );
-    assert_eq!(conformance::deliver(&sink, &store).await.unwrap().events, 5);
+    assert_eq!(conformance::deliver(&sink, &store).await.unwrap().events, FIXTURES as u64);
     assert_eq!(sink.metrics().send_retries, 2);
     assert_eq!(r.0.refusals(), [(503, 9), (503, 9)]);
 
@@ -686,12 +689,17 @@ async fn nats_on_the_shared_server_drops_repeats() {
             "name = \"{name}\"\n[nats]\nurl = \"nats://{address}\"\nstream = \"{stream}\"\nsubject_prefix = \"{prefix}\""
         )
     };
+    let n = FIXTURES;
+    assert_eq!(fixtures::new_versions().len(), n);
     for name in ["a", "b"] {
         let sink = build_sink(&toml(name), dir.path());
-        assert_eq!(conformance::deliver(&sink, &store).await.unwrap().events, 5);
+        assert_eq!(
+            conformance::deliver(&sink, &store).await.unwrap().events,
+            n as u64
+        );
     }
     let msgs = read_stream(&address, &stream).await;
-    assert_eq!(msgs.len(), 5, "the second sink's five were duplicates");
+    assert_eq!(msgs.len(), n, "the second sink's events were all duplicates");
     // Clean up the shared server.
     xdrsync_test_utils::receivers::nats::delete_stream(&address, &stream).await;
 }
@@ -812,7 +820,7 @@ async fn pg_tls_delivery(
     let d = conformance::deliver(&sink, &store).await;
     let (encrypted, sessions) = pg::sessions_encrypted(app).await;
     if d.is_ok() {
-        assert_eq!(pg::event_ids(&schema).await.len(), 5);
+        assert_eq!(pg::event_ids(&schema).await.len(), FIXTURES);
         assert!(sessions >= 1, "the sink's session is open");
         pg::drop_schema(&schema).await;
     }
@@ -829,7 +837,7 @@ async fn postgres_tls_verify_full_delivers_encrypted_to_the_named_server() {
         &pg::tls_ca(),
     )
     .await;
-    assert_eq!(d.unwrap().events, 5);
+    assert_eq!(d.unwrap().events, FIXTURES as u64);
     assert!(encrypted, "the sink's session is TLS");
 }
 
@@ -839,7 +847,7 @@ async fn postgres_tls_verify_ca_checks_the_chain_and_verify_full_the_name() {
     // The certificate names `localhost`, not 127.0.0.1: the chain is good, the name is not.
     let app = format!("xdrsync_ca_{}", uuid::Uuid::new_v4().simple());
     let (d, encrypted) = pg_tls_delivery(&url, &app, "verify-ca", &pg::tls_ca()).await;
-    assert_eq!(d.unwrap().events, 5);
+    assert_eq!(d.unwrap().events, FIXTURES as u64);
     assert!(encrypted);
     let app = format!("xdrsync_name_{}", uuid::Uuid::new_v4().simple());
     let (d, _) = pg_tls_delivery(&url, &app, "verify-full", &pg::tls_ca()).await;
@@ -987,12 +995,12 @@ async fn nats_tls_with_token_user_nkey_and_creds_delivers() {
             dir.path(),
         );
         let d = conformance::deliver(&sink, &store).await;
-        assert_eq!(d.unwrap_or_else(|e| panic!("{what}: {e}")).events, 5);
+        assert_eq!(d.unwrap_or_else(|e| panic!("{what}: {e}")).events, FIXTURES as u64);
         let msgs = server.read_stream("XDRSYNC").await;
         let mut ids: Vec<String> = msgs.iter().filter_map(|m| m.msg_id.clone()).collect();
         ids.sort();
         ids.dedup();
-        assert_eq!((msgs.len(), ids.len()), (5, 5), "{what}");
+        assert_eq!((msgs.len(), ids.len()), (FIXTURES, FIXTURES), "{what}");
         server.stop().await;
     }
 }

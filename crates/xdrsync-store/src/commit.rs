@@ -122,11 +122,26 @@ impl SqliteStore {
                      ON CONFLICT (tenant_id, stream, item_id, last_update) DO NOTHING",
                 )
                 .map_err(&err)?;
+            // A hunt row is identified by its content: found again by a later run (at a later
+            // `found_at`), it is the row already stored, not a new version of it.
+            let mut seen = tx
+                .prepare_cached(
+                    "SELECT 1 FROM versions WHERE tenant_id = ?1 AND stream = ?2 AND item_id = ?3 LIMIT 1",
+                )
+                .map_err(&err)?;
             for v in versions {
                 let r = &v.record;
                 debug_assert_eq!(r.tenant(), tenant);
                 let stream = r.stream();
                 let item = r.item_id();
+                if stream == StreamKind::Hunts
+                    && seen
+                        .exists(params![tenant.as_str(), stream.as_str(), item])
+                        .map_err(&err)?
+                {
+                    stats.unchanged += 1;
+                    continue;
+                }
                 let last_update = r.last_update().to_string();
                 let key = params![tenant.as_str(), stream.as_str(), item, last_update];
                 let prev: Option<(i64, String)> = previous

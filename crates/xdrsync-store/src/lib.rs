@@ -13,12 +13,14 @@
 mod actions;
 mod commit;
 mod health;
+mod hunts;
 pub mod ledger;
 mod positions;
 mod read;
 mod retention;
 
 pub use actions::{ActionOutcome, ActionRecord};
+pub use hunts::HuntRun;
 pub use ledger::BudgetLedger;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +54,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0006_actions",
         include_str!("../migrations/sqlite/0006_actions.sql"),
+    ),
+    (
+        "0007_hunts",
+        include_str!("../migrations/sqlite/0007_hunts.sql"),
     ),
 ];
 

@@ -28,7 +28,7 @@ fn version(tenant: &str, id: &str, t: &str) -> NewVersion {
 fn incident(v: &mut NewVersion) -> &mut Incident {
     match &mut v.record {
         Record::Incident(i) => i,
-        Record::Alert(_) => panic!("not an incident"),
+        Record::Alert(_) | Record::HuntRow(_) => panic!("not an incident"),
     }
 }
 
@@ -509,4 +509,137 @@ fn concurrent_opens_of_a_new_store_migrate_once() {
         let version = h.join().unwrap().expect("every open succeeds");
         assert_eq!(version, MIGRATIONS.len() as i64);
     }
+}
+
+fn hunt_row(tenant: &str, hunt: &str, device: &str, found: &str) -> NewVersion {
+    let row = serde_json::json!({ "Timestamp": "2026-11-01T00:00:00Z", "DeviceName": device });
+    let row = row.as_object().cloned().unwrap();
+    NewVersion {
+        raw: serde_json::Value::Object(row.clone()).to_string(),
+        record: Record::HuntRow(xdrsync_model::HuntRow::new(
+            TenantId::canonical(tenant),
+            hunt,
+            Severity::Medium,
+            ApiKind::Graph,
+            row,
+            found.parse().unwrap(),
+        )),
+    }
+}
+
+#[test]
+fn a_hunt_row_found_again_is_the_row_already_stored() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let t = TenantId::canonical("a");
+    let first = [
+        hunt_row("a", "h1", "pc1", "2026-11-02T00:00:00Z"),
+        hunt_row("a", "h1", "pc2", "2026-11-02T00:00:00Z"),
+    ];
+    let stats = s.commit(&t, &first, None).unwrap();
+    assert_eq!((stats.created, stats.unchanged), (2, 0));
+    // The next run, an hour later: pc1 again (not stored), pc3 new, and pc1 found by another
+    // hunt (a row of its own).
+    let second = [
+        hunt_row("a", "h1", "pc1", "2026-11-02T01:00:00Z"),
+        hunt_row("a", "h1", "pc3", "2026-11-02T01:00:00Z"),
+        hunt_row("a", "h2", "pc1", "2026-11-02T01:00:00Z"),
+    ];
+    let stats = s.commit(&t, &second, None).unwrap();
+    assert_eq!((stats.created, stats.unchanged), (2, 1));
+    let all = s.versions_after(0, 10).unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(all.iter().all(|v| v.stream == StreamKind::Hunts && v.change == ChangeKind::Created));
+    // The stored row keeps the run that first found it.
+    let pc1 = all
+        .iter()
+        .find_map(|v| v.record.hunt_row().filter(|h| h.hunt == "h1" && h.row["DeviceName"] == "pc1"))
+        .unwrap();
+    assert_eq!(pc1.found_at.to_string(), "2026-11-02T00:00:00.0000000Z");
+}
+
+#[test]
+fn hunt_runs_are_recorded_and_keep_the_last_success() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let t = TenantId::canonical("a");
+    assert_eq!(s.last_hunt_run("h1", &t).unwrap(), None);
+    let ok = HuntRun {
+        hunt: "h1".into(),
+        tenant_id: t.clone(),
+        started_at: "2026-11-02T00:00:00Z".parse().unwrap(),
+        finished_at: "2026-11-02T00:00:01Z".parse().unwrap(),
+        rows: 3,
+        new_rows: 2,
+        truncated: false,
+        error: None,
+        last_success: None,
+    };
+    s.record_hunt_run(&ok).unwrap();
+    let failed = HuntRun {
+        started_at: "2026-11-02T01:00:00Z".parse().unwrap(),
+        finished_at: "2026-11-02T01:00:01Z".parse().unwrap(),
+        rows: 0,
+        new_rows: 0,
+        error: Some("429".into()),
+        ..ok.clone()
+    };
+    s.record_hunt_run(&failed).unwrap();
+    assert_eq!(
+        s.last_hunt_run("h1", &t).unwrap(),
+        Some("2026-11-02T01:00:00Z".parse().unwrap())
+    );
+    let runs = s.hunt_runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].error.as_deref(), Some("429"));
+    assert_eq!(runs[0].last_success, Some(ok.finished_at));
+}
+
+#[test]
+fn a_version_6_store_keeps_every_row_and_its_origin_through_the_hunts_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v6.db");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL);",
+        )
+        .unwrap();
+        let tx = conn.transaction().unwrap();
+        for (i, (_, sql)) in MIGRATIONS.iter().take(6).enumerate() {
+            tx.execute_batch(sql).unwrap();
+            tx.execute(
+                "INSERT INTO schema_version VALUES (?1, 'then')",
+                [i as i64 + 1],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        let v = version("a", "1", "2026-11-01T00:00:01Z");
+        conn.execute(
+            "INSERT INTO versions (seq, tenant_id, stream, item_id, last_update, event_id, change, api, normalized, raw, fetched_at, origin)
+             VALUES (7, 'a', 'incidents', '1', '2026-11-01T00:00:01.0000000Z', 'e7', 'created', 'graph', ?1, ?2, 'now', 'act-1')",
+            [v.record.to_json(), v.raw.clone()],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO versions (seq, tenant_id, stream, item_id, last_update, event_id, change, api, normalized, raw, fetched_at)
+             VALUES (9, 'a', 'incidents', '2', '2026-11-01T00:00:01.0000000Z', 'e9', 'created', 'graph', '{}', '{}', 'now')",
+            [],
+        )
+        .unwrap();
+        conn.execute("DELETE FROM versions WHERE seq = 9", []).unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    let all = s.versions_after(0, 10).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!((all[0].seq, all[0].event_id.as_str()), (7, "e7"));
+    assert_eq!(all[0].origin_action.as_deref(), Some("act-1"));
+    // A hunt row can be stored now, after the highest seq ever handed out.
+    s.commit(
+        &TenantId::canonical("a"),
+        &[hunt_row("a", "h1", "pc1", "2026-11-02T00:00:00Z")],
+        None,
+    )
+    .unwrap();
+    assert_eq!(s.last_seq().unwrap(), 10);
 }

@@ -125,6 +125,14 @@ fn describe() {
         "xdrsync_passes_total",
         "`run` passes, by outcome (ok, degraded)."
     );
+    describe_counter!(
+        "xdrsync_hunt_runs_total",
+        "Scheduled hunt runs per hunt and tenant, by outcome (ok, failed)."
+    );
+    describe_counter!(
+        "xdrsync_hunt_rows_total",
+        "Rows scheduled hunts found that no earlier run had (stored and delivered), per hunt and tenant."
+    );
     describe_gauge!(
         "xdrsync_store_bytes",
         "Size of the SQLite store with its WAL, at scrape time."
@@ -229,6 +237,35 @@ impl ServerState {
         drop(passes);
         if let Some(p) = &self.prometheus {
             p.run_upkeep();
+        }
+    }
+
+    /// Counts a pass's scheduled hunt runs (the runs themselves are in the store).
+    pub(crate) fn hunts_finished(&self, runs: &[xdrsync_store::HuntRun]) {
+        let names: std::collections::HashMap<String, String> = read(&self.daemon)
+            .config
+            .tenants
+            .iter()
+            .map(|t| (t.tenant_id.as_str().to_owned(), t.name.clone()))
+            .collect();
+        for r in runs {
+            let tenant = names
+                .get(r.tenant_id.as_str())
+                .cloned()
+                .unwrap_or_else(|| r.tenant_id.as_str().to_owned());
+            metrics::counter!(
+                "xdrsync_hunt_runs_total",
+                "hunt" => r.hunt.clone(),
+                "tenant" => tenant.clone(),
+                "outcome" => if r.error.is_none() { "ok" } else { "failed" },
+            )
+            .increment(1);
+            metrics::counter!(
+                "xdrsync_hunt_rows_total",
+                "hunt" => r.hunt.clone(),
+                "tenant" => tenant,
+            )
+            .increment(r.new_rows);
         }
     }
 
@@ -409,6 +446,30 @@ impl ServerState {
             );
         }
         h.push_str("</tbody></table>");
+        if !report.hunts.is_empty() {
+            h.push_str("<h2>Scheduled hunts</h2><table id=\"hunts\"><thead><tr><th>Hunt</th><th>Tenant</th><th>Health</th><th>Last run</th><th>Next run</th><th>Rows</th><th>New</th><th>Last error</th></tr></thead><tbody>");
+            for r in &report.hunts {
+                let last = r.last.as_ref();
+                let error = last.and_then(|l| l.error.as_deref()).unwrap_or("");
+                let _ = write!(
+                    h,
+                    "<tr data-hunt=\"{n}\" data-tenant=\"{t}\" class=\"{state}\"><td>{n}</td><td>{t}</td><td class=\"health\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"new\">{}</td><td class=\"error\" title=\"{}\">{}</td></tr>",
+                    last.map(|l| crate::text::time(l.started_at))
+                        .unwrap_or_else(|| "never".into()),
+                    r.next_due()
+                        .map(crate::text::time)
+                        .unwrap_or_else(|| "next pass".into()),
+                    last.map_or(0, |l| l.rows),
+                    last.map_or(0, |l| l.new_rows),
+                    esc(error),
+                    esc(&crate::text::short_error(error)),
+                    n = esc(&r.hunt),
+                    t = esc(&r.tenant),
+                    state = if r.state() == "failed" { "degraded" } else { r.state() }.replace(' ', "-"),
+                );
+            }
+            h.push_str("</tbody></table>");
+        }
         h.push_str("<h2>Sinks</h2><table id=\"sinks\"><thead><tr><th>Sink</th><th>Health</th><th>Backlog</th><th>Oldest waiting</th><th>Last delivery</th><th>Last error</th></tr></thead><tbody>");
         for s in &report.sinks {
             let state = s.state();

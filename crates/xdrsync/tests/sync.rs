@@ -474,6 +474,7 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
                 StreamKind::Incidents => tu::truth::incidents(&emu, tenant),
                 StreamKind::Alerts => alerts.clone(),
                 StreamKind::Detections => detections.clone(),
+                StreamKind::Hunts => panic!("a tenant cannot pull hunts"),
             };
             let surely = tu::truth::check(&store, tenant, *stream, (&truth, &truth), &polls, 0);
             let least = if *stream == StreamKind::Incidents {

@@ -330,17 +330,18 @@ path = "a.ndjson""#,
         dir.path(),
     );
     crate::fixtures::commit(&store, &crate::fixtures::new_versions());
-    // Five fixtures: two incidents, a medium Graph alert, a low MDE alert, a detection.
+    // Six fixtures: two incidents, a medium Graph alert, a low MDE alert, a detection, a
+    // hunt's row.
     let d = deliver_now(&sink, &store).unwrap();
     assert_eq!(
         d,
         Delivered {
             events: 1,
-            position: 5
+            position: 6
         }
     );
     let m = sink.metrics();
-    assert_eq!((m.events_sent, m.events_filtered), (1, 4));
+    assert_eq!((m.events_sent, m.events_filtered), (1, 5));
     let line = std::fs::read_to_string(dir.path().join("a.ndjson")).unwrap();
     assert!(
         line.contains("Suspicious execution of hidden file"),

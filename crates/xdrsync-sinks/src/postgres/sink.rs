@@ -233,11 +233,7 @@ impl Postgres {
         };
         if self.create_tables {
             let mut ddl = format!("CREATE SCHEMA IF NOT EXISTS {};", self.schema);
-            for s in [
-                StreamKind::Incidents,
-                StreamKind::Alerts,
-                StreamKind::Detections,
-            ] {
+            for s in StreamKind::ALL {
                 let t = self.table(s);
                 let idx = format!("{}{}_item", self.prefix, s.as_str());
                 ddl.push_str(&format!(
@@ -281,11 +277,7 @@ impl Postgres {
         events: &[Event],
     ) -> Result<(), SendError> {
         let tx = client.transaction().await.map_err(pg_error)?;
-        for stream in [
-            StreamKind::Incidents,
-            StreamKind::Alerts,
-            StreamKind::Detections,
-        ] {
+        for stream in StreamKind::ALL {
             let rows: Vec<&Event> = events.iter().filter(|e| e.v.stream == stream).collect();
             if rows.is_empty() {
                 continue;
@@ -304,6 +296,12 @@ impl Postgres {
                         a.severity.as_str().to_owned(),
                         a.status.clone(),
                         a.title.clone(),
+                    ),
+                    // A hunt's row: found by the hunt it is titled by.
+                    Record::HuntRow(h) => (
+                        h.severity.as_str().to_owned(),
+                        "found".to_owned(),
+                        h.hunt.clone(),
                     ),
                 };
                 seqs.push(e.v.seq);

@@ -23,12 +23,18 @@
 //! | `m365_defender.incident.*` / `m365_defender.alert.*` | the rest, in snake case | the rest |
 //! | `xdrsync.*` | event id, seq, stream, change | same |
 //!
+//! A scheduled hunt's row: `event.kind` `alert`, `event.category` `threat`, `event.type`
+//! `indicator`, `event.dataset` `m365_defender.hunting`, `@timestamp` when a run first
+//! returned it (`event.start` the row's `Timestamp`), `rule.name` the hunt, `message` the
+//! hunt's name, `host`/`user`/`related`/`file`/`process`/`url` from the row's well-known
+//! columns, and the whole row under `m365_defender.hunting.row`.
+//!
 //! `event.id` follows Elastic (the item id, shared by every version); the version's own id is
 //! `xdrsync.event_id`, which is what to use as the document `_id`.
 
 use super::set;
 use serde_json::{Value, json};
-use xdrsync_model::{Alert, Incident, Record, Severity};
+use xdrsync_model::{Alert, Evidence, HuntRow, Incident, Record, Severity};
 use xdrsync_store::StoredVersion;
 
 /// The ECS version the documents follow.
@@ -39,6 +45,7 @@ pub fn document(v: &StoredVersion) -> Value {
     let mut doc = match &v.record {
         Record::Incident(i) => incident(v, i),
         Record::Alert(a) => alert(v, a),
+        Record::HuntRow(h) => hunt_row(v, h),
     };
     // The customer, for routing: `cloud.account.name` and `organization.name` (ECS's field
     // for the tenant of a multi-tenant source).
@@ -250,27 +257,84 @@ fn alert(v: &StoredVersion, a: &Alert) -> Value {
         }},
         "xdrsync": envelope(v),
     });
-    let (mut users, mut hosts, mut ips, mut hashes) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let users = a.assigned_to.iter().cloned().collect();
+    add_evidence(&mut doc, &a.evidence, users);
     if let Some(o) = &a.assigned_to {
-        users.push(o.clone());
+        set(&mut doc, &["user"], json!({ "name": o }));
     }
-    for e in &a.evidence {
+    let tactics = a.category.iter().cloned().collect();
+    if let Some(t) = threat(tactics, techniques(a.mitre_techniques.iter())) {
+        set(&mut doc, &["threat"], t);
+    }
+    doc
+}
+
+fn hunt_row(v: &StoredVersion, h: &HuntRow) -> Value {
+    let mut event = json!({
+        "kind": "alert",
+        "category": ["threat"],
+        "type": ["indicator"],
+        "created": h.found_at.to_string(),
+        "id": h.item_id(),
+        "provider": "advanced_hunting",
+        "dataset": "m365_defender.hunting",
+        "module": "m365_defender",
+    });
+    if let Some(s) = severity(&h.severity) {
+        set(&mut event, &["severity"], json!(s));
+    }
+    if let Some(t) = h.time {
+        set(&mut event, &["start"], json!(t.to_string()));
+    }
+    let mut doc = json!({
+        "@timestamp": h.found_at.to_string(),
+        "ecs": { "version": ECS_VERSION },
+        "event": event,
+        "rule": { "name": h.hunt },
+        "cloud": { "account": { "id": h.tenant_id }, "provider": "azure" },
+        "message": h.hunt,
+        "m365_defender": { "hunting": {
+            "hunt": h.hunt,
+            "row_hash": h.row_hash,
+            "severity": h.severity,
+            "found_date_time": h.found_at,
+            "tenant_id": h.tenant_id,
+            "api": h.api,
+            "row": h.row,
+        }},
+        "xdrsync": envelope(v),
+    });
+    let evidence = super::row_evidence(&h.row);
+    let first_user = evidence
+        .iter()
+        .find(|e| e.kind == "user")
+        .map(|e| e.value.clone());
+    add_evidence(&mut doc, &evidence, Vec::new());
+    if let Some(u) = first_user {
+        set(&mut doc, &["user"], json!({ "name": u }));
+    }
+    doc
+}
+
+/// `host`, `url`, `process`, `file` and `related.*` from evidence (`users` already related).
+fn add_evidence(doc: &mut Value, evidence: &[Evidence], mut users: Vec<String>) {
+    let (mut hosts, mut ips, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
+    for e in evidence {
         let val = e.value.clone();
         match e.kind.as_str() {
             "device" => {
                 if doc.get("host").is_none() {
-                    set(&mut doc, &["host"], json!({ "hostname": val }));
+                    set(doc, &["host"], json!({ "hostname": val }));
                 }
                 hosts.push(val);
             }
             "user" | "mailbox" => users.push(val),
             "ip" => ips.push(val),
             "url" => {
-                set(&mut doc, &["url"], json!({ "original": val }));
+                set(doc, &["url"], json!({ "original": val }));
             }
             "process" => {
-                set(&mut doc, &["process"], json!({ "command_line": val }));
+                set(doc, &["process"], json!({ "command_line": val }));
             }
             "file" => {
                 let alg = match val.len() {
@@ -280,17 +344,14 @@ fn alert(v: &StoredVersion, a: &Alert) -> Value {
                     _ => "",
                 };
                 if alg.is_empty() || !val.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    set(&mut doc, &["file"], json!({ "name": val }));
+                    set(doc, &["file"], json!({ "name": val }));
                 } else {
-                    set(&mut doc, &["file"], json!({ "hash": { alg: val } }));
+                    set(doc, &["file"], json!({ "hash": { alg: val } }));
                     hashes.push(val);
                 }
             }
             _ => {}
         }
-    }
-    if let Some(o) = &a.assigned_to {
-        set(&mut doc, &["user"], json!({ "name": o }));
     }
     let mut related = serde_json::Map::new();
     for (k, list) in [
@@ -304,11 +365,6 @@ fn alert(v: &StoredVersion, a: &Alert) -> Value {
         }
     }
     if !related.is_empty() {
-        set(&mut doc, &["related"], Value::Object(related));
+        set(doc, &["related"], Value::Object(related));
     }
-    let tactics = a.category.iter().cloned().collect();
-    if let Some(t) = threat(tactics, techniques(a.mitre_techniques.iter())) {
-        set(&mut doc, &["threat"], t);
-    }
-    doc
 }

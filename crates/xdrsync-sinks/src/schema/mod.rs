@@ -13,7 +13,7 @@
 //! PostgreSQL key, syslog structured data).
 
 use serde::Deserialize;
-use xdrsync_model::StreamKind;
+use xdrsync_model::{Evidence, StreamKind};
 use xdrsync_store::StoredVersion;
 
 pub mod ecs;
@@ -104,13 +104,14 @@ fn write_raw(v: &StoredVersion, out: &mut Vec<u8>) -> Result<(), serde_json::Err
 }
 
 /// The `xdrsync` document: an incident under `incident` with `incident_id`, an alert or SIEM
-/// detection under `alert` with `alert_id` (`<alert id>:<part>` for a detection); `stream`
-/// says which. Serialized straight into `out` (no intermediate JSON tree).
+/// detection under `alert` with `alert_id` (`<alert id>:<part>` for a detection), a scheduled
+/// hunt's row under `hunt_row` with `row_id` (`<hunt>:<row hash>`); `stream` says which. Serialized straight into `out` (no intermediate JSON tree).
 fn write_xdrsync(v: &StoredVersion, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     use serde::ser::{SerializeMap, Serializer};
     let (id_key, body_key) = match v.stream {
         StreamKind::Incidents => ("incident_id", "incident"),
         StreamKind::Alerts | StreamKind::Detections => ("alert_id", "alert"),
+        StreamKind::Hunts => ("row_id", "hunt_row"),
     };
     let mut ser = serde_json::Serializer::new(out);
     let mut m = (&mut ser).serialize_map(Some(10))?;
@@ -182,4 +183,61 @@ pub(crate) fn quote(s: &str) -> String {
     // non-string keys and on a writer's I/O error; a `String` writer has none).
     #[allow(clippy::expect_used)]
     serde_json::to_string(s).expect("a string serializes")
+}
+
+/// The evidence of a hunt row, read from the advanced hunting columns SOC queries return most
+/// (`DeviceName`, `AccountUpn`, `RemoteIP`, `SHA256`, `ProcessCommandLine`, …) into the kinds
+/// an alert's evidence has, so every format maps a row's entities as it maps an alert's (OCSF
+/// `evidences`, ECS `host`/`related`, CEF `dhost`/`src`/`fileHash`). The row itself is sent
+/// whole as well.
+pub(crate) fn row_evidence(row: &serde_json::Map<String, serde_json::Value>) -> Vec<Evidence> {
+    let text = |k: &str| {
+        row.get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let mut out: Vec<Evidence> = Vec::new();
+    let mut add = |kind: &str, value: &str| {
+        if !out.iter().any(|e| e.kind == kind && e.value == value) {
+            out.push(Evidence {
+                kind: kind.to_owned(),
+                value: value.to_owned(),
+            });
+        }
+    };
+    for (kind, keys) in [
+        ("device", &["DeviceName", "ComputerName"][..]),
+        (
+            "user",
+            &[
+                "AccountUpn",
+                "AccountName",
+                "InitiatingProcessAccountName",
+                "RecipientEmailAddress",
+            ][..],
+        ),
+        ("ip", &["RemoteIP", "LocalIP", "IPAddress", "SenderIPv4"][..]),
+        ("url", &["RemoteUrl", "Url"][..]),
+        (
+            "process",
+            &["ProcessCommandLine", "InitiatingProcessCommandLine"][..],
+        ),
+    ] {
+        for k in keys {
+            if let Some(v) = text(k) {
+                add(kind, v);
+            }
+        }
+    }
+    // A file by its strongest hash, else by name.
+    let hash = [("SHA256", 64), ("SHA1", 40), ("MD5", 32)]
+        .iter()
+        .find_map(|(k, len)| {
+            text(k).filter(|h| h.len() == *len && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        });
+    if let Some(h) = hash.or_else(|| text("FileName")) {
+        add("file", h);
+    }
+    out
 }

@@ -23,9 +23,16 @@
 //! | `cloud.provider`, `cloud.account.uid` | `Microsoft`, the tenant id | same |
 //! | `metadata` | `version` 1.5.0, `product` (Microsoft Defender XDR; `feature.name` = the API), `uid` = event id, `correlation_uid` = incident id, `tenant_uid`, `log_name` = stream, `original_time`, `profiles` `["cloud", "incident"]` | same, `profiles` `["cloud"]` |
 //! | `unmapped` | classification, determination, tags, redirect id, the change and what changed | alert id, part, incident id, classification, determination, sources, owner, change |
+//!
+//! A scheduled hunt's row is a **Detection Finding** too: `activity` Create, `status` New,
+//! `time` when a run first returned it, `start_time` the row's `Timestamp` when it has one,
+//! `severity` the hunt's, `finding_info` (`uid` = `<hunt>:<row hash>`, `title` = the hunt's
+//! name, `types` `["Advanced hunting"]`, `analytic` the hunt as a rule), `evidences` from
+//! the row's well-known columns (device, user, IP, URL, process, file), and the whole row in
+//! `unmapped.row`.
 
 use serde_json::{Map, Value, json};
-use xdrsync_model::{Alert, ChangeKind, Evidence, Incident, Record, Severity};
+use xdrsync_model::{Alert, ChangeKind, Evidence, HuntRow, Incident, Record, Severity};
 use xdrsync_store::StoredVersion;
 
 use super::{epoch_millis, set};
@@ -38,6 +45,7 @@ pub fn document(v: &StoredVersion) -> Value {
     let mut doc = match &v.record {
         Record::Incident(i) => incident(v, i),
         Record::Alert(a) => alert(v, a),
+        Record::HuntRow(h) => hunt_row(v, h),
     };
     // The customer, for routing: the cloud account's name.
     if let Some(name) = &v.tenant_name {
@@ -311,6 +319,52 @@ fn alert(v: &StoredVersion, a: &Alert) -> Value {
     if let (Some(a), Some(Value::Object(u))) = (&v.origin_action, m.get_mut("unmapped")) {
         u.insert("origin".into(), super::origin(a));
     }
+    Value::Object(m)
+}
+
+fn hunt_row(v: &StoredVersion, h: &HuntRow) -> Value {
+    let mut m = header(2004, "Detection Finding", activity(ChangeKind::Created, false));
+    m.insert("time".into(), json!(epoch_millis(h.found_at)));
+    if let Some(t) = h.time {
+        m.insert("start_time".into(), json!(epoch_millis(t)));
+    }
+    let (sev_id, sev) = severity(&h.severity);
+    m.insert("severity_id".into(), json!(sev_id));
+    m.insert("severity".into(), json!(sev));
+    m.insert("status_id".into(), json!(1));
+    m.insert("status".into(), json!("New"));
+    m.insert("is_alert".into(), json!(true));
+    let mut info = json!({
+        "uid": h.item_id(),
+        "title": h.hunt,
+        "created_time": epoch_millis(h.found_at),
+        "types": ["Advanced hunting"],
+        // The hunt is the rule that found the row (OCSF `analytic`, type 1 Rule).
+        "analytic": { "name": h.hunt, "type_id": 1, "type": "Rule" },
+    });
+    if let Some(t) = h.time {
+        set(&mut info, &["first_seen_time"], json!(epoch_millis(t)));
+    }
+    m.insert("finding_info".into(), info);
+    let evidence = super::row_evidence(&h.row);
+    if !evidence.is_empty() {
+        m.insert(
+            "evidences".into(),
+            Value::Array(evidence.iter().map(self::evidence).collect()),
+        );
+    }
+    m.insert(
+        "cloud".into(),
+        json!({ "provider": "Microsoft", "account": { "uid": h.tenant_id } }),
+    );
+    m.insert(
+        "metadata".into(),
+        metadata(v, h.api.as_str(), None, &["cloud"]),
+    );
+    m.insert(
+        "unmapped".into(),
+        json!({ "hunt": h.hunt, "row_hash": h.row_hash, "row": h.row }),
+    );
     Value::Object(m)
 }
 

@@ -3,12 +3,13 @@
 use super::Format;
 use crate::fixtures;
 
-const NAMES: [&str; 5] = [
+const NAMES: [&str; 6] = [
     "graph_incident",
     "xdr_incident",
     "graph_alert",
     "mde_alert",
     "siem_detection",
+    "hunt_row",
 ];
 
 fn pretty(doc: &str) -> String {
@@ -80,6 +81,22 @@ fn ocsf_classes_and_types() {
         doc(4)["finding_info"]["uid"],
         "636688558380765161_2136280442:0"
     );
+    // A hunt's row: a new Detection Finding titled by its hunt, its entities as evidence,
+    // the whole row kept.
+    let row = doc(5);
+    assert_eq!((row["class_uid"].clone(), row["activity_id"].clone()), (2004.into(), 1.into()));
+    assert_eq!(row["severity_id"], 4);
+    assert_eq!(row["finding_info"]["title"], "encoded-powershell");
+    assert_eq!(row["finding_info"]["analytic"]["name"], "encoded-powershell");
+    let kinds: Vec<String> = row["evidences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_object()?.keys().next().cloned())
+        .collect();
+    assert_eq!(kinds, ["device", "user", "user", "src_endpoint", "process", "file"]);
+    assert_eq!(row["unmapped"]["row"], fixtures::hunt_row());
+    assert_eq!(row["metadata"]["log_name"], "hunts");
 }
 
 #[test]
@@ -104,4 +121,16 @@ fn ecs_follows_the_elastic_integration() {
     let alert = super::ecs::document(&stored[2]);
     assert_eq!(alert["host"]["hostname"], "ws-0042.contoso.com");
     assert_eq!(alert["related"]["ip"][0], "203.0.113.7");
+    let row = super::ecs::document(&stored[5]);
+    assert_eq!(row["event"]["dataset"], "m365_defender.hunting");
+    assert_eq!(row["rule"]["name"], "encoded-powershell");
+    assert_eq!(row["host"]["hostname"], "ws-fin-017.contoso.com");
+    assert_eq!(row["user"]["name"], "j.doe@contoso.com");
+    assert_eq!(row["event"]["start"], "2026-11-30T09:58:41.1234567Z");
+    assert_eq!(row["@timestamp"], "2026-11-30T12:00:00.0000000Z");
+    assert_eq!(
+        row["file"]["hash"]["sha256"],
+        "de96a6e69944335375dc1ac238336066889d9ffc7d73628ef4fe1b1b160ab32c"
+    );
+    assert_eq!(row["m365_defender"]["hunting"]["row"], fixtures::hunt_row());
 }

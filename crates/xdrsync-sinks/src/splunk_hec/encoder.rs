@@ -9,6 +9,7 @@ pub fn default_sourcetype(stream: StreamKind) -> &'static str {
         StreamKind::Incidents => "xdrsync:incident",
         StreamKind::Alerts => "xdrsync:alert",
         StreamKind::Detections => "xdrsync:detection",
+        StreamKind::Hunts => "xdrsync:hunt",
     }
 }
 

@@ -14,7 +14,9 @@
 //!
 //! Both carry the same fields: the event id (`cs2` / `eventId`), tenant, item id, change,
 //! status, classification, determination, owner, portal link, `seq`, times, and for alerts
-//! category, device, IP and file hash from the evidence.
+//! category, device, IP and file hash from the evidence. A scheduled hunt's row has the
+//! signature `hunt:<name>`, the hunt's name and severity, category `Advanced hunting`, the
+//! device, user, IP and file of its well-known columns and the whole row as JSON in `msg`.
 
 use std::fmt::Write as _;
 
@@ -157,8 +159,14 @@ fn fields(
         StreamKind::Incidents => "incident",
         StreamKind::Alerts => "alert",
         StreamKind::Detections => "detection",
+        StreamKind::Hunts => "hunt",
     };
-    let signature = format!("{kind}:{}", v.change.as_str());
+    // A hunt's rows are all `created`: their signature is the hunt, which is what a SIEM
+    // correlates on.
+    let signature = match &v.record {
+        Record::HuntRow(h) => format!("hunt:{}", h.hunt),
+        _ => format!("{kind}:{}", v.change.as_str()),
+    };
     f.push(("rt", "devTime", ms(v.record.last_update()).to_string()));
     f.push(("externalId", "externalId", v.record.item_id()));
     f.push(("cs1Label", "", "tenantId".into()));
@@ -224,33 +232,49 @@ fn fields(
                 "serviceSource",
                 a.service_source.clone(),
             ));
-            let find = |k: &str| {
-                a.evidence
-                    .iter()
-                    .find(|e| e.kind == k)
-                    .map(|e| e.value.clone())
-            };
-            if let Some(h) = find("device") {
-                f.push(("dhost", "dstHost", h));
-            }
-            if let Some(ip) = find("ip") {
-                f.push(("src", "src", ip));
-            }
-            if let Some(h) = find("file") {
-                if h.len() >= 32 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    f.push(("fileHash", "fileHash", h));
-                } else {
-                    f.push(("fname", "fileName", h));
-                }
-            }
+            evidence_fields(&mut f, &a.evidence);
             if let Some(t) = &a.threat_name {
                 f.push(("cs8Label", "", "threatName".into()));
                 f.push(("cs8", "threatName", t.clone()));
             }
             (a.title.clone(), severity_0_10(&a.severity))
         }
+        Record::HuntRow(h) => {
+            f.push((
+                "start",
+                "createdTime",
+                ms(h.time.unwrap_or(h.found_at)).to_string(),
+            ));
+            f.push(("cat", "cat", "Advanced hunting".into()));
+            let evidence = crate::schema::row_evidence(&h.row);
+            if let Some(u) = evidence.iter().find(|e| e.kind == "user") {
+                f.push(("suser", "usrName", u.value.clone()));
+            }
+            evidence_fields(&mut f, &evidence);
+            // The whole row, as compact JSON.
+            f.push(("msg", "msg", serde_json::Value::Object(h.row.clone()).to_string()));
+            (h.hunt.clone(), severity_0_10(&h.severity))
+        }
     };
     (signature, title, sev, f)
+}
+
+/// The device, IP and file of an alert's (or a hunt row's) evidence, the first of each.
+fn evidence_fields(f: &mut Vec<Field>, evidence: &[xdrsync_model::Evidence]) {
+    let find = |k: &str| evidence.iter().find(|e| e.kind == k).map(|e| e.value.clone());
+    if let Some(h) = find("device") {
+        f.push(("dhost", "dstHost", h));
+    }
+    if let Some(ip) = find("ip") {
+        f.push(("src", "src", ip));
+    }
+    if let Some(h) = find("file") {
+        if h.len() >= 32 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            f.push(("fileHash", "fileHash", h));
+        } else {
+            f.push(("fname", "fileName", h));
+        }
+    }
 }
 
 /// The CEF message of `v`.
@@ -338,10 +362,7 @@ fn sd_value(s: &str) -> String {
 impl Header {
     /// The full syslog message: header then `msg`.
     pub fn message(&self, v: &StoredVersion, msg: &str) -> String {
-        let sev = match &v.record {
-            Record::Incident(i) => syslog_severity(&i.severity),
-            Record::Alert(a) => syslog_severity(&a.severity),
-        };
+        let sev = syslog_severity(v.record.severity());
         let pri = u16::from(self.facility) * 8 + u16::from(sev);
         let at = v.record.last_update().as_datetime();
         match self.protocol {
@@ -350,6 +371,7 @@ impl Header {
                     StreamKind::Incidents => "incident",
                     StreamKind::Alerts => "alert",
                     StreamKind::Detections => "detection",
+                    StreamKind::Hunts => "hunt",
                 };
                 format!(
                     "<{pri}>1 {} {} {} - {msgid} [{} tenant=\"{}\"{} event_id=\"{}\" seq=\"{}\"{}] {msg}",

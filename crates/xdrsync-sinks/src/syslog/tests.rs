@@ -149,6 +149,13 @@ mod injection {
                 a.title = title.to_owned();
                 a.description = Some(title.to_owned());
             }
+            // A hunt's name is checked by the config; its row's values come from the service
+            // (never blank here: a blank column is no entity, so no field at all).
+            Record::HuntRow(h) => {
+                for k in ["DeviceName", "ProcessCommandLine", "AccountUpn"] {
+                    h.row.insert(k.into(), format!("x{title}").into());
+                }
+            }
         }
         v
     }

@@ -30,11 +30,11 @@ pub fn fresh_schema(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Every event id in the sink's three tables of `schema`.
+/// Every event id in the sink's tables (one per stream) of `schema`.
 pub async fn event_ids(schema: &str) -> Vec<String> {
     let c = client().await;
     let mut ids = Vec::new();
-    for t in ["incidents", "alerts", "detections"] {
+    for t in ["incidents", "alerts", "detections", "hunts"] {
         for row in c
             .query(&format!("SELECT event_id FROM {schema}.xdrsync_{t}"), &[])
             .await

@@ -46,6 +46,11 @@ fn needed(api: ApiKind, stream: StreamKind) -> (&'static [&'static str], &'stati
             &["Alert.Read.All", "Alert.ReadWrite.All"],
             "WindowsDefenderATP (APIs my organization uses)",
         ),
+        (StreamKind::Hunts, ApiKind::Graph) => (&["ThreatHunting.Read.All"], "Microsoft Graph"),
+        (StreamKind::Hunts, ApiKind::Xdr) => (
+            &["AdvancedHunting.Read.All"],
+            "Microsoft Threat Protection (APIs my organization uses)",
+        ),
     }
 }
 
@@ -102,7 +107,17 @@ async fn token_report(
     let mut verified: Vec<(String, String)> = Vec::new();
     let mut streams_ok = Vec::new();
     let mut granted: Vec<String> = Vec::new();
-    for &stream in &tenant.streams {
+    // A scheduled hunt that runs in the tenant needs the hunting permission like a stream.
+    let hunted = config
+        .hunts
+        .iter()
+        .any(|h| h.enabled && config.hunt_tenants(h).any(|t| t.name == tenant.name));
+    let streams = tenant
+        .streams
+        .iter()
+        .copied()
+        .chain(hunted.then_some(StreamKind::Hunts));
+    for stream in streams {
         let target = xdrsync_pipeline::stream_target(tenant, config, vault, stream)?;
         let token = match cache.token(&target.token).await {
             Ok(t) => t,
@@ -231,6 +246,19 @@ async fn token_report(
         })
         .collect();
     crate::text::outln!("  write-back: {}", can.join(", "));
+    // Hunting shares the incidents' token: said only when that token was read.
+    if hunted || tenant.streams.contains(&StreamKind::Incidents) {
+        let (hunting, _) = needed(tenant.api, StreamKind::Hunts);
+        let role = hunting.first().copied().unwrap_or_default();
+        crate::text::outln!(
+            "  hunting: {}",
+            if granted.iter().any(|g| g.eq_ignore_ascii_case(role)) {
+                format!("yes ({role})")
+            } else {
+                format!("no (needs {role})")
+            }
+        );
+    }
     if problems.is_empty() {
         crate::text::outln!(
             "OK: the tokens can read {} through the {} API.",

@@ -114,16 +114,56 @@ pub(crate) async fn pass(
     mode: PullMode,
     sinks: &[Arc<dyn Sink>],
 ) -> (Vec<TenantReport>, bool) {
+    let (reports, _, ok) = pass_hunting(pipeline, mode, sinks, false).await;
+    (reports, ok)
+}
+
+/// [`pass`], and with `hunts` the scheduled hunts that are due run beside it (`run`); each
+/// hunt run is reported on stderr.
+pub(crate) async fn pass_hunting(
+    pipeline: &Pipeline,
+    mode: PullMode,
+    sinks: &[Arc<dyn Sink>],
+    hunts: bool,
+) -> (Vec<TenantReport>, Vec<xdrsync_store::HuntRun>, bool) {
     let view =
         crate::progress::View::new(pipeline.enabled_streams(), std::io::stderr().is_terminal());
     let mut pipeline = pipeline.clone();
     pipeline.set_progress(view.hook());
-    let (reports, delivered) = pipeline
-        .pull_all_delivering(mode, sinks, |r| view.finished(r))
-        .await;
+    let (reports, hunted, delivered) = if hunts {
+        pipeline
+            .pass_with_hunts(mode, sinks, |r| view.finished(r))
+            .await
+    } else {
+        let (r, d) = pipeline
+            .pull_all_delivering(mode, sinks, |r| view.finished(r))
+            .await;
+        (r, Vec::new(), d)
+    };
     drop(view);
+    for h in &hunted {
+        let name = pipeline.tenant_name(&h.tenant_id).unwrap_or(h.tenant_id.as_str());
+        match &h.error {
+            None => eprintln!(
+                "hunt {} in {name}: {}, {} new{}",
+                h.hunt,
+                crate::text::plural(h.rows, "row"),
+                h.new_rows,
+                if h.truncated {
+                    " (TRUNCATED at the service's row limit: narrow the query or the timespan)"
+                } else {
+                    ""
+                }
+            ),
+            Some(e) => eprintln!(
+                "hunt {} in {name}: FAILED: {} (it runs again next pass)",
+                h.hunt,
+                crate::text::escape(e)
+            ),
+        }
+    }
     let ok = report_deliveries(sinks, delivered);
-    (reports, ok)
+    (reports, hunted, ok)
 }
 
 /// Prints what each sink delivered or why it failed; whether all delivered. A sink failure is

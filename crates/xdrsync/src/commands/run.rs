@@ -127,7 +127,8 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
         let started_at = xdrsync_model::Timestamp::now();
         state.pass_started();
         let stopping = {
-            let work = super::pull::pass(&pipeline, PullMode::Incremental, &sinks);
+            let work =
+                super::pull::pass_hunting(&pipeline, PullMode::Incremental, &sinks, true);
             tokio::pin!(work);
             // The pass's line on stderr and its summary for the status page and `/metrics`.
             let finished = |reports: &[xdrsync_pipeline::TenantReport]| {
@@ -154,13 +155,15 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
                 );
             };
             tokio::select! {
-                (reports, _) = &mut work => {
+                (reports, hunts, _) = &mut work => {
+                    state.hunts_finished(&hunts);
                     finished(&reports);
                     false
                 }
                 _ = &mut stop => {
                     eprintln!("Stopping: letting the pass in flight finish (at most {}s).", drain.as_secs());
-                    if let Ok((reports, _)) = tokio::time::timeout(drain, &mut work).await {
+                    if let Ok((reports, hunts, _)) = tokio::time::timeout(drain, &mut work).await {
+                        state.hunts_finished(&hunts);
                         finished(&reports);
                     } else {
                         eprintln!("The pass did not finish in {}s; stopping anyway (interrupted tenants are re-read next run).", drain.as_secs());

@@ -33,9 +33,39 @@ pub(crate) fn run(args: StatusArgs, config_path: &Path) -> anyhow::Result<ExitCo
 pub(crate) struct Report {
     pub(crate) streams: Vec<StreamRow>,
     pub(crate) sinks: Vec<SinkRow>,
+    /// Every enabled scheduled hunt in each of its tenants.
+    pub(crate) hunts: Vec<HuntStatus>,
     /// The database file with its WAL, in bytes.
     pub(crate) store_bytes: u64,
     pub(crate) store_path: std::path::PathBuf,
+}
+
+/// One scheduled hunt in one tenant.
+#[derive(Debug)]
+pub(crate) struct HuntStatus {
+    pub(crate) hunt: String,
+    pub(crate) tenant: String,
+    pub(crate) interval: std::time::Duration,
+    /// `None`: never ran.
+    pub(crate) last: Option<xdrsync_store::HuntRun>,
+}
+
+impl HuntStatus {
+    /// `ok`, `failed` (its last run) or `never run`.
+    pub(crate) fn state(&self) -> &'static str {
+        match &self.last {
+            None => "never run",
+            Some(r) if r.error.is_some() => "failed",
+            Some(_) => "ok",
+        }
+    }
+
+    /// When it runs next (a pass at or after this time runs it).
+    pub(crate) fn next_due(&self) -> Option<xdrsync_model::Timestamp> {
+        let last = self.last.as_ref()?;
+        let interval = chrono::Duration::from_std(self.interval).ok()?;
+        Some(last.started_at.add(interval))
+    }
 }
 
 /// One (tenant, stream).
@@ -192,19 +222,37 @@ impl Report {
                 });
             }
         }
+        let runs = store.hunt_runs()?;
+        let mut hunts = Vec::new();
+        for h in config.hunts.iter().filter(|h| h.enabled) {
+            for t in config.hunt_tenants(h) {
+                hunts.push(HuntStatus {
+                    hunt: h.name.clone(),
+                    tenant: t.name.clone(),
+                    interval: h.interval,
+                    last: runs
+                        .iter()
+                        .find(|r| r.hunt == h.name && r.tenant_id == t.tenant_id)
+                        .cloned(),
+                });
+            }
+        }
         Ok(Report {
             streams,
+            hunts,
             sinks: SinkRow::collect(store, configured_sinks, live)?,
             store_bytes: store.size_bytes(),
             store_path: config.store_path.clone(),
         })
     }
 
+    /// Streams degraded and scheduled hunts whose last run failed.
     pub(crate) fn degraded(&self) -> usize {
         self.streams
             .iter()
             .filter(|s| s.state() == "degraded")
             .count()
+            + self.hunts.iter().filter(|h| h.state() == "failed").count()
     }
 
     pub(crate) fn stalled(&self) -> usize {
@@ -271,6 +319,50 @@ impl Report {
             ],
             &rows,
         );
+        if !self.hunts.is_empty() {
+            out.push('\n');
+            let rows: Vec<Vec<String>> = self
+                .hunts
+                .iter()
+                .map(|h| {
+                    let r = h.last.as_ref();
+                    let status = match r {
+                        None => "not run yet".to_owned(),
+                        Some(r) => match &r.error {
+                            Some(e) => format!("FAILED: {}", short_error(e)),
+                            None if r.truncated => "ok, TRUNCATED at the row limit".into(),
+                            None => "ok".into(),
+                        },
+                    };
+                    vec![
+                        h.hunt.clone(),
+                        h.tenant.clone(),
+                        r.map(|r| time(r.started_at))
+                            .unwrap_or_else(|| "never".into()),
+                        r.and_then(|r| r.last_success)
+                            .map(time)
+                            .unwrap_or_else(|| "never".into()),
+                        h.next_due().map(time).unwrap_or_else(|| "next pass".into()),
+                        r.map_or(0, |r| r.rows).to_string(),
+                        r.map_or(0, |r| r.new_rows).to_string(),
+                        status,
+                    ]
+                })
+                .collect();
+            out.push_str(&crate::table::render(
+                &[
+                    "HUNT",
+                    "TENANT",
+                    "LAST RUN",
+                    "LAST SUCCESS",
+                    "NEXT RUN",
+                    "ROWS",
+                    "NEW",
+                    "STATUS",
+                ],
+                &rows,
+            ));
+        }
         if !self.sinks.is_empty() {
             out.push('\n');
             let rows: Vec<Vec<String>> = self
@@ -371,8 +463,29 @@ impl Report {
                 })
             })
             .collect();
+        let hunts: Vec<_> = self
+            .hunts
+            .iter()
+            .map(|h| {
+                let r = h.last.as_ref();
+                json!({
+                    "hunt": h.hunt,
+                    "tenant": h.tenant,
+                    "state": h.state(),
+                    "interval_secs": h.interval.as_secs(),
+                    "last_run": r.map(|r| r.started_at),
+                    "last_success": r.and_then(|r| r.last_success),
+                    "next_run": h.next_due(),
+                    "rows": r.map_or(0, |r| r.rows),
+                    "new_rows": r.map_or(0, |r| r.new_rows),
+                    "truncated": r.is_some_and(|r| r.truncated),
+                    "error": r.and_then(|r| r.error.clone()),
+                })
+            })
+            .collect();
         json!({
             "streams": streams,
+            "hunts": hunts,
             "sinks": sinks,
             "store": { "path": self.store_path.display().to_string(), "bytes": self.store_bytes },
             "degraded": self.degraded(),
@@ -412,6 +525,7 @@ pub(crate) async fn reconcile(args: ReconcileArgs, config_path: &Path) -> anyhow
             StreamKind::Incidents => "incident",
             StreamKind::Alerts => "alert",
             StreamKind::Detections => "detection",
+            StreamKind::Hunts => "hunt row",
         };
         for (id, api, stored) in &r.missing {
             details.push_str(&format!(
