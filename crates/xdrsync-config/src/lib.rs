@@ -87,9 +87,9 @@ pub struct Hunt {
 impl Config {
     /// The enabled tenants `hunt` runs in, in config order.
     pub fn hunt_tenants<'a>(&'a self, hunt: &'a Hunt) -> impl Iterator<Item = &'a Tenant> + 'a {
-        self.tenants
-            .iter()
-            .filter(move |t| t.enabled && (hunt.tenants.is_empty() || hunt.tenants.contains(&t.name)))
+        self.tenants.iter().filter(move |t| {
+            t.enabled && (hunt.tenants.is_empty() || hunt.tenants.contains(&t.name))
+        })
     }
 }
 

@@ -16,6 +16,15 @@ fn shipped_example_parses() {
         config.tenant("woodgrove").unwrap().credential,
         CredentialSource::Certificate(_)
     ));
+    assert_eq!(config.hunts.len(), 1);
+    let hunt = &config.hunts[0];
+    assert_eq!(hunt.interval, std::time::Duration::from_secs(3600));
+    assert_eq!(hunt.timespan, chrono::Duration::days(1));
+    assert_eq!(hunt.severity, xdrsync_model::Severity::High);
+    assert_eq!(
+        config.hunt_tenants(hunt).count(),
+        config.tenants.iter().filter(|t| t.enabled).count()
+    );
     let contoso = config.tenant("contoso").unwrap();
     assert_eq!(contoso.api, ApiKind::Graph);
     assert_eq!(contoso.client_id, "11111111-2222-3333-4444-555555555555");
@@ -513,4 +522,68 @@ fn inbound_action_secrets_never_reach_debug() {
         .unwrap();
     assert_eq!(secret.expose(), "token-hunter3");
     assert!(!format!("{secret:?} {secret}").contains("hunter3"));
+}
+
+const TENANT_A: &str = "[[tenants]]\nname = \"a\"\ntenant_id = \"x.onmicrosoft.com\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nclient_secret = { env = \"S\" }\n";
+
+invalid!(
+    hunts_is_not_a_stream_a_tenant_pulls,
+    &format!("{TENANT_A}streams = [\"hunts\"]\n"),
+    "tenants[0].streams",
+    "[[hunts]]"
+);
+invalid!(
+    a_hunt_name_must_key_a_row,
+    &format!("{TENANT_A}[[hunts]]\nname = \"a:b\"\nquery = \"AlertInfo\"\n"),
+    "hunts[0].name",
+    "not a hunt name"
+);
+invalid!(
+    a_hunt_names_known_tenants,
+    &format!("{TENANT_A}[[hunts]]\nname = \"h\"\nquery = \"AlertInfo\"\ntenants = [\"b\"]\n"),
+    "hunts[0].tenants",
+    "`b` is not the name of a [[tenants]] entry"
+);
+invalid!(
+    a_hunt_needs_a_query,
+    &format!("{TENANT_A}[[hunts]]\nname = \"h\"\nquery = \" \"\n"),
+    "hunts[0].query",
+    "empty"
+);
+invalid!(
+    a_hunt_looks_back_at_most_30_days,
+    &format!("{TENANT_A}[[hunts]]\nname = \"h\"\nquery = \"AlertInfo\"\ntimespan = \"31d\"\n"),
+    "hunts[0].timespan",
+    "30d"
+);
+invalid!(
+    a_hunt_interval_is_a_duration,
+    &format!("{TENANT_A}[[hunts]]\nname = \"h\"\nquery = \"AlertInfo\"\ninterval = \"hourly\"\n"),
+    "hunts[0].interval",
+    "not a duration"
+);
+invalid!(
+    a_hunt_severity_is_known,
+    &format!("{TENANT_A}[[hunts]]\nname = \"h\"\nquery = \"AlertInfo\"\nseverity = \"critical\"\n"),
+    "hunts[0].severity",
+    "not a severity"
+);
+invalid!(
+    hunt_names_are_unique,
+    &format!(
+        "{TENANT_A}[[hunts]]\nname = \"h\"\nquery = \"A\"\n[[hunts]]\nname = \"h\"\nquery = \"B\"\n"
+    ),
+    "hunts[1].name",
+    "used twice"
+);
+
+#[test]
+fn the_command_line_cannot_pull_hunts() {
+    let err = parse_streams(&["hunts".to_owned()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown stream `hunts`") && err.contains("[[hunts]]"),
+        "{err}"
+    );
 }

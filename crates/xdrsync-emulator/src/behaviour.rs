@@ -49,6 +49,9 @@ pub struct Behaviour {
     /// Graph `$expand=alerts` answers 500 when a page holds an incident with at least this
     /// many alerts (observed on large tenants; off by default).
     pub expand_fail_min_alerts: Option<usize>,
+    /// Graph `runHuntingQuery` answers 400 when a result's rows come to more than this many
+    /// bytes of JSON (the documented 50 MB).
+    pub hunting_max_result_bytes: usize,
 }
 
 impl Default for Behaviour {
@@ -69,6 +72,7 @@ impl Default for Behaviour {
             expand_fail_min_alerts: None,
             determination_doc_spelling: false,
             graph_max_skip: Some(500),
+            hunting_max_result_bytes: 50_000_000,
         }
     }
 }

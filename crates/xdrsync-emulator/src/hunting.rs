@@ -40,7 +40,18 @@ gate!(
     Some(Quota::Hunting)
 );
 gate!(XdrHuntHunting, Family::Xdr, XDR_HUNT, Some(Quota::Hunting));
+/// The rows a query returns at most: more are cut off (documented for every hunting API).
 const MAX_ROWS: usize = 100_000;
+
+/// The answer to a result over the size limit (the MDE documentation's wording).
+const RESULT_TOO_LARGE: &str = "Query execution has exceeded the allowed result size. Optimize your query by limiting the number of results and try again.";
+
+/// The JSON size of `rows`, as the answer would carry them.
+fn result_bytes(rows: &[Map<String, Value>]) -> usize {
+    rows.iter()
+        .map(|r| serde_json::to_vec(r).map_or(0, |v| v.len() + 1))
+        .sum()
+}
 
 /// A column type in the result schema.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1039,6 +1050,13 @@ pub(crate) async fn graph_run(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             &format!("Query could not be executed: {e}"),
+        ),
+        // The documented result size limit (50 MB for Graph): the service refuses the query
+        // rather than cutting the rows.
+        Ok(t) if result_bytes(&t.rows) > state.behaviour().hunting_max_result_bytes => g.answer(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            RESULT_TOO_LARGE,
         ),
         Ok(t) => odata_json(json!({
             "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.security.huntingQueryResults",

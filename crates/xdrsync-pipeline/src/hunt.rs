@@ -195,8 +195,12 @@ impl Pipeline {
             tracing::warn!(hunt = %hunt.name, tenant = %tenant.name, error = %e, "Cannot record the hunt's run; it runs again next pass (its rows are not delivered twice).");
         }
         match &run.error {
-            None => tracing::info!(hunt = %hunt.name, tenant = %tenant.name, rows = run.rows, new_rows = run.new_rows, truncated = run.truncated, "Scheduled hunt ran."),
-            Some(e) => tracing::warn!(hunt = %hunt.name, tenant = %tenant.name, error = %xdrsync_model::printable(e), "Scheduled hunt failed."),
+            None => {
+                tracing::info!(hunt = %hunt.name, tenant = %tenant.name, rows = run.rows, new_rows = run.new_rows, truncated = run.truncated, "Scheduled hunt ran.")
+            }
+            Some(e) => {
+                tracing::warn!(hunt = %hunt.name, tenant = %tenant.name, error = %xdrsync_model::printable(e), "Scheduled hunt failed.")
+            }
         }
         run
     }

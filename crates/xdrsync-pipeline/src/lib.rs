@@ -150,7 +150,11 @@ impl Pipeline {
         mode: PullMode,
         sinks: &[Arc<dyn xdrsync_sinks::Sink>],
         done: impl FnMut(&TenantReport),
-    ) -> (Vec<TenantReport>, Vec<xdrsync_store::HuntRun>, Vec<Delivery>) {
+    ) -> (
+        Vec<TenantReport>,
+        Vec<xdrsync_store::HuntRun>,
+        Vec<Delivery>,
+    ) {
         self.pass(mode, sinks, done, true).await
     }
 
@@ -160,7 +164,11 @@ impl Pipeline {
         sinks: &[Arc<dyn xdrsync_sinks::Sink>],
         done: impl FnMut(&TenantReport),
         hunts: bool,
-    ) -> (Vec<TenantReport>, Vec<xdrsync_store::HuntRun>, Vec<Delivery>) {
+    ) -> (
+        Vec<TenantReport>,
+        Vec<xdrsync_store::HuntRun>,
+        Vec<Delivery>,
+    ) {
         let (finish, finished) = tokio::sync::watch::channel(false);
         let followers: Vec<_> = sinks
             .iter()

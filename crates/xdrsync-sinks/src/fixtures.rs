@@ -10,8 +10,8 @@
 
 use serde_json::{Value, json};
 use xdrsync_model::{
-    ApiKind, HuntRow, Record, Severity, TenantId, normalize_graph_alert, normalize_graph_incident, normalize_mde_alert,
-    normalize_siem_detection, normalize_xdr_incident,
+    ApiKind, HuntRow, Record, Severity, TenantId, normalize_graph_alert, normalize_graph_incident,
+    normalize_mde_alert, normalize_siem_detection, normalize_xdr_incident,
 };
 use xdrsync_store::{CommitRequest, NewVersion, SqliteStore, StoredVersion};
 
@@ -318,9 +318,11 @@ pub fn many(n: usize, tenants: usize) -> Vec<NewVersion> {
     (0..n)
         .map(|i| {
             let mut v = base[i % base.len()].clone();
+            // Shifted by one tenant each round of the fixtures, so every stream's items spread
+            // over every tenant whatever the two counts have in common.
             let tenant = TenantId::canonical(&format!(
                 "00000000-0000-4000-8000-{:012x}",
-                i % tenants.max(1)
+                (i + i / base.len()) % tenants.max(1)
             ));
             let bump =
                 |t: xdrsync_model::Timestamp| t.add(chrono::Duration::milliseconds(i as i64));

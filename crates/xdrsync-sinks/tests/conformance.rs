@@ -441,7 +441,10 @@ async fn splunk_hec_busy_is_retried_and_a_bad_token_or_index_is_not() {
         &format!("name = \"s\"\nretry_base_ms = 10\n{}", r.sink_table()),
         dir.path(),
     );
-    assert_eq!(conformance::deliver(&sink, &store).await.unwrap().events, FIXTURES as u64);
+    assert_eq!(
+        conformance::deliver(&sink, &store).await.unwrap().events,
+        FIXTURES as u64
+    );
     assert_eq!(sink.metrics().send_retries, 2);
     assert_eq!(r.0.refusals(), [(503, 9), (503, 9)]);
 
@@ -699,7 +702,11 @@ async fn nats_on_the_shared_server_drops_repeats() {
         );
     }
     let msgs = read_stream(&address, &stream).await;
-    assert_eq!(msgs.len(), n, "the second sink's events were all duplicates");
+    assert_eq!(
+        msgs.len(),
+        n,
+        "the second sink's events were all duplicates"
+    );
     // Clean up the shared server.
     xdrsync_test_utils::receivers::nats::delete_stream(&address, &stream).await;
 }
@@ -995,7 +1002,10 @@ async fn nats_tls_with_token_user_nkey_and_creds_delivers() {
             dir.path(),
         );
         let d = conformance::deliver(&sink, &store).await;
-        assert_eq!(d.unwrap_or_else(|e| panic!("{what}: {e}")).events, FIXTURES as u64);
+        assert_eq!(
+            d.unwrap_or_else(|e| panic!("{what}: {e}")).events,
+            FIXTURES as u64
+        );
         let msgs = server.read_stream("XDRSYNC").await;
         let mut ids: Vec<String> = msgs.iter().filter_map(|m| m.msg_id.clone()).collect();
         ids.sort();

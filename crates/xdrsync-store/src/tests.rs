@@ -548,11 +548,18 @@ fn a_hunt_row_found_again_is_the_row_already_stored() {
     assert_eq!((stats.created, stats.unchanged), (2, 1));
     let all = s.versions_after(0, 10).unwrap();
     assert_eq!(all.len(), 4);
-    assert!(all.iter().all(|v| v.stream == StreamKind::Hunts && v.change == ChangeKind::Created));
+    assert!(
+        all.iter()
+            .all(|v| v.stream == StreamKind::Hunts && v.change == ChangeKind::Created)
+    );
     // The stored row keeps the run that first found it.
     let pc1 = all
         .iter()
-        .find_map(|v| v.record.hunt_row().filter(|h| h.hunt == "h1" && h.row["DeviceName"] == "pc1"))
+        .find_map(|v| {
+            v.record
+                .hunt_row()
+                .filter(|h| h.hunt == "h1" && h.row["DeviceName"] == "pc1")
+        })
         .unwrap();
     assert_eq!(pc1.found_at.to_string(), "2026-11-02T00:00:00.0000000Z");
 }
@@ -626,7 +633,8 @@ fn a_version_6_store_keeps_every_row_and_its_origin_through_the_hunts_migration(
             [],
         )
         .unwrap();
-        conn.execute("DELETE FROM versions WHERE seq = 9", []).unwrap();
+        conn.execute("DELETE FROM versions WHERE seq = 9", [])
+            .unwrap();
     }
     let s = SqliteStore::open(&path).unwrap();
     assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);

@@ -465,7 +465,12 @@ impl ServerState {
                     esc(&crate::text::short_error(error)),
                     n = esc(&r.hunt),
                     t = esc(&r.tenant),
-                    state = if r.state() == "failed" { "degraded" } else { r.state() }.replace(' ', "-"),
+                    state = if r.state() == "failed" {
+                        "degraded"
+                    } else {
+                        r.state()
+                    }
+                    .replace(' ', "-"),
                 );
             }
             h.push_str("</tbody></table>");

@@ -1548,3 +1548,202 @@ async fn a_soar_posts_signed_actions_to_run() {
     assert!(out.contains("xsoar (POST /actions)"), "{out}");
     assert!(out.contains("soar (POST /actions)"), "{out}");
 }
+
+/// Scheduled hunts end to end: `run` runs each `[[hunts]]` section in its tenants when due;
+/// every row becomes one `hunts` event; a row a later run returns again (in the same daemon,
+/// or after a restart) is never delivered again; what was delivered is exactly what the
+/// hunting API returns; a tenant without the hunting role fails alone and `status` says so;
+/// a hunt that is not due is not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_hunt_rows_are_delivered_once() {
+    let mut roles = tu::ALL_READ_ROLES.to_vec();
+    roles.extend(["ThreatHunting.Read.All", "AdvancedHunting.Read.All"]);
+    // Few incidents an hour: the world does not move during the test, so the hunting API's
+    // answer afterwards is the ground truth of every run.
+    let emu = tu::start(tu::many_tenants(
+        &["Contoso", "Fabrikam", "Northwind"],
+        0.05,
+        &roles,
+    ))
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let config = tu::write_config(&dir, &emu, &[ApiKind::Graph, ApiKind::Xdr], "");
+    let names: Vec<String> = config.tenants.iter().map(|t| t.name.clone()).collect();
+    // The third tenant (Graph) has no hunting role.
+    let denied = config.tenants[2].tenant_id.as_str().to_owned();
+    emu.state().update_directory(|d| {
+        for roles in d.apps[0].consents.get_mut(&denied).unwrap().values_mut() {
+            roles.retain(|r| !r.contains("Hunting"));
+        }
+    });
+    let query = "DeviceProcessEvents | project Timestamp, DeviceName, FileName, ProcessCommandLine, AccountName, ReportId";
+    let mut text_config = std::fs::read_to_string(&config.path).unwrap();
+    text_config.push_str(&format!(
+        "\n[[hunts]]\nname = \"processes\"\nquery = \"{query}\"\ninterval = \"1s\"\ntimespan = \"30d\"\nseverity = \"high\"\n\
+         \n[[hunts]]\nname = \"alert-count\"\nquery = \"AlertInfo | summarize count() by Severity\"\ntenants = [\"{}\"]\ninterval = \"1d\"\n",
+        names[0]
+    ));
+    std::fs::write(&config.path, text_config).unwrap();
+
+    // Two passes of one daemon (the 1 s hunt runs in both, the daily one once), then a
+    // restarted daemon's pass.
+    let events = dir.join("events.ndjson");
+    let ev = events.to_str().unwrap();
+    let first = xdrsync(
+        &["run", "--ndjson", ev, "--passes", "2", "--interval", "2"],
+        &dir,
+    )
+    .await;
+    let first_text = text(&first);
+    assert_eq!(first.status.code(), Some(0), "{first_text}");
+    // The 1 s hunt is due again when the restarted daemon starts.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = xdrsync(&["run", "--ndjson", ev, "--passes", "1"], &dir).await;
+    let second_text = text(&second);
+    assert_eq!(second.status.code(), Some(0), "{second_text}");
+    let all_text = format!("{first_text}\n{second_text}");
+    for name in &names[..2] {
+        let lines: Vec<&str> = all_text
+            .lines()
+            .filter(|l| l.starts_with(&format!("hunt processes in {name}: ")))
+            .collect();
+        assert_eq!(lines.len(), 3, "three runs in {name}: {all_text}");
+        assert!(
+            lines[1].ends_with(", 0 new") && lines[2].ends_with(", 0 new"),
+            "later runs find nothing new: {lines:?}"
+        );
+    }
+    assert_eq!(
+        all_text.matches("hunt alert-count in ").count(),
+        1,
+        "a daily hunt runs once: {all_text}"
+    );
+    assert_eq!(
+        all_text
+            .lines()
+            .filter(
+                |l| l.starts_with(&format!("hunt processes in {}: FAILED", names[2]))
+                    && l.contains("ThreatHunting.Read.All")
+            )
+            .count(),
+        3,
+        "the tenant without the role fails each run, naming it: {all_text}"
+    );
+
+    // Each hunt row delivered once, and the rows are the hunting API's.
+    let delivered: Vec<Value> = ndjson(&events)
+        .into_iter()
+        .filter(|e| e["stream"] == "hunts")
+        .collect();
+    let ids: std::collections::BTreeSet<&str> = delivered
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    let rows: std::collections::BTreeSet<&str> = delivered
+        .iter()
+        .map(|e| e["row_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), delivered.len(), "no event twice");
+    assert_eq!(rows.len(), delivered.len(), "no row twice");
+    let db = rusqlite::Connection::open(dir.join("xdrsync.db")).unwrap();
+    let stored: usize = db
+        .query_row(
+            "SELECT COUNT(*) FROM versions WHERE stream = 'hunts'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, delivered.len());
+    for (i, name) in names.iter().enumerate() {
+        let tenant_id = config.tenants[i].tenant_id.as_str();
+        let mut got: Vec<Value> = delivered
+            .iter()
+            .filter(|e| e["tenant_id"] == tenant_id && e["hunt_row"]["hunt"] == "processes")
+            .map(|e| e["hunt_row"]["row"].clone())
+            .collect();
+        let truth = xdrsync(
+            &[
+                "hunt",
+                query,
+                "--tenant",
+                name,
+                "--timespan",
+                "30d",
+                "--output",
+                "ndjson",
+            ],
+            &dir,
+        )
+        .await;
+        let mut want: Vec<Value> = String::from_utf8_lossy(&truth.stdout)
+            .lines()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                let o = v.as_object_mut().unwrap();
+                o.remove("TenantName");
+                o.remove("TenantId");
+                v
+            })
+            .collect();
+        // Compared by content, whatever the column order.
+        let key = |v: &Value| xdrsync_model::HuntRow::hash_of(v.as_object().unwrap());
+        got.sort_by_key(key);
+        want.sort_by_key(key);
+        if i == 2 {
+            assert!(got.is_empty() && want.is_empty(), "{}", text(&truth));
+        } else {
+            assert!(!want.is_empty(), "{name} has process events");
+            assert_eq!(got, want, "{name}: delivered rows = the hunting API's rows");
+        }
+    }
+    // The other hunt's rows carry its own name, and every row the hunt's severity.
+    assert!(
+        delivered
+            .iter()
+            .any(|e| e["hunt_row"]["hunt"] == "alert-count"
+                && e["hunt_row"]["row"]["count_"].is_number())
+    );
+    assert!(
+        delivered
+            .iter()
+            .filter(|e| e["hunt_row"]["hunt"] == "processes")
+            .all(|e| e["hunt_row"]["severity"] == "high")
+    );
+
+    // `status` shows each hunt in each tenant; the failing one makes it exit 1.
+    let status = xdrsync(&["status", "--output", "json"], &dir).await;
+    assert_eq!(status.status.code(), Some(1), "{}", text(&status));
+    let doc: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let hunts = doc["hunts"].as_array().unwrap();
+    assert_eq!(hunts.len(), 4, "{doc:#}");
+    let of = |hunt: &str, tenant: &str| {
+        hunts
+            .iter()
+            .find(|h| h["hunt"] == hunt && h["tenant"] == tenant)
+            .unwrap()
+            .clone()
+    };
+    let ok = of("processes", &names[0]);
+    assert_eq!(
+        (ok["state"].as_str(), ok["new_rows"].as_u64()),
+        (Some("ok"), Some(0))
+    );
+    assert!(ok["rows"].as_u64().unwrap() > 0);
+    let bad = of("processes", &names[2]);
+    assert_eq!(bad["state"], "failed");
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .contains("ThreatHunting.Read.All"),
+        "{bad}"
+    );
+    assert_eq!(of("alert-count", &names[0])["state"], "ok");
+    let table = xdrsync(&["status"], &dir).await;
+    assert!(
+        text(&table).contains("HUNT") && text(&table).contains("FAILED"),
+        "{}",
+        text(&table)
+    );
+}

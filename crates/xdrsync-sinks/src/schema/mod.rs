@@ -217,7 +217,10 @@ pub(crate) fn row_evidence(row: &serde_json::Map<String, serde_json::Value>) -> 
                 "RecipientEmailAddress",
             ][..],
         ),
-        ("ip", &["RemoteIP", "LocalIP", "IPAddress", "SenderIPv4"][..]),
+        (
+            "ip",
+            &["RemoteIP", "LocalIP", "IPAddress", "SenderIPv4"][..],
+        ),
         ("url", &["RemoteUrl", "Url"][..]),
         (
             "process",

@@ -323,7 +323,11 @@ fn alert(v: &StoredVersion, a: &Alert) -> Value {
 }
 
 fn hunt_row(v: &StoredVersion, h: &HuntRow) -> Value {
-    let mut m = header(2004, "Detection Finding", activity(ChangeKind::Created, false));
+    let mut m = header(
+        2004,
+        "Detection Finding",
+        activity(ChangeKind::Created, false),
+    );
     m.insert("time".into(), json!(epoch_millis(h.found_at)));
     if let Some(t) = h.time {
         m.insert("start_time".into(), json!(epoch_millis(t)));

@@ -84,17 +84,26 @@ fn ocsf_classes_and_types() {
     // A hunt's row: a new Detection Finding titled by its hunt, its entities as evidence,
     // the whole row kept.
     let row = doc(5);
-    assert_eq!((row["class_uid"].clone(), row["activity_id"].clone()), (2004.into(), 1.into()));
+    assert_eq!(
+        (row["class_uid"].clone(), row["activity_id"].clone()),
+        (2004.into(), 1.into())
+    );
     assert_eq!(row["severity_id"], 4);
     assert_eq!(row["finding_info"]["title"], "encoded-powershell");
-    assert_eq!(row["finding_info"]["analytic"]["name"], "encoded-powershell");
+    assert_eq!(
+        row["finding_info"]["analytic"]["name"],
+        "encoded-powershell"
+    );
     let kinds: Vec<String> = row["evidences"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|e| e.as_object()?.keys().next().cloned())
         .collect();
-    assert_eq!(kinds, ["device", "user", "user", "src_endpoint", "process", "file"]);
+    assert_eq!(
+        kinds,
+        ["device", "user", "user", "src_endpoint", "process", "file"]
+    );
     assert_eq!(row["unmapped"]["row"], fixtures::hunt_row());
     assert_eq!(row["metadata"]["log_name"], "hunts");
 }

@@ -252,7 +252,11 @@ fn fields(
             }
             evidence_fields(&mut f, &evidence);
             // The whole row, as compact JSON.
-            f.push(("msg", "msg", serde_json::Value::Object(h.row.clone()).to_string()));
+            f.push((
+                "msg",
+                "msg",
+                serde_json::Value::Object(h.row.clone()).to_string(),
+            ));
             (h.hunt.clone(), severity_0_10(&h.severity))
         }
     };
@@ -261,7 +265,12 @@ fn fields(
 
 /// The device, IP and file of an alert's (or a hunt row's) evidence, the first of each.
 fn evidence_fields(f: &mut Vec<Field>, evidence: &[xdrsync_model::Evidence]) {
-    let find = |k: &str| evidence.iter().find(|e| e.kind == k).map(|e| e.value.clone());
+    let find = |k: &str| {
+        evidence
+            .iter()
+            .find(|e| e.kind == k)
+            .map(|e| e.value.clone())
+    };
     if let Some(h) = find("device") {
         f.push(("dhost", "dstHost", h));
     }

@@ -39,6 +39,14 @@ pub(crate) fn run(args: CheckConfigArgs, path: &Path) -> anyhow::Result<ExitCode
                     "format": s.common.format.as_str(),
                     "enabled": s.enabled,
                 })).collect::<Vec<_>>(),
+                "hunts": config.hunts.iter().map(|h| json!({
+                    "name": h.name,
+                    "enabled": h.enabled,
+                    "tenants": config.hunt_tenants(h).map(|t| t.name.as_str()).collect::<Vec<_>>(),
+                    "interval_secs": h.interval.as_secs(),
+                    "timespan_secs": h.timespan.num_seconds(),
+                    "severity": h.severity.as_str(),
+                })).collect::<Vec<_>>(),
                 "store": config.store_path.display().to_string(),
                 "problems": problems,
                 "warnings": config.warnings,
@@ -65,6 +73,16 @@ pub(crate) fn run(args: CheckConfigArgs, path: &Path) -> anyhow::Result<ExitCode
                     s.kind(),
                     s.common.format.as_str(),
                     if s.enabled { "" } else { ", disabled" }
+                );
+            }
+            for h in &config.hunts {
+                outln!(
+                    "  hunt {} every {} over {} in {}{}",
+                    h.name,
+                    crate::text::duration(i64::try_from(h.interval.as_secs()).unwrap_or(i64::MAX)),
+                    crate::text::duration(h.timespan.num_seconds()),
+                    crate::text::plural(config.hunt_tenants(h).count() as u64, "tenant"),
+                    if h.enabled { "" } else { ", disabled" }
                 );
             }
             for p in &problems {

@@ -142,7 +142,9 @@ pub(crate) async fn pass_hunting(
     };
     drop(view);
     for h in &hunted {
-        let name = pipeline.tenant_name(&h.tenant_id).unwrap_or(h.tenant_id.as_str());
+        let name = pipeline
+            .tenant_name(&h.tenant_id)
+            .unwrap_or(h.tenant_id.as_str());
         match &h.error {
             None => eprintln!(
                 "hunt {} in {name}: {}, {} new{}",

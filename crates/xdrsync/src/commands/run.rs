@@ -127,8 +127,7 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
         let started_at = xdrsync_model::Timestamp::now();
         state.pass_started();
         let stopping = {
-            let work =
-                super::pull::pass_hunting(&pipeline, PullMode::Incremental, &sinks, true);
+            let work = super::pull::pass_hunting(&pipeline, PullMode::Incremental, &sinks, true);
             tokio::pin!(work);
             // The pass's line on stderr and its summary for the status page and `/metrics`.
             let finished = |reports: &[xdrsync_pipeline::TenantReport]| {
