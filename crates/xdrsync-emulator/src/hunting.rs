@@ -1053,11 +1053,9 @@ pub(crate) async fn graph_run(
         ),
         // The documented result size limit (50 MB for Graph): the service refuses the query
         // rather than cutting the rows.
-        Ok(t) if result_bytes(&t.rows) > state.behaviour().hunting_max_result_bytes => g.answer(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            RESULT_TOO_LARGE,
-        ),
+        Ok(t) if result_bytes(&t.rows) > state.behaviour().hunting_max_result_bytes => {
+            g.answer(StatusCode::BAD_REQUEST, "BadRequest", RESULT_TOO_LARGE)
+        }
         Ok(t) => odata_json(json!({
             "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.security.huntingQueryResults",
             "schema": t.schema.iter().map(|(n, ty)| json!({"name": n, "type": ty.name()})).collect::<Vec<_>>(),

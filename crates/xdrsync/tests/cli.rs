@@ -1214,3 +1214,39 @@ async fn hunt_across_customers() {
     let none = run(&["hunt", q]).await;
     assert_eq!(none.status.code(), Some(2), "{}", text(&none.stderr));
 }
+
+/// The hunting result limits reach the user: a result cut at the 100,000-row limit is said to
+/// be cut (the legacy API), and Graph's answer to a result over its size limit is shown with
+/// Microsoft's words, for that tenant only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hunting_limits_are_said_plainly() {
+    let emu = tu::start_with(tu::demo_directory(), |b| {
+        b.hunting_max_result_bytes = 2_000_000;
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tu::write_config(tmp.path(), &emu, &[ApiKind::Graph, ApiKind::Xdr], "");
+    let (graph, xdr) = (config.tenants[0].name.clone(), config.tenants[1].name.clone());
+    let big = "AlertEvidence | project EntityType, AlertId | join kind=inner (AlertEvidence | project EntityType, Title) on EntityType";
+    let out = xdrsync_async(
+        ["hunt", big, "--tenant", &graph, "--tenant", &xdr, "--output", "ndjson"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        tmp.path().to_owned(),
+    )
+    .await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stdout.lines().count(), 100_000, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{xdr}: 100000 rows"))
+            && stderr.contains("TRUNCATED at the service's row limit"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{graph}: FAILED"))
+            && stderr.contains("Query execution has exceeded the allowed result size"),
+        "{stderr}"
+    );
+}
