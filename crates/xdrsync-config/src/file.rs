@@ -330,7 +330,9 @@ pub struct HuntSection {
     #[serde(default = "default_hunt_interval")]
     pub interval: String,
     /// How far back it looks (Graph's `Timespan`), e.g. `1d` (default `1d`, at most `30d`,
-    /// the data advanced hunting keeps).
+    /// the data advanced hunting keeps). The legacy API (`api = "xdr"` tenants) takes the range
+    /// from the query alone: a hunt without `ago(…)` or `datetime(…)` in its query that runs
+    /// in such a tenant is warned about.
     #[serde(default = "default_hunt_timespan")]
     pub timespan: String,
     /// The severity its rows carry for routes and SIEM formats: `informational`, `low`,

@@ -587,3 +587,24 @@ fn the_command_line_cannot_pull_hunts() {
         "{err}"
     );
 }
+
+#[test]
+fn a_hunt_in_a_legacy_tenant_without_a_time_range_is_warned_about() {
+    let legacy = TENANT_A.replace("client_secret", "api = \"xdr\"\nclient_secret");
+    let c = load(&format!(
+        "{legacy}[[hunts]]\nname = \"h\"\nquery = \"AlertInfo\"\ntimespan = \"7d\"\n"
+    ))
+    .unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("hunts[0].query") && w.contains("tenants a use the legacy API") && w.contains("ago(7d)")),
+        "{:?}",
+        c.warnings
+    );
+    let ranged = load(&format!(
+        "{legacy}[[hunts]]\nname = \"h\"\nquery = \"AlertInfo | where Timestamp > ago(7d)\"\n"
+    ))
+    .unwrap();
+    assert!(ranged.warnings.is_empty(), "{:?}", ranged.warnings);
+}

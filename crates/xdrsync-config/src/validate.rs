@@ -51,7 +51,7 @@ pub(crate) fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigEr
         }
         tenants.push(c.tenant(i, t, &file.apps, &endpoints)?);
     }
-    let hunts = c.hunts(&file.hunts, &names)?;
+    let hunts = c.hunts(&file.hunts, &names, &tenants)?;
     let server_listen = c.listen(&file.server)?;
     let inbound_actions = match (&file.server.actions_hmac_secret, &file.server.actions_token) {
         (None, None) => None,
@@ -488,6 +488,7 @@ impl Check<'_> {
         &self,
         hunts: &[crate::HuntSection],
         tenants: &BTreeSet<&str>,
+        validated: &[crate::Tenant],
     ) -> Result<Vec<crate::Hunt>, ConfigError> {
         let mut names = BTreeSet::new();
         let mut out = Vec::with_capacity(hunts.len());
@@ -552,6 +553,28 @@ impl Check<'_> {
                     ));
                 }
             };
+            // The legacy API takes the time range from the query alone.
+            let legacy: Vec<&str> = validated
+                .iter()
+                .filter(|t| {
+                    t.enabled
+                        && t.api == xdrsync_model::ApiKind::Xdr
+                        && (h.tenants.is_empty() || h.tenants.contains(&t.name))
+                })
+                .map(|t| t.name.as_str())
+                .collect();
+            if h.enabled
+                && !legacy.is_empty()
+                && !h.query.contains("ago(")
+                && !h.query.contains("datetime(")
+            {
+                self.warnings.borrow_mut().push(format!(
+                    "{}: tenants {} use the legacy API, which ignores `timespan` and searches its 30 days: put the range in the query (e.g. `| where Timestamp > ago({})`)",
+                    f("query"),
+                    legacy.join(", "),
+                    h.timespan
+                ));
+            }
             out.push(crate::Hunt {
                 name: h.name.clone(),
                 query: h.query.clone(),

@@ -78,18 +78,17 @@ impl BudgetLedger {
     /// process's calls (row ids grow in the order the rows were written).
     pub fn reserve(&self, key: &str, at_ms: i64) -> Result<i64, StoreError> {
         let conn = self.conn();
-        conn.execute(
-            "INSERT INTO calls (key, process, at) VALUES (?1, ?2, ?3)",
-            params![key, self.process, at_ms],
-        )
-        .map_err(self.err())?;
+        conn.prepare_cached("INSERT INTO calls (key, process, at) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![key, self.process, at_ms]))
+            .map_err(self.err())?;
         Ok(conn.last_insert_rowid())
     }
 
     /// Gives back a reservation that did not fit.
     pub fn withdraw(&self, row: i64) -> Result<(), StoreError> {
         self.conn()
-            .execute("DELETE FROM calls WHERE rowid = ?1", [row])
+            .prepare_cached("DELETE FROM calls WHERE rowid = ?1")
+            .and_then(|mut s| s.execute([row]))
             .map(drop)
             .map_err(self.err())
     }
@@ -97,10 +96,8 @@ impl BudgetLedger {
     /// The call of row `row` now counts from `to_ms` (its answer).
     pub fn moved(&self, row: i64, to_ms: i64) -> Result<(), StoreError> {
         self.conn()
-            .execute(
-                "UPDATE calls SET at = ?2 WHERE rowid = ?1",
-                params![row, to_ms],
-            )
+            .prepare_cached("UPDATE calls SET at = ?2 WHERE rowid = ?1")
+            .and_then(|mut s| s.execute(params![row, to_ms]))
             .map(drop)
             .map_err(self.err())
     }
