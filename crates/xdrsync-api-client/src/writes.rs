@@ -127,7 +127,11 @@ fn answer_time(body: &[u8], field: &str) -> (Option<Timestamp>, Option<String>, 
     let Ok(a) = serde_json::from_slice::<Answer<'_>>(body) else {
         return (None, None, false);
     };
-    let text = if field == "lastUpdateTime" { a.xdr } else { a.graph };
+    let text = if field == "lastUpdateTime" {
+        a.xdr
+    } else {
+        a.graph
+    };
     let t = text.and_then(|s| s.parse().ok());
     (
         t,

@@ -596,9 +596,9 @@ fn a_hunt_in_a_legacy_tenant_without_a_time_range_is_warned_about() {
     ))
     .unwrap();
     assert!(
-        c.warnings
-            .iter()
-            .any(|w| w.contains("hunts[0].query") && w.contains("tenants a use the legacy API") && w.contains("ago(7d)")),
+        c.warnings.iter().any(|w| w.contains("hunts[0].query")
+            && w.contains("tenants a use the legacy API")
+            && w.contains("ago(7d)")),
         "{:?}",
         c.warnings
     );

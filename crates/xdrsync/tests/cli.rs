@@ -1226,13 +1226,18 @@ async fn hunting_limits_are_said_plainly() {
     .await;
     let tmp = tempfile::tempdir().unwrap();
     let config = tu::write_config(tmp.path(), &emu, &[ApiKind::Graph, ApiKind::Xdr], "");
-    let (graph, xdr) = (config.tenants[0].name.clone(), config.tenants[1].name.clone());
+    let (graph, xdr) = (
+        config.tenants[0].name.clone(),
+        config.tenants[1].name.clone(),
+    );
     let big = "AlertEvidence | project EntityType, AlertId | join kind=inner (AlertEvidence | project EntityType, Title) on EntityType";
     let out = xdrsync_async(
-        ["hunt", big, "--tenant", &graph, "--tenant", &xdr, "--output", "ndjson"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect(),
+        [
+            "hunt", big, "--tenant", &graph, "--tenant", &xdr, "--output", "ndjson",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect(),
         tmp.path().to_owned(),
     )
     .await;
