@@ -147,6 +147,10 @@ async fn list_first_tenant(config: &xdrsync_config::Config) -> xdrsync_api_clien
 async fn throughput(tenants: usize, per_hour: f64) {
     let emu = start(directory(tenants, per_hour), 1.0, false).await;
     let tmp = tempfile::tempdir().unwrap();
+    // XDRSYNC_BENCH_KEEP=1 keeps the stores and files for a look inside.
+    if std::env::var_os("XDRSYNC_BENCH_KEEP").is_some() {
+        println!("  keeping {}", tmp.path().display());
+    }
     let config = unlimited_config(tmp.path(), &emu);
     // Where the time goes, for one tenant: listing (HTTP, the emulator, JSON, normalizing).
     {
@@ -177,6 +181,9 @@ async fn throughput(tenants: usize, per_hour: f64) {
         let store = Arc::new(SqliteStore::open(&c.store_path).unwrap());
         let out = tmp.path().join(format!("pass{pass}.ndjson"));
         measure(&format!("{tenants} tenants, {what}"), c, store, &out).await;
+    }
+    if std::env::var_os("XDRSYNC_BENCH_KEEP").is_some() {
+        let _ = tmp.keep();
     }
 }
 
@@ -229,6 +236,25 @@ async fn measure(
         "  end to end (last version in the file): {:.2}s = {:.0} versions/s",
         total.as_secs_f64(),
         versions as f64 / total.as_secs_f64()
+    );
+    store.checkpoint();
+    let size = store.size_bytes();
+    // The JSON the store holds, uncompressed: what each version cost before compression.
+    let (mut json, mut after) = (0usize, 0i64);
+    loop {
+        let page = store.versions_after(after, 5000).unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        json += page
+            .iter()
+            .map(|v| v.raw.len() + v.record.to_json().len())
+            .sum::<usize>();
+    }
+    println!(
+        "  store: {:.1} MB = {:.2} KB per version on disk (its raw + normalized JSON: {:.2} KB per version)",
+        size as f64 / 1e6,
+        size as f64 / 1e3 / versions.max(1) as f64,
+        json as f64 / 1e3 / versions.max(1) as f64
     );
 }
 

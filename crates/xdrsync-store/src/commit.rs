@@ -144,20 +144,23 @@ impl SqliteStore {
                 }
                 let last_update = r.last_update().to_string();
                 let key = params![tenant.as_str(), stream.as_str(), item, last_update];
-                let prev: Option<(i64, String)> = previous
-                    .query_row(key, |row| Ok((row.get(0)?, row.get(1)?)))
+                let prev: Option<(i64, Result<String, String>)> = previous
+                    .query_row(key, |row| {
+                        Ok((row.get(0)?, crate::payload::decode(row.get_ref(1)?)))
+                    })
                     .optional()
                     .map_err(&err)?;
                 let prev = match prev {
-                    Some((seq, json)) => {
-                        Some(
-                            Record::from_json(stream, &json).map_err(|e| StoreError::Corrupt {
-                                path: self.path.clone(),
-                                what: format!("seq {seq}"),
-                                message: e.to_string(),
-                            })?,
-                        )
-                    }
+                    Some((seq, json)) => Some(
+                        json.and_then(|json| {
+                            Record::from_json(stream, &json).map_err(|e| e.to_string())
+                        })
+                        .map_err(|message| StoreError::Corrupt {
+                            path: self.path.clone(),
+                            what: format!("seq {seq} (normalized)"),
+                            message,
+                        })?,
+                    ),
                     None => None,
                 };
                 let (kind, changes) = r.classify(prev.as_ref());
@@ -172,8 +175,8 @@ impl SqliteStore {
                         kind.as_str(),
                         changes_json,
                         r.api(),
-                        r.to_json(),
-                        v.raw,
+                        crate::payload::encode(&r.to_json()),
+                        crate::payload::encode(&v.raw),
                         now,
                     ])
                     .map_err(&err)?;

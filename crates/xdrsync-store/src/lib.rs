@@ -15,6 +15,7 @@ mod commit;
 mod health;
 mod hunts;
 pub mod ledger;
+mod payload;
 mod positions;
 mod read;
 mod retention;

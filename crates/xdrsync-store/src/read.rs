@@ -75,8 +75,8 @@ impl SqliteStore {
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
+                    crate::payload::decode(r.get_ref(5)?),
+                    crate::payload::decode(r.get_ref(6)?),
                     r.get::<_, Option<String>>(7)?,
                 ))
             })
@@ -92,6 +92,8 @@ impl SqliteStore {
             };
             let stream = StreamKind::parse(&stream)
                 .ok_or_else(|| corrupt(format!("unknown stream {stream:?}")))?;
+            let normalized = normalized.map_err(|e| corrupt(format!("normalized JSON: {e}")))?;
+            let raw = raw.map_err(|e| corrupt(format!("raw JSON: {e}")))?;
             let record =
                 Record::from_json(stream, &normalized).map_err(|e| corrupt(e.to_string()))?;
             let change = ChangeKind::parse(&change)

@@ -641,6 +641,8 @@ fn a_version_6_store_keeps_every_row_and_its_origin_through_the_hunts_migration(
     let all = s.versions_after(0, 10).unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!((all[0].seq, all[0].event_id.as_str()), (7, "e7"));
+    // Written as text by the earlier release, read as it is.
+    assert_eq!(all[0].raw, version("a", "1", "2026-11-01T00:00:01Z").raw);
     assert_eq!(all[0].origin_action.as_deref(), Some("act-1"));
     // A hunt row can be stored now, after the highest seq ever handed out.
     s.commit(
@@ -650,4 +652,92 @@ fn a_version_6_store_keeps_every_row_and_its_origin_through_the_hunts_migration(
     )
     .unwrap();
     assert_eq!(s.last_seq().unwrap(), 10);
+}
+
+/// A big incident's raw JSON, as an API sends it: the kind of payload the store compresses.
+fn big_version(tenant: &str, id: &str, t: &str) -> NewVersion {
+    let mut v = version(tenant, id, t);
+    let alerts: Vec<String> = (0..20)
+        .map(|i| format!(r##"{{"alertId":"da{id}_{i}","title":"Suspicious PowerShell command line","evidence":[{{"@odata.type":"#microsoft.graph.security.processEvidence","processCommandLine":"powershell.exe -nop -w hidden -enc {i}","remediationStatus":"none"}}]}}"##))
+        .collect();
+    v.raw = format!(
+        r#"{{"id":"{id}","lastUpdateDateTime":"{t}","displayName":"Multi-stage incident on one endpoint é ✓","alerts":[{}]}}"#,
+        alerts.join(",")
+    );
+    v
+}
+
+#[test]
+fn every_payload_is_stored_compressed_and_read_back_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("z.db")).unwrap();
+    let t = TenantId::canonical("a");
+    let versions: Vec<NewVersion> = (0..50)
+        .map(|i| big_version("a", &i.to_string(), "2026-11-01T00:00:01Z"))
+        .collect();
+    s.commit(&t, &versions, None).unwrap();
+    let back = s.versions_after(0, 100).unwrap();
+    assert_eq!(back.len(), versions.len());
+    for (b, v) in back.iter().zip(&versions) {
+        assert_eq!(b.raw, v.raw, "raw byte for byte");
+        assert_eq!(b.record, v.record, "normalized read back");
+    }
+    // On disk: compressed blobs, far smaller than the JSON.
+    let db = Connection::open(dir.path().join("z.db")).unwrap();
+    let (blobs, stored): (i64, i64) = db
+        .query_row(
+            "SELECT SUM(typeof(raw) = 'blob'), SUM(length(raw)) FROM versions",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let json: usize = versions.iter().map(|v| v.raw.len()).sum();
+    assert_eq!(blobs, 50);
+    assert!(
+        (stored as usize) * 5 < json,
+        "{stored} bytes stored for {json} of JSON"
+    );
+}
+
+#[test]
+fn a_damaged_payload_is_an_error_naming_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("z.db");
+    let s = SqliteStore::open(&path).unwrap();
+    let t = TenantId::canonical("a");
+    s.commit(
+        &t,
+        &[
+            big_version("a", "1", "2026-11-01T00:00:01Z"),
+            big_version("a", "2", "2026-11-01T00:00:01Z"),
+        ],
+        None,
+    )
+    .unwrap();
+    let db = Connection::open(&path).unwrap();
+    // A byte of the second version's compressed raw JSON flipped on disk.
+    db.execute(
+        "UPDATE versions SET raw = CAST(substr(raw, 1, 20) || x'00' || substr(raw, 22) AS BLOB) WHERE seq = 2",
+        [],
+    )
+    .unwrap();
+    let err = s.versions_after(0, 10).unwrap_err().to_string();
+    assert!(
+        err.contains("corrupt row seq 2") && err.contains("raw JSON"),
+        "{err}"
+    );
+    // The first is still read; a reader without the raw JSON reads both.
+    assert_eq!(s.versions_after(0, 1).unwrap().len(), 1);
+    assert_eq!(s.versions_after_without_raw(0, 10).unwrap().len(), 2);
+    // The normalized JSON damaged: the next version of that item cannot be classified.
+    db.execute(
+        "UPDATE versions SET normalized = x'5a00000000ffff' WHERE seq = 1",
+        [],
+    )
+    .unwrap();
+    let err = s
+        .commit(&t, &[big_version("a", "1", "2026-11-01T00:00:02Z")], None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("seq 1 (normalized)"), "{err}");
 }
