@@ -54,6 +54,7 @@ impl SqliteStore {
         poison: &[PoisonRecord],
         cursor: Option<(StreamKind, Timestamp)>,
     ) -> Result<CommitStats, StoreError> {
+        self.train_dictionary(conn);
         let tx = write_transaction(conn).map_err(self.err())?;
         let stats = self.apply(&tx, tenant, versions, poison, cursor)?;
         tx.commit().map_err(self.err())?;
@@ -66,6 +67,7 @@ impl SqliteStore {
     /// in the order of `group`.
     pub fn commit_group(&self, group: &[CommitRequest]) -> Vec<Result<CommitStats, StoreError>> {
         let mut conn = self.conn();
+        self.train_dictionary(&mut conn);
         let together = (|| {
             let tx = write_transaction(&mut conn).map_err(self.err())?;
             let mut stats = Vec::with_capacity(group.len());
@@ -90,6 +92,38 @@ impl SqliteStore {
         }
     }
 
+    /// Trains the store's compression dictionary once enough payloads were sampled, and
+    /// stores it in a transaction of its own, so that it is durable before any payload
+    /// names it. A failure is logged: payloads are compressed without it meanwhile.
+    fn train_dictionary(&self, conn: &mut Connection) {
+        let trained = self.dictionaries().train();
+        let Some(bytes) = trained else { return };
+        let stored = (|| {
+            let tx = write_transaction(conn)?;
+            tx.execute(
+                "INSERT INTO dictionaries (created_at, bytes) VALUES (?1, ?2)",
+                params![Timestamp::now().to_string(), bytes],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.commit()?;
+            Ok::<_, rusqlite::Error>(id)
+        })();
+        match stored.map(u32::try_from) {
+            Ok(Ok(id)) => {
+                tracing::info!(
+                    id,
+                    bytes = bytes.len(),
+                    "Trained the store's compression dictionary."
+                );
+                self.dictionaries().stored(id, bytes);
+            }
+            Ok(Err(_)) => tracing::warn!("A compression dictionary id out of range; not used."),
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot store the compression dictionary; payloads are compressed without it.")
+            }
+        }
+    }
+
     /// One request's writes inside `tx`.
     pub(crate) fn apply(
         &self,
@@ -105,6 +139,7 @@ impl SqliteStore {
             record_poison_in(tx, tenant, poison, &now).map_err(&err)?;
         }
         let mut stats = CommitStats::default();
+        let dictionary = self.dictionaries().current();
         {
             let mut previous = tx
                 .prepare_cached(
@@ -144,15 +179,16 @@ impl SqliteStore {
                 }
                 let last_update = r.last_update().to_string();
                 let key = params![tenant.as_str(), stream.as_str(), item, last_update];
-                let prev: Option<(i64, Result<String, String>)> = previous
-                    .query_row(key, |row| {
-                        Ok((row.get(0)?, crate::payload::decode(row.get_ref(1)?)))
-                    })
+                let prev: Option<(i64, rusqlite::types::Value)> = previous
+                    .query_row(key, |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()
                     .map_err(&err)?;
                 let prev = match prev {
-                    Some((seq, json)) => Some(
-                        json.and_then(|json| {
+                    Some((seq, stored)) => Some(
+                        crate::payload::decode((&stored).into(), |id| {
+                            self.dictionaries().get(id, tx)
+                        })
+                        .and_then(|json| {
                             Record::from_json(stream, &json).map_err(|e| e.to_string())
                         })
                         .map_err(|message| StoreError::Corrupt {
@@ -164,6 +200,12 @@ impl SqliteStore {
                     None => None,
                 };
                 let (kind, changes) = r.classify(prev.as_ref());
+                let normalized = r.to_json();
+                if dictionary.is_none() {
+                    let mut d = self.dictionaries();
+                    d.sample(&v.raw);
+                    d.sample(&normalized);
+                }
                 let changes_json = serde_json::to_string(&changes).unwrap_or_default();
                 let inserted = insert
                     .execute(params![
@@ -175,8 +217,8 @@ impl SqliteStore {
                         kind.as_str(),
                         changes_json,
                         r.api(),
-                        crate::payload::encode(&r.to_json()),
-                        crate::payload::encode(&v.raw),
+                        crate::payload::encode(&normalized, dictionary.as_ref()),
+                        crate::payload::encode(&v.raw, dictionary.as_ref()),
                         now,
                     ])
                     .map_err(&err)?;

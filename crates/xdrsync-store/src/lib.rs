@@ -60,6 +60,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_hunts",
         include_str!("../migrations/sqlite/0007_hunts.sql"),
     ),
+    (
+        "0008_dictionaries",
+        include_str!("../migrations/sqlite/0008_dictionaries.sql"),
+    ),
 ];
 
 /// A store failure.
@@ -267,6 +271,8 @@ pub struct SqliteStore {
     /// writes (WAL lets it read the last committed state without waiting for the writer).
     /// `None` in memory, where a second connection would see another database.
     reader: Option<Mutex<Connection>>,
+    /// The payloads' compression dictionaries (see [`payload`]).
+    dictionaries: Mutex<payload::Dictionaries>,
 }
 
 impl SqliteStore {
@@ -312,11 +318,25 @@ impl SqliteStore {
 
     fn init(path: PathBuf, mut conn: Connection) -> Result<Self, StoreError> {
         migrate(&path, &mut conn)?;
+        let dictionaries =
+            payload::Dictionaries::load(&conn).map_err(|source| StoreError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
         Ok(SqliteStore {
             path,
             conn: Mutex::new(conn),
             reader: None,
+            dictionaries: Mutex::new(dictionaries),
         })
+    }
+
+    /// The payloads' dictionaries (a poisoned lock is taken over: it holds no invariant a
+    /// panic could break).
+    fn dictionaries(&self) -> std::sync::MutexGuard<'_, payload::Dictionaries> {
+        self.dictionaries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The database file.

@@ -13,8 +13,11 @@
 //! it belongs to — never a panic, never silently different JSON.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, OptionalExtension};
 
 /// The first byte of a compressed payload.
 const MAGIC: u8 = b'Z';
@@ -26,34 +29,173 @@ const LEVEL: i32 = 3;
 const MIN_COMPRESSED: usize = 96;
 /// The largest decoded payload accepted (an API body is capped far below this).
 pub(crate) const MAX_DECODED: usize = 256 << 20;
+/// Payloads a dictionary is trained from (or fewer, when they come to [`TRAIN_BYTES`]).
+pub(crate) const TRAIN_PAYLOADS: usize = 2000;
+/// Bytes of samples a dictionary is trained from, at most (plus one payload).
+const TRAIN_BYTES: usize = 8 << 20;
+/// A dictionary's size (zstd's guidance: about 100× smaller than the samples).
+const DICTIONARY_BYTES: usize = 64 << 10;
 
-thread_local! {
-    /// One compression context per thread: making one costs more than compressing a payload.
-    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+/// A dictionary: its id in its store, its bytes, and a fingerprint of them that keys the
+/// per-thread compression contexts (two stores in one process each have a dictionary 1).
+#[derive(Clone)]
+pub(crate) struct Dictionary {
+    id: u32,
+    key: u64,
+    bytes: Arc<[u8]>,
 }
 
-/// `text` as stored: compressed, or as text when compressing would not pay (or failed, which
-/// loses nothing: the text is stored instead).
-pub(crate) fn encode(text: &str) -> Value {
+impl Dictionary {
+    fn new(id: u32, bytes: Arc<[u8]>) -> Self {
+        // FNV-1a, never 0 (0 keys the context without a dictionary).
+        let key = bytes
+            .iter()
+            .fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01B3)
+            })
+            .max(1);
+        Dictionary { id, key, bytes }
+    }
+}
+
+thread_local! {
+    /// One compression context per thread (and dictionary): making one costs more than
+    /// compressing a payload.
+    static COMPRESSOR: RefCell<Option<(u64, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSORS: RefCell<HashMap<u64, zstd::bulk::Decompressor<'static>>> = RefCell::new(HashMap::new());
+}
+
+/// The store's dictionaries: the one new payloads use, every one known by id, and the samples
+/// the first is trained from.
+#[derive(Default)]
+pub(crate) struct Dictionaries {
+    current: Option<Dictionary>,
+    known: HashMap<u32, Dictionary>,
+    samples: Vec<u8>,
+    sizes: Vec<usize>,
+}
+
+impl std::fmt::Debug for Dictionaries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dictionaries")
+            .field("current", &self.current.as_ref().map(|d| d.id))
+            .field("known", &self.known.len())
+            .field("samples", &self.sizes.len())
+            .finish()
+    }
+}
+
+impl Dictionaries {
+    /// Every dictionary of the store; the newest is the current one.
+    pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Self> {
+        let mut d = Dictionaries::default();
+        let mut stmt = conn.prepare("SELECT id, bytes FROM dictionaries ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        for row in rows {
+            let (id, bytes) = row?;
+            if let Ok(id) = u32::try_from(id) {
+                d.add(id, bytes.into());
+            }
+        }
+        Ok(d)
+    }
+
+    fn add(&mut self, id: u32, bytes: Arc<[u8]>) -> Dictionary {
+        let d = Dictionary::new(id, bytes);
+        self.known.insert(id, d.clone());
+        if self.current.as_ref().is_none_or(|c| c.id < id) {
+            self.current = Some(d.clone());
+        }
+        d
+    }
+
+    /// The dictionary new payloads are compressed with.
+    pub(crate) fn current(&self) -> Option<Dictionary> {
+        self.current.clone()
+    }
+
+    /// Keeps `text` as a training sample while there is no dictionary yet.
+    pub(crate) fn sample(&mut self, text: &str) {
+        if self.current.is_none() && !self.enough() && text.len() >= MIN_COMPRESSED {
+            self.samples.extend_from_slice(text.as_bytes());
+            self.sizes.push(text.len());
+        }
+    }
+
+    /// [`TRAIN_PAYLOADS`] samples, or [`TRAIN_BYTES`] of them.
+    fn enough(&self) -> bool {
+        self.sizes.len() >= TRAIN_PAYLOADS || self.samples.len() >= TRAIN_BYTES
+    }
+
+    /// Trains the first dictionary once enough samples were kept: its bytes (the samples are
+    /// dropped either way; a failed training is logged and compression goes on without).
+    pub(crate) fn train(&mut self) -> Option<Vec<u8>> {
+        if self.current.is_some() || !self.enough() {
+            return None;
+        }
+        let samples = std::mem::take(&mut self.samples);
+        let sizes = std::mem::take(&mut self.sizes);
+        match zstd::dict::from_continuous(&samples, &sizes, DICTIONARY_BYTES) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                // Payloads go on compressed without one; new samples are kept for another try.
+                tracing::warn!(error = %e, "Training the store's compression dictionary failed.");
+                None
+            }
+        }
+    }
+
+    /// Records a dictionary just stored with `id`; it becomes the current one.
+    pub(crate) fn stored(&mut self, id: u32, bytes: Vec<u8>) {
+        self.add(id, bytes.into());
+    }
+
+    /// The dictionary `id`, from memory or (one another process trained) from the table.
+    pub(crate) fn get(&mut self, id: u32, conn: &Connection) -> Option<Dictionary> {
+        if let Some(d) = self.known.get(&id) {
+            return Some(d.clone());
+        }
+        let bytes: Vec<u8> = conn
+            .query_row(
+                "SELECT bytes FROM dictionaries WHERE id = ?1",
+                [i64::from(id)],
+                |r| r.get(0),
+            )
+            .optional()
+            .ok()??;
+        // Known now, without becoming the current one (another process's).
+        let d = Dictionary::new(id, bytes.into());
+        self.known.insert(id, d.clone());
+        Some(d)
+    }
+}
+
+/// `text` as stored: compressed (with `dictionary`, when the store has one), or as text when
+/// compressing would not pay (or failed, which loses nothing: the text is stored instead).
+pub(crate) fn encode(text: &str, dictionary: Option<&Dictionary>) -> Value {
     if text.len() < MIN_COMPRESSED {
         return Value::Text(text.to_owned());
     }
+    let (id, key) = dictionary.map_or((0, 0), |d| (d.id, d.key));
     let compressed = COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
-        if c.is_none() {
+        if c.as_ref().is_none_or(|(have, _)| *have != key) {
+            let made = match dictionary {
+                Some(d) => zstd::bulk::Compressor::with_dictionary(LEVEL, &d.bytes),
+                None => zstd::bulk::Compressor::new(LEVEL),
+            };
             // With the frame's checksum: a damaged payload fails to decode instead of
             // decoding to other text.
-            *c = zstd::bulk::Compressor::new(LEVEL).ok().and_then(|mut c| {
-                c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+            *c = made.ok().and_then(|mut made| {
+                made.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
                     .ok()?;
-                Some(c)
+                Some((key, made))
             });
         }
-        let c = c.as_mut()?;
+        let (_, c) = c.as_mut()?;
         let mut out = Vec::with_capacity(HEADER + zstd::zstd_safe::compress_bound(text.len()));
         out.push(MAGIC);
-        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
         let mut frame = c.compress(text.as_bytes()).ok()?;
         out.append(&mut frame);
         Some(out)
@@ -65,7 +207,10 @@ pub(crate) fn encode(text: &str) -> Value {
 }
 
 /// The text of a stored payload, or what is wrong with it.
-pub(crate) fn decode(stored: ValueRef<'_>) -> Result<String, String> {
+pub(crate) fn decode(
+    stored: ValueRef<'_>,
+    dictionary: impl FnOnce(u32) -> Option<Dictionary>,
+) -> Result<String, String> {
     match stored {
         ValueRef::Text(t) => {
             String::from_utf8(t.to_vec()).map_err(|e| format!("the payload is not UTF-8 text: {e}"))
@@ -81,12 +226,15 @@ pub(crate) fn decode(stored: ValueRef<'_>) -> Result<String, String> {
                     "the payload is not in a format this xdrsync knows (first byte {magic:#04x})"
                 ));
             }
-            let dictionary = u32::from_le_bytes([d0, d1, d2, d3]);
-            if dictionary != 0 {
-                return Err(format!(
-                    "the payload needs compression dictionary {dictionary}, which this store does not have"
-                ));
-            }
+            let id = u32::from_le_bytes([d0, d1, d2, d3]);
+            let bytes = match id {
+                0 => None,
+                id => Some(dictionary(id).ok_or_else(|| {
+                    format!(
+                        "the payload needs compression dictionary {id}, which this store does not have"
+                    )
+                })?),
+            };
             let size = match zstd::zstd_safe::get_frame_content_size(frame) {
                 Ok(Some(n)) => usize::try_from(n).unwrap_or(usize::MAX),
                 Ok(None) => return Err("the compressed payload does not record its size".into()),
@@ -97,14 +245,24 @@ pub(crate) fn decode(stored: ValueRef<'_>) -> Result<String, String> {
                     "the compressed payload claims {size} bytes, more than the {MAX_DECODED} accepted"
                 ));
             }
-            let bytes = DECOMPRESSOR.with(|d| {
-                let mut d = d.borrow_mut();
-                if d.is_none() {
-                    *d = zstd::bulk::Decompressor::new().ok();
+            let key = bytes.as_ref().map_or(0, |d| d.key);
+            let bytes = DECOMPRESSORS.with(|all| {
+                let mut all = all.borrow_mut();
+                if !all.contains_key(&key) {
+                    let made = match &bytes {
+                        Some(d) => zstd::bulk::Decompressor::with_dictionary(&d.bytes),
+                        None => zstd::bulk::Decompressor::new(),
+                    }
+                    .map_err(|e| format!("no zstd decompression context could be made: {e}"))?;
+                    // A context holds its dictionary's tables: a thread keeps a few.
+                    if all.len() >= 8 {
+                        all.clear();
+                    }
+                    all.insert(key, made);
                 }
-                let d = d
-                    .as_mut()
-                    .ok_or_else(|| "no zstd decompression context could be made".to_owned())?;
+                let d = all
+                    .get_mut(&key)
+                    .ok_or_else(|| "no zstd decompression context".to_owned())?;
                 d.decompress(frame, size)
                     .map_err(|e| format!("the compressed payload does not decode: {e}"))
             })?;
@@ -127,13 +285,13 @@ mod tests {
     use super::*;
 
     fn round(text: &str) -> String {
-        let v = encode(text);
+        let v = encode(text, None);
         let r = match &v {
             Value::Text(t) => ValueRef::Text(t.as_bytes()),
             Value::Blob(b) => ValueRef::Blob(b),
             _ => panic!("a payload is text or a blob"),
         };
-        decode(r).unwrap()
+        decode(r, |_| None).unwrap()
     }
 
     #[test]
@@ -148,19 +306,19 @@ mod tests {
                 .join(",")
         );
         assert_eq!(round(&json), json);
-        let Value::Blob(b) = encode(&json) else {
+        let Value::Blob(b) = encode(&json, None) else {
             panic!("compressed")
         };
         assert!(b.len() * 5 < json.len(), "{} of {}", b.len(), json.len());
         // Short ones stay text.
-        assert!(matches!(encode("{}"), Value::Text(_)));
+        assert!(matches!(encode("{}", None), Value::Text(_)));
         assert_eq!(round(""), "");
     }
 
     #[test]
     fn damaged_payloads_are_named_errors() {
         let json = "{\"x\":\"".to_owned() + &"abc".repeat(100) + "\"}";
-        let Value::Blob(good) = encode(&json) else {
+        let Value::Blob(good) = encode(&json, None) else {
             panic!("compressed")
         };
         let mut wrong_magic = good.clone();
@@ -183,10 +341,10 @@ mod tests {
             ("header only", huge),
             ("empty", Vec::new()),
         ] {
-            let e = decode(ValueRef::Blob(&blob));
+            let e = decode(ValueRef::Blob(&blob), |_| None);
             assert!(e.is_err(), "{name}: {e:?}");
         }
-        assert!(decode(ValueRef::Null).is_err());
-        assert!(decode(ValueRef::Text(&[0xff, 0xfe])).is_err());
+        assert!(decode(ValueRef::Null, |_| None).is_err());
+        assert!(decode(ValueRef::Text(&[0xff, 0xfe]), |_| None).is_err());
     }
 }

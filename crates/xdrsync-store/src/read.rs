@@ -75,16 +75,21 @@ impl SqliteStore {
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
-                    crate::payload::decode(r.get_ref(5)?),
-                    crate::payload::decode(r.get_ref(6)?),
+                    r.get::<_, rusqlite::types::Value>(5)?,
+                    r.get::<_, rusqlite::types::Value>(6)?,
                     r.get::<_, Option<String>>(7)?,
                 ))
             })
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
             .map_err(self.err())?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, event_id, stream, change, changes, normalized, raw, origin) =
-                row.map_err(self.err())?;
+        drop(stmt);
+        let decode = |stored: &rusqlite::types::Value| {
+            crate::payload::decode(stored.into(), |id| self.dictionaries().get(id, &conn))
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (seq, event_id, stream, change, changes, normalized, raw, origin) in rows {
+            let (normalized, raw) = (decode(&normalized), decode(&raw));
             let corrupt = |message: String| StoreError::Corrupt {
                 path: self.path.clone(),
                 what: format!("seq {seq}"),

@@ -741,3 +741,93 @@ fn a_damaged_payload_is_an_error_naming_its_version() {
         .to_string();
     assert!(err.contains("seq 1 (normalized)"), "{err}");
 }
+
+#[test]
+fn a_dictionary_is_trained_from_the_first_payloads_and_read_by_every_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.db");
+    let a = SqliteStore::open(&path).unwrap();
+    // Another process, opened before the dictionary exists.
+    let b = SqliteStore::open(&path).unwrap();
+    let t = TenantId::canonical("a");
+    let n = payload::TRAIN_PAYLOADS / 2 + 200;
+    let versions: Vec<NewVersion> = (0..n)
+        .map(|i| big_version("a", &i.to_string(), "2026-11-01T00:00:01Z"))
+        .collect();
+    for chunk in versions.chunks(100) {
+        a.commit(&t, chunk, None).unwrap();
+    }
+    let db = Connection::open(&path).unwrap();
+    let dictionaries: i64 = db
+        .query_row("SELECT COUNT(*) FROM dictionaries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(dictionaries, 1);
+    // The last commits used it (dictionary id 1 in the payload header).
+    let with_dictionary: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM versions WHERE substr(raw, 2, 4) = x'01000000'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(with_dictionary >= 100, "{with_dictionary}");
+    for s in [&a, &b] {
+        let back = s.versions_after(0, 10_000).unwrap();
+        assert_eq!(back.len(), n);
+        for (got, want) in back.iter().zip(&versions) {
+            assert_eq!(got.raw, want.raw);
+            assert_eq!(got.record, want.record);
+        }
+    }
+    // A second store in the same process trains its own dictionary 1; each reads its own.
+    let other = SqliteStore::open(&dir.path().join("e.db")).unwrap();
+    let others: Vec<NewVersion> = (0..n)
+        .map(|i| {
+            let mut v = big_version("b", &i.to_string(), "2026-11-01T00:00:01Z");
+            v.raw = v
+                .raw
+                .replace("Suspicious", "Anomalous")
+                .replace("powershell", "cmd");
+            v
+        })
+        .collect();
+    for chunk in others.chunks(100) {
+        other
+            .commit(&TenantId::canonical("b"), chunk, None)
+            .unwrap();
+        a.versions_after(0, 3).unwrap();
+    }
+    let back = other.versions_after(0, 10_000).unwrap();
+    assert!(back.iter().zip(&others).all(|(g, w)| g.raw == w.raw));
+    assert!(
+        a.versions_after(0, 10_000)
+            .unwrap()
+            .iter()
+            .zip(&versions)
+            .all(|(g, w)| g.raw == w.raw)
+    );
+    // A later version of an item compressed with the dictionary is classified against it.
+    let stats = b
+        .commit(
+            &t,
+            &[big_version(
+                "a",
+                &(n - 1).to_string(),
+                "2026-11-01T00:00:02Z",
+            )],
+            None,
+        )
+        .unwrap();
+    assert_eq!(stats.updated, 1);
+    // A payload naming a dictionary the store does not have is a clear error.
+    db.execute(
+        "UPDATE versions SET raw = CAST(x'5a07000000' || substr(raw, 6) AS BLOB) WHERE seq = ?1",
+        [n as i64],
+    )
+    .unwrap();
+    let err = a.versions_after(0, 10_000).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("seq {n}")) && err.contains("dictionary 7"),
+        "{err}"
+    );
+}
