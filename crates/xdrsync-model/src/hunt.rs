@@ -64,7 +64,7 @@ impl HuntRow {
     /// SHA-256 (first 128 bits, hex) of the row's canonical JSON: keys sorted at every level.
     pub fn hash_of(row: &Map<String, Value>) -> String {
         let mut h = Sha256::new();
-        canonical(&mut h, &Value::Object(row.clone()));
+        canonical_map(&mut h, row);
         h.finalize()
             .iter()
             .take(16)
@@ -78,23 +78,25 @@ impl HuntRow {
     }
 }
 
+/// Feeds `m` to `h` with its keys sorted.
+fn canonical_map(h: &mut Sha256, m: &Map<String, Value>) {
+    let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+    entries.sort_unstable_by_key(|(k, _)| *k);
+    h.update(b"{");
+    for (k, v) in entries {
+        // The key as a JSON string, escapes and all.
+        h.update(serde_json::to_string(k).unwrap_or_default().as_bytes());
+        h.update(b":");
+        canonical(h, v);
+        h.update(b",");
+    }
+    h.update(b"}");
+}
+
 /// Feeds `v` to `h` with object keys sorted (numbers and strings as serde_json writes them).
 fn canonical(h: &mut Sha256, v: &Value) {
     match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            h.update(b"{");
-            for k in keys {
-                h.update(Value::String(k.clone()).to_string().as_bytes());
-                h.update(b":");
-                if let Some(v) = m.get(k) {
-                    canonical(h, v);
-                }
-                h.update(b",");
-            }
-            h.update(b"}");
-        }
+        Value::Object(m) => canonical_map(h, m),
         Value::Array(a) => {
             h.update(b"[");
             for v in a {

@@ -94,6 +94,12 @@ impl StreamKind {
         !matches!(self, StreamKind::Hunts)
     }
 
+    /// Whether an item of the stream has one version only: its id names its content (a hunt
+    /// row), so finding it again at a later time is finding the same version.
+    pub fn single_version(&self) -> bool {
+        matches!(self, StreamKind::Hunts)
+    }
+
     /// The stream's stable name, as stored in cursors and used in the config.
     pub fn as_str(&self) -> &'static str {
         match self {

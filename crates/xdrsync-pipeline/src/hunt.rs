@@ -84,20 +84,32 @@ impl Pipeline {
     /// (at most `concurrent_tenants` at once, each within its tenant's hunting quota), and
     /// returns what each run did, by hunt and tenant. Runs that were not due are not listed.
     pub async fn run_due_hunts(&self) -> Vec<HuntRun> {
+        if !self.config.hunts.iter().any(|h| h.enabled) {
+            return Vec::new();
+        }
+        // Every recorded run in one read: a pass asks for hundreds of (hunt, tenant) pairs.
+        let store = self.store.clone();
+        let last: std::collections::HashMap<(String, TenantId), Timestamp> = match crate::blocking(
+            move || store.hunt_runs(),
+        )
+        .await
+        {
+            Ok(runs) => runs
+                .into_iter()
+                .map(|r| ((r.hunt, r.tenant_id), r.started_at))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot read when the hunts last ran; running them now.");
+                Default::default()
+            }
+        };
         let now = Timestamp::now();
         let mut due = Vec::new();
         for h in self.config.hunts.iter().filter(|h| h.enabled) {
+            let interval = chrono::Duration::from_std(h.interval).unwrap_or(chrono::Duration::MAX);
             for t in self.config.hunt_tenants(h) {
-                let last = match self.store.last_hunt_run(&h.name, &t.tenant_id) {
-                    Ok(last) => last,
-                    Err(e) => {
-                        tracing::warn!(hunt = %h.name, tenant = %t.name, error = %e, "Cannot read when the hunt last ran; running it now.");
-                        None
-                    }
-                };
-                let interval =
-                    chrono::Duration::from_std(h.interval).unwrap_or(chrono::Duration::MAX);
-                if last.is_none_or(|l| now.as_datetime() - l.as_datetime() >= interval) {
+                let ran = last.get(&(h.name.clone(), t.tenant_id.clone()));
+                if ran.is_none_or(|l| now.as_datetime() - l.as_datetime() >= interval) {
                     due.push((h, t));
                 }
             }
@@ -130,13 +142,13 @@ impl Pipeline {
                 .await
                 .map_err(|e| e.to_string())?;
             let rows = result.rows.len() as u64;
-            let mut pending = Vec::new();
-            let mut versions = Vec::with_capacity(result.rows.len().min(ROWS_PER_COMMIT));
-            for row in result.rows {
-                // Serialized from the parsed row: the service's array holds many rows, so no
-                // one row has bytes of its own to keep.
-                let raw = serde_json::Value::Object(row.clone()).to_string();
-                versions.push(NewVersion {
+            let versions: Vec<NewVersion> = result
+                .rows
+                .into_iter()
+                .map(|row| NewVersion {
+                    // Serialized from the parsed row: the service's array holds many rows, so
+                    // no one row has bytes of its own to keep.
+                    raw: serde_json::to_string(&row).unwrap_or_default(),
                     record: Record::HuntRow(HuntRow::new(
                         tenant.tenant_id.clone(),
                         &hunt.name,
@@ -145,25 +157,19 @@ impl Pipeline {
                         row,
                         started_at,
                     )),
-                    raw,
-                });
-                if versions.len() == ROWS_PER_COMMIT {
-                    pending.push(self.writer.submit(CommitRequest {
+                })
+                .collect();
+            let pending: Vec<_> = versions
+                .chunks(ROWS_PER_COMMIT)
+                .map(|chunk| {
+                    self.writer.submit(CommitRequest {
                         tenant: tenant.tenant_id.clone(),
-                        versions: std::mem::take(&mut versions),
+                        versions: chunk.to_vec(),
                         poison: Vec::new(),
                         cursor: None,
-                    }));
-                }
-            }
-            if !versions.is_empty() {
-                pending.push(self.writer.submit(CommitRequest {
-                    tenant: tenant.tenant_id.clone(),
-                    versions,
-                    poison: Vec::new(),
-                    cursor: None,
-                }));
-            }
+                    })
+                })
+                .collect();
             let mut new_rows = 0;
             for p in pending {
                 new_rows += crate::writer::Writer::wait(p)

@@ -102,11 +102,7 @@ impl Pipeline {
 
     /// The configured name of the tenant `id`.
     pub fn tenant_name(&self, id: &xdrsync_model::TenantId) -> Option<&str> {
-        self.config
-            .tenants
-            .iter()
-            .find(|t| &t.tenant_id == id)
-            .map(|t| t.name.as_str())
+        self.config.tenant(id.as_str()).map(|t| t.name.as_str())
     }
 
     /// The API client.

@@ -115,7 +115,7 @@ impl SqliteStore {
                     bytes = bytes.len(),
                     "Trained the store's compression dictionary."
                 );
-                self.dictionaries().stored(id, bytes);
+                self.dictionaries().add(id, bytes.into());
             }
             Ok(Err(_)) => tracing::warn!("A compression dictionary id out of range; not used."),
             Err(e) => {
@@ -157,8 +157,8 @@ impl SqliteStore {
                      ON CONFLICT (tenant_id, stream, item_id, last_update) DO NOTHING",
                 )
                 .map_err(&err)?;
-            // A hunt row is identified by its content: found again by a later run (at a later
-            // `found_at`), it is the row already stored, not a new version of it.
+            // An item of a single-version stream (a hunt row, identified by its content) found
+            // again at a later time is the version already stored, not a new one.
             let mut seen = tx
                 .prepare_cached(
                     "SELECT 1 FROM versions WHERE tenant_id = ?1 AND stream = ?2 AND item_id = ?3 LIMIT 1",
@@ -169,7 +169,7 @@ impl SqliteStore {
                 debug_assert_eq!(r.tenant(), tenant);
                 let stream = r.stream();
                 let item = r.item_id();
-                if stream == StreamKind::Hunts
+                if stream.single_version()
                     && seen
                         .exists(params![tenant.as_str(), stream.as_str(), item])
                         .map_err(&err)?

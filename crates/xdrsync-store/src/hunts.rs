@@ -3,7 +3,7 @@
 //! are versions of the `hunts` stream, committed like any page before the run is recorded: a
 //! crash in between only runs the hunt again, and its rows are found already stored.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use xdrsync_model::{TenantId, Timestamp};
 
 use crate::{SqliteStore, StoreError};
@@ -56,25 +56,6 @@ impl SqliteStore {
             )
             .map_err(self.err())?;
         Ok(())
-    }
-
-    /// When `hunt` last started in `tenant` (successfully or not), if ever.
-    pub fn last_hunt_run(
-        &self,
-        hunt: &str,
-        tenant: &TenantId,
-    ) -> Result<Option<Timestamp>, StoreError> {
-        let text: Option<String> = self
-            .read_conn()
-            .query_row(
-                "SELECT started_at FROM hunt_runs WHERE hunt = ?1 AND tenant_id = ?2",
-                params![hunt, tenant.as_str()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.err())?;
-        text.map(|t| self.parse_time(&t, "hunt_runs.started_at"))
-            .transpose()
     }
 
     /// Every recorded run, by hunt and tenant.

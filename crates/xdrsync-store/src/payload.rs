@@ -100,13 +100,13 @@ impl Dictionaries {
         Ok(d)
     }
 
-    fn add(&mut self, id: u32, bytes: Arc<[u8]>) -> Dictionary {
+    /// Records the dictionary stored with `id`; the newest becomes the current one.
+    pub(crate) fn add(&mut self, id: u32, bytes: Arc<[u8]>) {
         let d = Dictionary::new(id, bytes);
-        self.known.insert(id, d.clone());
         if self.current.as_ref().is_none_or(|c| c.id < id) {
             self.current = Some(d.clone());
         }
-        d
+        self.known.insert(id, d);
     }
 
     /// The dictionary new payloads are compressed with.
@@ -127,8 +127,8 @@ impl Dictionaries {
         self.sizes.len() >= TRAIN_PAYLOADS || self.samples.len() >= TRAIN_BYTES
     }
 
-    /// Trains the first dictionary once enough samples were kept: its bytes (the samples are
-    /// dropped either way; a failed training is logged and compression goes on without).
+    /// Trains the first dictionary once enough samples were kept: its bytes (a failed
+    /// training is logged; compression goes on without one and samples are kept again).
     pub(crate) fn train(&mut self) -> Option<Vec<u8>> {
         if self.current.is_some() || !self.enough() {
             return None;
@@ -143,11 +143,6 @@ impl Dictionaries {
                 None
             }
         }
-    }
-
-    /// Records a dictionary just stored with `id`; it becomes the current one.
-    pub(crate) fn stored(&mut self, id: u32, bytes: Vec<u8>) {
-        self.add(id, bytes.into());
     }
 
     /// The dictionary `id`, from memory or (one another process trained) from the table.

@@ -242,12 +242,7 @@ impl ServerState {
 
     /// Counts a pass's scheduled hunt runs (the runs themselves are in the store).
     pub(crate) fn hunts_finished(&self, runs: &[xdrsync_store::HuntRun]) {
-        let names: std::collections::HashMap<String, String> = read(&self.daemon)
-            .config
-            .tenants
-            .iter()
-            .map(|t| (t.tenant_id.as_str().to_owned(), t.name.clone()))
-            .collect();
+        let names = xdrsync_sinks::tenant_names(&read(&self.daemon).config.tenants);
         for r in runs {
             let tenant = names
                 .get(r.tenant_id.as_str())
