@@ -4,7 +4,8 @@
 //! home tenant and has a service principal in another tenant only after that tenant's admin
 //! consented; the roles granted there become the `roles` claim of app-only tokens.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use xdrsync_model::Timestamp;
@@ -227,6 +228,13 @@ pub struct Directory {
     pub tenants: Vec<TenantSpec>,
     /// App registrations.
     pub apps: Vec<AppSpec>,
+    /// Lower-cased tenant id and domain → position in `tenants`, built on the first lookup:
+    /// every token and API request finds its tenant, and a scan of 10,000 tenants per
+    /// request made a pull of N tenants cost N² (bench-scale). A hit is checked against the
+    /// tenant it points at and a miss falls back to the scan, so a directory changed after
+    /// the index was built still answers right; `EmulatorState::update_directory` drops it.
+    #[serde(skip)]
+    index: OnceLock<HashMap<String, usize>>,
 }
 
 /// The read roles a sync needs, per resource.
@@ -286,17 +294,47 @@ impl Directory {
         };
         let mut tenants = vec![mssp];
         tenants.extend(customers);
+        Directory::new(tenants, vec![app])
+    }
+
+    /// A directory of these tenants and apps.
+    pub fn new(tenants: Vec<TenantSpec>, apps: Vec<AppSpec>) -> Self {
         Directory {
             tenants,
-            apps: vec![app],
+            apps,
+            index: OnceLock::new(),
         }
+    }
+
+    /// Forgets the tenant index after the tenants changed (it is rebuilt on the next lookup).
+    pub fn reindex(&mut self) {
+        self.index = OnceLock::new();
     }
 
     /// Finds a tenant by GUID or verified domain (case-insensitive).
     pub fn tenant(&self, key: &str) -> Option<&TenantSpec> {
-        self.tenants
+        let is = |t: &TenantSpec| t.id.eq_ignore_ascii_case(key) || t.domain.eq_ignore_ascii_case(key);
+        let index = self.index.get_or_init(|| {
+            let mut index = HashMap::with_capacity(self.tenants.len() * 2);
+            // Reversed, so that the first of two tenants with one key wins, as the scan's.
+            for (i, t) in self.tenants.iter().enumerate().rev() {
+                index.insert(t.id.to_ascii_lowercase(), i);
+                index.insert(t.domain.to_ascii_lowercase(), i);
+            }
+            index
+        });
+        index
+            .get(&key.to_ascii_lowercase())
+            .and_then(|&i| self.tenants.get(i))
+            .filter(|t| is(t))
+            .or_else(|| self.tenants.iter().find(|t| is(t)))
+    }
+
+    /// The position of the app with this client id, for [`AppRef`].
+    pub fn app_index(&self, client_id: &str) -> Option<usize> {
+        self.apps
             .iter()
-            .find(|t| t.id.eq_ignore_ascii_case(key) || t.domain.eq_ignore_ascii_case(key))
+            .position(|a| a.client_id.eq_ignore_ascii_case(client_id))
     }
 
     /// Finds an app by client id.
@@ -343,5 +381,32 @@ mod tests {
             Resource::Mde.uri_in(Cloud::GccHigh),
             "https://api-gov.securitycenter.microsoft.us"
         );
+    }
+}
+
+/// An app of a directory snapshot, without copying it: an MSSP app's consents name every
+/// customer tenant, and copying them for each token request cost O(tenants) per token.
+#[derive(Clone, Debug)]
+pub struct AppRef {
+    dir: std::sync::Arc<Directory>,
+    index: usize,
+}
+
+impl AppRef {
+    /// The app with this client id in `dir`, if any.
+    pub fn find(dir: std::sync::Arc<Directory>, client_id: &str) -> Option<Self> {
+        let index = dir.app_index(client_id)?;
+        Some(AppRef { dir, index })
+    }
+}
+
+impl std::ops::Deref for AppRef {
+    type Target = AppSpec;
+
+    fn deref(&self) -> &AppSpec {
+        // Found by `find` in this very snapshot, which nothing changes (it is behind an Arc
+        // that `update_directory` replaces, never edits, while shared).
+        #[allow(clippy::indexing_slicing)]
+        &self.dir.apps[self.index]
     }
 }

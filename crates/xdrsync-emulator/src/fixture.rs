@@ -31,7 +31,7 @@
 //! xdr = ["Incident.Read.All"]
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -217,6 +217,10 @@ impl Fixture {
             return Ok((config, CertPaths::new()));
         }
         let mut dir = Directory::default();
+        // Lower-cased name, id and domain → tenant id: a fixture of 10,000 tenants must not
+        // scan them all per tenant and per consent.
+        let mut keys: HashMap<String, String> = HashMap::new();
+        let mut taken: HashSet<String> = HashSet::new();
         for (i, t) in self.tenants.into_iter().enumerate() {
             let mut spec = TenantSpec::named(&t.name, t.incidents_per_hour.unwrap_or(2.0));
             if let Some(id) = t.id {
@@ -229,24 +233,22 @@ impl Fixture {
                 spec.seed = s;
             }
             spec.cloud = t.cloud;
-            if dir.tenant(&spec.id).is_some() || dir.tenant(&spec.domain).is_some() {
+            let (id, domain) = (spec.id.to_ascii_lowercase(), spec.domain.to_ascii_lowercase());
+            if taken.contains(&id) || taken.contains(&domain) {
                 return Err(err(format!("tenants[{i}]: `{}` is declared twice", t.name)));
             }
+            for key in [spec.name.to_ascii_lowercase(), id.clone(), domain.clone()] {
+                keys.entry(key).or_insert_with(|| spec.id.clone());
+            }
+            taken.insert(id);
+            taken.insert(domain);
             dir.tenants.push(spec);
         }
-        let resolve = |key: &str, dir: &Directory| -> Option<String> {
-            dir.tenants
-                .iter()
-                .find(|t| {
-                    t.name.eq_ignore_ascii_case(key)
-                        || t.id.eq_ignore_ascii_case(key)
-                        || t.domain.eq_ignore_ascii_case(key)
-                })
-                .map(|t| t.id.clone())
-        };
+        let resolve =
+            |key: &str| -> Option<String> { keys.get(&key.to_ascii_lowercase()).cloned() };
         let mut cert_paths = CertPaths::new();
         for (i, a) in self.apps.into_iter().enumerate() {
-            let home = resolve(&a.home_tenant, &dir).ok_or_else(|| {
+            let home = resolve(&a.home_tenant).ok_or_else(|| {
                 err(format!(
                     "apps[{i}].home_tenant: no tenant `{}`",
                     a.home_tenant
@@ -275,7 +277,7 @@ impl Fixture {
             }
             let mut consents = BTreeMap::new();
             for (tenant, roles) in a.consents {
-                let id = resolve(&tenant, &dir)
+                let id = resolve(&tenant)
                     .ok_or_else(|| err(format!("apps[{i}].consents: no tenant `{tenant}`")))?;
                 consents.insert(id, roles);
             }

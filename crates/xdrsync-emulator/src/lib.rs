@@ -246,7 +246,9 @@ impl EmulatorState {
     /// Changes the directory (add tenants or apps, grant or revoke roles).
     pub fn update_directory(&self, f: impl FnOnce(&mut Directory)) {
         let mut guard = self.0.directory.write().unwrap_or_else(|e| e.into_inner());
-        f(Arc::make_mut(&mut guard));
+        let dir = Arc::make_mut(&mut guard);
+        f(dir);
+        dir.reindex();
     }
 
     /// The key that signs new tokens.

@@ -88,10 +88,7 @@ fn directory(tenants: usize, per_hour: f64) -> Directory {
         required_roles: Default::default(),
         managed_identity: false,
     };
-    Directory {
-        tenants: specs,
-        apps: vec![app],
-    }
+    Directory::new(specs, vec![app])
 }
 
 fn config(dir: &std::path::Path, emu: &Emulator, api: &str, sync: &str) -> xdrsync_config::Config {

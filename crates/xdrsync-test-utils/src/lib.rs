@@ -87,10 +87,7 @@ pub fn many_tenants(names: &[&str], incidents_per_hour: f64, roles: &[&str]) -> 
         required_roles: Default::default(),
         managed_identity: false,
     };
-    Directory {
-        tenants,
-        apps: vec![app],
-    }
+    Directory::new(tenants, vec![app])
 }
 
 /// Every read role of every resource.

@@ -44,7 +44,7 @@ pub(super) fn delegated(req: &Req<'_>, grant: &Grant, acr: &str, nonce: Option<&
             &tenant_not_found(&grant.user.tenant),
         ));
     };
-    let Some(app) = dir.app(&grant.client_id).cloned() else {
+    let Some(app) = AppRef::find(dir.clone(), &grant.client_id) else {
         return Err(req.bad(
             StatusCode::BAD_REQUEST,
             "unauthorized_client",

@@ -28,7 +28,7 @@ use xdrsync_jwt::{Algorithm, Decoded};
 use xdrsync_model::Timestamp;
 
 use crate::EmulatorState;
-use crate::directory::{AppSpec, Resource, TenantSpec};
+use crate::directory::{AppRef, AppSpec, Resource, TenantSpec};
 use crate::errors;
 use crate::rng::name_guid;
 use crate::sessions::{Device, Grant, Refresh, User, opaque};

@@ -111,7 +111,7 @@ impl<'a> Req<'a> {
     }
 
     /// Finds the app and checks it has a service principal in `tenant`.
-    pub(super) fn app(&self, tenant: &TenantSpec) -> Result<AppSpec, Response> {
+    pub(super) fn app(&self, tenant: &TenantSpec) -> Result<AppRef, Response> {
         let client_id = self.client_id().ok_or_else(|| {
             self.bad(
                 StatusCode::BAD_REQUEST,
@@ -120,8 +120,8 @@ impl<'a> Req<'a> {
                 "The request body must contain the following parameter: 'client_id'.",
             )
         })?;
-        match self.state.directory().app(&client_id) {
-            Some(app) if app_in_tenant(app, &tenant.id) => Ok(app.clone()),
+        match AppRef::find(self.state.directory(), &client_id) {
+            Some(app) if app_in_tenant(&app, &tenant.id) => Ok(app),
             _ => Err(self.bad(
                 StatusCode::BAD_REQUEST,
                 "unauthorized_client",
