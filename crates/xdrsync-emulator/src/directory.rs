@@ -313,7 +313,8 @@ impl Directory {
 
     /// Finds a tenant by GUID or verified domain (case-insensitive).
     pub fn tenant(&self, key: &str) -> Option<&TenantSpec> {
-        let is = |t: &TenantSpec| t.id.eq_ignore_ascii_case(key) || t.domain.eq_ignore_ascii_case(key);
+        let is =
+            |t: &TenantSpec| t.id.eq_ignore_ascii_case(key) || t.domain.eq_ignore_ascii_case(key);
         let index = self.index.get_or_init(|| {
             let mut index = HashMap::with_capacity(self.tenants.len() * 2);
             // Reversed, so that the first of two tenants with one key wins, as the scan's.
@@ -357,33 +358,6 @@ pub fn generate_secret(seed: u64) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{Cloud, Resource};
-
-    /// Each cloud names its resources by its own App ID URIs (and the first-party ids that hold
-    /// everywhere); another cloud's URI names nothing.
-    #[test]
-    fn resources_are_named_per_cloud() {
-        assert!(Resource::Graph.named_in("https://graph.microsoft.us/", Cloud::GccHigh));
-        assert!(!Resource::Graph.named_in("https://graph.microsoft.com", Cloud::GccHigh));
-        assert!(Resource::Graph.named_in("https://graph.microsoft.com", Cloud::Gcc));
-        assert!(Resource::Graph.named_in("https://dod-graph.microsoft.us", Cloud::Dod));
-        assert!(Resource::Graph.named_in("00000003-0000-0000-c000-000000000000", Cloud::Dod));
-        assert!(Resource::Xdr.named_in("https://api-gcc.security.microsoft.us", Cloud::Gcc));
-        assert!(!Resource::Xdr.named_in("https://api.security.microsoft.com", Cloud::Gcc));
-        assert!(!Resource::Graph.named_in("https://graph.microsoft.us", Cloud::Public));
-        assert_eq!(
-            Resource::from_identifier("https://api-gov.securitycenter.microsoft.us"),
-            Some(Resource::Mde)
-        );
-        assert_eq!(
-            Resource::Mde.uri_in(Cloud::GccHigh),
-            "https://api-gov.securitycenter.microsoft.us"
-        );
-    }
-}
-
 /// An app of a directory snapshot, without copying it: an MSSP app's consents name every
 /// customer tenant, and copying them for each token request cost O(tenants) per token.
 #[derive(Clone, Debug)]
@@ -408,5 +382,71 @@ impl std::ops::Deref for AppRef {
         // that `update_directory` replaces, never edits, while shared).
         #[allow(clippy::indexing_slicing)]
         &self.dir.apps[self.index]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AppRef, Cloud, Directory, Resource, TenantSpec};
+
+    /// Tenants are found by id or domain in any case through the index, the first of two
+    /// with one key wins as a scan's would, and a directory changed after the index was built
+    /// still finds every tenant (a stale hit is checked, a miss scans).
+    #[test]
+    fn tenants_are_found_through_the_index_and_after_changes() {
+        let mut dir = Directory::demo(7);
+        let first = dir.tenants[1].clone();
+        assert_eq!(dir.tenant(&first.id.to_uppercase()).unwrap().id, first.id);
+        assert_eq!(
+            dir.tenant(&first.domain.to_uppercase()).unwrap().id,
+            first.id
+        );
+        assert!(dir.tenant("nowhere.onmicrosoft.com").is_none());
+        let mut twin = TenantSpec::named("Twin", 1.0);
+        twin.domain = first.domain.clone();
+        dir.tenants.push(twin.clone());
+        assert_eq!(
+            dir.tenant(&first.domain).unwrap().id,
+            first.id,
+            "first wins"
+        );
+        assert_eq!(
+            dir.tenant(&twin.id).unwrap().name,
+            "Twin",
+            "added after indexing"
+        );
+        dir.tenants.swap(1, 2);
+        assert_eq!(
+            dir.tenant(&first.id).unwrap().id,
+            first.id,
+            "moved after indexing"
+        );
+        dir.reindex();
+        assert_eq!(dir.tenant(&twin.id).unwrap().name, "Twin");
+        let client = dir.apps[0].client_id.clone();
+        let app = AppRef::find(std::sync::Arc::new(dir), &client.to_uppercase()).unwrap();
+        assert_eq!(app.client_id, client);
+    }
+
+    /// Each cloud names its resources by its own App ID URIs (and the first-party ids that hold
+    /// everywhere); another cloud's URI names nothing.
+    #[test]
+    fn resources_are_named_per_cloud() {
+        assert!(Resource::Graph.named_in("https://graph.microsoft.us/", Cloud::GccHigh));
+        assert!(!Resource::Graph.named_in("https://graph.microsoft.com", Cloud::GccHigh));
+        assert!(Resource::Graph.named_in("https://graph.microsoft.com", Cloud::Gcc));
+        assert!(Resource::Graph.named_in("https://dod-graph.microsoft.us", Cloud::Dod));
+        assert!(Resource::Graph.named_in("00000003-0000-0000-c000-000000000000", Cloud::Dod));
+        assert!(Resource::Xdr.named_in("https://api-gcc.security.microsoft.us", Cloud::Gcc));
+        assert!(!Resource::Xdr.named_in("https://api.security.microsoft.com", Cloud::Gcc));
+        assert!(!Resource::Graph.named_in("https://graph.microsoft.us", Cloud::Public));
+        assert_eq!(
+            Resource::from_identifier("https://api-gov.securitycenter.microsoft.us"),
+            Some(Resource::Mde)
+        );
+        assert_eq!(
+            Resource::Mde.uri_in(Cloud::GccHigh),
+            "https://api-gov.securitycenter.microsoft.us"
+        );
     }
 }

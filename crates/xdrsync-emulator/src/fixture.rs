@@ -233,7 +233,10 @@ impl Fixture {
                 spec.seed = s;
             }
             spec.cloud = t.cloud;
-            let (id, domain) = (spec.id.to_ascii_lowercase(), spec.domain.to_ascii_lowercase());
+            let (id, domain) = (
+                spec.id.to_ascii_lowercase(),
+                spec.domain.to_ascii_lowercase(),
+            );
             if taken.contains(&id) || taken.contains(&domain) {
                 return Err(err(format!("tenants[{i}]: `{}` is declared twice", t.name)));
             }

@@ -411,8 +411,8 @@ mod tests {
         }
     }
 
-    /// RS256 signs through the blinded path (RUSTSEC-2023-0071) and stays deterministic:
-    /// the same input gives the same signature as the unblinded computation.
+    /// RS256 signs on ring's constant-time RSA (`rsa`'s unblinded path is RUSTSEC-2023-0071)
+    /// and stays deterministic: the same input gives the signature `rsa` computes.
     #[test]
     fn rs256_signing_is_blinded_and_deterministic() {
         use rsa::signature::Signer as _;
@@ -426,6 +426,22 @@ mod tests {
             .sign(input.as_bytes())
             .to_vec();
         assert_eq!(sig, b64url(&unblinded));
+    }
+
+    /// A key ring refuses (under 2048 bits) is signed by `rsa` instead, and verifies.
+    #[test]
+    fn a_key_ring_refuses_still_signs() {
+        let k = SigningKey::generate(1024).unwrap();
+        assert!(k.fast.is_none());
+        let pk = k.jwk().public_key().unwrap();
+        for alg in [Algorithm::RS256, Algorithm::PS256] {
+            let token = k.sign(alg, serde_json::Map::new(), &json!({"aud": "x"}));
+            assert_eq!(
+                Decoded::parse(&token).unwrap().verify(&pk, &[alg]).unwrap(),
+                alg
+            );
+        }
+        assert!(key().fast.is_some(), "a 2048-bit key signs on ring");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use xdrsync_store::{CommitRequest, CommitStats, SqliteStore, StoreError};
+use xdrsync_store::{CommitRequest, CommitStats, Encoded, SqliteStore, StoreError};
 
 /// Versions one transaction takes at most (a few MB of JSON).
 const GROUP_VERSIONS: usize = 2000;
@@ -21,7 +21,8 @@ type Reply = oneshot::Sender<Result<CommitStats, StoreError>>;
 /// The handle to a pipeline's writer thread; the thread stops when the last handle is dropped.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
-    tx: mpsc::UnboundedSender<(CommitRequest, Reply)>,
+    store: Arc<SqliteStore>,
+    tx: mpsc::UnboundedSender<(CommitRequest, Encoded, Reply)>,
     commits: watch::Receiver<u64>,
 }
 
@@ -31,7 +32,8 @@ pub(crate) type Pending = oneshot::Receiver<Result<CommitStats, StoreError>>;
 impl Writer {
     /// Starts the writer thread of `store`.
     pub(crate) fn spawn(store: Arc<SqliteStore>) -> std::io::Result<Self> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(CommitRequest, Reply)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(CommitRequest, Encoded, Reply)>();
+        let writes = store.clone();
         let (count, commits) = watch::channel(0u64);
         std::thread::Builder::new()
             .name("xdrsync-store-writer".into())
@@ -48,8 +50,15 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    let (requests, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-                    let results = store.commit_group(&requests);
+                    let mut requests = Vec::with_capacity(group.len());
+                    let mut encoded = Vec::with_capacity(group.len());
+                    let mut replies = Vec::with_capacity(group.len());
+                    for (request, e, reply) in group {
+                        requests.push(request);
+                        encoded.push(e);
+                        replies.push(reply);
+                    }
+                    let results = writes.commit_group_encoded(&requests, &encoded);
                     count.send_modify(|n| *n += 1);
                     for (reply, result) in replies.into_iter().zip(results) {
                         // A caller that stopped waiting no longer needs the answer.
@@ -57,15 +66,17 @@ impl Writer {
                     }
                 }
             })?;
-        Ok(Writer { tx, commits })
+        Ok(Writer { store, tx, commits })
     }
 
-    /// Queues `request`; the answer comes when its group is committed.
+    /// Compresses `request`'s payloads here, on the caller's thread (so that the writer
+    /// thread only inserts), and queues it; the answer comes when its group is committed.
     pub(crate) fn submit(&self, request: CommitRequest) -> Pending {
         let (reply, answer) = oneshot::channel();
+        let encoded = self.store.encode(&request.versions);
         // If the thread is gone the reply sender is dropped with the message, and the caller's
         // `wait` reports it.
-        let _ = self.tx.send((request, reply));
+        let _ = self.tx.send((request, encoded, reply));
         answer
     }
 

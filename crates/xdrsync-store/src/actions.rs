@@ -4,7 +4,7 @@
 use rusqlite::params;
 use xdrsync_model::{StreamKind, TenantId, Timestamp};
 
-use crate::{NewVersion, SqliteStore, StoreError, StoredVersion, write_transaction};
+use crate::{Encoded, NewVersion, SqliteStore, StoreError, StoredVersion, write_transaction};
 
 /// How an action ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +98,14 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let err = self.err();
         if let Some(v) = produced {
-            self.apply(tx, &action.tenant_id, std::slice::from_ref(v), &[], None)?;
+            self.apply(
+                tx,
+                &action.tenant_id,
+                std::slice::from_ref(v),
+                &Encoded::default(),
+                &[],
+                None,
+            )?;
             let r = &v.record;
             tx.execute(
                 "UPDATE versions SET origin = ?1

@@ -1,11 +1,13 @@
 //! Writing a pull: versions, cursors and poison records, group-committed.
 
+use std::borrow::Cow;
+
 use rusqlite::{Connection, OptionalExtension, params};
 use xdrsync_model::{ChangeKind, Record, StreamKind, TenantId, Timestamp};
 
 use crate::{
-    CommitRequest, CommitStats, NewVersion, PoisonRecord, SqliteStore, StoreError, fxhash,
-    write_transaction,
+    CommitRequest, CommitStats, Encoded, EncodedVersion, NewVersion, PoisonRecord, SqliteStore,
+    StoreError, fxhash, write_transaction,
 };
 
 impl SqliteStore {
@@ -42,7 +44,8 @@ impl SqliteStore {
         versions: &[NewVersion],
         cursor: Option<(StreamKind, Timestamp)>,
     ) -> Result<CommitStats, StoreError> {
-        self.commit_alone(&mut self.conn(), tenant, versions, &[], cursor)
+        let none = Encoded::default();
+        self.commit_alone(&mut self.conn(), tenant, versions, &none, &[], cursor)
     }
 
     /// One request's writes in a transaction of their own.
@@ -51,12 +54,13 @@ impl SqliteStore {
         conn: &mut Connection,
         tenant: &TenantId,
         versions: &[NewVersion],
+        encoded: &Encoded,
         poison: &[PoisonRecord],
         cursor: Option<(StreamKind, Timestamp)>,
     ) -> Result<CommitStats, StoreError> {
         self.train_dictionary(conn);
         let tx = write_transaction(conn).map_err(self.err())?;
-        let stats = self.apply(&tx, tenant, versions, poison, cursor)?;
+        let stats = self.apply(&tx, tenant, versions, encoded, poison, cursor)?;
         tx.commit().map_err(self.err())?;
         Ok(stats)
     }
@@ -66,13 +70,47 @@ impl SqliteStore {
     /// is retried in a transaction of its own, so one bad request fails alone. The results are
     /// in the order of `group`.
     pub fn commit_group(&self, group: &[CommitRequest]) -> Vec<Result<CommitStats, StoreError>> {
+        self.commit_group_encoded(group, &[])
+    }
+
+    /// The payloads of `versions` compressed with the store's current dictionary, for
+    /// [`SqliteStore::commit_group_encoded`]: the CPU of a commit done on the caller's thread.
+    pub fn encode(&self, versions: &[NewVersion]) -> Encoded {
+        let dictionary = self.dictionaries().current();
+        let items = versions
+            .iter()
+            .map(|v| {
+                let normalized = v.record.to_json();
+                EncodedVersion {
+                    stored_normalized: crate::payload::encode(&normalized, dictionary.as_ref()),
+                    stored_raw: crate::payload::encode(&v.raw, dictionary.as_ref()),
+                    normalized,
+                }
+            })
+            .collect();
+        Encoded {
+            dictionary: dictionary.map_or(0, |d| d.id()),
+            items,
+        }
+    }
+
+    /// [`SqliteStore::commit_group`] with each request's payloads already compressed
+    /// (`encoded[i]` for `group[i]`; a missing or out-of-date one is compressed here).
+    pub fn commit_group_encoded(
+        &self,
+        group: &[CommitRequest],
+        encoded: &[Encoded],
+    ) -> Vec<Result<CommitStats, StoreError>> {
+        let none = Encoded::default();
+        let encoded_of = |i: usize| encoded.get(i).unwrap_or(&none);
         let mut conn = self.conn();
         self.train_dictionary(&mut conn);
         let together = (|| {
             let tx = write_transaction(&mut conn).map_err(self.err())?;
             let mut stats = Vec::with_capacity(group.len());
-            for r in group {
-                stats.push(self.apply(&tx, &r.tenant, &r.versions, &r.poison, r.cursor)?);
+            for (i, r) in group.iter().enumerate() {
+                let e = encoded_of(i);
+                stats.push(self.apply(&tx, &r.tenant, &r.versions, e, &r.poison, r.cursor)?);
             }
             tx.commit().map_err(self.err())?;
             Ok::<_, StoreError>(stats)
@@ -84,8 +122,10 @@ impl SqliteStore {
                 tracing::warn!(error = %e, requests = group.len(), "A group commit failed; committing its requests one by one.");
                 group
                     .iter()
-                    .map(|r| {
-                        self.commit_alone(&mut conn, &r.tenant, &r.versions, &r.poison, r.cursor)
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let (v, p) = (&r.versions, &r.poison);
+                        self.commit_alone(&mut conn, &r.tenant, v, encoded_of(i), p, r.cursor)
                     })
                     .collect()
             }
@@ -130,6 +170,7 @@ impl SqliteStore {
         tx: &rusqlite::Transaction<'_>,
         tenant: &TenantId,
         versions: &[NewVersion],
+        encoded: &Encoded,
         poison: &[PoisonRecord],
         cursor: Option<(StreamKind, Timestamp)>,
     ) -> Result<CommitStats, StoreError> {
@@ -140,6 +181,10 @@ impl SqliteStore {
         }
         let mut stats = CommitStats::default();
         let dictionary = self.dictionaries().current();
+        // Compressed ahead with the dictionary still current: used as they are.
+        let ahead = (encoded.items.len() == versions.len()
+            && encoded.dictionary == dictionary.as_ref().map_or(0, |d| d.id()))
+        .then_some(&encoded.items);
         {
             let mut previous = tx
                 .prepare_cached(
@@ -164,7 +209,7 @@ impl SqliteStore {
                     "SELECT 1 FROM versions WHERE tenant_id = ?1 AND stream = ?2 AND item_id = ?3 LIMIT 1",
                 )
                 .map_err(&err)?;
-            for v in versions {
+            for (i, v) in versions.iter().enumerate() {
                 let r = &v.record;
                 debug_assert_eq!(r.tenant(), tenant);
                 let stream = r.stream();
@@ -200,7 +245,20 @@ impl SqliteStore {
                     None => None,
                 };
                 let (kind, changes) = r.classify(prev.as_ref());
-                let normalized = r.to_json();
+                let (normalized, stored_normalized, stored_raw) = match ahead.and_then(|a| a.get(i))
+                {
+                    Some(e) => (
+                        Cow::Borrowed(e.normalized.as_str()),
+                        Cow::Borrowed(&e.stored_normalized),
+                        Cow::Borrowed(&e.stored_raw),
+                    ),
+                    None => {
+                        let normalized = r.to_json();
+                        let n = crate::payload::encode(&normalized, dictionary.as_ref());
+                        let raw = crate::payload::encode(&v.raw, dictionary.as_ref());
+                        (Cow::Owned(normalized), Cow::Owned(n), Cow::Owned(raw))
+                    }
+                };
                 if dictionary.is_none() {
                     let mut d = self.dictionaries();
                     d.sample(&v.raw);
@@ -217,8 +275,8 @@ impl SqliteStore {
                         kind.as_str(),
                         changes_json,
                         r.api(),
-                        crate::payload::encode(&normalized, dictionary.as_ref()),
-                        crate::payload::encode(&v.raw, dictionary.as_ref()),
+                        stored_normalized,
+                        stored_raw,
                         now,
                     ])
                     .map_err(&err)?;

@@ -114,6 +114,23 @@ pub struct NewVersion {
     pub raw: String,
 }
 
+/// A request's payloads compressed ahead of its commit ([`SqliteStore::encode`]), on the
+/// caller's thread: the writer thread is where every write is serialized, and compressing there
+/// made it the pull's critical path (bench-pull). Made with the dictionary current then; if the
+/// store trained a newer one by the time of the commit, the commit compresses again itself.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    dictionary: u32,
+    items: Vec<EncodedVersion>,
+}
+
+#[derive(Debug)]
+struct EncodedVersion {
+    normalized: String,
+    stored_normalized: rusqlite::types::Value,
+    stored_raw: rusqlite::types::Value,
+}
+
 /// One (tenant, stream)'s share of a group commit ([`SqliteStore::commit_group`]).
 #[derive(Debug, Clone)]
 pub struct CommitRequest {
