@@ -831,3 +831,55 @@ fn a_dictionary_is_trained_from_the_first_payloads_and_read_by_every_process() {
         "{err}"
     );
 }
+
+/// Payloads compressed ahead of the writer (`encode`, on the reading task's thread) are stored
+/// as they are while the dictionary they were made with is current; ones made before a newer
+/// dictionary was trained are compressed again at commit with it. Either way every version
+/// reads back byte for byte.
+#[test]
+fn payloads_encoded_ahead_are_stored_or_redone_with_the_current_dictionary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ahead.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let t = TenantId::canonical("a");
+    let n = payload::TRAIN_PAYLOADS / 2 + 200;
+    let versions: Vec<NewVersion> = (0..n)
+        .map(|i| big_version("a", &i.to_string(), "2026-11-01T00:00:01Z"))
+        .collect();
+    let request = |chunk: &[NewVersion]| CommitRequest {
+        tenant: t.clone(),
+        versions: chunk.to_vec(),
+        poison: Vec::new(),
+        cursor: None,
+    };
+    let chunks: Vec<&[NewVersion]> = versions.chunks(100).collect();
+    // Every chunk encoded before any is committed: all without a dictionary, which the store
+    // trains part-way through the commits below.
+    let encoded: Vec<Encoded> = chunks.iter().map(|c| store.encode(c)).collect();
+    for (chunk, e) in chunks.iter().zip(encoded) {
+        let results = store.commit_group_encoded(&[request(chunk)], &[e]);
+        assert_eq!(results[0].as_ref().unwrap().created, chunk.len() as u64);
+    }
+    let db = Connection::open(&path).unwrap();
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT COUNT(*) FROM dictionaries"), 1);
+    // The chunks committed after the training were compressed again with dictionary 1.
+    let redone = count("SELECT COUNT(*) FROM versions WHERE substr(raw, 2, 4) = x'01000000'");
+    assert!(redone >= 100, "{redone}");
+    // Encoded now, with dictionary 1 current: stored as encoded.
+    let later: Vec<NewVersion> = (0..50)
+        .map(|i| big_version("a", &format!("later{i}"), "2026-11-01T00:00:02Z"))
+        .collect();
+    let e = store.encode(&later);
+    store.commit_group_encoded(&[request(&later)], &[e]);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM versions WHERE substr(raw, 2, 4) = x'01000000'"),
+        redone + 50
+    );
+    let back = store.versions_after(0, 10_000).unwrap();
+    assert_eq!(back.len(), n + 50);
+    for (got, want) in back.iter().zip(versions.iter().chain(&later)) {
+        assert_eq!(got.raw, want.raw);
+        assert_eq!(got.record, want.record);
+    }
+}
