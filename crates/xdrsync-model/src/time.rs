@@ -82,6 +82,27 @@ impl Timestamp {
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = &self.0;
+        // The common case by hand: `write!` with seven padded fields was 3 % of a pull's CPU
+        // (every version's key, cursor and JSON carry timestamps).
+        if let Ok(year @ 0..=9999) = u32::try_from(d.year()) {
+            let mut b = *b"0000-00-00T00:00:00.0000000Z";
+            let mut put = |at: usize, width: usize, mut v: u32| {
+                for i in (at..at + width).rev() {
+                    if let Some(c) = b.get_mut(i) {
+                        *c = b'0' + (v % 10) as u8;
+                    }
+                    v /= 10;
+                }
+            };
+            put(0, 4, year);
+            put(5, 2, d.month());
+            put(8, 2, d.day());
+            put(11, 2, d.hour());
+            put(14, 2, d.minute());
+            put(17, 2, d.second());
+            put(20, 7, d.nanosecond() % 1_000_000_000 / 100);
+            return f.write_str(std::str::from_utf8(&b).map_err(|_| fmt::Error)?);
+        }
         write!(
             f,
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",
@@ -145,6 +166,36 @@ mod tests {
         assert_eq!(b, c);
         assert_eq!(a.to_string(), "2020-09-06T14:46:57.2900000Z");
         assert_eq!(a.to_trimmed_string(), "2020-09-06T14:46:57.29Z");
+    }
+
+    /// The hand-written text is chrono's `%Y-%m-%dT%H:%M:%S.%7fZ` for every instant, at the
+    /// ends of the range too; years past 9999 take the general path.
+    #[test]
+    fn display_is_the_seven_digit_form_everywhere() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut samples: Vec<DateTime<Utc>> = (0..2000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let secs = (x % 253_402_300_799) as i64; // 1970 to 9999-12-31
+                DateTime::from_timestamp(secs, (x >> 34) as u32 % 1_000_000_000).unwrap()
+            })
+            .collect();
+        samples.push(DateTime::from_timestamp(0, 0).unwrap());
+        samples.push(DateTime::from_timestamp(253_402_300_799, 999_999_999).unwrap());
+        samples.push(DateTime::from_timestamp(-62_135_596_800, 100).unwrap()); // year 1
+        for d in samples {
+            let t = Timestamp::from_datetime(d);
+            let want = format!(
+                "{}.{:07}Z",
+                t.0.format("%Y-%m-%dT%H:%M:%S"),
+                t.0.timestamp_subsec_nanos() / 100
+            );
+            assert_eq!(t.to_string(), want);
+        }
+        let far = Timestamp::from_datetime(DateTime::from_timestamp(253_402_300_800, 0).unwrap());
+        assert_eq!(far.to_string(), "10000-01-01T00:00:00.0000000Z");
     }
 
     #[test]
