@@ -87,42 +87,45 @@ const MDE_PROPS: &[(&str, PropType)] = &[
     ("assignedTo", PropType::Text),
 ];
 
-/// Every alert of the tenant's visible incidents with its incident (shared, not copied per
-/// alert), newest change first.
-fn all_alerts(state: &EmulatorState, tenant: &str) -> Vec<(AlertRef, Arc<EmuIncident>)> {
-    alerts_where(state, tenant, |_, _| true)
-}
-
-/// The tenant's visible alerts that satisfy `pred`, newest first; only the incidents holding
-/// one are copied out of the world (a list page's filter usually keeps a small part of them).
+/// The tenant's visible alerts that satisfy `pred`, newest change first. `pred` runs once per
+/// alert, under the world lock, and only incidents holding an alert it keeps are copied out
+/// (each once, shared by its alerts): a list page's filter keeps a small part of the tenant,
+/// and copying every incident and alert for each page of 1,000 was most of the alert streams'
+/// cost (bench-pull … alerts).
 fn alerts_where(
     state: &EmulatorState,
     tenant: &str,
     pred: impl Fn(&EmuAlert, &EmuIncident) -> bool,
-) -> Vec<(AlertRef, Arc<EmuIncident>)> {
-    let mut out: Vec<(AlertRef, Arc<EmuIncident>)> = Vec::new();
-    for i in state.incidents(tenant, |i| i.alerts.iter().any(|a| pred(a, i))) {
-        let i = Arc::new(i);
-        out.extend(
-            (0..i.alerts.len())
-                .filter(|&n| i.alerts.get(n).is_some_and(|a| pred(a, &i)))
-                .map(|n| (AlertRef(i.clone(), n), i.clone())),
-        );
-    }
-    out.sort_by(|(a, _), (b, _)| (b.last_updated, &b.id).cmp(&(a.last_updated, &a.id)));
+) -> Vec<AlertRef> {
+    let found = state.visible_filter_map(tenant, |i| {
+        let kept: Vec<usize> = (0..i.alerts.len())
+            .filter(|&n| i.alerts.get(n).is_some_and(|a| pred(a, i)))
+            .collect();
+        (!kept.is_empty()).then(|| (Arc::new(i.clone()), kept))
+    });
+    let mut out: Vec<AlertRef> = found
+        .into_iter()
+        .flat_map(|(i, kept)| kept.into_iter().map(move |n| AlertRef(i.clone(), n)))
+        .collect();
+    out.sort_by(|a, b| (b.last_updated, &b.id).cmp(&(a.last_updated, &a.id)));
     out
 }
 
-/// One alert of an incident, pointed at rather than copied: a list request walks every alert
-/// of the tenant, and copying each (its entities and devices) for every page of 1,000 was
-/// most of the alert stream's cost (bench-pull … alerts).
+/// One alert of an incident, pointed at rather than copied.
 struct AlertRef(Arc<EmuIncident>, usize);
+
+impl AlertRef {
+    /// The incident the alert belongs to.
+    fn incident(&self) -> &EmuIncident {
+        &self.0
+    }
+}
 
 impl std::ops::Deref for AlertRef {
     type Target = EmuAlert;
 
     fn deref(&self) -> &EmuAlert {
-        // Made by `all_alerts` from `0..alerts.len()` of this very incident, which the Arc
+        // Made by `alerts_where` from `0..alerts.len()` of this very incident, which the Arc
         // keeps unchanged.
         #[allow(clippy::indexing_slicing)]
         &self.0.alerts[self.1]
@@ -174,34 +177,33 @@ pub(crate) async fn alerts_v2(
         Some(Ok(f)) => f,
         Some(Err(e)) => return bad(format!("Invalid filter clause: {e}")),
     };
-    let matching: Vec<(AlertRef, Arc<EmuIncident>)> =
-        alerts_where(&state, &caller.tenant, |a, i| {
-            let source = a
-                .service_override
-                .unwrap_or(a.template.service_source)
-                .graph;
-            odata::matches(&filter, &|p| match p {
-                "createdDateTime" => odata::Value::DateTime(a.created),
-                "lastUpdateDateTime" => odata::Value::DateTime(a.last_updated),
-                "severity" => odata::Value::Text(Some(a.severity.graph)),
-                "status" => odata::Value::Text(Some(a.status.graph)),
-                "serviceSource" => odata::Value::Text(Some(source)),
-                "classification" => {
-                    odata::Value::Text(Some(a.verdict.map_or("unknown", |v| v.0.graph)))
-                }
-                "determination" => odata::Value::Text(Some(
-                    a.verdict.map_or("unknown", |v| view.determination(v.1)),
-                )),
-                _ => odata::Value::Text(a.assigned_to.as_deref().or(i.assigned_to.as_deref())),
-            })
-        });
+    let matching: Vec<AlertRef> = alerts_where(&state, &caller.tenant, |a, i| {
+        let source = a
+            .service_override
+            .unwrap_or(a.template.service_source)
+            .graph;
+        odata::matches(&filter, &|p| match p {
+            "createdDateTime" => odata::Value::DateTime(a.created),
+            "lastUpdateDateTime" => odata::Value::DateTime(a.last_updated),
+            "severity" => odata::Value::Text(Some(a.severity.graph)),
+            "status" => odata::Value::Text(Some(a.status.graph)),
+            "serviceSource" => odata::Value::Text(Some(source)),
+            "classification" => {
+                odata::Value::Text(Some(a.verdict.map_or("unknown", |v| v.0.graph)))
+            }
+            "determination" => odata::Value::Text(Some(
+                a.verdict.map_or("unknown", |v| view.determination(v.1)),
+            )),
+            _ => odata::Value::Text(a.assigned_to.as_deref().or(i.assigned_to.as_deref())),
+        })
+    });
     let total = matching.len();
     let page: Vec<Value> = matching
         .iter()
         .skip(skip)
         .take(top)
-        .map(|(a, i)| {
-            let mut v = render::graph_alert(a, i, &caller.tenant, view);
+        .map(|a| {
+            let mut v = render::graph_alert(a, a.incident(), &caller.tenant, view);
             if let Some(s) = &select {
                 s.project(&mut v, None);
             }
@@ -243,9 +245,9 @@ pub(crate) async fn alert_v2(
         .into_iter()
         .next()
     {
-        Some((a, i)) => odata_json(render::graph_alert(
+        Some(a) => odata_json(render::graph_alert(
             &a,
-            &i,
+            a.incident(),
             &caller.tenant,
             GraphView::of(&state, &headers),
         )),
@@ -392,11 +394,9 @@ pub(crate) async fn mde_alerts(
         Some(Ok(f)) => f,
         Some(Err(e)) => return bad(e),
     };
-    let page: Vec<Value> = all_alerts(&state, &caller.tenant)
-        .into_iter()
-        .filter(|(a, _)| a.is_mde())
-        .filter(|(a, i)| {
-            odata::matches(&filter, &|p| match p {
+    let page: Vec<Value> = alerts_where(&state, &caller.tenant, |a, i| {
+        a.is_mde()
+            && odata::matches(&filter, &|p| match p {
                 "alertCreationTime" => odata::Value::DateTime(a.created),
                 "lastUpdateTime" => odata::Value::DateTime(a.last_updated),
                 "lastEventTime" => odata::Value::DateTime(a.activity.1),
@@ -409,11 +409,20 @@ pub(crate) async fn mde_alerts(
                 "detectionSource" => odata::Value::Text(Some(a.template.detection_source.legacy)),
                 _ => odata::Value::Text(a.assigned_to.as_deref()),
             })
-        })
-        .skip(skip)
-        .take(top)
-        .map(|(a, i)| mde_alert(&a, &i, &caller.tenant, evidence, state.body_style()))
-        .collect();
+    })
+    .into_iter()
+    .skip(skip)
+    .take(top)
+    .map(|a| {
+        mde_alert(
+            &a,
+            a.incident(),
+            &caller.tenant,
+            evidence,
+            state.body_style(),
+        )
+    })
+    .collect();
     state.count_page_served();
     odata_json(
         json!({"@odata.context": "https://api.securitycenter.microsoft.com/api/$metadata#Alerts", "value": page}),
@@ -509,14 +518,10 @@ pub(crate) async fn siem_alerts(
     let cloud_tag = get(&pairs, "CloudCreatedMachineTags");
     let base = "https://securitycenter.windows.com";
     let mut out = Vec::new();
-    for (a, i) in all_alerts(&state, &caller.tenant)
-        .into_iter()
-        .filter(|(a, _)| a.is_mde())
-    {
-        let processed = a.last_updated;
-        if processed < since || processed > until {
-            continue;
-        }
+    let exported =
+        |a: &EmuAlert, _: &EmuIncident| a.is_mde() && (since..=until).contains(&a.last_updated);
+    for a in alerts_where(&state, &caller.tenant, exported) {
+        let (i, processed) = (a.incident(), a.last_updated);
         let Some(d) = a.devices.first() else { continue };
         let (dtag, ctag) = machine_tags(&d.id);
         if (!groups.is_empty()

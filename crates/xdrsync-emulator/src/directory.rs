@@ -340,9 +340,7 @@ impl Directory {
 
     /// Finds an app by client id.
     pub fn app(&self, client_id: &str) -> Option<&AppSpec> {
-        self.apps
-            .iter()
-            .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+        self.app_index(client_id).and_then(|i| self.apps.get(i))
     }
 }
 

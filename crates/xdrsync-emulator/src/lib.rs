@@ -439,14 +439,23 @@ impl EmulatorState {
     /// The tenant's incidents as the list APIs see them now (after ingestion lag, within
     /// retention) that satisfy `pred`.
     pub fn incidents(&self, tenant: &str, pred: impl Fn(&EmuIncident) -> bool) -> Vec<EmuIncident> {
+        self.visible_filter_map(tenant, |i| pred(i).then(|| i.clone()))
+    }
+
+    /// What `f` makes of each of the tenant's incidents as the list APIs see them now, where
+    /// it makes something: `f` runs under the world lock and decides what is copied out.
+    pub(crate) fn visible_filter_map<T>(
+        &self,
+        tenant: &str,
+        f: impl FnMut(&EmuIncident) -> Option<T>,
+    ) -> Vec<T> {
         let now = self.clock().now();
         let lag = chrono::Duration::seconds(self.0.behaviour.ingestion_lag_secs as i64);
         let retention = chrono::Duration::days(i64::from(self.0.behaviour.retention_days));
         self.with_tenant(tenant, |d| {
             d.visible(now, lag, retention)
                 .into_iter()
-                .filter(|i| pred(i))
-                .cloned()
+                .filter_map(f)
                 .collect()
         })
         .unwrap_or_default()

@@ -1,10 +1,9 @@
 //! Writing a pull: versions, cursors and poison records, group-committed.
 
-use std::borrow::Cow;
-
 use rusqlite::{Connection, OptionalExtension, params};
 use xdrsync_model::{ChangeKind, Record, StreamKind, TenantId, Timestamp};
 
+use crate::payload::Dictionary;
 use crate::{
     CommitRequest, CommitStats, Encoded, EncodedVersion, NewVersion, PoisonRecord, SqliteStore,
     StoreError, fxhash, write_transaction,
@@ -79,18 +78,26 @@ impl SqliteStore {
         let dictionary = self.dictionaries().current();
         let items = versions
             .iter()
-            .map(|v| {
-                let normalized = v.record.to_json();
-                EncodedVersion {
-                    stored_normalized: crate::payload::encode(&normalized, dictionary.as_ref()),
-                    stored_raw: crate::payload::encode(&v.raw, dictionary.as_ref()),
-                    normalized,
-                }
-            })
+            .map(|v| self.encode_version(v, dictionary.as_ref()))
             .collect();
         Encoded {
             dictionary: dictionary.map_or(0, |d| d.id()),
             items,
+        }
+    }
+
+    /// One version's payloads compressed with `dictionary`; while the store has none, they are
+    /// kept as training samples (whoever compresses, samples).
+    fn encode_version(&self, v: &NewVersion, dictionary: Option<&Dictionary>) -> EncodedVersion {
+        let normalized = v.record.to_json();
+        if dictionary.is_none() {
+            let mut d = self.dictionaries();
+            d.sample(&v.raw);
+            d.sample(&normalized);
+        }
+        EncodedVersion {
+            stored_normalized: crate::payload::encode(&normalized, dictionary),
+            stored_raw: crate::payload::encode(&v.raw, dictionary),
         }
     }
 
@@ -245,25 +252,14 @@ impl SqliteStore {
                     None => None,
                 };
                 let (kind, changes) = r.classify(prev.as_ref());
-                let (normalized, stored_normalized, stored_raw) = match ahead.and_then(|a| a.get(i))
-                {
-                    Some(e) => (
-                        Cow::Borrowed(e.normalized.as_str()),
-                        Cow::Borrowed(&e.stored_normalized),
-                        Cow::Borrowed(&e.stored_raw),
-                    ),
+                let here;
+                let e = match ahead.and_then(|a| a.get(i)) {
+                    Some(e) => e,
                     None => {
-                        let normalized = r.to_json();
-                        let n = crate::payload::encode(&normalized, dictionary.as_ref());
-                        let raw = crate::payload::encode(&v.raw, dictionary.as_ref());
-                        (Cow::Owned(normalized), Cow::Owned(n), Cow::Owned(raw))
+                        here = self.encode_version(v, dictionary.as_ref());
+                        &here
                     }
                 };
-                if dictionary.is_none() {
-                    let mut d = self.dictionaries();
-                    d.sample(&v.raw);
-                    d.sample(&normalized);
-                }
                 let changes_json = serde_json::to_string(&changes).unwrap_or_default();
                 let inserted = insert
                     .execute(params![
@@ -275,8 +271,8 @@ impl SqliteStore {
                         kind.as_str(),
                         changes_json,
                         r.api(),
-                        stored_normalized,
-                        stored_raw,
+                        e.stored_normalized,
+                        e.stored_raw,
                         now,
                     ])
                     .map_err(&err)?;

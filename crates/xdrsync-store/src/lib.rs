@@ -126,7 +126,6 @@ pub struct Encoded {
 
 #[derive(Debug)]
 struct EncodedVersion {
-    normalized: String,
     stored_normalized: rusqlite::types::Value,
     stored_raw: rusqlite::types::Value,
 }
