@@ -481,48 +481,26 @@ impl EmulatorState {
         let lag = chrono::Duration::seconds(self.0.behaviour.ingestion_lag_secs as i64);
         let retention = chrono::Duration::days(i64::from(self.0.behaviour.retention_days));
         self.with_tenant(tenant, |d| {
-            use std::ops::Bound;
-            // Without ingestion lag every incident shows its current version: read the index
-            // range in order and stop once the page (and the one after it) is known.
-            if lag.is_zero() && d.newest().is_none_or(|t| t <= now) {
-                let oldest = now.sub(retention);
-                let lower = Bound::Included(range.0.map_or(oldest, |t| t.max(oldest)));
-                let upper = range.1.map_or(Bound::Unbounded, Bound::Included);
-                let mut matching = d.current_in((lower, upper), ascending).filter(|i| pred(i));
-                let wanted = skip.saturating_add(top);
-                let mut seen = 0;
-                let page: Vec<&EmuIncident> = matching
-                    .by_ref()
-                    .take(wanted)
-                    .inspect(|_| seen += 1)
-                    .skip(skip)
-                    .collect();
-                let total = if count {
-                    seen + matching.count()
-                } else {
-                    seen + usize::from(matching.next().is_some())
-                };
-                return (total, f(&page));
-            }
-            let mut matching: Vec<&EmuIncident> = d
-                .visible(now, lag, retention)
-                .into_iter()
-                .filter(|i| pred(i))
-                .collect();
-            let total = matching.len();
-            // Only the first `skip + top` in order are needed: select them in O(n) and sort
-            // just those, instead of sorting every match for every page.
-            let order = |a: &&EmuIncident, b: &&EmuIncident| {
-                let o = (a.last_update, a.id).cmp(&(b.last_update, b.id));
-                if ascending { o } else { o.reverse() }
-            };
+            // The visible versions in order, read only as far as the page (and the one
+            // after it) needs (see `TenantData::visible_in`).
+            let oldest = now.sub(retention);
+            let from = range.0.map_or(oldest, |t| t.max(oldest));
+            let mut matching = d
+                .visible_in(now, lag, (from, range.1), ascending)
+                .filter(|i| pred(i));
             let wanted = skip.saturating_add(top);
-            if wanted < matching.len() {
-                matching.select_nth_unstable_by(wanted, order);
-                matching.truncate(wanted);
-            }
-            matching.sort_by(order);
-            let page: Vec<&EmuIncident> = matching.into_iter().skip(skip).take(top).collect();
+            let mut seen = 0;
+            let page: Vec<&EmuIncident> = matching
+                .by_ref()
+                .take(wanted)
+                .inspect(|_| seen += 1)
+                .skip(skip)
+                .collect();
+            let total = if count {
+                seen + matching.count()
+            } else {
+                seen + usize::from(matching.next().is_some())
+            };
             (total, f(&page))
         })
     }

@@ -312,33 +312,92 @@ impl TenantData {
         retention: chrono::Duration,
     ) -> Vec<&EmuIncident> {
         let oldest = now.sub(retention);
-        let seed = self.spec.seed;
-        let varies = self.realism.lag_varies;
-        let written = &self.written;
-        let shown = |v: &EmuIncident| {
-            if written.contains(&(v.id, v.last_update)) {
-                return true;
-            }
-            let lag = if varies {
-                // A fixed share of the lag per version: the same answer on every call.
-                let mut rng = Rng::derive(seed ^ 0x1A6, v.id ^ (v.last_update.ticks() as u64));
-                let ticks = lag.num_milliseconds().max(0) as u64;
-                chrono::Duration::milliseconds(rng.below(ticks + 1) as i64)
-            } else {
-                lag
-            };
-            v.last_update <= now.sub(lag)
-        };
+        let settled = now.sub(lag);
         self.incidents
             .values()
-            .filter_map(|inc| {
-                if shown(inc) {
-                    return Some(inc);
-                }
-                self.history.get(&inc.id)?.iter().rev().find(|v| shown(v))
-            })
+            .filter_map(|inc| self.shown_version(inc, now, settled, lag))
             .filter(|i| i.last_update >= oldest)
             .collect()
+    }
+
+    /// The visible versions (as [`TenantData::visible`]) whose last-update time lies in
+    /// `[from, to]`, ordered by `(last update, id)` (newest first unless `ascending`), lazily.
+    ///
+    /// A version at least `lag` old is shown whatever its own share of the lag, so every
+    /// incident whose current version is that old is read from the time index in order; only
+    /// the few changed within the last `lag` are resolved one by one, sorted and merged in. A
+    /// list page thus costs what it reads, not a pass over the tenant.
+    pub fn visible_in(
+        &self,
+        now: Timestamp,
+        lag: chrono::Duration,
+        (from, to): (Timestamp, Option<Timestamp>),
+        ascending: bool,
+    ) -> impl Iterator<Item = &EmuIncident> + '_ {
+        use std::ops::Bound;
+        let settled = now.sub(lag);
+        let upper = to.map_or(settled, |t| t.min(settled));
+        let old = self.current_in((Bound::Included(from), Bound::Included(upper)), ascending);
+        let in_range =
+            |i: &&EmuIncident| i.last_update >= from && to.is_none_or(|t| i.last_update <= t);
+        let mut recent: Vec<&EmuIncident> = self
+            .current_in((Bound::Excluded(settled), Bound::Unbounded), true)
+            .filter_map(|inc| self.shown_version(inc, now, settled, lag))
+            .filter(in_range)
+            .collect();
+        let key = |i: &EmuIncident| (i.last_update, i.id);
+        recent.sort_by(|a, b| {
+            let o = key(a).cmp(&key(b));
+            if ascending { o } else { o.reverse() }
+        });
+        let mut old = old.peekable();
+        let mut recent = recent.into_iter().peekable();
+        std::iter::from_fn(move || match (old.peek(), recent.peek()) {
+            (Some(a), Some(b)) => {
+                let first_is_old = if ascending {
+                    key(a) <= key(b)
+                } else {
+                    key(a) >= key(b)
+                };
+                if first_is_old {
+                    old.next()
+                } else {
+                    recent.next()
+                }
+            }
+            (Some(_), None) => old.next(),
+            (None, _) => recent.next(),
+        })
+    }
+
+    /// The version of the incident `inc` (its current one) that list calls see at `now`, if
+    /// any: see [`TenantData::visible`]. `settled` is `now - lag`: a version that old is
+    /// shown without drawing its share of the lag.
+    fn shown_version<'a>(
+        &'a self,
+        inc: &'a EmuIncident,
+        now: Timestamp,
+        settled: Timestamp,
+        lag: chrono::Duration,
+    ) -> Option<&'a EmuIncident> {
+        let seed = self.spec.seed;
+        let varies = self.realism.lag_varies;
+        let shown = |v: &EmuIncident| {
+            if v.last_update <= settled || self.written.contains(&(v.id, v.last_update)) {
+                return true;
+            }
+            if !varies {
+                return false;
+            }
+            // A fixed share of the lag per version: the same answer on every call.
+            let mut rng = Rng::derive(seed ^ 0x1A6, v.id ^ (v.last_update.ticks() as u64));
+            let ticks = lag.num_milliseconds().max(0) as u64;
+            v.last_update <= now.sub(chrono::Duration::milliseconds(rng.below(ticks + 1) as i64))
+        };
+        if shown(inc) {
+            return Some(inc);
+        }
+        self.history.get(&inc.id)?.iter().rev().find(|v| shown(v))
     }
 
     /// The newest current last-update time of the tenant.
@@ -698,6 +757,68 @@ mod tests {
         for inc in once.incidents.values() {
             assert!(inc.last_update >= inc.created);
             assert!(inc.last_update <= end);
+        }
+    }
+
+    /// `visible_in` reads the time index and merges the recently changed incidents in; it
+    /// must list exactly what a pass over every incident (`visible`), filtered to the range
+    /// and sorted, lists: for each lag (none, fixed, varying), window and order, at many
+    /// instants including ones inside the lag of fresh changes.
+    #[test]
+    fn visible_in_lists_what_a_full_pass_lists_in_order() {
+        let start: Timestamp = "2026-11-01T00:00:00Z".parse().unwrap();
+        let retention = chrono::Duration::days(180);
+        for (lag_secs, varies) in [(0, false), (600, false), (600, true), (7200, true)] {
+            let realism = Realism {
+                keep_history: true,
+                lag_varies: varies,
+                tie_probability: 0.3,
+                ..Realism::default()
+            };
+            let mut d =
+                TenantData::with_realism(TenantSpec::named("Contoso", 40.0), start, realism);
+            let lag = chrono::Duration::seconds(lag_secs);
+            let mut now = start;
+            for step in 0..12 {
+                now = now.add(chrono::Duration::minutes(53));
+                d.advance_to(now);
+                // Some reads land just after changes, some in the middle of the lag.
+                let at = now.sub(chrono::Duration::seconds(step * 97 % 900));
+                let all = d.visible(at, lag, retention);
+                let windows = [
+                    (start, None),
+                    (at.sub(chrono::Duration::minutes(90)), None),
+                    (
+                        start.add(chrono::Duration::minutes(60)),
+                        Some(at.sub(chrono::Duration::minutes(20))),
+                    ),
+                    (at, Some(at.sub(chrono::Duration::hours(1)))),
+                ];
+                for (from, to) in windows {
+                    for ascending in [true, false] {
+                        let mut want: Vec<(Timestamp, u64)> = all
+                            .iter()
+                            .filter(|i| {
+                                i.last_update >= from && to.is_none_or(|t| i.last_update <= t)
+                            })
+                            .map(|i| (i.last_update, i.id))
+                            .collect();
+                        want.sort();
+                        if !ascending {
+                            want.reverse();
+                        }
+                        let got: Vec<(Timestamp, u64)> = d
+                            .visible_in(at, lag, (from, to), ascending)
+                            .map(|i| (i.last_update, i.id))
+                            .collect();
+                        assert_eq!(
+                            got, want,
+                            "lag {lag_secs}s varies {varies} step {step} from {from} to {to:?} ascending {ascending}"
+                        );
+                    }
+                }
+            }
+            assert!(d.incidents.len() > 300, "{}", d.incidents.len());
         }
     }
 
