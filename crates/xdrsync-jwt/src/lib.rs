@@ -362,7 +362,33 @@ impl Decoded {
         if !allowed.contains(&alg) {
             return Err(JwtError::Algorithm(alg.as_str().to_owned()));
         }
-        let ok = match alg {
+        // ring verifies keys of 2048 bits and up (every key Entra or the emulator issues) in a
+        // fraction of `rsa`'s time, and the emulator checks a token on every request; `rsa`
+        // keeps the smaller keys a test or an old tenant may still present.
+        let ok = if key.size() >= 256 {
+            let params: &ring::signature::RsaParameters = match alg {
+                Algorithm::RS256 => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                Algorithm::PS256 => &ring::signature::RSA_PSS_2048_8192_SHA256,
+            };
+            ring::signature::RsaPublicKeyComponents {
+                n: key.n().to_bytes_be(),
+                e: key.e().to_bytes_be(),
+            }
+            .verify(params, self.signing_input.as_bytes(), &self.signature)
+            .is_ok()
+        } else {
+            self.verify_with_rsa(key, alg)?
+        };
+        if ok {
+            Ok(alg)
+        } else {
+            Err(JwtError::Signature)
+        }
+    }
+
+    /// The signature check by the `rsa` crate (keys below 2048 bits).
+    fn verify_with_rsa(&self, key: &RsaPublicKey, alg: Algorithm) -> Result<bool, JwtError> {
+        Ok(match alg {
             Algorithm::RS256 => {
                 let sig = pkcs1v15::Signature::try_from(self.signature.as_slice())
                     .map_err(|_| JwtError::Signature)?;
@@ -377,12 +403,7 @@ impl Decoded {
                     .verify(self.signing_input.as_bytes(), &sig)
                     .is_ok()
             }
-        };
-        if ok {
-            Ok(alg)
-        } else {
-            Err(JwtError::Signature)
-        }
+        })
     }
 }
 
@@ -442,6 +463,37 @@ mod tests {
             );
         }
         assert!(key().fast.is_some(), "a 2048-bit key signs on ring");
+    }
+
+    /// ring (keys of 2048 bits and more) and `rsa` (smaller keys) must agree on every
+    /// verdict: a good signature, a tampered input, a flipped signature bit, another key.
+    #[test]
+    fn ring_and_rsa_agree_on_every_verdict() {
+        let k = key();
+        let other = key().jwk().public_key().unwrap();
+        let pk = k.jwk().public_key().unwrap();
+        for alg in [Algorithm::RS256, Algorithm::PS256] {
+            let token = k.sign(alg, serde_json::Map::new(), &json!({"aud": "x"}));
+            let good = Decoded::parse(&token).unwrap();
+            let mut bad_input = Decoded::parse(&token).unwrap();
+            bad_input.signing_input.push('x');
+            let mut bad_sig = Decoded::parse(&token).unwrap();
+            bad_sig.signature[7] ^= 1;
+            let mut short_sig = Decoded::parse(&token).unwrap();
+            short_sig.signature.truncate(10);
+            let cases = [
+                (&good, &pk, true),
+                (&bad_input, &pk, false),
+                (&bad_sig, &pk, false),
+                (&short_sig, &pk, false),
+                (&good, &other, false),
+            ];
+            for (i, (d, key, want)) in cases.into_iter().enumerate() {
+                let by_ring = d.verify(key, &[alg]).is_ok();
+                let by_rsa = d.verify_with_rsa(key, alg).unwrap_or(false);
+                assert_eq!((by_ring, by_rsa), (want, want), "{alg:?} case {i}");
+            }
+        }
     }
 
     #[test]
