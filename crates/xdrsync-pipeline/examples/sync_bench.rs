@@ -43,7 +43,7 @@ use xdrsync_emulator::{
 use xdrsync_model::Timestamp;
 use xdrsync_pipeline::{Pipeline, PullMode};
 use xdrsync_sinks::{NdjsonSink, Sink};
-use xdrsync_store::SqliteStore;
+use xdrsync_store::{SqliteStore, Store};
 
 /// The allocator of the `xdrsync` binary, so the figures are the binary's.
 #[global_allocator]
@@ -175,7 +175,8 @@ async fn throughput(tenants: usize, per_hour: f64) {
     for (pass, what) in [(1, "emulator cold"), (2, "emulator warm")] {
         let mut c = config.clone();
         c.store_path = tmp.path().join(format!("pass{pass}.db"));
-        let store = Arc::new(SqliteStore::open(&c.store_path).unwrap());
+        let store: Arc<dyn xdrsync_store::Store> =
+            Arc::new(SqliteStore::open(&c.store_path).unwrap());
         let out = tmp.path().join(format!("pass{pass}.ndjson"));
         measure(&format!("{tenants} tenants, {what}"), c, store, &out).await;
     }
@@ -190,7 +191,7 @@ async fn throughput(tenants: usize, per_hour: f64) {
 async fn measure(
     label: &str,
     config: xdrsync_config::Config,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     out: &std::path::Path,
 ) {
     let pipeline = Pipeline::new(config, store.clone()).unwrap();
@@ -266,7 +267,8 @@ async fn ratelimit(incidents: usize, scale: f64, api: &str) {
         api,
         &format!("initial_lookback_hours = 720\nrate_budget = true\nquota_time_scale = {scale}\n"),
     );
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let pipeline = Pipeline::new(config, store.clone()).unwrap();
     let before = emu.state().stats();
     let started = Instant::now();
@@ -299,7 +301,7 @@ async fn ratelimit(incidents: usize, scale: f64, api: &str) {
 
 /// Fills `store` with `n` prunable versions: incidents of a tenant of their own, four old
 /// versions each (200 days ago) and a fifth, newer one that is kept.
-fn fill_prunable(store: &SqliteStore, n: usize) {
+fn fill_prunable(store: &dyn Store, n: usize) {
     use xdrsync_model::{ApiKind, Incident, IncidentId, Record, Severity, TenantId};
     let tenant = TenantId::canonical("00000000-0000-4000-8000-0000000000ff");
     let old = Timestamp::now().sub(chrono::Duration::days(200));
@@ -349,9 +351,10 @@ async fn prune(n: usize) {
     let emu = start(directory(4, 60.0), 1.0, false).await;
     let tmp = tempfile::tempdir().unwrap();
     let config = unlimited_config(tmp.path(), &emu);
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let t = Instant::now();
-    fill_prunable(&store, n);
+    fill_prunable(&*store, n);
     println!(
         "prune: {} versions stored in {:.1}s ({:.0} MB)",
         store.version_count().unwrap(),
@@ -397,10 +400,7 @@ async fn prune(n: usize) {
     println!(
         "prune: {} versions left, store {:.0} MB",
         store.version_count().unwrap(),
-        std::fs::metadata(store.path())
-            .map(|m| m.len())
-            .unwrap_or(0) as f64
-            / 1e6
+        store.size_bytes() as f64 / 1e6
     );
 }
 

@@ -20,7 +20,7 @@ use xdrsync_model::{
     ApiKind, Record, StreamKind, Timestamp, normalize_graph_alert, normalize_graph_incident,
     normalize_xdr_incident,
 };
-use xdrsync_store::{ActionOutcome, ActionRecord, NewVersion, SqliteStore};
+use xdrsync_store::{ActionOutcome, ActionRecord, NewVersion, Store};
 
 /// What became of one action.
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ type AuditItem = (
 );
 
 impl Audit {
-    fn start(store: Arc<SqliteStore>) -> (Audit, tokio::task::JoinHandle<()>) {
+    fn start(store: Arc<dyn Store>) -> (Audit, tokio::task::JoinHandle<()>) {
         let (queue, mut rx) = tokio::sync::mpsc::unbounded_channel::<AuditItem>();
         let task = tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -114,7 +114,7 @@ impl Audit {
 /// with each one.
 pub async fn apply_actions(
     config: &Config,
-    store: &Arc<SqliteStore>,
+    store: &Arc<dyn Store>,
     client: &ApiClient,
     vault: Option<&Arc<Vault>>,
     actions: Vec<Action>,
@@ -158,7 +158,7 @@ pub async fn apply_actions(
 #[allow(clippy::too_many_arguments)] // one action's whole context, passed down once
 async fn apply_one(
     config: &Config,
-    store: &Arc<SqliteStore>,
+    store: &Arc<dyn Store>,
     client: &ApiClient,
     vault: Option<&Arc<Vault>>,
     audit: &Audit,

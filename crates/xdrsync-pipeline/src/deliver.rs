@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use xdrsync_sinks::{Delivered, Sink, SinkError};
-use xdrsync_store::SqliteStore;
+use xdrsync_store::Store;
 
 /// One delivery of `sink` (its blocking parts run off the async threads). How it went is
 /// recorded in the store (`sink_health`) for `status`, `/metrics` and `/readyz`.
-pub async fn once(sink: &Arc<dyn Sink>, store: &Arc<SqliteStore>) -> Result<Delivered, SinkError> {
+pub async fn once(sink: &Arc<dyn Sink>, store: &Arc<dyn Store>) -> Result<Delivered, SinkError> {
     let result = unrecorded(sink, store).await;
     record(sink, store, &result).await;
     result
@@ -21,17 +21,14 @@ pub async fn once(sink: &Arc<dyn Sink>, store: &Arc<SqliteStore>) -> Result<Deli
 
 /// [`once`] without recording the outcome: [`follow`] delivers after every commit of a pull
 /// and records once, at its end, instead of a store write per commit.
-async fn unrecorded(
-    sink: &Arc<dyn Sink>,
-    store: &Arc<SqliteStore>,
-) -> Result<Delivered, SinkError> {
+async fn unrecorded(sink: &Arc<dyn Sink>, store: &Arc<dyn Store>) -> Result<Delivered, SinkError> {
     sink.clone().deliver(store.clone()).await
 }
 
 /// Records a delivery's outcome (events moved, or the error) in the store.
 async fn record(
     sink: &Arc<dyn Sink>,
-    store: &Arc<SqliteStore>,
+    store: &Arc<dyn Store>,
     result: &Result<Delivered, SinkError>,
 ) {
     let outcome = match result {
@@ -57,7 +54,7 @@ async fn record(
 /// A failed delivery ends it with the error (the sink resumes from its position next time).
 pub async fn follow(
     sink: Arc<dyn Sink>,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     mut commits: watch::Receiver<u64>,
     mut finished: watch::Receiver<bool>,
 ) -> Result<Delivered, SinkError> {

@@ -19,7 +19,7 @@ use xdrsync_auth::vault::Vault;
 use xdrsync_config::{Config, ConfigError, Tenant};
 use xdrsync_model::{StreamKind, Timestamp};
 use xdrsync_store::{
-    CommitRequest, CommitStats, NewVersion, PoisonRecord, PullOutcome, SqliteStore, StoreError,
+    CommitRequest, CommitStats, NewVersion, PoisonRecord, PullOutcome, Store, StoreError,
 };
 
 pub mod actions;
@@ -47,7 +47,7 @@ pub struct Pipeline {
     /// Called as pulls start, read pages and end.
     progress: Option<ProgressHook>,
     config: Arc<Config>,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     /// Commits every stream's pages, grouped (see [`writer`]).
     writer: Writer,
     client: ApiClient,
@@ -57,7 +57,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline over `config` and `store`.
-    pub fn new(config: Config, store: Arc<SqliteStore>) -> Result<Self, ConfigError> {
+    pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Self, ConfigError> {
         let client = api_client(&config)?;
         let vault = if config.tenants.iter().any(|t| t.enabled && t.delegated) {
             Some(open_vault(&config)?)
@@ -85,7 +85,7 @@ impl Pipeline {
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<SqliteStore> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 

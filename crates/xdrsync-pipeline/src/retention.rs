@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xdrsync_model::Timestamp;
-use xdrsync_store::{SqliteStore, StoreError};
+use xdrsync_store::{Store, StoreError};
 
 use crate::blocking;
 
@@ -66,7 +66,7 @@ impl Retention {
     /// none: the outbox is delivered to nobody, so age alone decides).
     pub async fn prune(
         &mut self,
-        store: &Arc<SqliteStore>,
+        store: &Arc<dyn Store>,
         sinks: &[String],
     ) -> Result<PruneReport, StoreError> {
         let started = Instant::now();

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use xdrsync_store::{CommitRequest, CommitStats, Encoded, SqliteStore, StoreError};
+use xdrsync_store::{CommitRequest, CommitStats, Encoded, Store, StoreError};
 
 /// Versions one transaction takes at most (a few MB of JSON).
 const GROUP_VERSIONS: usize = 2000;
@@ -21,7 +21,7 @@ type Reply = oneshot::Sender<Result<CommitStats, StoreError>>;
 /// The handle to a pipeline's writer thread; the thread stops when the last handle is dropped.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     tx: mpsc::UnboundedSender<(CommitRequest, Encoded, Reply)>,
     commits: watch::Receiver<u64>,
 }
@@ -31,7 +31,7 @@ pub(crate) type Pending = oneshot::Receiver<Result<CommitStats, StoreError>>;
 
 impl Writer {
     /// Starts the writer thread of `store`.
-    pub(crate) fn spawn(store: Arc<SqliteStore>) -> std::io::Result<Self> {
+    pub(crate) fn spawn(store: Arc<dyn Store>) -> std::io::Result<Self> {
         let (tx, mut rx) = mpsc::unbounded_channel::<(CommitRequest, Encoded, Reply)>();
         let writes = store.clone();
         let (count, commits) = watch::channel(0u64);

@@ -25,7 +25,7 @@ use xdrsync_config::Config;
 use xdrsync_emulator::{Behaviour, Emulator};
 use xdrsync_model::{ApiKind, StreamKind};
 use xdrsync_pipeline::Pipeline;
-use xdrsync_store::SqliteStore;
+use xdrsync_store::{SqliteStore, Store};
 use xdrsync_test_utils as tu;
 
 use tu::truth::{Poll, Truth, check, observable};
@@ -51,7 +51,7 @@ fn config(dir: &std::path::Path, emu: &Emulator, page: u32) -> Config {
 
 fn check_all(
     emu: &Emulator,
-    store: &SqliteStore,
+    store: &dyn Store,
     config: &Config,
     polls: &[Poll],
     lag: i64,
@@ -97,10 +97,11 @@ async fn alert_streams_with_ties_merges_and_lag_match_the_ground_truth() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &emu, 3);
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
     let polls = run(&emu, &pipeline, 40, chrono::Duration::minutes(11)).await;
-    let observable = check_all(&emu, &store, &config, &polls, 240);
+    let observable = check_all(&emu, &*store, &config, &polls, 240);
     assert!(observable > 500, "only {observable} observable versions");
     // Alerts were updated (resolved, moved by a merge), not only created.
     let updated = store
@@ -131,11 +132,12 @@ async fn alert_streams_survive_fault_storms_and_token_expiry() {
     );
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &emu, 4);
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
     // Steps of 70 minutes: every pull starts with a token the emulator considers expired.
     let polls = run(&emu, &pipeline, 12, chrono::Duration::minutes(70)).await;
-    check_all(&emu, &store, &config, &polls, 0);
+    check_all(&emu, &*store, &config, &polls, 0);
     let stats = emu.state().stats();
     assert!(stats.faults_injected > 20, "{stats:?}");
 }
@@ -156,7 +158,8 @@ async fn switching_alerts_from_mde_to_graph_has_no_duplicate_or_gap() {
         "[sync]\ninitial_lookback_hours = 48\nalert_page_size = 5\n",
     );
     let config = tu::set_streams(&config, &[r#"["alerts"]"#]);
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let legacy = Pipeline::new(config.clone(), store.clone()).unwrap();
     let mut polls = run(&emu, &legacy, 6, chrono::Duration::minutes(20)).await;
     let mde_ids: BTreeSet<(String, String)> = store
@@ -290,10 +293,11 @@ async fn regional_hosts_by_name_through_connect_to() {
         config.tenants[1].endpoints.xdr.as_str(),
         "https://eu.api.security.microsoft.com/"
     );
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
     let polls = run(&emu, &pipeline, 2, chrono::Duration::minutes(10)).await;
-    let n = check_all(&emu, &store, &config, &polls, 0);
+    let n = check_all(&emu, &*store, &config, &polls, 0);
     assert!(n > 50, "{n}");
     let hosts: BTreeSet<String> = emu.state().hosts_seen().into_keys().collect();
     let want: BTreeSet<String> = [

@@ -20,7 +20,8 @@ use xdrsync_test_utils as tu;
 async fn pull(path: &Path) -> TenantReport {
     let config = Config::load(path).unwrap();
     assert!(config.ca_file.is_some() && config.tenants[0].endpoints.authority.scheme() == "https");
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     Pipeline::new(config, store)
         .unwrap()
         .pull_all()

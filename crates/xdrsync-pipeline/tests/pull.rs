@@ -14,7 +14,7 @@ use std::sync::Arc;
 use xdrsync_emulator::Emulator;
 use xdrsync_model::{ApiKind, StreamKind, TenantId, Timestamp};
 use xdrsync_pipeline::Pipeline;
-use xdrsync_store::SqliteStore;
+use xdrsync_store::{SqliteStore, Store};
 use xdrsync_test_utils as tu;
 
 /// The emulator's current incidents of `tenant` updated at or after `since`: id → last update.
@@ -27,7 +27,7 @@ fn current(emu: &Emulator, tenant: &str, since: Timestamp) -> BTreeMap<String, T
 }
 
 /// The store's newest version of each incident of `tenant`.
-fn stored_latest(store: &SqliteStore, tenant: &str) -> BTreeMap<String, Timestamp> {
+fn stored_latest(store: &dyn Store, tenant: &str) -> BTreeMap<String, Timestamp> {
     let mut out = BTreeMap::new();
     for (id, t) in store
         .version_keys(&TenantId::canonical(tenant), StreamKind::Incidents)
@@ -47,7 +47,8 @@ async fn rerun_adds_nothing_and_later_updates_are_collected() {
     let dir = tempfile::tempdir().unwrap();
     let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph, ApiKind::Xdr], "");
     let lookback = config.sync.initial_lookback;
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
 
     let started = Timestamp::now();
@@ -60,7 +61,7 @@ async fn rerun_adds_nothing_and_later_updates_are_collected() {
     }
     for t in &config.tenants {
         let want = current(&emu, t.tenant_id.as_str(), started.sub(lookback));
-        let got = stored_latest(&store, t.tenant_id.as_str());
+        let got = stored_latest(&*store, t.tenant_id.as_str());
         assert_eq!(got, want, "{} after the first pull", t.name);
     }
 
@@ -88,7 +89,7 @@ async fn rerun_adds_nothing_and_later_updates_are_collected() {
     );
     for t in &config.tenants {
         let want = current(&emu, t.tenant_id.as_str(), started.sub(lookback));
-        let got = stored_latest(&store, t.tenant_id.as_str());
+        let got = stored_latest(&*store, t.tenant_id.as_str());
         assert_eq!(got, want, "{} after six more hours", t.name);
     }
 }
@@ -106,7 +107,8 @@ async fn one_tenants_failure_does_not_stop_the_others() {
     if let xdrsync_config::CredentialSource::Secret(s) = &mut config.tenants[2].credential {
         s.file = Some(dir.path().join("missing-secret-file"));
     }
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let reports = Pipeline::new(config, store).unwrap().pull_all().await;
     assert!(reports[0].error.is_none());
     assert!(reports[0].stats.created > 0);
@@ -144,7 +146,8 @@ async fn certificate_credentials_pull() {
         let path = dir.path().join(format!("{alg}.toml"));
         std::fs::write(&path, toml).unwrap();
         let config = xdrsync_config::Config::load(&path).unwrap();
-        let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+        let store: Arc<dyn xdrsync_store::Store> =
+            Arc::new(SqliteStore::open(&config.store_path).unwrap());
         let reports = Pipeline::new(config, store).unwrap().pull_all().await;
         assert!(reports[0].error.is_none(), "{alg}: {:?}", reports[0].error);
         assert!(reports[0].stats.created > 0, "{alg}");
@@ -154,7 +157,8 @@ async fn certificate_credentials_pull() {
     std::fs::write(dir.path().join("c.pem"), &other.cert_pem).unwrap();
     std::fs::write(dir.path().join("k.pem"), &other.key_pem).unwrap();
     let config = xdrsync_config::Config::load(&dir.path().join("ps256.toml")).unwrap();
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let reports = Pipeline::new(config, store).unwrap().pull_all().await;
     let err = reports[0].error.as_deref().unwrap();
     assert!(
@@ -203,7 +207,8 @@ async fn managed_identity_pulls() {
     let base = emu.base_url();
     let dir = tempfile::tempdir().unwrap();
     let config = managed_identity_config(dir.path(), &emu, "");
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let reports = Pipeline::new(config, store).unwrap().pull_all().await;
     assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
     assert!(reports[0].stats.created > 0);
@@ -233,7 +238,8 @@ async fn managed_identity_is_never_proxied() {
         &emu,
         &format!("[sync]\nretry_attempts = 1\n[cloud]\nproxy = \"http://{proxy}\"\n"),
     );
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let before = emu.state().stats().tokens_issued;
     let reports = Pipeline::new(config, store).unwrap().pull_all().await;
     assert_eq!(
@@ -363,7 +369,8 @@ async fn every_call_goes_through_the_configured_proxy() {
         !format!("{:?} {}", config.proxy, config.proxy.as_ref().unwrap()).contains("pr0xy"),
         "the proxy password is redacted"
     );
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let reports = Pipeline::new(config.clone(), store)
         .unwrap()
         .pull_all()
@@ -380,7 +387,8 @@ async fn every_call_goes_through_the_configured_proxy() {
         .replace("pr0xy~pass", "wrong~pass");
     std::fs::write(&config.path, text).unwrap();
     let config = xdrsync_config::Config::load(&config.path).unwrap();
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let reports = Pipeline::new(config, store).unwrap().pull_all().await;
     let err = reports[0].error.as_deref().unwrap();
     assert!(!err.contains("wrong~pass"), "{err}");
@@ -405,7 +413,8 @@ async fn https_goes_through_the_proxy_by_connect() {
     std::fs::write(&config.path, text).unwrap();
     let config = xdrsync_config::Config::load(&config.path).unwrap();
     assert_eq!(config.tenants[0].endpoints.authority.scheme(), "https");
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let reports = Pipeline::new(config, store).unwrap().pull_all().await;
     assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
     assert!(reports[0].stats.created > 0);
@@ -432,7 +441,8 @@ async fn a_listing_that_fails_midway_keeps_its_pages_and_not_the_cursor() {
     );
     let tenant = config.tenants[0].tenant_id.clone();
     let lookback = config.sync.initial_lookback;
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let pipeline = Pipeline::new(config, store.clone()).unwrap();
     emu.state().add_fault(FaultRule {
         route: "GET /v1.0/security/incidents".into(),
@@ -465,7 +475,7 @@ async fn a_listing_that_fails_midway_keeps_its_pages_and_not_the_cursor() {
         "the kept pages are read again, once"
     );
     let want = current(&emu, tenant.as_str(), started.sub(lookback));
-    assert_eq!(stored_latest(&store, tenant.as_str()), want);
+    assert_eq!(stored_latest(&*store, tenant.as_str()), want);
     assert!(
         store
             .cursor(&tenant, StreamKind::Incidents)

@@ -26,20 +26,14 @@ use xdrsync_emulator::faults::{Fault, FaultRule};
 use xdrsync_emulator::{Behaviour, Emulator};
 use xdrsync_model::{ApiKind, ChangeKind, StreamKind, Timestamp};
 use xdrsync_pipeline::Pipeline;
-use xdrsync_store::SqliteStore;
+use xdrsync_store::{SqliteStore, Store};
 use xdrsync_test_utils as tu;
 
 use tu::truth::Poll;
 
 /// Compares the store's incidents with the ground truth of `tenant` for the polls made;
 /// returns how many versions were surely observable.
-fn check(
-    store: &SqliteStore,
-    emu: &Emulator,
-    tenant: &str,
-    polls: &[Poll],
-    lag_secs: i64,
-) -> usize {
+fn check(store: &dyn Store, emu: &Emulator, tenant: &str, polls: &[Poll], lag_secs: i64) -> usize {
     let truth = tu::truth::incidents(emu, tenant);
     tu::truth::check(
         store,
@@ -76,7 +70,8 @@ async fn ties_merges_lag_and_updates_match_the_ground_truth() {
         &[ApiKind::Graph, ApiKind::Xdr],
         &sync_extra((4, 5)),
     );
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
     let polls = run(&emu, &pipeline, 40, chrono::Duration::minutes(11)).await;
     let mut kinds = BTreeMap::new();
@@ -98,7 +93,7 @@ async fn ties_merges_lag_and_updates_match_the_ground_truth() {
         }
     }
     for t in &config.tenants {
-        let o = check(&store, &emu, t.tenant_id.as_str(), &polls, 240);
+        let o = check(&*store, &emu, t.tenant_id.as_str(), &polls, 240);
         assert!(o > 100, "{}: {} versions", t.name, o);
     }
     for k in [
@@ -143,12 +138,13 @@ async fn fault_storms_and_token_expiry_lose_nothing() {
         &[ApiKind::Graph, ApiKind::Xdr],
         &sync_extra((5, 7)),
     );
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
     // Steps of 70 minutes: every pull starts with a token the emulator considers expired.
     let polls = run(&emu, &pipeline, 12, chrono::Duration::minutes(70)).await;
     for t in &config.tenants {
-        check(&store, &emu, t.tenant_id.as_str(), &polls, 0);
+        check(&*store, &emu, t.tenant_id.as_str(), &polls, 0);
     }
     let stats = emu.state().stats();
     assert!(stats.faults_injected > 20, "{stats:?}");
@@ -162,7 +158,8 @@ async fn switching_a_tenant_from_legacy_to_graph_has_no_duplicate_or_gap() {
     let emu = tu::start(tu::demo_directory()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = tu::write_config(dir.path(), &emu, &[ApiKind::Xdr], &sync_extra((20, 30)));
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let mut polls = run(
         &emu,
         &Pipeline::new(config.clone(), store.clone()).unwrap(),
@@ -189,7 +186,7 @@ async fn switching_a_tenant_from_legacy_to_graph_has_no_duplicate_or_gap() {
     emu.state().clock().advance(chrono::Duration::minutes(30));
     polls.extend(run(&emu, &graph, 5, chrono::Duration::minutes(30)).await);
     for t in &config.tenants {
-        check(&store, &emu, t.tenant_id.as_str(), &polls, 0);
+        check(&*store, &emu, t.tenant_id.as_str(), &polls, 0);
     }
     let apis: BTreeSet<ApiKind> = store
         .versions_after(before, 1_000_000)
@@ -285,7 +282,8 @@ async fn expand_fallback_matches_the_truth(
     }
     let dir = tempfile::tempdir().unwrap();
     let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph], &sync_extra((10, 10)));
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
     let reports = pipeline.pull_all().await;
     for r in &reports {
@@ -301,7 +299,7 @@ async fn expand_fallback_matches_the_truth(
     let polls = run(&emu, &pipeline, 3, chrono::Duration::minutes(20)).await;
     let mut checked = 0;
     for t in &config.tenants {
-        check(&store, &emu, t.tenant_id.as_str(), &polls, 0);
+        check(&*store, &emu, t.tenant_id.as_str(), &polls, 0);
         let current: BTreeMap<String, (Timestamp, Vec<String>)> = emu
             .state()
             .incidents(t.tenant_id.as_str(), |_| true)
@@ -353,7 +351,8 @@ async fn partial_answers_are_reported_and_recorded() {
     });
     let dir = tempfile::tempdir().unwrap();
     let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph], "");
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let reports = Pipeline::new(config, store.clone())
         .unwrap()
         .pull_all()
@@ -394,11 +393,12 @@ async fn every_graph_429_shape_is_waited_out_and_a_long_wait_is_named() {
         });
         let dir = tempfile::tempdir().unwrap();
         let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph], &sync_extra((10, 10)));
-        let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+        let store: Arc<dyn xdrsync_store::Store> =
+            Arc::new(SqliteStore::open(&config.store_path).unwrap());
         let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
         let polls = run(&emu, &pipeline, 2, chrono::Duration::minutes(20)).await;
         for t in &config.tenants {
-            let n = check(&store, &emu, t.tenant_id.as_str(), &polls, 0);
+            let n = check(&*store, &emu, t.tenant_id.as_str(), &polls, 0);
             assert!(n > 10, "{shape:?} {}: {n}", t.name);
         }
         assert_eq!(emu.state().stats().faults_injected, 2, "{shape:?}");
@@ -437,12 +437,13 @@ async fn graph_backlogs_page_past_500_by_time_and_a_giant_tie_is_named() {
     assert_eq!(emu.state().behaviour().graph_max_skip, Some(500));
     let dir = tempfile::tempdir().unwrap();
     let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph], &sync_extra((50, 50)));
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
     let polls = run(&emu, &pipeline, 1, chrono::Duration::minutes(10)).await;
     let mut biggest = 0;
     for t in &config.tenants {
-        biggest = biggest.max(check(&store, &emu, t.tenant_id.as_str(), &polls, 0));
+        biggest = biggest.max(check(&*store, &emu, t.tenant_id.as_str(), &polls, 0));
     }
     assert!(
         biggest > 600,
@@ -455,13 +456,13 @@ async fn graph_backlogs_page_past_500_by_time_and_a_giant_tie_is_named() {
         .iter()
         .max_by_key(|t| emu.state().incidents(t.tenant_id.as_str(), |_| true).len())
         .unwrap();
-    let cursor = |store: &SqliteStore| store.last_seq().unwrap();
+    let cursor = |store: &dyn Store| store.last_seq().unwrap();
     let ids = emu
         .state()
         .bulk_assign(busiest.tenant_id.as_str(), 600, "soc@contoso.com")
         .unwrap();
     assert_eq!(ids.len(), 600);
-    let before = cursor(&store);
+    let before = cursor(&*store);
     let reports = pipeline.pull_all().await;
     let errors: Vec<(&str, &String)> = reports
         .iter()
@@ -476,7 +477,7 @@ async fn graph_backlogs_page_past_500_by_time_and_a_giant_tie_is_named() {
     );
     // The pages before the wall were stored (each is committed as it is read), but the
     // tenant's cursor did not pass the tie: the next pass meets it again, skipping nothing.
-    assert!(cursor(&store) - before <= 600);
+    assert!(cursor(&*store) - before <= 600);
     let again = pipeline.pull_all().await;
     assert!(
         again.iter().any(|r| r.name == busiest.name
@@ -494,7 +495,7 @@ async fn graph_backlogs_page_past_500_by_time_and_a_giant_tie_is_named() {
     emu.state().clock().advance(chrono::Duration::seconds(5));
     let polls = run(&emu, &pipeline, 1, chrono::Duration::minutes(1)).await;
     for t in &config.tenants {
-        check(&store, &emu, t.tenant_id.as_str(), &polls, 0);
+        check(&*store, &emu, t.tenant_id.as_str(), &polls, 0);
     }
 }
 
@@ -525,11 +526,12 @@ async fn national_clouds_end_to_end_and_a_cloud_mismatch_is_named() {
             &sync_extra((50, 50)),
             name,
         );
-        let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+        let store: Arc<dyn xdrsync_store::Store> =
+            Arc::new(SqliteStore::open(&config.store_path).unwrap());
         let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
         let polls = run(&emu, &pipeline, 2, chrono::Duration::minutes(10)).await;
         for t in &config.tenants {
-            let n = check(&store, &emu, t.tenant_id.as_str(), &polls, 0);
+            let n = check(&*store, &emu, t.tenant_id.as_str(), &polls, 0);
             assert!(n > 10, "{name} {}: {n}", t.name);
         }
         if cloud != Cloud::GccHigh {
@@ -537,7 +539,8 @@ async fn national_clouds_end_to_end_and_a_cloud_mismatch_is_named() {
         }
         let dir = tempfile::tempdir().unwrap();
         let config = tu::write_config(dir.path(), &emu, &[ApiKind::Graph], &sync_extra((50, 50)));
-        let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+        let store: Arc<dyn xdrsync_store::Store> =
+            Arc::new(SqliteStore::open(&config.store_path).unwrap());
         let reports = Pipeline::new(config.clone(), store.clone())
             .unwrap()
             .pull_all()

@@ -19,13 +19,13 @@ use xdrsync_model::action::Action;
 use xdrsync_model::{ApiKind, ChangeKind, StreamKind};
 use xdrsync_pipeline::Pipeline;
 use xdrsync_pipeline::actions::{ActionReport, apply_actions};
-use xdrsync_store::{ActionOutcome, SqliteStore};
+use xdrsync_store::{ActionOutcome, SqliteStore, Store};
 use xdrsync_test_utils as tu;
 
 struct Env {
     emu: Emulator,
     config: Config,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     _dir: tempfile::TempDir,
 }
 
@@ -52,7 +52,8 @@ async fn env(names: &[&str], apis: &[ApiKind], roles: &[&str], extra: &str) -> E
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = tu::write_config(dir.path(), &emu, apis, extra);
-    let store = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&config.store_path).unwrap());
     let reports = Pipeline::new(config.clone(), store.clone())
         .unwrap()
         .pull_all()

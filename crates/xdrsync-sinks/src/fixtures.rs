@@ -13,7 +13,7 @@ use xdrsync_model::{
     ApiKind, HuntRow, Record, Severity, TenantId, normalize_graph_alert, normalize_graph_incident,
     normalize_mde_alert, normalize_siem_detection, normalize_xdr_incident,
 };
-use xdrsync_store::{CommitRequest, NewVersion, SqliteStore, StoredVersion};
+use xdrsync_store::{CommitRequest, NewVersion, SqliteStore, Store, StoredVersion};
 
 /// The fixtures' tenant.
 pub const TENANT: &str = "b3a7c1d2-0000-4000-8000-00000000c0de";
@@ -285,7 +285,7 @@ pub fn stored() -> Vec<StoredVersion> {
 }
 
 /// Commits versions of any tenants and streams, grouped by tenant, in one transaction.
-pub fn commit(store: &SqliteStore, versions: &[NewVersion]) {
+pub fn commit(store: &dyn Store, versions: &[NewVersion]) {
     let mut group: Vec<CommitRequest> = Vec::new();
     for v in versions {
         let t = v.record.tenant();
@@ -353,7 +353,7 @@ pub fn many(n: usize, tenants: usize) -> Vec<NewVersion> {
 /// [`Sink::deliver`] on its own runtime).
 pub fn deliver_now<S: crate::Sink + ?Sized>(
     sink: &std::sync::Arc<S>,
-    store: &std::sync::Arc<SqliteStore>,
+    store: &std::sync::Arc<dyn Store>,
 ) -> crate::DeliveryResult {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -22,7 +22,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use xdrsync_store::{SqliteStore, StoreError};
+use xdrsync_store::{Store, StoreError};
 
 pub mod config;
 #[cfg(any(test, feature = "fixtures"))]
@@ -105,13 +105,13 @@ pub type DeliveryResult = Result<Delivered, SinkError>;
 
 /// Runs `f` on the store on a blocking thread (SQLite calls block), returning its result; a
 /// panic in `f` is resumed in the caller.
-pub(crate) async fn on_store<R, F>(store: &Arc<SqliteStore>, f: F) -> R
+pub(crate) async fn on_store<R, F>(store: &Arc<dyn Store>, f: F) -> R
 where
     R: Send + 'static,
-    F: FnOnce(&SqliteStore) -> R + Send + 'static,
+    F: FnOnce(&dyn Store) -> R + Send + 'static,
 {
     let store = store.clone();
-    match tokio::task::spawn_blocking(move || f(&store)).await {
+    match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
         Ok(r) => r,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
@@ -142,7 +142,7 @@ pub trait Sink: Send + Sync + std::fmt::Debug + 'static {
     /// The sink's name: its key in the store's delivery positions.
     fn name(&self) -> &str;
     /// Delivers every stored version past the sink's position.
-    fn deliver(self: Arc<Self>, store: Arc<SqliteStore>) -> BoxFuture<'static, DeliveryResult>;
+    fn deliver(self: Arc<Self>, store: Arc<dyn Store>) -> BoxFuture<'static, DeliveryResult>;
     /// Its counters since it was built.
     fn metrics(&self) -> MetricsSnapshot;
     /// Whether it delivers after every commit of a running pull (the default), or once the

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xdrsync_http::{RetryAction, classify};
-use xdrsync_store::{SqliteStore, StoredVersion};
+use xdrsync_store::{Store, StoredVersion};
 
 use crate::metrics::{self, SinkMetrics};
 use crate::route::Route;
@@ -236,7 +236,7 @@ impl Common {
     /// Applies the backlog bound at `position`; returns the position to deliver from.
     pub(crate) fn check_backlog(
         &self,
-        store: &SqliteStore,
+        store: &dyn Store,
         position: i64,
         m: &SinkMetrics,
     ) -> Result<i64, SinkError> {
@@ -265,7 +265,7 @@ impl Common {
     /// (`None` when there is nothing past `position`).
     pub(crate) fn next_batch(
         &self,
-        store: &SqliteStore,
+        store: &dyn Store,
         position: i64,
         limit: usize,
         encode: bool,
@@ -349,7 +349,7 @@ impl<T: Transport> OutboxSink<T> {
         }
     }
 
-    async fn deliver_async(&self, store: &Arc<SqliteStore>) -> Result<Delivered, SinkError> {
+    async fn deliver_async(&self, store: &Arc<dyn Store>) -> Result<Delivered, SinkError> {
         let name = self.common.name.clone();
         let set_position = |to: i64| {
             let name = name.clone();
@@ -440,7 +440,7 @@ impl<T: Transport> crate::Sink for OutboxSink<T> {
 
     fn deliver(
         self: Arc<Self>,
-        store: Arc<SqliteStore>,
+        store: Arc<dyn Store>,
     ) -> crate::BoxFuture<'static, crate::DeliveryResult> {
         Box::pin(async move {
             let _one = self.delivering.lock().await;

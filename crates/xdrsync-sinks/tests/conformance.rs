@@ -161,7 +161,8 @@ fn a_closed_pipe_fails_the_delivery_without_moving_the_position() {
             Ok(())
         }
     }
-    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(fixtures::store_with(&fixtures::new_versions()));
     let sink =
         xdrsync_sinks::stdout::sink_to(xdrsync_sinks::Common::named("out"), Box::new(Closed));
     let e = fixtures::deliver_now(&sink, &store).unwrap_err();
@@ -325,7 +326,8 @@ async fn syslog_tls_with_an_unknown_ca_fails_without_retrying() {
         "",
     );
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(fixtures::store_with(&fixtures::new_versions()));
     let sink = build_sink(&format!("name = \"s\"\n{table}"), dir.path());
     let e = conformance::deliver(&sink, &store).await.unwrap_err();
     assert!(e.to_string().contains("not retriable"), "{e}");
@@ -420,7 +422,8 @@ async fn hec_delivery(
         .sink_table()
         .replace(r.0.token(), &HecOptions::default().token);
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(fixtures::store_with(&fixtures::new_versions()));
     let sink = build_sink(
         &format!("name = \"s\"\nretry_attempts = 3\nretry_base_ms = 10\n{table}\n{table_extra}"),
         dir.path(),
@@ -436,7 +439,8 @@ async fn splunk_hec_busy_is_retried_and_a_bad_token_or_index_is_not() {
     hec.fail_next(2);
     let r = HecReceiver(hec, "");
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(fixtures::store_with(&fixtures::new_versions()));
     let sink = build_sink(
         &format!("name = \"s\"\nretry_base_ms = 10\n{}", r.sink_table()),
         dir.path(),
@@ -498,7 +502,8 @@ async fn splunk_hec_busy_is_retried_and_a_bad_token_or_index_is_not() {
 async fn splunk_hec_places_each_tenant_in_its_own_index() {
     let hec = Hec::start(HecOptions::default());
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(fixtures::store_with(&fixtures::many(30, 3)));
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(fixtures::store_with(&fixtures::many(30, 3)));
     let t0 = "00000000-0000-4000-8000-000000000000";
     let toml = format!(
         "name = \"s\"\n[splunk_hec]\nurl = \"{}\"\ntoken = {{ value = \"{}\" }}\nindex = \"shared\"\n[splunk_hec.tenants.\"{t0}\"]\nindex = \"customer0\"\nsourcetype = \"c0:defender\"\nhost = \"customer0\"",
@@ -579,7 +584,8 @@ async fn webhook_conforms() {
 async fn webhook_signature_per_tenant_urls_and_server_errors() {
     let hook = Webhook::start(HOOK_SECRET);
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(fixtures::store_with(&fixtures::many(30, 3)));
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(fixtures::store_with(&fixtures::many(30, 3)));
     let t1 = "00000000-0000-4000-8000-000000000001";
     // 500 twice, then accepted; tenant 1 to its own URL.
     hook.fail_next(2);
@@ -686,7 +692,8 @@ async fn nats_on_the_shared_server_drops_repeats() {
     let stream = format!("XDRSYNC_{}", uuid::Uuid::new_v4().simple());
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(fixtures::store_with(&fixtures::new_versions()));
     let toml = |name: &str| {
         format!(
             "name = \"{name}\"\n[nats]\nurl = \"nats://{address}\"\nstream = \"{stream}\"\nsubject_prefix = \"{prefix}\""
@@ -781,7 +788,8 @@ async fn postgres_conforms() {
 async fn receiver_retry_after_of_a_year_waits_at_most_retry_max() {
     let hook = Webhook::start(HOOK_SECRET);
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(fixtures::store_with(&fixtures::many(10, 1)));
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(fixtures::store_with(&fixtures::many(10, 1)));
     hook.throttle_next(2, 31_536_000);
     let sink = build_sink(
         &format!(
@@ -823,7 +831,8 @@ async fn pg_tls_delivery(
         ),
         dir.path(),
     );
-    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(fixtures::store_with(&fixtures::new_versions()));
     let d = conformance::deliver(&sink, &store).await;
     let (encrypted, sessions) = pg::sessions_encrypted(app).await;
     if d.is_ok() {
@@ -923,10 +932,11 @@ async fn fake_server(
 }
 
 /// One delivery of the fixtures by the sink of `toml`, which must fail: the error and the store.
-async fn fail_once(toml: &str) -> (xdrsync_sinks::SinkError, Arc<xdrsync_store::SqliteStore>) {
+async fn fail_once(toml: &str) -> (xdrsync_sinks::SinkError, Arc<dyn xdrsync_store::Store>) {
     let dir = tempfile::tempdir().unwrap();
     let sink = build_sink(toml, dir.path());
-    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(fixtures::store_with(&fixtures::new_versions()));
     let e = conformance::deliver(&sink, &store).await.unwrap_err();
     (e, store)
 }
@@ -988,7 +998,8 @@ async fn nats_tls_with_token_user_nkey_and_creds_delivers() {
         Access::new_nkey(),
         Access::new_creds(dir.path()),
     ];
-    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(fixtures::store_with(&fixtures::new_versions()));
     for (i, access) in accesses.into_iter().enumerate() {
         let what = format!("{access:?}");
         let server = NatsServer::start_with(access, true).await;
@@ -1020,7 +1031,8 @@ async fn nats_tls_with_token_user_nkey_and_creds_delivers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_wrong_credentials_or_an_untrusted_server_fail_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(fixtures::store_with(&fixtures::new_versions()));
     let server = NatsServer::start_with(Access::Token("right-t0ken".into()), true).await;
     let ca = server.tls_ca.clone().unwrap();
     let sink = build_sink(
@@ -1152,7 +1164,8 @@ async fn nats_a_hostile_message_length_fails_cleanly() {
                 ),
                 dir.path(),
             );
-            let store = Arc::new(fixtures::store_with(&fixtures::new_versions()));
+            let store: Arc<dyn xdrsync_store::Store> =
+                Arc::new(fixtures::store_with(&fixtures::new_versions()));
             let started = std::time::Instant::now();
             let e = conformance::deliver(&sink, &store)
                 .await

@@ -15,6 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use xdrsync_store::Store as _;
 
 use xdrsync_sinks::fixtures;
 use xdrsync_sinks::schema::Format;

@@ -65,10 +65,7 @@ pub struct ActionRecord {
 }
 
 impl SqliteStore {
-    /// Records an action and, in the same transaction, the version it produced (stored like a
-    /// pulled one, the cursor untouched, marked with the action's id). A version already
-    /// stored (a pull got there first) is marked too.
-    pub fn record_action(
+    pub(crate) fn record_action(
         &self,
         action: &ActionRecord,
         produced: Option<&NewVersion>,
@@ -76,9 +73,7 @@ impl SqliteStore {
         self.record_actions(&[(action.clone(), produced.cloned())])
     }
 
-    /// [`SqliteStore::record_action`] for several actions in **one** transaction (one WAL
-    /// sync): a bulk apply's concurrent tenants share their commits.
-    pub fn record_actions(
+    pub(crate) fn record_actions(
         &self,
         items: &[(ActionRecord, Option<NewVersion>)],
     ) -> Result<(), StoreError> {
@@ -141,8 +136,10 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// The audit, oldest first; of one tenant if given.
-    pub fn actions(&self, tenant: Option<&TenantId>) -> Result<Vec<ActionRecord>, StoreError> {
+    pub(crate) fn actions(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<ActionRecord>, StoreError> {
         let conn = self.read_conn();
         let mut stmt = conn
             .prepare_cached(
@@ -208,8 +205,7 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// The newest stored version of one item.
-    pub fn latest_of(
+    pub(crate) fn latest_of(
         &self,
         tenant: &TenantId,
         stream: StreamKind,

@@ -10,8 +10,7 @@ use crate::{
 };
 
 impl SqliteStore {
-    /// The cursor of `(tenant, stream)`, if any pull has committed one.
-    pub fn cursor(
+    pub(crate) fn cursor(
         &self,
         tenant: &TenantId,
         stream: StreamKind,
@@ -35,9 +34,7 @@ impl SqliteStore {
         .transpose()
     }
 
-    /// Stores new versions and, in the same transaction, moves the cursor forward to `cursor`
-    /// (never backward). Versions already stored are counted, not stored again.
-    pub fn commit(
+    pub(crate) fn commit(
         &self,
         tenant: &TenantId,
         versions: &[NewVersion],
@@ -64,17 +61,14 @@ impl SqliteStore {
         Ok(stats)
     }
 
-    /// Commits several requests (of any tenants and streams) in **one** transaction, in order:
-    /// one lock hold and one WAL sync for all of them. If the transaction fails, each request
-    /// is retried in a transaction of its own, so one bad request fails alone. The results are
-    /// in the order of `group`.
-    pub fn commit_group(&self, group: &[CommitRequest]) -> Vec<Result<CommitStats, StoreError>> {
+    pub(crate) fn commit_group(
+        &self,
+        group: &[CommitRequest],
+    ) -> Vec<Result<CommitStats, StoreError>> {
         self.commit_group_encoded(group, &[])
     }
 
-    /// The payloads of `versions` compressed with the store's current dictionary, for
-    /// [`SqliteStore::commit_group_encoded`]: the CPU of a commit done on the caller's thread.
-    pub fn encode(&self, versions: &[NewVersion]) -> Encoded {
+    pub(crate) fn encode(&self, versions: &[NewVersion]) -> Encoded {
         let dictionary = self.dictionaries().current();
         let items = versions
             .iter()
@@ -101,9 +95,7 @@ impl SqliteStore {
         }
     }
 
-    /// [`SqliteStore::commit_group`] with each request's payloads already compressed
-    /// (`encoded[i]` for `group[i]`; a missing or out-of-date one is compressed here).
-    pub fn commit_group_encoded(
+    pub(crate) fn commit_group_encoded(
         &self,
         group: &[CommitRequest],
         encoded: &[Encoded],
@@ -306,8 +298,7 @@ impl SqliteStore {
         Ok(stats)
     }
 
-    /// Records items that could not be read (counted again when seen again).
-    pub fn record_poison(
+    pub(crate) fn record_poison(
         &self,
         tenant: &TenantId,
         items: &[PoisonRecord],
@@ -319,8 +310,7 @@ impl SqliteStore {
         tx.commit().map_err(err)
     }
 
-    /// Number of distinct poison items recorded for `tenant`.
-    pub fn poison_count(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+    pub(crate) fn poison_count(&self, tenant: &TenantId) -> Result<u64, StoreError> {
         self.read_conn()
             .query_row(
                 "SELECT COUNT(*) FROM poison WHERE tenant_id = ?1",

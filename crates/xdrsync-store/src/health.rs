@@ -6,8 +6,7 @@ use xdrsync_model::{StreamKind, TenantId, Timestamp};
 use crate::{PullOutcome, SqliteStore, StoreError, StreamHealth};
 
 impl SqliteStore {
-    /// Records how a pull of `(tenant, stream)` went.
-    pub fn record_outcome(
+    pub(crate) fn record_outcome(
         &self,
         tenant: &TenantId,
         stream: StreamKind,
@@ -44,8 +43,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Every (tenant, stream) that has been pulled, with its counts.
-    pub fn health(&self) -> Result<Vec<StreamHealth>, StoreError> {
+    pub(crate) fn health(&self) -> Result<Vec<StreamHealth>, StoreError> {
         let conn = self.read_conn();
         let mut stmt = conn
             .prepare(
@@ -83,9 +81,7 @@ impl SqliteStore {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
-    /// The newest stored version of each item of `(tenant, stream)` whose last update is at or
-    /// after `since`: item id → last update (for `reconcile`).
-    pub fn latest_since_by_id(
+    pub(crate) fn latest_since_by_id(
         &self,
         tenant: &TenantId,
         stream: StreamKind,
@@ -99,8 +95,7 @@ impl SqliteStore {
         Ok(rows.into_iter().collect())
     }
 
-    /// The last-update time from which the store is complete for `(tenant, stream)`.
-    pub fn covered_from(
+    pub(crate) fn covered_from(
         &self,
         tenant: &TenantId,
         stream: StreamKind,
@@ -108,8 +103,7 @@ impl SqliteStore {
         self.health_time(tenant, stream, "covered_from")
     }
 
-    /// When a pull of `(tenant, stream)` last succeeded.
-    pub fn last_success(
+    pub(crate) fn last_success(
         &self,
         tenant: &TenantId,
         stream: StreamKind,

@@ -32,8 +32,7 @@ pub struct HuntRun {
 }
 
 impl SqliteStore {
-    /// Records a run of `run.hunt` in `run.tenant_id` (its `last_success` is kept when it failed).
-    pub fn record_hunt_run(&self, run: &HuntRun) -> Result<(), StoreError> {
+    pub(crate) fn record_hunt_run(&self, run: &HuntRun) -> Result<(), StoreError> {
         self.conn()
             .execute(
                 "INSERT INTO hunt_runs (hunt, tenant_id, started_at, finished_at, rows, new_rows, truncated, error, last_success)
@@ -58,8 +57,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Every recorded run, by hunt and tenant.
-    pub fn hunt_runs(&self) -> Result<Vec<HuntRun>, StoreError> {
+    pub(crate) fn hunt_runs(&self) -> Result<Vec<HuntRun>, StoreError> {
         let conn = self.read_conn();
         let mut stmt = conn
             .prepare(

@@ -11,6 +11,7 @@
 //! transaction; a database written by a newer xdrsync is refused rather than misread.
 
 mod actions;
+mod backend;
 mod commit;
 mod health;
 mod hunts;
@@ -21,6 +22,7 @@ mod read;
 mod retention;
 
 pub use actions::{ActionOutcome, ActionRecord};
+pub use backend::Store;
 pub use hunts::HuntRun;
 pub use ledger::BudgetLedger;
 
@@ -379,16 +381,13 @@ impl SqliteStore {
         }
     }
 
-    /// The schema version.
-    pub fn schema_version(&self) -> Result<i64, StoreError> {
+    pub(crate) fn schema_version(&self) -> Result<i64, StoreError> {
         self.read_conn()
             .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
             .map_err(self.err())
     }
 
-    /// Whether the store can take a write now: takes the write lock (waiting for another
-    /// writer as a commit would) and releases it without writing.
-    pub fn check_writable(&self) -> Result<(), StoreError> {
+    pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = write_transaction(&mut conn).map_err(self.err())?;
         tx.rollback().map_err(self.err())

@@ -6,8 +6,7 @@ use xdrsync_model::Timestamp;
 use crate::{SinkHealth, SqliteStore, StoreError, write_transaction};
 
 impl SqliteStore {
-    /// Every sink's position: `(sink, seq, updated at)`.
-    pub fn sink_positions(&self) -> Result<Vec<(String, i64, String)>, StoreError> {
+    pub(crate) fn sink_positions(&self) -> Result<Vec<(String, i64, String)>, StoreError> {
         let conn = self.read_conn();
         let mut stmt = conn
             .prepare("SELECT sink, seq, updated_at FROM sink_positions ORDER BY sink")
@@ -18,8 +17,7 @@ impl SqliteStore {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
-    /// The last `seq` that `sink` acknowledged (0 if none).
-    pub fn sink_position(&self, sink: &str) -> Result<i64, StoreError> {
+    pub(crate) fn sink_position(&self, sink: &str) -> Result<i64, StoreError> {
         let seq: Option<i64> = self
             .read_conn()
             .query_row(
@@ -32,8 +30,7 @@ impl SqliteStore {
         Ok(seq.unwrap_or(0))
     }
 
-    /// Records that `sink` has delivered everything up to `seq` (never moves back).
-    pub fn set_sink_position(&self, sink: &str, seq: i64) -> Result<(), StoreError> {
+    pub(crate) fn set_sink_position(&self, sink: &str, seq: i64) -> Result<(), StoreError> {
         self.conn()
             .execute(
                 "INSERT INTO sink_positions (sink, seq, updated_at) VALUES (?1, ?2, ?3)
@@ -44,8 +41,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// A sink's position and its recovery state (see [`SqliteStore::set_sink_state`]).
-    pub fn sink_state(&self, sink: &str) -> Result<(i64, Option<String>), StoreError> {
+    pub(crate) fn sink_state(&self, sink: &str) -> Result<(i64, Option<String>), StoreError> {
         let row: Option<(i64, Option<String>)> = self
             .read_conn()
             .query_row(
@@ -58,10 +54,7 @@ impl SqliteStore {
         Ok(row.unwrap_or((0, None)))
     }
 
-    /// Records `sink`'s position (never moving it back) and replaces its recovery state in one
-    /// transaction: a sink writes "about to write this" before a write and "done, position
-    /// N, nothing in flight" after it, so a crash in between can be told apart on restart.
-    pub fn set_sink_state(
+    pub(crate) fn set_sink_state(
         &self,
         sink: &str,
         seq: i64,
@@ -78,9 +71,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Records how a delivery of `sink` went: `Ok(events)` (moved `events`, maybe none) or
-    /// `Err(reason)`.
-    pub fn record_sink_outcome(
+    pub(crate) fn record_sink_outcome(
         &self,
         sink: &str,
         outcome: Result<u64, &str>,
@@ -106,9 +97,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Everything the store knows of `sink`'s deliveries (a sink that never ran is at
-    /// position 0 with the whole outbox as its backlog).
-    pub fn sink_health(&self, sink: &str) -> Result<SinkHealth, StoreError> {
+    pub(crate) fn sink_health(&self, sink: &str) -> Result<SinkHealth, StoreError> {
         let conn = self.read_conn();
         let ts = |t: Option<String>| t.and_then(|t| t.parse::<Timestamp>().ok());
         let (position, updated_at): (i64, Option<String>) = conn
@@ -152,9 +141,7 @@ impl SqliteStore {
         })
     }
 
-    /// Forgets a sink: its position, recovery state and delivery health (a replay's own
-    /// temporary sink, once it has delivered).
-    pub fn forget_sink(&self, sink: &str) -> Result<(), StoreError> {
+    pub(crate) fn forget_sink(&self, sink: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = write_transaction(&mut conn).map_err(self.err())?;
         tx.execute("DELETE FROM sink_positions WHERE sink = ?1", [sink])
@@ -164,8 +151,7 @@ impl SqliteStore {
         tx.commit().map_err(self.err())
     }
 
-    /// Renames a sink's position, recovery state and health (when `to` has none yet).
-    pub fn rename_sink(&self, from: &str, to: &str) -> Result<(), StoreError> {
+    pub(crate) fn rename_sink(&self, from: &str, to: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = write_transaction(&mut conn).map_err(self.err())?;
         tx.execute(
@@ -183,8 +169,7 @@ impl SqliteStore {
         tx.commit().map_err(self.err())
     }
 
-    /// Whether the store has a position for `sink`.
-    pub fn has_sink(&self, sink: &str) -> Result<bool, StoreError> {
+    pub(crate) fn has_sink(&self, sink: &str) -> Result<bool, StoreError> {
         self.read_conn()
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM sink_positions WHERE sink = ?1)",

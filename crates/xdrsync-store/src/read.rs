@@ -6,8 +6,7 @@ use xdrsync_model::{ChangeKind, Record, StreamKind, TenantId, Timestamp};
 use crate::{SqliteStore, StoreError, StoredVersion};
 
 impl SqliteStore {
-    /// How many versions lie past `seq`: a sink's backlog.
-    pub fn count_after(&self, seq: i64) -> Result<u64, StoreError> {
+    pub(crate) fn count_after(&self, seq: i64) -> Result<u64, StoreError> {
         self.read_conn()
             .query_row("SELECT COUNT(*) FROM versions WHERE seq > ?1", [seq], |r| {
                 r.get::<_, i64>(0)
@@ -16,9 +15,7 @@ impl SqliteStore {
             .map_err(self.err())
     }
 
-    /// The `seq` after which exactly `n` versions remain (0 if there are `n` or fewer): where a
-    /// sink that keeps only the newest `n` events of its backlog skips to.
-    pub fn seq_before_newest(&self, n: u64) -> Result<i64, StoreError> {
+    pub(crate) fn seq_before_newest(&self, n: u64) -> Result<i64, StoreError> {
         let seq: Option<i64> = self
             .read_conn()
             .query_row(
@@ -31,8 +28,7 @@ impl SqliteStore {
         Ok(seq.unwrap_or(0))
     }
 
-    /// Up to `limit` versions with `seq > after`, in `seq` order.
-    pub fn versions_after(
+    pub(crate) fn versions_after(
         &self,
         after: i64,
         limit: usize,
@@ -44,9 +40,7 @@ impl SqliteStore {
         )
     }
 
-    /// [`SqliteStore::versions_after`] without the raw JSON (`raw` is empty), for sinks that
-    /// deliver the normalized record only: a third of the bytes.
-    pub fn versions_after_without_raw(
+    pub(crate) fn versions_after_without_raw(
         &self,
         after: i64,
         limit: usize,
@@ -120,8 +114,7 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// The highest `seq` stored (0 if empty).
-    pub fn last_seq(&self) -> Result<i64, StoreError> {
+    pub(crate) fn last_seq(&self) -> Result<i64, StoreError> {
         self.read_conn()
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM versions", [], |r| {
                 r.get(0)
@@ -129,9 +122,7 @@ impl SqliteStore {
             .map_err(self.err())
     }
 
-    /// The newest stored version of every incident whose last update is at or after `since`,
-    /// newest first: the Hello World's "incidents last updated within the past 48 hours".
-    pub fn latest_since(&self, since: Timestamp) -> Result<Vec<StoredVersion>, StoreError> {
+    pub(crate) fn latest_since(&self, since: Timestamp) -> Result<Vec<StoredVersion>, StoreError> {
         // One query, not one per incident.
         self.read_versions(
             "SELECT v.seq, v.event_id, v.stream, v.change, v.changes, v.normalized, v.raw, v.origin
@@ -145,8 +136,7 @@ impl SqliteStore {
         )
     }
 
-    /// Every stored version key of `(tenant, stream)` as `(item id, last update)`, sorted.
-    pub fn version_keys(
+    pub(crate) fn version_keys(
         &self,
         tenant: &TenantId,
         stream: StreamKind,

@@ -6,14 +6,7 @@ use xdrsync_model::Timestamp;
 use crate::{SqliteStore, StoreError, write_transaction};
 
 impl SqliteStore {
-    /// One step of retention: among the versions with `seq` in `(from, min(upto, from +
-    /// span)]`, deletes those whose last update is before `cutoff` and that are not the
-    /// newest version of their item (the newest is always kept, so the current state of
-    /// every incident and alert survives). Returns how many were deleted and where the next
-    /// step starts. The caller passes as `upto` the lowest position of every enabled sink, so
-    /// nothing undelivered is ever pruned. One short transaction per step: a pull's commits
-    /// wait at most for one step.
-    pub fn prune_step(
+    pub(crate) fn prune_step(
         &self,
         cutoff: Timestamp,
         from: i64,
@@ -41,10 +34,7 @@ impl SqliteStore {
         Ok((deleted as u64, end))
     }
 
-    /// Gives up to `pages` free pages back to the file system (a store created with
-    /// incremental auto-vacuum; elsewhere free pages are reused and this does nothing).
-    /// Returns how many free pages remain.
-    pub fn vacuum_step(&self, pages: u32) -> Result<u64, StoreError> {
+    pub(crate) fn vacuum_step(&self, pages: u32) -> Result<u64, StoreError> {
         let conn = self.conn();
         {
             // Each step of the statement frees one page: run it to the end.
@@ -59,17 +49,14 @@ impl SqliteStore {
             .map_err(self.err())
     }
 
-    /// Number of stored versions.
-    pub fn version_count(&self) -> Result<u64, StoreError> {
+    pub(crate) fn version_count(&self) -> Result<u64, StoreError> {
         self.read_conn()
             .query_row("SELECT COUNT(*) FROM versions", [], |r| r.get::<_, i64>(0))
             .map(|n| u64::try_from(n).unwrap_or(0))
             .map_err(self.err())
     }
 
-    /// Copies the WAL into the database file and empties it (SQLite does this on its own
-    /// every 1,000 pages; benchmarks call it to measure the file alone). Errors are logged.
-    pub fn checkpoint(&self) {
+    pub(crate) fn checkpoint(&self) {
         if let Err(e) = self
             .conn()
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
@@ -78,8 +65,7 @@ impl SqliteStore {
         }
     }
 
-    /// The store's size on disk: the database file and its WAL, in bytes.
-    pub fn size_bytes(&self) -> u64 {
+    pub(crate) fn size_bytes(&self) -> u64 {
         ["", "-wal"]
             .iter()
             .filter_map(|suffix| {

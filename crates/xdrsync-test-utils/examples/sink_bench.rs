@@ -67,8 +67,9 @@ async fn main() {
         "sink", "events", "seconds", "events/s"
     );
     for kind in chosen {
-        let store = Arc::new(SqliteStore::open(&dir.path().join(format!("{kind}.db"))).unwrap());
-        fixtures::commit(&store, &versions);
+        let store: Arc<dyn xdrsync_store::Store> =
+            Arc::new(SqliteStore::open(&dir.path().join(format!("{kind}.db"))).unwrap());
+        fixtures::commit(&*store, &versions);
         let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
         let mut pg_schema: Option<String> = None;
         let table = match kind {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use xdrsync_sinks::{Sink, SinkError, fixtures};
-use xdrsync_store::SqliteStore;
+use xdrsync_store::{SqliteStore, Store};
 
 /// What a receiver's protocol allows the suite to check.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +72,7 @@ pub fn event_id_of(doc: &Value) -> Option<String> {
 /// One delivery, as the pipeline does it.
 pub async fn deliver(
     sink: &Arc<dyn Sink>,
-    store: &Arc<SqliteStore>,
+    store: &Arc<dyn Store>,
 ) -> Result<xdrsync_sinks::Delivered, SinkError> {
     sink.clone().deliver(store.clone()).await
 }
@@ -116,9 +116,10 @@ async fn assert_holds<R: Receiver>(r: &R, expected: &[String], times: usize, ste
 pub async fn run<R: Receiver>(r: &R) {
     let caps = r.capabilities();
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
     let all = fixtures::many(100, 3);
-    fixtures::commit(&store, &all[..60]);
+    fixtures::commit(&*store, &all[..60]);
     let table = r.sink_table();
     let sink = |name: &str, retry: &str| {
         r.build(
@@ -161,7 +162,7 @@ pub async fn run<R: Receiver>(r: &R) {
 
     if caps.restart && caps.acknowledges {
         // 2. The receiver is down when the delivery starts and back while it retries.
-        fixtures::commit(&store, &all[60..80]);
+        fixtures::commit(&*store, &all[60..80]);
         r.stop().await;
         let (d, ()) = tokio::join!(deliver(&patient, &store), async {
             tokio::time::sleep(Duration::from_millis(700)).await;
@@ -172,7 +173,7 @@ pub async fn run<R: Receiver>(r: &R) {
         assert_holds(r, &ids(80), 1, "2 retry").await;
 
         // 3. Down for longer than the retries: nothing acknowledged, nothing lost.
-        fixtures::commit(&store, &all[80..]);
+        fixtures::commit(&*store, &all[80..]);
         let before = store.sink_position("s1").unwrap();
         r.stop().await;
         match deliver(&hasty, &store).await {
@@ -208,7 +209,7 @@ pub async fn run<R: Receiver>(r: &R) {
         );
         assert_holds(r, &ids(100), 1, "3 restart").await;
     } else {
-        fixtures::commit(&store, &all[60..]);
+        fixtures::commit(&*store, &all[60..]);
         assert_eq!(deliver(&patient, &store).await.unwrap().events, 40);
         assert_holds(r, &ids(100), 1, "1b delivery").await;
     }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use xdrsync_emulator::Emulator;
 use xdrsync_emulator::faults::{Fault, FaultRule};
 use xdrsync_model::{StreamKind, TenantId, Timestamp};
-use xdrsync_store::SqliteStore;
+use xdrsync_store::Store;
 
 /// One poll: the emulator's clock when it started and when it ended.
 pub type Poll = (Timestamp, Timestamp);
@@ -83,7 +83,7 @@ pub fn observable(truth: &Truth, polls: &[Poll], lag_secs: i64) -> BTreeSet<(Str
 /// `universe` (every version the emulator ever had), nothing is stored twice, and every
 /// version of `due` that was current for a whole poll is stored. Returns how many that was.
 pub fn check(
-    store: &SqliteStore,
+    store: &dyn Store,
     tenant: &str,
     stream: StreamKind,
     (universe, due): (&Truth, &Truth),

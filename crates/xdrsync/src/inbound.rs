@@ -22,7 +22,7 @@ use xdrsync_config::Config;
 use xdrsync_model::SecretString;
 use xdrsync_model::action::Action;
 use xdrsync_sinks::webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify};
-use xdrsync_store::SqliteStore;
+use xdrsync_store::Store;
 
 /// What `POST /actions` needs.
 pub(crate) struct ActionsEndpoint {
@@ -150,7 +150,7 @@ impl ActionsEndpoint {
     /// Handles one request.
     pub(crate) async fn handle(
         &self,
-        store: &Arc<SqliteStore>,
+        store: &Arc<dyn Store>,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Response {

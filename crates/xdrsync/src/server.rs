@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use xdrsync_model::Timestamp;
 use xdrsync_sinks::{Sink, ValidatedSink};
-use xdrsync_store::SqliteStore;
+use xdrsync_store::Store;
 
 use crate::commands::status::{Report, SinkRow};
 
@@ -161,7 +161,7 @@ pub(crate) struct Daemon {
 /// The server's view of the daemon.
 pub(crate) struct ServerState {
     pub(crate) daemon: RwLock<Daemon>,
-    pub(crate) store: Arc<SqliteStore>,
+    pub(crate) store: Arc<dyn Store>,
     /// `None` without a server: no recorder is installed and the `metrics` macros do
     /// nothing at all.
     prometheus: Option<PrometheusHandle>,
@@ -180,7 +180,7 @@ impl ServerState {
     /// The state for `daemon` over `store`; last successes are seeded from the store.
     pub(crate) fn new(
         daemon: Daemon,
-        store: Arc<SqliteStore>,
+        store: Arc<dyn Store>,
         prometheus: Option<PrometheusHandle>,
     ) -> anyhow::Result<Arc<Self>> {
         let mut last = BTreeMap::new();
@@ -317,7 +317,7 @@ impl ServerState {
     /// Every configured sink's health (and those only in the store).
     fn sink_rows(&self) -> anyhow::Result<Vec<SinkRow>> {
         let (validated, live) = self.sinks_known();
-        SinkRow::collect(&self.store, &validated, &live)
+        SinkRow::collect(self.store.as_ref(), &validated, &live)
     }
 
     /// The configured sinks and the names of those delivering now (`--ndjson`'s too).
@@ -380,7 +380,7 @@ impl ServerState {
             let d = read(&self.daemon);
             (d.config.clone(), d.interval)
         };
-        let report = Report::read(&config, &validated, &live, &self.store)?;
+        let report = Report::read(&config, &validated, &live, self.store.as_ref())?;
         let reasons = self.not_ready();
         let mut h = String::with_capacity(16 * 1024);
         let _ = write!(

@@ -10,6 +10,7 @@
 )]
 
 use std::collections::BTreeSet;
+use xdrsync_store::Store as _;
 
 use std::process::Stdio;
 use std::time::Duration;

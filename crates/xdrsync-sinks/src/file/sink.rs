@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use xdrsync_model::Timestamp;
-use xdrsync_store::{SqliteStore, StoredVersion};
+use xdrsync_store::{Store, StoredVersion};
 
 use super::config::{FileMode, Validated};
 use crate::metrics::{self, SinkMetrics};
@@ -116,7 +116,7 @@ impl FileSink {
         }
     }
 
-    fn load_state(&self, store: &SqliteStore) -> Result<(i64, State), SinkError> {
+    fn load_state(&self, store: &dyn Store) -> Result<(i64, State), SinkError> {
         let (position, state) = store.sink_state(&self.common.name)?;
         let state = match state {
             Some(s) => serde_json::from_str(&s).unwrap_or_else(|e| {
@@ -128,12 +128,7 @@ impl FileSink {
         Ok((position, state))
     }
 
-    fn save_state(
-        &self,
-        store: &SqliteStore,
-        position: i64,
-        state: &State,
-    ) -> Result<(), SinkError> {
+    fn save_state(&self, store: &dyn Store, position: i64, state: &State) -> Result<(), SinkError> {
         let text = serde_json::to_string(state).map_err(|e| SinkError::Encode {
             sink: self.common.name.clone(),
             seq: position,
@@ -146,7 +141,7 @@ impl FileSink {
     /// Settles a batch a crash left in flight; returns the position.
     fn recover(
         &self,
-        store: &SqliteStore,
+        store: &dyn Store,
         mut position: i64,
         state: &mut State,
     ) -> Result<i64, SinkError> {
@@ -390,7 +385,7 @@ impl FileSink {
     /// The loop: each batch is recorded as pending, written, then recorded as done.
     fn deliver_from(
         &self,
-        store: &SqliteStore,
+        store: &dyn Store,
         mut position: i64,
         mut state: State,
     ) -> Result<Delivered, SinkError> {
@@ -459,10 +454,10 @@ impl Sink for FileSink {
     /// File I/O and the store's reads block: the whole delivery runs on a blocking thread.
     fn deliver(
         self: std::sync::Arc<Self>,
-        store: std::sync::Arc<SqliteStore>,
+        store: std::sync::Arc<dyn Store>,
     ) -> crate::BoxFuture<'static, crate::DeliveryResult> {
         Box::pin(async move {
-            match tokio::task::spawn_blocking(move || self.deliver_blocking(&store)).await {
+            match tokio::task::spawn_blocking(move || self.deliver_blocking(store.as_ref())).await {
                 Ok(r) => r,
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             }
@@ -481,7 +476,7 @@ impl Sink for FileSink {
 
 impl FileSink {
     /// One delivery, on the calling (blocking) thread.
-    fn deliver_blocking(&self, store: &SqliteStore) -> Result<Delivered, SinkError> {
+    fn deliver_blocking(&self, store: &dyn Store) -> Result<Delivered, SinkError> {
         let _one = self.delivering.lock().unwrap_or_else(|e| e.into_inner());
         let once = || {
             let (position, mut state) = self.load_state(store)?;

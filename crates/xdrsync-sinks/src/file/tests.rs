@@ -53,7 +53,7 @@ fn seqs(path: &Path) -> Vec<i64> {
 #[test]
 fn delivers_each_version_once_across_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
     let t = TenantId::canonical("t");
     store.commit(&t, &[version(1), version(2)], None).unwrap();
     let sink = Arc::new(NdjsonSink::new("ndjson", dir.path().join("out.ndjson")));
@@ -82,7 +82,7 @@ fn delivers_each_version_once_across_runs() {
 fn a_torn_last_line_is_cut_before_appending() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.ndjson");
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
     let t = TenantId::canonical("t");
     store.commit(&t, &[version(1)], None).unwrap();
     std::fs::write(&path, "{\"seq\":0}\n{\"half").unwrap();
@@ -123,7 +123,7 @@ fn json_array_keeps_raw_bytes_and_is_valid() {
 /// The envelope of an NDJSON line, pinned: key order and names are a wire format.
 #[test]
 fn ndjson_line_envelope_is_stable() {
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
     store
         .commit(&TenantId::canonical("t"), &[version(7)], None)
         .unwrap();
@@ -142,7 +142,7 @@ fn ndjson_line_envelope_is_stable() {
 #[test]
 fn a_partly_written_batch_is_cut_and_written_again_in_any_format() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
     let t = TenantId::canonical("t");
     store
         .commit(&t, &[version(1), version(2), version(3)], None)
@@ -209,7 +209,7 @@ path = "out.ndjson""#,
 #[test]
 fn ndjson_rotates_by_size_and_keeps_the_newest_files() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
     let t = TenantId::canonical("t");
     let sink = sink_from(
         r#"name = "f"
@@ -246,7 +246,7 @@ keep_rotated = 2"#,
 #[test]
 fn ndjson_rotates_by_age() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
     let t = TenantId::canonical("t");
     let sink = sink_from(
         r#"name = "f"
@@ -277,7 +277,7 @@ rotate_max_age_secs = 1"#,
 #[test]
 fn json_array_mode_writes_latest_incidents_files() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
     let t = TenantId::canonical("t");
     let sink = sink_from(
         r#"name = "hello"
@@ -320,7 +320,7 @@ dir = "out""#,
 #[test]
 fn routing_passes_over_what_the_sink_does_not_take() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
     let sink = sink_from(
         r#"name = "f"
 streams = ["alerts"]
@@ -329,7 +329,7 @@ min_severity = "medium"
 path = "a.ndjson""#,
         dir.path(),
     );
-    crate::fixtures::commit(&store, &crate::fixtures::new_versions());
+    crate::fixtures::commit(&*store, &crate::fixtures::new_versions());
     // Six fixtures: two incidents, a medium Graph alert, a low MDE alert, a detection, a
     // hunt's row.
     let d = deliver_now(&sink, &store).unwrap();
@@ -352,8 +352,8 @@ path = "a.ndjson""#,
 #[test]
 fn routing_by_tenant_and_change_kind() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    crate::fixtures::commit(&store, &crate::fixtures::many(30, 3));
+    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+    crate::fixtures::commit(&*store, &crate::fixtures::many(30, 3));
     let t1 = "00000000-0000-4000-8000-000000000001";
     // Every fixture version is a first version: `created`.
     let none = sink_from(
@@ -392,8 +392,8 @@ path = "t.ndjson""#
 #[test]
 fn a_backlog_over_its_bound_is_kept_or_its_oldest_skipped() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    crate::fixtures::commit(&store, &crate::fixtures::many(10, 1));
+    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+    crate::fixtures::commit(&*store, &crate::fixtures::many(10, 1));
     let keep = sink_from(
         r#"name = "keep"
 backlog_max_events = 4
@@ -423,7 +423,7 @@ path = "drop.ndjson""#,
     assert_eq!(drop.metrics().events_dropped, 6);
     assert_eq!(seqs(&dir.path().join("drop.ndjson")), [7, 8, 9, 10]);
     // Under the bound again: nothing more is dropped.
-    crate::fixtures::commit(&store, &crate::fixtures::many(12, 1)[10..]);
+    crate::fixtures::commit(&*store, &crate::fixtures::many(12, 1)[10..]);
     assert_eq!(deliver_now(&drop, &store).unwrap().events, 2);
     assert_eq!(drop.metrics().events_dropped, 6);
 }

@@ -6,6 +6,7 @@ use std::io::BufRead as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use xdrsync_store::Store as _;
 
 use anyhow::Context as _;
 use xdrsync_model::action::{Action, Target};
@@ -114,7 +115,8 @@ async fn execute(
     config_path: &Path,
 ) -> anyhow::Result<ExitCode> {
     let config = super::load_config(config_path)?;
-    let store = Arc::new(xdrsync_store::SqliteStore::open(&config.store_path)?);
+    let store: Arc<dyn xdrsync_store::Store> =
+        Arc::new(xdrsync_store::SqliteStore::open(&config.store_path)?);
     let vault = if actions
         .iter()
         .filter_map(|a| config.tenant(&a.tenant))

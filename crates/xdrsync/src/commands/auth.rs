@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use xdrsync_store::Store as _;
 
 use anyhow::Context as _;
 use serde_json::Value;

@@ -42,7 +42,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         config.tenants.len()
     );
 
-    let store = Arc::new(SqliteStore::open(&config.store_path)?);
+    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open(&config.store_path)?);
     let names = xdrsync_sinks::tenant_names(&config.tenants);
     let pipeline = Pipeline::new(config, store.clone())?;
     let ndjson = dir.join("events.ndjson");
@@ -71,7 +71,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     crate::text::outln!();
     crate::text::out!("{}", super::pull::summary(&reports));
     crate::text::outln!();
-    crate::text::outln!("Store:      {}", store.path().display());
+    crate::text::outln!("Store:      {}", store.location());
     crate::text::outln!(
         "NDJSON:     {} ({} new lines)",
         ndjson.display(),

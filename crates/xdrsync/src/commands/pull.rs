@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use xdrsync_pipeline::{Pipeline, PullMode, TenantReport};
 use xdrsync_sinks::{Delivered, NdjsonSink, Sink, SinkError};
-use xdrsync_store::SqliteStore;
+use xdrsync_store::{SqliteStore, Store};
 
 use crate::cli::{BackfillArgs, PullArgs};
 
@@ -39,8 +39,8 @@ async fn one_pass(
     ndjson: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let (config, validated) = super::load_selected(config_path, select)?;
-    let store = Arc::new(SqliteStore::open(&config.store_path)?);
-    let (sinks, stdout_used) = sinks(&config, &validated, ndjson, &store)?;
+    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open(&config.store_path)?);
+    let (sinks, stdout_used) = sinks(&config, &validated, ndjson, store.as_ref())?;
     let pipeline = Pipeline::new(config, store)?;
     let (reports, delivered) = pass(&pipeline, mode, &sinks).await;
     if stdout_used {
@@ -67,7 +67,7 @@ pub(crate) fn sinks(
     config: &xdrsync_config::Config,
     validated: &[xdrsync_sinks::ValidatedSink],
     ndjson: Option<PathBuf>,
-    store: &SqliteStore,
+    store: &dyn Store,
 ) -> anyhow::Result<(Vec<Arc<dyn Sink>>, bool)> {
     let stdout_used = validated.iter().any(|v| v.enabled && v.is_stdout());
     let mut sinks = Vec::new();

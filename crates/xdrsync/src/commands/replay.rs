@@ -33,7 +33,7 @@ pub(crate) async fn run(args: ReplayArgs, config_path: &Path) -> anyhow::Result<
         tenants
     };
     let streams = xdrsync_config::parse_streams(&args.select.streams)?;
-    let store = Arc::new(SqliteStore::open(&config.store_path)?);
+    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open(&config.store_path)?);
     let temp = format!(
         "replay:{}:{}",
         args.sink.as_deref().unwrap_or("ndjson"),

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use xdrsync_pipeline::{Pipeline, PullMode, deliver};
 use xdrsync_sinks::Sink;
-use xdrsync_store::SqliteStore;
+use xdrsync_store::{SqliteStore, Store};
 
 use crate::cli::RunArgs;
 use crate::server::{Daemon, PassSummary, ServerState};
@@ -34,7 +34,7 @@ struct Loaded {
 }
 
 /// Loads the config at `path` (again, on SIGHUP) into a pipeline and sinks over `store`.
-fn load(path: &Path, args: &RunArgs, store: &Arc<SqliteStore>) -> anyhow::Result<Loaded> {
+fn load(path: &Path, args: &RunArgs, store: &Arc<dyn Store>) -> anyhow::Result<Loaded> {
     let (config, validated) = super::load_config_and_sinks(path)?;
     build(config, validated, args, store)
 }
@@ -44,15 +44,15 @@ fn build(
     config: xdrsync_config::Config,
     validated: Vec<xdrsync_sinks::ValidatedSink>,
     args: &RunArgs,
-    store: &Arc<SqliteStore>,
+    store: &Arc<dyn Store>,
 ) -> anyhow::Result<Loaded> {
-    if config.store_path.as_path() != store.path() {
+    if config.store_path.display().to_string() != store.location() {
         anyhow::bail!(xdrsync_config::ConfigError::Invalid {
             path: config.path.clone(),
             field: "store.path".into(),
             message: format!(
                 "the store cannot change while `run` is up (it uses {}); restart to move it",
-                store.path().display()
+                store.location()
             ),
         });
     }
@@ -60,7 +60,7 @@ fn build(
         .interval
         .map(Duration::from_secs)
         .unwrap_or(config.sync.interval);
-    let (sinks, _) = super::pull::sinks(&config, &validated, args.ndjson.clone(), store)?;
+    let (sinks, _) = super::pull::sinks(&config, &validated, args.ndjson.clone(), store.as_ref())?;
     let pipeline = Pipeline::new(config.clone(), store.clone())?;
     Ok(Loaded {
         pipeline,
@@ -76,7 +76,7 @@ fn build(
 
 pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     let (config, validated) = super::load_config_and_sinks(config_path)?;
-    let store = Arc::new(SqliteStore::open(&config.store_path)?);
+    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open(&config.store_path)?);
     let retention_days = config.retention_days;
     let listen = match &args.listen {
         Some(l) if l.trim().is_empty() => None,
@@ -277,7 +277,7 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
 /// One retention prune (see [`xdrsync_pipeline::retention`]), logged.
 async fn prune(
     retention: Arc<tokio::sync::Mutex<xdrsync_pipeline::retention::Retention>>,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     sinks: Vec<String>,
 ) {
     let mut r = retention.lock().await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::json;
 use xdrsync_model::StreamKind;
 use xdrsync_pipeline::Pipeline;
-use xdrsync_store::{SinkHealth, SqliteStore, StreamHealth};
+use xdrsync_store::{SinkHealth, SqliteStore, Store, StreamHealth};
 
 use crate::cli::{OutputFormat, ReconcileArgs, StatusArgs};
 use crate::text::{out, outln};
@@ -162,7 +162,7 @@ impl SinkRow {
     /// with the default stall bound), and the ones that only have a position in the store
     /// (a past `--ndjson` file: shown, not judged).
     pub(crate) fn collect(
-        store: &SqliteStore,
+        store: &dyn Store,
         validated: &[xdrsync_sinks::ValidatedSink],
         live: &[String],
     ) -> anyhow::Result<Vec<SinkRow>> {
@@ -204,7 +204,7 @@ impl Report {
         config: &xdrsync_config::Config,
         configured_sinks: &[xdrsync_sinks::ValidatedSink],
         live: &[String],
-        store: &SqliteStore,
+        store: &dyn Store,
     ) -> anyhow::Result<Report> {
         let health = store.health()?;
         let mut streams = Vec::new();
@@ -497,7 +497,7 @@ impl Report {
 pub(crate) async fn reconcile(args: ReconcileArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     let since = super::since(&args.since)?;
     let (config, _) = super::load_selected(config_path, &args.select)?;
-    let store = Arc::new(SqliteStore::open(&config.store_path)?);
+    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open(&config.store_path)?);
     let tenants: Vec<_> = config
         .tenants
         .iter()
