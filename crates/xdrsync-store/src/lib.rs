@@ -479,4 +479,6 @@ fn fxhash(bytes: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
+mod conformance;
+#[cfg(test)]
 mod tests;

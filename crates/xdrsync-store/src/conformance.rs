@@ -1,0 +1,482 @@
+//! The conformance suite of the [`Store`] trait: what every backend must do the same, each
+//! check a function over `&dyn Store`, instantiated per backend by [`conformance!`] (SQLite
+//! below; a second backend adds one line). What only one backend can show (a file reopened,
+//! a SQLite schema migrated, bytes damaged on disk) stays in that backend's tests.
+
+use xdrsync_model::{Alert, AlertApi, ApiKind, Incident, IncidentId, Severity};
+
+use super::*;
+
+pub(crate) fn version(tenant: &str, id: &str, t: &str) -> NewVersion {
+    NewVersion {
+        record: Record::Incident(Incident {
+            tenant_id: TenantId::canonical(tenant),
+            incident_id: IncidentId::new(id),
+            api: ApiKind::Graph,
+            title: format!("incident {id}"),
+            created: "2026-11-01T00:00:00Z".parse().unwrap(),
+            last_update: t.parse().unwrap(),
+            status: "active".into(),
+            severity: Severity::High,
+            classification: "unknown".into(),
+            determination: "unknown".into(),
+            assigned_to: None,
+            redirect_incident_id: None,
+            web_url: None,
+            tags: vec![],
+            alerts: vec![],
+        }),
+        raw: format!(r#"{{"id":"{id}","lastUpdateDateTime":"{t}"}}"#),
+    }
+}
+
+pub(crate) fn incident(v: &mut NewVersion) -> &mut Incident {
+    match &mut v.record {
+        Record::Incident(i) => i,
+        Record::Alert(_) | Record::HuntRow(_) => panic!("not an incident"),
+    }
+}
+
+pub(crate) fn alert(tenant: &str, id: &str, part: Option<u32>, t: &str) -> NewVersion {
+    NewVersion {
+        record: Record::Alert(Alert {
+            tenant_id: TenantId::canonical(tenant),
+            alert_id: id.into(),
+            part,
+            api: if part.is_some() {
+                AlertApi::Siem
+            } else {
+                AlertApi::Mde
+            },
+            incident_id: Some(IncidentId::new("1")),
+            title: "Mimikatz".into(),
+            description: None,
+            severity: Severity::High,
+            status: "new".into(),
+            classification: "unknown".into(),
+            determination: "unknown".into(),
+            category: None,
+            service_source: "microsoftDefenderForEndpoint".into(),
+            detection_source: "antivirus".into(),
+            created: "2026-11-01T00:00:00Z".parse().unwrap(),
+            last_update: t.parse().unwrap(),
+            first_activity: None,
+            last_activity: None,
+            resolved: None,
+            assigned_to: None,
+            mitre_techniques: vec![],
+            threat_name: None,
+            web_url: None,
+            evidence: vec![],
+        }),
+        raw: format!(r#"{{"id":"{id}"}}"#),
+    }
+}
+
+pub(crate) fn hunt_row(tenant: &str, hunt: &str, device: &str, found: &str) -> NewVersion {
+    let row = serde_json::json!({ "Timestamp": "2026-11-01T00:00:00Z", "DeviceName": device });
+    let row = row.as_object().cloned().unwrap();
+    NewVersion {
+        raw: serde_json::Value::Object(row.clone()).to_string(),
+        record: Record::HuntRow(xdrsync_model::HuntRow::new(
+            TenantId::canonical(tenant),
+            hunt,
+            Severity::Medium,
+            ApiKind::Graph,
+            row,
+            found.parse().unwrap(),
+        )),
+    }
+}
+
+pub(crate) fn versions_dedup_and_classify(s: &dyn Store) {
+    let t = TenantId::canonical("a");
+    let first = s
+        .commit(
+            &t,
+            &[
+                version("a", "1", "2026-11-01T00:00:01Z"),
+                version("a", "2", "2026-11-01T00:00:02Z"),
+            ],
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        first,
+        CommitStats {
+            created: 2,
+            ..CommitStats::default()
+        }
+    );
+    // Same instant, other spelling: the same version.
+    let again = s
+        .commit(
+            &t,
+            &[
+                version("a", "1", "2026-11-01T00:00:01.0000000Z"),
+                version("a", "1", "2026-11-01T00:00:05Z"),
+            ],
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        again,
+        CommitStats {
+            updated: 1,
+            unchanged: 1,
+            ..CommitStats::default()
+        }
+    );
+    let all = s.versions_after(0, 100).unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(
+        all.iter().map(|v| v.change.as_str()).collect::<Vec<_>>(),
+        ["created", "created", "updated"]
+    );
+    assert_eq!(
+        all[2].raw,
+        r#"{"id":"1","lastUpdateDateTime":"2026-11-01T00:00:05Z"}"#
+    );
+    assert_eq!(s.versions_after(2, 100).unwrap().len(), 1);
+    // Another tenant's incident 1 is a different incident.
+    let other = s
+        .commit(
+            &TenantId::canonical("b"),
+            &[version("b", "1", "2026-11-01T00:00:01Z")],
+            None,
+        )
+        .unwrap();
+    assert_eq!(other.created, 1);
+}
+
+pub(crate) fn cursor_moves_only_forward_with_the_data(s: &dyn Store) {
+    let t = TenantId::canonical("a");
+    assert_eq!(s.cursor(&t, StreamKind::Incidents).unwrap(), None);
+    let later: Timestamp = "2026-11-02T00:00:00Z".parse().unwrap();
+    let earlier: Timestamp = "2026-11-01T00:00:00Z".parse().unwrap();
+    s.commit(&t, &[], Some((StreamKind::Incidents, later)))
+        .unwrap();
+    s.commit(&t, &[], Some((StreamKind::Incidents, earlier)))
+        .unwrap();
+    assert_eq!(s.cursor(&t, StreamKind::Incidents).unwrap(), Some(later));
+}
+
+pub(crate) fn sink_state_is_replaced_with_the_position_and_backlog_is_counted(s: &dyn Store) {
+    assert_eq!(s.sink_state("file").unwrap(), (0, None));
+    s.set_sink_state("file", 0, Some(r#"{"pending":3}"#))
+        .unwrap();
+    assert_eq!(
+        s.sink_state("file").unwrap(),
+        (0, Some(r#"{"pending":3}"#.to_owned()))
+    );
+    s.set_sink_state("file", 3, None).unwrap();
+    s.set_sink_state("file", 2, None).unwrap();
+    assert_eq!(s.sink_state("file").unwrap(), (3, None));
+    assert_eq!(s.sink_position("file").unwrap(), 3);
+
+    let t = TenantId::canonical("a");
+    let vs: Vec<_> = (1..=5)
+        .map(|i| version("a", &i.to_string(), "2026-11-01T00:00:01Z"))
+        .collect();
+    s.commit(&t, &vs, None).unwrap();
+    assert_eq!(s.count_after(0).unwrap(), 5);
+    assert_eq!(s.count_after(3).unwrap(), 2);
+    assert_eq!(s.count_after(5).unwrap(), 0);
+    // Keeping the newest 2 means starting after seq 3; keeping 9 means keeping everything.
+    assert_eq!(s.seq_before_newest(2).unwrap(), 3);
+    assert_eq!(s.seq_before_newest(9).unwrap(), 0);
+}
+
+pub(crate) fn poison_is_recorded_once_and_counted(s: &dyn Store) {
+    let t = TenantId::canonical("a");
+    let p = PoisonRecord {
+        stream: StreamKind::Incidents,
+        item_id: Some("9".into()),
+        reason: "bad".into(),
+        raw: "{}".into(),
+    };
+    s.record_poison(&t, std::slice::from_ref(&p)).unwrap();
+    s.record_poison(&t, &[p]).unwrap();
+    assert_eq!(s.poison_count(&t).unwrap(), 1);
+}
+
+pub(crate) fn change_events_compare_with_the_previous_version_in_time_order(s: &dyn Store) {
+    let t = TenantId::canonical("a");
+    let v1 = version("a", "9", "2026-11-01T00:00:01Z");
+    let mut v2 = version("a", "9", "2026-11-01T00:00:02Z");
+    incident(&mut v2).status = "inProgress".into();
+    let mut v3 = version("a", "9", "2026-11-01T00:00:03Z");
+    incident(&mut v3).status = "redirected".into();
+    incident(&mut v3).redirect_incident_id = Some(IncidentId::new("4"));
+    // The newest version arrives first, the oldest last (a backfill behind a live pull).
+    let stats = s.commit(&t, &[v3, v1], None).unwrap();
+    assert_eq!((stats.created, stats.updated, stats.redirected), (1, 1, 1));
+    s.commit(&t, &[v2], None).unwrap();
+    let all = s.versions_after(0, 10).unwrap();
+    let kinds: Vec<_> = all.iter().map(|v| v.change.as_str()).collect();
+    assert_eq!(kinds, ["redirected", "created", "updated"]);
+    assert_eq!(all[0].changes.redirected_to, Some(IncidentId::new("4")));
+    assert_eq!(all[2].changes.fields, vec!["status".to_owned()]);
+}
+
+/// Alerts, detections and incidents share one outbox order but are separate items: the same id
+/// in two streams is two items, and an alert's versions are classified against its own past.
+pub(crate) fn streams_share_the_outbox_and_keep_their_identities(s: &dyn Store) {
+    let t = TenantId::canonical("a");
+    let mut later = alert("a", "1", None, "2026-11-01T00:00:02Z");
+    if let Record::Alert(a) = &mut later.record {
+        a.status = "resolved".into();
+        a.api = AlertApi::Graph;
+    }
+    let stats = s
+        .commit(
+            &t,
+            &[
+                version("a", "1", "2026-11-01T00:00:01Z"),
+                alert("a", "1", None, "2026-11-01T00:00:01Z"),
+                alert("a", "1", Some(0), "2026-11-01T00:00:01Z"),
+                alert("a", "1", Some(1), "2026-11-01T00:00:01Z"),
+                later,
+            ],
+            Some((StreamKind::Alerts, "2026-11-01T00:00:02Z".parse().unwrap())),
+        )
+        .unwrap();
+    assert_eq!((stats.created, stats.updated), (4, 1));
+    let all = s.versions_after(0, 10).unwrap();
+    let got: Vec<_> = all
+        .iter()
+        .map(|v| (v.stream, v.record.item_id(), v.change))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (StreamKind::Incidents, "1".into(), ChangeKind::Created),
+            (StreamKind::Alerts, "1".into(), ChangeKind::Created),
+            (StreamKind::Detections, "1:0".into(), ChangeKind::Created),
+            (StreamKind::Detections, "1:1".into(), ChangeKind::Created),
+            (StreamKind::Alerts, "1".into(), ChangeKind::Updated),
+        ]
+    );
+    assert_eq!(all[4].changes.fields, vec!["status".to_owned()]);
+    let ids: std::collections::BTreeSet<_> = all.iter().map(|v| v.event_id.clone()).collect();
+    assert_eq!(ids.len(), 5, "event ids are distinct across streams");
+    assert_eq!(s.version_keys(&t, StreamKind::Detections).unwrap().len(), 2);
+    assert_eq!(s.cursor(&t, StreamKind::Incidents).unwrap(), None);
+    assert!(s.cursor(&t, StreamKind::Alerts).unwrap().is_some());
+}
+
+pub(crate) fn prune_keeps_the_newest_version_and_everything_undelivered(store: &dyn Store) {
+    let t = TenantId::canonical("t");
+    // Incident 1: three old versions and a new one. Incident 2: one old version only.
+    // Incident 3: two old versions, stored last (past the sink's position).
+    let mut versions = vec![
+        version("t", "1", "2026-01-01T00:00:00Z"),
+        version("t", "1", "2026-02-01T00:00:00Z"),
+        version("t", "1", "2026-03-01T00:00:00Z"),
+        version("t", "2", "2026-01-15T00:00:00Z"),
+        version("t", "1", "2026-11-30T00:00:00Z"),
+    ];
+    for (i, v) in versions.iter_mut().enumerate() {
+        incident(v).title = format!("v{i}");
+    }
+    store.commit(&t, &versions, None).unwrap();
+    let delivered = store.last_seq().unwrap();
+    let later = vec![
+        version("t", "3", "2026-01-02T00:00:00Z"),
+        version("t", "3", "2026-01-03T00:00:00Z"),
+    ];
+    store.commit(&t, &later, None).unwrap();
+    let cutoff: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+
+    // Steps of two seqs up to the sink's position.
+    let mut from = 0;
+    let mut deleted = 0;
+    while from < delivered {
+        let (n, next) = store.prune_step(cutoff, from, delivered, 2).unwrap();
+        deleted += n;
+        from = next;
+    }
+    assert_eq!(deleted, 3, "the three old versions of incident 1");
+    let keys = store.version_keys(&t, StreamKind::Incidents).unwrap();
+    let keys: Vec<(String, String)> = keys
+        .into_iter()
+        .map(|(id, at)| (id, at.to_string().get(..10).unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("1".to_owned(), "2026-11-30".to_owned()),
+            ("2".to_owned(), "2026-01-15".to_owned()),
+            ("3".to_owned(), "2026-01-02".to_owned()),
+            ("3".to_owned(), "2026-01-03".to_owned()),
+        ]
+    );
+    // Nothing past `upto`, even when old and superseded.
+    assert_eq!(
+        store
+            .prune_step(cutoff, delivered, delivered, 100)
+            .unwrap()
+            .0,
+        0
+    );
+    // Past it, once delivered: the older version of incident 3 goes.
+    let all = store.last_seq().unwrap();
+    assert_eq!(store.prune_step(cutoff, delivered, all, 100).unwrap().0, 1);
+    assert_eq!(store.version_count().unwrap(), 3);
+    // A new store gives freed pages back.
+    assert_eq!(store.vacuum_step(1_000).unwrap(), 0);
+}
+
+pub(crate) fn a_hunt_row_found_again_is_the_row_already_stored(s: &dyn Store) {
+    let t = TenantId::canonical("a");
+    let first = [
+        hunt_row("a", "h1", "pc1", "2026-11-02T00:00:00Z"),
+        hunt_row("a", "h1", "pc2", "2026-11-02T00:00:00Z"),
+    ];
+    let stats = s.commit(&t, &first, None).unwrap();
+    assert_eq!((stats.created, stats.unchanged), (2, 0));
+    // The next run, an hour later: pc1 again (not stored), pc3 new, and pc1 found by another
+    // hunt (a row of its own).
+    let second = [
+        hunt_row("a", "h1", "pc1", "2026-11-02T01:00:00Z"),
+        hunt_row("a", "h1", "pc3", "2026-11-02T01:00:00Z"),
+        hunt_row("a", "h2", "pc1", "2026-11-02T01:00:00Z"),
+    ];
+    let stats = s.commit(&t, &second, None).unwrap();
+    assert_eq!((stats.created, stats.unchanged), (2, 1));
+    let all = s.versions_after(0, 10).unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(
+        all.iter()
+            .all(|v| v.stream == StreamKind::Hunts && v.change == ChangeKind::Created)
+    );
+    // The stored row keeps the run that first found it.
+    let pc1 = all
+        .iter()
+        .find_map(|v| {
+            v.record
+                .hunt_row()
+                .filter(|h| h.hunt == "h1" && h.row["DeviceName"] == "pc1")
+        })
+        .unwrap();
+    assert_eq!(pc1.found_at.to_string(), "2026-11-02T00:00:00.0000000Z");
+}
+
+pub(crate) fn hunt_runs_are_recorded_and_keep_the_last_success(s: &dyn Store) {
+    let t = TenantId::canonical("a");
+    assert!(s.hunt_runs().unwrap().is_empty());
+    let ok = HuntRun {
+        hunt: "h1".into(),
+        tenant_id: t.clone(),
+        started_at: "2026-11-02T00:00:00Z".parse().unwrap(),
+        finished_at: "2026-11-02T00:00:01Z".parse().unwrap(),
+        rows: 3,
+        new_rows: 2,
+        truncated: false,
+        error: None,
+        last_success: None,
+    };
+    s.record_hunt_run(&ok).unwrap();
+    let failed = HuntRun {
+        started_at: "2026-11-02T01:00:00Z".parse().unwrap(),
+        finished_at: "2026-11-02T01:00:01Z".parse().unwrap(),
+        rows: 0,
+        new_rows: 0,
+        error: Some("429".into()),
+        ..ok.clone()
+    };
+    s.record_hunt_run(&failed).unwrap();
+    assert_eq!(
+        s.hunt_runs().unwrap()[0].started_at,
+        "2026-11-02T01:00:00Z".parse().unwrap()
+    );
+    let runs = s.hunt_runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].error.as_deref(), Some("429"));
+    assert_eq!(runs[0].last_success, Some(ok.finished_at));
+}
+
+/// One `#[test]` per check of this module, against a store made by `$make`: an expression
+/// giving `(Box<dyn Store>, guard)`, evaluated afresh for each test; the guard (a temporary
+/// directory, a scratch schema) outlives the store.
+macro_rules! conformance {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+            #[test]
+            fn versions_dedup_and_classify() {
+                let (store, guard) = $make;
+                super::versions_dedup_and_classify(&*store);
+                drop(store);
+                drop(guard);
+            }
+            #[test]
+            fn cursor_moves_only_forward_with_the_data() {
+                let (store, guard) = $make;
+                super::cursor_moves_only_forward_with_the_data(&*store);
+                drop(store);
+                drop(guard);
+            }
+            #[test]
+            fn sink_state_is_replaced_with_the_position_and_backlog_is_counted() {
+                let (store, guard) = $make;
+                super::sink_state_is_replaced_with_the_position_and_backlog_is_counted(&*store);
+                drop(store);
+                drop(guard);
+            }
+            #[test]
+            fn poison_is_recorded_once_and_counted() {
+                let (store, guard) = $make;
+                super::poison_is_recorded_once_and_counted(&*store);
+                drop(store);
+                drop(guard);
+            }
+            #[test]
+            fn change_events_compare_with_the_previous_version_in_time_order() {
+                let (store, guard) = $make;
+                super::change_events_compare_with_the_previous_version_in_time_order(&*store);
+                drop(store);
+                drop(guard);
+            }
+            #[test]
+            fn streams_share_the_outbox_and_keep_their_identities() {
+                let (store, guard) = $make;
+                super::streams_share_the_outbox_and_keep_their_identities(&*store);
+                drop(store);
+                drop(guard);
+            }
+            #[test]
+            fn prune_keeps_the_newest_version_and_everything_undelivered() {
+                let (store, guard) = $make;
+                super::prune_keeps_the_newest_version_and_everything_undelivered(&*store);
+                drop(store);
+                drop(guard);
+            }
+            #[test]
+            fn a_hunt_row_found_again_is_the_row_already_stored() {
+                let (store, guard) = $make;
+                super::a_hunt_row_found_again_is_the_row_already_stored(&*store);
+                drop(store);
+                drop(guard);
+            }
+            #[test]
+            fn hunt_runs_are_recorded_and_keep_the_last_success() {
+                let (store, guard) = $make;
+                super::hunt_runs_are_recorded_and_keep_the_last_success(&*store);
+                drop(store);
+                drop(guard);
+            }
+        }
+    };
+}
+
+conformance!(sqlite_memory, {
+    let store: Box<dyn Store> = Box::new(SqliteStore::open_in_memory().unwrap());
+    (store, None::<tempfile::TempDir>)
+});
+// A file store has a second, read-only connection: reads must see every commit through it.
+conformance!(sqlite_file, {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Box<dyn Store> = Box::new(SqliteStore::open(&dir.path().join("x.db")).unwrap());
+    (store, Some(dir))
+});
