@@ -18,6 +18,7 @@ mod hunts;
 pub mod ledger;
 mod payload;
 mod positions;
+pub mod postgres;
 mod read;
 mod retention;
 
@@ -91,6 +92,14 @@ pub enum StoreError {
         found: i64,
         /// Ours.
         known: i64,
+    },
+    /// PostgreSQL failed (or could not be reached).
+    #[error("store {location}: {message}")]
+    Postgres {
+        /// The database's address, without its password.
+        location: String,
+        /// What went wrong, with the server's detail.
+        message: String,
     },
     /// The thread that writes the store stopped (it panicked); nothing more can be stored.
     #[error("{0}")]

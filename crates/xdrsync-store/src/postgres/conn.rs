@@ -1,0 +1,93 @@
+//! One PostgreSQL session on a thread of its own.
+//!
+//! The [`crate::Store`] trait is synchronous (SQLite's calls block, and async callers already
+//! run them on blocking threads), while the maintained PostgreSQL client, `tokio-postgres`, is
+//! async. Blocking on a runtime from inside another runtime panics, and some callers are on a
+//! runtime's worker, so the session lives on its own thread with a current-thread runtime,
+//! and each call is a job sent to it and waited for: it works from any thread, and calls on one
+//! session are serialized as SQLite's writes are. A session that broke (the server restarted,
+//! the network dropped) is opened again by the next call, which fails only if that fails.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tokio_postgres::{Client, Config, NoTls};
+
+/// A job run on the session's thread with its client and runtime.
+type Job = Box<dyn FnOnce(&mut Session) + Send>;
+
+/// What the session thread holds.
+pub(crate) struct Session {
+    runtime: tokio::runtime::Runtime,
+    config: Config,
+    client: Option<Client>,
+}
+
+impl Session {
+    /// The open client and the runtime to drive it on, connecting (again) first if there is no
+    /// client or it broke.
+    pub(crate) fn client(
+        &mut self,
+    ) -> Result<(&tokio::runtime::Runtime, &mut Client), tokio_postgres::Error> {
+        let client = match self.client.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => {
+                let (client, connection) = self.runtime.block_on(self.config.connect(NoTls))?;
+                self.runtime.spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::warn!(error = %e, "The PostgreSQL store's connection ended.");
+                    }
+                });
+                client
+            }
+        };
+        Ok((&self.runtime, self.client.insert(client)))
+    }
+}
+
+/// The handle to a session thread; dropping it ends the thread.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Connection {
+    /// Starts the session thread for `config` (connecting lazily, on the first call).
+    pub(crate) fn start(mut config: Config) -> std::io::Result<Self> {
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (jobs, incoming) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("xdrsync-postgres".into())
+            .spawn(move || {
+                let mut session = Session {
+                    runtime,
+                    config,
+                    client: None,
+                };
+                while let Ok(job) = incoming.recv() {
+                    job(&mut session);
+                }
+            })?;
+        Ok(Connection { jobs })
+    }
+
+    /// Runs `f` on the session thread and waits for its result. `None` if the thread is gone
+    /// (it panicked), which the caller reports as the store being unusable.
+    pub(crate) fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Session) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (done, result) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |session| {
+            // The caller may have given up waiting; the result is then dropped.
+            let _ = done.send(f(session));
+        });
+        self.jobs.send(job).ok()?;
+        result.recv().ok()
+    }
+}

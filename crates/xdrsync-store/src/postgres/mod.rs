@@ -1,0 +1,189 @@
+//! The PostgreSQL store: the shared store of a cluster of `run` workers (issue 18), beside
+//! SQLite for one machine.
+//!
+//! Built so far: the session ([`conn`]), forward-only migrations from
+//! `migrations/postgres/` applied once however many workers start at the same time (each step
+//! under a transaction-scoped advisory lock), a schema newer than the binary refused, and the
+//! address shown without its password. The [`crate::Store`] calls follow; until they land,
+//! nothing outside this module uses it.
+
+mod conn;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use xdrsync_model::Timestamp;
+
+use crate::StoreError;
+
+/// The PostgreSQL migrations, in order; a database at version `n` has applied the first `n`.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_init",
+    include_str!("../../migrations/postgres/0001_init.sql"),
+)];
+
+/// The advisory lock every migration step takes (any 64-bit constant of ours: "xdrsync m").
+const MIGRATION_LOCK: i64 = 0x0078_6472_7379_6e6d;
+
+/// A store in a PostgreSQL database.
+#[derive(Debug)]
+pub struct PgStore {
+    conn: conn::Connection,
+    location: String,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user[:password]@host[:port]/db[?…]`;
+    /// `options=-csearch_path%3D<schema>` puts the store in a schema of its own) and brings its
+    /// schema up to date. An unreachable server is an error after the connect timeout (10 s
+    /// unless the URL sets `connect_timeout`).
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
+        let location = redacted(url);
+        let config = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Postgres {
+            location: location.clone(),
+            message: format!("not a PostgreSQL address: {e}"),
+        })?;
+        let conn = conn::Connection::start(config).map_err(|e| StoreError::Postgres {
+            location: location.clone(),
+            message: format!("cannot start the database session: {e}"),
+        })?;
+        let store = PgStore { conn, location };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Where the store is: its address without the password.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.call(|s| {
+            let (rt, client) = s.client()?;
+            let row = rt.block_on(
+                client.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[]),
+            )?;
+            row.try_get::<_, i64>(0)
+        })
+    }
+
+    /// Applies the migrations the database lacks, one transaction each. Every step takes the
+    /// same transaction-scoped advisory lock first, so workers starting together apply each
+    /// step once: the others wait, then find it done. A database past the last migration this
+    /// binary knows was written by a newer xdrsync and is refused.
+    fn migrate(&self) -> Result<(), StoreError> {
+        let known = MIGRATIONS.len() as i64;
+        loop {
+            let step = self.call(move |s| {
+                let (rt, client) = s.client()?;
+                let tx = rt.block_on(client.transaction())?;
+                rt.block_on(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]))?;
+                rt.block_on(tx.batch_execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL, applied_at TEXT NOT NULL)",
+                ))?;
+                let current: i64 = rt
+                    .block_on(
+                        tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[]),
+                    )?
+                    .try_get(0)?;
+                let next = usize::try_from(current).ok().and_then(|c| MIGRATIONS.get(c));
+                let applied = match next {
+                    Some((name, sql)) if current < known => {
+                        rt.block_on(tx.batch_execute(sql))?;
+                        rt.block_on(tx.execute(
+                            "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
+                            &[&(current + 1), &Timestamp::now().to_string()],
+                        ))?;
+                        Some(*name)
+                    }
+                    _ => None,
+                };
+                rt.block_on(tx.commit())?;
+                Ok((current, applied))
+            })?;
+            match step {
+                (current, _) if current > known => {
+                    return Err(StoreError::TooNew {
+                        path: PathBuf::from(&self.location),
+                        found: current,
+                        known,
+                    });
+                }
+                (_, Some(name)) => tracing::info!(migration = name, "Applied store migration."),
+                (_, None) => return Ok(()),
+            }
+        }
+    }
+
+    /// Runs `f` on the session, naming the store in its error.
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut conn::Session) -> Result<T, tokio_postgres::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        match self.conn.call(f) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(StoreError::Postgres {
+                location: self.location.clone(),
+                message: describe(&e),
+            }),
+            None => Err(StoreError::WriterStopped(format!(
+                "store {}: the database session's thread stopped",
+                self.location
+            ))),
+        }
+    }
+}
+
+/// A PostgreSQL error in full: the server's message and detail when it sent one, else the
+/// client's (connection refused, timeout, TLS).
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_owned(),
+        },
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+/// `url` without its password, whether in the user part or a `password=` parameter (an
+/// address that does not parse as a URL is not shown at all: it may hold one anywhere).
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                // Only fails for URLs that cannot have a password, which this one has.
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query_pairs().any(|(k, _)| k == "password") {
+                let kept: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k == "password" {
+                            "***".into()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(kept);
+            }
+            u.to_string()
+        }
+        Err(_) => "postgres://(an address that is not a URL)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,208 @@
+//! Against the machine's PostgreSQL (127.0.0.1:5432, database `test`, trust auth; `.ci/run`
+//! starts it): each test works in a schema of its own, dropped at its end.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::*;
+
+/// The server every test uses; `XDRSYNC_TEST_POSTGRES_URL` may point elsewhere.
+fn server() -> String {
+    std::env::var("XDRSYNC_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Runs `sql` on the server outside any store (as an operator would in psql).
+fn admin(sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&server(), tokio_postgres::NoTls)
+            .await
+            .expect("the test PostgreSQL must be running (scripts/services starts it)");
+        let task = tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+        drop(client);
+        let _ = task.await;
+    });
+}
+
+/// A fresh schema; dropped with everything in it when the guard goes.
+struct Scratch {
+    schema: String,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let schema = format!(
+            "xdrsync_store_{}_{}_{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        admin(&format!("CREATE SCHEMA {schema}"));
+        Scratch { schema }
+    }
+
+    /// The store's URL: the server with this schema as its search path.
+    fn url(&self) -> String {
+        format!("{}?options=-csearch_path%3D{}", server(), self.schema)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        admin(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
+    }
+}
+
+#[test]
+fn workers_starting_together_on_a_new_database_migrate_it_once() {
+    let scratch = Scratch::new();
+    let url = scratch.url();
+    let versions: Vec<i64> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| PgStore::connect(&url).unwrap().schema_version().unwrap()))
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let known = MIGRATIONS.len() as i64;
+    assert_eq!(versions, vec![known; 3]);
+    // One row per step, not one per worker.
+    let store = PgStore::connect(&url).unwrap();
+    let steps = store
+        .call(|s| {
+            let (rt, c) = s.client()?;
+            rt.block_on(c.query_one("SELECT COUNT(*) FROM schema_version", &[]))?
+                .try_get::<_, i64>(0)
+        })
+        .unwrap();
+    assert_eq!(steps, known);
+    // The schema holds the store's tables.
+    let tables = store
+        .call(|s| {
+            let (rt, c) = s.client()?;
+            let rows = rt.block_on(c.query(
+                "SELECT table_name::text FROM information_schema.tables
+                 WHERE table_schema = current_schema() ORDER BY 1",
+                &[],
+            ))?;
+            rows.iter()
+                .map(|r| r.try_get::<_, String>(0))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap();
+    for t in [
+        "cursors",
+        "dictionaries",
+        "poison",
+        "sink_positions",
+        "versions",
+    ] {
+        assert!(tables.iter().any(|x| x == t), "{t} in {tables:?}");
+    }
+}
+
+#[test]
+fn a_database_written_by_a_newer_xdrsync_is_refused() {
+    let scratch = Scratch::new();
+    drop(PgStore::connect(&scratch.url()).unwrap());
+    let newer = MIGRATIONS.len() + 1;
+    admin(&format!(
+        "INSERT INTO {}.schema_version (version, applied_at) VALUES ({newer}, 'later')",
+        scratch.schema
+    ));
+    let e = PgStore::connect(&scratch.url()).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("schema version {newer}")) && e.contains("upgrade xdrsync"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error_without_the_password() {
+    // Nothing listens on port 1.
+    let started = std::time::Instant::now();
+    let e = PgStore::connect("postgres://xdrsync:hunter2@127.0.0.1:1/test?connect_timeout=3")
+        .unwrap_err()
+        .to_string();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(e.contains("127.0.0.1:1"), "names the server: {e}");
+    assert!(
+        e.to_lowercase().contains("connect"),
+        "says what failed: {e}"
+    );
+    assert!(!e.contains("hunter2"), "{e}");
+    let e = PgStore::connect("postgres://127.0.0.1:1/test?connect_timeout=3&password=hunter2")
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("hunter2"), "{e}");
+    let e = PgStore::connect("not a url").unwrap_err().to_string();
+    assert!(e.contains("not a PostgreSQL address"), "{e}");
+}
+
+#[test]
+fn the_location_hides_the_password() {
+    let shown =
+        redacted("postgres://xdrsync:s3cret@db.example:5432/soc?password=p4ss&sslmode=require");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("p4ss"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("db.example:5432/soc") && shown.contains("sslmode=require"),
+        "{shown}"
+    );
+    assert_eq!(
+        redacted("host=db password=x"),
+        "postgres://(an address that is not a URL)"
+    );
+}
+
+#[test]
+fn a_session_the_server_ended_is_opened_again() {
+    let scratch = Scratch::new();
+    let app = format!("xdrsync_reconnect_{}", scratch.schema);
+    let url = format!("{}&application_name={app}", scratch.url());
+    let store = PgStore::connect(&url).unwrap();
+    let backend = |store: &PgStore| {
+        store.call(|s| {
+            let (rt, c) = s.client()?;
+            rt.block_on(c.query_one("SELECT pg_backend_pid()", &[]))?
+                .try_get::<_, i32>(0)
+        })
+    };
+    let before = backend(&store).unwrap();
+    // As when PostgreSQL restarts: the server ends the session.
+    admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{app}'"
+    ));
+    // The call that meets the dead session may fail, clearly; the next one reconnects.
+    if let Err(e) = store.schema_version() {
+        assert!(
+            e.to_string().contains(&scratch.schema),
+            "names the store: {e}"
+        );
+    }
+    assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    assert_ne!(backend(&store).unwrap(), before, "a new session");
+}
+
+#[test]
+fn the_session_is_usable_from_inside_an_async_runtime() {
+    // Some callers hold the store on a runtime's worker thread, where blocking on another
+    // runtime would panic: the session's own thread makes that safe.
+    let scratch = Scratch::new();
+    let url = scratch.url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let version = rt.block_on(async move { PgStore::connect(&url).unwrap().schema_version() });
+    assert_eq!(version.unwrap(), MIGRATIONS.len() as i64);
+}
