@@ -27,7 +27,7 @@ impl ActionOutcome {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "applied" => ActionOutcome::Applied,
             "skipped" => ActionOutcome::Skipped,

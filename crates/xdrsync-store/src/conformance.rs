@@ -1,6 +1,6 @@
 //! The conformance suite of the [`Store`] trait: what every backend must do the same, each
 //! check a function over `&dyn Store`, instantiated per backend by [`conformance!`] (SQLite
-//! below; a second backend adds one line). What only one backend can show (a file reopened,
+//! and PostgreSQL below). What only one backend can show (a file reopened,
 //! a SQLite schema migrated, bytes damaged on disk) stays in that backend's tests.
 
 use xdrsync_model::{Alert, AlertApi, ApiKind, Incident, IncidentId, Severity};
@@ -479,4 +479,11 @@ conformance!(sqlite_file, {
     let dir = tempfile::tempdir().unwrap();
     let store: Box<dyn Store> = Box::new(SqliteStore::open(&dir.path().join("x.db")).unwrap());
     (store, Some(dir))
+});
+// The cluster's store, in a schema of its own on the machine's PostgreSQL.
+conformance!(postgres, {
+    let scratch = crate::postgres::tests::Scratch::new();
+    let store: Box<dyn Store> =
+        Box::new(crate::postgres::PgStore::connect(&scratch.url()).unwrap());
+    (store, Some(scratch))
 });

@@ -154,6 +154,18 @@ impl Dictionaries {
         }
     }
 
+    /// The dictionary `id` if this process knows it.
+    pub(crate) fn known(&self, id: u32) -> Option<Dictionary> {
+        self.known.get(&id).cloned()
+    }
+
+    /// Records a dictionary another process stored, without making it the current one.
+    pub(crate) fn remember(&mut self, id: u32, bytes: Arc<[u8]>) -> Dictionary {
+        let d = Dictionary::new(id, bytes);
+        self.known.insert(id, d.clone());
+        d
+    }
+
     /// The dictionary `id`, from memory or (one another process trained) from the table.
     pub(crate) fn get(&mut self, id: u32, conn: &Connection) -> Option<Dictionary> {
         if let Some(d) = self.known.get(&id) {
@@ -207,6 +219,30 @@ pub(crate) fn encode(text: &str, dictionary: Option<&Dictionary>) -> Value {
     match compressed {
         Some(blob) if blob.len() < text.len() => Value::Blob(blob),
         _ => Value::Text(text.to_owned()),
+    }
+}
+
+/// A payload as bytes, for a backend whose column holds bytes only (PostgreSQL's BYTEA): a
+/// compressed payload as it is (it starts with [`MAGIC`]), text as its UTF-8 (JSON text never
+/// starts with `Z`).
+pub(crate) fn into_bytes(stored: Value) -> Vec<u8> {
+    match stored {
+        Value::Blob(b) => b,
+        Value::Text(t) => t.into_bytes(),
+        // `encode` makes only text and blobs.
+        Value::Null | Value::Integer(_) | Value::Real(_) => Vec::new(),
+    }
+}
+
+/// [`decode`] of a payload stored as bytes ([`into_bytes`]).
+pub(crate) fn decode_bytes(
+    stored: &[u8],
+    dictionary: impl FnOnce(u32) -> Option<Dictionary>,
+) -> Result<String, String> {
+    if stored.first() == Some(&MAGIC) {
+        decode(ValueRef::Blob(stored), dictionary)
+    } else {
+        decode(ValueRef::Text(stored), dictionary)
     }
 }
 

@@ -70,6 +70,8 @@ CREATE TABLE sink_health (
 
 CREATE TABLE actions (
     id            TEXT PRIMARY KEY,
+    -- Insertion order (SQLite's rowid): actions of the same instant list in the order recorded.
+    ord           BIGINT GENERATED ALWAYS AS IDENTITY,
     created_at    TEXT NOT NULL,
     actor         TEXT NOT NULL,
     tenant_id     TEXT NOT NULL,

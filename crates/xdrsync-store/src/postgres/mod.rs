@@ -1,13 +1,14 @@
 //! The PostgreSQL store: the shared store of a cluster of `run` workers (issue 18), beside
 //! SQLite for one machine.
 //!
-//! Built so far: the session ([`conn`]), forward-only migrations from
-//! `migrations/postgres/` applied once however many workers start at the same time (each step
-//! under a transaction-scoped advisory lock), a schema newer than the binary refused, and the
-//! address shown without its password. The [`crate::Store`] calls follow; until they land,
-//! nothing outside this module uses it.
+//! Two sessions ([`conn`]: one writes, one reads, as the SQLite store's two connections),
+//! forward-only migrations from `migrations/postgres/` applied once however many workers
+//! start at the same time (each step under a transaction-scoped advisory lock), a schema newer
+//! than the binary refused, the address shown without its password, and every
+//! [`crate::Store`] call ([`store`]), held to the same conformance suite as SQLite.
 
 mod conn;
+mod store;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -28,7 +29,9 @@ const MIGRATION_LOCK: i64 = 0x0078_6472_7379_6e6d;
 /// A store in a PostgreSQL database.
 #[derive(Debug)]
 pub struct PgStore {
-    conn: conn::Connection,
+    writer: conn::Connection,
+    reader: conn::Connection,
+    dictionaries: store::Shared,
     location: String,
 }
 
@@ -43,12 +46,20 @@ impl PgStore {
             location: location.clone(),
             message: format!("not a PostgreSQL address: {e}"),
         })?;
-        let conn = conn::Connection::start(config).map_err(|e| StoreError::Postgres {
+        let session = |config| {
+            conn::Connection::start(config).map_err(|e| StoreError::Postgres {
+                location: location.clone(),
+                message: format!("cannot start the database session: {e}"),
+            })
+        };
+        let store = PgStore {
+            writer: session(config.clone())?,
+            reader: session(config)?,
+            dictionaries: store::Shared::default(),
             location: location.clone(),
-            message: format!("cannot start the database session: {e}"),
-        })?;
-        let store = PgStore { conn, location };
+        };
         store.migrate()?;
+        store.load_dictionaries()?;
         Ok(store)
     }
 
@@ -116,12 +127,31 @@ impl PgStore {
         }
     }
 
-    /// Runs `f` on the session, naming the store in its error.
+    /// Every dictionary the store has; the newest is the one new payloads use.
+    fn load_dictionaries(&self) -> Result<(), StoreError> {
+        let rows = self.call(|s| {
+            let (rt, client) = s.client()?;
+            let rows =
+                rt.block_on(client.query("SELECT id, bytes FROM dictionaries ORDER BY id", &[]))?;
+            rows.iter()
+                .map(|r| Ok((r.try_get::<_, i32>(0)?, r.try_get::<_, Vec<u8>>(1)?)))
+                .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+        })?;
+        let mut d = self.dictionaries.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, bytes) in rows {
+            if let Ok(id) = u32::try_from(id) {
+                d.add(id, bytes.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the writing session, naming the store in its error.
     fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut conn::Session) -> Result<T, tokio_postgres::Error> + Send + 'static,
     ) -> Result<T, StoreError> {
-        match self.conn.call(f) {
+        match self.writer.call(f) {
             Some(Ok(v)) => Ok(v),
             Some(Err(e)) => Err(StoreError::Postgres {
                 location: self.location.clone(),
@@ -186,4 +216,4 @@ fn redacted(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -29,12 +29,12 @@ fn admin(sql: &str) {
 }
 
 /// A fresh schema; dropped with everything in it when the guard goes.
-struct Scratch {
+pub(crate) struct Scratch {
     schema: String,
 }
 
 impl Scratch {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -50,7 +50,7 @@ impl Scratch {
     }
 
     /// The store's URL: the server with this schema as its search path.
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}?options=-csearch_path%3D{}", server(), self.schema)
     }
 }
