@@ -396,76 +396,284 @@ pub(crate) fn hunt_runs_are_recorded_and_keep_the_last_success(s: &dyn Store) {
     assert_eq!(runs[0].last_success, Some(ok.finished_at));
 }
 
+pub(crate) fn big_version(tenant: &str, id: &str, t: &str) -> NewVersion {
+    let mut v = version(tenant, id, t);
+    let alerts: Vec<String> = (0..20)
+        .map(|i| format!(r##"{{"alertId":"da{id}_{i}","title":"Suspicious PowerShell command line","evidence":[{{"@odata.type":"#microsoft.graph.security.processEvidence","processCommandLine":"powershell.exe -nop -w hidden -enc {i}","remediationStatus":"none"}}]}}"##))
+        .collect();
+    v.raw = format!(
+        r#"{{"id":"{id}","lastUpdateDateTime":"{t}","displayName":"Multi-stage incident on one endpoint é ✓","alerts":[{}]}}"#,
+        alerts.join(",")
+    );
+    v
+}
+
+/// Every raw version reads back byte for byte, also after the store trained its dictionary
+/// from its first payloads (enough versions are committed here to train one) and compressed
+/// the rest with it.
+pub(crate) fn every_raw_version_reads_back_byte_for_byte_through_training(s: &dyn Store) {
+    let t = TenantId::canonical("a");
+    let versions: Vec<NewVersion> = (0..(crate::payload::TRAIN_PAYLOADS / 2 + 100))
+        .map(|i| big_version("a", &i.to_string(), "2026-11-01T00:00:01Z"))
+        .collect();
+    for chunk in versions.chunks(200) {
+        // Half compressed ahead (as the pipeline does), half at commit.
+        let ahead = chunk.len().min(100);
+        let encoded = s.encode(&chunk[..ahead]);
+        let req = CommitRequest {
+            tenant: t.clone(),
+            versions: chunk.to_vec(),
+            poison: vec![],
+            cursor: None,
+        };
+        for r in s.commit_group_encoded(&[req], &[encoded]) {
+            r.unwrap();
+        }
+    }
+    let mut back = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = s.versions_after(after, 500).unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        back.extend(page);
+    }
+    assert_eq!(back.len(), versions.len());
+    for (b, v) in back.iter().zip(&versions) {
+        assert_eq!(b.raw, v.raw, "raw byte for byte");
+        assert_eq!(b.record, v.record, "normalized read back");
+    }
+    // Without raw, the same records and no raw text.
+    let light = s.versions_after_without_raw(0, 10).unwrap();
+    assert!(light.iter().all(|v| v.raw.is_empty()));
+    assert_eq!(light[3].record, versions[3].record);
+    // Compressed: far smaller than the JSON.
+    let json: usize = versions.iter().map(|v| v.raw.len()).sum();
+    assert!(
+        s.size_bytes() < json as u64,
+        "{} bytes for {json} of JSON",
+        s.size_bytes()
+    );
+}
+
+/// A write-back is audited, and the version it produced is stored in the same transaction,
+/// marked with the action's id.
+pub(crate) fn actions_are_audited_with_the_version_they_produced(s: &dyn Store) {
+    let t = TenantId::canonical("a");
+    let action = |id: &str, at: &str, produced: Option<&str>| ActionRecord {
+        id: id.into(),
+        created_at: at.parse().unwrap(),
+        actor: "analyst@contoso".into(),
+        tenant_id: t.clone(),
+        tenant_name: "Contoso".into(),
+        target: "incident".into(),
+        item_id: "7".into(),
+        request: r#"{"status":"resolved"}"#.into(),
+        outcome: if produced.is_some() {
+            ActionOutcome::Applied
+        } else {
+            ActionOutcome::Failed
+        },
+        answer: "ok".into(),
+        produced: produced.map(|p| p.parse().unwrap()),
+    };
+    s.commit(&t, &[version("a", "7", "2026-11-01T00:00:01Z")], None)
+        .unwrap();
+    let produced = version("a", "7", "2026-11-01T00:00:09Z");
+    s.record_actions(&[
+        (
+            action(
+                "act-1",
+                "2026-11-01T00:00:08Z",
+                Some("2026-11-01T00:00:09Z"),
+            ),
+            Some(produced),
+        ),
+        (action("act-2", "2026-11-01T00:00:08Z", None), None),
+    ])
+    .unwrap();
+    s.record_action(&action("act-3", "2026-11-01T00:00:10Z", None), None)
+        .unwrap();
+    let listed = s.actions(Some(&t)).unwrap();
+    let ids: Vec<&str> = listed.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["act-1", "act-2", "act-3"], "in the order recorded");
+    assert_eq!(listed[0].outcome, ActionOutcome::Applied);
+    assert_eq!(
+        listed[0].produced,
+        Some("2026-11-01T00:00:09Z".parse().unwrap())
+    );
+    assert!(
+        s.actions(Some(&TenantId::canonical("other")))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.actions(None).unwrap().len(), 3);
+    let latest = s
+        .latest_of(&t, StreamKind::Incidents, "7")
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.origin_action.as_deref(), Some("act-1"));
+    assert_eq!(latest.change, ChangeKind::Updated);
+    assert_eq!(s.last_seq().unwrap(), latest.seq);
+}
+
+/// Pull outcomes make the stream's health: failures counted until a success, the last success
+/// kept, coverage only ever widened.
+pub(crate) fn pull_outcomes_make_the_streams_health(s: &dyn Store) {
+    let t = TenantId::canonical("a");
+    let ok = |since: &str| PullOutcome {
+        tenant_name: "Contoso".into(),
+        error: None,
+        partial: None,
+        since: Some(since.parse().unwrap()),
+    };
+    let failed = PullOutcome {
+        tenant_name: "Contoso".into(),
+        error: Some("AADSTS700016: the app is not in the tenant".into()),
+        partial: None,
+        since: None,
+    };
+    for since in [
+        "2026-11-02T00:00:00Z",
+        "2026-11-01T00:00:00Z",
+        "2026-11-03T00:00:00Z",
+    ] {
+        s.record_outcome(&t, StreamKind::Incidents, &ok(since))
+            .unwrap();
+    }
+    let success = s.last_success(&t, StreamKind::Incidents).unwrap();
+    assert!(success.is_some());
+    s.record_outcome(&t, StreamKind::Incidents, &failed)
+        .unwrap();
+    s.record_outcome(&t, StreamKind::Incidents, &failed)
+        .unwrap();
+    s.commit(
+        &t,
+        &[version("a", "1", "2026-11-04T00:00:00Z")],
+        Some((
+            StreamKind::Incidents,
+            "2026-11-04T00:00:00Z".parse().unwrap(),
+        )),
+    )
+    .unwrap();
+    let h = s.health().unwrap();
+    assert_eq!(h.len(), 1);
+    let h = &h[0];
+    assert_eq!(
+        (h.stream.as_str(), h.tenant_name.as_str()),
+        ("incidents", "Contoso")
+    );
+    assert_eq!(h.failures, 2);
+    assert!(
+        h.degraded
+            .as_deref()
+            .is_some_and(|d| d.contains("AADSTS700016"))
+    );
+    assert_eq!(h.last_success, success, "kept through failures");
+    assert_eq!(
+        h.covered_from,
+        Some("2026-11-01T00:00:00Z".parse().unwrap()),
+        "the widest"
+    );
+    assert_eq!(h.cursor, Some("2026-11-04T00:00:00Z".parse().unwrap()));
+    assert_eq!((h.versions, h.items, h.poison), (1, 1, 0));
+    assert_eq!(
+        s.covered_from(&t, StreamKind::Incidents).unwrap(),
+        h.covered_from
+    );
+    assert_eq!(s.covered_from(&t, StreamKind::Alerts).unwrap(), None);
+    s.record_outcome(&t, StreamKind::Incidents, &ok("2026-11-05T00:00:00Z"))
+        .unwrap();
+    let h = s.health().unwrap();
+    assert_eq!(
+        (h[0].failures, h[0].degraded.as_deref()),
+        (0, None),
+        "a success clears it"
+    );
+    let by_id = s
+        .latest_since_by_id(
+            &t,
+            StreamKind::Incidents,
+            "2026-11-01T00:00:00Z".parse().unwrap(),
+        )
+        .unwrap();
+    assert_eq!(
+        by_id.get("1"),
+        Some(&"2026-11-04T00:00:00Z".parse().unwrap())
+    );
+}
+
+/// A sink's health: its position, deliveries and failures, backlog; renamed and forgotten.
+pub(crate) fn sink_health_follows_deliveries_and_survives_a_rename(s: &dyn Store) {
+    let t = TenantId::canonical("a");
+    let versions: Vec<NewVersion> = (0..5)
+        .map(|i| version("a", &i.to_string(), "2026-11-01T00:00:01Z"))
+        .collect();
+    s.commit(&t, &versions, None).unwrap();
+    assert!(!s.has_sink("splunk").unwrap());
+    s.set_sink_position("splunk", 2).unwrap();
+    s.set_sink_position("splunk", 1).unwrap();
+    assert_eq!(s.sink_position("splunk").unwrap(), 2, "never backward");
+    s.record_sink_outcome("splunk", Ok(2)).unwrap();
+    s.record_sink_outcome("splunk", Err("HEC answered 503"))
+        .unwrap();
+    s.record_sink_outcome("splunk", Err("HEC answered 503"))
+        .unwrap();
+    let h = s.sink_health("splunk").unwrap();
+    assert_eq!((h.position, h.backlog, h.failures), (2, 3, 2));
+    assert!(h.last_delivery.is_some() && h.oldest_undelivered.is_some());
+    assert_eq!(h.last_error.as_deref(), Some("HEC answered 503"));
+    s.record_sink_outcome("splunk", Ok(0)).unwrap();
+    let h = s.sink_health("splunk").unwrap();
+    assert_eq!((h.failures, h.last_error), (0, None));
+    assert_eq!(s.sink_positions().unwrap().len(), 1);
+    s.rename_sink("splunk", "splunk-eu").unwrap();
+    assert!(!s.has_sink("splunk").unwrap());
+    assert_eq!(s.sink_position("splunk-eu").unwrap(), 2);
+    assert_eq!(s.sink_health("splunk-eu").unwrap().position, 2);
+    assert_eq!(s.seq_before_newest(1).unwrap(), s.last_seq().unwrap() - 1);
+    assert_eq!(s.count_after(2).unwrap(), 3);
+    s.forget_sink("splunk-eu").unwrap();
+    assert!(!s.has_sink("splunk-eu").unwrap());
+    assert_eq!(s.sink_health("splunk-eu").unwrap().failures, 0);
+    assert_eq!(s.version_count().unwrap(), 5);
+    s.check_writable().unwrap();
+    assert_eq!(s.version_keys(&t, StreamKind::Incidents).unwrap().len(), 5);
+}
+
 /// One `#[test]` per check of this module, against a store made by `$make`: an expression
 /// giving `(Box<dyn Store>, guard)`, evaluated afresh for each test; the guard (a temporary
 /// directory, a scratch schema) outlives the store.
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
+        conformance!(@each $backend, $make, [
+            versions_dedup_and_classify,
+            cursor_moves_only_forward_with_the_data,
+            sink_state_is_replaced_with_the_position_and_backlog_is_counted,
+            poison_is_recorded_once_and_counted,
+            change_events_compare_with_the_previous_version_in_time_order,
+            streams_share_the_outbox_and_keep_their_identities,
+            prune_keeps_the_newest_version_and_everything_undelivered,
+            a_hunt_row_found_again_is_the_row_already_stored,
+            hunt_runs_are_recorded_and_keep_the_last_success,
+            every_raw_version_reads_back_byte_for_byte_through_training,
+            actions_are_audited_with_the_version_they_produced,
+            pull_outcomes_make_the_streams_health,
+            sink_health_follows_deliveries_and_survives_a_rename
+        ]);
+    };
+    (@each $backend:ident, $make:expr, [$($check:ident),* $(,)?]) => {
         mod $backend {
             use super::*;
-            #[test]
-            fn versions_dedup_and_classify() {
-                let (store, guard) = $make;
-                super::versions_dedup_and_classify(&*store);
-                drop(store);
-                drop(guard);
-            }
-            #[test]
-            fn cursor_moves_only_forward_with_the_data() {
-                let (store, guard) = $make;
-                super::cursor_moves_only_forward_with_the_data(&*store);
-                drop(store);
-                drop(guard);
-            }
-            #[test]
-            fn sink_state_is_replaced_with_the_position_and_backlog_is_counted() {
-                let (store, guard) = $make;
-                super::sink_state_is_replaced_with_the_position_and_backlog_is_counted(&*store);
-                drop(store);
-                drop(guard);
-            }
-            #[test]
-            fn poison_is_recorded_once_and_counted() {
-                let (store, guard) = $make;
-                super::poison_is_recorded_once_and_counted(&*store);
-                drop(store);
-                drop(guard);
-            }
-            #[test]
-            fn change_events_compare_with_the_previous_version_in_time_order() {
-                let (store, guard) = $make;
-                super::change_events_compare_with_the_previous_version_in_time_order(&*store);
-                drop(store);
-                drop(guard);
-            }
-            #[test]
-            fn streams_share_the_outbox_and_keep_their_identities() {
-                let (store, guard) = $make;
-                super::streams_share_the_outbox_and_keep_their_identities(&*store);
-                drop(store);
-                drop(guard);
-            }
-            #[test]
-            fn prune_keeps_the_newest_version_and_everything_undelivered() {
-                let (store, guard) = $make;
-                super::prune_keeps_the_newest_version_and_everything_undelivered(&*store);
-                drop(store);
-                drop(guard);
-            }
-            #[test]
-            fn a_hunt_row_found_again_is_the_row_already_stored() {
-                let (store, guard) = $make;
-                super::a_hunt_row_found_again_is_the_row_already_stored(&*store);
-                drop(store);
-                drop(guard);
-            }
-            #[test]
-            fn hunt_runs_are_recorded_and_keep_the_last_success() {
-                let (store, guard) = $make;
-                super::hunt_runs_are_recorded_and_keep_the_last_success(&*store);
-                drop(store);
-                drop(guard);
-            }
+            $(
+                #[test]
+                fn $check() {
+                    let (store, guard) = $make;
+                    super::$check(&*store);
+                    drop(store);
+                    drop(guard);
+                }
+            )*
         }
     };
 }

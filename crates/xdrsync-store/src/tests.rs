@@ -1,5 +1,5 @@
 use super::*;
-use crate::conformance::{hunt_row, version};
+use crate::conformance::{big_version, hunt_row, version};
 
 #[test]
 fn sink_positions_and_reopen() {
@@ -246,17 +246,6 @@ fn a_version_6_store_keeps_every_row_and_its_origin_through_the_hunts_migration(
 }
 
 /// A big incident's raw JSON, as an API sends it: the kind of payload the store compresses.
-fn big_version(tenant: &str, id: &str, t: &str) -> NewVersion {
-    let mut v = version(tenant, id, t);
-    let alerts: Vec<String> = (0..20)
-        .map(|i| format!(r##"{{"alertId":"da{id}_{i}","title":"Suspicious PowerShell command line","evidence":[{{"@odata.type":"#microsoft.graph.security.processEvidence","processCommandLine":"powershell.exe -nop -w hidden -enc {i}","remediationStatus":"none"}}]}}"##))
-        .collect();
-    v.raw = format!(
-        r#"{{"id":"{id}","lastUpdateDateTime":"{t}","displayName":"Multi-stage incident on one endpoint é ✓","alerts":[{}]}}"#,
-        alerts.join(",")
-    );
-    v
-}
 
 #[test]
 fn every_payload_is_stored_compressed_and_read_back_byte_for_byte() {
