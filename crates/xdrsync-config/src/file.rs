@@ -54,6 +54,10 @@ pub struct StoreSection {
     /// SQLite database file, relative to the config file's folder.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// A PostgreSQL store instead of the SQLite file: the database a cluster of `run` workers
+    /// shares (`postgres://user:password@host:5432/db`), from a secret source since it
+    /// usually carries a password, e.g. `url = { env = "XDRSYNC_STORE_URL" }`.
+    pub url: Option<crate::secret::SecretSource>,
     /// Versions older than this many days, and delivered to every enabled sink, are pruned
     /// by `run`; the latest version of every incident and alert is always kept. 0 keeps
     /// everything.
@@ -69,6 +73,7 @@ impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             path: default_store_path(),
+            url: None,
             retention_days: default_retention_days(),
         }
     }
@@ -116,7 +121,7 @@ impl Default for ServerSection {
     }
 }
 
-fn default_store_path() -> PathBuf {
+pub(crate) fn default_store_path() -> PathBuf {
     PathBuf::from("xdrsync.db")
 }
 

@@ -41,6 +41,9 @@ pub struct Config {
     pub path: PathBuf,
     /// The SQLite store file (absolute or relative to the working directory).
     pub store_path: PathBuf,
+    /// `[store] url`: the PostgreSQL store, instead of the file at `store_path` (the file's
+    /// folder still holds what is per machine: the rate ledger).
+    pub store_url: Option<SecretSource>,
     /// Sync settings.
     pub sync: SyncSettings,
     /// Enabled and disabled tenants, in file order.

@@ -67,9 +67,23 @@ pub(crate) fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigEr
             replay_window: std::time::Duration::from_secs(file.server.actions_replay_secs.max(1)),
         }),
     };
+    if file.store.url.is_some() && file.store.path != crate::file::default_store_path() {
+        return Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            field: "store.url".into(),
+            message: "give one of `path` (a SQLite file) and `url` (a PostgreSQL database)".into(),
+        });
+    }
+    let store_url = file
+        .store
+        .url
+        .as_ref()
+        .map(|s| c.secret("store.url", s))
+        .transpose()?;
     Ok(Config {
         path: path.to_owned(),
         store_path: c.resolve(&file.store.path),
+        store_url,
         retention_days: file.store.retention_days,
         server_listen,
         inbound_actions,

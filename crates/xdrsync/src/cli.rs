@@ -79,9 +79,20 @@ pub(crate) enum Command {
     /// Tokens and consent: inspect a tenant's token, print admin-consent links.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// The store itself: bring its schema up to date.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Write shell completions and the man pages (for packagers).
     #[command(hide = true)]
     Generate(GenerateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum StoreCommand {
+    /// Apply the schema migrations the store lacks (SQLite or PostgreSQL; `run` and `pull`
+    /// also do at start) and print its schema version. A store written by a newer xdrsync is
+    /// refused. Safe to run from every worker at once: each step is applied once.
+    Migrate,
 }
 
 #[derive(Debug, Subcommand)]

@@ -83,6 +83,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Emulator(cmd) => commands::emulator::run(cmd, fixture).await,
         Command::Init(args) => commands::init::run(args),
         Command::Auth(cmd) => commands::auth::run(cmd, &config_path).await,
+        Command::Store(cmd) => commands::store::run(cmd, &config_path),
     }
 }
 

@@ -5,8 +5,6 @@
 use std::io::BufRead as _;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
-use xdrsync_store::Store as _;
 
 use anyhow::Context as _;
 use xdrsync_model::action::{Action, Target};
@@ -115,8 +113,7 @@ async fn execute(
     config_path: &Path,
 ) -> anyhow::Result<ExitCode> {
     let config = super::load_config(config_path)?;
-    let store: Arc<dyn xdrsync_store::Store> =
-        Arc::new(xdrsync_store::SqliteStore::open(&config.store_path)?);
+    let store = super::open_store(&config)?;
     let vault = if actions
         .iter()
         .filter_map(|a| config.tenant(&a.tenant))
@@ -189,7 +186,7 @@ fn print(reports: &[ActionReport], dry_run: bool) -> anyhow::Result<()> {
 /// `actions log`.
 fn log(args: LogArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = super::load_config(config_path)?;
-    let store = xdrsync_store::SqliteStore::open(&config.store_path)?;
+    let store = super::open_store(&config)?;
     let tenant = match &args.tenant {
         Some(t) => Some(config.require_tenant(t)?.tenant_id.clone()),
         None => None,

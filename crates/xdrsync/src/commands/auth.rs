@@ -6,7 +6,6 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use xdrsync_store::Store as _;
 
 use anyhow::Context as _;
 use serde_json::Value;
@@ -495,10 +494,9 @@ fn status(args: AuthStatusArgs, config_path: &Path) -> anyhow::Result<ExitCode> 
     let now = xdrsync_model::Timestamp::now();
     let days_until =
         |t: xdrsync_model::Timestamp| (t.ticks() - now.ticks()) / (86_400 * 10_000_000);
-    let store = config
-        .store_path
-        .exists()
-        .then(|| xdrsync_store::SqliteStore::open(&config.store_path))
+    // Without a store yet (nothing pulled), no history: a SQLite file is not created for it.
+    let store = (config.store_url.is_some() || config.store_path.exists())
+        .then(|| super::open_store(&config))
         .transpose()?;
     let vault = if selected.iter().any(|t| t.delegated) {
         Some(xdrsync_pipeline::open_vault(&config)?)

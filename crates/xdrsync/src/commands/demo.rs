@@ -16,7 +16,6 @@ use xdrsync_emulator::{Emulator, EmulatorConfig};
 use xdrsync_model::Timestamp;
 use xdrsync_pipeline::{Pipeline, PullMode};
 use xdrsync_sinks::{NdjsonSink, Sink};
-use xdrsync_store::SqliteStore;
 
 use crate::cli::DemoArgs;
 
@@ -42,7 +41,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         config.tenants.len()
     );
 
-    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open(&config.store_path)?);
+    let store = super::open_store(&config)?;
     let names = xdrsync_sinks::tenant_names(&config.tenants);
     let pipeline = Pipeline::new(config, store.clone())?;
     let ndjson = dir.join("events.ndjson");

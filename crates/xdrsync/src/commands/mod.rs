@@ -13,11 +13,41 @@ pub(crate) mod pull;
 pub(crate) mod replay;
 pub(crate) mod run;
 pub(crate) mod status;
+pub(crate) mod store;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use xdrsync_config::Config;
+use xdrsync_store::Store;
+
+/// How the config names its store, to tell whether a reloaded config names the same one:
+/// the SQLite file's path, or where the PostgreSQL URL is read from (never the URL itself).
+pub(crate) fn store_named(config: &Config) -> String {
+    match &config.store_url {
+        Some(url) => format!(
+            "postgres from env {:?} file {:?} command {:?} inline {}",
+            url.env,
+            url.file,
+            url.command,
+            url.value.is_some()
+        ),
+        None => format!("sqlite {}", config.store_path.display()),
+    }
+}
+
+/// The store the config names: the PostgreSQL database of `[store] url` (its secret read
+/// now), else the SQLite file of `[store] path`; either is migrated to this release's schema.
+pub(crate) fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &config.store_url {
+        Some(url) => {
+            let url = url.resolve("store.url")?;
+            Arc::new(xdrsync_store::postgres::PgStore::connect(url.expose())?)
+        }
+        None => Arc::new(xdrsync_store::SqliteStore::open(&config.store_path)?),
+    })
+}
 
 /// `--since`: a duration back from now (`48h`, `7d`, `30m`) or an instant
 /// (`2026-11-01T00:00:00Z`). An unreadable value, or an instant in the future, is a usage

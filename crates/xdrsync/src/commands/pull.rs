@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use xdrsync_pipeline::{Pipeline, PullMode, TenantReport};
 use xdrsync_sinks::{Delivered, NdjsonSink, Sink, SinkError};
-use xdrsync_store::{SqliteStore, Store};
+use xdrsync_store::Store;
 
 use crate::cli::{BackfillArgs, PullArgs};
 
@@ -39,7 +39,7 @@ async fn one_pass(
     ndjson: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let (config, validated) = super::load_selected(config_path, select)?;
-    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open(&config.store_path)?);
+    let store = super::open_store(&config)?;
     let (sinks, stdout_used) = sinks(&config, &validated, ndjson, store.as_ref())?;
     let pipeline = Pipeline::new(config, store)?;
     let (reports, delivered) = pass(&pipeline, mode, &sinks).await;

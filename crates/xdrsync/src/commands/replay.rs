@@ -16,7 +16,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use xdrsync_sinks::{NdjsonSink, Sink};
-use xdrsync_store::SqliteStore;
 
 use crate::cli::{ReplayArgs, UsageError};
 
@@ -33,7 +32,7 @@ pub(crate) async fn run(args: ReplayArgs, config_path: &Path) -> anyhow::Result<
         tenants
     };
     let streams = xdrsync_config::parse_streams(&args.select.streams)?;
-    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open(&config.store_path)?);
+    let store = super::open_store(&config)?;
     let temp = format!(
         "replay:{}:{}",
         args.sink.as_deref().unwrap_or("ndjson"),

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use xdrsync_pipeline::{Pipeline, PullMode, deliver};
 use xdrsync_sinks::Sink;
-use xdrsync_store::{SqliteStore, Store};
+use xdrsync_store::Store;
 
 use crate::cli::RunArgs;
 use crate::server::{Daemon, PassSummary, ServerState};
@@ -34,9 +34,15 @@ struct Loaded {
 }
 
 /// Loads the config at `path` (again, on SIGHUP) into a pipeline and sinks over `store`.
-fn load(path: &Path, args: &RunArgs, store: &Arc<dyn Store>) -> anyhow::Result<Loaded> {
+fn load(path: &Path, args: &RunArgs, store: &OpenStore) -> anyhow::Result<Loaded> {
     let (config, validated) = super::load_config_and_sinks(path)?;
     build(config, validated, args, store)
+}
+
+/// The store `run` opened, and the config's words for it (a reload must name the same).
+struct OpenStore {
+    store: Arc<dyn Store>,
+    named: String,
 }
 
 /// A loaded config as a pipeline and sinks over `store`.
@@ -44,12 +50,13 @@ fn build(
     config: xdrsync_config::Config,
     validated: Vec<xdrsync_sinks::ValidatedSink>,
     args: &RunArgs,
-    store: &Arc<dyn Store>,
+    open: &OpenStore,
 ) -> anyhow::Result<Loaded> {
-    if config.store_path.display().to_string() != store.location() {
+    let store = &open.store;
+    if super::store_named(&config) != open.named {
         anyhow::bail!(xdrsync_config::ConfigError::Invalid {
             path: config.path.clone(),
-            field: "store.path".into(),
+            field: "store".into(),
             message: format!(
                 "the store cannot change while `run` is up (it uses {}); restart to move it",
                 store.location()
@@ -76,7 +83,11 @@ fn build(
 
 pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     let (config, validated) = super::load_config_and_sinks(config_path)?;
-    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open(&config.store_path)?);
+    let open = OpenStore {
+        store: super::open_store(&config)?,
+        named: super::store_named(&config),
+    };
+    let store = open.store.clone();
     let retention_days = config.retention_days;
     let listen = match &args.listen {
         Some(l) if l.trim().is_empty() => None,
@@ -91,7 +102,7 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
         mut pipeline,
         mut sinks,
         daemon,
-    } = build(config, validated, &args, &store)?;
+    } = build(config, validated, &args, &open)?;
     let mut interval = daemon.interval;
     // Metrics are recorded only when something serves them.
     let recorder = match listen {
@@ -210,7 +221,7 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
         // A SIGHUP during the pass is taken now; one during the wait ends the wait.
         reload_now |= reload.try_recv();
         if reload_now {
-            match load(config_path, &args, &store) {
+            match load(config_path, &args, &open) {
                 Ok(loaded) => {
                     pipeline = loaded.pipeline;
                     sinks = loaded.sinks;

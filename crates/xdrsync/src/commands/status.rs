@@ -3,20 +3,19 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use serde_json::json;
 use xdrsync_model::StreamKind;
 use xdrsync_pipeline::Pipeline;
-use xdrsync_store::{SinkHealth, SqliteStore, Store, StreamHealth};
+use xdrsync_store::{SinkHealth, Store, StreamHealth};
 
 use crate::cli::{OutputFormat, ReconcileArgs, StatusArgs};
 use crate::text::{out, outln};
 
 pub(crate) fn run(args: StatusArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     let (config, configured_sinks) = super::load_selected(config_path, &args.select)?;
-    let store = SqliteStore::open(&config.store_path)?;
-    let report = Report::read(&config, &configured_sinks, &[], &store)?;
+    let store = super::open_store(&config)?;
+    let report = Report::read(&config, &configured_sinks, &[], store.as_ref())?;
     match args.output {
         OutputFormat::Json => outln!("{:#}", report.json()),
         OutputFormat::Table => out!("{}", report.table()),
@@ -242,7 +241,7 @@ impl Report {
             hunts,
             sinks: SinkRow::collect(store, configured_sinks, live)?,
             store_bytes: store.size_bytes(),
-            store_path: config.store_path.clone(),
+            store_path: store.location().into(),
         })
     }
 
@@ -497,7 +496,7 @@ impl Report {
 pub(crate) async fn reconcile(args: ReconcileArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     let since = super::since(&args.since)?;
     let (config, _) = super::load_selected(config_path, &args.select)?;
-    let store: Arc<dyn xdrsync_store::Store> = Arc::new(SqliteStore::open(&config.store_path)?);
+    let store = super::open_store(&config)?;
     let tenants: Vec<_> = config
         .tenants
         .iter()

@@ -1,0 +1,184 @@
+//! The PostgreSQL store end to end (issue 18): the built binary with `[store] url` against the
+//! emulator and the machine's PostgreSQL, each test in a schema of its own.
+
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
+use std::collections::BTreeSet;
+
+use xdrsync_model::{ApiKind, StreamKind};
+use xdrsync_store::Store as _;
+use xdrsync_store::postgres::PgStore;
+use xdrsync_test_utils as tu;
+use xdrsync_test_utils::receivers::postgres as pg;
+
+mod common;
+use common::{text, xdrsync};
+
+/// A schema of its own on the test server, and the store URL that puts the store in it.
+async fn scratch() -> (String, String) {
+    let schema = pg::fresh_schema("xdrsync_store");
+    pg::client()
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let url = format!(
+        "{}?options=-csearch_path%3D{schema}",
+        pg::url(&pg::address())
+    );
+    (schema, url)
+}
+
+/// Points the config in `dir` at the PostgreSQL store `url`, read from a file as a secret.
+fn use_postgres(dir: &std::path::Path, url: &str) -> xdrsync_config::Config {
+    let path = dir.join("xdrsync.toml");
+    let text = fs_err::read_to_string(&path).unwrap();
+    fs_err::write(dir.join("store-url"), url).unwrap();
+    let text = text.replacen(
+        "[store]\npath = \"xdrsync.db\"\n",
+        "[store]\nurl = { file = \"store-url\" }\n",
+        1,
+    );
+    fs_err::write(&path, text).unwrap();
+    xdrsync_config::Config::load(&path).unwrap()
+}
+
+fn ndjson_event_ids(path: &std::path::Path) -> Vec<String> {
+    fs_err::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["event_id"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_into_postgres_stores_the_truth_and_delivers_each_version_once() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Back far enough to hold the emulator's whole history: every version is due.
+    tu::write_config(
+        dir,
+        &emu,
+        &[ApiKind::Graph, ApiKind::Xdr],
+        "[sync]\ninitial_lookback_hours = 720\n",
+    );
+    let (schema, url) = scratch().await;
+    let config = use_postgres(dir, &url);
+
+    let migrate = xdrsync(&["store", "migrate"], dir).await;
+    assert_eq!(migrate.status.code(), Some(0), "{}", text(&migrate));
+    assert!(
+        text(&migrate).contains("schema version 1, up to date"),
+        "{}",
+        text(&migrate)
+    );
+    assert!(!dir.join("xdrsync.db").exists(), "no SQLite store made");
+
+    let start = emu.state().clock().now();
+    let pull = xdrsync(&["pull", "--ndjson", "out.ndjson"], dir).await;
+    assert_eq!(pull.status.code(), Some(0), "{}", text(&pull));
+    let polls = vec![(start, emu.state().clock().now())];
+
+    let store = PgStore::connect(&url).unwrap();
+    let mut checked = 0;
+    for t in &config.tenants {
+        let tenant = t.tenant_id.as_str();
+        let truth = tu::truth::incidents(&emu, tenant);
+        checked += tu::truth::check(
+            &store,
+            tenant,
+            StreamKind::Incidents,
+            (&truth, &truth),
+            &polls,
+            0,
+        );
+    }
+    assert!(checked > 200, "only {checked} versions checked");
+
+    // Every stored version delivered once, under its stored event id.
+    let stored: Vec<String> = store
+        .versions_after(0, 1_000_000)
+        .unwrap()
+        .into_iter()
+        .map(|v| v.event_id)
+        .collect();
+    let delivered = ndjson_event_ids(&dir.join("out.ndjson"));
+    assert_eq!(delivered.len(), stored.len());
+    assert_eq!(
+        delivered.iter().collect::<BTreeSet<_>>(),
+        stored.iter().collect::<BTreeSet<_>>()
+    );
+
+    // Again: nothing new stored, nothing delivered twice.
+    let again = xdrsync(&["pull", "--ndjson", "out.ndjson"], dir).await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    let delivered = ndjson_event_ids(&dir.join("out.ndjson"));
+    let unique: BTreeSet<&String> = delivered.iter().collect();
+    assert_eq!(unique.len(), delivered.len(), "a version delivered twice");
+    assert_eq!(store.version_count().unwrap(), delivered.len() as u64);
+
+    // `status` reads the same store and names it.
+    let status = xdrsync(&["status"], dir).await;
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    assert!(
+        text(&status).contains("127.0.0.1:5432/test"),
+        "{}",
+        text(&status)
+    );
+    pg::drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_postgres_store_is_a_clear_error_and_exit_1() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    tu::write_config(dir, &emu, &[ApiKind::Graph], "");
+    // Nothing listens on port 1.
+    use_postgres(
+        dir,
+        "postgres://xdrsync:hunter2@127.0.0.1:1/test?connect_timeout=3",
+    );
+    for args in [&["pull"][..], &["store", "migrate"], &["status"]] {
+        let out = xdrsync(args, dir).await;
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(
+            said.contains("127.0.0.1:1"),
+            "{args:?} names the server: {said}"
+        );
+        assert!(!said.contains("hunter2"), "{args:?}: {said}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_path_and_url_together_are_refused() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    tu::write_config(dir, &emu, &[ApiKind::Graph], "");
+    let path = dir.join("xdrsync.toml");
+    let text_before = fs_err::read_to_string(&path).unwrap();
+    fs_err::write(
+        &path,
+        text_before.replacen(
+            "[store]\npath = \"xdrsync.db\"\n",
+            "[store]\npath = \"other.db\"\nurl = { env = \"XDRSYNC_STORE_URL\" }\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let out = xdrsync(&["check-config"], dir).await;
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("store.url"), "{}", text(&out));
+}
