@@ -329,102 +329,11 @@ async fn apply(
         )
         .await?;
     }
-    let seen = tx
-        .prepare(
-            "SELECT 1 FROM versions WHERE tenant_id = $1 AND stream = $2 AND item_id = $3 LIMIT 1",
-        )
-        .await?;
-    let previous = tx
-        .prepare(
-            "SELECT seq, normalized FROM versions
-             WHERE tenant_id = $1 AND stream = $2 AND item_id = $3 AND last_update < $4
-             ORDER BY last_update DESC LIMIT 1",
-        )
-        .await?;
-    let insert = tx
-        .prepare(
-            // A version already stored (re-read through the overlap) is left alone.
-            "INSERT INTO versions
-             (tenant_id, stream, item_id, last_update, event_id, change, changes, api, normalized, raw, fetched_at, origin)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-             ON CONFLICT (tenant_id, stream, item_id, last_update) DO NOTHING",
-        )
-        .await?;
-    let mut stats = CommitStats::default();
-    for row in &req.rows {
-        let r = &row.record;
-        let stream = r.stream();
-        let item = r.item_id();
-        // An item of a single-version stream found again is the version already stored.
-        if stream.single_version()
-            && tx
-                .query_opt(&seen, &[&tenant, &stream.as_str(), &item])
-                .await?
-                .is_some()
-        {
-            stats.unchanged += 1;
-            continue;
-        }
-        let last_update = r.last_update().to_string();
-        let prev = tx
-            .query_opt(&previous, &[&tenant, &stream.as_str(), &item, &last_update])
-            .await?;
-        let prev = match prev {
-            Some(p) => {
-                let seq: i64 = p.try_get(0)?;
-                let stored: Vec<u8> = p.try_get(1)?;
-                let json = decode(d, &stored, tx).await;
-                let record = json
-                    .and_then(|j| Record::from_json(stream, &j).map_err(|e| e.to_string()))
-                    .map_err(|message| {
-                        Fail::Store(StoreError::Corrupt {
-                            path: location.into(),
-                            what: format!("seq {seq} (normalized)"),
-                            message,
-                        })
-                    })?;
-                Some(record)
-            }
-            None => None,
-        };
-        let (kind, changes) = r.classify(prev.as_ref());
-        let changes = serde_json::to_string(&changes).unwrap_or_default();
-        let inserted = tx
-            .execute(
-                &insert,
-                &[
-                    &tenant,
-                    &stream.as_str(),
-                    &item,
-                    &last_update,
-                    &r.event_id().as_str(),
-                    &kind.as_str(),
-                    &changes,
-                    &r.api(),
-                    &row.normalized,
-                    &row.raw,
-                    &now,
-                    &origin,
-                ],
-            )
-            .await?;
-        if inserted == 0 {
-            stats.unchanged += 1;
-            continue;
-        }
-        match kind {
-            ChangeKind::Created => stats.created += 1,
-            ChangeKind::Updated => stats.updated += 1,
-            ChangeKind::AlertAdded => {
-                stats.updated += 1;
-                stats.alert_added += 1;
-            }
-            ChangeKind::Redirected => {
-                stats.updated += 1;
-                stats.redirected += 1;
-            }
-        }
-    }
+    let stats = if needs_each(&req.rows) {
+        rows_each(d, location, tx, req, origin, &now).await?
+    } else {
+        rows_batched(d, location, tx, req, origin, &now).await?
+    };
     if let Some((stream, high_water)) = req.cursor {
         tx.execute(
             "INSERT INTO cursors (tenant_id, stream, high_water, updated_at) VALUES ($1, $2, $3, $4)
@@ -1272,4 +1181,243 @@ impl PgStore {
             })
         })
     }
+}
+
+/// Whether `rows` must be stored one by one: an item twice in one request (the later is
+/// classified against the earlier, written in the same transaction) or a single-version
+/// stream (a hunt row found again is the row already stored).
+fn needs_each(rows: &[Row]) -> bool {
+    let mut items = std::collections::HashSet::with_capacity(rows.len());
+    rows.iter().any(|r| {
+        r.record.stream().single_version() || !items.insert((r.record.stream(), r.record.item_id()))
+    })
+}
+
+/// Adds the counts of one stored version of `kind` to `stats`.
+fn count_change(stats: &mut CommitStats, kind: ChangeKind) {
+    match kind {
+        ChangeKind::Created => stats.created += 1,
+        ChangeKind::Updated => stats.updated += 1,
+        ChangeKind::AlertAdded => {
+            stats.updated += 1;
+            stats.alert_added += 1;
+        }
+        ChangeKind::Redirected => {
+            stats.updated += 1;
+            stats.redirected += 1;
+        }
+    }
+}
+
+/// The previous version read back (`seq`, stored normalized payload) as a record.
+async fn previous_record(
+    d: &Shared,
+    location: &str,
+    tx: &Transaction<'_>,
+    stream: StreamKind,
+    seq: i64,
+    stored: &[u8],
+) -> Result<Record, Fail> {
+    let json = decode(d, stored, tx).await;
+    json.and_then(|j| Record::from_json(stream, &j).map_err(|e| e.to_string()))
+        .map_err(|message| {
+            Fail::Store(StoreError::Corrupt {
+                path: location.into(),
+                what: format!("seq {seq} (normalized)"),
+                message,
+            })
+        })
+}
+
+/// A request's versions stored one statement at a time (see [`needs_each`]).
+async fn rows_each(
+    d: &Shared,
+    location: &str,
+    tx: &Transaction<'_>,
+    req: &Prepared,
+    origin: Option<&str>,
+    now: &str,
+) -> Result<CommitStats, Fail> {
+    let tenant = req.tenant.as_str();
+    let seen = tx
+        .prepare(
+            "SELECT 1 FROM versions WHERE tenant_id = $1 AND stream = $2 AND item_id = $3 LIMIT 1",
+        )
+        .await?;
+    let previous = tx
+        .prepare(
+            "SELECT seq, normalized FROM versions
+             WHERE tenant_id = $1 AND stream = $2 AND item_id = $3 AND last_update < $4
+             ORDER BY last_update DESC LIMIT 1",
+        )
+        .await?;
+    let insert = tx
+        .prepare(
+            // A version already stored (re-read through the overlap) is left alone.
+            "INSERT INTO versions
+             (tenant_id, stream, item_id, last_update, event_id, change, changes, api, normalized, raw, fetched_at, origin)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (tenant_id, stream, item_id, last_update) DO NOTHING",
+        )
+        .await?;
+    let mut stats = CommitStats::default();
+    for row in &req.rows {
+        let r = &row.record;
+        let stream = r.stream();
+        let item = r.item_id();
+        // An item of a single-version stream found again is the version already stored.
+        if stream.single_version()
+            && tx
+                .query_opt(&seen, &[&tenant, &stream.as_str(), &item])
+                .await?
+                .is_some()
+        {
+            stats.unchanged += 1;
+            continue;
+        }
+        let last_update = r.last_update().to_string();
+        let prev = tx
+            .query_opt(&previous, &[&tenant, &stream.as_str(), &item, &last_update])
+            .await?;
+        let prev = match prev {
+            Some(p) => {
+                let (seq, stored): (i64, Vec<u8>) = (p.try_get(0)?, p.try_get(1)?);
+                Some(previous_record(d, location, tx, stream, seq, &stored).await?)
+            }
+            None => None,
+        };
+        let (kind, changes) = r.classify(prev.as_ref());
+        let changes = serde_json::to_string(&changes).unwrap_or_default();
+        let inserted = tx
+            .execute(
+                &insert,
+                &[
+                    &tenant,
+                    &stream.as_str(),
+                    &item,
+                    &last_update,
+                    &r.event_id().as_str(),
+                    &kind.as_str(),
+                    &changes,
+                    &r.api(),
+                    &row.normalized,
+                    &row.raw,
+                    &now,
+                    &origin,
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            stats.unchanged += 1;
+            continue;
+        }
+        count_change(&mut stats, kind);
+    }
+    Ok(stats)
+}
+
+/// A request's versions stored in three statements whatever their number: the previous
+/// version of every item read in one query, every new version inserted in one (in order, so
+/// `seq` follows the request's order), the inserted ones returned to count.
+async fn rows_batched(
+    d: &Shared,
+    location: &str,
+    tx: &Transaction<'_>,
+    req: &Prepared,
+    origin: Option<&str>,
+    now: &str,
+) -> Result<CommitStats, Fail> {
+    let tenant = req.tenant.as_str();
+    let n = req.rows.len();
+    let mut streams = Vec::with_capacity(n);
+    let mut items = Vec::with_capacity(n);
+    let mut times = Vec::with_capacity(n);
+    for row in &req.rows {
+        streams.push(row.record.stream().as_str());
+        items.push(row.record.item_id());
+        times.push(row.record.last_update().to_string());
+    }
+    let previous = tx
+        .query(
+            "SELECT x.i, v.seq, v.normalized
+             FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS x(stream, item, lu, i)
+             CROSS JOIN LATERAL (
+                SELECT seq, normalized FROM versions
+                WHERE tenant_id = $1 AND stream = x.stream AND item_id = x.item AND last_update < x.lu
+                ORDER BY last_update DESC LIMIT 1) v",
+            &[&tenant, &streams, &items, &times],
+        )
+        .await?;
+    let mut prev: Vec<Option<Record>> = vec![None; n];
+    for p in previous {
+        let i: i64 = p.try_get(0)?;
+        let seq: i64 = p.try_get(1)?;
+        let stored: Vec<u8> = p.try_get(2)?;
+        // `i` counts from 1 (WITH ORDINALITY).
+        let at = usize::try_from(i - 1).ok();
+        let (Some(slot), Some(row)) = (
+            at.and_then(|i| prev.get_mut(i)),
+            at.and_then(|i| req.rows.get(i)),
+        ) else {
+            continue;
+        };
+        *slot = Some(previous_record(d, location, tx, row.record.stream(), seq, &stored).await?);
+    }
+    let mut events = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    let mut changes = Vec::with_capacity(n);
+    let mut apis = Vec::with_capacity(n);
+    let mut normalized = Vec::with_capacity(n);
+    let mut raws = Vec::with_capacity(n);
+    let mut classified = Vec::with_capacity(n);
+    for (row, prev) in req.rows.iter().zip(&prev) {
+        let r = &row.record;
+        let (kind, change) = r.classify(prev.as_ref());
+        events.push(r.event_id().as_str().to_owned());
+        kinds.push(kind.as_str());
+        changes.push(serde_json::to_string(&change).unwrap_or_default());
+        apis.push(r.api());
+        normalized.push(row.normalized.as_slice());
+        raws.push(row.raw.as_slice());
+        classified.push(kind);
+    }
+    let inserted = tx
+        .query(
+            "INSERT INTO versions
+             (tenant_id, stream, item_id, last_update, event_id, change, changes, api, normalized, raw, fetched_at, origin)
+             SELECT $1, x.stream, x.item, x.lu, x.event, x.change, x.changes, x.api, x.normalized, x.raw, $11, $12
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                         $9::bytea[], $10::bytea[])
+                  WITH ORDINALITY AS x(stream, item, lu, event, change, changes, api, normalized, raw, i)
+             ORDER BY x.i
+             ON CONFLICT (tenant_id, stream, item_id, last_update) DO NOTHING
+             RETURNING stream, item_id, last_update",
+            &[
+                &tenant, &streams, &items, &times, &events, &kinds, &changes, &apis, &normalized,
+                &raws, &now, &origin,
+            ],
+        )
+        .await?;
+    let mut stored = std::collections::HashSet::with_capacity(inserted.len());
+    for r in &inserted {
+        stored.insert((
+            r.try_get::<_, String>(0)?,
+            r.try_get::<_, String>(1)?,
+            r.try_get::<_, String>(2)?,
+        ));
+    }
+    let mut stats = CommitStats::default();
+    for (i, kind) in classified.into_iter().enumerate() {
+        let key = (
+            streams.get(i).copied().unwrap_or_default().to_owned(),
+            items.get(i).cloned().unwrap_or_default(),
+            times.get(i).cloned().unwrap_or_default(),
+        );
+        if stored.contains(&key) {
+            count_change(&mut stats, kind);
+        } else {
+            stats.unchanged += 1;
+        }
+    }
+    Ok(stats)
 }
