@@ -11,6 +11,7 @@
 
 use xdrsync_model::{StreamKind, TenantId, Timestamp};
 
+use crate::copy::{ExportedTable, ExportedVersion};
 use crate::{
     ActionRecord, CommitRequest, CommitStats, Encoded, HuntRun, NewVersion, PoisonRecord,
     PullOutcome, SinkHealth, SqliteStore, StoreError, StoredVersion, StreamHealth,
@@ -233,6 +234,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Whether the store can take a write now: takes the write lock (waiting for another
     /// writer as a commit would) and releases it without writing.
     fn check_writable(&self) -> Result<(), StoreError>;
+
+    /// Every version after `seq` `after` (at most `limit`), payloads decoded: what
+    /// `xdrsync store copy` moves.
+    fn export_versions(&self, after: i64, limit: usize)
+    -> Result<Vec<ExportedVersion>, StoreError>;
+
+    /// Stores `rows` as they are, with their own `seq` and event ids, in one transaction
+    /// (`xdrsync store copy`, into a store that holds none of them).
+    fn import_versions(&self, rows: &[ExportedVersion]) -> Result<(), StoreError>;
+
+    /// Every row of the small tables ([`crate::copy::TABLES`]).
+    fn export_tables(&self) -> Result<Vec<ExportedTable>, StoreError>;
+
+    /// Inserts the rows of [`Store::export_tables`] in one transaction.
+    fn import_tables(&self, tables: &[ExportedTable]) -> Result<(), StoreError>;
 }
 
 impl Store for SqliteStore {
@@ -467,5 +483,25 @@ impl Store for SqliteStore {
 
     fn check_writable(&self) -> Result<(), StoreError> {
         SqliteStore::check_writable(self)
+    }
+
+    fn export_versions(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<ExportedVersion>, StoreError> {
+        SqliteStore::export_versions(self, after, limit)
+    }
+
+    fn import_versions(&self, rows: &[ExportedVersion]) -> Result<(), StoreError> {
+        SqliteStore::import_versions(self, rows)
+    }
+
+    fn export_tables(&self) -> Result<Vec<ExportedTable>, StoreError> {
+        SqliteStore::export_tables(self)
+    }
+
+    fn import_tables(&self, tables: &[ExportedTable]) -> Result<(), StoreError> {
+        SqliteStore::import_tables(self, tables)
     }
 }

@@ -134,7 +134,7 @@ impl SqliteStore {
     /// Trains the store's compression dictionary once enough payloads were sampled, and
     /// stores it in a transaction of its own, so that it is durable before any payload
     /// names it. A failure is logged: payloads are compressed without it meanwhile.
-    fn train_dictionary(&self, conn: &mut Connection) {
+    pub(crate) fn train_dictionary(&self, conn: &mut Connection) {
         let trained = self.dictionaries().train();
         let Some(bytes) = trained else { return };
         let stored = (|| {

@@ -695,3 +695,175 @@ conformance!(postgres, {
         Box::new(crate::postgres::PgStore::connect(&scratch.url()).unwrap());
     (store, Some(scratch))
 });
+
+/// A store with some of everything: versions of two streams (enough to train a dictionary),
+/// a cursor, two sink positions (one with state), poison, health, an audited action.
+fn filled(s: &dyn Store) {
+    let t = TenantId::canonical("a");
+    let versions: Vec<NewVersion> = (0..1200)
+        .map(|i| {
+            big_version(
+                "a",
+                &(i % 900).to_string(),
+                &format!("2026-11-01T00:{:02}:{:02}Z", i / 900, i % 60),
+            )
+        })
+        .collect();
+    for chunk in versions.chunks(300) {
+        s.commit(
+            &t,
+            chunk,
+            Some((
+                StreamKind::Incidents,
+                "2026-11-01T00:01:00Z".parse().unwrap(),
+            )),
+        )
+        .unwrap();
+    }
+    s.commit(&t, &[alert("a", "da1", None, "2026-11-01T00:00:07Z")], None)
+        .unwrap();
+    s.set_sink_position("splunk", 700).unwrap();
+    s.set_sink_state("file", 650, Some(r#"{"file":"a.ndjson","offset":4096}"#))
+        .unwrap();
+    s.record_sink_outcome("splunk", Err("HEC answered 503"))
+        .unwrap();
+    s.record_poison(
+        &t,
+        &[PoisonRecord {
+            stream: StreamKind::Incidents,
+            item_id: Some("bad".into()),
+            reason: "no lastUpdateDateTime".into(),
+            raw: r#"{"id":"bad"}"#.into(),
+        }],
+    )
+    .unwrap();
+    s.record_outcome(
+        &t,
+        StreamKind::Incidents,
+        &PullOutcome {
+            tenant_name: "Contoso".into(),
+            since: Some("2026-10-01T00:00:00Z".parse().unwrap()),
+            ..PullOutcome::default()
+        },
+    )
+    .unwrap();
+    s.record_hunt_run(&HuntRun {
+        hunt: "beacons".into(),
+        tenant_id: t.clone(),
+        started_at: "2026-11-01T00:00:00Z".parse().unwrap(),
+        finished_at: "2026-11-01T00:00:05Z".parse().unwrap(),
+        rows: 3,
+        new_rows: 2,
+        truncated: true,
+        error: None,
+        last_success: None,
+    })
+    .unwrap();
+    s.record_action(
+        &ActionRecord {
+            id: "act-1".into(),
+            created_at: "2026-11-01T00:02:00Z".parse().unwrap(),
+            actor: "analyst".into(),
+            tenant_id: t.clone(),
+            tenant_name: "Contoso".into(),
+            target: "incident".into(),
+            item_id: "7".into(),
+            request: "{}".into(),
+            outcome: ActionOutcome::Applied,
+            answer: "ok".into(),
+            produced: None,
+        },
+        None,
+    )
+    .unwrap();
+}
+
+/// Everything a store holds, as `store copy` sees it.
+fn everything(
+    s: &dyn Store,
+) -> (
+    Vec<crate::copy::ExportedVersion>,
+    Vec<crate::copy::ExportedTable>,
+) {
+    let mut versions = s.export_versions(0, usize::MAX >> 1).unwrap();
+    // `fetched_at` is kept as is; nothing to normalize.
+    versions.sort_by_key(|v| v.seq);
+    (versions, s.export_tables().unwrap())
+}
+
+/// `store copy` between every pair of backends: the target holds exactly what the source
+/// holds (versions with their seq and event ids, payloads byte for byte, cursors, sink
+/// positions and state, poison, health, audit, hunt runs), reads it the same way, continues
+/// `seq` after it, and a second copy into it is refused.
+#[test]
+fn store_copy_moves_everything_between_every_pair_of_backends() {
+    type Make = fn() -> (Box<dyn Store>, Box<dyn std::any::Any>);
+    fn sqlite() -> (Box<dyn Store>, Box<dyn std::any::Any>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Box<dyn Store> = Box::new(SqliteStore::open(&dir.path().join("x.db")).unwrap());
+        (store, Box::new(dir))
+    }
+    fn postgres() -> (Box<dyn Store>, Box<dyn std::any::Any>) {
+        let scratch = crate::postgres::tests::Scratch::new();
+        let store: Box<dyn Store> =
+            Box::new(crate::postgres::PgStore::connect(&scratch.url()).unwrap());
+        (store, Box::new(scratch))
+    }
+    let backends: [(&str, Make); 2] = [("sqlite", sqlite), ("postgres", postgres)];
+    for (from_name, from_make) in backends {
+        for (to_name, to_make) in backends {
+            let (from, from_guard) = from_make();
+            let (to, to_guard) = to_make();
+            filled(&*from);
+            let mut seen = 0;
+            let copied = crate::copy::copy(&*from, &*to, 500, |n| seen = n).unwrap();
+            let pair = format!("{from_name} -> {to_name}");
+            assert_eq!(copied.versions, 1201, "{pair}");
+            assert_eq!(seen, 1201, "{pair}");
+            assert_eq!(everything(&*to), everything(&*from), "{pair}");
+            assert_eq!(
+                to.sink_positions()
+                    .unwrap()
+                    .iter()
+                    .map(|(s, q, _)| (s.clone(), *q))
+                    .collect::<Vec<_>>(),
+                vec![("file".to_owned(), 650), ("splunk".to_owned(), 700)],
+                "{pair}"
+            );
+            assert_eq!(
+                to.sink_state("file").unwrap(),
+                from.sink_state("file").unwrap(),
+                "{pair}"
+            );
+            let key = |v: StoredVersion| (v.seq, v.event_id, v.record, v.raw, v.change);
+            assert_eq!(
+                to.versions_after(690, 20)
+                    .unwrap()
+                    .into_iter()
+                    .map(key)
+                    .collect::<Vec<_>>(),
+                from.versions_after(690, 20)
+                    .unwrap()
+                    .into_iter()
+                    .map(key)
+                    .collect::<Vec<_>>(),
+                "{pair}"
+            );
+            assert_eq!(to.actions(None).unwrap().len(), 1, "{pair}");
+            // New versions continue after the copied ones.
+            let last = to.last_seq().unwrap();
+            to.commit(
+                &TenantId::canonical("a"),
+                &[version("a", "new", "2026-11-02T00:00:00Z")],
+                None,
+            )
+            .unwrap();
+            assert!(to.last_seq().unwrap() > last, "{pair}");
+            let e = crate::copy::copy(&*from, &*to, 500, |_| {})
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("is not empty"), "{pair}: {e}");
+            drop((from, to, from_guard, to_guard));
+        }
+    }
+}

@@ -13,6 +13,7 @@
 mod actions;
 mod backend;
 mod commit;
+pub mod copy;
 mod health;
 mod hunts;
 pub mod ledger;
@@ -92,6 +93,22 @@ pub enum StoreError {
         found: i64,
         /// Ours.
         known: i64,
+    },
+    /// `store copy` into a store that already holds versions or sink positions.
+    #[error(
+        "store {location} is not empty: `store copy` only fills a new store (drop its tables or use another database)"
+    )]
+    NotEmpty {
+        /// The target store.
+        location: String,
+    },
+    /// `store copy` ended with the target not holding what the source holds.
+    #[error("store {location}: the copy is incomplete: {message}")]
+    CopyMismatch {
+        /// The target store.
+        location: String,
+        /// What differs.
+        message: String,
     },
     /// PostgreSQL failed (or could not be reached).
     #[error("store {location}: {message}")]

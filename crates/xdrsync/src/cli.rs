@@ -93,6 +93,26 @@ pub(crate) enum StoreCommand {
     /// also do at start) and print its schema version. A store written by a newer xdrsync is
     /// refused. Safe to run from every worker at once: each step is applied once.
     Migrate,
+    /// Copy everything one store holds into a new, empty one — versions with their seq and
+    /// event ids, cursors, sink positions, poison, health, the write-back audit — e.g. a
+    /// single machine's SQLite file into the PostgreSQL database of a cluster. Stop `run`
+    /// first; every sink then resumes from its position in the new store.
+    Copy(StoreCopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StoreCopyArgs {
+    /// The store to read: `sqlite:PATH` (or a path), or `postgres://user@host/db`.
+    #[arg(long)]
+    pub from: String,
+    /// The store to fill, which must be empty: `sqlite:PATH` (or a path), or
+    /// `postgres://user@host/db` (its password is better kept in `--to-env`).
+    #[arg(long, required_unless_present = "to_env")]
+    pub to: Option<String>,
+    /// The name of an environment variable holding the `--to` address (keeps a password off
+    /// the command line).
+    #[arg(long, conflicts_with = "to")]
+    pub to_env: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,7 +18,7 @@ use xdrsync_test_utils as tu;
 use xdrsync_test_utils::receivers::postgres as pg;
 
 mod common;
-use common::{text, xdrsync};
+use common::{command, text, xdrsync};
 
 /// A schema of its own on the test server, and the store URL that puts the store in it.
 async fn scratch() -> (String, String) {
@@ -181,4 +181,92 @@ async fn a_store_path_and_url_together_are_refused() {
     let out = xdrsync(&["check-config"], dir).await;
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("store.url"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_moves_a_single_machine_to_postgres_and_every_sink_resumes() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let sqlite_config = tu::write_config(
+        dir,
+        &emu,
+        &[ApiKind::Graph, ApiKind::Xdr],
+        "[sync]\ninitial_lookback_hours = 720\n",
+    );
+    let pull = xdrsync(&["pull", "--ndjson", "out.ndjson"], dir).await;
+    assert_eq!(pull.status.code(), Some(0), "{}", text(&pull));
+    let delivered = ndjson_event_ids(&dir.join("out.ndjson"));
+    assert!(delivered.len() > 200, "{}", delivered.len());
+
+    let (schema, url) = scratch().await;
+    // The target's address from the environment, off the command line.
+    let copy = |dir: std::path::PathBuf, url: String| async move {
+        let mut c = command(
+            &[
+                "store",
+                "copy",
+                "--from",
+                "sqlite:xdrsync.db",
+                "--to-env",
+                "TARGET",
+            ],
+            &dir,
+        );
+        c.env("TARGET", url);
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap()
+    };
+    let out = copy(dir.to_owned(), url.clone()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("Copied {} versions", delivered.len())),
+        "{}",
+        text(&out)
+    );
+
+    // The same versions, seqs, event ids and sink positions.
+    let sqlite = xdrsync_store::SqliteStore::open(&sqlite_config.store_path).unwrap();
+    let postgres = PgStore::connect(&url).unwrap();
+    let keys = |s: &dyn xdrsync_store::Store| -> Vec<(i64, String)> {
+        s.versions_after(0, 1_000_000)
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.seq, v.event_id))
+            .collect()
+    };
+    assert_eq!(keys(&postgres), keys(&sqlite));
+    assert_eq!(postgres.sink_positions().unwrap().len(), 1);
+    assert_eq!(
+        postgres.sink_positions().unwrap()[0].1,
+        sqlite.sink_positions().unwrap()[0].1
+    );
+    for t in &sqlite_config.tenants {
+        assert_eq!(
+            postgres
+                .cursor(&t.tenant_id, StreamKind::Incidents)
+                .unwrap(),
+            sqlite.cursor(&t.tenant_id, StreamKind::Incidents).unwrap()
+        );
+    }
+
+    // The install moves to PostgreSQL: the next pull delivers nothing again.
+    use_postgres(dir, &url);
+    let again = xdrsync(&["pull", "--ndjson", "out.ndjson"], dir).await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    let after = ndjson_event_ids(&dir.join("out.ndjson"));
+    let unique: BTreeSet<&String> = after.iter().collect();
+    assert_eq!(
+        unique.len(),
+        after.len(),
+        "an event delivered twice after the move"
+    );
+    assert!(after.len() >= delivered.len());
+
+    // A second copy into the filled store is refused.
+    let out = copy(dir.to_owned(), url.clone()).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("is not empty"), "{}", text(&out));
+    pg::drop_schema(&schema).await;
 }

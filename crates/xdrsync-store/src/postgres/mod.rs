@@ -8,6 +8,7 @@
 //! [`crate::Store`] call ([`store`]), held to the same conformance suite as SQLite.
 
 mod conn;
+mod copy;
 mod store;
 
 use std::path::PathBuf;

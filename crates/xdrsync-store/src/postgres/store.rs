@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// The advisory lock of every transaction that adds versions ("xdrsync c").
-const COMMIT_LOCK: i64 = 0x0078_6472_7379_6e63;
+pub(super) const COMMIT_LOCK: i64 = 0x0078_6472_7379_6e63;
 
 /// What a job on a session can fail with: the database, or the store's own checks.
 pub(super) enum Fail {
@@ -47,7 +47,7 @@ impl From<StoreError> for Fail {
 /// The dictionaries, shared by the store and its sessions' jobs.
 pub(super) type Shared = Arc<Mutex<Dictionaries>>;
 
-fn lock(d: &Shared) -> MutexGuard<'_, Dictionaries> {
+pub(super) fn lock(d: &Shared) -> MutexGuard<'_, Dictionaries> {
     d.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -67,7 +67,11 @@ async fn dictionary<C: GenericClient>(d: &Shared, id: u32, client: &C) -> Option
 }
 
 /// A stored payload's text, its dictionary looked up through `client`.
-async fn decode<C: GenericClient>(d: &Shared, stored: &[u8], client: &C) -> Result<String, String> {
+pub(super) async fn decode<C: GenericClient>(
+    d: &Shared,
+    stored: &[u8],
+    client: &C,
+) -> Result<String, String> {
     let id = stored
         .get(1..5)
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
@@ -158,7 +162,7 @@ impl PgStore {
 
     /// Trains the first dictionary once enough payloads were sampled and stores it in a
     /// transaction of its own, durable before any payload names it.
-    fn train_dictionary(&self) {
+    pub(super) fn train_dictionary(&self) {
         let trained = lock(&self.dictionaries).train();
         let Some(bytes) = trained else { return };
         let stored = bytes.clone();
@@ -208,7 +212,15 @@ impl PgStore {
     ) -> Result<T, StoreError> {
         let job = move |s: &mut Session| {
             let (rt, client) = s.client()?;
-            f(rt, client)
+            let result = f(rt, client);
+            if result.is_err() {
+                // A transaction the job dropped on its error sends its ROLLBACK only when the
+                // connection next runs, and the session's runtime runs only inside a job: until
+                // then the server would hold the transaction's locks (the commit lock among
+                // them) and stall every other worker. End it now (a no-op if it ended).
+                let _ = rt.block_on(client.batch_execute("ROLLBACK"));
+            }
+            result
         };
         match session.call(job) {
             Some(Ok(v)) => Ok(v),
@@ -391,6 +403,26 @@ fn count(n: i64) -> u64 {
 impl Store for PgStore {
     fn location(&self) -> String {
         self.location.clone()
+    }
+
+    fn export_versions(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::copy::ExportedVersion>, StoreError> {
+        self.export_versions_pg(after, limit)
+    }
+
+    fn import_versions(&self, rows: &[crate::copy::ExportedVersion]) -> Result<(), StoreError> {
+        self.import_versions_pg(rows)
+    }
+
+    fn export_tables(&self) -> Result<Vec<crate::copy::ExportedTable>, StoreError> {
+        self.export_tables_pg()
+    }
+
+    fn import_tables(&self, tables: &[crate::copy::ExportedTable]) -> Result<(), StoreError> {
+        self.import_tables_pg(tables)
     }
 
     fn cursor(

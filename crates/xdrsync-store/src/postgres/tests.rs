@@ -13,19 +13,31 @@ fn server() -> String {
 
 /// Runs `sql` on the server outside any store (as an operator would in psql).
 fn admin(sql: &str) {
+    try_admin(sql).unwrap();
+}
+
+/// [`admin`], its failure returned (a guard's drop must not panic while a test unwinds).
+fn try_admin(sql: &str) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .map_err(|e| e.to_string())?;
     rt.block_on(async {
         let (client, connection) = tokio_postgres::connect(&server(), tokio_postgres::NoTls)
             .await
-            .expect("the test PostgreSQL must be running (scripts/services starts it)");
+            .map_err(|e| {
+                format!("the test PostgreSQL must be running (scripts/services starts it): {e}")
+            })?;
         let task = tokio::spawn(connection);
-        client.batch_execute(sql).await.unwrap();
+        // A session left in a transaction by a failed test must not hang the cleanup.
+        let done = client
+            .batch_execute(&format!("SET lock_timeout = '20s'; {sql}"))
+            .await
+            .map_err(|e| e.to_string());
         drop(client);
         let _ = task.await;
-    });
+        done
+    })
 }
 
 /// A fresh schema; dropped with everything in it when the guard goes.
@@ -57,7 +69,9 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        admin(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
+        if let Err(e) = try_admin(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)) {
+            eprintln!("could not drop the test schema {}: {e}", self.schema);
+        }
     }
 }
 
@@ -205,4 +219,41 @@ fn the_session_is_usable_from_inside_an_async_runtime() {
         .unwrap();
     let version = rt.block_on(async move { PgStore::connect(&url).unwrap().schema_version() });
     assert_eq!(version.unwrap(), MIGRATIONS.len() as i64);
+}
+
+#[test]
+fn a_failed_commit_leaves_no_lock_behind_for_the_other_workers() {
+    use crate::Store as _;
+    use crate::conformance::version;
+    let scratch = Scratch::new();
+    let (a, b) = (
+        PgStore::connect(&scratch.url()).unwrap(),
+        PgStore::connect(&scratch.url()).unwrap(),
+    );
+    let t = xdrsync_model::TenantId::canonical("a");
+    a.commit(&t, &[version("a", "1", "2026-11-01T00:00:01Z")], None)
+        .unwrap();
+    admin(&format!(
+        "UPDATE {}.versions SET normalized = convert_to('not json', 'UTF8')",
+        scratch.schema
+    ));
+    // The next version of the item is classified against the damaged one: the commit fails
+    // inside its transaction, which holds the commit lock.
+    let e = a
+        .commit(&t, &[version("a", "1", "2026-11-01T00:00:02Z")], None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("corrupt row"), "{e}");
+    // Another worker commits at once: had the failed transaction stayed open, it would wait
+    // for the lock for as long as `a` sat idle.
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let t = xdrsync_model::TenantId::canonical("b");
+        let _ = done.send(b.commit(&t, &[version("b", "1", "2026-11-01T00:00:03Z")], None));
+    });
+    let stats = result
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the other worker's commit waited on a lock the failed one left")
+        .unwrap();
+    assert_eq!(stats.created, 1);
 }
