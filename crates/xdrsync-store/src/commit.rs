@@ -1,7 +1,7 @@
 //! Writing a pull: versions, cursors and poison records, group-committed.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use xdrsync_model::{ChangeKind, Record, StreamKind, TenantId, Timestamp};
+use xdrsync_model::{Record, StreamKind, TenantId, Timestamp};
 
 use crate::payload::Dictionary;
 use crate::{
@@ -272,18 +272,7 @@ impl SqliteStore {
                     stats.unchanged += 1;
                     continue;
                 }
-                match kind {
-                    ChangeKind::Created => stats.created += 1,
-                    ChangeKind::Updated => stats.updated += 1,
-                    ChangeKind::AlertAdded => {
-                        stats.updated += 1;
-                        stats.alert_added += 1;
-                    }
-                    ChangeKind::Redirected => {
-                        stats.updated += 1;
-                        stats.redirected += 1;
-                    }
-                }
+                stats.count(kind);
             }
         }
         if let Some((stream, high_water)) = cursor {

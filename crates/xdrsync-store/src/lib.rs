@@ -187,6 +187,24 @@ pub struct CommitStats {
     pub redirected: u64,
 }
 
+impl CommitStats {
+    /// Counts one stored version of `kind` (an added alert and a redirect are updates too).
+    pub(crate) fn count(&mut self, kind: ChangeKind) {
+        match kind {
+            ChangeKind::Created => self.created += 1,
+            ChangeKind::Updated => self.updated += 1,
+            ChangeKind::AlertAdded => {
+                self.updated += 1;
+                self.alert_added += 1;
+            }
+            ChangeKind::Redirected => {
+                self.updated += 1;
+                self.redirected += 1;
+            }
+        }
+    }
+}
+
 impl std::ops::AddAssign for CommitStats {
     fn add_assign(&mut self, o: Self) {
         self.created += o.created;

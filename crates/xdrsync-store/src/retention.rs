@@ -13,10 +13,9 @@ impl SqliteStore {
         upto: i64,
         span: i64,
     ) -> Result<(u64, i64), StoreError> {
-        let end = upto.min(from.saturating_add(span.max(1)));
-        if end <= from {
+        let Some(end) = step_end(from, upto, span) else {
             return Ok((0, from));
-        }
+        };
         let mut conn = self.conn();
         let tx = write_transaction(&mut conn).map_err(self.err())?;
         let deleted = tx
@@ -75,4 +74,11 @@ impl SqliteStore {
             })
             .sum()
     }
+}
+
+/// Where a prune step starting after `from` ends: `span` versions on, never past `upto` (the
+/// lowest position of the enabled sinks); `None` when there is nothing to look at.
+pub(crate) fn step_end(from: i64, upto: i64, span: i64) -> Option<i64> {
+    let end = upto.min(from.saturating_add(span.max(1)));
+    (end > from).then_some(end)
 }

@@ -1098,10 +1098,9 @@ impl Store for PgStore {
         upto: i64,
         span: i64,
     ) -> Result<(u64, i64), StoreError> {
-        let end = upto.min(from.saturating_add(span.max(1)));
-        if end <= from {
+        let Some(end) = crate::retention::step_end(from, upto, span) else {
             return Ok((0, from));
-        }
+        };
         let cutoff = cutoff.to_string();
         self.write(move |rt, c| {
             let deleted = rt.block_on(c.execute(
@@ -1225,21 +1224,6 @@ fn needs_each(rows: &[Row]) -> bool {
     })
 }
 
-/// Adds the counts of one stored version of `kind` to `stats`.
-fn count_change(stats: &mut CommitStats, kind: ChangeKind) {
-    match kind {
-        ChangeKind::Created => stats.created += 1,
-        ChangeKind::Updated => stats.updated += 1,
-        ChangeKind::AlertAdded => {
-            stats.updated += 1;
-            stats.alert_added += 1;
-        }
-        ChangeKind::Redirected => {
-            stats.updated += 1;
-            stats.redirected += 1;
-        }
-    }
-}
 
 /// The previous version read back (`seq`, stored normalized payload) as a record.
 async fn previous_record(
@@ -1343,7 +1327,7 @@ async fn rows_each(
             stats.unchanged += 1;
             continue;
         }
-        count_change(&mut stats, kind);
+        stats.count(kind);
     }
     Ok(stats)
 }
@@ -1446,7 +1430,7 @@ async fn rows_batched(
             times.get(i).cloned().unwrap_or_default(),
         );
         if stored.contains(&key) {
-            count_change(&mut stats, kind);
+            stats.count(kind);
         } else {
             stats.unchanged += 1;
         }
