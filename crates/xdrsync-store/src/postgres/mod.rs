@@ -47,6 +47,10 @@ impl PgStore {
             location: location.clone(),
             message: format!("not a PostgreSQL address: {e}"),
         })?;
+        refuse_plaintext_off_this_machine(&config).map_err(|message| StoreError::Postgres {
+            location: location.clone(),
+            message,
+        })?;
         let session = |config| {
             conn::Connection::start(config).map_err(|e| StoreError::Postgres {
                 location: location.clone(),
@@ -164,6 +168,33 @@ impl PgStore {
             ))),
         }
     }
+}
+
+/// No password crosses the network in clear (invariant 13): the store speaks TLS to no server
+/// yet, so a server not on this machine is refused unless the URL accepts plaintext by name
+/// (`sslmode=disable`); loopback and Unix sockets need nothing.
+fn refuse_plaintext_off_this_machine(config: &tokio_postgres::Config) -> Result<(), String> {
+    use tokio_postgres::config::{Host, SslMode};
+    let local = |h: &Host| match h {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    };
+    let by_address = config.get_hostaddrs();
+    let all_local = if by_address.is_empty() {
+        config.get_hosts().iter().all(local)
+    } else {
+        by_address.iter().all(std::net::IpAddr::is_loopback)
+    };
+    if all_local || config.get_ssl_mode() == SslMode::Disable {
+        return Ok(());
+    }
+    Err("the server is not on this machine and the store does not speak TLS yet: its password would cross the network in clear. Reach the server through a tunnel on loopback, or accept plaintext by name with sslmode=disable in the URL".into())
 }
 
 /// A PostgreSQL error in full: the server's message and detail when it sent one, else the

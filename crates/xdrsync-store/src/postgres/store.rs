@@ -1224,7 +1224,6 @@ fn needs_each(rows: &[Row]) -> bool {
     })
 }
 
-
 /// The previous version read back (`seq`, stored normalized payload) as a record.
 async fn previous_record(
     d: &Shared,

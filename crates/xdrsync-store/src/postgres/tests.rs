@@ -257,3 +257,28 @@ fn a_failed_commit_leaves_no_lock_behind_for_the_other_workers() {
         .unwrap();
     assert_eq!(stats.created, 1);
 }
+
+#[test]
+fn a_remote_server_is_refused_without_tls_unless_plaintext_is_asked_for_by_name() {
+    // Refused before any connection is tried (nothing listens there, and nothing is sent).
+    for url in [
+        "postgres://xdrsync:hunter2@db.example.invalid:5432/soc",
+        "postgres://xdrsync:hunter2@192.0.2.10/soc?sslmode=prefer",
+        "postgres://xdrsync:hunter2@db.example.invalid/soc?sslmode=require",
+    ] {
+        let e = PgStore::connect(url).unwrap_err().to_string();
+        assert!(e.contains("does not speak TLS yet"), "{url}: {e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+    // Asked for by name: tried (and here fails to connect, which says so).
+    let e = PgStore::connect(
+        "postgres://xdrsync:hunter2@192.0.2.10/soc?sslmode=disable&connect_timeout=1",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(!e.contains("does not speak TLS yet"), "{e}");
+    // Loopback, by name or address, needs nothing.
+    let scratch = Scratch::new();
+    PgStore::connect(&scratch.url()).unwrap();
+    PgStore::connect(&scratch.url().replace("127.0.0.1", "localhost")).unwrap();
+}
