@@ -79,7 +79,7 @@ pub(crate) enum Command {
     /// Tokens and consent: inspect a tenant's token, print admin-consent links.
     #[command(subcommand)]
     Auth(AuthCommand),
-    /// The store itself: bring its schema up to date.
+    /// The store itself: bring its schema up to date, or copy it into a new one.
     #[command(subcommand)]
     Store(StoreCommand),
     /// Write shell completions and the man pages (for packagers).
