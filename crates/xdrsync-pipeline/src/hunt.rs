@@ -167,6 +167,7 @@ impl Pipeline {
                         versions: chunk.to_vec(),
                         poison: Vec::new(),
                         cursor: None,
+                        fence: None,
                     })
                 })
                 .collect();

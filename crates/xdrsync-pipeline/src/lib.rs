@@ -482,6 +482,7 @@ impl Pipeline {
                             })
                             .collect(),
                         cursor: None,
+                        fence: None,
                     }),
                 );
                 if pending.len() > PAGES_IN_FLIGHT
@@ -512,6 +513,7 @@ impl Pipeline {
                     versions: Vec::new(),
                     poison: Vec::new(),
                     cursor: Some((stream, t)),
+                    fence: None,
                 })
                 .await?;
         }

@@ -296,6 +296,7 @@ pub fn commit(store: &dyn Store, versions: &[NewVersion]) {
                 versions: vec![v.clone()],
                 poison: Vec::new(),
                 cursor: None,
+                fence: None,
             }),
         }
     }

@@ -425,6 +425,7 @@ pub(crate) fn every_raw_version_reads_back_byte_for_byte_through_training(s: &dy
             versions: chunk.to_vec(),
             poison: vec![],
             cursor: None,
+            fence: None,
         };
         for r in s.commit_group_encoded(&[req], &[encoded]) {
             r.unwrap();

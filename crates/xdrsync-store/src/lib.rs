@@ -94,6 +94,20 @@ pub enum StoreError {
         /// Ours.
         known: i64,
     },
+    /// A commit made under a lease that has moved on: another worker holds it now.
+    #[error(
+        "store {location}: the lease of {tenant} {stream} moved on (this worker's generation {generation} is stale); the commit is refused"
+    )]
+    Fenced {
+        /// The store.
+        location: String,
+        /// The tenant.
+        tenant: String,
+        /// The stream.
+        stream: String,
+        /// The stale generation.
+        generation: i64,
+    },
     /// `store copy` into a store that already holds versions or sink positions.
     #[error(
         "store {location} is not empty: `store copy` only fills a new store (drop its tables or use another database)"
@@ -169,6 +183,21 @@ pub struct CommitRequest {
     pub poison: Vec<PoisonRecord>,
     /// The stream's cursor to move forward to, in the same transaction.
     pub cursor: Option<(StreamKind, Timestamp)>,
+    /// The lease this commit is made under (a cluster worker's): the commit is refused, in its
+    /// own transaction, once the lease has moved on. `None` on one machine; the SQLite store
+    /// has one writer and no leases, and does not look at it.
+    pub fence: Option<Fence>,
+}
+
+/// A worker's lease of one (tenant, stream), as a commit names it (see [`CommitRequest::fence`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The worker holding the lease.
+    pub worker: String,
+    /// The stream leased (with the request's tenant).
+    pub stream: StreamKind,
+    /// The lease's generation when the worker took it.
+    pub generation: i64,
 }
 
 /// What a commit did.

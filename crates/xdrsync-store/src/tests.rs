@@ -103,6 +103,7 @@ fn a_group_commits_every_request_in_one_transaction_and_a_bad_one_fails_alone() 
         versions,
         poison: vec![],
         cursor: cursor.map(|c| (StreamKind::Incidents, c.parse().unwrap())),
+        fence: None,
     };
     let results = s.commit_group(&[
         req(&a, vec![version("a", "1", "2026-11-01T00:00:01Z")], None),
@@ -431,6 +432,7 @@ fn payloads_encoded_ahead_are_stored_or_redone_with_the_current_dictionary() {
         versions: chunk.to_vec(),
         poison: Vec::new(),
         cursor: None,
+        fence: None,
     };
     let chunks: Vec<&[NewVersion]> = versions.chunks(100).collect();
     // Every chunk encoded before any is committed: all without a dictionary, which the store

@@ -9,7 +9,10 @@
 
 mod conn;
 mod copy;
+mod lease;
 mod store;
+
+pub use lease::Lease;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -19,10 +22,16 @@ use xdrsync_model::Timestamp;
 use crate::StoreError;
 
 /// The PostgreSQL migrations, in order; a database at version `n` has applied the first `n`.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        "0002_leases",
+        include_str!("../../migrations/postgres/0002_leases.sql"),
+    ),
+];
 
 /// The advisory lock every migration step takes (any 64-bit constant of ours: "xdrsync m").
 const MIGRATION_LOCK: i64 = 0x0078_6472_7379_6e6d;

@@ -93,6 +93,7 @@ struct Row {
 /// A commit request with its payloads compressed, owned by the job that commits it.
 struct Prepared {
     tenant: TenantId,
+    fence: Option<crate::Fence>,
     rows: Vec<Row>,
     poison: Vec<PoisonRecord>,
     cursor: Option<(StreamKind, Timestamp)>,
@@ -139,6 +140,7 @@ impl PgStore {
             .collect();
         Prepared {
             tenant: tenant.clone(),
+            fence: None,
             rows,
             poison: poison.to_vec(),
             cursor,
@@ -330,6 +332,25 @@ async fn apply(
 ) -> Result<CommitStats, Fail> {
     let now = Timestamp::now().to_string();
     let tenant = req.tenant.as_str();
+    if let Some(f) = &req.fence {
+        // The lease row locked for this transaction: a takeover waits for it to end, and a
+        // lease that moved on (or expired) refuses the whole commit.
+        let ours = tx
+            .query_opt(
+                "SELECT 1 FROM leases WHERE tenant_id = $1 AND stream = $2 AND worker = $3
+                   AND generation = $4 AND expires_at > now() FOR SHARE",
+                &[&tenant, &f.stream.as_str(), &f.worker, &f.generation],
+            )
+            .await?;
+        if ours.is_none() {
+            return Err(Fail::Store(StoreError::Fenced {
+                location: location.to_owned(),
+                tenant: tenant.to_owned(),
+                stream: f.stream.as_str().to_owned(),
+                generation: f.generation,
+            }));
+        }
+    }
     for p in &req.poison {
         let hash = format!("{:x}", crate::fxhash(p.raw.as_bytes()));
         tx.execute(
@@ -482,7 +503,12 @@ impl Store for PgStore {
         let prepared: Vec<Prepared> = group
             .iter()
             .enumerate()
-            .map(|(i, r)| self.prepare(&r.tenant, &r.versions, encoded.get(i), &r.poison, r.cursor))
+            .map(|(i, r)| {
+                let mut p =
+                    self.prepare(&r.tenant, &r.versions, encoded.get(i), &r.poison, r.cursor);
+                p.fence = r.fence.clone();
+                p
+            })
             .collect();
         match commit_together(self, prepared) {
             Ok(stats) => stats.into_iter().map(Ok).collect(),
@@ -493,13 +519,14 @@ impl Store for PgStore {
                     .iter()
                     .enumerate()
                     .map(|(i, r)| {
-                        let p = self.prepare(
+                        let mut p = self.prepare(
                             &r.tenant,
                             &r.versions,
                             encoded.get(i),
                             &r.poison,
                             r.cursor,
                         );
+                        p.fence = r.fence.clone();
                         commit_together(self, vec![p])?.pop().ok_or_else(|| {
                             StoreError::WriterStopped("a commit returned no result".into())
                         })

@@ -282,3 +282,127 @@ fn a_remote_server_is_refused_without_tls_unless_plaintext_is_asked_for_by_name(
     PgStore::connect(&scratch.url()).unwrap();
     PgStore::connect(&scratch.url().replace("127.0.0.1", "localhost")).unwrap();
 }
+
+/// `n` (tenant, stream) pairs the cluster pulls.
+fn pairs(n: usize) -> Vec<(xdrsync_model::TenantId, xdrsync_model::StreamKind)> {
+    (0..n)
+        .map(|i| {
+            (
+                xdrsync_model::TenantId::canonical(&format!("t{i:03}")),
+                xdrsync_model::StreamKind::Incidents,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn live_workers_share_the_leases_evenly_and_a_new_one_takes_its_share() {
+    let scratch = Scratch::new();
+    let store = PgStore::connect(&scratch.url()).unwrap();
+    let wanted = pairs(30);
+    let lease = std::time::Duration::from_secs(30);
+    // Alone, a worker takes everything.
+    assert_eq!(store.renew_leases("a", &wanted, lease).unwrap().len(), 30);
+    // Two more join: the first renewal of each counts the live workers.
+    let b = store.renew_leases("b", &wanted, lease).unwrap();
+    assert!(b.is_empty(), "nothing free until a gives some back");
+    store.renew_leases("c", &wanted, lease).unwrap();
+    // a gives back its extras, then b and c take their share.
+    assert_eq!(store.renew_leases("a", &wanted, lease).unwrap().len(), 10);
+    let b = store.renew_leases("b", &wanted, lease).unwrap();
+    let c = store.renew_leases("c", &wanted, lease).unwrap();
+    let a = store.renew_leases("a", &wanted, lease).unwrap();
+    assert_eq!((a.len(), b.len(), c.len()), (10, 10, 10));
+    let mut all: Vec<_> = a
+        .iter()
+        .chain(&b)
+        .chain(&c)
+        .map(|l| l.tenant.clone())
+        .collect();
+    all.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    all.dedup();
+    assert_eq!(all.len(), 30, "every pair held once");
+    // A renewal keeps what is held, generation unchanged.
+    assert_eq!(store.renew_leases("b", &wanted, lease).unwrap(), b);
+}
+
+#[test]
+fn a_stopped_worker_loses_its_leases_and_its_late_commit_is_refused() {
+    use crate::Store as _;
+    use crate::conformance::version;
+    let scratch = Scratch::new();
+    let (old, new) = (
+        PgStore::connect(&scratch.url()).unwrap(),
+        PgStore::connect(&scratch.url()).unwrap(),
+    );
+    let wanted = pairs(4);
+    let short = std::time::Duration::from_millis(700);
+    let held = old.renew_leases("old", &wanted, short).unwrap();
+    assert_eq!(held.len(), 4);
+    let first = held[0].clone();
+    let request = |fence: crate::Fence, at: &str| crate::CommitRequest {
+        tenant: first.tenant.clone(),
+        versions: vec![version(first.tenant.as_str(), "1", at)],
+        poison: vec![],
+        cursor: Some((first.stream, at.parse().unwrap())),
+        fence: Some(fence),
+    };
+    let fence = |worker: &str, generation| crate::Fence {
+        worker: worker.into(),
+        stream: first.stream,
+        generation,
+    };
+    // Under its lease, the commit goes in.
+    let r = old.commit_group(&[request(
+        fence("old", first.generation),
+        "2026-11-01T00:00:01Z",
+    )]);
+    assert_eq!(r[0].as_ref().unwrap().created, 1);
+    // `old` stops renewing (SIGSTOP, a long pause); its leases expire and `new` takes them.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let taken = new
+        .renew_leases("new", &wanted, std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(taken.len(), 4, "the stopped worker is not live: all of it");
+    let successor = taken.iter().find(|l| l.tenant == first.tenant).unwrap();
+    assert_eq!(successor.generation, first.generation + 1);
+    // `old` comes back and commits under its stale lease: refused, nothing stored.
+    let late = old.commit_group(&[request(
+        fence("old", first.generation),
+        "2026-11-01T00:00:02Z",
+    )]);
+    let e = late[0].as_ref().unwrap_err().to_string();
+    assert!(e.contains("moved on") && e.contains("is stale"), "{e}");
+    assert_eq!(old.version_count().unwrap(), 1);
+    assert_eq!(
+        old.cursor(&first.tenant, first.stream).unwrap(),
+        Some("2026-11-01T00:00:01Z".parse().unwrap()),
+        "the cursor did not move either"
+    );
+    // Its next renewal finds nothing held: it rejoins as a newcomer.
+    assert!(old.renew_leases("old", &wanted, short).unwrap().is_empty());
+    // The successor commits under the new generation.
+    let r = new.commit_group(&[request(
+        fence("new", successor.generation),
+        "2026-11-01T00:00:03Z",
+    )]);
+    assert_eq!(
+        r[0].as_ref().unwrap().created + r[0].as_ref().unwrap().updated,
+        1
+    );
+}
+
+#[test]
+fn a_worker_that_exits_cleanly_hands_its_leases_over_at_once() {
+    let scratch = Scratch::new();
+    let store = PgStore::connect(&scratch.url()).unwrap();
+    let wanted = pairs(6);
+    let lease = std::time::Duration::from_secs(300);
+    store.renew_leases("a", &wanted, lease).unwrap();
+    store.renew_leases("b", &wanted, lease).unwrap();
+    assert_eq!(store.renew_leases("a", &wanted, lease).unwrap().len(), 3);
+    assert_eq!(store.renew_leases("b", &wanted, lease).unwrap().len(), 3);
+    store.release_leases("a").unwrap();
+    // Without waiting for a's five-minute leases: b alone now, it takes them all.
+    assert_eq!(store.renew_leases("b", &wanted, lease).unwrap().len(), 6);
+}
