@@ -58,6 +58,10 @@ pub struct StoreSection {
     /// shares (`postgres://user:password@host:5432/db`), from a secret source since it
     /// usually carries a password, e.g. `url = { env = "XDRSYNC_STORE_URL" }`.
     pub url: Option<crate::secret::SecretSource>,
+    /// The CA certificate(s), PEM, that signed the PostgreSQL server's certificate (default:
+    /// the system's roots), relative to the config file. TLS follows the URL's `sslmode`
+    /// (`verify-full` unless the server is on this machine).
+    pub ca_file: Option<PathBuf>,
     /// Versions older than this many days, and delivered to every enabled sink, are pruned
     /// by `run`; the latest version of every incident and alert is always kept. 0 keeps
     /// everything.
@@ -74,6 +78,7 @@ impl Default for StoreSection {
         StoreSection {
             path: default_store_path(),
             url: None,
+            ca_file: None,
             retention_days: default_retention_days(),
         }
     }

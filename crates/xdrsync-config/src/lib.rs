@@ -44,6 +44,8 @@ pub struct Config {
     /// `[store] url`: the PostgreSQL store, instead of the file at `store_path` (the file's
     /// folder still holds what is per machine: the rate ledger).
     pub store_url: Option<SecretSource>,
+    /// `[store] ca_file`: the CA of the PostgreSQL store's server.
+    pub store_ca_file: Option<PathBuf>,
     /// Sync settings.
     pub sync: SyncSettings,
     /// Enabled and disabled tenants, in file order.

@@ -84,6 +84,7 @@ pub(crate) fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigEr
         path: path.to_owned(),
         store_path: c.resolve(&file.store.path),
         store_url,
+        store_ca_file: file.store.ca_file.as_deref().map(|p| c.resolve(p)),
         retention_days: file.store.retention_days,
         server_listen,
         inbound_actions,

@@ -78,7 +78,7 @@ async fn pull_into_postgres_stores_the_truth_and_delivers_each_version_once() {
     let migrate = xdrsync(&["store", "migrate"], dir).await;
     assert_eq!(migrate.status.code(), Some(0), "{}", text(&migrate));
     assert!(
-        text(&migrate).contains("schema version 1, up to date"),
+        text(&migrate).contains("schema version 2, up to date"),
         "{}",
         text(&migrate)
     );
@@ -268,5 +268,64 @@ async fn store_copy_moves_a_single_machine_to_postgres_and_every_sink_resumes() 
     let out = copy(dir.to_owned(), url.clone()).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("is not empty"), "{}", text(&out));
+    pg::drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_speaks_tls_by_the_urls_sslmode_and_checks_the_servers_name() {
+    let (schema, _) = scratch().await;
+    let app = format!("xdrsync_store_tls_{}", &schema[schema.len() - 8..]);
+    let url = |host: &str, mode: &str| {
+        format!(
+            "postgres://postgres@{host}/test?hostaddr=127.0.0.1&sslmode={mode}&application_name={app}&options=-csearch_path%3D{schema}"
+        )
+    };
+    let ca = pg::tls_ca();
+    // verify-full to the name the certificate holds: a TLS session.
+    let (config, tls) = xdrsync_sinks::postgres::connection(
+        &url("localhost", "verify-full"),
+        None,
+        Some(&ca),
+        None,
+    )
+    .unwrap();
+    assert!(tls.is_some());
+    let store = tokio::task::spawn_blocking(move || {
+        PgStore::connect_with(config, tls, "postgres://localhost/test").unwrap()
+    })
+    .await
+    .unwrap();
+    let (encrypted, sessions) = pg::sessions_encrypted(&app).await;
+    assert!(sessions >= 1 && encrypted, "the store's sessions are TLS");
+    let version = tokio::task::spawn_blocking(move || store.schema_version().unwrap())
+        .await
+        .unwrap();
+    assert!(version >= 2);
+    // The certificate names localhost only: the address as the name is refused.
+    let (config, tls) = xdrsync_sinks::postgres::connection(
+        &url("127.0.0.1", "verify-full"),
+        None,
+        Some(&ca),
+        None,
+    )
+    .unwrap();
+    let e = tokio::task::spawn_blocking(move || {
+        PgStore::connect_with(config, tls, "postgres://127.0.0.1/test")
+            .unwrap_err()
+            .to_string()
+    })
+    .await
+    .unwrap();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    // A remote server in plaintext is refused before anything is sent.
+    let Err(e) = xdrsync_sinks::postgres::connection(
+        "postgres://xdrsync:hunter2@db.example.invalid/soc?sslmode=disable",
+        None,
+        None,
+        None,
+    ) else {
+        panic!("plaintext to a remote server was accepted")
+    };
+    assert!(e.contains("in clear") && !e.contains("hunter2"), "{e}");
     pg::drop_schema(&schema).await;
 }

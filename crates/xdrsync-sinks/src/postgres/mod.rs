@@ -14,7 +14,9 @@ mod config;
 #[cfg(feature = "sink-postgres")]
 mod sink;
 
-pub use config::{PostgresConfig, Validated};
+pub use config::{PgTls, PostgresConfig, Validated};
 
 #[cfg(feature = "sink-postgres")]
 pub(crate) use sink::build;
+#[cfg(feature = "sink-postgres")]
+pub use sink::connection;

@@ -40,41 +40,16 @@ pub(crate) fn build(common: Common, v: &Validated) -> Result<Arc<dyn Sink>, Conf
         field: field.clone(),
         message,
     };
-    let (text, url_mode) = take_sslmode(url.expose()).map_err(err)?;
-    let mut config: tokio_postgres::Config = text
-        .parse()
-        // The parser's message never repeats the password.
-        .map_err(|e: tokio_postgres::Error| {
-            err(format!("not a PostgreSQL connection string: {e}"))
-        })?;
-    let loopback = is_loopback(&config);
-    let mode = decide_tls(v.tls, url_mode, loopback).map_err(err)?;
-    let tls = match mode {
-        PgTls::Disable => {
-            if v.ca_file.is_some() {
-                return Err(err("ca_file is set but TLS is disabled".into()));
-            }
-            if !loopback {
-                tracing::warn!(sink = %common.name, "PostgreSQL without TLS to a server that is not on this machine (tls = \"disable\"): its password and the events cross the network in clear.");
-            }
-            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
-            None
-        }
-        level => {
-            let verify = match level {
-                PgTls::VerifyFull => crate::tls::Verify::Full,
-                PgTls::VerifyCa => crate::tls::Verify::Ca,
-                // libpq: `require` with a CA file checks the chain, as `verify-ca` does.
-                _ if v.ca_file.is_some() => crate::tls::Verify::Ca,
-                _ => crate::tls::Verify::Nothing,
-            };
-            let tls = crate::tls::client_config(v.ca_file.as_deref(), verify).map_err(err)?;
-            // Require: a server that answers the TLS request with "no" gets nothing more (no
-            // silent fallback to plaintext, so no password in clear).
-            config.ssl_mode(tokio_postgres::config::SslMode::Require);
-            Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
-        }
-    };
+    let (mut config, tls) = connection(
+        url.expose(),
+        v.tls,
+        v.ca_file.as_deref(),
+        Some("set `tls = \"disable\"` in [sinks.postgres]"),
+    )
+    .map_err(err)?;
+    if tls.is_none() && !is_loopback(&config) {
+        tracing::warn!(sink = %common.name, "PostgreSQL without TLS to a server that is not on this machine (tls = \"disable\"): its password and the events cross the network in clear.");
+    }
     config.connect_timeout(Duration::from_secs(v.timeout_secs));
     if config.get_application_name().is_none() {
         config.application_name("xdrsync");
@@ -89,6 +64,57 @@ pub(crate) fn build(common: Common, v: &Validated) -> Result<Arc<dyn Sink>, Conf
         client: tokio::sync::Mutex::new(None),
     };
     Ok(Arc::new(OutboxSink::new(common, t)))
+}
+
+/// A PostgreSQL connection's settings and TLS, by the rules of the sink and the store alike:
+/// libpq's `sslmode` in the URL (or `tls`), a CA file for `verify-ca`/`verify-full`, plaintext
+/// only over loopback or when asked for by name (`plaintext_by_name` says how, in the refusal;
+/// `None`: it cannot be), and
+/// `require` meaning no silent fallback to plaintext. `url` may hold a password; no error
+/// repeats it.
+pub fn connection(
+    url: &str,
+    tls: Option<PgTls>,
+    ca_file: Option<&std::path::Path>,
+    plaintext_by_name: Option<&str>,
+) -> Result<
+    (
+        tokio_postgres::Config,
+        Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    ),
+    String,
+> {
+    let (text, url_mode) = take_sslmode(url)?;
+    let mut config: tokio_postgres::Config = text
+        .parse()
+        // The parser's message never repeats the password.
+        .map_err(|e: tokio_postgres::Error| format!("not a PostgreSQL connection string: {e}"))?;
+    let loopback = is_loopback(&config);
+    let mode = decide_tls(tls, url_mode, loopback, plaintext_by_name)?;
+    let connector = match mode {
+        PgTls::Disable => {
+            if ca_file.is_some() {
+                return Err("ca_file is set but TLS is disabled".into());
+            }
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            None
+        }
+        level => {
+            let verify = match level {
+                PgTls::VerifyFull => crate::tls::Verify::Full,
+                PgTls::VerifyCa => crate::tls::Verify::Ca,
+                // libpq: `require` with a CA file checks the chain, as `verify-ca` does.
+                _ if ca_file.is_some() => crate::tls::Verify::Ca,
+                _ => crate::tls::Verify::Nothing,
+            };
+            let tls = crate::tls::client_config(ca_file, verify)?;
+            // Require: a server that answers the TLS request with "no" gets nothing more (no
+            // silent fallback to plaintext, so no password in clear).
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+        }
+    };
+    Ok((config, connector))
 }
 
 /// libpq's `sslmode` as the URL gave it.
@@ -160,8 +186,21 @@ fn is_loopback(config: &tokio_postgres::Config) -> bool {
 }
 
 /// The TLS level from the config's `tls`, the URL's `sslmode` and where the server is.
-fn decide_tls(key: Option<PgTls>, url: Option<UrlMode>, loopback: bool) -> Result<PgTls, String> {
-    const NO_PLAINTEXT: &str = "the server is not on this machine and TLS is off: the password and the events would cross the network in clear. Use sslmode=verify-full (or require/verify-ca), or set `tls = \"disable\"` in [sinks.postgres] to accept plaintext";
+fn decide_tls(
+    key: Option<PgTls>,
+    url: Option<UrlMode>,
+    loopback: bool,
+    plaintext_by_name: Option<&str>,
+) -> Result<PgTls, String> {
+    let no_plaintext = || {
+        let mut m = "the server is not on this machine and TLS is off: the password and the data would cross the network in clear. Use sslmode=verify-full (or require/verify-ca)".to_owned();
+        if let Some(by_name) = plaintext_by_name {
+            m.push_str(", or ");
+            m.push_str(by_name);
+            m.push_str(" to accept plaintext");
+        }
+        m
+    };
     match (key, url) {
         (Some(k), Some(UrlMode::Tls(u))) if k != u => Err(format!(
             "tls = {k:?} and the URL's sslmode disagree; give one of them"
@@ -175,7 +214,7 @@ fn decide_tls(key: Option<PgTls>, url: Option<UrlMode>, loopback: bool) -> Resul
         ),
         (None, Some(UrlMode::Tls(u))) => Ok(u),
         (None, Some(UrlMode::Disable)) | (None, None) if loopback => Ok(PgTls::Disable),
-        (None, Some(UrlMode::Disable)) => Err(NO_PLAINTEXT.into()),
+        (None, Some(UrlMode::Disable)) => Err(no_plaintext()),
         (None, None) => Ok(PgTls::VerifyFull),
     }
 }

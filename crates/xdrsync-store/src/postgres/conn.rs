@@ -20,6 +20,8 @@ type Job = Box<dyn FnOnce(&mut Session) + Send>;
 pub(crate) struct Session {
     runtime: tokio::runtime::Runtime,
     config: Config,
+    /// TLS to the server (`None`: plaintext, which the caller allowed: loopback, or asked for).
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     client: Option<Client>,
 }
 
@@ -31,17 +33,28 @@ impl Session {
     ) -> Result<(&tokio::runtime::Runtime, &mut Client), tokio_postgres::Error> {
         let client = match self.client.take() {
             Some(c) if !c.is_closed() => c,
-            _ => {
-                let (client, connection) = self.runtime.block_on(self.config.connect(NoTls))?;
-                self.runtime.spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::warn!(error = %e, "The PostgreSQL store's connection ended.");
-                    }
-                });
-                client
-            }
+            _ => match &self.tls {
+                Some(tls) => {
+                    let (client, connection) =
+                        self.runtime.block_on(self.config.connect(tls.clone()))?;
+                    self.runtime.spawn(ended(connection));
+                    client
+                }
+                None => {
+                    let (client, connection) = self.runtime.block_on(self.config.connect(NoTls))?;
+                    self.runtime.spawn(ended(connection));
+                    client
+                }
+            },
         };
         Ok((&self.runtime, self.client.insert(client)))
+    }
+}
+
+/// Drives a session's connection until it ends, saying why if it failed.
+async fn ended<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
+    if let Err(e) = connection.await {
+        tracing::warn!(error = %e, "The PostgreSQL store's connection ended.");
     }
 }
 
@@ -53,7 +66,10 @@ pub(crate) struct Connection {
 
 impl Connection {
     /// Starts the session thread for `config` (connecting lazily, on the first call).
-    pub(crate) fn start(mut config: Config) -> std::io::Result<Self> {
+    pub(crate) fn start(
+        mut config: Config,
+        tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    ) -> std::io::Result<Self> {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -67,6 +83,7 @@ impl Connection {
                 let mut session = Session {
                     runtime,
                     config,
+                    tls,
                     client: None,
                 };
                 while let Ok(job) = incoming.recv() {

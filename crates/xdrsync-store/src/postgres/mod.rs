@@ -60,15 +60,27 @@ impl PgStore {
             location: location.clone(),
             message,
         })?;
-        let session = |config| {
-            conn::Connection::start(config).map_err(|e| StoreError::Postgres {
+        Self::connect_with(config, None, &location)
+    }
+
+    /// Connects with settings and TLS made by the caller (the binary makes them by the
+    /// PostgreSQL sink's rules: `sslmode`, a CA file, plaintext only over loopback or by name);
+    /// `location` is the address to show, without its password.
+    pub fn connect_with(
+        config: tokio_postgres::Config,
+        tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+        location: &str,
+    ) -> Result<Self, StoreError> {
+        let location = location.to_owned();
+        let session = |config, tls| {
+            conn::Connection::start(config, tls).map_err(|e| StoreError::Postgres {
                 location: location.clone(),
                 message: format!("cannot start the database session: {e}"),
             })
         };
         let store = PgStore {
-            writer: session(config.clone())?,
-            reader: session(config)?,
+            writer: session(config.clone(), tls.clone())?,
+            reader: session(config, tls)?,
             dictionaries: store::Shared::default(),
             location: location.clone(),
         };
@@ -227,9 +239,9 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// `url` without its password, whether in the user part or a `password=` parameter (an
+/// `url` without its password (for messages), whether in the user part or a `password=` parameter (an
 /// address that does not parse as a URL is not shown at all: it may hold one anywhere).
-fn redacted(url: &str) -> String {
+pub fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {

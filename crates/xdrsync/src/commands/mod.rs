@@ -22,6 +22,26 @@ use anyhow::Context as _;
 use xdrsync_config::Config;
 use xdrsync_store::Store;
 
+/// The PostgreSQL store at `url`, with TLS by the PostgreSQL sink's rules: the URL's
+/// `sslmode` (`verify-full` unless the server is on this machine), `ca_file` for its CA,
+/// plaintext off this machine only with `sslmode=disable`.
+pub(crate) fn connect_postgres(
+    url: &str,
+    ca_file: Option<&Path>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let location = xdrsync_store::postgres::redacted(url);
+    let (config, tls) =
+        xdrsync_sinks::postgres::connection(url, None, ca_file, None).map_err(|message| {
+            xdrsync_store::StoreError::Postgres {
+                location: location.clone(),
+                message,
+            }
+        })?;
+    Ok(Arc::new(xdrsync_store::postgres::PgStore::connect_with(
+        config, tls, &location,
+    )?))
+}
+
 /// How the config names its store, to tell whether a reloaded config names the same one:
 /// the SQLite file's path, or where the PostgreSQL URL is read from (never the URL itself).
 pub(crate) fn store_named(config: &Config) -> String {
@@ -43,7 +63,7 @@ pub(crate) fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match &config.store_url {
         Some(url) => {
             let url = url.resolve("store.url")?;
-            Arc::new(xdrsync_store::postgres::PgStore::connect(url.expose())?)
+            connect_postgres(url.expose(), config.store_ca_file.as_deref())?
         }
         None => Arc::new(xdrsync_store::SqliteStore::open(&config.store_path)?),
     })

@@ -61,7 +61,7 @@ fn copy(args: StoreCopyArgs) -> anyhow::Result<ExitCode> {
 /// a path. A source file must exist (opening would create an empty store).
 fn open(spec: &str, must_exist: bool) -> anyhow::Result<Arc<dyn Store>> {
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        return Ok(Arc::new(xdrsync_store::postgres::PgStore::connect(spec)?));
+        return super::connect_postgres(spec, None);
     }
     let path = Path::new(spec.strip_prefix("sqlite:").unwrap_or(spec));
     if must_exist && !path.exists() {
