@@ -437,66 +437,73 @@ impl Pipeline {
         };
         report(&progress);
         let store_pages = async {
-            let mut pending = std::collections::VecDeque::new();
-            while let Some(page) = received.recv().await {
-                progress.stage = Stage::Page;
-                progress.pages += 1;
-                progress.items += (page.records.len() + page.poison.len()) as u64;
-                progress.oldest = page
-                    .records
-                    .iter()
-                    .map(|f| f.record.last_update())
-                    .chain(progress.oldest)
-                    .min();
-                report(&progress);
-                for p in &page.poison {
-                    tracing::error!(tenant = %tenant.name, %stream, item = p.item_id.as_deref().unwrap_or("?"), reason = %p.reason,
-                        "Skipped an item the API returned in a form that cannot be read; it is kept in the store's poison table.");
+            let stored = async {
+                let mut pending = std::collections::VecDeque::new();
+                while let Some(page) = received.recv().await {
+                    progress.stage = Stage::Page;
+                    progress.pages += 1;
+                    progress.items += (page.records.len() + page.poison.len()) as u64;
+                    progress.oldest = page
+                        .records
+                        .iter()
+                        .map(|f| f.record.last_update())
+                        .chain(progress.oldest)
+                        .min();
+                    report(&progress);
+                    for p in &page.poison {
+                        tracing::error!(tenant = %tenant.name, %stream, item = p.item_id.as_deref().unwrap_or("?"), reason = %p.reason,
+                            "Skipped an item the API returned in a form that cannot be read; it is kept in the store's poison table.");
+                    }
+                    poison_count += page.poison.len();
+                    last_update = page
+                        .records
+                        .iter()
+                        .map(|f| f.record.last_update())
+                        .chain(last_update)
+                        .max();
+                    pending.push_back(
+                        self.writer.submit(CommitRequest {
+                            tenant: tenant.tenant_id.clone(),
+                            versions: page
+                                .records
+                                .into_iter()
+                                .map(|f| NewVersion {
+                                    record: f.record,
+                                    raw: f.raw,
+                                })
+                                .collect(),
+                            poison: page
+                                .poison
+                                .into_iter()
+                                .map(|p| PoisonRecord {
+                                    stream,
+                                    item_id: p.item_id,
+                                    reason: p.reason,
+                                    raw: p.raw,
+                                })
+                                .collect(),
+                            cursor: None,
+                            fence: None,
+                        }),
+                    );
+                    if pending.len() > PAGES_IN_FLIGHT
+                        && let Some(p) = pending.pop_front()
+                    {
+                        stats += Writer::wait(p).await?;
+                    }
                 }
-                poison_count += page.poison.len();
-                last_update = page
-                    .records
-                    .iter()
-                    .map(|f| f.record.last_update())
-                    .chain(last_update)
-                    .max();
-                pending.push_back(
-                    self.writer.submit(CommitRequest {
-                        tenant: tenant.tenant_id.clone(),
-                        versions: page
-                            .records
-                            .into_iter()
-                            .map(|f| NewVersion {
-                                record: f.record,
-                                raw: f.raw,
-                            })
-                            .collect(),
-                        poison: page
-                            .poison
-                            .into_iter()
-                            .map(|p| PoisonRecord {
-                                stream,
-                                item_id: p.item_id,
-                                reason: p.reason,
-                                raw: p.raw,
-                            })
-                            .collect(),
-                        cursor: None,
-                        fence: None,
-                    }),
-                );
-                if pending.len() > PAGES_IN_FLIGHT
-                    && let Some(p) = pending.pop_front()
-                {
+                // Pages already sent are committed whether or not the listing failed later (they
+                // are versions like any other; only the cursor stays where it was).
+                for p in pending {
                     stats += Writer::wait(p).await?;
                 }
+                Ok::<(), StoreError>(())
             }
-            // Pages already sent are committed whether or not the listing failed later (they
-            // are versions like any other; only the cursor stays where it was).
-            for p in pending {
-                stats += Writer::wait(p).await?;
-            }
-            Ok::<(), StoreError>(())
+            .await;
+            // A failed commit ends the storing side: stop taking pages too, so the listing's
+            // next send fails and it ends, instead of waiting on a full channel for ever.
+            received.close();
+            stored
         };
         let (listed, stored) = tokio::join!(list, store_pages);
         progress.stage = Stage::Finished;

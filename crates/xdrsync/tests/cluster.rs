@@ -329,3 +329,85 @@ async fn the_store_speaks_tls_by_the_urls_sslmode_and_checks_the_servers_name() 
     assert!(e.contains("in clear") && !e.contains("hunter2"), "{e}");
     pg::drop_schema(&schema).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_going_away_mid_pull_loses_and_repeats_nothing() {
+    let emu = tu::start(tu::demo_directory()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Small pages: many commits, so the server goes away in the middle of the pass.
+    let config = tu::write_config(
+        dir,
+        &emu,
+        &[ApiKind::Graph, ApiKind::Xdr],
+        "[sync]\ninitial_lookback_hours = 720\ngraph_page_size = 5\nxdr_page_size = 5\n",
+    );
+    let (schema, _) = scratch().await;
+    // The store reaches PostgreSQL through a proxy that can play a server restart.
+    let proxy = xdrsync_test_utils::receivers::proxy::Proxy::start(&pg::address());
+    let url = format!(
+        "{}?options=-csearch_path%3D{schema}",
+        pg::url(&proxy.addr.to_string())
+    );
+    use_postgres(dir, &url);
+    let migrate = xdrsync(&["store", "migrate"], dir).await;
+    assert_eq!(migrate.status.code(), Some(0), "{}", text(&migrate));
+
+    let start = emu.state().clock().now();
+    let mut child = command(&["pull", "--ndjson", "out.ndjson"], dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    proxy.down();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    proxy.up();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(20));
+        let _ = std::process::Command::new("kill")
+            .arg("-9")
+            .arg(pid.to_string())
+            .status();
+    });
+    let first = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let end = emu.state().clock().now();
+    // It either rode through or failed the tenants it could not store, saying so — and it
+    // ended: a failed commit once left the listing waiting on a full channel for ever.
+    if first.status.code() != Some(0) {
+        assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+        assert!(text(&first).contains("connection"), "{}", text(&first));
+    }
+    let second = xdrsync(&["pull", "--ndjson", "out.ndjson"], dir).await;
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let polls = vec![(start, end), (end, emu.state().clock().now())];
+
+    let store = PgStore::connect(&url).unwrap();
+    for t in &config.tenants {
+        let tenant = t.tenant_id.as_str();
+        let truth = tu::truth::incidents(&emu, tenant);
+        tu::truth::check(
+            &store,
+            tenant,
+            StreamKind::Incidents,
+            (&truth, &truth),
+            &polls,
+            0,
+        );
+    }
+    let stored: BTreeSet<String> = store
+        .versions_after(0, 1_000_000)
+        .unwrap()
+        .into_iter()
+        .map(|v| v.event_id)
+        .collect();
+    let delivered = ndjson_event_ids(&dir.join("out.ndjson"));
+    let unique: BTreeSet<String> = delivered.iter().cloned().collect();
+    assert_eq!(unique.len(), delivered.len(), "an event delivered twice");
+    assert_eq!(unique, stored, "every stored version delivered");
+    drop(proxy);
+    pg::drop_schema(&schema).await;
+}
