@@ -354,7 +354,7 @@ async fn postgres_going_away_mid_pull_loses_and_repeats_nothing() {
     assert_eq!(migrate.status.code(), Some(0), "{}", text(&migrate));
 
     let start = emu.state().clock().now();
-    let mut child = command(&["pull", "--ndjson", "out.ndjson"], dir)
+    let child = command(&["pull", "--ndjson", "out.ndjson"], dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
