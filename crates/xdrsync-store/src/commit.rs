@@ -83,16 +83,7 @@ impl SqliteStore {
     /// One version's payloads compressed with `dictionary`; while the store has none, they are
     /// kept as training samples (whoever compresses, samples).
     fn encode_version(&self, v: &NewVersion, dictionary: Option<&Dictionary>) -> EncodedVersion {
-        let normalized = v.record.to_json();
-        if dictionary.is_none() {
-            let mut d = self.dictionaries();
-            d.sample(&v.raw);
-            d.sample(&normalized);
-        }
-        EncodedVersion {
-            stored_normalized: crate::payload::encode(&normalized, dictionary),
-            stored_raw: crate::payload::encode(&v.raw, dictionary),
-        }
+        crate::payload::encode_version(&self.dictionaries, dictionary, &v.record.to_json(), &v.raw)
     }
 
     pub(crate) fn commit_group_encoded(

@@ -217,15 +217,13 @@ impl SqliteStore {
         let encoded: Vec<_> = rows
             .iter()
             .map(|v| {
-                if dictionary.is_none() {
-                    let mut d = self.dictionaries();
-                    d.sample(&v.raw);
-                    d.sample(&v.normalized);
-                }
-                (
-                    crate::payload::encode(&v.normalized, dictionary.as_ref()),
-                    crate::payload::encode(&v.raw, dictionary.as_ref()),
-                )
+                let e = crate::payload::encode_version(
+                    &self.dictionaries,
+                    dictionary.as_ref(),
+                    &v.normalized,
+                    &v.raw,
+                );
+                (e.stored_normalized, e.stored_raw)
             })
             .collect();
         let mut conn = self.conn();

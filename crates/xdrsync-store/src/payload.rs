@@ -222,6 +222,35 @@ pub(crate) fn encode(text: &str, dictionary: Option<&Dictionary>) -> Value {
     }
 }
 
+/// One version's payloads as stored, compressed with `dictionary`; while the store has none
+/// they are kept as training samples (whoever compresses, samples: the pipeline's reading tasks,
+/// a commit, a copy; both backends).
+pub(crate) fn encode_version(
+    dictionaries: &std::sync::Mutex<Dictionaries>,
+    dictionary: Option<&Dictionary>,
+    normalized: &str,
+    raw: &str,
+) -> crate::EncodedVersion {
+    if dictionary.is_none() {
+        let mut d = dictionaries.lock().unwrap_or_else(|e| e.into_inner());
+        d.sample(raw);
+        d.sample(normalized);
+    }
+    crate::EncodedVersion {
+        stored_normalized: encode(normalized, dictionary),
+        stored_raw: encode(raw, dictionary),
+    }
+}
+
+/// The id of the dictionary a payload stored as bytes was compressed with (`None`: text, or
+/// compressed without one), read from its header without decoding it.
+pub(crate) fn dictionary_id(stored: &[u8]) -> Option<u32> {
+    let header = stored.get(..HEADER)?;
+    let [magic, d0, d1, d2, d3] = <[u8; HEADER]>::try_from(header).ok()?;
+    let id = u32::from_le_bytes([d0, d1, d2, d3]);
+    (magic == MAGIC && id != 0).then_some(id)
+}
+
 /// A payload as bytes, for a backend whose column holds bytes only (PostgreSQL's BYTEA): a
 /// compressed payload as it is (it starts with [`MAGIC`]), text as its UTF-8 (JSON text never
 /// starts with `Z`).

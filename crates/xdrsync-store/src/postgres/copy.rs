@@ -74,20 +74,15 @@ impl PgStore {
             Vec::with_capacity(rows.len()),
         );
         for v in rows {
-            if dictionary.is_none() {
-                let mut d = super::store::lock(&self.dictionaries);
-                d.sample(&v.raw);
-                d.sample(&v.normalized);
-            }
-            seqs.push(v.seq);
-            normalized.push(payload::into_bytes(payload::encode(
+            let e = payload::encode_version(
+                &self.dictionaries,
+                dictionary.as_ref(),
                 &v.normalized,
-                dictionary.as_ref(),
-            )));
-            raws.push(payload::into_bytes(payload::encode(
                 &v.raw,
-                dictionary.as_ref(),
-            )));
+            );
+            seqs.push(v.seq);
+            normalized.push(payload::into_bytes(e.stored_normalized));
+            raws.push(payload::into_bytes(e.stored_raw));
             origins.push(v.origin.clone());
             for (col, value) in cols.iter_mut().zip([
                 &v.tenant_id,

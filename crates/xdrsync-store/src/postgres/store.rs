@@ -72,13 +72,11 @@ pub(super) async fn decode<C: GenericClient>(
     stored: &[u8],
     client: &C,
 ) -> Result<String, String> {
-    let id = stored
-        .get(1..5)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map(u32::from_le_bytes);
-    let found = match id {
-        Some(id) if id != 0 && stored.first() == Some(&b'Z') => dictionary(d, id, client).await,
-        _ => None,
+    // The dictionary is looked up first (asynchronously, perhaps in the table); decoding
+    // then only asks for the one the header names.
+    let found = match payload::dictionary_id(stored) {
+        Some(id) => dictionary(d, id, client).await,
+        None => None,
     };
     payload::decode_bytes(stored, move |_| found)
 }
@@ -150,16 +148,7 @@ impl PgStore {
     /// A version's payloads compressed with `dictionary`, sampled for training while there is
     /// none (as the SQLite store does).
     fn encode_one(&self, v: &NewVersion, dictionary: Option<&Dictionary>) -> crate::EncodedVersion {
-        let normalized = v.record.to_json();
-        if dictionary.is_none() {
-            let mut d = lock(&self.dictionaries);
-            d.sample(&v.raw);
-            d.sample(&normalized);
-        }
-        crate::EncodedVersion {
-            stored_normalized: payload::encode(&normalized, dictionary),
-            stored_raw: payload::encode(&v.raw, dictionary),
-        }
+        payload::encode_version(&self.dictionaries, dictionary, &v.record.to_json(), &v.raw)
     }
 
     /// Trains the first dictionary once enough payloads were sampled and stores it in a
