@@ -28,6 +28,9 @@ pub struct ConfigFile {
     /// `run`'s HTTP server: `/metrics`, `/healthz`, `/readyz` and the status page.
     #[serde(default)]
     pub server: ServerSection,
+    /// A cluster of `run` workers sharing the PostgreSQL store (`[store] url`).
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
     /// App registrations shared by several tenants (the MSSP's multi-tenant app).
     #[serde(default)]
     pub apps: Vec<AppSection>,
@@ -45,6 +48,26 @@ pub struct ConfigFile {
     /// config file ends up in backups, tickets and version control.
     #[serde(default)]
     pub allow_inline_secrets: bool,
+}
+
+/// `[cluster]`: how `run` workers sharing a PostgreSQL store split the tenants. Every `run`
+/// on a PostgreSQL store is a worker of its cluster (one alone holds every lease); this
+/// section only tunes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// How long a (tenant, stream) or sink lease lasts without renewal, in seconds (default
+    /// 30). Workers renew every third of it; a worker that stops renewing loses its leases
+    /// after this long, and the others take them over at their next renewal.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+    /// This worker's name in the store's leases and in `status` (default: the host name and
+    /// the process id). Each worker's must be unique.
+    pub worker: Option<String>,
+}
+
+pub(crate) fn default_lease_secs() -> u64 {
+    30
 }
 
 /// `[store]`

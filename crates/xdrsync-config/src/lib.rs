@@ -46,6 +46,8 @@ pub struct Config {
     pub store_url: Option<SecretSource>,
     /// `[store] ca_file`: the CA of the PostgreSQL store's server.
     pub store_ca_file: Option<PathBuf>,
+    /// `[cluster]`: how `run` workers on the PostgreSQL store share the work.
+    pub cluster: ClusterSettings,
     /// Sync settings.
     pub sync: SyncSettings,
     /// Enabled and disabled tenants, in file order.
@@ -107,6 +109,15 @@ pub struct InboundActions {
     pub token: Option<SecretSource>,
     /// The replay window.
     pub replay_window: std::time::Duration,
+}
+
+/// Validated `[cluster]` (the defaults when it is absent).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// How long a lease lasts without renewal.
+    pub lease: std::time::Duration,
+    /// This worker's name (`None`: the host name and the process id).
+    pub worker: Option<String>,
 }
 
 /// Validated `[sync]`.

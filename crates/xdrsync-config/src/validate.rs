@@ -11,10 +11,10 @@ use xdrsync_model::{SafeUrl, StreamKind, TenantId};
 
 use crate::cloud::{self, Endpoints};
 use crate::{
-    AppSection, Certificate, CertificateFiles, CertificateSource, CloudSection, Config,
-    ConfigError, ConfigFile, CredentialSource, IMDS_ENDPOINT, ManagedIdentitySource, SecretSource,
-    ServerSection, SyncSection, SyncSettings, Tenant, TenantSection, is_domain, is_guid,
-    is_loopback,
+    AppSection, Certificate, CertificateFiles, CertificateSource, CloudSection, ClusterSection,
+    Config, ConfigError, ConfigFile, CredentialSource, IMDS_ENDPOINT, ManagedIdentitySource,
+    SecretSource, ServerSection, SyncSection, SyncSettings, Tenant, TenantSection, is_domain,
+    is_guid, is_loopback,
 };
 
 /// What validating one file needs: where it is (relative paths are relative to it), whether
@@ -74,6 +74,7 @@ pub(crate) fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigEr
             message: "give one of `path` (a SQLite file) and `url` (a PostgreSQL database)".into(),
         });
     }
+    let cluster = c.cluster(file.cluster.as_ref(), file.store.url.is_some())?;
     let store_url = file
         .store
         .url
@@ -85,6 +86,7 @@ pub(crate) fn validate(file: ConfigFile, path: &Path) -> Result<Config, ConfigEr
         store_path: c.resolve(&file.store.path),
         store_url,
         store_ca_file: file.store.ca_file.as_deref().map(|p| c.resolve(p)),
+        cluster,
         retention_days: file.store.retention_days,
         server_listen,
         inbound_actions,
@@ -118,6 +120,47 @@ impl Check<'_> {
         } else {
             self.base.join(p)
         }
+    }
+
+    /// `[cluster]`: only beside a PostgreSQL store; a lease long enough to renew.
+    fn cluster(
+        &self,
+        s: Option<&ClusterSection>,
+        postgres: bool,
+    ) -> Result<crate::ClusterSettings, ConfigError> {
+        let Some(s) = s else {
+            return Ok(crate::ClusterSettings {
+                lease: std::time::Duration::from_secs(crate::file::default_lease_secs()),
+                worker: None,
+            });
+        };
+        if !postgres {
+            return Err(self.invalid(
+                "cluster",
+                "a cluster needs the PostgreSQL store its workers share: set `[store] url`",
+            ));
+        }
+        if !(3..=3600).contains(&s.lease_secs) {
+            return Err(self.invalid(
+                "cluster.lease_secs",
+                format!(
+                    "must be 3..=3600 seconds (workers renew every third of it), got {}",
+                    s.lease_secs
+                ),
+            ));
+        }
+        if let Some(w) = &s.worker
+            && (w.trim().is_empty() || w.len() > 200 || w.chars().any(|c| c.is_control()))
+        {
+            return Err(self.invalid(
+                "cluster.worker",
+                "must be a name of 1 to 200 printable characters",
+            ));
+        }
+        Ok(crate::ClusterSettings {
+            lease: std::time::Duration::from_secs(s.lease_secs),
+            worker: s.worker.clone(),
+        })
     }
 
     /// `[sync]`: page sizes within what each API accepts, bounded retries and sizes.

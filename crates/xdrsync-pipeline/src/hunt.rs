@@ -80,6 +80,12 @@ pub fn iso_timespan(d: chrono::Duration) -> String {
 }
 
 impl Pipeline {
+    /// The fence of `tenant`'s hunts in a cluster: the lease of its first stream.
+    fn hunt_fence(&self, tenant: &Tenant) -> Option<xdrsync_store::Fence> {
+        let l = self.leases.as_ref()?;
+        l.fence(&tenant.tenant_id, *tenant.streams.first()?)
+    }
+
     /// Runs every enabled scheduled hunt in each of its tenants where it is due, side by side
     /// (at most `concurrent_tenants` at once, each within its tenant's hunting quota), and
     /// returns what each run did, by hunt and tenant. Runs that were not due are not listed.
@@ -108,6 +114,10 @@ impl Pipeline {
         for h in self.config.hunts.iter().filter(|h| h.enabled) {
             let interval = chrono::Duration::from_std(h.interval).unwrap_or(chrono::Duration::MAX);
             for t in self.config.hunt_tenants(h) {
+                // In a cluster, a tenant's hunts run where its first stream is leased.
+                if self.leases.is_some() && self.hunt_fence(t).is_none() {
+                    continue;
+                }
                 let ran = last.get(&(h.name.clone(), t.tenant_id.clone()));
                 if ran.is_none_or(|l| now.as_datetime() - l.as_datetime() >= interval) {
                     due.push((h, t));
@@ -167,7 +177,7 @@ impl Pipeline {
                         versions: chunk.to_vec(),
                         poison: Vec::new(),
                         cursor: None,
-                        fence: None,
+                        fence: self.hunt_fence(tenant),
                     })
                 })
                 .collect();

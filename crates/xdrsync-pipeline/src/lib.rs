@@ -17,12 +17,13 @@ use xdrsync_api_client::{ApiClient, Page};
 use xdrsync_auth::Credential;
 use xdrsync_auth::vault::Vault;
 use xdrsync_config::{Config, ConfigError, Tenant};
-use xdrsync_model::{StreamKind, Timestamp};
+use xdrsync_model::{StreamKind, TenantId, Timestamp};
 use xdrsync_store::{
     CommitRequest, CommitStats, NewVersion, PoisonRecord, PullOutcome, Store, StoreError,
 };
 
 pub mod actions;
+pub mod cluster;
 pub mod deliver;
 pub mod hunt;
 mod ledger;
@@ -53,6 +54,9 @@ pub struct Pipeline {
     client: ApiClient,
     /// One vault for every delegated tenant: its lock serializes the rotations they write.
     vault: Option<Arc<Vault>>,
+    /// A cluster worker's leases: only the (tenant, stream) pairs held are pulled, each
+    /// commit fenced by its lease (`None`: one machine, every pair is pulled).
+    leases: Option<Arc<cluster::Leases>>,
 }
 
 impl Pipeline {
@@ -76,7 +80,29 @@ impl Pipeline {
             store,
             writer,
             vault,
+            leases: None,
         })
+    }
+
+    /// Pulls only what `leases` holds, fencing every commit with its lease (a cluster worker).
+    pub fn set_leases(&mut self, leases: Arc<cluster::Leases>) {
+        self.leases = Some(leases);
+    }
+
+    /// The fence of `(tenant, stream)`: `Ok(None)` outside a cluster; an error when this
+    /// worker does not hold its lease (any more).
+    fn fence(
+        &self,
+        tenant: &TenantId,
+        stream: StreamKind,
+    ) -> Result<Option<xdrsync_store::Fence>, PullError> {
+        match &self.leases {
+            None => Ok(None),
+            Some(l) => l
+                .fence(tenant, stream)
+                .map(Some)
+                .ok_or_else(|| PullError::LeaseLost(stream.to_string())),
+        }
     }
 
     /// Reports every pull's progress to `hook`.
@@ -210,6 +236,11 @@ impl Pipeline {
             .iter()
             .filter(|t| t.enabled)
             .flat_map(|t| t.streams.iter().map(move |s| (t.clone(), *s)))
+            .filter(|(t, s)| {
+                self.leases
+                    .as_ref()
+                    .is_none_or(|l| l.fence(&t.tenant_id, *s).is_some())
+            })
             .collect();
         let limit = self.config.sync.concurrent_tenants.max(1);
         // A tenant's credential is read once per pass, by whichever of its streams starts
@@ -287,6 +318,15 @@ impl Pipeline {
         let report = match pulled {
             Ok(r) => r,
             Err(e) => {
+                if matches!(
+                    e,
+                    PullError::Store(StoreError::Fenced { .. }) | PullError::LeaseLost(_)
+                ) && let Some(l) = &self.leases
+                {
+                    // Another worker holds it now; the next renewal agrees.
+                    l.lost(&tenant.tenant_id, stream);
+                    metrics::counter!("xdrsync_cluster_fenced_commits_total").increment(1);
+                }
                 tracing::error!(tenant = %tenant.name, %stream, error = %e, "Pull failed; other tenants and streams continue.");
                 let cursor = self.store.cursor(&tenant.tenant_id, stream).ok().flatten();
                 TenantReport::failed(tenant, stream, e.to_string(), cursor)
@@ -400,6 +440,7 @@ impl Pipeline {
             stream,
             credential,
         )?;
+        let fence = self.fence(&tenant.tenant_id, stream)?;
         let store = self.store.clone();
         let id = tenant.tenant_id.clone();
         let cursor = blocking(move || store.cursor(&id, stream)).await?;
@@ -483,7 +524,7 @@ impl Pipeline {
                                 })
                                 .collect(),
                             cursor: None,
-                            fence: None,
+                            fence: fence.clone(),
                         }),
                     );
                     if pending.len() > PAGES_IN_FLIGHT
@@ -520,7 +561,7 @@ impl Pipeline {
                     versions: Vec::new(),
                     poison: Vec::new(),
                     cursor: Some((stream, t)),
-                    fence: None,
+                    fence: fence.clone(),
                 })
                 .await?;
         }

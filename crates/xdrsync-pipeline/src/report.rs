@@ -23,6 +23,9 @@ pub enum PullError {
     /// tenant's streams of one pass).
     #[error("{0}")]
     Credential(String),
+    /// A cluster worker no longer holds the stream's lease: another worker pulls it now.
+    #[error("this worker no longer holds the lease of the {0} stream: another worker pulls it now")]
+    LeaseLost(String),
     /// Reconcile needs a pulled tenant.
     #[error("tenant {0} has never been pulled; run `xdrsync pull` first")]
     NeverPulled(String),

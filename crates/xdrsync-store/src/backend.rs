@@ -249,6 +249,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Inserts the rows of [`Store::export_tables`] in one transaction.
     fn import_tables(&self, tables: &[ExportedTable]) -> Result<(), StoreError>;
+
+    /// The leases of a cluster of workers, when the store is shared by one (PostgreSQL).
+    fn cluster(&self) -> Option<&dyn crate::Cluster> {
+        None
+    }
 }
 
 impl Store for SqliteStore {

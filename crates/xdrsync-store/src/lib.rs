@@ -12,6 +12,7 @@
 
 mod actions;
 mod backend;
+pub mod cluster;
 mod commit;
 pub mod copy;
 mod health;
@@ -25,6 +26,7 @@ mod retention;
 
 pub use actions::{ActionOutcome, ActionRecord};
 pub use backend::Store;
+pub use cluster::{Cluster, Held, Lease, LeaseRow, SinkLease, WorkerRow};
 pub use hunts::HuntRun;
 pub use ledger::BudgetLedger;
 
@@ -107,6 +109,17 @@ pub enum StoreError {
         stream: String,
         /// The stale generation.
         generation: i64,
+    },
+    /// A sink position written by a worker that does not hold the sink's delivery lease (it
+    /// expired while the worker was paused, or another worker took it over).
+    #[error(
+        "store {location}: this worker does not hold the delivery lease of sink {sink} (another worker delivers it now); its position is not moved"
+    )]
+    SinkFenced {
+        /// The store.
+        location: String,
+        /// The sink.
+        sink: String,
     },
     /// `store copy` into a store that already holds versions or sink positions.
     #[error(

@@ -12,7 +12,7 @@ mod copy;
 mod lease;
 mod store;
 
-pub use lease::Lease;
+pub use crate::cluster::Lease;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -31,6 +31,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_leases",
         include_str!("../../migrations/postgres/0002_leases.sql"),
     ),
+    (
+        "0003_sink_leases",
+        include_str!("../../migrations/postgres/0003_sink_leases.sql"),
+    ),
 ];
 
 /// The advisory lock every migration step takes (any 64-bit constant of ours: "xdrsync m").
@@ -43,6 +47,9 @@ pub struct PgStore {
     reader: conn::Connection,
     dictionaries: store::Shared,
     location: String,
+    /// Set once the store is a cluster worker's ([`crate::Cluster::renew`]): the worker and
+    /// the sinks whose delivery lease it holds, by generation. Sink positions are then fenced.
+    member: std::sync::Mutex<Option<lease::Member>>,
 }
 
 impl PgStore {
@@ -83,6 +90,7 @@ impl PgStore {
             reader: session(config, tls)?,
             dictionaries: store::Shared::default(),
             location: location.clone(),
+            member: std::sync::Mutex::new(None),
         };
         store.migrate()?;
         store.load_dictionaries()?;

@@ -435,6 +435,10 @@ impl Store for PgStore {
         self.import_tables_pg(tables)
     }
 
+    fn cluster(&self) -> Option<&dyn crate::Cluster> {
+        Some(self)
+    }
+
     fn cursor(
         &self,
         tenant: &TenantId,
@@ -640,15 +644,24 @@ impl Store for PgStore {
     }
 
     fn set_sink_position(&self, sink: &str, seq: i64) -> Result<(), StoreError> {
-        let sink = sink.to_owned();
+        let fence = self.sink_fence(sink).transpose()?;
+        let (sink, location) = (sink.to_owned(), self.location.clone());
         self.write(move |rt, c| {
-            rt.block_on(c.execute(
-                "INSERT INTO sink_positions (sink, seq, updated_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (sink) DO UPDATE SET seq = GREATEST(sink_positions.seq, EXCLUDED.seq),
-                     updated_at = EXCLUDED.updated_at",
-                &[&sink, &seq, &Timestamp::now().to_string()],
-            ))?;
-            Ok(())
+            rt.block_on(async {
+                let tx = c.transaction().await?;
+                if let Some(f) = &fence {
+                    super::lease::fence_sink(&tx, &location, &sink, f).await?;
+                }
+                tx.execute(
+                    "INSERT INTO sink_positions (sink, seq, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (sink) DO UPDATE SET seq = GREATEST(sink_positions.seq, EXCLUDED.seq),
+                         updated_at = EXCLUDED.updated_at",
+                    &[&sink, &seq, &Timestamp::now().to_string()],
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            })
         })
     }
 
@@ -667,15 +680,25 @@ impl Store for PgStore {
     }
 
     fn set_sink_state(&self, sink: &str, seq: i64, state: Option<&str>) -> Result<(), StoreError> {
+        let fence = self.sink_fence(sink).transpose()?;
         let (sink, state) = (sink.to_owned(), state.map(str::to_owned));
+        let location = self.location.clone();
         self.write(move |rt, c| {
-            rt.block_on(c.execute(
-                "INSERT INTO sink_positions (sink, seq, updated_at, state) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (sink) DO UPDATE SET seq = GREATEST(sink_positions.seq, EXCLUDED.seq),
-                     updated_at = EXCLUDED.updated_at, state = EXCLUDED.state",
-                &[&sink, &seq, &Timestamp::now().to_string(), &state],
-            ))?;
-            Ok(())
+            rt.block_on(async {
+                let tx = c.transaction().await?;
+                if let Some(f) = &fence {
+                    super::lease::fence_sink(&tx, &location, &sink, f).await?;
+                }
+                tx.execute(
+                    "INSERT INTO sink_positions (sink, seq, updated_at, state) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (sink) DO UPDATE SET seq = GREATEST(sink_positions.seq, EXCLUDED.seq),
+                         updated_at = EXCLUDED.updated_at, state = EXCLUDED.state",
+                    &[&sink, &seq, &Timestamp::now().to_string(), &state],
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            })
         })
     }
 

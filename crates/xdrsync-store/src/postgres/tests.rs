@@ -406,3 +406,88 @@ fn a_worker_that_exits_cleanly_hands_its_leases_over_at_once() {
     // Without waiting for a's five-minute leases: b alone now, it takes them all.
     assert_eq!(store.renew_leases("b", &wanted, lease).unwrap().len(), 6);
 }
+
+#[test]
+fn each_sink_is_delivered_by_one_worker_and_a_position_outside_its_lease_is_refused() {
+    use crate::{Cluster as _, Store as _};
+    let scratch = Scratch::new();
+    let (a, b) = (
+        PgStore::connect(&scratch.url()).unwrap(),
+        PgStore::connect(&scratch.url()).unwrap(),
+    );
+    // A store no worker renewed through is not fenced (`status`, `store copy`, `pull`).
+    a.set_sink_position("pg", 3).unwrap();
+    let wanted = pairs(2);
+    let sinks: Vec<String> = ["nats", "pg", "webhook"].map(String::from).to_vec();
+    let short = std::time::Duration::from_millis(700);
+    let held_a = a.renew("a", &wanted, &sinks, short).unwrap();
+    assert_eq!(held_a.sinks.len(), 3, "alone, a worker delivers every sink");
+    let held_b = b.renew("b", &wanted, &sinks, short).unwrap();
+    assert!(
+        held_b.sinks.is_empty(),
+        "nothing free until a gives some back"
+    );
+    // b may not move a sink it does not hold, and nothing is written.
+    let refused = b.set_sink_position("pg", 10).unwrap_err();
+    assert!(
+        matches!(refused, StoreError::SinkFenced { .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("sink pg"), "{refused}");
+    assert_eq!(a.sink_position("pg").unwrap(), 3);
+    // a gives back its extras; b takes its share (one of the three, then two of them stay a's).
+    let held_a = a.renew("a", &wanted, &sinks, short).unwrap();
+    assert_eq!(held_a.sinks.len(), 2);
+    let held_b = b.renew("b", &wanted, &sinks, short).unwrap();
+    assert_eq!(held_b.sinks.len(), 1);
+    let bs = held_b.sinks[0].sink.clone();
+    assert!(
+        held_a.sinks.iter().all(|s| s.sink != bs),
+        "one worker per sink"
+    );
+    b.set_sink_state(&bs, 5, Some("{}")).unwrap();
+    assert!(matches!(
+        a.set_sink_position(&bs, 6),
+        Err(StoreError::SinkFenced { .. })
+    ));
+    // a stops renewing (paused): once its leases expire, b takes its sinks over, and a's late
+    // write is refused by the store itself even though a still believes it holds them.
+    std::thread::sleep(short + std::time::Duration::from_millis(200));
+    let held_b = b.renew("b", &wanted, &sinks, short).unwrap();
+    assert_eq!(held_b.sinks.len(), 3, "{held_b:?}");
+    assert!(held_b.taken_over >= 2, "{held_b:?}");
+    let late = held_a.sinks[0].sink.clone();
+    let before = b.sink_position(&late).unwrap();
+    assert!(matches!(
+        a.set_sink_position(&late, 99),
+        Err(StoreError::SinkFenced { .. })
+    ));
+    assert_eq!(b.sink_position(&late).unwrap(), before);
+    // `status` sees who holds what.
+    let rows = a.leases().unwrap();
+    let sink_rows: Vec<_> = rows
+        .iter()
+        .filter(|r| r.what.starts_with("sink:"))
+        .collect();
+    assert_eq!(sink_rows.len(), 3);
+    assert!(
+        sink_rows
+            .iter()
+            .all(|r| r.worker.as_deref() == Some("b") && !r.expired)
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.tenant.is_some() && r.renewed_at.is_some())
+    );
+    let workers = a.workers().unwrap();
+    assert_eq!(
+        workers
+            .iter()
+            .map(|w| (w.worker.as_str(), w.alive))
+            .collect::<Vec<_>>(),
+        [("a", false), ("b", true)]
+    );
+    // A clean exit hands everything over.
+    b.release("b").unwrap();
+    assert!(a.leases().unwrap().iter().all(|r| r.worker.is_none()));
+}

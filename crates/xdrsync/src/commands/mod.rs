@@ -14,6 +14,7 @@ pub(crate) mod replay;
 pub(crate) mod run;
 pub(crate) mod status;
 pub(crate) mod store;
+pub(crate) mod worker;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -104,6 +104,12 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
         daemon,
     } = build(config, validated, &args, &open)?;
     let mut interval = daemon.interval;
+    // On a PostgreSQL store this process is a worker of a cluster: it pulls and delivers
+    // only what it leases.
+    let worker = super::worker::Worker::start(&store, &daemon.config, &sinks).await?;
+    if let Some(w) = &worker {
+        pipeline.set_leases(w.leases.clone());
+    }
     // Metrics are recorded only when something serves them.
     let recorder = match listen {
         Some(_) => Some(crate::server::recorder()?),
@@ -137,8 +143,14 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
         let started = tokio::time::Instant::now();
         let started_at = xdrsync_model::Timestamp::now();
         state.pass_started();
+        // A worker delivers the sinks it leases; one machine delivers all of them.
+        let pass_sinks = match &worker {
+            Some(w) => w.held_sinks(&sinks),
+            None => sinks.clone(),
+        };
         let stopping = {
-            let work = super::pull::pass_hunting(&pipeline, PullMode::Incremental, &sinks, true);
+            let work =
+                super::pull::pass_hunting(&pipeline, PullMode::Incremental, &pass_sinks, true);
             tokio::pin!(work);
             // The pass's line on stderr and its summary for the status page and `/metrics`.
             let finished = |reports: &[xdrsync_pipeline::TenantReport]| {
@@ -148,8 +160,17 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
                     .map(|r| r.stats.created + r.stats.updated)
                     .sum();
                 let seconds = started.elapsed().as_secs_f64();
+                let leased = match &worker {
+                    Some(w) => format!(
+                        " (worker {}: {} and {} leased)",
+                        w.leases.worker(),
+                        crate::text::plural(reports.len() as u64, "stream"),
+                        crate::text::plural(pass_sinks.len() as u64, "sink")
+                    ),
+                    None => String::new(),
+                };
                 eprintln!(
-                    "pass {passes}: {} tenants, {failed} degraded, {stored} versions stored in {seconds:.1}s",
+                    "pass {passes}: {} tenants, {failed} degraded, {stored} versions stored in {seconds:.1}s{leased}",
                     pipeline.enabled_tenants()
                 );
                 state.pass_finished(
@@ -181,14 +202,14 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
                         // the same bound.
                         let deliveries = async {
                             let mut delivered = Vec::new();
-                            for sink in &sinks {
+                            for sink in &pass_sinks {
                                 delivered.push(deliver::once(sink, pipeline.store()).await);
                             }
                             delivered
                         };
                         match tokio::time::timeout(drain, deliveries).await {
                             Ok(delivered) => {
-                                super::pull::report_deliveries(&sinks, delivered);
+                                super::pull::report_deliveries(&pass_sinks, delivered);
                             }
                             Err(_) => eprintln!("The sinks did not finish delivering in {}s; they resume from their positions next run.", drain.as_secs()),
                         }
@@ -213,10 +234,18 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
         }
         let next = started + interval;
         let mut reload_now = false;
+        let gained = async {
+            match &worker {
+                Some(w) => w.gained().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             _ = &mut stop => break,
             _ = reload.recv() => reload_now = true,
+            // Leases taken over (or handed over) are pulled now, not an interval later.
+            _ = gained => continue,
         }
         // A SIGHUP during the pass is taken now; one during the wait ends the wait.
         reload_now |= reload.try_recv();
@@ -224,6 +253,10 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
             match load(config_path, &args, &open) {
                 Ok(loaded) => {
                     pipeline = loaded.pipeline;
+                    if let Some(w) = &worker {
+                        w.set_wanted(&loaded.daemon.config, &loaded.sinks);
+                        pipeline.set_leases(w.leases.clone());
+                    }
                     sinks = loaded.sinks;
                     interval = loaded.daemon.interval;
                     // A changed `retention_days` applies from the next prune.
@@ -277,6 +310,9 @@ pub(crate) async fn run(args: RunArgs, config_path: &Path) -> anyhow::Result<Exi
         && tokio::time::timeout(drain, &mut p).await.is_err()
     {
         p.abort();
+    }
+    if let Some(w) = worker {
+        w.leave().await;
     }
     eprintln!(
         "xdrsync run: stopped after {}.",
