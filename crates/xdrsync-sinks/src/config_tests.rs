@@ -67,7 +67,7 @@ fn refusals_name_the_field_and_the_problem() {
     insta::assert_snapshot!(e("name = \"a\"\n[syslog]\naddress = \"q\""), @"`sinks[0].syslog.address`: `q`: expected host:port");
     insta::assert_snapshot!(e("name = \"a\"\n[syslog]\naddress = \"q:514\"\nfacility = \"local9\""), @"`sinks[0].syslog.facility`: `local9`: expected a facility name (local0 … local7, user, auth, …) or 0..=23");
     insta::assert_snapshot!(e("name = \"a\"\n[nats]\nurl = \"nats://u:p@h:4222\""), @"`sinks[0].nats.url`: put credentials in `user`/`password` or `token` (secret sources), not in the URL");
-    insta::assert_snapshot!(e("name = \"a\"\n[postgres]\nurl = { env = \"X\" }\nschema = \"Bad-Name\""), @"`sinks[0].postgres.schema`: lowercase letters, digits and `_`");
+    insta::assert_snapshot!(e("name = \"a\"\n[postgres]\nurl = { env = \"X\" }\nschema = \"Bad-Name\""), @"`sinks[0].postgres.schema`: lowercase letters, digits and `_`, at most 48, not starting with a digit");
     insta::assert_snapshot!(e("name = \"a\"\n[file]\nmode = \"json_array\""), @r#"`sinks[0].file.dir`: the folder is required (mode = "json_array")"#);
 }
 

@@ -18,36 +18,7 @@ use xdrsync_test_utils as tu;
 use xdrsync_test_utils::receivers::postgres as pg;
 
 mod common;
-use common::{command, text, xdrsync};
-
-/// A schema of its own on the test server, and the store URL that puts the store in it.
-async fn scratch() -> (String, String) {
-    let schema = pg::fresh_schema("xdrsync_store");
-    pg::client()
-        .await
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
-    let url = format!(
-        "{}?options=-csearch_path%3D{schema}",
-        pg::url(&pg::address())
-    );
-    (schema, url)
-}
-
-/// Points the config in `dir` at the PostgreSQL store `url`, read from a file as a secret.
-fn use_postgres(dir: &std::path::Path, url: &str) -> xdrsync_config::Config {
-    let path = dir.join("xdrsync.toml");
-    let text = fs_err::read_to_string(&path).unwrap();
-    fs_err::write(dir.join("store-url"), url).unwrap();
-    let text = text.replacen(
-        "[store]\npath = \"xdrsync.db\"\n",
-        "[store]\nurl = { file = \"store-url\" }\n",
-        1,
-    );
-    fs_err::write(&path, text).unwrap();
-    xdrsync_config::Config::load(&path).unwrap()
-}
+use common::{command, scratch, text, use_postgres, xdrsync};
 
 fn ndjson_event_ids(path: &std::path::Path) -> Vec<String> {
     fs_err::read_to_string(path)
@@ -78,7 +49,7 @@ async fn pull_into_postgres_stores_the_truth_and_delivers_each_version_once() {
     let migrate = xdrsync(&["store", "migrate"], dir).await;
     assert_eq!(migrate.status.code(), Some(0), "{}", text(&migrate));
     assert!(
-        text(&migrate).contains("schema version 2, up to date"),
+        text(&migrate).contains("schema version 3, up to date"),
         "{}",
         text(&migrate)
     );

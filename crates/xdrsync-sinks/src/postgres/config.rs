@@ -86,10 +86,16 @@ fn ident_ok(s: &str) -> bool {
 impl PostgresConfig {
     pub(crate) fn validate(self, ctx: &Ctx<'_>) -> Result<Validated, ConfigError> {
         if !ident_ok(&self.schema) {
-            return Err(ctx.invalid("postgres.schema", "lowercase letters, digits and `_`"));
+            return Err(ctx.invalid(
+                "postgres.schema",
+                "lowercase letters, digits and `_`, at most 48, not starting with a digit",
+            ));
         }
         if !self.table_prefix.is_empty() && !ident_ok(&self.table_prefix) {
-            return Err(ctx.invalid("postgres.table_prefix", "lowercase letters, digits and `_`"));
+            return Err(ctx.invalid(
+                "postgres.table_prefix",
+                "lowercase letters, digits and `_`, at most 48, not starting with a digit",
+            ));
         }
         if self.timeout_secs == 0 {
             return Err(ctx.invalid("postgres.timeout_secs", "must be at least 1"));

@@ -7,11 +7,22 @@
 //! and each call is a job sent to it and waited for: it works from any thread, and calls on one
 //! session are serialized as SQLite's writes are. A session that broke (the server restarted,
 //! the network dropped) is opened again by the next call, which fails only if that fails.
+//! A session left inside a transaction by a stopped process is ended by the server
+//! ([`IDLE_IN_TRANSACTION`]).
 
 use std::sync::mpsc;
 use std::time::Duration;
 
 use tokio_postgres::{Client, Config, NoTls};
+
+/// How long the server lets a session sit inside a transaction waiting for its next statement
+/// before it ends the session. Ours never wait between statements (payloads are compressed
+/// before the transaction begins), so only a worker that stopped mid-transaction (SIGSTOP, a
+/// frozen VM, a partition) reaches it: its locks (the commit lock, a lease row) are then freed
+/// for the others instead of stalling the whole cluster until it comes back. Well under the
+/// shortest lease (`[cluster] lease_secs` ≥ 3 s is checked beside it: a takeover skips rows
+/// such a transaction holds, so it waits at most this long for them).
+pub(crate) const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(2);
 
 /// A job run on the session's thread with its client and runtime.
 type Job = Box<dyn FnOnce(&mut Session) + Send>;
@@ -33,19 +44,27 @@ impl Session {
     ) -> Result<(&tokio::runtime::Runtime, &mut Client), tokio_postgres::Error> {
         let client = match self.client.take() {
             Some(c) if !c.is_closed() => c,
-            _ => match &self.tls {
-                Some(tls) => {
-                    let (client, connection) =
-                        self.runtime.block_on(self.config.connect(tls.clone()))?;
-                    self.runtime.spawn(ended(connection));
-                    client
-                }
-                None => {
-                    let (client, connection) = self.runtime.block_on(self.config.connect(NoTls))?;
-                    self.runtime.spawn(ended(connection));
-                    client
-                }
-            },
+            _ => {
+                let client = match &self.tls {
+                    Some(tls) => {
+                        let (client, connection) =
+                            self.runtime.block_on(self.config.connect(tls.clone()))?;
+                        self.runtime.spawn(ended(connection));
+                        client
+                    }
+                    None => {
+                        let (client, connection) =
+                            self.runtime.block_on(self.config.connect(NoTls))?;
+                        self.runtime.spawn(ended(connection));
+                        client
+                    }
+                };
+                self.runtime.block_on(client.batch_execute(&format!(
+                    "SET idle_in_transaction_session_timeout = {}",
+                    IDLE_IN_TRANSACTION.as_millis()
+                )))?;
+                client
+            }
         };
         Ok((&self.runtime, self.client.insert(client)))
     }

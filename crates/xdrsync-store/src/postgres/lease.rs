@@ -103,7 +103,7 @@ impl crate::Cluster for PgStore {
         let secs = lease.as_secs_f64().max(0.001);
         let location = self.location.clone();
         let me = worker.clone();
-        let (held, held_sinks, taken_over, live) = self.write(move |rt, c| {
+        let (held, held_sinks, taken_over, live) = self.lease_session(move |rt, c| {
             rt.block_on(async {
                 let tx = c.transaction().await?;
                 tx.execute(
@@ -159,7 +159,7 @@ impl crate::Cluster for PgStore {
 
     fn release(&self, worker: &str) -> Result<(), StoreError> {
         let worker = worker.to_owned();
-        self.write(move |rt, c| {
+        self.lease_session(move |rt, c| {
             rt.block_on(async {
                 let tx = c.transaction().await?;
                 for sql in [

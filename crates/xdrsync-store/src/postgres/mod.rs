@@ -1,7 +1,8 @@
 //! The PostgreSQL store: the shared store of a cluster of `run` workers (issue 18), beside
 //! SQLite for one machine.
 //!
-//! Two sessions ([`conn`]: one writes, one reads, as the SQLite store's two connections),
+//! Sessions ([`conn`]: one writes, one reads, as the SQLite store's two connections, and a
+//! cluster worker's lease renewals on a third),
 //! forward-only migrations from `migrations/postgres/` applied once however many workers
 //! start at the same time (each step under a transaction-scoped advisory lock), a schema newer
 //! than the binary refused, the address shown without its password, and every
@@ -45,6 +46,8 @@ const MIGRATION_LOCK: i64 = 0x0078_6472_7379_6e6d;
 pub struct PgStore {
     writer: conn::Connection,
     reader: conn::Connection,
+    /// Lease renewals (opened on a worker's first renewal).
+    leaser: conn::Connection,
     dictionaries: store::Shared,
     location: String,
     /// Set once the store is a cluster worker's ([`crate::Cluster::renew`]): the worker and
@@ -87,7 +90,8 @@ impl PgStore {
         };
         let store = PgStore {
             writer: session(config.clone(), tls.clone())?,
-            reader: session(config, tls)?,
+            reader: session(config.clone(), tls.clone())?,
+            leaser: session(config, tls)?,
             dictionaries: store::Shared::default(),
             location: location.clone(),
             member: std::sync::Mutex::new(None),

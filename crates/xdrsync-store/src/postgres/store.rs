@@ -188,6 +188,16 @@ impl PgStore {
         self.run(&self.writer, f)
     }
 
+    /// Runs `f` with the leasing session's runtime and client: a cluster worker's renewals
+    /// never queue behind its own commits (one waiting on another worker's lock would
+    /// otherwise let its leases lapse).
+    pub(super) fn lease_session<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Runtime, &mut Client) -> Result<T, Fail> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.run(&self.leaser, f)
+    }
+
     /// Runs `f` with the reading session's runtime and client.
     pub(super) fn read<T: Send + 'static>(
         &self,

@@ -123,6 +123,12 @@ impl Daemon {
         assert!(ok.success());
     }
 
+    /// SIGKILL, and waits for it to be gone.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then [`Daemon::wait`].
     pub(crate) fn stop(self) -> (Option<i32>, String) {
         self.signal("-TERM");
@@ -138,4 +144,35 @@ impl Daemon {
         }
         (status.code(), self.stderr())
     }
+}
+
+/// A schema of its own on the test server, and the store URL that puts the store in it.
+pub(crate) async fn scratch() -> (String, String) {
+    let schema = xdrsync_test_utils::receivers::postgres::fresh_schema("xdrsync_store");
+    xdrsync_test_utils::receivers::postgres::client()
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let url = format!(
+        "{}?options=-csearch_path%3D{schema}",
+        xdrsync_test_utils::receivers::postgres::url(
+            &xdrsync_test_utils::receivers::postgres::address()
+        )
+    );
+    (schema, url)
+}
+
+/// Points the config in `dir` at the PostgreSQL store `url`, read from a file as a secret.
+pub(crate) fn use_postgres(dir: &std::path::Path, url: &str) -> xdrsync_config::Config {
+    let path = dir.join("xdrsync.toml");
+    let text = fs_err::read_to_string(&path).unwrap();
+    fs_err::write(dir.join("store-url"), url).unwrap();
+    let text = text.replacen(
+        "[store]\npath = \"xdrsync.db\"\n",
+        "[store]\nurl = { file = \"store-url\" }\n",
+        1,
+    );
+    fs_err::write(&path, text).unwrap();
+    xdrsync_config::Config::load(&path).unwrap()
 }

@@ -1,0 +1,461 @@
+//! A cluster of `xdrsync run` workers on the machine's PostgreSQL (issue 18): real processes,
+//! the emulator with its quotas on, and the sinks a cluster delivers to (PostgreSQL, NATS
+//! JetStream, a webhook), each test in a store schema, sink schema and stream of its own.
+//!
+//! Each scenario ends the same way: the store against the emulator's ground truth over a
+//! window in which every (tenant, stream) was pulled by some worker after the last change of
+//! hands, and every sink holding each stored event once (the webhook receiver recognises a
+//! repeat by its event id, as a SIEM would).
+
+// Test code: a failed unwrap or an index out of range is a failed test, with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use xdrsync_emulator::faults::{Fault, FaultRule};
+use xdrsync_model::{ApiKind, StreamKind, Timestamp};
+use xdrsync_store::Store as _;
+use xdrsync_store::postgres::PgStore;
+use xdrsync_test_utils as tu;
+use xdrsync_test_utils::receivers::nats;
+use xdrsync_test_utils::receivers::postgres as pg;
+use xdrsync_test_utils::receivers::webhook::Webhook;
+
+mod common;
+use common::{Daemon, scratch, use_postgres};
+
+const HOOK_SECRET: &str = "cluster-hook-secret";
+const GRAPH_LIST: &str = "GET /v1.0/security/incidents";
+
+/// An emulator, a config of its tenants on a PostgreSQL store, and the three cluster sinks.
+struct Cluster {
+    emu: xdrsync_emulator::Emulator,
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    config: xdrsync_config::Config,
+    store: PgStore,
+    store_schema: String,
+    sink_schema: String,
+    nats: String,
+    stream: String,
+    hook: Webhook,
+    /// The emulator's clock when the cluster was made: the first pulls reach back
+    /// `initial_lookback_hours` (12) from about then.
+    origin: Timestamp,
+}
+
+impl Cluster {
+    /// `tenants` tenants with `per_hour` incidents an hour each, quotas on in the emulator and
+    /// the client, leases of `lease_secs`.
+    async fn new(tenants: usize, per_hour: f64, lease_secs: u64) -> Cluster {
+        let names: Vec<String> = (0..tenants).map(|i| format!("Customer {i:03}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let emu = tu::start_with(
+            tu::many_tenants(&names, per_hour, tu::ALL_READ_ROLES),
+            |b| b.rate_limits = true,
+        )
+        .await;
+        let emu_now = emu.state().clock().now();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let hook = Webhook::start(HOOK_SECRET);
+        fs_err::write(dir.join("hook.secret"), HOOK_SECRET).unwrap();
+        fs_err::write(dir.join("pg.url"), pg::url(&pg::address())).unwrap();
+        let sink_schema = pg::fresh_schema("xcs");
+        let nats = nats::shared_address();
+        let stream = format!("XDRSYNC_{}", uuid::Uuid::new_v4().simple());
+        let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+        let sinks = format!(
+            "[[sinks]]\nname = \"warehouse\"\n[sinks.postgres]\nurl = {{ file = \"pg.url\" }}\nschema = \"{sink_schema}\"\n\
+             [[sinks]]\nname = \"bus\"\n[sinks.nats]\nurl = \"nats://{nats}\"\nstream = \"{stream}\"\nsubject_prefix = \"{prefix}\"\n\
+             [[sinks]]\nname = \"siem\"\nretry_base_ms = 20\n[sinks.webhook]\nurl = \"{}\"\nsecret = {{ file = \"hook.secret\" }}\n",
+            hook.url("events")
+        );
+        tu::write_config(
+            &dir,
+            &emu,
+            &[ApiKind::Graph],
+            &format!("[sync]\nrate_budget = true\ninitial_lookback_hours = 12\n\n{sinks}"),
+        );
+        let (store_schema, url) = scratch().await;
+        use_postgres(&dir, &url);
+        // A `[cluster]` section needs the PostgreSQL store: it comes after it.
+        let path = dir.join("xdrsync.toml");
+        let text = fs_err::read_to_string(&path).unwrap();
+        fs_err::write(
+            &path,
+            format!("{text}\n[cluster]\nlease_secs = {lease_secs}\n"),
+        )
+        .unwrap();
+        let config = xdrsync_config::Config::load(&path).unwrap();
+        let store = PgStore::connect(&url).unwrap();
+        Cluster {
+            emu,
+            _tmp: tmp,
+            dir,
+            config,
+            store,
+            store_schema,
+            sink_schema,
+            nats,
+            stream,
+            hook,
+            origin: emu_now,
+        }
+    }
+
+    /// Starts a worker (`run --interval 2`) and returns it with its name.
+    async fn worker(&self) -> (Daemon, String) {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut d = Daemon::start(&dir, &["--interval", "2", "--drain-timeout", "20"]);
+            let line = d.wait_for("xdrsync run: worker ");
+            let name = line
+                .split("xdrsync run: worker ")
+                .nth(1)
+                .and_then(|r| r.split(" of a cluster").next())
+                .unwrap()
+                .to_owned();
+            (d, name)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// How many (tenant, stream) leases each worker holds unexpired.
+    fn holdings(&self) -> BTreeMap<String, usize> {
+        let cluster = self.store.cluster().unwrap();
+        let mut out = BTreeMap::new();
+        for l in cluster.leases().unwrap() {
+            if l.tenant.is_some()
+                && !l.expired
+                && let Some(w) = l.worker
+            {
+                *out.entry(w).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// Waits (at most `secs`) until `want` holds: what each worker holds.
+    async fn wait_holdings(&self, secs: u64, want: impl Fn(&BTreeMap<String, usize>) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let h = self.holdings();
+            if want(&h) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let activity: Vec<String> = pg::client()
+                    .await
+                    .query(
+                        "SELECT state || ': ' || left(query, 120) FROM pg_stat_activity WHERE state IS NOT NULL AND query NOT LIKE '%pg_stat_activity%'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                panic!(
+                    "leases never settled: {h:?}; leases {:?}; sessions {activity:#?}",
+                    self.store.cluster().unwrap().leases().unwrap()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until each worker has finished `passes` more passes.
+    async fn wait_passes(&self, workers: &mut [&mut Daemon], passes: usize) {
+        for w in workers.iter_mut() {
+            let n = pass_lines(&w.stderr()) + passes;
+            let w: &mut Daemon = w;
+            tokio::task::block_in_place(|| w.wait_for_count("degraded, ", n));
+        }
+    }
+
+    /// Waits until every sink holds every stored event (at most 90 s).
+    async fn wait_delivered(&self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let stored = self.store.version_count().unwrap() as usize;
+            let (pg, bus, hook) = self.delivered().await;
+            if stored > 0 && [pg.len(), bus.len(), hook.len()] == [stored; 3] {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sinks never caught up: {stored} stored, {} / {} / {} delivered",
+                pg.len(),
+                bus.len(),
+                hook.len()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The event ids each sink holds (PostgreSQL, NATS, webhook), repeats included.
+    async fn delivered(&self) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let pg = pg::event_ids(&self.sink_schema).await;
+        let bus = nats::read_stream(&self.nats, &self.stream)
+            .await
+            .into_iter()
+            .map(|m| m.data["event_id"].as_str().unwrap().to_owned())
+            .collect();
+        let hook = self
+            .hook
+            .events()
+            .into_iter()
+            .map(|(_, e)| e["event_id"].as_str().unwrap().to_owned())
+            .collect();
+        (pg, bus, hook)
+    }
+
+    /// The store against the ground truth over `polls`, and every sink holding each stored
+    /// event exactly once. Returns how many versions the truth check covered.
+    async fn check(&self, polls: &[(Timestamp, Timestamp)]) -> usize {
+        let mut checked = 0;
+        // What the first pulls owed: the lookback from when they started (a minute's margin).
+        let owed_from = self
+            .origin
+            .sub(chrono::Duration::hours(12))
+            .add(chrono::Duration::minutes(1));
+        for t in &self.config.tenants {
+            let tenant = t.tenant_id.as_str();
+            let truth = tu::truth::incidents(&self.emu, tenant);
+            let due = tu::truth::since(&truth, owed_from);
+            checked += tu::truth::check(
+                &self.store,
+                tenant,
+                StreamKind::Incidents,
+                (&truth, &due),
+                polls,
+                0,
+            );
+        }
+        let stored: BTreeSet<String> = self
+            .store
+            .versions_after(0, 10_000_000)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.event_id)
+            .collect();
+        let (pg, bus, hook) = self.delivered().await;
+        for (name, ids) in [("postgres", pg), ("nats", bus), ("webhook", hook)] {
+            let unique: BTreeSet<String> = ids.iter().cloned().collect();
+            assert_eq!(unique.len(), ids.len(), "{name}: an event delivered twice");
+            assert_eq!(unique, stored, "{name}: not every stored event, or more");
+        }
+        assert_eq!(self.hook.refused(), 0);
+        checked
+    }
+
+    async fn cleanup(self) {
+        pg::drop_schema(&self.store_schema).await;
+        pg::drop_schema(&self.sink_schema).await;
+        nats::delete_stream(&self.nats, &self.stream).await;
+    }
+}
+
+/// Passes a worker finished (each ends with a line `pass N: … degraded, …`).
+fn pass_lines(err: &str) -> usize {
+    err.matches("degraded, ").count()
+}
+
+async fn stop(d: Daemon) -> String {
+    let (code, err) = tokio::task::spawn_blocking(move || d.stop()).await.unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("gave its leases back"), "{err}");
+    err
+}
+
+/// Three workers share 300 tenants with the emulator's quotas on: the leases spread evenly,
+/// the store equals the ground truth, each sink is delivered by one worker at a time and gets
+/// every event once, and nothing is throttled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_share_300_tenants_and_every_sink_gets_each_event_once() {
+    let c = Cluster::new(300, 0.5, 6).await;
+    let (mut a, _) = c.worker().await;
+    c.wait_holdings(30, |h| h.values().sum::<usize>() == 300)
+        .await;
+    let (mut b, _) = c.worker().await;
+    let (mut d, _) = c.worker().await;
+    // A new worker takes its share at the next renewals: 100 each.
+    c.wait_holdings(30, |h| h.len() == 3 && h.values().all(|n| *n == 100))
+        .await;
+    let sinks: Vec<_> = c
+        .store
+        .cluster()
+        .unwrap()
+        .leases()
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.what.starts_with("sink:"))
+        .filter_map(|l| l.worker)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        sinks.len(),
+        3,
+        "each worker delivers one of the three sinks"
+    );
+    let t0 = c.emu.state().clock().now();
+    c.wait_passes(&mut [&mut a, &mut b, &mut d], 2).await;
+    let t1 = c.emu.state().clock().now();
+    c.wait_delivered().await;
+    for w in [a, b, d] {
+        let err = stop(w).await;
+        assert!(err.contains("(worker "), "{err}");
+    }
+    let checked = c.check(&[(t0, t1)]).await;
+    assert!(checked > 300, "only {checked} versions checked");
+    assert_eq!(c.emu.state().stats().throttled, 0, "a quota was exceeded");
+    assert!(
+        c.holdings().is_empty(),
+        "a clean exit gives every lease back"
+    );
+    c.cleanup().await;
+}
+
+/// One of three workers is SIGKILLed while a page of its pass is in flight: the others take
+/// its leases over within a lease and one renewal, and nothing is lost or delivered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_leases_are_taken_over_within_a_lease_and_a_renewal() {
+    let lease = 6;
+    let c = Cluster::new(60, 2.0, lease).await;
+    let (mut a, na) = c.worker().await;
+    let (mut b, nb) = c.worker().await;
+    let (mut d, nd) = c.worker().await;
+    c.wait_holdings(30, |h| h.len() == 3 && h.values().all(|n| *n == 20))
+        .await;
+    c.wait_passes(&mut [&mut a, &mut b, &mut d], 1).await;
+    // The next listing request is held by the emulator: the worker that sent it is mid-pass,
+    // and the only one that stops finishing passes.
+    c.emu.state().add_fault(FaultRule {
+        route: GRAPH_LIST.into(),
+        sequence: vec![Fault::Hold],
+        fault: None,
+        probability: None,
+    });
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while c.emu.state().stats().requests_held < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a worker's request is held");
+    let counts = |ws: &[&Daemon]| {
+        ws.iter()
+            .map(|w| pass_lines(&w.stderr()))
+            .collect::<Vec<_>>()
+    };
+    let before = counts(&[&a, &b, &d]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = counts(&[&a, &b, &d]);
+    let stuck: Vec<usize> = (0..3).filter(|i| after[*i] == before[*i]).collect();
+    assert_eq!(
+        stuck.len(),
+        1,
+        "one worker is held mid-pass: {before:?} {after:?}"
+    );
+    let mut workers = vec![(a, na), (b, nb), (d, nd)];
+    let (mut victim, victim_name) = workers.remove(stuck[0]);
+    victim.kill();
+    let killed = Instant::now();
+    c.emu.state().release_held();
+    // Taken over: every pair held, unexpired, by the two survivors.
+    c.wait_holdings(lease * 3, |h| {
+        !h.contains_key(&victim_name) && h.len() == 2 && h.values().sum::<usize>() == 60
+    })
+    .await;
+    let takeover = killed.elapsed();
+    eprintln!("takeover after SIGKILL: {:.1}s", takeover.as_secs_f64());
+    let bound = Duration::from_secs(lease) + Duration::from_secs(lease) / 3;
+    assert!(
+        takeover <= bound + Duration::from_millis(1500),
+        "taken over after {takeover:?}, more than a lease and a renewal ({bound:?})"
+    );
+    let (mut s1, _) = workers.remove(0);
+    let (mut s2, _) = workers.remove(0);
+    let t0 = c.emu.state().clock().now();
+    c.wait_passes(&mut [&mut s1, &mut s2], 2).await;
+    let t1 = c.emu.state().clock().now();
+    c.wait_delivered().await;
+    let err = stop(s1).await;
+    let err2 = stop(s2).await;
+    assert!(
+        err.contains("taken over from a stopped worker")
+            || err2.contains("taken over from a stopped worker"),
+        "{err}\n{err2}"
+    );
+    let checked = c.check(&[(t0, t1)]).await;
+    assert!(checked > 60, "only {checked} versions checked");
+    c.cleanup().await;
+}
+
+/// A worker SIGSTOPped mid-pass past its leases: the other takes them over; once continued,
+/// its late commit is refused by the fence, it says so, drops those leases and rejoins with a
+/// share of its own. Nothing it read late is stored or delivered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_is_fenced_when_it_comes_back_and_rejoins() {
+    let lease = 4;
+    let c = Cluster::new(20, 2.0, lease).await;
+    let (mut a, na) = c.worker().await;
+    c.wait_holdings(30, |h| h.get(&na) == Some(&20)).await;
+    c.wait_passes(&mut [&mut a], 1).await;
+    c.emu.state().add_fault(FaultRule {
+        route: GRAPH_LIST.into(),
+        sequence: vec![Fault::Hold],
+        fault: None,
+        probability: None,
+    });
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while c.emu.state().stats().requests_held < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a's request is held");
+    // New versions for the page a waits on to carry.
+    c.emu.state().clock().advance(chrono::Duration::hours(2));
+    a.signal("-STOP");
+    let (mut b, nb) = c.worker().await;
+    // a's leases expire; b takes all of them over and pulls them.
+    c.wait_holdings(lease * 4, |h| {
+        h.get(&nb) == Some(&20) && !h.contains_key(&na)
+    })
+    .await;
+    tokio::task::block_in_place(|| b.wait_for("taken over from a stopped worker"));
+    c.wait_passes(&mut [&mut b], 1).await;
+    a.signal("-CONT");
+    c.emu.state().release_held();
+    // a's page comes back: its commit is refused, and it says why.
+    tokio::task::block_in_place(|| a.wait_for("moved on"));
+    // It rejoins: b hands half over at a renewal, a takes it.
+    c.wait_holdings(lease * 4, |h| {
+        h.get(&na) == Some(&10) && h.get(&nb) == Some(&10)
+    })
+    .await;
+    let t0 = c.emu.state().clock().now();
+    c.wait_passes(&mut [&mut a, &mut b], 2).await;
+    let t1 = c.emu.state().clock().now();
+    c.wait_delivered().await;
+    let err_a = stop(a).await;
+    stop(b).await;
+    assert!(
+        err_a.contains("is stale); the commit is refused"),
+        "{err_a}"
+    );
+    let checked = c.check(&[(t0, t1)]).await;
+    assert!(checked > 20, "only {checked} versions checked");
+    c.cleanup().await;
+}
