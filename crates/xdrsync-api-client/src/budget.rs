@@ -54,7 +54,22 @@ pub trait SharedLedger: Send + Sync + std::fmt::Debug {
     fn others(&self, key: &str, since_ms: i64, before: Option<i64>) -> (Vec<i64>, Option<i64>);
     /// Nobody calls `key` before `until_ms`.
     fn pause(&self, key: &str, until_ms: i64);
+    /// Takes `n` tokens from the shared bucket `key` (at most `capacity`, refilled at
+    /// `per_sec`): how long to wait before spending them (`None`: the ledger has no buckets,
+    /// or failed).
+    fn take(&self, _key: &str, _capacity: f64, _per_sec: f64, _n: f64) -> Option<Duration> {
+        None
+    }
 }
+
+/// Graph's limit per app across all its tenants: 130,000 requests per 10 seconds
+/// (defender-api.md §2.4, R49b), shared by every process of a cluster through the ledger's
+/// token bucket.
+pub const GRAPH_PER_APP: (Duration, usize) = (Duration::from_secs(10), 130_000);
+
+/// Tokens of [`GRAPH_PER_APP`] a process takes from the shared bucket at once (one ledger
+/// round trip per this many Graph calls; a process holds at most this many unspent).
+const GRAPH_PER_APP_PREPAID: f64 = 100.0;
 
 /// Milliseconds since the Unix epoch (the ledger's clock).
 fn wall_ms() -> i64 {
@@ -162,6 +177,8 @@ pub struct RateBudgets {
     budgets: Mutex<HashMap<(String, String, Quota), Arc<Budget>>>,
     /// The calls of other processes on the same store.
     ledger: Option<Arc<dyn SharedLedger>>,
+    /// Tokens of each app's [`GRAPH_PER_APP`] bucket taken and not yet spent.
+    prepaid: Mutex<HashMap<String, f64>>,
 }
 
 impl RateBudgets {
@@ -176,6 +193,7 @@ impl RateBudgets {
             },
             budgets: Mutex::new(HashMap::new()),
             ledger: None,
+            prepaid: Mutex::new(HashMap::new()),
         }
     }
 
@@ -198,9 +216,44 @@ impl RateBudgets {
         d.div_f64(self.time_scale)
     }
 
+    /// How long a Graph call of `app` waits for the app's share of [`GRAPH_PER_APP`], taken
+    /// from the ledger's shared bucket [`GRAPH_PER_APP_PREPAID`] tokens at a time (`None`: no
+    /// wait, or no shared bucket: one process alone cannot reach the limit).
+    fn graph_per_app(&self, app: &str) -> Option<Duration> {
+        let ledger = self.ledger.as_ref()?;
+        let app = app.to_ascii_lowercase();
+        let mut prepaid = self.prepaid.lock().unwrap_or_else(|e| e.into_inner());
+        let left = prepaid.entry(app.clone()).or_insert(0.0);
+        if *left >= 1.0 {
+            *left -= 1.0;
+            return None;
+        }
+        let (window, limit) = GRAPH_PER_APP;
+        let per_sec = limit as f64 / self.scaled(window).as_secs_f64().max(0.001);
+        let wait = ledger.take(
+            &format!("{app}|*|graph-app"),
+            limit as f64,
+            per_sec,
+            GRAPH_PER_APP_PREPAID,
+        )?;
+        *left = GRAPH_PER_APP_PREPAID - 1.0;
+        (!wait.is_zero()).then_some(wait)
+    }
+
     /// Waits until a call of `quota` by `app` in `tenant` fits the budget, then counts it; hand
     /// the ticket back with [`RateBudgets::answered`] when the server has answered.
     pub async fn acquire(&self, app: &str, tenant: &str, quota: Quota) -> Ticket {
+        if self.enabled
+            && quota == Quota::Graph
+            && let Some(wait) = self.graph_per_app(app)
+        {
+            tracing::info!(
+                app,
+                wait_ms = wait.as_millis() as u64,
+                "Waiting for the app's Graph limit across all tenants (shared by every worker)."
+            );
+            tokio::time::sleep(wait).await;
+        }
         let budget = self.budget(app, tenant, quota);
         let mut w = budget.lock().await;
         let started = Instant::now();

@@ -62,7 +62,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline over `config` and `store`.
     pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Self, ConfigError> {
-        let client = api_client(&config)?;
+        let client = api_client_on(&config, store.as_ref())?;
         let vault = if config.tenants.iter().any(|t| t.enabled && t.delegated) {
             Some(open_vault(&config)?)
         } else {

@@ -293,6 +293,23 @@ pub(crate) fn target_with(
 /// The API client of `config`: its HTTP settings, retry policy and rate budgets. Build one per
 /// process and share it, so every command and stream draws on the same budgets.
 pub fn api_client(config: &Config) -> Result<ApiClient, ConfigError> {
+    api_client_with_ledger(config, StoreLedger::open(config))
+}
+
+/// [`api_client`] pacing with every process on `store`: through the store's own ledger when
+/// it has one (PostgreSQL: every worker of a cluster), else the file beside the SQLite store.
+pub fn api_client_on(
+    config: &Config,
+    store: &dyn xdrsync_store::Store,
+) -> Result<ApiClient, ConfigError> {
+    let ledger = StoreLedger::in_store(store).or_else(|| StoreLedger::open(config));
+    api_client_with_ledger(config, ledger)
+}
+
+fn api_client_with_ledger(
+    config: &Config,
+    ledger: Option<StoreLedger>,
+) -> Result<ApiClient, ConfigError> {
     let http = http_client(config)?;
     let tokens = Arc::new(TokenCache::new(http.clone()));
     let retry = RetryPolicy {
@@ -302,7 +319,7 @@ pub fn api_client(config: &Config) -> Result<ApiClient, ConfigError> {
         max_body: config.sync.max_response_bytes,
     };
     let mut budgets = RateBudgets::new(config.sync.rate_budget, config.sync.quota_time_scale);
-    if let Some(ledger) = StoreLedger::open(config) {
+    if let Some(ledger) = ledger {
         budgets = budgets.with_ledger(Arc::new(ledger));
     }
     let budgets = Arc::new(budgets);

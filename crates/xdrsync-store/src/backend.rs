@@ -254,6 +254,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn cluster(&self) -> Option<&dyn crate::Cluster> {
         None
     }
+
+    /// The rate-budget ledger in the store itself, for the process `process`, when the store
+    /// is shared by several machines (PostgreSQL). `None`: the SQLite store's ledger is a
+    /// file beside it ([`crate::BudgetLedger::path_for`]).
+    fn ledger(&self, _process: &str) -> Option<Box<dyn crate::Ledger>> {
+        None
+    }
 }
 
 impl Store for SqliteStore {

@@ -14,10 +14,109 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
 use crate::StoreError;
+
+/// A ledger every process on one store shares (see the module docs and
+/// `xdrsync_api_client::budget::SharedLedger`, which the pipeline builds on it): the SQLite
+/// store's file beside it ([`BudgetLedger`]), or tables of the PostgreSQL store that every
+/// worker of a cluster shares, so a tenant's budget follows its lease.
+pub trait Ledger: Send + Sync + std::fmt::Debug {
+    /// Reserves a call of `key` at `at_ms`; its row id orders it among every process's calls.
+    fn reserve(&self, key: &str, at_ms: i64) -> Result<i64, StoreError>;
+    /// Gives back a reservation that did not fit.
+    fn withdraw(&self, row: i64) -> Result<(), StoreError>;
+    /// The call of `row` now counts from `to_ms`.
+    fn moved(&self, row: i64, to_ms: i64) -> Result<(), StoreError>;
+    /// Other processes' calls of `key` at or after `since_ms` (written before row `before`,
+    /// when given), and the latest pause of `key`.
+    fn others(
+        &self,
+        key: &str,
+        since_ms: i64,
+        before: Option<i64>,
+    ) -> Result<(Vec<i64>, Option<i64>), StoreError>;
+    /// Nobody calls `key` before `until_ms`.
+    fn pause(&self, key: &str, until_ms: i64) -> Result<(), StoreError>;
+    /// Takes `n` tokens from the bucket `key` (holding at most `capacity`, refilled at
+    /// `per_sec`), shared by every process: how long to wait before the call they pay for
+    /// (zero when they were there). Tokens taken while the bucket is empty are owed, so
+    /// waiting callers queue in the order they took them.
+    fn take(&self, key: &str, capacity: f64, per_sec: f64, n: f64) -> Result<Duration, StoreError>;
+}
+
+/// The wait a bucket left at `tokens` (negative: owed) asks for at `per_sec`.
+pub(crate) fn bucket_wait(tokens: f64, per_sec: f64) -> Duration {
+    if tokens >= 0.0 || per_sec <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::try_from_secs_f64(-tokens / per_sec).unwrap_or(Duration::from_secs(3600))
+    }
+}
+
+impl Ledger for BudgetLedger {
+    fn reserve(&self, key: &str, at_ms: i64) -> Result<i64, StoreError> {
+        BudgetLedger::reserve(self, key, at_ms)
+    }
+
+    fn withdraw(&self, row: i64) -> Result<(), StoreError> {
+        BudgetLedger::withdraw(self, row)
+    }
+
+    fn moved(&self, row: i64, to_ms: i64) -> Result<(), StoreError> {
+        BudgetLedger::moved(self, row, to_ms)
+    }
+
+    fn others(
+        &self,
+        key: &str,
+        since_ms: i64,
+        before: Option<i64>,
+    ) -> Result<(Vec<i64>, Option<i64>), StoreError> {
+        BudgetLedger::others(self, key, since_ms, before)
+    }
+
+    fn pause(&self, key: &str, until_ms: i64) -> Result<(), StoreError> {
+        BudgetLedger::pause(self, key, until_ms)
+    }
+
+    fn take(&self, key: &str, capacity: f64, per_sec: f64, n: f64) -> Result<Duration, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(self.err())?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as f64)
+            .unwrap_or(0.0);
+        let row: Option<(f64, f64)> = tx
+            .query_row(
+                "SELECT tokens, at FROM buckets WHERE key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .map_err(self.err())?;
+        let (tokens, at) = row.unwrap_or((capacity, now_ms));
+        let refilled = (tokens + (now_ms - at).max(0.0) / 1000.0 * per_sec).min(capacity);
+        let left = refilled - n;
+        tx.execute(
+            "INSERT INTO buckets (key, tokens, at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
+            params![key, left, now_ms],
+        )
+        .map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        Ok(bucket_wait(left, per_sec))
+    }
+}
 
 /// The calls and pauses of every process on one store.
 #[derive(Debug)]
@@ -53,7 +152,8 @@ impl BudgetLedger {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS calls (key TEXT NOT NULL, process TEXT NOT NULL, at INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS calls_by_key ON calls (key, at);
-             CREATE TABLE IF NOT EXISTS pauses (key TEXT PRIMARY KEY, until INTEGER NOT NULL);",
+             CREATE TABLE IF NOT EXISTS pauses (key TEXT PRIMARY KEY, until INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS buckets (key TEXT PRIMARY KEY, tokens REAL NOT NULL, at REAL NOT NULL);",
         )
         .map_err(err)?;
         Ok(BudgetLedger {
@@ -158,5 +258,32 @@ impl BudgetLedger {
             )
             .map(drop)
             .map_err(self.err())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn processes_on_one_file_share_one_bucket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db-budget");
+        let (a, b) = (
+            BudgetLedger::open(&path, "a").unwrap(),
+            BudgetLedger::open(&path, "b").unwrap(),
+        );
+        let (a, b): (&dyn Ledger, &dyn Ledger) = (&a, &b);
+        assert!(a.take("k", 10.0, 10.0, 10.0).unwrap().is_zero());
+        let wait_b = b.take("k", 10.0, 10.0, 5.0).unwrap();
+        let wait_a = a.take("k", 10.0, 10.0, 5.0).unwrap();
+        assert!((0.3..=0.55).contains(&wait_b.as_secs_f64()), "{wait_b:?}");
+        assert!((0.8..=1.05).contains(&wait_a.as_secs_f64()), "{wait_a:?}");
+        // Refilled over time, never past the capacity.
+        assert!(a.take("other", 3.0, 1000.0, 3.0).unwrap().is_zero());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(a.take("other", 3.0, 1000.0, 3.0).unwrap().is_zero());
+        assert!(!a.take("other", 3.0, 1000.0, 3.0).unwrap().is_zero());
     }
 }

@@ -28,7 +28,7 @@ pub use actions::{ActionOutcome, ActionRecord};
 pub use backend::Store;
 pub use cluster::{Cluster, Held, Lease, LeaseRow, SinkLease, WorkerRow};
 pub use hunts::HuntRun;
-pub use ledger::BudgetLedger;
+pub use ledger::{BudgetLedger, Ledger};
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -49,7 +49,7 @@ async fn pull_into_postgres_stores_the_truth_and_delivers_each_version_once() {
     let migrate = xdrsync(&["store", "migrate"], dir).await;
     assert_eq!(migrate.status.code(), Some(0), "{}", text(&migrate));
     assert!(
-        text(&migrate).contains("schema version 3, up to date"),
+        text(&migrate).contains("schema version 4, up to date"),
         "{}",
         text(&migrate)
     );
@@ -120,7 +120,13 @@ async fn an_unreachable_postgres_store_is_a_clear_error_and_exit_1() {
         dir,
         "postgres://xdrsync:hunter2@127.0.0.1:1/test?connect_timeout=3",
     );
-    for args in [&["pull"][..], &["store", "migrate"], &["status"]] {
+    // A worker too: `run` does not start without its store.
+    for args in [
+        &["pull"][..],
+        &["store", "migrate"],
+        &["status"],
+        &["run", "--passes", "1"],
+    ] {
         let out = xdrsync(args, dir).await;
         let said = text(&out);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
@@ -380,5 +386,69 @@ async fn postgres_going_away_mid_pull_loses_and_repeats_nothing() {
     assert_eq!(unique.len(), delivered.len(), "an event delivered twice");
     assert_eq!(unique, stored, "every stored version delivered");
     drop(proxy);
+    pg::drop_schema(&schema).await;
+}
+
+/// Processes on one PostgreSQL store share one quota through the store's ledger (not a file
+/// of each machine): a `backfill` and a `pull` of the same tenant at once, against the
+/// emulator's enforced quotas (time scaled 60×), get no 429 at all; the calls they counted
+/// are in the store, where whichever worker holds the tenant next reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_on_a_postgres_store_pace_inside_one_quota() {
+    let mut ec = xdrsync_emulator::EmulatorConfig {
+        directory: tu::one_tenant("contoso", 30.0, tu::ALL_READ_ROLES),
+        time_scale: 60.0,
+        ..Default::default()
+    };
+    ec.behaviour.rate_limits = true;
+    let emu = xdrsync_emulator::Emulator::start(ec, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    // The legacy API's list quota (50 calls a minute) at 60×: 50 a second for both together.
+    tu::write_config(
+        &dir,
+        &emu,
+        &[ApiKind::Xdr],
+        "[sync]\nrate_budget = true\nquota_time_scale = 60\nxdr_page_size = 25\ninitial_lookback_hours = 168\n",
+    );
+    let (schema, url) = scratch().await;
+    use_postgres(&dir, &url);
+    let before = emu.state().stats();
+    let (a, b) = tokio::join!(
+        xdrsync(&["backfill", "--since", "7d"], &dir),
+        xdrsync(&["pull"], &dir)
+    );
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", text(&b));
+    let after = emu.state().stats();
+    let calls = after.pages_served - before.pages_served;
+    assert!(calls > 100, "{calls} calls: too few to test the quota");
+    assert_eq!(
+        after.throttled - before.throttled,
+        0,
+        "{calls} calls, 429s: {}\n{}\n{}",
+        after.throttled - before.throttled,
+        text(&a),
+        text(&b)
+    );
+    assert!(
+        !dir.join("xdrsync.db-budget").exists(),
+        "no ledger file beside a PostgreSQL store"
+    );
+    let counted: i64 = pg::client()
+        .await
+        .query_one(
+            &format!("SELECT COUNT(DISTINCT process) FROM {schema}.budget_calls"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        counted, 2,
+        "both processes counted their calls in the store"
+    );
     pg::drop_schema(&schema).await;
 }

@@ -11,6 +11,7 @@
 mod conn;
 mod copy;
 mod lease;
+mod ledger;
 mod store;
 
 pub use crate::cluster::Lease;
@@ -36,6 +37,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_sink_leases",
         include_str!("../../migrations/postgres/0003_sink_leases.sql"),
     ),
+    (
+        "0004_budget",
+        include_str!("../../migrations/postgres/0004_budget.sql"),
+    ),
 ];
 
 /// The advisory lock every migration step takes (any 64-bit constant of ours: "xdrsync m").
@@ -48,6 +53,8 @@ pub struct PgStore {
     reader: conn::Connection,
     /// Lease renewals (opened on a worker's first renewal).
     leaser: conn::Connection,
+    /// The rate-budget ledger's calls (opened on the first), shared with [`ledger::PgLedger`].
+    ledger: std::sync::Arc<conn::Connection>,
     dictionaries: store::Shared,
     location: String,
     /// Set once the store is a cluster worker's ([`crate::Cluster::renew`]): the worker and
@@ -91,7 +98,8 @@ impl PgStore {
         let store = PgStore {
             writer: session(config.clone(), tls.clone())?,
             reader: session(config.clone(), tls.clone())?,
-            leaser: session(config, tls)?,
+            leaser: session(config.clone(), tls.clone())?,
+            ledger: std::sync::Arc::new(session(config, tls)?),
             dictionaries: store::Shared::default(),
             location: location.clone(),
             member: std::sync::Mutex::new(None),

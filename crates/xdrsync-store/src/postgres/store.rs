@@ -211,30 +211,7 @@ impl PgStore {
         session: &super::conn::Connection,
         f: impl FnOnce(&Runtime, &mut Client) -> Result<T, Fail> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let job = move |s: &mut Session| {
-            let (rt, client) = s.client()?;
-            let result = f(rt, client);
-            if result.is_err() {
-                // A transaction the job dropped on its error sends its ROLLBACK only when the
-                // connection next runs, and the session's runtime runs only inside a job: until
-                // then the server would hold the transaction's locks (the commit lock among
-                // them) and stall every other worker. End it now (a no-op if it ended).
-                let _ = rt.block_on(client.batch_execute("ROLLBACK"));
-            }
-            result
-        };
-        match session.call(job) {
-            Some(Ok(v)) => Ok(v),
-            Some(Err(Fail::Pg(e))) => Err(StoreError::Postgres {
-                location: self.location.clone(),
-                message: describe(&e),
-            }),
-            Some(Err(Fail::Store(e))) => Err(e),
-            None => Err(StoreError::WriterStopped(format!(
-                "store {}: the database session's thread stopped",
-                self.location
-            ))),
-        }
+        run_on(session, &self.location, f)
     }
 
     /// Reads versions with `sql` (selecting `seq, event_id, stream, change, changes,
@@ -420,6 +397,38 @@ fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// Runs `f` on `session`'s thread with its runtime and client; an error names the store at
+/// `location`.
+pub(super) fn run_on<T: Send + 'static>(
+    session: &super::conn::Connection,
+    location: &str,
+    f: impl FnOnce(&Runtime, &mut Client) -> Result<T, Fail> + Send + 'static,
+) -> Result<T, StoreError> {
+    let job = move |s: &mut Session| {
+        let (rt, client) = s.client()?;
+        let result = f(rt, client);
+        if result.is_err() {
+            // A transaction the job dropped on its error sends its ROLLBACK only when the
+            // connection next runs, and the session's runtime runs only inside a job: until
+            // then the server would hold the transaction's locks (the commit lock among
+            // them) and stall every other worker. End it now (a no-op if it ended).
+            let _ = rt.block_on(client.batch_execute("ROLLBACK"));
+        }
+        result
+    };
+    match session.call(job) {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(Fail::Pg(e))) => Err(StoreError::Postgres {
+            location: location.to_owned(),
+            message: describe(&e),
+        }),
+        Some(Err(Fail::Store(e))) => Err(e),
+        None => Err(StoreError::WriterStopped(format!(
+            "store {location}: the database session's thread stopped"
+        ))),
+    }
+}
+
 impl Store for PgStore {
     fn location(&self) -> String {
         self.location.clone()
@@ -447,6 +456,14 @@ impl Store for PgStore {
 
     fn cluster(&self) -> Option<&dyn crate::Cluster> {
         Some(self)
+    }
+
+    fn ledger(&self, process: &str) -> Option<Box<dyn crate::Ledger>> {
+        Some(Box::new(super::ledger::PgLedger::new(
+            self.ledger.clone(),
+            process,
+            &self.location,
+        )))
     }
 
     fn cursor(

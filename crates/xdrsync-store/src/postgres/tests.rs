@@ -491,3 +491,44 @@ fn each_sink_is_delivered_by_one_worker_and_a_position_outside_its_lease_is_refu
     b.release("b").unwrap();
     assert!(a.leases().unwrap().iter().all(|r| r.worker.is_none()));
 }
+
+#[test]
+fn the_rate_ledger_is_shared_by_every_worker_and_its_bucket_paces_them_together() {
+    use crate::Store as _;
+    let scratch = Scratch::new();
+    let (a, b) = (
+        PgStore::connect(&scratch.url()).unwrap(),
+        PgStore::connect(&scratch.url()).unwrap(),
+    );
+    let (la, lb) = (a.ledger("worker-a").unwrap(), b.ledger("worker-b").unwrap());
+    let key = "app|tenant|graph";
+    // A call a reserved is one b counts (a tenant's budget follows its lease), not a itself.
+    let r1 = la.reserve(key, 1_000).unwrap();
+    let r2 = lb.reserve(key, 1_010).unwrap();
+    assert!(r2 > r1, "ids order the reservations");
+    assert_eq!(lb.others(key, 0, None).unwrap().0, [1_000]);
+    assert_eq!(la.others(key, 0, None).unwrap().0, [1_010]);
+    // Only the calls written before a reservation count against it.
+    assert!(la.others(key, 0, Some(r2)).unwrap().0.is_empty());
+    la.moved(r1, 1_500).unwrap();
+    assert_eq!(lb.others(key, 0, None).unwrap().0, [1_500]);
+    la.withdraw(r1).unwrap();
+    assert!(lb.others(key, 0, None).unwrap().0.is_empty());
+    // A 429 one worker met pauses the others.
+    lb.pause(key, 9_000).unwrap();
+    lb.pause(key, 5_000).unwrap();
+    assert_eq!(la.others(key, 0, None).unwrap().1, Some(9_000));
+    // The bucket (10 tokens, 10 a second) is one for both: what one takes, the other waits for.
+    let bucket = "app|*|graph-app";
+    assert!(la.take(bucket, 10.0, 10.0, 10.0).unwrap().is_zero());
+    let wait_b = lb.take(bucket, 10.0, 10.0, 5.0).unwrap();
+    let wait_a = la.take(bucket, 10.0, 10.0, 5.0).unwrap();
+    assert!(
+        (0.3..=0.55).contains(&wait_b.as_secs_f64()),
+        "b owes about 5 tokens: {wait_b:?}"
+    );
+    assert!(
+        (0.8..=1.05).contains(&wait_a.as_secs_f64()),
+        "a queues behind b: {wait_a:?}"
+    );
+}

@@ -123,7 +123,7 @@ async fn execute(
     } else {
         None
     };
-    let client = xdrsync_pipeline::api_client(&config)?;
+    let client = xdrsync_pipeline::api_client_on(&config, store.as_ref())?;
     let reports = xdrsync_pipeline::actions::apply_actions(
         &config,
         &store,

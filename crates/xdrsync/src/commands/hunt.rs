@@ -31,7 +31,7 @@ pub(crate) async fn run(args: HuntArgs, config_path: &Path) -> anyhow::Result<Ex
     } else {
         None
     };
-    let client = xdrsync_pipeline::api_client(&config)?;
+    let client = super::api_client(&config)?;
     let results = xdrsync_pipeline::hunt::hunt(
         &config,
         &client,

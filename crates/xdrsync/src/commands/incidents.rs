@@ -25,7 +25,7 @@ async fn list(args: ListArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let client = xdrsync_pipeline::api_client(&config)?;
+    let client = super::api_client(&config)?;
     let mut raws: Vec<String> = Vec::new();
     let mut rows: Vec<Vec<String>> = Vec::new();
     for tenant in &tenants {

@@ -70,6 +70,22 @@ pub(crate) fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     })
 }
 
+/// The API client of a command that does not otherwise use the store (`hunt`, `incidents`):
+/// on a PostgreSQL store it paces with the cluster through the store's ledger (a store it
+/// cannot reach leaves it pacing on its own calls, with a warning); on SQLite, through the
+/// ledger file beside the store.
+pub(crate) fn api_client(config: &Config) -> anyhow::Result<xdrsync_api_client::ApiClient> {
+    if config.store_url.is_some() {
+        match open_store(config) {
+            Ok(store) => return Ok(xdrsync_pipeline::api_client_on(config, store.as_ref())?),
+            Err(e) => eprintln!(
+                "warning: the store is out of reach ({e:#}); this command paces on its own calls only"
+            ),
+        }
+    }
+    Ok(xdrsync_pipeline::api_client(config)?)
+}
+
 /// `--since`: a duration back from now (`48h`, `7d`, `30m`) or an instant
 /// (`2026-11-01T00:00:00Z`). An unreadable value, or an instant in the future, is a usage
 /// error (exit 2) naming the flag.
