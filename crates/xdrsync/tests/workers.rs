@@ -41,7 +41,8 @@ struct Cluster {
     dir: PathBuf,
     config: xdrsync_config::Config,
     store: PgStore,
-    store_schema: String,
+    /// The store's schema on the machine's server (`None`: a server of the test's own).
+    store_schema: Option<String>,
     sink_schema: String,
     nats: String,
     stream: String,
@@ -55,6 +56,11 @@ impl Cluster {
     /// `tenants` tenants with `per_hour` incidents an hour each, quotas on in the emulator and
     /// the client, leases of `lease_secs`.
     async fn new(tenants: usize, per_hour: f64, lease_secs: u64) -> Cluster {
+        Cluster::on(tenants, per_hour, lease_secs, None).await
+    }
+
+    /// [`Cluster::new`] with the store at `store` (`None`: a schema on the machine's server).
+    async fn on(tenants: usize, per_hour: f64, lease_secs: u64, store: Option<String>) -> Cluster {
         let names: Vec<String> = (0..tenants).map(|i| format!("Customer {i:03}")).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let emu = tu::start_with(
@@ -84,7 +90,13 @@ impl Cluster {
             &[ApiKind::Graph],
             &format!("[sync]\nrate_budget = true\ninitial_lookback_hours = 12\n\n{sinks}"),
         );
-        let (store_schema, url) = scratch().await;
+        let (store_schema, url) = match store {
+            Some(url) => (None, url),
+            None => {
+                let (schema, url) = scratch().await;
+                (Some(schema), url)
+            }
+        };
         use_postgres(&dir, &url);
         // A `[cluster]` section needs the PostgreSQL store: it comes after it.
         let path = dir.join("xdrsync.toml");
@@ -95,7 +107,9 @@ impl Cluster {
         )
         .unwrap();
         let config = xdrsync_config::Config::load(&path).unwrap();
-        let store = PgStore::connect(&url).unwrap();
+        let store = tokio::task::spawn_blocking(move || PgStore::connect(&url).unwrap())
+            .await
+            .unwrap();
         Cluster {
             emu,
             _tmp: tmp,
@@ -272,7 +286,9 @@ impl Cluster {
     }
 
     async fn cleanup(self) {
-        pg::drop_schema(&self.store_schema).await;
+        if let Some(schema) = &self.store_schema {
+            pg::drop_schema(schema).await;
+        }
         pg::drop_schema(&self.sink_schema).await;
         nats::delete_stream(&self.nats, &self.stream).await;
     }
@@ -470,5 +486,64 @@ async fn a_paused_worker_is_fenced_when_it_comes_back_and_rejoins() {
     );
     let checked = c.check(&[(t0, t1)]).await;
     assert!(checked > 20, "only {checked} versions checked");
+    c.cleanup().await;
+}
+
+/// The store's PostgreSQL server (one of the test's own) is restarted while a pass is in
+/// flight: the workers' sessions are opened again, the pass in flight and the next ones
+/// complete, and nothing is lost or delivered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_during_a_pass_loses_and_repeats_nothing() {
+    let server = std::sync::Arc::new(
+        tokio::task::spawn_blocking(pg::PrivateServer::start)
+            .await
+            .unwrap(),
+    );
+    let c = Cluster::on(40, 2.0, 6, Some(server.url())).await;
+    let (mut a, _) = c.worker().await;
+    let (mut b, _) = c.worker().await;
+    c.wait_holdings(30, |h| h.len() == 2 && h.values().all(|n| *n == 20))
+        .await;
+    c.wait_passes(&mut [&mut a, &mut b], 1).await;
+    c.emu.state().add_fault(FaultRule {
+        route: GRAPH_LIST.into(),
+        sequence: vec![Fault::Hold],
+        fault: None,
+        probability: None,
+    });
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while c.emu.state().stats().requests_held < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a worker's request is held: a pass is in flight");
+    let first_start = server.started_at().await;
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || {
+        s.down();
+        std::thread::sleep(Duration::from_secs(2));
+        s.up();
+    })
+    .await
+    .unwrap();
+    assert_ne!(
+        server.started_at().await,
+        first_start,
+        "the server restarted"
+    );
+    c.emu.state().release_held();
+    let t0 = c.emu.state().clock().now();
+    c.wait_passes(&mut [&mut a, &mut b], 2).await;
+    let t1 = c.emu.state().clock().now();
+    c.wait_delivered().await;
+    let err_a = stop(a).await;
+    let err_b = stop(b).await;
+    assert!(
+        format!("{err_a}{err_b}").contains("connection ended"),
+        "the workers met the restart:\n{err_a}\n{err_b}"
+    );
+    let checked = c.check(&[(t0, t1)]).await;
+    assert!(checked > 40, "only {checked} versions checked");
     c.cleanup().await;
 }

@@ -34,7 +34,14 @@ pub(crate) struct Session {
     /// TLS to the server (`None`: plaintext, which the caller allowed: loopback, or asked for).
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     client: Option<Client>,
+    /// When the client was last handed out.
+    last_used: std::time::Instant,
 }
+
+/// A session idle this long is checked (one empty query) before it is used: the session's
+/// runtime runs only inside a job, so a connection the server ended meanwhile (a restart, a
+/// failover) is not noticed until it is used, and the first job after would fail.
+const PROBE_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 impl Session {
     /// The open client and the runtime to drive it on, connecting (again) first if there is no
@@ -42,9 +49,14 @@ impl Session {
     pub(crate) fn client(
         &mut self,
     ) -> Result<(&tokio::runtime::Runtime, &mut Client), tokio_postgres::Error> {
-        let client = match self.client.take() {
-            Some(c) if !c.is_closed() => c,
-            _ => {
+        let idle = self.last_used.elapsed() >= PROBE_AFTER_IDLE;
+        self.last_used = std::time::Instant::now();
+        let alive = self.client.take().filter(|c| {
+            !c.is_closed() && (!idle || self.runtime.block_on(c.simple_query("")).is_ok())
+        });
+        let client = match alive {
+            Some(c) => c,
+            None => {
                 let client = match &self.tls {
                     Some(tls) => {
                         let (client, connection) =
@@ -104,6 +116,7 @@ impl Connection {
                     config,
                     tls,
                     client: None,
+                    last_used: std::time::Instant::now(),
                 };
                 while let Ok(job) = incoming.recv() {
                     job(&mut session);
