@@ -495,6 +495,39 @@ impl ServerState {
             );
         }
         h.push_str("</tbody></table>");
+        if let Some(c) = &report.cluster {
+            h.push_str("<h2>Cluster</h2><table id=\"workers\"><thead><tr><th>Worker</th><th>State</th><th>Last renewal</th><th>Streams</th><th>Sinks</th></tr></thead><tbody>");
+            for w in &c.workers {
+                let (streams, sinks) = c.held_by(&w.worker);
+                let _ = write!(
+                    h,
+                    "<tr data-worker=\"{n}\"><td>{n}</td><td>{}</td><td>{}</td><td class=\"streams\">{streams}</td><td class=\"sinks\">{sinks}</td></tr>",
+                    if w.alive { "alive" } else { "gone" },
+                    esc(&w.seen_at),
+                    n = esc(&w.worker),
+                );
+            }
+            h.push_str("</tbody></table><table id=\"leases\"><thead><tr><th>Lease</th><th>Worker</th><th>Generation</th><th>Renewed</th><th>State</th></tr></thead><tbody>");
+            for (l, name) in &c.leases {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td class=\"worker\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&crate::commands::status::ClusterView::label(
+                        l,
+                        name.as_deref()
+                    )),
+                    esc(l.worker.as_deref().unwrap_or("-")),
+                    l.generation,
+                    esc(l.renewed_at.as_deref().unwrap_or("never")),
+                    match (&l.worker, l.expired) {
+                        (None, _) => "free",
+                        (Some(_), true) => "expired",
+                        (Some(_), false) => "held",
+                    },
+                );
+            }
+            h.push_str("</tbody></table>");
+        }
         h.push_str("<h2>Last passes</h2><table id=\"passes\"><thead><tr><th>Pass</th><th>Started</th><th>Duration</th><th>Streams</th><th>Degraded</th><th>Versions stored</th></tr></thead><tbody>");
         for p in read(&self.passes).iter().rev() {
             let _ = write!(

@@ -294,6 +294,68 @@ impl Cluster {
     }
 }
 
+/// A counter or gauge a worker's `/metrics` shows (0 when absent).
+async fn metric(w: &Daemon, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", w.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0.0, |n| n.parse().unwrap())
+}
+
+/// Three workers holding 100 streams and one sink each: `status` (JSON and table), the status
+/// page and `/metrics` of worker `w` show who holds what and when it was renewed.
+async fn check_views(c: &Cluster, w: &Daemon) {
+    let status = common::xdrsync(&["status", "--output", "json"], &c.dir).await;
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let workers = doc["cluster"]["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 3, "{doc}");
+    assert!(
+        workers
+            .iter()
+            .all(|w| w["alive"] == true && w["streams"] == 100 && w["sinks"] == 1),
+        "{workers:?}"
+    );
+    let leases = doc["cluster"]["leases"].as_array().unwrap();
+    assert_eq!(leases.len(), 303);
+    assert!(
+        leases.iter().all(|l| l["worker"].is_string()
+            && l["renewed_at"].is_string()
+            && l["expired"] == false),
+        "{leases:?}"
+    );
+    let table = common::text(&common::xdrsync(&["status"], &c.dir).await);
+    assert!(
+        table.contains("LAST RENEWAL") && table.contains("customer000 incidents"),
+        "{table}"
+    );
+    let text = reqwest::get(format!("{}/metrics", w.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "xdrsync_cluster_leases{kind=\"stream\"} 100",
+        "xdrsync_cluster_leases{kind=\"sink\"} 1",
+        "xdrsync_cluster_workers 3",
+    ] {
+        assert!(text.contains(line), "no `{line}` in {text}");
+    }
+    let page = reqwest::get(format!("{}/", w.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"workers\"") && page.contains("id=\"leases\""));
+}
+
 /// Passes a worker finished (each ends with a line `pass N: … degraded, …`).
 fn pass_lines(err: &str) -> usize {
     err.matches("degraded, ").count()
@@ -337,6 +399,7 @@ async fn three_workers_share_300_tenants_and_every_sink_gets_each_event_once() {
         3,
         "each worker delivers one of the three sinks"
     );
+    check_views(&c, &a).await;
     let t0 = c.emu.state().clock().now();
     c.wait_passes(&mut [&mut a, &mut b, &mut d], 2).await;
     let t1 = c.emu.state().clock().now();
@@ -415,6 +478,15 @@ async fn a_killed_workers_leases_are_taken_over_within_a_lease_and_a_renewal() {
     );
     let (mut s1, _) = workers.remove(0);
     let (mut s2, _) = workers.remove(0);
+    // The survivors count what they took over.
+    let mut taken = 0.0;
+    for w in [&s1, &s2] {
+        taken += metric(w, "xdrsync_cluster_takeovers_total").await;
+    }
+    assert!(
+        taken >= 20.0,
+        "the victim's 20 streams were taken over: {taken}"
+    );
     let t0 = c.emu.state().clock().now();
     c.wait_passes(&mut [&mut s1, &mut s2], 2).await;
     let t1 = c.emu.state().clock().now();

@@ -37,6 +37,61 @@ pub(crate) struct Report {
     /// The database file with its WAL, in bytes.
     pub(crate) store_bytes: u64,
     pub(crate) store_path: std::path::PathBuf,
+    /// The cluster's workers and leases, on a store shared by one (PostgreSQL).
+    pub(crate) cluster: Option<ClusterView>,
+}
+
+/// Who holds what in a cluster of workers, by the store.
+#[derive(Debug)]
+pub(crate) struct ClusterView {
+    pub(crate) workers: Vec<xdrsync_store::WorkerRow>,
+    /// Every lease, with the tenant's configured name where the config has the tenant.
+    pub(crate) leases: Vec<(xdrsync_store::LeaseRow, Option<String>)>,
+}
+
+impl ClusterView {
+    fn read(config: &xdrsync_config::Config, store: &dyn Store) -> anyhow::Result<Option<Self>> {
+        let Some(cluster) = store.cluster() else {
+            return Ok(None);
+        };
+        let leases = cluster
+            .leases()?
+            .into_iter()
+            .map(|l| {
+                let name = l
+                    .tenant
+                    .as_ref()
+                    .and_then(|t| config.tenant(t.as_str()))
+                    .map(|t| t.name.clone());
+                (l, name)
+            })
+            .collect();
+        Ok(Some(ClusterView {
+            workers: cluster.workers()?,
+            leases,
+        }))
+    }
+
+    /// `(stream leases, sink leases)` `worker` holds unexpired.
+    pub(crate) fn held_by(&self, worker: &str) -> (usize, usize) {
+        let held = |sink: bool| {
+            self.leases
+                .iter()
+                .filter(|(l, _)| {
+                    !l.expired && l.worker.as_deref() == Some(worker) && l.tenant.is_none() == sink
+                })
+                .count()
+        };
+        (held(false), held(true))
+    }
+
+    /// What a lease is, for people: `tenant stream` or `sink NAME`.
+    pub(crate) fn label(lease: &xdrsync_store::LeaseRow, name: Option<&str>) -> String {
+        match (&lease.tenant, lease.stream) {
+            (Some(t), Some(s)) => format!("{} {s}", name.unwrap_or(t.as_str())),
+            _ => lease.what.replacen("sink:", "sink ", 1),
+        }
+    }
 }
 
 /// One scheduled hunt in one tenant.
@@ -242,6 +297,7 @@ impl Report {
             sinks: SinkRow::collect(store, configured_sinks, live)?,
             store_bytes: store.size_bytes(),
             store_path: store.location().into(),
+            cluster: ClusterView::read(config, store)?,
         })
     }
 
@@ -406,6 +462,54 @@ impl Report {
                 &rows,
             ));
         }
+        if let Some(c) = &self.cluster {
+            out.push('\n');
+            let rows: Vec<Vec<String>> = c
+                .workers
+                .iter()
+                .map(|w| {
+                    let (streams, sinks) = c.held_by(&w.worker);
+                    vec![
+                        w.worker.clone(),
+                        if w.alive {
+                            "alive"
+                        } else {
+                            "GONE (stopped renewing)"
+                        }
+                        .into(),
+                        w.seen_at.clone(),
+                        streams.to_string(),
+                        sinks.to_string(),
+                    ]
+                })
+                .collect();
+            out.push_str(&crate::table::render(
+                &["WORKER", "STATE", "LAST RENEWAL", "STREAMS", "SINKS"],
+                &rows,
+            ));
+            out.push('\n');
+            let rows: Vec<Vec<String>> = c
+                .leases
+                .iter()
+                .map(|(l, name)| {
+                    vec![
+                        ClusterView::label(l, name.as_deref()),
+                        l.worker.clone().unwrap_or_else(|| "-".into()),
+                        l.generation.to_string(),
+                        l.renewed_at.clone().unwrap_or_else(|| "never".into()),
+                        match (&l.worker, l.expired) {
+                            (None, _) => "free".into(),
+                            (Some(_), true) => "EXPIRED (free to take over)".into(),
+                            (Some(_), false) => "held".into(),
+                        },
+                    ]
+                })
+                .collect();
+            out.push_str(&crate::table::render(
+                &["LEASE", "WORKER", "GENERATION", "RENEWED", "STATE"],
+                &rows,
+            ));
+        }
         out.push_str(&format!(
             "\nStore {}: {:.1} MB\n",
             self.store_path.display(),
@@ -482,10 +586,35 @@ impl Report {
                 })
             })
             .collect();
+        let cluster = self.cluster.as_ref().map(|c| {
+            json!({
+                "workers": c.workers.iter().map(|w| {
+                    let (streams, sinks) = c.held_by(&w.worker);
+                    json!({
+                        "worker": w.worker,
+                        "alive": w.alive,
+                        "last_renewal": w.seen_at,
+                        "streams": streams,
+                        "sinks": sinks,
+                    })
+                }).collect::<Vec<_>>(),
+                "leases": c.leases.iter().map(|(l, name)| json!({
+                    "tenant": name,
+                    "tenant_id": l.tenant.as_ref().map(|t| t.as_str()),
+                    "stream": l.stream.map(|s| s.as_str()),
+                    "sink": l.what.strip_prefix("sink:"),
+                    "worker": l.worker,
+                    "generation": l.generation,
+                    "renewed_at": l.renewed_at,
+                    "expired": l.expired,
+                })).collect::<Vec<_>>(),
+            })
+        });
         json!({
             "streams": streams,
             "hunts": hunts,
             "sinks": sinks,
+            "cluster": cluster,
             "store": { "path": self.store_path.display().to_string(), "bytes": self.store_bytes },
             "degraded": self.degraded(),
             "stalled": self.stalled(),
