@@ -252,10 +252,21 @@ impl Pipeline {
         let mut queue = tenants.iter().cloned().enumerate();
         let mut tasks = tokio::task::JoinSet::new();
         let mut reports: Vec<Option<TenantReport>> = vec![None; tenants.len()];
+        // A cluster worker's pairs handed to another worker since the pass began are not
+        // pulled (nor reported): the other worker pulls them.
+        let mut handed_over = vec![false; tenants.len()];
         loop {
             while tasks.len() < limit
                 && let Some((i, (tenant, stream))) = queue.next()
             {
+                if let Some(l) = &self.leases
+                    && l.fence(&tenant.tenant_id, stream).is_none()
+                {
+                    if let Some(h) = handed_over.get_mut(i) {
+                        *h = true;
+                    }
+                    continue;
+                }
                 let this = self.clone();
                 let cell = credentials.entry(tenant.name.clone()).or_default().clone();
                 tasks.spawn(async move {
@@ -279,7 +290,9 @@ impl Pipeline {
         reports
             .into_iter()
             .zip(&tenants)
-            .map(|(r, (t, stream))| {
+            .zip(handed_over)
+            .filter(|(_, handed)| !handed)
+            .map(|((r, (t, stream)), _)| {
                 r.unwrap_or_else(|| {
                     TenantReport::failed(
                         t,

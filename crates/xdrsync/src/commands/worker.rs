@@ -17,6 +17,9 @@ use xdrsync_pipeline::cluster::Leases;
 use xdrsync_sinks::Sink;
 use xdrsync_store::Store;
 
+/// How long a starting worker waits between announcing itself and taking leases.
+const JOIN_SETTLE: Duration = Duration::from_secs(2);
+
 /// What the cluster is asked to share: every enabled (tenant, stream) and every sink.
 #[derive(Debug, Clone, Default)]
 struct Wanted {
@@ -103,6 +106,13 @@ impl Worker {
         let lease = config.cluster.lease;
         let leases = Arc::new(Leases::new(name.clone()));
         let wanted = Wanted::of(config, sinks);
+        // Register first, take leases a moment later: workers started together then see each
+        // other and each takes its fair share at once, instead of the first taking everything
+        // and handing most of it over mid-pass.
+        renew(store, &name, Wanted::default(), lease)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot join the cluster: {e}"))?;
+        tokio::time::sleep(JOIN_SETTLE.min(lease / 3)).await;
         let held = renew(store, &name, wanted.clone(), lease)
             .await
             .map_err(|e| anyhow::anyhow!("cannot join the cluster: {e}"))?;
