@@ -58,29 +58,90 @@ pub(crate) fn bucket_wait(tokens: f64, per_sec: f64) -> Duration {
 }
 
 impl Ledger for BudgetLedger {
+    /// This process reserves a call of `key` at `at_ms`; the row id orders it among every
+    /// process's calls (row ids grow in the order the rows were written).
     fn reserve(&self, key: &str, at_ms: i64) -> Result<i64, StoreError> {
-        BudgetLedger::reserve(self, key, at_ms)
+        let conn = self.conn();
+        conn.prepare_cached("INSERT INTO calls (key, process, at) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![key, self.process, at_ms]))
+            .map_err(self.err())?;
+        Ok(conn.last_insert_rowid())
     }
 
+    /// Gives back a reservation that did not fit.
     fn withdraw(&self, row: i64) -> Result<(), StoreError> {
-        BudgetLedger::withdraw(self, row)
+        self.conn()
+            .prepare_cached("DELETE FROM calls WHERE rowid = ?1")
+            .and_then(|mut s| s.execute([row]))
+            .map(drop)
+            .map_err(self.err())
     }
 
+    /// The call of row `row` now counts from `to_ms` (its answer).
     fn moved(&self, row: i64, to_ms: i64) -> Result<(), StoreError> {
-        BudgetLedger::moved(self, row, to_ms)
+        self.conn()
+            .prepare_cached("UPDATE calls SET at = ?2 WHERE rowid = ?1")
+            .and_then(|mut s| s.execute(params![row, to_ms]))
+            .map(drop)
+            .map_err(self.err())
     }
 
+    /// The calls of `key` other processes counted at or after `since_ms` (only those
+    /// written before row `before`, when given), and the latest pause any process recorded
+    /// for it. Drops calls older than `since_ms` now and then.
     fn others(
         &self,
         key: &str,
         since_ms: i64,
         before: Option<i64>,
     ) -> Result<(Vec<i64>, Option<i64>), StoreError> {
-        BudgetLedger::others(self, key, since_ms, before)
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT at FROM calls WHERE key = ?1 AND at >= ?2 AND process <> ?3 AND rowid < ?4
+                 ORDER BY at",
+            )
+            .map_err(self.err())?;
+        let calls = stmt
+            .query_map(
+                params![key, since_ms, self.process, before.unwrap_or(i64::MAX)],
+                |r| r.get(0),
+            )
+            .map_err(self.err())?
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(self.err())?;
+        let pause: Option<i64> = conn
+            .prepare_cached("SELECT until FROM pauses WHERE key = ?1")
+            .and_then(|mut s| {
+                s.query_row([key], |r| r.get(0))
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(e),
+                    })
+            })
+            .map_err(self.err())?;
+        // Rows older than every window are of no use to anyone.
+        if since_ms % 64 == 0 {
+            conn.execute(
+                "DELETE FROM calls WHERE key = ?1 AND at < ?2",
+                params![key, since_ms],
+            )
+            .map_err(self.err())?;
+        }
+        Ok((calls, pause))
     }
 
+    /// A 429 told this process to leave `key` alone until `until_ms`: every process will.
     fn pause(&self, key: &str, until_ms: i64) -> Result<(), StoreError> {
-        BudgetLedger::pause(self, key, until_ms)
+        self.conn()
+            .execute(
+                "INSERT INTO pauses (key, until) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET until = MAX(until, excluded.until)",
+                params![key, until_ms],
+            )
+            .map(drop)
+            .map_err(self.err())
     }
 
     fn take(&self, key: &str, capacity: f64, per_sec: f64, n: f64) -> Result<Duration, StoreError> {
@@ -172,92 +233,6 @@ impl BudgetLedger {
             path: self.path.clone(),
             source,
         }
-    }
-
-    /// This process reserves a call of `key` at `at_ms`; the row id orders it among every
-    /// process's calls (row ids grow in the order the rows were written).
-    pub fn reserve(&self, key: &str, at_ms: i64) -> Result<i64, StoreError> {
-        let conn = self.conn();
-        conn.prepare_cached("INSERT INTO calls (key, process, at) VALUES (?1, ?2, ?3)")
-            .and_then(|mut s| s.execute(params![key, self.process, at_ms]))
-            .map_err(self.err())?;
-        Ok(conn.last_insert_rowid())
-    }
-
-    /// Gives back a reservation that did not fit.
-    pub fn withdraw(&self, row: i64) -> Result<(), StoreError> {
-        self.conn()
-            .prepare_cached("DELETE FROM calls WHERE rowid = ?1")
-            .and_then(|mut s| s.execute([row]))
-            .map(drop)
-            .map_err(self.err())
-    }
-
-    /// The call of row `row` now counts from `to_ms` (its answer).
-    pub fn moved(&self, row: i64, to_ms: i64) -> Result<(), StoreError> {
-        self.conn()
-            .prepare_cached("UPDATE calls SET at = ?2 WHERE rowid = ?1")
-            .and_then(|mut s| s.execute(params![row, to_ms]))
-            .map(drop)
-            .map_err(self.err())
-    }
-
-    /// The calls of `key` other processes counted at or after `since_ms` (only those
-    /// written before row `before`, when given), and the latest pause any process recorded
-    /// for it. Drops calls older than `since_ms` now and then.
-    pub fn others(
-        &self,
-        key: &str,
-        since_ms: i64,
-        before: Option<i64>,
-    ) -> Result<(Vec<i64>, Option<i64>), StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT at FROM calls WHERE key = ?1 AND at >= ?2 AND process <> ?3 AND rowid < ?4
-                 ORDER BY at",
-            )
-            .map_err(self.err())?;
-        let calls = stmt
-            .query_map(
-                params![key, since_ms, self.process, before.unwrap_or(i64::MAX)],
-                |r| r.get(0),
-            )
-            .map_err(self.err())?
-            .collect::<Result<Vec<i64>, _>>()
-            .map_err(self.err())?;
-        let pause: Option<i64> = conn
-            .prepare_cached("SELECT until FROM pauses WHERE key = ?1")
-            .and_then(|mut s| {
-                s.query_row([key], |r| r.get(0))
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })
-            })
-            .map_err(self.err())?;
-        // Rows older than every window are of no use to anyone.
-        if since_ms % 64 == 0 {
-            conn.execute(
-                "DELETE FROM calls WHERE key = ?1 AND at < ?2",
-                params![key, since_ms],
-            )
-            .map_err(self.err())?;
-        }
-        Ok((calls, pause))
-    }
-
-    /// A 429 told this process to leave `key` alone until `until_ms`: every process will.
-    pub fn pause(&self, key: &str, until_ms: i64) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO pauses (key, until) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET until = MAX(until, excluded.until)",
-                params![key, until_ms],
-            )
-            .map(drop)
-            .map_err(self.err())
     }
 }
 

@@ -196,6 +196,43 @@ impl Cluster {
         }
     }
 
+    /// The emulator holds the next listing request until `release_held`: the worker that
+    /// sent it is mid-pass. Returns once it is held (`what` names it in a failure).
+    async fn hold_next_listing(&self, what: &str) {
+        self.emu.state().add_fault(FaultRule {
+            route: GRAPH_LIST.into(),
+            sequence: vec![Fault::Hold],
+            fault: None,
+            probability: None,
+        });
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while self.emu.state().stats().requests_held < 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect(what);
+    }
+
+    /// The end of every scenario: two more passes of each of `workers` (every pair is pulled
+    /// after the last change of hands), the sinks caught up, every worker stopped cleanly, then
+    /// [`Cluster::check`] over that window. Returns the versions checked and each worker's
+    /// stderr.
+    async fn finish(&self, mut workers: Vec<Daemon>) -> (usize, Vec<String>) {
+        let t0 = self.emu.state().clock().now();
+        {
+            let mut all: Vec<&mut Daemon> = workers.iter_mut().collect();
+            self.wait_passes(&mut all, 2).await;
+        }
+        let t1 = self.emu.state().clock().now();
+        self.wait_delivered().await;
+        let mut errs = Vec::new();
+        for w in workers {
+            errs.push(stop(w).await);
+        }
+        (self.check(&[(t0, t1)]).await, errs)
+    }
+
     /// Waits until every sink holds every stored event (at most 90 s).
     async fn wait_delivered(&self) {
         let deadline = Instant::now() + Duration::from_secs(90);
@@ -374,11 +411,11 @@ async fn stop(d: Daemon) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_share_300_tenants_and_every_sink_gets_each_event_once() {
     let c = Cluster::new(300, 0.5, 6).await;
-    let (mut a, _) = c.worker().await;
+    let (a, _) = c.worker().await;
     c.wait_holdings(30, |h| h.values().sum::<usize>() == 300)
         .await;
-    let (mut b, _) = c.worker().await;
-    let (mut d, _) = c.worker().await;
+    let (b, _) = c.worker().await;
+    let (d, _) = c.worker().await;
     // A new worker takes its share at the next renewals: 100 each.
     c.wait_holdings(30, |h| h.len() == 3 && h.values().all(|n| *n == 100))
         .await;
@@ -400,15 +437,10 @@ async fn three_workers_share_300_tenants_and_every_sink_gets_each_event_once() {
         "each worker delivers one of the three sinks"
     );
     check_views(&c, &a).await;
-    let t0 = c.emu.state().clock().now();
-    c.wait_passes(&mut [&mut a, &mut b, &mut d], 2).await;
-    let t1 = c.emu.state().clock().now();
-    c.wait_delivered().await;
-    for w in [a, b, d] {
-        let err = stop(w).await;
+    let (checked, errs) = c.finish(vec![a, b, d]).await;
+    for err in &errs {
         assert!(err.contains("(worker "), "{err}");
     }
-    let checked = c.check(&[(t0, t1)]).await;
     assert!(checked > 300, "only {checked} versions checked");
     assert_eq!(c.emu.state().stats().throttled, 0, "a quota was exceeded");
     assert!(
@@ -432,19 +464,7 @@ async fn a_killed_workers_leases_are_taken_over_within_a_lease_and_a_renewal() {
     c.wait_passes(&mut [&mut a, &mut b, &mut d], 1).await;
     // The next listing request is held by the emulator: the worker that sent it is mid-pass,
     // and the only one that stops finishing passes.
-    c.emu.state().add_fault(FaultRule {
-        route: GRAPH_LIST.into(),
-        sequence: vec![Fault::Hold],
-        fault: None,
-        probability: None,
-    });
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while c.emu.state().stats().requests_held < 1 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("a worker's request is held");
+    c.hold_next_listing("a worker's request is held").await;
     let counts = |ws: &[&Daemon]| {
         ws.iter()
             .map(|w| pass_lines(&w.stderr()))
@@ -476,8 +496,8 @@ async fn a_killed_workers_leases_are_taken_over_within_a_lease_and_a_renewal() {
         takeover <= bound + Duration::from_millis(1500),
         "taken over after {takeover:?}, more than a lease and a renewal ({bound:?})"
     );
-    let (mut s1, _) = workers.remove(0);
-    let (mut s2, _) = workers.remove(0);
+    let (s1, _) = workers.remove(0);
+    let (s2, _) = workers.remove(0);
     // The survivors count what they took over.
     let mut taken = 0.0;
     for w in [&s1, &s2] {
@@ -487,18 +507,12 @@ async fn a_killed_workers_leases_are_taken_over_within_a_lease_and_a_renewal() {
         taken >= 20.0,
         "the victim's 20 streams were taken over: {taken}"
     );
-    let t0 = c.emu.state().clock().now();
-    c.wait_passes(&mut [&mut s1, &mut s2], 2).await;
-    let t1 = c.emu.state().clock().now();
-    c.wait_delivered().await;
-    let err = stop(s1).await;
-    let err2 = stop(s2).await;
+    let (checked, errs) = c.finish(vec![s1, s2]).await;
     assert!(
-        err.contains("taken over from a stopped worker")
-            || err2.contains("taken over from a stopped worker"),
-        "{err}\n{err2}"
+        errs.iter()
+            .any(|e| e.contains("taken over from a stopped worker")),
+        "{errs:?}"
     );
-    let checked = c.check(&[(t0, t1)]).await;
     assert!(checked > 60, "only {checked} versions checked");
     c.cleanup().await;
 }
@@ -513,19 +527,7 @@ async fn a_paused_worker_is_fenced_when_it_comes_back_and_rejoins() {
     let (mut a, na) = c.worker().await;
     c.wait_holdings(30, |h| h.get(&na) == Some(&20)).await;
     c.wait_passes(&mut [&mut a], 1).await;
-    c.emu.state().add_fault(FaultRule {
-        route: GRAPH_LIST.into(),
-        sequence: vec![Fault::Hold],
-        fault: None,
-        probability: None,
-    });
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while c.emu.state().stats().requests_held < 1 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("a's request is held");
+    c.hold_next_listing("a's request is held").await;
     // New versions for the page a waits on to carry.
     c.emu.state().clock().advance(chrono::Duration::hours(2));
     a.signal("-STOP");
@@ -546,17 +548,12 @@ async fn a_paused_worker_is_fenced_when_it_comes_back_and_rejoins() {
         h.get(&na) == Some(&10) && h.get(&nb) == Some(&10)
     })
     .await;
-    let t0 = c.emu.state().clock().now();
-    c.wait_passes(&mut [&mut a, &mut b], 2).await;
-    let t1 = c.emu.state().clock().now();
-    c.wait_delivered().await;
-    let err_a = stop(a).await;
-    stop(b).await;
+    let (checked, errs) = c.finish(vec![a, b]).await;
     assert!(
-        err_a.contains("is stale); the commit is refused"),
-        "{err_a}"
+        errs[0].contains("is stale); the commit is refused"),
+        "{}",
+        errs[0]
     );
-    let checked = c.check(&[(t0, t1)]).await;
     assert!(checked > 20, "only {checked} versions checked");
     c.cleanup().await;
 }
@@ -577,19 +574,8 @@ async fn postgres_restarted_during_a_pass_loses_and_repeats_nothing() {
     c.wait_holdings(30, |h| h.len() == 2 && h.values().all(|n| *n == 20))
         .await;
     c.wait_passes(&mut [&mut a, &mut b], 1).await;
-    c.emu.state().add_fault(FaultRule {
-        route: GRAPH_LIST.into(),
-        sequence: vec![Fault::Hold],
-        fault: None,
-        probability: None,
-    });
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while c.emu.state().stats().requests_held < 1 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("a worker's request is held: a pass is in flight");
+    c.hold_next_listing("a worker's request is held: a pass is in flight")
+        .await;
     let first_start = server.started_at().await;
     let s = server.clone();
     tokio::task::spawn_blocking(move || {
@@ -605,17 +591,11 @@ async fn postgres_restarted_during_a_pass_loses_and_repeats_nothing() {
         "the server restarted"
     );
     c.emu.state().release_held();
-    let t0 = c.emu.state().clock().now();
-    c.wait_passes(&mut [&mut a, &mut b], 2).await;
-    let t1 = c.emu.state().clock().now();
-    c.wait_delivered().await;
-    let err_a = stop(a).await;
-    let err_b = stop(b).await;
+    let (checked, errs) = c.finish(vec![a, b]).await;
     assert!(
-        format!("{err_a}{err_b}").contains("connection ended"),
-        "the workers met the restart:\n{err_a}\n{err_b}"
+        errs.concat().contains("connection ended"),
+        "the workers met the restart: {errs:?}"
     );
-    let checked = c.check(&[(t0, t1)]).await;
     assert!(checked > 40, "only {checked} versions checked");
     c.cleanup().await;
 }
