@@ -395,44 +395,12 @@ async fn postgres_going_away_mid_pull_loses_and_repeats_nothing() {
 /// are in the store, where whichever worker holds the tenant next reads them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_on_a_postgres_store_pace_inside_one_quota() {
-    let mut ec = xdrsync_emulator::EmulatorConfig {
-        directory: tu::one_tenant("contoso", 30.0, tu::ALL_READ_ROLES),
-        time_scale: 60.0,
-        ..Default::default()
-    };
-    ec.behaviour.rate_limits = true;
-    let emu = xdrsync_emulator::Emulator::start(ec, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
-    // The legacy API's list quota (50 calls a minute) at 60×: 50 a second for both together.
-    tu::write_config(
-        &dir,
-        &emu,
-        &[ApiKind::Xdr],
-        "[sync]\nrate_budget = true\nquota_time_scale = 60\nxdr_page_size = 25\ninitial_lookback_hours = 168\n",
-    );
+    let emu = common::quota_scenario(&dir).await;
     let (schema, url) = scratch().await;
     use_postgres(&dir, &url);
-    let before = emu.state().stats();
-    let (a, b) = tokio::join!(
-        xdrsync(&["backfill", "--since", "7d"], &dir),
-        xdrsync(&["pull"], &dir)
-    );
-    assert_eq!(a.status.code(), Some(0), "{}", text(&a));
-    assert_eq!(b.status.code(), Some(0), "{}", text(&b));
-    let after = emu.state().stats();
-    let calls = after.pages_served - before.pages_served;
-    assert!(calls > 100, "{calls} calls: too few to test the quota");
-    assert_eq!(
-        after.throttled - before.throttled,
-        0,
-        "{calls} calls, 429s: {}\n{}\n{}",
-        after.throttled - before.throttled,
-        text(&a),
-        text(&b)
-    );
+    common::backfill_beside_pull_without_a_429(&dir, &emu).await;
     assert!(
         !dir.join("xdrsync.db-budget").exists(),
         "no ledger file beside a PostgreSQL store"

@@ -1111,39 +1111,9 @@ async fn each_ndjson_path_is_its_own_sink_and_an_upgrade_writes_nothing_twice() 
 /// each counts the calls the other recorded in the store's budget ledger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_on_one_store_pace_inside_one_quota() {
-    let ec = xdrsync_emulator::EmulatorConfig {
-        directory: tu::one_tenant("contoso", 30.0, tu::ALL_READ_ROLES),
-        time_scale: 60.0,
-        ..Default::default()
-    };
-    let emu = emulator(ec, true).await;
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_owned();
-    // The legacy API's list quota (50 calls a minute) at 60×: 50 a second for both together.
-    tu::write_config(
-        &dir,
-        &emu,
-        &[ApiKind::Xdr],
-        "[sync]\nrate_budget = true\nquota_time_scale = 60\nxdr_page_size = 25\ninitial_lookback_hours = 168\n",
-    );
-    let before = emu.state().stats();
-    let (a, b) = tokio::join!(
-        xdrsync(&["backfill", "--since", "7d"], &dir),
-        xdrsync(&["pull"], &dir)
-    );
-    assert_eq!(a.status.code(), Some(0), "{}", text(&a));
-    assert_eq!(b.status.code(), Some(0), "{}", text(&b));
-    let after = emu.state().stats();
-    let calls = after.pages_served - before.pages_served;
-    assert!(calls > 100, "{calls} calls: too few to test the quota");
-    assert_eq!(
-        after.throttled - before.throttled,
-        0,
-        "{calls} calls, 429s: {}\n{}\n{}",
-        after.throttled - before.throttled,
-        text(&a),
-        text(&b)
-    );
+    let emu = common::quota_scenario(tmp.path()).await;
+    common::backfill_beside_pull_without_a_429(tmp.path(), &emu).await;
 }
 
 /// An API answering 429 with `Retry-After` of a year: the stream fails at once with the

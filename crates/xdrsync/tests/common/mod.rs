@@ -176,3 +176,56 @@ pub(crate) fn use_postgres(dir: &std::path::Path, url: &str) -> xdrsync_config::
     fs_err::write(&path, text).unwrap();
     xdrsync_config::Config::load(&path).unwrap()
 }
+
+/// Two processes at once on the store `dir`'s config names: a `backfill` of 7 days and a
+/// `pull` of the same tenant, against an emulator enforcing a 60×-scaled quota
+/// ([`quota_scenario`]). Both succeed, with more than 100 calls and not one 429: each counted
+/// the calls the other recorded in the store's ledger.
+pub(crate) async fn backfill_beside_pull_without_a_429(
+    dir: &Path,
+    emu: &xdrsync_emulator::Emulator,
+) {
+    let before = emu.state().stats();
+    let (a, b) = tokio::join!(
+        xdrsync(&["backfill", "--since", "7d"], dir),
+        xdrsync(&["pull"], dir)
+    );
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", text(&b));
+    let after = emu.state().stats();
+    let calls = after.pages_served - before.pages_served;
+    assert!(calls > 100, "{calls} calls: too few to test the quota");
+    assert_eq!(
+        after.throttled - before.throttled,
+        0,
+        "{calls} calls, 429s: {}\n{}\n{}",
+        after.throttled - before.throttled,
+        text(&a),
+        text(&b)
+    );
+}
+
+/// One legacy-API tenant with the emulator's quotas on at 60× (the list quota, 50 calls a
+/// minute, becomes 50 a second), and its config in `dir` pacing at the same scale.
+pub(crate) async fn quota_scenario(dir: &Path) -> xdrsync_emulator::Emulator {
+    let mut ec = xdrsync_emulator::EmulatorConfig {
+        directory: xdrsync_test_utils::one_tenant(
+            "contoso",
+            30.0,
+            xdrsync_test_utils::ALL_READ_ROLES,
+        ),
+        time_scale: 60.0,
+        ..Default::default()
+    };
+    ec.behaviour.rate_limits = true;
+    let emu = xdrsync_emulator::Emulator::start(ec, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    xdrsync_test_utils::write_config(
+        dir,
+        &emu,
+        &[xdrsync_model::ApiKind::Xdr],
+        "[sync]\nrate_budget = true\nquota_time_scale = 60\nxdr_page_size = 25\ninitial_lookback_hours = 168\n",
+    );
+    emu
+}
