@@ -118,8 +118,13 @@ impl Worker {
             .map_err(|e| anyhow::anyhow!("cannot join the cluster: {e}"))?;
         leases.set(&held);
         record(&held, &leases);
+        let taken = if held.taken_over > 0 {
+            format!(", {} taken over from a stopped worker", held.taken_over)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "xdrsync run: worker {name} of a cluster of {} on {}: holds {} of {} and {} of {} (leases of {}s, renewed every {}s).",
+            "xdrsync run: worker {name} of a cluster of {} on {}: holds {} of {} and {} of {}{taken} (leases of {}s, renewed every {:.1}s).",
             held.live_workers,
             store.location(),
             crate::text::plural(held.streams.len() as u64, "stream"),
