@@ -41,8 +41,8 @@ pub struct Config {
     pub path: PathBuf,
     /// The SQLite store file (absolute or relative to the working directory).
     pub store_path: PathBuf,
-    /// `[store] url`: the PostgreSQL store, instead of the file at `store_path` (the file's
-    /// folder still holds what is per machine: the rate ledger).
+    /// `[store] url`: the PostgreSQL store, instead of the file at `store_path` (the rate
+    /// ledger is then in the database too, shared by every worker).
     pub store_url: Option<SecretSource>,
     /// `[store] ca_file`: the CA of the PostgreSQL store's server.
     pub store_ca_file: Option<PathBuf>,
