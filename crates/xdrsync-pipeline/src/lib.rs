@@ -236,11 +236,6 @@ impl Pipeline {
             .iter()
             .filter(|t| t.enabled)
             .flat_map(|t| t.streams.iter().map(move |s| (t.clone(), *s)))
-            .filter(|(t, s)| {
-                self.leases
-                    .as_ref()
-                    .is_none_or(|l| l.fence(&t.tenant_id, *s).is_some())
-            })
             .collect();
         let limit = self.config.sync.concurrent_tenants.max(1);
         // A tenant's credential is read once per pass, by whichever of its streams starts
@@ -252,8 +247,8 @@ impl Pipeline {
         let mut queue = tenants.iter().cloned().enumerate();
         let mut tasks = tokio::task::JoinSet::new();
         let mut reports: Vec<Option<TenantReport>> = vec![None; tenants.len()];
-        // A cluster worker's pairs handed to another worker since the pass began are not
-        // pulled (nor reported): the other worker pulls them.
+        // A cluster worker pulls (and reports) only the pairs it holds when their turn comes:
+        // the others, and those handed to another worker since the pass began, are not its.
         let mut handed_over = vec![false; tenants.len()];
         loop {
             while tasks.len() < limit

@@ -519,11 +519,7 @@ impl ServerState {
                     esc(l.worker.as_deref().unwrap_or("-")),
                     l.generation,
                     esc(l.renewed_at.as_deref().unwrap_or("never")),
-                    match (&l.worker, l.expired) {
-                        (None, _) => "free",
-                        (Some(_), true) => "expired",
-                        (Some(_), false) => "held",
-                    },
+                    crate::commands::status::ClusterView::state(l),
                 );
             }
             h.push_str("</tbody></table>");

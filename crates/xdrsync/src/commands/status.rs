@@ -85,6 +85,15 @@ impl ClusterView {
         (held(false), held(true))
     }
 
+    /// A lease's state in one word: `held`, `expired` (free to take over) or `free`.
+    pub(crate) fn state(lease: &xdrsync_store::LeaseRow) -> &'static str {
+        match (&lease.worker, lease.expired) {
+            (None, _) => "free",
+            (Some(_), true) => "expired",
+            (Some(_), false) => "held",
+        }
+    }
+
     /// What a lease is, for people: `tenant stream` or `sink NAME`.
     pub(crate) fn label(lease: &xdrsync_store::LeaseRow, name: Option<&str>) -> String {
         match (&lease.tenant, lease.stream) {
@@ -497,10 +506,9 @@ impl Report {
                         l.worker.clone().unwrap_or_else(|| "-".into()),
                         l.generation.to_string(),
                         l.renewed_at.clone().unwrap_or_else(|| "never".into()),
-                        match (&l.worker, l.expired) {
-                            (None, _) => "free".into(),
-                            (Some(_), true) => "EXPIRED (free to take over)".into(),
-                            (Some(_), false) => "held".into(),
+                        match ClusterView::state(l) {
+                            "expired" => "EXPIRED (free to take over)".into(),
+                            state => state.into(),
                         },
                     ]
                 })

@@ -65,22 +65,30 @@ fn default_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
+/// Runs `f` on the store's cluster off the async threads (`T::default()` on a store without
+/// one, which `Worker::start` rules out).
+async fn on_cluster<T: Default + Send + 'static>(
+    store: &Arc<dyn Store>,
+    f: impl FnOnce(&dyn xdrsync_store::Cluster) -> Result<T, xdrsync_store::StoreError> + Send + 'static,
+) -> Result<T, xdrsync_store::StoreError> {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.cluster().map_or(Ok(T::default()), f)).await {
+        Ok(r) => r,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 async fn renew(
     store: &Arc<dyn Store>,
     worker: &str,
     wanted: Wanted,
     lease: Duration,
 ) -> Result<xdrsync_store::Held, xdrsync_store::StoreError> {
-    let (store, worker) = (store.clone(), worker.to_owned());
-    match tokio::task::spawn_blocking(move || match store.cluster() {
-        Some(c) => c.renew(&worker, &wanted.streams, &wanted.sinks, lease),
-        None => Ok(xdrsync_store::Held::default()),
+    let worker = worker.to_owned();
+    on_cluster(store, move |c| {
+        c.renew(&worker, &wanted.streams, &wanted.sinks, lease)
     })
     .await
-    {
-        Ok(r) => r,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
 }
 
 fn record(held: &xdrsync_store::Held, leases: &Leases) {
@@ -179,22 +187,16 @@ impl Worker {
     pub(crate) async fn leave(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
-        let (store, name) = (self.store.clone(), self.leases.worker().to_owned());
-        let released = tokio::task::spawn_blocking(move || match store.cluster() {
-            Some(c) => c.release(&name),
-            None => Ok(()),
-        })
-        .await;
-        match released {
-            Ok(Ok(())) => eprintln!(
+        let name = self.leases.worker().to_owned();
+        match on_cluster(&self.store, move |c| c.release(&name)).await {
+            Ok(()) => eprintln!(
                 "xdrsync run: worker {} gave its leases back.",
                 self.leases.worker()
             ),
-            Ok(Err(e)) => eprintln!(
+            Err(e) => eprintln!(
                 "warning: worker {} could not give its leases back ({e}); the others take them over once they expire.",
                 self.leases.worker()
             ),
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
 }
